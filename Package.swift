@@ -1,0 +1,62 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// The engine's hot loops are plain Swift; without the optimiser they run 10-50x slower,
+// which would make even debug test runs of real training crawl.
+let optimised: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"])]
+
+let package = Package(
+    name: "cnn",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "cnn-coord", targets: ["cnn-coord"]),
+        .executable(name: "cnn-worker", targets: ["cnn-worker"]),
+        .executable(name: "cnn", targets: ["cnn"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // System libraries, linked plainly from module maps (see shared FACTS: pkg-config for
+        // libzmq adds flags SwiftPM refuses).
+        .systemLibrary(name: "CZMQ", path: "Sources/CZMQ"),
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+
+        .target(name: "CNN", dependencies: ["COpenBLAS"], swiftSettings: optimised),
+        .target(name: "Data", dependencies: ["CNN", "CZlib"], swiftSettings: optimised),
+        .target(name: "Checkpoint", dependencies: []),
+        .target(name: "Wire", dependencies: ["CZMQ"], swiftSettings: optimised),
+        .target(name: "AllReduce", dependencies: ["CNN"], swiftSettings: optimised),
+        .target(
+            name: "Training",
+            dependencies: [
+                "CNN", "Data", "Checkpoint", "Wire", "AllReduce",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: optimised
+        ),
+        .executableTarget(
+            name: "cnn-coord",
+            dependencies: ["Training", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "cnn-worker",
+            dependencies: ["Training", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "cnn",
+            dependencies: ["Training", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+
+        .target(name: "TestSupport", dependencies: ["CNN"], path: "Tests/TestSupport"),
+        .testTarget(name: "CNNTests", dependencies: ["CNN", "TestSupport"]),
+        .testTarget(name: "DataTests", dependencies: ["Data", "TestSupport"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
+        .testTarget(name: "WireTests", dependencies: ["Wire"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "TestSupport"]),
+    ]
+)
