@@ -25,10 +25,12 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
 
-        .target(name: "CNN", dependencies: ["COpenBLAS"], swiftSettings: optimised),
-        .target(name: "Data", dependencies: ["CNN", "CZlib"], swiftSettings: optimised),
-        .target(name: "Checkpoint", dependencies: []),
-        .target(name: "Wire", dependencies: ["CZMQ"], swiftSettings: optimised),
+        .target(name: "Randomness", swiftSettings: optimised),
+        .target(name: "CNN", dependencies: ["COpenBLAS", "Randomness"], swiftSettings: optimised),
+        .target(name: "Data", dependencies: ["Randomness", "CZlib"], swiftSettings: optimised),
+        .target(name: "Hashing", swiftSettings: optimised),
+        .target(name: "Checkpoint", dependencies: ["Hashing"]),
+        .target(name: "Wire", dependencies: ["CZMQ", "Hashing"], swiftSettings: optimised),
         .target(name: "AllReduce", dependencies: ["CNN"], swiftSettings: optimised),
         .target(
             name: "Training",
@@ -54,8 +56,9 @@ let package = Package(
 
         .target(name: "TestSupport", dependencies: ["CNN"], path: "Tests/TestSupport"),
         .testTarget(name: "CNNTests", dependencies: ["CNN", "TestSupport"]),
-        .testTarget(name: "DataTests", dependencies: ["Data", "TestSupport"]),
+        .testTarget(name: "DataTests", dependencies: ["Data"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
+        .testTarget(name: "HashingTests", dependencies: ["Hashing"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "TestSupport"]),
     ]
