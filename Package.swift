@@ -3,7 +3,7 @@ import PackageDescription
 
 // The engine's hot loops are plain Swift; without the optimiser they run 10-50x slower,
 // which would make even debug test runs of real training crawl.
-let optimised: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"])]
+let optimised: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"])]
 
 let package = Package(
     name: "cnn",
@@ -31,7 +31,7 @@ let package = Package(
         .target(name: "Hashing", swiftSettings: optimised),
         .target(name: "Checkpoint", dependencies: ["Hashing"]),
         .target(name: "Wire", dependencies: ["CZMQ", "Hashing"], swiftSettings: optimised),
-        .target(name: "AllReduce", dependencies: ["CNN"], swiftSettings: optimised),
+        .target(name: "AllReduce", swiftSettings: optimised),
         .target(
             name: "Training",
             dependencies: [
@@ -60,6 +60,7 @@ let package = Package(
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
         .testTarget(name: "HashingTests", dependencies: ["Hashing"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
+        .testTarget(name: "AllReduceTests", dependencies: ["AllReduce"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "TestSupport"]),
     ]
 )

@@ -1,0 +1,106 @@
+/// A node of the fixed binary tree over a step's micro-batches: it covers the micro-batches
+/// [index * 2^level, (index + 1) * 2^level), cut at the number of micro-batches.
+public struct TreeNodeID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var level: Int
+    public var index: Int
+
+    public init(level: Int, index: Int) {
+        self.level = level
+        self.index = index
+    }
+
+    public var firstLeaf: Int { index << level }
+    public var leftChild: TreeNodeID { TreeNodeID(level: level - 1, index: index * 2) }
+    public var rightChild: TreeNodeID { TreeNodeID(level: level - 1, index: index * 2 + 1) }
+    public var parent: TreeNodeID { TreeNodeID(level: level + 1, index: index / 2) }
+
+    public static func < (a: TreeNodeID, b: TreeNodeID) -> Bool {
+        a.firstLeaf != b.firstLeaf ? a.firstLeaf < b.firstLeaf : a.level > b.level
+    }
+
+    public var description: String { "node(level \(level), index \(index))" }
+}
+
+public struct ReductionError: Error, CustomStringConvertible, Equatable {
+    public var description: String
+}
+
+/// The fixed summation tree of DESIGN.md's step contract. The value of a node is
+/// `value(left) + value(right)` (just `value(left)` when the right child lies past the last
+/// micro-batch), evaluated element by element. Because the tree depends only on the number of
+/// micro-batches, any way of cutting the work among workers that sends exact tree nodes gives the
+/// same bits: floating-point addition is only ever done in this one order.
+public struct ReductionTree: Sendable, Equatable {
+    public let leafCount: Int
+    /// Levels above the leaves: ceil(log2(leafCount)).
+    public let height: Int
+
+    public init(leafCount: Int) {
+        precondition(leafCount > 0, "a reduction tree needs at least one micro-batch")
+        self.leafCount = leafCount
+        var height = 0
+        while (1 << height) < leafCount { height += 1 }
+        self.height = height
+    }
+
+    public var root: TreeNodeID { TreeNodeID(level: height, index: 0) }
+
+    /// The micro-batches a node covers.
+    public func leaves(of node: TreeNodeID) -> Range<Int> {
+        let first = node.firstLeaf
+        return first..<min(first + (1 << node.level), leafCount)
+    }
+
+    /// Whether the node exists in this tree (and covers at least one micro-batch).
+    public func contains(_ node: TreeNodeID) -> Bool {
+        node.level >= 0 && node.level <= height && node.index >= 0 && node.firstLeaf < leafCount
+    }
+
+    /// The largest nodes whose micro-batches all lie in `held`: what a worker holding those
+    /// micro-batches sends, so that it does as much of the sum as it can. Sorted by first leaf.
+    public func maximalNodes(covering held: Set<Int>) -> [TreeNodeID] {
+        var result: [TreeNodeID] = []
+        func visit(_ node: TreeNodeID) {
+            let range = leaves(of: node)
+            if range.allSatisfy({ held.contains($0) }) {
+                result.append(node)
+            } else if node.level > 0 {
+                visit(node.leftChild)
+                if contains(node.rightChild) { visit(node.rightChild) }
+            }
+        }
+        visit(root)
+        return result
+    }
+
+    /// Computes `node`'s value into `output` (`length` floats). `known` gives the value of a node
+    /// when it is already available (a received partial sum, or a leaf's gradient); otherwise the
+    /// node is built from its children. Throws when some micro-batch under `node` has no value.
+    public func evaluate(
+        _ node: TreeNodeID, length: Int, into output: UnsafeMutablePointer<Float>,
+        known: (TreeNodeID) -> UnsafePointer<Float>?
+    ) throws {
+        var scratch: [UnsafeMutablePointer<Float>] = []
+        defer { scratch.forEach { $0.deallocate() } }
+        try evaluate(node, depth: 0, length: length, into: output, scratch: &scratch, known: known)
+    }
+
+    private func evaluate(
+        _ node: TreeNodeID, depth: Int, length: Int, into output: UnsafeMutablePointer<Float>,
+        scratch: inout [UnsafeMutablePointer<Float>], known: (TreeNodeID) -> UnsafePointer<Float>?
+    ) throws {
+        if let values = known(node) {
+            output.update(from: values, count: length)
+            return
+        }
+        guard node.level > 0 else {
+            throw ReductionError(description: "no gradient for micro-batch \(node.index)")
+        }
+        try evaluate(node.leftChild, depth: depth + 1, length: length, into: output, scratch: &scratch, known: known)
+        guard contains(node.rightChild) else { return }
+        while scratch.count <= depth { scratch.append(.allocate(capacity: length)) }
+        let right = scratch[depth]
+        try evaluate(node.rightChild, depth: depth + 1, length: length, into: right, scratch: &scratch, known: known)
+        for i in 0..<length { output[i] += right[i] }
+    }
+}

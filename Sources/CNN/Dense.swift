@@ -1,0 +1,79 @@
+/// Fully connected: y = x W^T + b with W [out, in] (PyTorch's `nn.Linear` layout), b [out].
+/// Takes any input shape and treats each sample as a flat vector.
+public final class Dense: Layer {
+    public let inputShape: FeatureShape
+    public let outputShape: FeatureShape
+    public let units: Int
+    public let hasBias: Bool
+
+    private var weights: UnsafeMutablePointer<Float>!
+    private var weightGradients: UnsafeMutablePointer<Float>!
+    private var bias: UnsafeMutablePointer<Float>?
+    private var biasGradients: UnsafeMutablePointer<Float>?
+    private var savedInput: UnsafePointer<Float>!
+
+    private let output = FloatBuffer()          // [N, out]
+    private let inputGradient = FloatBuffer()   // [N, in]
+
+    public init(input: FeatureShape, units: Int, bias: Bool = true, name: String = "Dense") throws {
+        guard units > 0 else { throw ModelError(layer: name, message: "units must be positive, got \(units)") }
+        self.inputShape = input
+        self.outputShape = .vector(units)
+        self.units = units
+        self.hasBias = bias
+    }
+
+    public var summary: String { "Dense(\(units))" }
+
+    public var parameterSpecs: [ParameterSpec] {
+        var specs = [ParameterSpec(name: "weight", shape: [units, inputShape.count], initialiser: .heNormal(fanIn: inputShape.count))]
+        if hasBias { specs.append(ParameterSpec(name: "bias", shape: [units], initialiser: .zeros)) }
+        return specs
+    }
+
+    public var forwardFLOPs: Int { 2 * units * inputShape.count }
+    public var savedFloatsPerSample: Int { outputShape.count }
+
+    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+        weights = parameters
+        weightGradients = gradients
+        if hasBias {
+            bias = parameters + units * inputShape.count
+            biasGradients = gradients + units * inputShape.count
+        }
+    }
+
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
+        savedInput = input
+        let inputs = inputShape.count
+        let out = output.reserve(batch * units)
+        if let bias {
+            for n in 0..<batch { (out + n * units).update(from: bias, count: units) }
+        }
+        // out [N, out] (+)= x [N, in] x W^T [in, out]
+        BLAS.gemm(
+            transposeA: false, transposeB: true, m: batch, n: units, k: inputs,
+            a: input, lda: inputs, b: weights, ldb: inputs, beta: hasBias ? 1 : 0, c: out, ldc: units)
+        return out
+    }
+
+    public func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
+        let inputs = inputShape.count
+        // dW [out, in] += dY^T [out, N] x x [N, in]
+        BLAS.gemm(
+            transposeA: true, transposeB: false, m: units, n: inputs, k: batch,
+            a: outputGradient, lda: units, b: savedInput, ldb: inputs, beta: 1, c: weightGradients, ldc: inputs)
+        if let biasGradients {
+            for n in 0..<batch {
+                let row = outputGradient + n * units
+                for j in 0..<units { biasGradients[j] += row[j] }
+            }
+        }
+        // dX [N, in] = dY [N, out] x W [out, in]
+        let dInput = inputGradient.reserve(batch * inputs)
+        BLAS.gemm(
+            transposeA: false, transposeB: false, m: batch, n: inputs, k: units,
+            a: outputGradient, lda: units, b: weights, ldb: inputs, beta: 0, c: dInput, ldc: inputs)
+        return dInput
+    }
+}

@@ -1,0 +1,95 @@
+/// Whether a pass trains (batch statistics, dropout) or evaluates (running statistics, no dropout).
+/// Passed into every forward call, never kept as global state.
+public enum Mode: Sendable {
+    case training
+    case inference
+}
+
+/// What a forward pass needs besides its input. Every random choice a layer makes is keyed by
+/// (seed, epoch, step, sample index, layer), so it does not matter which worker runs which sample.
+public struct PassContext: Sendable {
+    public var mode: Mode
+    public var seed: UInt64
+    public var epoch: Int
+    public var step: Int
+    /// The data-set index of each sample in the batch, in batch order.
+    public var sampleIndices: [Int]
+
+    public init(mode: Mode, seed: UInt64 = 0, epoch: Int = 0, step: Int = 0, sampleIndices: [Int] = []) {
+        self.mode = mode
+        self.seed = seed
+        self.epoch = epoch
+        self.step = step
+        self.sampleIndices = sampleIndices
+    }
+
+    public static let inference = PassContext(mode: .inference)
+}
+
+/// How a parameter tensor is filled before training.
+public enum Initialiser: Sendable, Equatable {
+    case zeros
+    case ones
+    /// He/Kaiming normal: N(0, 2 / fanIn), for layers followed by ReLU.
+    case heNormal(fanIn: Int)
+    /// He/Kaiming uniform: U(-b, b) with b = sqrt(6 / fanIn).
+    case heUniform(fanIn: Int)
+    /// Xavier/Glorot uniform: U(-b, b) with b = sqrt(6 / (fanIn + fanOut)).
+    case xavierUniform(fanIn: Int, fanOut: Int)
+    case constant(Float)
+}
+
+/// One named tensor a layer owns, in PyTorch's layout and naming (`weight` OIHW, `bias`).
+public struct ParameterSpec: Sendable, Equatable {
+    public var name: String
+    public var shape: [Int]
+    public var initialiser: Initialiser
+
+    public init(name: String, shape: [Int], initialiser: Initialiser) {
+        self.name = name
+        self.shape = shape
+        self.initialiser = initialiser
+    }
+
+    public var count: Int { shape.reduce(1, *) }
+}
+
+/// A layer: owns its parameters (as views into the network's flat buffers) and whatever its
+/// backward pass needs from the forward pass.
+///
+/// `forward` returns a pointer to a buffer the layer owns, valid until its next forward call;
+/// the input pointer must stay valid until `backward` (the network guarantees this).
+/// `backward` adds into the parameter gradients and returns the input gradient.
+public protocol Layer: AnyObject {
+    /// A short name for summaries and errors: "Conv2D(32, 3x3, s1, p1)".
+    var summary: String { get }
+    var inputShape: FeatureShape { get }
+    var outputShape: FeatureShape { get }
+    /// Trainable tensors, in order; the network lays them out contiguously in this order.
+    var parameterSpecs: [ParameterSpec] { get }
+    /// Non-trainable state saved with the model (BatchNorm running statistics), in order.
+    var stateSpecs: [ParameterSpec] { get }
+    /// Multiply-adds counted as 2 FLOPs, for one sample's forward pass.
+    var forwardFLOPs: Int { get }
+    /// Floats per sample this layer keeps for its backward pass (for memory estimates).
+    var savedFloatsPerSample: Int { get }
+
+    /// Points the layer at its slice of the network's flat parameter and gradient buffers.
+    func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>)
+    /// Points the layer at its slice of the network's flat state buffer.
+    func bind(state: UnsafeMutablePointer<Float>)
+
+    func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float>
+    func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float>
+}
+
+extension Layer {
+    public var parameterSpecs: [ParameterSpec] { [] }
+    public var stateSpecs: [ParameterSpec] { [] }
+    public var forwardFLOPs: Int { 0 }
+    public var savedFloatsPerSample: Int { outputShape.count }
+    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {}
+    public func bind(state: UnsafeMutablePointer<Float>) {}
+    public var parameterCount: Int { parameterSpecs.reduce(0) { $0 + $1.count } }
+    public var stateCount: Int { stateSpecs.reduce(0) { $0 + $1.count } }
+}

@@ -1,0 +1,166 @@
+import Randomness
+
+/// Where one named tensor lives in a network's flat buffer.
+public struct TensorSlot: Sendable, Equatable {
+    /// PyTorch `nn.Sequential` naming: "0.weight", "3.bias".
+    public var name: String
+    public var shape: [Int]
+    public var offset: Int
+    public var count: Int
+    public var initialiser: Initialiser
+}
+
+/// A sequential network whose parameters and gradients each live in one contiguous buffer, so the
+/// optimiser, the all-reduce and the checkpoint all see the same ordered list (`parameterSlots`),
+/// and a gradient is a single contiguous send.
+public final class Network {
+    public let spec: ModelSpec
+    public let layers: [Layer]
+    public let parameterSlots: [TensorSlot]
+    public let stateSlots: [TensorSlot]
+    public let parameterCount: Int
+    public let stateCount: Int
+    /// The flat parameter vector, in `parameterSlots` order.
+    public let parameters: FloatBuffer
+    /// d(loss)/d(parameters), same layout; `backward` adds into it.
+    public let gradients: FloatBuffer
+    /// Non-trainable state (BatchNorm running statistics), in `stateSlots` order.
+    public let state: FloatBuffer
+
+    private let lossGradient = FloatBuffer()
+
+    public var inputShape: FeatureShape { spec.input }
+    public var outputShape: FeatureShape { layers.last?.outputShape ?? spec.input }
+
+    /// Builds every layer, inferring shapes; throws a `ModelError` naming the first impossible layer.
+    public init(_ spec: ModelSpec) throws {
+        self.spec = spec
+        var layers: [Layer] = []
+        var shape = spec.input
+        for (index, layerSpec) in spec.layers.enumerated() {
+            let layer = try layerSpec.makeLayer(input: shape, name: "model.layers[\(index)]")
+            layers.append(layer)
+            shape = layer.outputShape
+        }
+        self.layers = layers
+
+        var parameterSlots: [TensorSlot] = []
+        var stateSlots: [TensorSlot] = []
+        var parameterOffset = 0
+        var stateOffset = 0
+        for (index, layer) in layers.enumerated() {
+            for p in layer.parameterSpecs {
+                parameterSlots.append(TensorSlot(
+                    name: "\(index).\(p.name)", shape: p.shape, offset: parameterOffset, count: p.count,
+                    initialiser: p.initialiser))
+                parameterOffset += p.count
+            }
+            for s in layer.stateSpecs {
+                stateSlots.append(TensorSlot(
+                    name: "\(index).\(s.name)", shape: s.shape, offset: stateOffset, count: s.count,
+                    initialiser: s.initialiser))
+                stateOffset += s.count
+            }
+        }
+        self.parameterSlots = parameterSlots
+        self.stateSlots = stateSlots
+        self.parameterCount = parameterOffset
+        self.stateCount = stateOffset
+        parameters = FloatBuffer(count: parameterOffset)
+        gradients = FloatBuffer(count: parameterOffset)
+        state = FloatBuffer(count: stateOffset)
+
+        var parameterCursor = 0
+        var stateCursor = 0
+        for layer in layers {
+            layer.bind(parameters: parameters.pointer + parameterCursor, gradients: gradients.pointer + parameterCursor)
+            layer.bind(state: state.pointer + stateCursor)
+            parameterCursor += layer.parameterCount
+            stateCursor += layer.stateCount
+        }
+    }
+
+    /// Fills parameters and state from their initialisers. Element e of tensor t gets a value keyed
+    /// by (seed, t, e): a pure function, identical on every process.
+    public func initialise(seed: UInt64) {
+        Network.initialise(slots: parameterSlots, into: parameters.pointer, seed: seed)
+        Network.initialise(slots: stateSlots, into: state.pointer, seed: seed ^ 0x5EED)
+    }
+
+    private static func initialise(slots: [TensorSlot], into buffer: UnsafeMutablePointer<Float>, seed: UInt64) {
+        for (t, slot) in slots.enumerated() {
+            let values = buffer + slot.offset
+            switch slot.initialiser {
+            case .zeros:
+                values.update(repeating: 0, count: slot.count)
+            case .ones:
+                values.update(repeating: 1, count: slot.count)
+            case .constant(let c):
+                values.update(repeating: c, count: slot.count)
+            case .heNormal(let fanIn):
+                let std = (2 / Double(fanIn)).squareRoot()
+                for e in 0..<slot.count {
+                    values[e] = Float(std * CounterRandom.normal(seed: seed, purpose: .initialisation, UInt64(t), 0, 0, UInt64(e)))
+                }
+            case .heUniform(let fanIn):
+                fillUniform(values, count: slot.count, bound: (6 / Double(fanIn)).squareRoot(), seed: seed, tensor: t)
+            case .xavierUniform(let fanIn, let fanOut):
+                fillUniform(values, count: slot.count, bound: (6 / Double(fanIn + fanOut)).squareRoot(), seed: seed, tensor: t)
+            }
+        }
+    }
+
+    private static func fillUniform(_ values: UnsafeMutablePointer<Float>, count: Int, bound: Double, seed: UInt64, tensor: Int) {
+        for e in 0..<count {
+            let u = CounterRandom.uniform(seed: seed, purpose: .initialisation, UInt64(tensor), 1, 0, UInt64(e))
+            values[e] = Float((2 * u - 1) * bound)
+        }
+    }
+
+    public func zeroGradients() {
+        gradients.zero(parameterCount)
+    }
+
+    /// Runs the layers in order; returns the logits [batch, outputs], valid until the next forward.
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafePointer<Float> {
+        var activation = input
+        for layer in layers {
+            activation = UnsafePointer(layer.forward(activation, batch: batch, context: context))
+        }
+        return activation
+    }
+
+    /// Back-propagates d(loss)/d(logits) through every layer, adding into `gradients`.
+    public func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) {
+        var gradient = outputGradient
+        for layer in layers.reversed() {
+            gradient = UnsafePointer(layer.backward(gradient, batch: batch))
+        }
+    }
+
+    /// One micro-batch: forward, loss, and (in training) backward. Gradients are zeroed first and
+    /// hold the gradient of this micro-batch's *mean* loss afterwards.
+    @discardableResult
+    public func computeGradients(
+        images: UnsafePointer<Float>, labels: UnsafePointer<Int32>, batch: Int, context: PassContext,
+        loss: SoftmaxCrossEntropy = SoftmaxCrossEntropy()
+    ) -> BatchScore {
+        let classes = outputShape.count
+        let logits = forward(images, batch: batch, context: context)
+        guard context.mode == .training else {
+            return loss.evaluate(logits: logits, labels: labels, batch: batch, classes: classes, gradient: nil)
+        }
+        zeroGradients()
+        let dLogits = lossGradient.reserve(batch * classes)
+        let score = loss.evaluate(logits: logits, labels: labels, batch: batch, classes: classes, gradient: dLogits)
+        backward(dLogits, batch: batch)
+        return score
+    }
+
+    /// Copies `parameterCount` values into the parameters (for example weights from the coordinator).
+    public func loadParameters(from values: UnsafePointer<Float>) {
+        parameters.pointer.update(from: values, count: parameterCount)
+    }
+}
+
+

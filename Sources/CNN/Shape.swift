@@ -1,0 +1,89 @@
+/// The shape of one sample as it flows between layers: channels x height x width.
+/// Dense outputs are `C x 1 x 1`, so one type serves every layer.
+public struct FeatureShape: Hashable, Sendable, CustomStringConvertible {
+    public var channels: Int
+    public var height: Int
+    public var width: Int
+
+    public init(channels: Int, height: Int, width: Int) {
+        self.channels = channels
+        self.height = height
+        self.width = width
+    }
+
+    /// A flat vector of `count` features.
+    public static func vector(_ count: Int) -> FeatureShape {
+        FeatureShape(channels: count, height: 1, width: 1)
+    }
+
+    /// Elements per sample.
+    public var count: Int { channels * height * width }
+
+    public var description: String { "\(channels)x\(height)x\(width)" }
+}
+
+/// A model that cannot be built as written: says which layer, the formula, the numbers and a fix.
+public struct ModelError: Error, CustomStringConvertible, Equatable {
+    public var layer: String
+    public var message: String
+
+    public init(layer: String, message: String) {
+        self.layer = layer
+        self.message = message
+    }
+
+    public var description: String { "\(layer): \(message)" }
+}
+
+/// The output size of a sliding window along one axis, floor((W - F_eff + 2P) / S) + 1 with
+/// F_eff = D(F - 1) + 1, as PyTorch computes it.
+///
+/// When the division is not exact the last window position is dropped. If that remainder is only
+/// padding (ResNet's 7x7/2 on 224 gives 112.5), this is harmless; if real input rows or columns are
+/// never seen by any window (AlexNet's 11x11/4 on 224 gives 54.25), the model is almost surely
+/// wrong, and with `strict` that is an error citing the numbers and a fix.
+public func slidingOutputSize(
+    input: Int, kernel: Int, stride: Int, padding: Int, dilation: Int = 1, axis: String, layer: String,
+    strict: Bool = true
+) throws -> Int {
+    let effective = dilation * (kernel - 1) + 1
+    let span = input - effective + 2 * padding
+    let shownKernel = dilation == 1 ? "\(kernel)" : "\(effective)"
+    let formula = "(\(input) - \(shownKernel) + 2*\(padding)) / \(stride) + 1"
+    if span < 0 {
+        throw ModelError(
+            layer: layer,
+            message: "the window of \(effective) does not fit the input \(axis) of \(input) with padding \(padding): "
+                + "\(formula) < 1; use a smaller kernel, more padding, or a larger input")
+    }
+    let size = span / stride + 1
+    let lastCovered = (size - 1) * stride - padding + effective - 1
+    if strict && span % stride != 0 && lastCovered < input - 1 {
+        let exact = format2(Double(span) / Double(stride) + 1)
+        let unseen = input - 1 - lastCovered
+        let remainder = span % stride
+        var fix = "use an input \(axis) of \(input - remainder) or \(input - remainder + stride)"
+        var widerPadding = padding + 1
+        while widerPadding <= padding + stride {
+            let widerSize = (input - effective + 2 * widerPadding) / stride + 1
+            if (widerSize - 1) * stride - widerPadding + effective - 1 >= input - 1 { break }
+            widerPadding += 1
+        }
+        fix += ", or padding \(widerPadding)"
+        throw ModelError(
+            layer: layer,
+            message: "output \(axis) \(formula) = \(exact) is not an integer: the last \(unseen) "
+                + "\(axis == "width" ? "column" : "row")\(unseen == 1 ? "" : "s") of the input would never be seen; \(fix)")
+    }
+    return size
+}
+
+/// Two decimals without Foundation's formatter: 54.25, 13.5, 7.0.
+func format2(_ value: Double) -> String {
+    let hundredths = Int((value * 100).rounded())
+    let whole = hundredths / 100
+    let fraction = abs(hundredths % 100)
+    if fraction == 0 { return "\(whole).0" }
+    if fraction % 10 == 0 { return "\(whole).\(fraction / 10)" }
+    return "\(whole).\(fraction < 10 ? "0" : "")\(fraction)"
+}
