@@ -1,0 +1,115 @@
+import CNN
+import TestSupport
+import XCTest
+
+final class MaxPool2DTests: XCTestCase {
+    private func pool(_ input: [Float], shape: FeatureShape, size: Int, stride: Int? = nil, padding: Int = 0) throws -> (MaxPool2D, [Float]) {
+        let layer = try MaxPool2D(input: shape, size: size, stride: stride, padding: padding)
+        return (layer, forwardValues(layer, input: input, batch: input.count / shape.count))
+    }
+
+    func testTwoByTwoPoolOfFourByFourRangeGivesBottomRightOfEachWindow() throws {
+        let (layer, output) = try pool(TestArrays.arange(16), shape: FeatureShape(channels: 1, height: 4, width: 4), size: 2)
+        XCTAssertEqual(layer.outputShape, FeatureShape(channels: 1, height: 2, width: 2))
+        XCTAssertEqual(output, [5, 7, 13, 15])
+    }
+
+    func testOverlappingAlexNetPoolOnFiveByFive() throws {
+        // 3x3 windows at stride 2 start at rows/columns 0 and 2 and share row/column 2.
+        let (layer, output) = try pool(TestArrays.arange(25), shape: FeatureShape(channels: 1, height: 5, width: 5), size: 3, stride: 2)
+        XCTAssertEqual(layer.outputShape, FeatureShape(channels: 1, height: 2, width: 2))
+        XCTAssertEqual(output, [12, 14, 22, 24])
+    }
+
+    func testPaddedPoolNeverPicksThePadding() throws {
+        // With padding 1 the windows cover rows {0,1}, {1,2,3}, {3,4} (same for columns). On an
+        // all-negative input a zero-valued padding would win every border window; -inf never does.
+        let negative = (0..<25).map { -Float($0) - 1 }
+        let (layer, output) = try pool(negative, shape: FeatureShape(channels: 1, height: 5, width: 5), size: 3, stride: 2, padding: 1)
+        XCTAssertEqual(layer.outputShape, FeatureShape(channels: 1, height: 3, width: 3))
+        XCTAssertEqual(output, [-1, -2, -4, -6, -7, -9, -16, -17, -19])
+        let (_, rising) = try pool(TestArrays.arange(25), shape: FeatureShape(channels: 1, height: 5, width: 5), size: 3, stride: 2, padding: 1)
+        XCTAssertEqual(rising, [6, 8, 9, 16, 18, 19, 21, 23, 24])
+    }
+
+    func testPoolingFloorsAnOddLastRowLikePyTorch() throws {
+        let layer = try MaxPool2D(input: FeatureShape(channels: 3, height: 7, width: 5), size: 2)
+        XCTAssertEqual(layer.outputShape, FeatureShape(channels: 3, height: 3, width: 2))
+    }
+
+    func testPoolForwardMatchesDirectPoolingOnSeveralShapes() throws {
+        let cases: [(FeatureShape, Int, Int?, Int)] = [
+            (FeatureShape(channels: 2, height: 7, width: 6), 2, nil, 0),
+            (FeatureShape(channels: 3, height: 9, width: 9), 3, 2, 1),
+            (FeatureShape(channels: 1, height: 8, width: 5), 3, 1, 1),
+            (FeatureShape(channels: 2, height: 6, width: 7), 4, 3, 2),
+        ]
+        for (index, (shape, size, stride, padding)) in cases.enumerated() {
+            let input = TestArrays.normal(count: 2 * shape.count, seed: UInt64(index))
+            let (layer, output) = try pool(input, shape: shape, size: size, stride: stride, padding: padding)
+            XCTAssertEqual(output, referenceMaxPool(layer, input: input, batch: 2), "case \(index): \(layer.summary) on \(shape)")
+        }
+    }
+
+    func testBackwardRoutesGradientToTheArgmax() throws {
+        let layer = try MaxPool2D(input: FeatureShape(channels: 1, height: 4, width: 4), size: 2)
+        let (_, inputGradient) = forwardBackwardValues(layer, input: TestArrays.arange(16), outputGradient: [1, 2, 3, 4], batch: 1)
+        var expected = [Float](repeating: 0, count: 16)
+        expected[5] = 1
+        expected[7] = 2
+        expected[13] = 3
+        expected[15] = 4
+        XCTAssertEqual(inputGradient, expected)
+    }
+
+    func testBackwardAccumulatesWhereOverlappingWindowsShareTheArgmax() throws {
+        // The centre of a 5x5 is in all four 3x3/2 windows; make it the maximum of the image.
+        var image = TestArrays.arange(25)
+        image[12] = 100
+        let layer = try MaxPool2D(input: FeatureShape(channels: 1, height: 5, width: 5), size: 3, stride: 2)
+        let (output, inputGradient) = forwardBackwardValues(layer, input: image, outputGradient: [1, 10, 100, 1000], batch: 1)
+        XCTAssertEqual(output, [100, 100, 100, 100])
+        var expected = [Float](repeating: 0, count: 25)
+        expected[12] = 1111
+        XCTAssertEqual(inputGradient, expected)
+    }
+
+    func testTiesRouteTheGradientToTheFirstMaximumLikePyTorch() throws {
+        // PyTorch keeps the first maximum in row-major window order; so must the switches.
+        let layer = try MaxPool2D(input: FeatureShape(channels: 1, height: 2, width: 4), size: 2)
+        let (output, inputGradient) = forwardBackwardValues(layer, input: [3, 3, 1, 5, 3, 3, 5, 5], outputGradient: [1, 2], batch: 1)
+        XCTAssertEqual(output, [3, 5])
+        XCTAssertEqual(inputGradient, [1, 0, 0, 2, 0, 0, 0, 0])
+    }
+
+    func testBackwardClearsTheGradientOfThePreviousCall() throws {
+        let layer = try MaxPool2D(input: FeatureShape(channels: 1, height: 4, width: 4), size: 2)
+        _ = forwardBackwardValues(layer, input: TestArrays.arange(16), outputGradient: [1, 1, 1, 1], batch: 1)
+        let (_, second) = forwardBackwardValues(layer, input: Array(TestArrays.arange(16).reversed()), outputGradient: [1, 1, 1, 1], batch: 1)
+        var expected = [Float](repeating: 0, count: 16)
+        for index in [0, 2, 8, 10] { expected[index] = 1 }
+        XCTAssertEqual(second, expected)
+    }
+
+    func testMaxPoolBackwardMatchesNumericalGradient() throws {
+        let shapes: [(FeatureShape, Int, Int?, Int)] = [
+            (FeatureShape(channels: 2, height: 4, width: 6), 2, nil, 0),
+            (FeatureShape(channels: 2, height: 5, width: 5), 3, 2, 0),
+            (FeatureShape(channels: 3, height: 5, width: 7), 3, 2, 1),
+        ]
+        for (index, (shape, size, stride, padding)) in shapes.enumerated() {
+            let layer = try MaxPool2D(input: shape, size: size, stride: stride, padding: padding)
+            // Distinct values 0.1 apart: no ties, and the step stays below half the gap.
+            let input = TestArrays.distinct(count: 2 * shape.count, seed: UInt64(index))
+            let report = checkLayerGradients(
+                BoundLayer(layer), input: input, batch: 2, options: GradientCheckOptions(step: 1e-3))
+            XCTAssertTrue(report.passed, "\(layer.summary) on \(shape)\n\(report)")
+        }
+    }
+
+    func testPaddingLargerThanHalfThePoolIsRejected() {
+        XCTAssertThrowsError(try MaxPool2D(input: FeatureShape(channels: 1, height: 8, width: 8), size: 2, padding: 2)) { error in
+            XCTAssertTrue(String(describing: error).contains("at most half"), String(describing: error))
+        }
+    }
+}
