@@ -1,0 +1,338 @@
+/// Everything coordinator and workers say to each other. Bulk tensors travel as separate raw
+/// frames (`FloatPayload`); everything else is in the meta frame (see `WireCodec`).
+public enum Message: Equatable, Sendable, CustomStringConvertible {
+    /// Worker -> coordinator: who I am.
+    case hello(Hello)
+    /// Coordinator -> worker: your id, the run's configuration, and the timing rules.
+    case welcome(Welcome)
+    /// Coordinator -> worker: the weights the envelope's step starts from.
+    case weights(Weights)
+    /// Coordinator -> worker: micro-batches to compute.
+    case assign(Assignment)
+    /// Worker -> coordinator: per-micro-batch results and gradient partial sums.
+    case gradients(Gradients)
+    /// Both ways: still alive.
+    case heartbeat(Heartbeat)
+    /// Both ways: leaving, and why.
+    case bye(Bye)
+    /// Both ways: something went wrong with the peer's message or state.
+    case error(WireFailure)
+
+    /// A readable one-liner for logs (counts and first indices, never tensor contents).
+    public var description: String {
+        switch self {
+        case .hello(let hello): return hello.description
+        case .welcome(let welcome): return welcome.description
+        case .weights(let weights): return weights.description
+        case .assign(let assignment): return assignment.description
+        case .gradients(let gradients): return gradients.description
+        case .heartbeat(let heartbeat): return heartbeat.description
+        case .bye(let bye): return bye.description
+        case .error(let failure): return failure.description
+        }
+    }
+
+    /// The message's type name as used in logs and errors ("hello", "gradients", ...).
+    public var typeName: String { MessageType(self).name }
+}
+
+/// Worker -> coordinator: the first message of a worker.
+public struct Hello: Equatable, Sendable, CustomStringConvertible {
+    /// The worker's chosen name (`--name`), for logs.
+    public var name: String
+    /// How many micro-batches it computes at once (at least 1).
+    public var threads: Int
+    /// The worker's process id on its host, for finding it in `ps` and logs.
+    public var processID: Int32
+    /// The host the worker runs on.
+    public var hostName: String
+    /// The BLAS kernel in use (informational: results are checked, not trusted by name).
+    public var coreType: String
+
+    /// A value with every field given.
+    public init(name: String, threads: Int, processID: Int32, hostName: String, coreType: String) {
+        self.name = name
+        self.threads = threads
+        self.processID = processID
+        self.hostName = hostName
+        self.coreType = coreType
+    }
+
+    /// A one-line summary for logs.
+    public var description: String {
+        "hello name=\(quoted(name)) threads=\(threads) pid=\(processID) host=\(quoted(hostName)) core=\(quoted(coreType))"
+    }
+}
+
+/// Coordinator -> worker: the answer to `Hello`.
+public struct Welcome: Equatable, Sendable, CustomStringConvertible {
+    /// The id the coordinator gave this worker (for logs; messages are routed by `PeerID`).
+    public var workerID: UInt32
+    /// The run's resolved YAML configuration.
+    public var configText: String
+    /// Floats in the flat parameter vector (what every `Weights` and gradient tensor holds).
+    public var parameterCount: Int
+    /// How often both sides send a `Heartbeat` when they have nothing else to say.
+    public var heartbeatIntervalMilliseconds: UInt32
+    /// Silence after which the coordinator declares the worker dead (and the worker the coordinator).
+    public var workerTimeoutMilliseconds: UInt32
+
+    /// A value with every field given.
+    public init(workerID: UInt32, configText: String, parameterCount: Int, heartbeatIntervalMilliseconds: UInt32, workerTimeoutMilliseconds: UInt32) {
+        self.workerID = workerID
+        self.configText = configText
+        self.parameterCount = parameterCount
+        self.heartbeatIntervalMilliseconds = heartbeatIntervalMilliseconds
+        self.workerTimeoutMilliseconds = workerTimeoutMilliseconds
+    }
+
+    /// A one-line summary for logs.
+    public var description: String {
+        "welcome worker=\(workerID) parameters=\(parameterCount) heartbeat=\(heartbeatIntervalMilliseconds)ms timeout=\(workerTimeoutMilliseconds)ms config=\(configText.utf8.count) bytes"
+    }
+}
+
+/// Coordinator -> worker: the weights; the envelope's step says which step they start.
+public struct Weights: Equatable, Sendable, CustomStringConvertible {
+    /// The flat parameter vector.
+    public var values: FloatPayload
+
+    /// A value with every field given.
+    public init(values: FloatPayload) { self.values = values }
+
+    /// A one-line summary for logs.
+    public var description: String { "weights \(values)" }
+}
+
+/// Whether a task trains (gradients wanted) or only evaluates (loss and accuracy only).
+public enum TaskKind: UInt8, Sendable, CustomStringConvertible {
+    case train = 0
+    case evaluate = 1
+
+    /// A one-line summary for logs.
+    public var description: String { self == .train ? "train" : "evaluate" }
+}
+
+/// One micro-batch of a step: its index within the step and the sample indices it holds.
+public struct MicroBatch: Equatable, Sendable {
+    /// Position within the step (below `Assignment.totalMicroBatches`).
+    public var index: UInt32
+    /// Indices into the data set, in the order the micro-batch processes them.
+    public var samples: [UInt32]
+
+    /// A value with every field given.
+    public init(index: UInt32, samples: [UInt32]) {
+        self.index = index
+        self.samples = samples
+    }
+}
+
+/// Coordinator -> worker: compute these micro-batches of the envelope's step.
+public struct Assignment: Equatable, Sendable, CustomStringConvertible {
+    /// Train or evaluate.
+    public var kind: TaskKind
+    /// The epoch the step belongs to.
+    public var epoch: UInt32
+    /// Micro-batches in the whole step (every index is below it).
+    public var totalMicroBatches: UInt32
+    /// The micro-batches this worker is to compute (distinct indices).
+    public var microBatches: [MicroBatch]
+
+    /// A value with every field given.
+    public init(kind: TaskKind, epoch: UInt32, totalMicroBatches: UInt32, microBatches: [MicroBatch]) {
+        self.kind = kind
+        self.epoch = epoch
+        self.totalMicroBatches = totalMicroBatches
+        self.microBatches = microBatches
+    }
+
+    /// A one-line summary for logs.
+    public var description: String {
+        let samples = microBatches.reduce(0) { $0 + $1.samples.count }
+        return "assign \(kind) epoch=\(epoch) micro-batches=\(microBatches.count)/\(totalMicroBatches) \(listPrefix(microBatches.map { $0.index })) samples=\(samples)"
+    }
+}
+
+/// A node of the fixed reduction tree over micro-batch indices: it covers micro-batches
+/// `[index << level, (index + 1) << level)`. Level 0 is one micro-batch.
+public struct TreeNode: Hashable, Sendable, CustomStringConvertible {
+    /// Height in the tree: the node covers 2^level micro-batches (at most 31).
+    public var level: UInt8
+    /// Position among the nodes of its level.
+    public var index: UInt32
+
+    /// A value with every field given.
+    public init(level: UInt8, index: UInt32) {
+        self.level = level
+        self.index = index
+    }
+
+    /// The micro-batch indices the node covers (64-bit so the top node of level 31 fits).
+    public var microBatches: Range<UInt64> {
+        let width = UInt64(1) << UInt64(min(level, 63))
+        return UInt64(index) * width ..< (UInt64(index) + 1) * width
+    }
+
+    /// The covered range, like `[4,8)`.
+    public var description: String { "[\(microBatches.lowerBound),\(microBatches.upperBound))" }
+}
+
+/// What one micro-batch produced besides its gradient.
+public struct MicroBatchResult: Equatable, Sendable {
+    /// The micro-batch's index within the step.
+    public var index: UInt32
+    /// Sum (not mean) of the per-sample losses, so results combine exactly by addition.
+    public var lossSum: Double
+    /// Correctly classified samples.
+    public var correct: UInt32
+    /// Samples in the micro-batch.
+    public var samples: UInt32
+
+    /// A value with every field given.
+    public init(index: UInt32, lossSum: Double, correct: UInt32, samples: UInt32) {
+        self.index = index
+        self.lossSum = lossSum
+        self.correct = correct
+        self.samples = samples
+    }
+}
+
+/// Worker -> coordinator: results of the micro-batches of the envelope's step, and for training
+/// the gradient partial sums of the tree nodes the worker could complete.
+public struct Gradients: Equatable, Sendable, CustomStringConvertible {
+    /// Train (tensors follow) or evaluate (results only).
+    public var kind: TaskKind
+    /// The epoch of the assignment answered.
+    public var epoch: UInt32
+    /// One per micro-batch computed (distinct indices).
+    public var results: [MicroBatchResult]
+    /// The tree nodes whose partial gradient sums follow, in tensor order; they never overlap.
+    public var nodes: [TreeNode]
+    /// One per node, same order; empty for evaluation.
+    public var tensors: [FloatPayload]
+
+    /// A value with every field given.
+    public init(kind: TaskKind, epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], tensors: [FloatPayload]) {
+        self.kind = kind
+        self.epoch = epoch
+        self.results = results
+        self.nodes = nodes
+        self.tensors = tensors
+    }
+
+    /// A one-line summary for logs.
+    public var description: String {
+        let floats = tensors.reduce(0) { $0 + $1.count }
+        return "gradients \(kind) epoch=\(epoch) results=\(results.count) \(listPrefix(results.map { $0.index })) nodes=\(nodes.count) \(listPrefix(nodes)) tensors=\(tensors.count) (\(floats) floats)"
+    }
+}
+
+/// Both ways: proof of life between real messages.
+public struct Heartbeat: Equatable, Sendable, CustomStringConvertible {
+    /// The sender's clock when sent (milliseconds; only differences on one host mean anything).
+    public var sentAtMilliseconds: UInt64
+    /// True while the sender is computing (so silence on the data path is expected).
+    public var busy: Bool
+
+    /// A value with every field given.
+    public init(sentAtMilliseconds: UInt64, busy: Bool) {
+        self.sentAtMilliseconds = sentAtMilliseconds
+        self.busy = busy
+    }
+
+    /// A one-line summary for logs.
+    public var description: String { "heartbeat sent=\(sentAtMilliseconds)ms \(busy ? "busy" : "idle")" }
+}
+
+/// Both ways: the sender leaves.
+public struct Bye: Equatable, Sendable, CustomStringConvertible {
+    /// Why, in words for the other side's log.
+    public var reason: String
+
+    /// A value with every field given.
+    public init(reason: String) { self.reason = reason }
+
+    /// A one-line summary for logs.
+    public var description: String { "bye \(quoted(reason))" }
+}
+
+/// Both ways: a failure report (what was wrong with the peer's message or state).
+public struct WireFailure: Equatable, Sendable, CustomStringConvertible {
+    /// A machine-readable reason (the trainer defines the codes).
+    public var code: UInt16
+    /// What was wrong and how to fix it, for the other side's log.
+    public var text: String
+
+    /// A value with every field given.
+    public init(code: UInt16, text: String) {
+        self.code = code
+        self.text = text
+    }
+
+    /// A one-line summary for logs.
+    public var description: String { "error code=\(code) \(quoted(text))" }
+}
+
+/// A message with the header fields every message carries.
+public struct Envelope: Equatable, Sendable, CustomStringConvertible {
+    /// Identifies the run, so a worker from another run (or a stale one) is noticed.
+    public var runID: UInt64
+    /// The optimiser step the message belongs to.
+    public var step: UInt64
+    /// The message itself.
+    public var message: Message
+
+    /// A value with every field given.
+    public init(runID: UInt64, step: UInt64, message: Message) {
+        self.runID = runID
+        self.step = step
+        self.message = message
+    }
+
+    /// A one-line summary for logs.
+    public var description: String { "run=\(hex(runID)) step=\(step) \(message)" }
+}
+
+/// The message type byte of the header.
+enum MessageType: UInt8 {
+    case hello = 1, welcome, weights, assign, gradients, heartbeat, bye, error
+
+    init(_ message: Message) {
+        switch message {
+        case .hello: self = .hello
+        case .welcome: self = .welcome
+        case .weights: self = .weights
+        case .assign: self = .assign
+        case .gradients: self = .gradients
+        case .heartbeat: self = .heartbeat
+        case .bye: self = .bye
+        case .error: self = .error
+        }
+    }
+
+    var name: String {
+        switch self {
+        case .hello: return "hello"
+        case .welcome: return "welcome"
+        case .weights: return "weights"
+        case .assign: return "assign"
+        case .gradients: return "gradients"
+        case .heartbeat: return "heartbeat"
+        case .bye: return "bye"
+        case .error: return "error"
+        }
+    }
+}
+
+/// A string in quotes, cut at 80 characters so a log line stays a line.
+func quoted(_ text: String) -> String {
+    let limit = 80
+    if text.count <= limit { return "\"\(text)\"" }
+    return "\"\(text.prefix(limit))…\" (\(text.utf8.count) bytes)"
+}
+
+/// The first few items of a list in brackets, with how many more there are.
+func listPrefix<T: CustomStringConvertible>(_ items: [T], shown: Int = 8) -> String {
+    let head = items.prefix(shown).map { $0.description }.joined(separator: ", ")
+    return items.count > shown ? "[\(head), … +\(items.count - shown)]" : "[\(head)]"
+}
