@@ -38,6 +38,7 @@ let package = Package(
                 "CNN", "Data", "Checkpoint", "Wire", "AllReduce",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: optimised
         ),
@@ -54,7 +55,7 @@ let package = Package(
             dependencies: ["Training", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
-        .target(name: "TestSupport", dependencies: ["CNN"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["CNN", "Randomness"], path: "Tests/TestSupport"),
         .testTarget(name: "CNNTests", dependencies: ["CNN", "TestSupport"]),
         .testTarget(name: "DataTests", dependencies: ["Data"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),

@@ -36,9 +36,11 @@ public final class Conv2D: Layer {
         input: FeatureShape, filters: Int, kernelHeight: Int, kernelWidth: Int, stride: Int = 1,
         padding: Int = 0, dilation: Int = 1, groups: Int = 1, bias: Bool = true, name: String = "Conv2D"
     ) throws {
-        guard filters > 0, kernelHeight > 0, kernelWidth > 0, stride > 0, padding >= 0, dilation > 0, groups > 0 else {
-            throw ModelError(layer: name, message: "filters, kernel, stride, dilation and groups must be positive and padding not negative")
+        for (value, what) in [(filters, "filters"), (kernelHeight, "kernel height"), (kernelWidth, "kernel width"),
+                              (stride, "stride"), (dilation, "dilation"), (groups, "groups")] where value < 1 {
+            throw ModelError(layer: name, message: "\(what) must be at least 1, found \(value)")
         }
+        guard padding >= 0 else { throw ModelError(layer: name, message: "padding must not be negative, found \(padding)") }
         guard input.channels % groups == 0, filters % groups == 0 else {
             throw ModelError(
                 layer: name,

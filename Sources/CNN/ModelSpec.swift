@@ -2,7 +2,8 @@
 public enum Padding: Sendable, Equatable {
     /// The same number of zero rows and columns on every side.
     case explicit(Int)
-    /// Output size = ceil(input / stride): padding (F_eff - 1) / 2, which needs an odd effective kernel.
+    /// Padding (F_eff - 1) / 2 on every side, which keeps the size at stride 1 (TensorFlow's SAME);
+    /// it needs an odd effective kernel, and at stride > 1 the input must suit the stride.
     case same
     /// No padding.
     case valid

@@ -117,6 +117,10 @@ public final class Adam: Optimizer {
               m.count == firstMoment.count, v.count == secondMoment.count, s.count == 1 else {
             throw OptimizerStateError(description: "optimizer state needs exp_avg and exp_avg_sq of \(firstMoment.count) values and a step")
         }
+        // A corrupt checkpoint must be an error, not a trap in Int(_:) or a nonsense bias correction.
+        guard s[0] >= 0, s[0] < 16_777_216, s[0].rounded(.towardZero) == s[0] else {
+            throw OptimizerStateError(description: "optimizer state 'step' must be a whole number from 0 to 2^24, found \(s[0])")
+        }
         firstMoment = m
         secondMoment = v
         steps = Int(s[0])

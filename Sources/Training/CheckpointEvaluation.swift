@@ -1,0 +1,69 @@
+import CNN
+import Checkpoint
+import Data
+import Foundation
+
+/// `cnn eval`: a checkpoint's accuracy on the test set, per class, with the confusion matrix.
+public struct CheckpointEvaluation: Sendable {
+    public var accuracy: Double
+    public var meanLoss: Double
+    public var classNames: [String]
+    /// confusion[truth][prediction]
+    public var confusion: [[Int]]
+    public var checkpointStep: Int
+
+    public static func run(checkpoint path: String, configPath: String?) throws -> CheckpointEvaluation {
+        let loaded = try CheckpointStore.load(directory: path)
+        let configFile = configPath ?? URL(fileURLWithPath: path).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("config.yaml").path
+        let config = try TrainingConfig.load(path: configFile)
+        let state = try ModelState(config: config)
+        try state.loadWeights(loaded.model, source: path)
+        let data = try DataSource.load(config)
+        let test = data.test
+        let network = state.network
+        let classes = network.outputShape.count
+        var confusion = [[Int]](repeating: [Int](repeating: 0, count: classes), count: classes)
+        var total = BatchScore()
+        let images = FloatBuffer(), labels = IndexBuffer()
+        for work in evaluationWork(testCount: test.count, microBatch: config.train.evalBatch) {
+            let n = work.samples.count
+            test.copyBatch(work.samples, images: images.reserve(n * test.sampleSize), labels: labels.reserve(n))
+            let logits = network.forward(images.pointer, batch: n, context: .inference)
+            total = total + SoftmaxCrossEntropy().evaluate(logits: logits, labels: labels.pointer, batch: n, classes: classes, gradient: nil)
+            for i in 0..<n {
+                let row = logits + i * classes
+                var best = 0
+                for j in 1..<classes where row[j] > row[best] { best = j }
+                confusion[Int(labels.pointer[i])][best] += 1
+            }
+        }
+        let names: [String]
+        switch config.data.dataset {
+        case "fashion-mnist": names = FashionMNIST.classNames
+        case "cifar10": names = CIFAR10.classNames
+        default: names = (0..<classes).map { "class \($0)" }
+        }
+        return CheckpointEvaluation(
+            accuracy: total.accuracy, meanLoss: total.meanLoss, classNames: names, confusion: confusion,
+            checkpointStep: loaded.state.step)
+    }
+
+    public var text: String {
+        var lines = ["checkpoint at step \(checkpointStep): test accuracy \(String(format: "%.2f", accuracy * 100))%, "
+            + "loss \(String(format: "%.4f", meanLoss))", "", "per class:"]
+        let width = classNames.map(\.count).max() ?? 5
+        for (index, row) in confusion.enumerated() {
+            let count = row.reduce(0, +)
+            let rate = count == 0 ? 0 : Double(row[index]) / Double(count)
+            let name = index < classNames.count ? classNames[index] : "class \(index)"
+            lines.append("  \(name.padding(toLength: width, withPad: " ", startingAt: 0))  \(String(format: "%6.2f", rate * 100))%  (\(row[index])/\(count))")
+        }
+        lines.append("")
+        lines.append("confusion matrix (rows: true class, columns: predicted):")
+        for row in confusion {
+            lines.append("  " + row.map { String(format: "%5d", $0) }.joined(separator: " "))
+        }
+        return lines.joined(separator: "\n")
+    }
+}

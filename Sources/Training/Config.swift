@@ -1,0 +1,336 @@
+import CNN
+import Data
+import Hashing
+import Yams
+
+/// Everything a run needs, resolved from the YAML file and the command line. Workers receive
+/// its `yaml` rendering, so a worker computes exactly what the coordinator planned.
+public struct TrainingConfig: Sendable, Equatable {
+    public var model: ModelSpec
+    public var data: DataConfig
+    public var train: TrainConfig
+    public var distributed: DistributedConfig
+    public var checkpoint: CheckpointConfig
+    /// Where the config came from, for messages.
+    public var source: String = "config"
+
+    public init(model: ModelSpec, data: DataConfig = DataConfig(), train: TrainConfig = TrainConfig(),
+                distributed: DistributedConfig = DistributedConfig(), checkpoint: CheckpointConfig = CheckpointConfig()) {
+        self.model = model
+        self.data = data
+        self.train = train
+        self.distributed = distributed
+        self.checkpoint = checkpoint
+    }
+}
+
+public struct DataConfig: Sendable, Equatable {
+    /// fashion-mnist, mnist (IDX files), cifar10 (binary batches) or synthetic.
+    public var dataset: String = "fashion-mnist"
+    /// Folder holding the data set's files.
+    public var path: String = FashionMNIST.defaultDirectory
+    /// false keeps samples in file order.
+    public var shuffle: Bool = true
+    public var augmentation = Augmentation()
+    /// Sizes of the synthetic data set.
+    public var syntheticTrain: Int = 2048
+    public var syntheticTest: Int = 512
+
+    public init() {}
+}
+
+public struct OptimizerConfig: Sendable, Equatable {
+    /// sgd, adam or adamw.
+    public var name: String = "sgd"
+    public var learningRate: Double = 0.05
+    public var momentum: Double = 0.9
+    public var nesterov: Bool = false
+    public var weightDecay: Double = 0
+    public var beta1: Double = 0.9
+    public var beta2: Double = 0.999
+    public var epsilon: Double = 1e-8
+
+    public init() {}
+}
+
+public struct TrainConfig: Sendable, Equatable {
+    public var epochs: Int = 3
+    /// Samples per optimiser step (the global batch).
+    public var batch: Int = 128
+    /// Samples per micro-batch: the unit of work and of determinism. Must divide `batch`.
+    public var microBatch: Int = 32
+    public var seed: UInt64 = 1
+    public var optimizer = OptimizerConfig()
+    public var schedule = Schedule.constant
+    /// Log a metrics line every this many steps.
+    public var logEvery: Int = 50
+    /// Samples per evaluation micro-batch.
+    public var evalBatch: Int = 500
+    /// Stop after this many steps in all (0: run every epoch).
+    public var maxSteps: Int = 0
+
+    public init() {}
+
+    public var microBatchesPerStep: Int { batch / microBatch }
+}
+
+public struct DistributedConfig: Sendable, Equatable {
+    /// Seconds without any message before a worker is declared dead.
+    public var workerTimeout: Double = 10
+    /// Seconds between heartbeats, both ways.
+    public var heartbeatInterval: Double = 1
+    /// Seconds to wait for the expected number of workers before the first step.
+    public var joinTimeout: Double = 60
+
+    public init() {}
+}
+
+public struct CheckpointConfig: Sendable, Equatable {
+    /// Write a checkpoint every this many steps (0: only the final one).
+    public var every: Int = 0
+    /// How many checkpoints to keep.
+    public var keep: Int = 3
+
+    public init() {}
+}
+
+extension TrainingConfig {
+    /// Parses a YAML config; `source` names it in errors (usually the file path).
+    public static func parse(yaml text: String, source: String) throws -> TrainingConfig {
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: text) else {
+                throw ConfigError(file: source, line: nil, message: "the config is empty; see configs/fashion-mnist.yaml for an example")
+            }
+            root = node
+        } catch let error as ConfigError {
+            throw error
+        } catch let error as YamlError {
+            throw ConfigError(file: source, line: yamlErrorLine(error), message: "not valid YAML: \(yamlProblem(error))")
+        }
+        let top = ConfigNode(node: root, path: "", file: source)
+        try top.expectKeys(["model", "data", "train", "distributed", "checkpoint"])
+        guard let modelNode = try top.child("model") else {
+            throw top.error("the config has no 'model' section; add one with 'input' and 'layers'")
+        }
+        var config = TrainingConfig(model: try parseModel(modelNode))
+        config.source = source
+        if let node = try top.child("data") { config.data = try parseData(node) }
+        if let node = try top.child("train") { config.train = try parseTrain(node) }
+        if let node = try top.child("distributed") { config.distributed = try parseDistributed(node) }
+        if let node = try top.child("checkpoint") { config.checkpoint = try parseCheckpoint(node) }
+        if config.train.batch % config.train.microBatch != 0 {
+            let node = try top.child("train")
+            throw ConfigError(
+                file: source, line: node?.line,
+                message: "train.batch (\(config.train.batch)) must be a multiple of train.micro_batch (\(config.train.microBatch)); "
+                    + "for example micro_batch: \(largestDivisor(of: config.train.batch, atMost: config.train.microBatch))")
+        }
+        do {
+            _ = try Network(config.model)
+        } catch let error as ModelError {
+            throw ConfigError(file: source, line: modelNode.line, message: error.description)
+        }
+        return config
+    }
+
+    /// Reads and parses a config file.
+    public static func load(path: String) throws -> TrainingConfig {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ConfigError(file: path, line: nil, message: "cannot read the config file; check the path (configs/ holds examples)")
+        }
+        return try parse(yaml: text, source: path)
+    }
+
+    /// A stable hash of everything that changes the numbers a run computes.
+    public var hash: String {
+        let text = yaml
+        let value = XXHash64.hash(array: Array(text.utf8))
+        return String(value, radix: 16)
+    }
+
+    private static func parseModel(_ node: ConfigNode) throws -> ModelSpec {
+        try node.expectKeys(["input", "layers"])
+        guard let inputNode = try node.child("input") else {
+            throw node.error("model needs 'input: [channels, height, width]', for example [1, 28, 28]")
+        }
+        let dims = try inputNode.ints()
+        guard dims.count == 3, dims.allSatisfy({ $0 > 0 }) else {
+            throw inputNode.error("model.input must be three positive numbers [channels, height, width], found \(dims)")
+        }
+        guard let layersNode = try node.child("layers") else {
+            throw node.error("model needs 'layers', a list such as [conv: {filters: 32, kernel: 3}, relu, ...]")
+        }
+        let layers = try layersNode.items().map(parseLayer)
+        guard !layers.isEmpty else { throw layersNode.error("model.layers is empty") }
+        return ModelSpec(input: FeatureShape(channels: dims[0], height: dims[1], width: dims[2]), layers: layers)
+    }
+
+    static let layerKinds = ["conv", "maxpool", "relu", "flatten", "dense"]
+
+    private static func parseLayer(_ node: ConfigNode) throws -> LayerSpec {
+        let kind: String
+        var options: ConfigNode?
+        if node.isScalar {
+            kind = try node.string()
+        } else {
+            let entries = try node.entries()
+            guard entries.count == 1 else {
+                throw node.error("\(node.path) must name one layer kind, like 'conv: {filters: 32, kernel: 3}' or 'relu'")
+            }
+            kind = entries[0].key
+            options = entries[0].value
+        }
+        guard layerKinds.contains(kind) else {
+            var message = "unknown layer '\(kind)' in \(node.path)"
+            if let guess = closest(kind, among: layerKinds) { message += " (did you mean '\(guess)'?)" }
+            else { message += "; known layers: \(layerKinds.joined(separator: ", "))" }
+            throw node.error(message)
+        }
+        switch kind {
+        case "relu": return .relu
+        case "flatten": return .flatten
+        case "dense":
+            guard let options else { throw node.error("\(node.path): dense needs units, e.g. 'dense: 128'") }
+            if options.isScalar { return .dense(units: try options.int(minimum: 1), bias: true) }
+            try options.expectKeys(["units", "bias"])
+            guard let units = try options.child("units") else { throw options.error("\(options.path) needs 'units'") }
+            return .dense(units: try units.int(minimum: 1), bias: try options.child("bias")?.bool() ?? true)
+        case "maxpool":
+            guard let options else { return .maxPool(size: 2, stride: nil, padding: 0) }
+            if options.isScalar { return .maxPool(size: try options.int(minimum: 1), stride: nil, padding: 0) }
+            try options.expectKeys(["size", "stride", "padding"])
+            return .maxPool(
+                size: try options.child("size")?.int(minimum: 1) ?? 2,
+                stride: try options.child("stride")?.int(minimum: 1),
+                padding: try options.child("padding")?.int(minimum: 0) ?? 0)
+        default:  // conv
+            guard let options, options.isMapping else {
+                throw node.error("\(node.path): conv needs options, e.g. 'conv: {filters: 32, kernel: 3, padding: 1}'")
+            }
+            try options.expectKeys(["filters", "kernel", "stride", "padding", "dilation", "groups", "bias"])
+            guard let filters = try options.child("filters") else { throw options.error("\(options.path) needs 'filters'") }
+            guard let kernel = try options.child("kernel") else { throw options.error("\(options.path) needs 'kernel'") }
+            var spec = ConvolutionSpec(filters: try filters.int(minimum: 1), kernel: try kernel.int(minimum: 1))
+            spec.stride = try options.child("stride")?.int(minimum: 1) ?? 1
+            spec.dilation = try options.child("dilation")?.int(minimum: 1) ?? 1
+            spec.groups = try options.child("groups")?.int(minimum: 1) ?? 1
+            spec.bias = try options.child("bias")?.bool() ?? true
+            if let padding = try options.child("padding") {
+                if let number = padding.node.int {
+                    guard number >= 0 else { throw padding.error("\(padding.path) must not be negative, found \(number)") }
+                    spec.padding = .explicit(number)
+                } else {
+                    switch try padding.oneOf(["same", "valid", "SAME", "VALID"]).lowercased() {
+                    case "same": spec.padding = .same
+                    default: spec.padding = .valid
+                    }
+                }
+            }
+            return .convolution(spec)
+        }
+    }
+
+    private static func parseData(_ node: ConfigNode) throws -> DataConfig {
+        try node.expectKeys(["dataset", "path", "shuffle", "augment", "synthetic_train", "synthetic_test"])
+        var data = DataConfig()
+        if let n = try node.child("dataset") { data.dataset = try n.oneOf(["fashion-mnist", "mnist", "cifar10", "synthetic"]) }
+        if let n = try node.child("path") { data.path = try n.string() }
+        if let n = try node.child("shuffle") { data.shuffle = try n.bool() }
+        if let n = try node.child("synthetic_train") { data.syntheticTrain = try n.int(minimum: 1) }
+        if let n = try node.child("synthetic_test") { data.syntheticTest = try n.int(minimum: 1) }
+        if let n = try node.child("augment") {
+            if n.isScalar {
+                guard try n.string() == "none" else { throw n.error("data.augment must be 'none' or a mapping of augmentations") }
+            } else {
+                try n.expectKeys(["crop_padding", "horizontal_flip", "vertical_flip", "max_translation", "brightness", "contrast"])
+                var a = Augmentation()
+                if let v = try n.child("crop_padding") { a.cropPadding = try v.int(minimum: 0) }
+                if let v = try n.child("horizontal_flip") { a.horizontalFlip = try v.bool() }
+                if let v = try n.child("vertical_flip") { a.verticalFlip = try v.bool() }
+                if let v = try n.child("max_translation") { a.maxTranslation = try v.int(minimum: 0) }
+                if let v = try n.child("brightness") { a.brightness = Float(try v.double(minimum: 0)) }
+                if let v = try n.child("contrast") { a.contrast = Float(try v.double(minimum: 0, maximum: 1)) }
+                data.augmentation = a
+            }
+        }
+        return data
+    }
+
+    private static func parseTrain(_ node: ConfigNode) throws -> TrainConfig {
+        try node.expectKeys(["epochs", "batch", "micro_batch", "seed", "optimizer", "schedule", "log_every", "eval_batch", "steps"])
+        var train = TrainConfig()
+        if let n = try node.child("epochs") { train.epochs = try n.int(minimum: 1) }
+        if let n = try node.child("batch") { train.batch = try n.int(minimum: 1) }
+        train.microBatch = train.batch
+        if let n = try node.child("micro_batch") { train.microBatch = try n.int(minimum: 1) }
+        if train.microBatch > train.batch {
+            throw node.error("train.micro_batch (\(train.microBatch)) cannot exceed train.batch (\(train.batch))")
+        }
+        if let n = try node.child("seed") { train.seed = UInt64(try n.int(minimum: 0)) }
+        if let n = try node.child("log_every") { train.logEvery = try n.int(minimum: 1) }
+        if let n = try node.child("eval_batch") { train.evalBatch = try n.int(minimum: 1) }
+        if let n = try node.child("steps") { train.maxSteps = try n.int(minimum: 0) }
+        if let n = try node.child("optimizer") {
+            try n.expectKeys(["name", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "epsilon"])
+            var o = OptimizerConfig()
+            if let v = try n.child("name") { o.name = try v.oneOf(["sgd", "adam", "adamw"]) }
+            if o.name != "sgd" { o.momentum = 0 }
+            if let v = try n.child("lr") { o.learningRate = try v.double(minimum: 0, exclusiveMinimum: true) }
+            if let v = try n.child("momentum") { o.momentum = try v.double(minimum: 0, maximum: 1) }
+            if let v = try n.child("nesterov") { o.nesterov = try v.bool() }
+            if let v = try n.child("weight_decay") { o.weightDecay = try v.double(minimum: 0) }
+            if let v = try n.child("beta1") { o.beta1 = try v.double(minimum: 0, maximum: 1) }
+            if let v = try n.child("beta2") { o.beta2 = try v.double(minimum: 0, maximum: 1) }
+            if let v = try n.child("epsilon") { o.epsilon = try v.double(minimum: 0, exclusiveMinimum: true) }
+            if o.nesterov && o.momentum == 0 {
+                throw n.error("train.optimizer.nesterov needs a momentum above 0 (as in PyTorch)")
+            }
+            train.optimizer = o
+        }
+        if let n = try node.child("schedule") { train.schedule = try Schedule.parse(n) }
+        return train
+    }
+
+    private static func parseDistributed(_ node: ConfigNode) throws -> DistributedConfig {
+        try node.expectKeys(["worker_timeout", "heartbeat_interval", "join_timeout"])
+        var d = DistributedConfig()
+        if let n = try node.child("worker_timeout") { d.workerTimeout = try n.double(minimum: 0.1) }
+        if let n = try node.child("heartbeat_interval") { d.heartbeatInterval = try n.double(minimum: 0.01) }
+        if let n = try node.child("join_timeout") { d.joinTimeout = try n.double(minimum: 0.1) }
+        if d.heartbeatInterval >= d.workerTimeout {
+            throw node.error("distributed.heartbeat_interval (\(d.heartbeatInterval) s) must be shorter than worker_timeout (\(d.workerTimeout) s)")
+        }
+        return d
+    }
+
+    private static func parseCheckpoint(_ node: ConfigNode) throws -> CheckpointConfig {
+        try node.expectKeys(["every", "keep"])
+        var c = CheckpointConfig()
+        if let n = try node.child("every") { c.every = try n.int(minimum: 0) }
+        if let n = try node.child("keep") { c.keep = try n.int(minimum: 1) }
+        return c
+    }
+
+    private static func largestDivisor(of value: Int, atMost limit: Int) -> Int {
+        var d = min(limit, value)
+        while d > 1 && value % d != 0 { d -= 1 }
+        return d
+    }
+}
+
+private func yamlErrorLine(_ error: YamlError) -> Int? {
+    switch error {
+    case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): return mark.line
+    default: return nil
+    }
+}
+
+private func yamlProblem(_ error: YamlError) -> String {
+    switch error {
+    case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
+        return "\(problem) at column \(mark.column)"
+    default:
+        return "\(error)"
+    }
+}

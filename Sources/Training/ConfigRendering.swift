@@ -1,0 +1,68 @@
+import CNN
+
+extension TrainingConfig {
+    /// The resolved config as YAML that `parse` reads back to an equal config: written to the run
+    /// directory and sent to every worker.
+    public var yaml: String {
+        var lines: [String] = []
+        let input = model.input
+        lines.append("model:")
+        lines.append("  input: [\(input.channels), \(input.height), \(input.width)]")
+        lines.append("  layers:")
+        for layer in model.layers { lines.append("    - \(Self.render(layer))") }
+        lines.append("data:")
+        lines.append("  dataset: \(data.dataset)")
+        lines.append("  path: \"\(data.path)\"")
+        lines.append("  shuffle: \(data.shuffle)")
+        let a = data.augmentation
+        if a.isIdentity {
+            lines.append("  augment: none")
+        } else {
+            lines.append("  augment: {crop_padding: \(a.cropPadding), horizontal_flip: \(a.horizontalFlip), "
+                + "vertical_flip: \(a.verticalFlip), max_translation: \(a.maxTranslation), "
+                + "brightness: \(a.brightness), contrast: \(a.contrast)}")
+        }
+        lines.append("  synthetic_train: \(data.syntheticTrain)")
+        lines.append("  synthetic_test: \(data.syntheticTest)")
+        let o = train.optimizer
+        lines.append("train:")
+        lines.append("  epochs: \(train.epochs)")
+        lines.append("  batch: \(train.batch)")
+        lines.append("  micro_batch: \(train.microBatch)")
+        lines.append("  seed: \(train.seed)")
+        lines.append("  optimizer: {name: \(o.name), lr: \(o.learningRate), momentum: \(o.momentum), nesterov: \(o.nesterov), "
+            + "weight_decay: \(o.weightDecay), beta1: \(o.beta1), beta2: \(o.beta2), epsilon: \(o.epsilon)}")
+        lines.append("  schedule: \(train.schedule.yaml)")
+        lines.append("  log_every: \(train.logEvery)")
+        lines.append("  eval_batch: \(train.evalBatch)")
+        lines.append("  steps: \(train.maxSteps)")
+        lines.append("distributed:")
+        lines.append("  worker_timeout: \(distributed.workerTimeout)")
+        lines.append("  heartbeat_interval: \(distributed.heartbeatInterval)")
+        lines.append("  join_timeout: \(distributed.joinTimeout)")
+        lines.append("checkpoint:")
+        lines.append("  every: \(checkpoint.every)")
+        lines.append("  keep: \(checkpoint.keep)")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func render(_ layer: LayerSpec) -> String {
+        switch layer {
+        case .relu: return "relu"
+        case .flatten: return "flatten"
+        case .dense(let units, let bias): return "dense: {units: \(units), bias: \(bias)}"
+        case .maxPool(let size, let stride, let padding):
+            return "maxpool: {size: \(size), stride: \(stride ?? size), padding: \(padding)}"
+        case .convolution(let c):
+            let padding: String
+            switch c.padding {
+            case .explicit(let p): padding = "\(p)"
+            case .same: padding = "same"
+            case .valid: padding = "valid"
+            }
+            precondition(c.kernelHeight == c.kernelWidth, "configs describe square kernels")
+            return "conv: {filters: \(c.filters), kernel: \(c.kernelHeight), stride: \(c.stride), padding: \(padding), "
+                + "dilation: \(c.dilation), groups: \(c.groups), bias: \(c.bias)}"
+        }
+    }
+}

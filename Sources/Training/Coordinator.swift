@@ -1,0 +1,550 @@
+import AllReduce
+import CNN
+import Checkpoint
+import Foundation
+import Logging
+import Wire
+
+/// How a coordinator runs: everything from the command line that is not in the config.
+public struct CoordinatorOptions: Sendable {
+    /// ZeroMQ endpoint to bind; port 0 or `*` picks a free port.
+    public var bind: String = "tcp://127.0.0.1:5555"
+    /// Local worker processes to start.
+    public var spawnWorkers: Int = 0
+    /// Workers to wait for before the first step (default: the spawned ones, else 1).
+    public var expectedWorkers: Int?
+    /// Threads of each spawned worker.
+    public var workerThreads: Int = 1
+    public var runDirectory: String = "runs/latest"
+    public var resume: Bool = false
+    public var initialWeights: String?
+    /// The `cnn-worker` program for --spawn-workers (default: next to the running program).
+    public var workerExecutable: String?
+    /// Print a progress line every this many steps.
+    public var quiet: Bool = false
+
+    public init() {}
+}
+
+/// What a finished run reports.
+public struct RunSummary: Sendable {
+    public var steps: Int
+    public var epochs: Int
+    public var testAccuracy: Double?
+    public var imagesPerSecond: Double
+    public var finalCheckpoint: String
+    public var interrupted: Bool
+}
+
+/// A failure the coordinator cannot train through.
+public struct CoordinatorError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// The coordinator: owns the config, master weights, optimiser state, data order and checkpoints,
+/// binds one ROUTER socket, and runs the loop of DESIGN.md: assign micro-batches, combine their
+/// gradients along the fixed tree, apply the optimiser, broadcast the weights.
+public final class Coordinator {
+    public let config: TrainingConfig
+    public let options: CoordinatorOptions
+    private let logger: Logger
+    private let state: ModelState
+    private let directory: RunDirectory
+    private let runID: UInt64
+    private let context: ZMQContext
+    private let socket: MessageSocket
+    public let endpoint: String
+    private var pool = WorkerPool()
+    private let reduction = TreeReduction()
+    private let meanGradient: FloatBuffer
+    private let local: LocalWorkers
+    private let trainCount: Int
+    private let testCount: Int
+
+    /// Weights of the current version, shared by every send of it.
+    private var weightsPayload: FloatPayload?
+    private var weightsPayloadVersion = -1
+
+    public init(config: TrainingConfig, options: CoordinatorOptions, logger: Logger) throws {
+        self.config = config
+        self.options = options
+        self.logger = logger
+        state = try ModelState(config: config)
+        directory = try RunDirectory(path: options.runDirectory, keep: config.checkpoint.keep)
+        runID = UInt64.random(in: 1...UInt64.max)
+        meanGradient = FloatBuffer(count: state.parameterCount)
+        // The coordinator reads the data only to know the set sizes; workers load it themselves.
+        let data = try DataSource.load(config)
+        trainCount = data.train.count
+        testCount = data.test.count
+
+        context = try ZMQContext()
+        let router = try ZMQSocket(context: context, kind: .router)
+        try router.setLinger(milliseconds: 2000)
+        try router.setRouterMandatory(true)
+        let limits = DecodeLimits.forModel(weights: state.weightsCount, microBatches: config.train.microBatchesPerStep,
+                                           samples: max(config.train.microBatch, config.train.evalBatch))
+        socket = MessageSocket(socket: router, limits: limits)
+        do {
+            endpoint = try router.bind(options.bind)
+        } catch {
+            throw CoordinatorError(description: "cannot bind \(options.bind): \(error). Is another coordinator running there? "
+                + "Choose another port with --bind tcp://127.0.0.1:PORT (port 0 picks a free one)")
+        }
+        local = LocalWorkers(logger: logger)
+    }
+
+    deinit {
+        socket.socket.close()
+        context.close()
+    }
+
+    private var expectedWorkers: Int { options.expectedWorkers ?? max(options.spawnWorkers, 1) }
+
+    /// Runs to the end of the configured epochs or steps, or until SIGINT/SIGTERM.
+    public func run() throws -> RunSummary {
+        try prepare()
+        logger.info("listening on \(endpoint); start workers with: cnn-worker --connect \(endpoint)")
+        try? "cnn-worker --connect \(endpoint)\n".write(toFile: directory.path + "/worker-command.txt", atomically: true, encoding: .utf8)
+        if options.spawnWorkers > 0 {
+            try local.spawn(
+                count: options.spawnWorkers, endpoint: endpoint, threads: options.workerThreads,
+                executable: options.workerExecutable)
+        }
+        defer { local.stop() }
+        try waitForWorkers(expectedWorkers)
+
+        let stepsPerEpoch = EpochPlan(config: config, trainCount: trainCount, epoch: 0).steps
+        var plan = EpochPlan(config: config, trainCount: trainCount, epoch: state.epoch)
+        var interrupted = false
+        var windowStart = monotonicSeconds()
+        var windowImages = 0
+        var windowScore = BatchScore()
+        let runStart = monotonicSeconds()
+        var trainedImages = 0
+        var lastTestAccuracy: Double?
+
+        while !state.isFinished(stepsPerEpoch: stepsPerEpoch) {
+            if Interruption.requested != nil { interrupted = true; break }
+            if plan.epoch != state.epoch { plan = EpochPlan(config: config, trainCount: trainCount, epoch: state.epoch) }
+            let epoch = state.epoch
+            let work = plan.work(step: state.stepInEpoch)
+            guard let scores = try runTask(kind: .train, epoch: epoch, work: work) else { interrupted = true; break }
+            try reduction.mean(into: meanGradient.pointer)
+            reduction.end()
+            state.apply(meanGradient: meanGradient.pointer, stepsPerEpoch: stepsPerEpoch)
+
+            let score = scores.reduce(BatchScore(), +)
+            windowScore = windowScore + score
+            windowImages += score.samples
+            trainedImages += score.samples
+            let epochEnded = state.stepInEpoch == 0
+            if state.step % config.train.logEvery == 0 || epochEnded || state.isFinished(stepsPerEpoch: stepsPerEpoch) {
+                let now = monotonicSeconds()
+                let rate = Double(windowImages) / max(now - windowStart, 1e-9)
+                logStep(epoch: epoch, stepsPerEpoch: stepsPerEpoch, score: windowScore, imagesPerSecond: rate)
+                windowStart = now
+                windowImages = 0
+                windowScore = BatchScore()
+            }
+            if epochEnded || state.isFinished(stepsPerEpoch: stepsPerEpoch) {
+                guard let test = try evaluate(epoch: epoch) else { interrupted = true; break }
+                lastTestAccuracy = test.accuracy
+            }
+            if config.checkpoint.every > 0 && state.step % config.checkpoint.every == 0
+                && !state.isFinished(stepsPerEpoch: stepsPerEpoch) {
+                try saveCheckpoint(stepsPerEpoch: stepsPerEpoch)
+            }
+        }
+        if interrupted {
+            logger.notice("\(Interruption.signalName) received: stopping after step \(state.step) and writing a checkpoint")
+        }
+        let final = try saveCheckpoint(stepsPerEpoch: stepsPerEpoch)
+        sayGoodbye(reason: interrupted ? "coordinator interrupted" : "training finished")
+        let elapsed = monotonicSeconds() - runStart
+        let summary = RunSummary(
+            steps: state.step, epochs: state.epoch, testAccuracy: lastTestAccuracy,
+            imagesPerSecond: Double(trainedImages) / max(elapsed, 1e-9), finalCheckpoint: final, interrupted: interrupted)
+        var line = "done: \(summary.steps) steps in \(String(format: "%.1f", elapsed)) s, "
+            + "\(String(format: "%.0f", summary.imagesPerSecond)) images/s"
+        if let accuracy = summary.testAccuracy { line += ", test accuracy \(String(format: "%.2f", accuracy * 100))%" }
+        if !options.quiet { printProgress(line + "; checkpoint \(final)") }
+        return summary
+    }
+
+    // MARK: Start-up
+
+    private func prepare() throws {
+        if options.resume {
+            let (checkpoint, warnings) = try directory.checkpoints.newestValid()
+            for warning in warnings { logger.warning("\(warning)") }
+            guard checkpoint.state.configHash == config.hash else {
+                throw CoordinatorError(
+                    description: "\(checkpoint.path) was written for another config (hash \(checkpoint.state.configHash), "
+                        + "this one is \(config.hash)); resume with the run's own \(directory.path)/config.yaml or start a new --run-dir")
+            }
+            try state.restore(from: checkpoint)
+            directory.truncateMetrics(after: state.step)
+            logger.info("resumed from \(checkpoint.path) at step \(state.step), epoch \(state.epoch + 1)")
+        } else if let initial = options.initialWeights {
+            try state.loadWeights(try SafeTensors.read(path: initial), source: initial)
+            logger.info("initial weights from \(initial)")
+        }
+        try directory.writeConfig(config)
+    }
+
+    private func waitForWorkers(_ count: Int) throws {
+        let deadline = monotonicSeconds() + config.distributed.joinTimeout
+        if pool.count < count { logger.info("waiting for \(count) worker\(count == 1 ? "" : "s")") }
+        while pool.count < count {
+            if Interruption.requested != nil { return }
+            if monotonicSeconds() > deadline {
+                throw CoordinatorError(
+                    description: "only \(pool.count) of \(count) workers joined within \(Int(config.distributed.joinTimeout)) s; "
+                        + "start them with `cnn-worker --connect \(endpoint)` or lower --workers")
+            }
+            try local.checkAlive()
+            try pump(timeout: 0.1)
+        }
+    }
+
+    // MARK: Tasks
+
+    private enum Kind { case train, evaluate }
+
+    /// Runs one task (a training step or an evaluation) to completion over whatever workers are
+    /// alive, reassigning the micro-batches of workers that die. Returns nil when interrupted.
+    private func runTask(kind: Kind, epoch: Int, work: [MicroBatchWork]) throws -> [BatchScore]? {
+        let total = work.count
+        currentTask = TaskState(kind: kind, epoch: epoch, step: state.step, work: work)
+        defer { currentTask = nil }
+        if kind == .train { reduction.begin(microBatches: total, length: state.parameterCount) }
+        for worker in pool.all {
+            worker.outstanding = []
+            worker.assignedThisTask = []
+        }
+        var waitingSince: Double?
+        while let task = currentTask, task.scores.count < total {
+            if Interruption.requested != nil { return nil }
+            try local.checkAlive()
+            expireSilentWorkers()
+            if pool.count == 0 {
+                let since = waitingSince ?? monotonicSeconds()
+                if waitingSince == nil {
+                    logger.warning("step \(state.step): no workers alive; waiting up to \(Int(config.distributed.joinTimeout)) s for one to join")
+                }
+                waitingSince = since
+                if monotonicSeconds() - since > config.distributed.joinTimeout {
+                    throw CoordinatorError(
+                        description: "step \(state.step): no worker has been alive for \(Int(config.distributed.joinTimeout)) s; "
+                            + "the last checkpoint is in \(directory.checkpoints.checkpointsDirectory). Start workers with "
+                            + "`cnn-worker --connect \(endpoint)`, then resume with --resume")
+                }
+            } else {
+                waitingSince = nil
+                try assignUnclaimedWork()
+            }
+            try pump(timeout: 0.05)
+            sendHeartbeats()
+        }
+        guard let task = currentTask else { return nil }
+        return (0..<total).map { task.scores[$0]! }
+    }
+
+    private struct TaskState {
+        let kind: Kind
+        let epoch: Int
+        let step: Int
+        let work: [MicroBatchWork]
+        var scores: [Int: BatchScore] = [:]
+        var unassigned: Set<Int>
+
+        init(kind: Kind, epoch: Int, step: Int, work: [MicroBatchWork]) {
+            self.kind = kind
+            self.epoch = epoch
+            self.step = step
+            self.work = work
+            unassigned = Set(work.indices)
+        }
+
+        var wireKind: TaskKind { kind == .train ? .train : .evaluate }
+    }
+
+    private var currentTask: TaskState?
+
+    /// Gives micro-batches nobody is computing to the workers that are alive.
+    private func assignUnclaimedWork() throws {
+        guard var task = currentTask, !task.unassigned.isEmpty else { return }
+        let workers = pool.all
+        let pieces = WorkerPool.split(task.unassigned.sorted(), among: workers)
+        for (worker, indices) in pieces {
+            try ensureWeights(worker)
+            let assignment = Assignment(
+                kind: task.wireKind, epoch: UInt32(task.epoch), totalMicroBatches: UInt32(task.work.count),
+                microBatches: indices.map { MicroBatch(index: UInt32($0), samples: task.work[$0].samples.map(UInt32.init)) })
+            try send(.assign(assignment), to: worker)
+            worker.outstanding.formUnion(indices)
+            worker.assignedThisTask.formUnion(indices)
+            task.unassigned.subtract(indices)
+        }
+        currentTask = task
+    }
+
+    private func ensureWeights(_ worker: WorkerRecord) throws {
+        guard worker.weightsVersion != state.step else { return }
+        if weightsPayloadVersion != state.step {
+            weightsPayload = FloatPayload(count: state.weightsCount) { state.copyWeights(into: $0.baseAddress!) }
+            weightsPayloadVersion = state.step
+        }
+        try send(.weights(Weights(values: weightsPayload!)), to: worker)
+        worker.weightsVersion = state.step
+    }
+
+    // MARK: Messages
+
+    private func send(_ message: Message, to worker: WorkerRecord) throws {
+        do {
+            try socket.send(Envelope(runID: runID, step: UInt64(state.step), message: message), to: worker.peer)
+            worker.lastSent = monotonicSeconds()
+        } catch {
+            // Unroutable: the worker's connection is gone. Treat it as dead now rather than at its timeout.
+            logger.warning("step \(state.step): cannot reach worker \(worker.label): \(error)")
+            declareDead(worker, reason: "its connection is gone")
+        }
+    }
+
+    /// Receives and handles messages until none arrives within `timeout` seconds.
+    private func pump(timeout: Double) throws {
+        var wait = Int(timeout * 1000)
+        while let incoming = try socket.receive(timeoutMilliseconds: wait) {
+            wait = 0
+            handle(incoming)
+        }
+    }
+
+    private func handle(_ incoming: Incoming) {
+        guard let peer = incoming.peer else { return }
+        let envelope: Envelope
+        switch incoming.result {
+        case .failure(let error):
+            logger.warning("dropped a malformed message from \(pool[peer]?.label ?? "unknown peer \(peer)"): \(error)")
+            reply(peer, code: 400, text: "malformed message: \(error)")
+            return
+        case .success(let decoded):
+            envelope = decoded
+        }
+        if case .hello(let hello) = envelope.message {
+            admit(peer: peer, hello: hello)
+            return
+        }
+        guard envelope.runID == runID else {
+            logger.debug("ignored \(envelope.message.typeName) from \(peer) for another run")
+            reply(peer, code: 409, text: "this coordinator runs another run; send hello to join it")
+            return
+        }
+        guard let worker = pool[peer] else {
+            reply(peer, code: 401, text: "unknown worker; send hello first")
+            return
+        }
+        worker.lastHeard = monotonicSeconds()
+        switch envelope.message {
+        case .gradients(let gradients):
+            accept(gradients, step: Int(envelope.step), from: worker)
+        case .bye(let bye):
+            logger.info("worker \(worker.label) left: \(bye.reason)")
+            declareDead(worker, reason: "it said goodbye")
+        case .error(let failure):
+            logger.warning("worker \(worker.label) reported error \(failure.code): \(failure.text)")
+            declareDead(worker, reason: "it reported an error")
+        case .heartbeat:
+            break
+        default:
+            logger.warning("unexpected \(envelope.message.typeName) from worker \(worker.label); ignored")
+        }
+    }
+
+    private func admit(peer: PeerID, hello: Hello) {
+        if let existing = pool[peer] {
+            // The same connection saying hello again has restarted: its old work is lost.
+            declareDead(existing, reason: "it said hello again")
+        }
+        let worker = pool.add(peer: peer, name: hello.name, threads: hello.threads, now: monotonicSeconds())
+        let welcome = Welcome(
+            workerID: worker.id, configText: config.yaml, parameterCount: state.parameterCount,
+            heartbeatIntervalMilliseconds: UInt32(config.distributed.heartbeatInterval * 1000),
+            workerTimeoutMilliseconds: UInt32(config.distributed.workerTimeout * 1000))
+        do {
+            try send(.welcome(welcome), to: worker)
+        } catch {
+            logger.warning("could not welcome \(worker.label): \(error)")
+            return
+        }
+        logger.info("worker \(worker.label) joined from \(hello.hostName) (pid \(hello.processID), \(hello.threads) thread\(hello.threads == 1 ? "" : "s"), BLAS \(hello.coreType)); \(pool.count) alive")
+    }
+
+    /// Checks a worker's results against its assignment and the model, then takes them.
+    private func accept(_ gradients: Gradients, step: Int, from worker: WorkerRecord) {
+        guard var task = currentTask, step == task.step, gradients.kind == task.wireKind,
+              Int(gradients.epoch) == task.epoch else {
+            logger.debug("ignored late \(gradients.kind) results of step \(step) from \(worker.label)")
+            return
+        }
+        let total = task.work.count
+        let tree = ReductionTree(leafCount: total)
+        func refuse(_ why: String) {
+            logger.warning("step \(task.step): refused results from worker \(worker.label): \(why); its micro-batches go to others")
+            reply(worker.peer, code: 422, text: "results refused: \(why)")
+            declareDead(worker, reason: "it sent invalid results")
+        }
+        var covered = Set<Int>()
+        for result in gradients.results {
+            let index = Int(result.index)
+            guard worker.assignedThisTask.contains(index) else {
+                return refuse("result for micro-batch \(index), which it was not given")
+            }
+            guard Int(result.samples) == task.work[index].samples.count, result.correct <= result.samples,
+                  result.lossSum.isFinite else {
+                return refuse("impossible score for micro-batch \(index)")
+            }
+            covered.insert(index)
+        }
+        if task.kind == .train {
+            guard gradients.tensors.count == gradients.nodes.count else {
+                return refuse("\(gradients.nodes.count) tree nodes but \(gradients.tensors.count) tensors")
+            }
+            var nodeLeaves = Set<Int>()
+            for (node, tensor) in zip(gradients.nodes, gradients.tensors) {
+                let id = TreeNodeID(level: Int(node.level), index: Int(node.index))
+                guard tree.contains(id) else { return refuse("\(node) is outside the tree of \(total) micro-batches") }
+                let leaves = tree.leaves(of: id)
+                guard leaves.allSatisfy({ worker.assignedThisTask.contains($0) }) else {
+                    return refuse("partial sum over micro-batches \(leaves) it was not given")
+                }
+                guard tensor.count == state.parameterCount else {
+                    return refuse("a gradient of \(tensor.count) values; the model has \(state.parameterCount) parameters")
+                }
+                let finite = tensor.withUnsafeBufferPointer { values in values.allSatisfy { $0.isFinite } }
+                guard finite else { return refuse("a gradient with NaN or infinite values for micro-batches \(leaves)") }
+                nodeLeaves.formUnion(leaves)
+            }
+            guard nodeLeaves == covered else {
+                return refuse("scores for micro-batches \(covered.sorted()) but gradients for \(nodeLeaves.sorted())")
+            }
+            for (node, tensor) in zip(gradients.nodes, gradients.tensors) {
+                let id = TreeNodeID(level: Int(node.level), index: Int(node.index))
+                let pointer = tensor.withUnsafeBufferPointer { $0.baseAddress! }
+                do {
+                    _ = try reduction.offer(id, values: pointer, owner: tensor)
+                } catch {
+                    return refuse("\(error)")
+                }
+            }
+        }
+        for result in gradients.results where task.scores[Int(result.index)] == nil {
+            task.scores[Int(result.index)] = BatchScore(
+                lossSum: result.lossSum, correct: Int(result.correct), samples: Int(result.samples))
+        }
+        worker.microBatchesDone += covered.count
+        for other in pool.all { other.outstanding.subtract(covered) }
+        task.unassigned.subtract(covered)
+        currentTask = task
+    }
+
+    private func reply(_ peer: PeerID, code: UInt16, text: String) {
+        try? socket.send(Envelope(runID: runID, step: UInt64(state.step), message: .error(WireFailure(code: code, text: text))), to: peer)
+    }
+
+    private func declareDead(_ worker: WorkerRecord, reason: String) {
+        guard pool.remove(worker.peer) != nil else { return }
+        let lost = worker.outstanding.sorted()
+        if var task = currentTask, !lost.isEmpty {
+            task.unassigned.formUnion(lost)
+            currentTask = task
+            let others = pool.all.map(\.label).joined(separator: ", ")
+            logger.warning("step \(state.step): worker \(worker.label) is gone (\(reason)); its micro-batches \(lost) go to \(others.isEmpty ? "the next worker to join" : others)")
+        } else {
+            logger.info("worker \(worker.label) is gone (\(reason)); \(pool.count) alive")
+        }
+    }
+
+    private func expireSilentWorkers() {
+        let now = monotonicSeconds()
+        for worker in pool.all where now - worker.lastHeard > config.distributed.workerTimeout {
+            declareDead(worker, reason: "silent for \(String(format: "%.1f", now - worker.lastHeard)) s, more than distributed.worker_timeout")
+        }
+    }
+
+    private func sendHeartbeats() {
+        let now = monotonicSeconds()
+        for worker in pool.all where now - worker.lastSent > config.distributed.heartbeatInterval {
+            try? send(.heartbeat(Heartbeat(sentAtMilliseconds: UInt64(now * 1000), busy: false)), to: worker)
+        }
+    }
+
+    private func sayGoodbye(reason: String) {
+        for worker in pool.all {
+            try? send(.bye(Bye(reason: reason)), to: worker)
+        }
+    }
+
+    // MARK: Evaluation, logging, checkpoints
+
+    private func evaluate(epoch: Int) throws -> BatchScore? {
+        let work = evaluationWork(testCount: testCount, microBatch: config.train.evalBatch)
+        guard let scores = try runTask(kind: .evaluate, epoch: epoch, work: work) else { return nil }
+        let total = scores.reduce(BatchScore(), +)
+        directory.appendMetrics([
+            ("step", .int(state.step)), ("epoch", .int(epoch + 1)), ("test_loss", .double(total.meanLoss)),
+            ("test_accuracy", .double(total.accuracy)), ("workers", .int(pool.count)),
+        ])
+        if !options.quiet {
+            printProgress("epoch \(epoch + 1) step \(state.step): test accuracy \(String(format: "%.2f", total.accuracy * 100))% "
+                + "(loss \(String(format: "%.4f", total.meanLoss)), \(total.samples) images)")
+        }
+        return total
+    }
+
+    private func logStep(epoch: Int, stepsPerEpoch: Int, score: BatchScore, imagesPerSecond: Double) {
+        directory.appendMetrics([
+            ("step", .int(state.step)), ("epoch", .int(epoch + 1)), ("loss", .double(score.meanLoss)),
+            ("accuracy", .double(score.accuracy)), ("images_per_second", .double(imagesPerSecond)),
+            ("workers", .int(pool.count)), ("learning_rate", .double(Double(state.learningRate(stepsPerEpoch: stepsPerEpoch)))),
+        ])
+        guard !options.quiet else { return }
+        let inEpoch = state.stepInEpoch == 0 ? stepsPerEpoch : state.stepInEpoch
+        printProgress("epoch \(epoch + 1)/\(config.train.epochs) step \(inEpoch)/\(stepsPerEpoch) (\(state.step) total) "
+            + "loss \(String(format: "%.4f", score.meanLoss)) accuracy \(String(format: "%.2f", score.accuracy * 100))% "
+            + "\(String(format: "%.0f", imagesPerSecond)) images/s, \(pool.count) worker\(pool.count == 1 ? "" : "s")")
+    }
+
+    @discardableResult
+    private func saveCheckpoint(stepsPerEpoch: Int) throws -> String {
+        let checkpointState = CheckpointState(
+            formatVersion: CheckpointState.currentFormatVersion, step: state.step, epoch: state.epoch,
+            positionInEpoch: state.stepInEpoch * config.train.batch, configHash: config.hash,
+            createdBy: "cnn-coord \(Version.current)", createdAt: CheckpointState.timestampNow(), files: [:],
+            extra: ["run_id": String(runID, radix: 16), "blas_core": BLAS.coreName])
+        let path = try directory.checkpoints.save(
+            step: state.step, model: state.modelTensors(), optimizer: state.optimizerTensors(), state: checkpointState)
+        logger.info("checkpoint \(path)")
+        return path
+    }
+}
+
+/// The program version recorded in checkpoints and shown by `--version`.
+public enum Version {
+    public static let current = "0.1.0"
+}
+
+extension DecodeLimits {
+    /// Limits sized for a model: nothing a well-behaved peer sends is refused, and nothing
+    /// larger is ever allocated.
+    static func forModel(weights: Int, microBatches: Int, samples: Int) -> DecodeLimits {
+        var limits = DecodeLimits.default
+        limits.maxTensorValues = max(weights, 1)
+        limits.maxTensorFrames = max(microBatches, 1)
+        limits.maxMicroBatches = max(microBatches, 10_000)
+        limits.maxSamplesPerMicroBatch = max(samples, 1)
+        return limits
+    }
+}

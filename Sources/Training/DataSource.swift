@@ -1,0 +1,71 @@
+import Data
+import Foundation
+
+/// The training and test sets a config names, loaded once per process.
+public struct DataSource: Sendable {
+    public let train: ImageSet
+    public let test: ImageSet
+
+    public init(train: ImageSet, test: ImageSet) {
+        self.train = train
+        self.test = test
+    }
+
+    /// Loads the data set named in `config`, checking that its images fit the model's input.
+    public static func load(_ config: TrainingConfig) throws -> DataSource {
+        let data = config.data
+        let source: DataSource
+        switch data.dataset {
+        case "fashion-mnist":
+            source = DataSource(
+                train: try FashionMNIST.load(.train, directory: data.path),
+                test: try FashionMNIST.load(.test, directory: data.path))
+        case "mnist":
+            // MNIST's published normalisation.
+            func load(_ prefix: String, _ name: String) throws -> ImageSet {
+                try IDXImages.load(
+                    imagesPath: locate("\(prefix)-images-idx3-ubyte", in: data.path),
+                    labelsPath: locate("\(prefix)-labels-idx1-ubyte", in: data.path),
+                    mean: 0.1307, standardDeviation: 0.3081, name: "mnist/\(name)")
+            }
+            source = DataSource(train: try load("train", "train"), test: try load("t10k", "test"))
+        case "cifar10":
+            source = DataSource(
+                train: try CIFAR10.load(.train, directory: data.path),
+                test: try CIFAR10.load(.test, directory: data.path))
+        default:
+            let input = config.model.input
+            let classes = config.model.layers.reversed().compactMap { layer -> Int? in
+                if case .dense(let units, _) = layer { return units }
+                return nil
+            }.first ?? 10
+            source = DataSource(
+                train: try SyntheticImages.make(
+                    count: data.syntheticTrain, channels: input.channels, height: input.height, width: input.width,
+                    classes: classes, seed: config.train.seed),
+                test: try SyntheticImages.make(
+                    count: data.syntheticTest, channels: input.channels, height: input.height, width: input.width,
+                    classes: classes, seed: config.train.seed &+ 1))
+        }
+        let input = config.model.input
+        let set = source.train
+        guard set.channels == input.channels, set.height == input.height, set.width == input.width else {
+            throw ConfigError(
+                file: config.source, line: nil,
+                message: "model.input is [\(input.channels), \(input.height), \(input.width)] but \(set.name) has "
+                    + "\(set.channels)x\(set.height)x\(set.width) images; set model.input to [\(set.channels), \(set.height), \(set.width)]")
+        }
+        guard set.count >= config.train.batch else {
+            throw ConfigError(
+                file: config.source, line: nil,
+                message: "train.batch (\(config.train.batch)) is larger than the \(set.count) training samples of \(set.name)")
+        }
+        return source
+    }
+}
+
+/// The gzipped file if present, else the plain one (whose absence the reader then reports).
+private func locate(_ stem: String, in directory: String) -> String {
+    let compressed = "\(directory)/\(stem).gz"
+    return FileManager.default.fileExists(atPath: compressed) ? compressed : "\(directory)/\(stem)"
+}

@@ -1,0 +1,50 @@
+import CNN
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Start-up work every executable does before anything else.
+public enum ProcessSetup {
+    /// Makes sure OpenBLAS runs a kernel that fits this CPU, then makes BLAS single-threaded.
+    ///
+    /// OpenBLAS 0.3.21 does not recognise recent CPUs and silently falls back to its SSE3 kernel,
+    /// 5-8x slower (shared/FACTS.md). The kernel is chosen when the library loads, so the only fix
+    /// from inside is to set OPENBLAS_CORETYPE and execute ourselves again. A value already in the
+    /// environment is respected: the operator (or the machine) knows best.
+    public static func prepare() {
+        let environment = ProcessInfo.processInfo.environment
+        if environment["OPENBLAS_CORETYPE"] == nil, environment["CNN_BLAS_REEXEC"] == nil,
+           let wanted = suitableCoreType(), BLAS.coreName.lowercased() != wanted.lowercased() {
+            setenv("OPENBLAS_CORETYPE", wanted, 1)
+            setenv("CNN_BLAS_REEXEC", "1", 1)
+            let arguments = CommandLine.arguments
+            var cArguments = arguments.map { strdup($0) } + [nil]
+            execv("/proc/self/exe", &cArguments)
+            // execv returns only on failure: carry on with the slow kernel rather than not at all.
+            cArguments.forEach { free($0) }
+        }
+        BLAS.useSingleThread()
+    }
+
+    /// The OpenBLAS kernel for this CPU's vector extensions, from /proc/cpuinfo.
+    static func suitableCoreType() -> String? {
+        guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+        let flags = Set(flagsLine.split(separator: " ").map(String.init))
+        if ["avx512f", "avx512vl", "avx512bw", "avx512dq"].allSatisfy(flags.contains) { return "SkylakeX" }
+        if ["avx2", "fma"].allSatisfy(flags.contains) { return "Haswell" }
+        return nil
+    }
+
+    /// One line for logs: which kernel runs and why.
+    public static var kernelDescription: String {
+        let environment = ProcessInfo.processInfo.environment
+        let source: String
+        if environment["CNN_BLAS_REEXEC"] != nil { source = "chosen for this CPU" }
+        else if let set = environment["OPENBLAS_CORETYPE"] { source = "OPENBLAS_CORETYPE=\(set)" }
+        else { source = "OpenBLAS's own choice" }
+        return "OpenBLAS kernel \(BLAS.coreName) (\(source))"
+    }
+}

@@ -1,0 +1,65 @@
+import Checkpoint
+import Foundation
+
+/// A run's folder: `config.yaml` (as resolved), `metrics.jsonl`, `checkpoints/`.
+public final class RunDirectory {
+    public let path: String
+    public let checkpoints: CheckpointStore
+    private var metrics: FileHandle?
+
+    public init(path: String, keep: Int) throws {
+        self.path = path
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw ConfigError(file: path, line: nil, message: "cannot create the run directory (\(error.localizedDescription)); choose another --run-dir")
+        }
+        checkpoints = CheckpointStore(runDirectory: path, keep: keep)
+    }
+
+    public var metricsPath: String { path + "/metrics.jsonl" }
+
+    public func writeConfig(_ config: TrainingConfig) throws {
+        try config.yaml.write(toFile: path + "/config.yaml", atomically: true, encoding: .utf8)
+    }
+
+    /// Appends one JSON object as a line. Keys are written in the given order.
+    public func appendMetrics(_ fields: [(String, MetricValue)]) {
+        if metrics == nil {
+            if !FileManager.default.fileExists(atPath: metricsPath) {
+                _ = FileManager.default.createFile(atPath: metricsPath, contents: nil)
+            }
+            metrics = FileHandle(forWritingAtPath: metricsPath)
+            metrics?.seekToEndOfFile()
+        }
+        let body = fields.map { "\"\($0.0)\": \($0.1.json)" }.joined(separator: ", ")
+        metrics?.write(Data(("{" + body + "}\n").utf8))
+    }
+
+    /// Removes metrics lines past `step` (after a resume from an earlier checkpoint), so the file
+    /// reads as one uninterrupted run.
+    public func truncateMetrics(after step: Int) {
+        guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else { return }
+        let kept = text.split(separator: "\n").filter { line in
+            guard let range = line.range(of: "\"step\": ") else { return true }
+            let digits = line[range.upperBound...].prefix { $0.isNumber }
+            return (Int(digits) ?? 0) <= step
+        }
+        try? (kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).write(toFile: metricsPath, atomically: true, encoding: .utf8)
+    }
+}
+
+/// A value in a metrics line.
+public enum MetricValue {
+    case int(Int)
+    case double(Double)
+    case string(String)
+
+    var json: String {
+        switch self {
+        case .int(let v): return "\(v)"
+        case .double(let v): return v.isFinite ? String(format: "%.6g", v) : "null"
+        case .string(let v): return "\"\(v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\""))\""
+        }
+    }
+}

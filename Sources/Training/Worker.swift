@@ -1,0 +1,264 @@
+import AllReduce
+import CNN
+import Foundation
+import Logging
+import Wire
+
+/// How a worker runs.
+public struct WorkerOptions: Sendable {
+    public var connect: String
+    public var threads: Int = 1
+    public var name: String
+
+    public init(connect: String, threads: Int = 1, name: String? = nil) {
+        self.connect = connect
+        self.threads = threads
+        self.name = name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+    }
+}
+
+public struct WorkerError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// A worker: stateless compute. It connects, says hello, receives the config and weights, and
+/// computes the micro-batches it is given on a background thread while its main thread keeps
+/// the connection alive with heartbeats.
+public final class Worker {
+    private let options: WorkerOptions
+    private let logger: Logger
+    private let context: ZMQContext
+    private let socket: MessageSocket
+
+    private var runID: UInt64 = 0
+    private var engine: MicroBatchEngine?
+    private var weightsVersion: Int?
+    private var heartbeatInterval = 1.0
+    private var coordinatorTimeout = 10.0
+    private var lastHeard = monotonicSeconds()
+    private var lastSent = 0.0
+    private var queue: [(step: Int, assignment: Assignment, weights: FloatPayload?)] = []
+    private let computation = ComputationSlot()
+    private var weights: FloatPayload?
+
+    public init(options: WorkerOptions, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        context = try ZMQContext()
+        let dealer = try ZMQSocket(context: context, kind: .dealer)
+        try dealer.setLinger(milliseconds: 2000)
+        socket = MessageSocket(socket: dealer)
+        do {
+            try dealer.connect(options.connect)
+        } catch {
+            throw WorkerError(description: "cannot connect to \(options.connect): \(error); "
+                + "give the coordinator's address as printed by cnn-coord, e.g. tcp://HOST:5555")
+        }
+    }
+
+    deinit {
+        socket.socket.close()
+        context.close()
+    }
+
+    /// Serves until the coordinator says goodbye (returns normally) or fails.
+    public func run() throws {
+        try join()
+        while true {
+            if Interruption.requested != nil {
+                send(.bye(Bye(reason: "worker \(options.name) stopped by \(Interruption.signalName)")), step: 0)
+                return
+            }
+            if let finished = computation.take() {
+                send(finished.message, step: finished.step)
+                startNextComputation()
+            }
+            if let incoming = try socket.receive(timeoutMilliseconds: 5) {
+                if try handle(incoming) == false { return }
+            }
+            let now = monotonicSeconds()
+            if now - lastSent > heartbeatInterval {
+                send(.heartbeat(Heartbeat(sentAtMilliseconds: UInt64(now * 1000), busy: computation.isBusy)), step: 0)
+            }
+            if now - lastHeard > coordinatorTimeout {
+                throw WorkerError(description: "no message from the coordinator at \(options.connect) for "
+                    + "\(Int(now - lastHeard)) s (more than distributed.worker_timeout); is it still running?")
+            }
+        }
+    }
+
+    /// Says hello until welcomed, so a worker may start before its coordinator.
+    private func join() throws {
+        let deadline = monotonicSeconds() + 60
+        var nextHello = 0.0
+        while true {
+            if Interruption.requested != nil { throw WorkerError(description: "stopped by \(Interruption.signalName) before joining") }
+            let now = monotonicSeconds()
+            if now > deadline {
+                throw WorkerError(description: "no coordinator answered at \(options.connect) within 60 s; "
+                    + "check the address and that cnn-coord is running (it prints the address to use)")
+            }
+            if now >= nextHello {
+                let hello = Hello(
+                    name: options.name, threads: options.threads, processID: getpid(),
+                    hostName: ProcessInfo.processInfo.hostName, coreType: BLAS.coreName)
+                send(.hello(hello), step: 0)
+                nextHello = now + 1
+            }
+            guard let incoming = try socket.receive(timeoutMilliseconds: 100) else { continue }
+            guard case .success(let envelope) = incoming.result else { continue }
+            switch envelope.message {
+            case .welcome(let welcome):
+                try accept(welcome, runID: envelope.runID)
+                return
+            case .error(let failure):
+                throw WorkerError(description: "the coordinator refused this worker: \(failure.text)")
+            default:
+                continue
+            }
+        }
+    }
+
+    private func accept(_ welcome: Welcome, runID: UInt64) throws {
+        let config: TrainingConfig
+        do {
+            config = try TrainingConfig.parse(yaml: welcome.configText, source: "config from \(options.connect)")
+        } catch {
+            send(.error(WireFailure(code: 500, text: "worker \(options.name) cannot use the config: \(error)")), step: 0)
+            throw WorkerError(description: "the coordinator's config does not work here: \(error)")
+        }
+        let data: DataSource
+        do {
+            data = try DataSource.load(config)
+        } catch {
+            send(.error(WireFailure(code: 500, text: "worker \(options.name) cannot load the data: \(error)")), step: 0)
+            throw WorkerError(description: "\(error)")
+        }
+        let engine = try MicroBatchEngine(config: config, data: data, threads: options.threads)
+        guard engine.parameterCount == welcome.parameterCount else {
+            throw WorkerError(description: "the model has \(engine.parameterCount) parameters here but \(welcome.parameterCount) at the coordinator")
+        }
+        self.engine = engine
+        self.runID = runID
+        heartbeatInterval = Double(welcome.heartbeatIntervalMilliseconds) / 1000
+        coordinatorTimeout = Double(welcome.workerTimeoutMilliseconds) / 1000
+        lastHeard = monotonicSeconds()
+        logger.info("joined as w\(welcome.workerID): \(engine.parameterCount) parameters, \(options.threads) thread\(options.threads == 1 ? "" : "s"), BLAS \(BLAS.coreName)")
+    }
+
+    /// Returns false when the worker should stop.
+    private func handle(_ incoming: Incoming) throws -> Bool {
+        guard case .success(let envelope) = incoming.result else {
+            if case .failure(let error) = incoming.result { logger.warning("dropped a malformed message: \(error)") }
+            return true
+        }
+        lastHeard = monotonicSeconds()
+        guard envelope.runID == runID else {
+            logger.debug("ignored a message of another run")
+            return true
+        }
+        switch envelope.message {
+        case .weights(let message):
+            guard let engine, message.values.count == engine.parameterCount + engine.stateCount else {
+                send(.error(WireFailure(code: 422, text: "weights of \(message.values.count) values do not fit this model")), step: Int(envelope.step))
+                return true
+            }
+            weights = message.values
+            weightsVersion = Int(envelope.step)
+        case .assign(let assignment):
+            guard weightsVersion == Int(envelope.step), let weights else {
+                send(.error(WireFailure(code: 409, text: "assignment for step \(envelope.step) but this worker holds weights of step \(weightsVersion.map(String.init) ?? "none")")), step: Int(envelope.step))
+                return true
+            }
+            queue.append((Int(envelope.step), assignment, weights))
+            startNextComputation()
+        case .bye(let bye):
+            logger.info("coordinator says goodbye: \(bye.reason)")
+            return false
+        case .error(let failure):
+            logger.warning("coordinator reported error \(failure.code): \(failure.text)")
+            if failure.code == 409 || failure.code == 401 { throw WorkerError(description: "the coordinator no longer knows this worker: \(failure.text)") }
+        case .heartbeat, .welcome, .hello, .gradients:
+            break
+        }
+        return true
+    }
+
+    private func startNextComputation() {
+        guard !computation.isBusy, !queue.isEmpty, let engine else { return }
+        let job = queue.removeFirst()
+        let work = job.assignment.microBatches.map { MicroBatchWork(index: Int($0.index), samples: $0.samples.map { Int($0) }) }
+        let training = job.assignment.kind == .train
+        let epoch = Int(job.assignment.epoch)
+        let total = Int(job.assignment.totalMicroBatches)
+        let step = job.step
+        let weights = job.weights
+        computation.start {
+            weights?.withUnsafeBufferPointer { engine.load(weights: $0.baseAddress!) }
+            let output = engine.compute(work, training: training, epoch: epoch, step: step)
+            let results = work.map { item -> MicroBatchResult in
+                let score = output.scores[item.index]!
+                return MicroBatchResult(index: UInt32(item.index), lossSum: score.lossSum, correct: UInt32(score.correct), samples: UInt32(score.samples))
+            }
+            var nodes: [TreeNode] = []
+            var tensors: [FloatPayload] = []
+            if training {
+                for node in MicroBatchEngine.partialSums(of: output.leafGradients, microBatchesInStep: total) {
+                    // The partial sum is written straight into the buffer that will be sent.
+                    let payload = try FloatPayload(count: engine.parameterCount) { buffer in
+                        try MicroBatchEngine.sum(node, of: output.leafGradients, microBatchesInStep: total,
+                                                 length: engine.parameterCount, into: buffer.baseAddress!)
+                    }
+                    nodes.append(TreeNode(level: UInt8(node.level), index: UInt32(node.index)))
+                    tensors.append(payload)
+                }
+            }
+            let gradients = Gradients(kind: job.assignment.kind, epoch: job.assignment.epoch, results: results, nodes: nodes, tensors: tensors)
+            return (step, Message.gradients(gradients))
+        }
+    }
+
+    private func send(_ message: Message, step: Int) {
+        do {
+            try socket.send(Envelope(runID: runID, step: UInt64(step), message: message))
+            lastSent = monotonicSeconds()
+        } catch {
+            logger.warning("could not send \(message.typeName): \(error)")
+        }
+    }
+}
+
+/// One background computation at a time; the main thread polls for its result.
+private final class ComputationSlot: @unchecked Sendable {
+    // Sendable: every field is guarded by `lock`.
+    private let lock = NSLock()
+    private var busy = false
+    private var result: (step: Int, message: Message)?
+    private var failure: Error?
+
+    var isBusy: Bool { lock.withLock { busy } }
+
+    func start(_ body: @escaping @Sendable () throws -> (Int, Message)) {
+        lock.withLock { busy = true }
+        Thread.detachNewThread { [self] in
+            do {
+                let (step, message) = try body()
+                lock.withLock { result = (step, message); busy = false }
+            } catch {
+                lock.withLock { failure = error; busy = false }
+            }
+        }
+    }
+
+    /// The finished result, if any (a failed computation is reported as an error message).
+    func take() -> (step: Int, message: Message)? {
+        lock.withLock {
+            if let failure {
+                self.failure = nil
+                return (0, .error(WireFailure(code: 500, text: "computation failed: \(failure)")))
+            }
+            defer { result = nil }
+            return result
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import ArgumentParser
+import Training
+
+struct CoordinatorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cnn-coord",
+        abstract: "Trains a CNN data-parallel: cuts each batch into micro-batches for cnn-worker processes and combines their gradients.",
+        version: Version.current)
+
+    @Option(help: "The YAML config of the run (see configs/).") var config: String
+    @Option(help: "Start this many local cnn-worker processes.") var spawnWorkers: Int = 0
+    @Option(help: "Wait for this many workers before the first step (default: the spawned ones, else 1).") var workers: Int?
+    @Option(help: "ZeroMQ address to bind (port 0 picks a free one). Default tcp://127.0.0.1:5555, or a free port with --spawn-workers.") var bind: String?
+    @Option(help: "Directory for config.yaml, metrics.jsonl and checkpoints.") var runDir: String = "runs/latest"
+    @Flag(help: "Continue from the newest valid checkpoint in --run-dir.") var resume = false
+    @Option(help: "Start from the weights in this safetensors file.") var `init`: String?
+    @Option(help: "Override train.epochs.") var epochs: Int?
+    @Option(help: "Stop after this many steps in all (overrides train.steps).") var steps: Int?
+    @Option(help: "Override train.seed.") var seed: Int?
+    @Option(help: "Write a checkpoint every this many steps (overrides checkpoint.every).") var checkpointEvery: Int?
+    @Option(help: "Threads of each spawned worker.") var threads: Int = 1
+    @Option(help: "The cnn-worker program to spawn (default: next to this one).") var workerExecutable: String?
+    @Flag(help: "Only warnings and the final line.") var quiet = false
+
+    func validate() throws {
+        if spawnWorkers < 0 { throw ValidationError("--spawn-workers must be 0 or more, got \(spawnWorkers)") }
+        if let workers, workers < 1 { throw ValidationError("--workers must be at least 1, got \(workers)") }
+        if threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
+        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1, got \(steps)") }
+        if let seed, seed < 0 { throw ValidationError("--seed must not be negative, got \(seed)") }
+        if let checkpointEvery, checkpointEvery < 0 { throw ValidationError("--checkpoint-every must be 0 or more") }
+        if resume && `init` != nil { throw ValidationError("--resume and --init exclude each other: resume continues a run, init starts a new one") }
+    }
+
+    func run() throws {
+        ProcessSetup.prepare()
+        Interruption.install()
+        let logger = makeLogger(label: "coord", level: quiet ? .warning : .info)
+        logger.info("\(ProcessSetup.kernelDescription)")
+        var config = try TrainingConfig.load(path: self.config)
+        if let epochs { config.train.epochs = epochs }
+        if let steps { config.train.maxSteps = steps }
+        if let seed { config.train.seed = UInt64(seed) }
+        if let checkpointEvery { config.checkpoint.every = checkpointEvery }
+        var options = CoordinatorOptions()
+        options.bind = bind ?? (spawnWorkers > 0 ? "tcp://127.0.0.1:*" : "tcp://127.0.0.1:5555")
+        options.spawnWorkers = spawnWorkers
+        options.expectedWorkers = workers
+        options.workerThreads = threads
+        options.runDirectory = runDir
+        options.resume = resume
+        options.initialWeights = `init`
+        options.workerExecutable = workerExecutable
+        options.quiet = quiet
+        let coordinator = try Coordinator(config: config, options: options, logger: logger)
+        _ = try coordinator.run()
+    }
+}
+
+ExitCodes.main(CoordinatorCommand.self)

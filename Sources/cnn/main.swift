@@ -1,0 +1,38 @@
+import ArgumentParser
+import Training
+
+struct CNNTool: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cnn",
+        abstract: "Tools for models and runs of the distributed CNN trainer.",
+        version: Version.current,
+        subcommands: [Summary.self, Evaluate.self])
+}
+
+struct Summary: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Layers, output shapes, parameters, FLOPs and training memory of a config's model.")
+
+    @Argument(help: "A YAML config.") var config: String
+
+    func run() throws {
+        let config = try TrainingConfig.load(path: self.config)
+        print(try ModelSummary(config: config).table)
+    }
+}
+
+struct Evaluate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval", abstract: "Test accuracy of a checkpoint, computed in this process.")
+
+    @Option(help: "A checkpoint directory (runs/NAME/checkpoints/step-...).") var checkpoint: String
+    @Option(help: "The config (default: config.yaml of the checkpoint's run).") var config: String?
+
+    func run() throws {
+        ProcessSetup.prepare()
+        let report = try CheckpointEvaluation.run(checkpoint: checkpoint, configPath: config)
+        print(report.text)
+    }
+}
+
+ExitCodes.main(CNNTool.self)
