@@ -76,8 +76,14 @@ public protocol Layer: AnyObject {
 
     /// Points the layer at its slice of the network's flat parameter and gradient buffers.
     func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>)
-    /// Points the layer at its slice of the network's flat state buffer.
-    func bind(state: UnsafeMutablePointer<Float>)
+    /// Points the layer at its slice of the network's flat state buffer and of the observation
+    /// buffer (same layout) where a training forward pass records what it saw (BatchNorm's batch
+    /// mean and variance). Workers send observations with gradients; the coordinator averages
+    /// them along the same tree and calls `applyObservations`, so running statistics evolve
+    /// identically however the micro-batches were spread.
+    func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>)
+    /// Updates the state from the mean of one step's observations (`stateCount` values each).
+    func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>)
 
     func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float>
     func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float>
@@ -89,7 +95,8 @@ extension Layer {
     public var forwardFLOPs: Int { 0 }
     public var savedFloatsPerSample: Int { outputShape.count }
     public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {}
-    public func bind(state: UnsafeMutablePointer<Float>) {}
+    public func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>) {}
+    public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {}
     public var parameterCount: Int { parameterSpecs.reduce(0) { $0 + $1.count } }
     public var stateCount: Int { stateSpecs.reduce(0) { $0 + $1.count } }
 }

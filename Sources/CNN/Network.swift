@@ -26,6 +26,8 @@ public final class Network {
     public let gradients: FloatBuffer
     /// Non-trainable state (BatchNorm running statistics), in `stateSlots` order.
     public let state: FloatBuffer
+    /// What the last training pass observed for each state value (same layout as `state`).
+    public let observations: FloatBuffer
 
     private let lossGradient = FloatBuffer()
 
@@ -69,12 +71,13 @@ public final class Network {
         parameters = FloatBuffer(count: parameterOffset)
         gradients = FloatBuffer(count: parameterOffset)
         state = FloatBuffer(count: stateOffset)
+        observations = FloatBuffer(count: stateOffset)
 
         var parameterCursor = 0
         var stateCursor = 0
         for layer in layers {
             layer.bind(parameters: parameters.pointer + parameterCursor, gradients: gradients.pointer + parameterCursor)
-            layer.bind(state: state.pointer + stateCursor)
+            layer.bind(state: state.pointer + stateCursor, observations: observations.pointer + stateCursor)
             parameterCursor += layer.parameterCount
             stateCursor += layer.stateCount
         }
@@ -146,6 +149,7 @@ public final class Network {
         loss: SoftmaxCrossEntropy = SoftmaxCrossEntropy()
     ) -> BatchScore {
         let classes = outputShape.count
+        if context.mode == .training { observations.zero(stateCount) }
         let logits = forward(images, batch: batch, context: context)
         guard context.mode == .training else {
             return loss.evaluate(logits: logits, labels: labels, batch: batch, classes: classes, gradient: nil)
@@ -155,6 +159,15 @@ public final class Network {
         let score = loss.evaluate(logits: logits, labels: labels, batch: batch, classes: classes, gradient: dLogits)
         backward(dLogits, batch: batch)
         return score
+    }
+
+    /// Updates the state (running statistics) from the mean observations of one step.
+    public func applyObservations(_ observed: UnsafePointer<Float>) {
+        var cursor = 0
+        for layer in layers {
+            layer.applyObservations(observed + cursor, to: state.pointer + cursor)
+            cursor += layer.stateCount
+        }
     }
 
     /// Copies `parameterCount` values into the parameters (for example weights from the coordinator).

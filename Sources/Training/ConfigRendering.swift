@@ -45,24 +45,4 @@ extension TrainingConfig {
         lines.append("  keep: \(checkpoint.keep)")
         return lines.joined(separator: "\n") + "\n"
     }
-
-    static func render(_ layer: LayerSpec) -> String {
-        switch layer {
-        case .relu: return "relu"
-        case .flatten: return "flatten"
-        case .dense(let units, let bias): return "dense: {units: \(units), bias: \(bias)}"
-        case .maxPool(let size, let stride, let padding):
-            return "maxpool: {size: \(size), stride: \(stride ?? size), padding: \(padding)}"
-        case .convolution(let c):
-            let padding: String
-            switch c.padding {
-            case .explicit(let p): padding = "\(p)"
-            case .same: padding = "same"
-            case .valid: padding = "valid"
-            }
-            precondition(c.kernelHeight == c.kernelWidth, "configs describe square kernels")
-            return "conv: {filters: \(c.filters), kernel: \(c.kernelHeight), stride: \(c.stride), padding: \(padding), "
-                + "dilation: \(c.dilation), groups: \(c.groups), bias: \(c.bias)}"
-        }
-    }
 }

@@ -72,7 +72,7 @@ public final class Coordinator {
         state = try ModelState(config: config)
         directory = try RunDirectory(path: options.runDirectory, keep: config.checkpoint.keep)
         runID = UInt64.random(in: 1...UInt64.max)
-        meanGradient = FloatBuffer(count: state.parameterCount)
+        meanGradient = FloatBuffer(count: state.leafLength)
         // The coordinator reads the data only to know the set sizes; workers load it themselves.
         let data = try DataSource.load(config)
         trainCount = data.train.count
@@ -82,7 +82,7 @@ public final class Coordinator {
         let router = try ZMQSocket(context: context, kind: .router)
         try router.setLinger(milliseconds: 2000)
         try router.setRouterMandatory(true)
-        let limits = DecodeLimits.forModel(weights: state.weightsCount, microBatches: config.train.microBatchesPerStep,
+        let limits = DecodeLimits.forModel(weights: max(state.weightsCount, state.leafLength), microBatches: config.train.microBatchesPerStep,
                                            samples: max(config.train.microBatch, config.train.evalBatch))
         socket = MessageSocket(socket: router, limits: limits)
         do {
@@ -218,7 +218,7 @@ public final class Coordinator {
         let total = work.count
         currentTask = TaskState(kind: kind, epoch: epoch, step: state.step, work: work)
         defer { currentTask = nil }
-        if kind == .train { reduction.begin(microBatches: total, length: state.parameterCount) }
+        if kind == .train { reduction.begin(microBatches: total, length: state.leafLength) }
         for worker in pool.all {
             worker.outstanding = []
             worker.assignedThisTask = []
@@ -420,8 +420,9 @@ public final class Coordinator {
                 guard leaves.allSatisfy({ worker.assignedThisTask.contains($0) }) else {
                     return refuse("partial sum over micro-batches \(leaves) it was not given")
                 }
-                guard tensor.count == state.parameterCount else {
-                    return refuse("a gradient of \(tensor.count) values; the model has \(state.parameterCount) parameters")
+                guard tensor.count == state.leafLength else {
+                    return refuse("a gradient of \(tensor.count) values; the model needs \(state.leafLength) "
+                        + "(\(state.parameterCount) parameters and \(state.leafLength - state.parameterCount) state values)")
                 }
                 let finite = tensor.withUnsafeBufferPointer { values in values.allSatisfy { $0.isFinite } }
                 guard finite else { return refuse("a gradient with NaN or infinite values for micro-batches \(leaves)") }

@@ -33,6 +33,8 @@ public final class MicroBatchEngine: @unchecked Sendable {
     private let replicas: [Replica]
     public var parameterCount: Int { replicas[0].network.parameterCount }
     public var stateCount: Int { replicas[0].network.stateCount }
+    /// Floats per leaf and partial sum: parameter gradients, then state observations.
+    public var leafLength: Int { parameterCount + stateCount }
     public var threads: Int { replicas.count }
 
     private final class Replica {
@@ -97,8 +99,14 @@ public final class MicroBatchEngine: @unchecked Sendable {
         let network = replica.network
         let score = network.computeGradients(images: images, labels: labels, batch: count, context: context)
         guard training else { return (score, nil) }
-        let gradient = Array(UnsafeBufferPointer(start: network.gradients.pointer, count: network.parameterCount))
-        return (score, gradient)
+        // A leaf is the parameter gradient followed by the state observations (BatchNorm's batch
+        // statistics), so both are averaged along the same tree.
+        var leaf = [Float](repeating: 0, count: network.parameterCount + network.stateCount)
+        leaf.withUnsafeMutableBufferPointer { buffer in
+            buffer.baseAddress!.update(from: network.gradients.pointer, count: network.parameterCount)
+            (buffer.baseAddress! + network.parameterCount).update(from: network.observations.pointer, count: network.stateCount)
+        }
+        return (score, leaf)
     }
 
     /// The partial sums a participant holding `leafGradients` sends: one per maximal tree node.

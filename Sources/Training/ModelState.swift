@@ -46,11 +46,16 @@ public final class ModelState {
             base: config.train.optimizer.learningRate, step: step, epoch: epoch, totalSteps: total))
     }
 
-    /// Applies one step's mean gradient and advances the counters.
+    /// Floats in a gradient leaf or partial sum: parameter gradients, then state observations.
+    public var leafLength: Int { network.parameterCount + network.stateCount }
+
+    /// Applies one step's mean leaf (`leafLength` floats: the gradient, then the mean state
+    /// observations) and advances the counters.
     public func apply(meanGradient: UnsafePointer<Float>, stepsPerEpoch: Int) {
         optimizer.step(
             parameters: network.parameters.pointer, gradients: meanGradient, count: network.parameterCount,
             learningRate: learningRate(stepsPerEpoch: stepsPerEpoch))
+        network.applyObservations(meanGradient + network.parameterCount)
         step += 1
         stepInEpoch += 1
         if stepInEpoch == stepsPerEpoch {

@@ -205,9 +205,9 @@ public final class Worker {
             if training {
                 for node in MicroBatchEngine.partialSums(of: output.leafGradients, microBatchesInStep: total) {
                     // The partial sum is written straight into the buffer that will be sent.
-                    let payload = try FloatPayload(count: engine.parameterCount) { buffer in
+                    let payload = try FloatPayload(count: engine.leafLength) { buffer in
                         try MicroBatchEngine.sum(node, of: output.leafGradients, microBatchesInStep: total,
-                                                 length: engine.parameterCount, into: buffer.baseAddress!)
+                                                 length: engine.leafLength, into: buffer.baseAddress!)
                     }
                     nodes.append(TreeNode(level: UInt8(node.level), index: UInt32(node.index)))
                     tensors.append(payload)

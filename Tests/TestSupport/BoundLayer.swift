@@ -37,6 +37,8 @@ public final class BoundLayer {
     public let parameterCount: Int
     /// Non-trainable state (BatchNorm running statistics), in `stateTensors` order.
     public let state: FloatBuffer
+    /// Where a training forward pass records its observations (BatchNorm batch statistics).
+    public let observations: FloatBuffer
     /// The state tensors in `stateSpecs` order.
     public let stateTensors: [BoundTensor]
 
@@ -59,7 +61,8 @@ public final class BoundLayer {
             (state.pointer + stateTensors[t].offset).update(from: values, count: values.count)
         }
         layer.bind(parameters: parameters.pointer, gradients: gradients.pointer)
-        layer.bind(state: state.pointer)
+        observations = FloatBuffer(count: layer.stateCount)
+        layer.bind(state: state.pointer, observations: observations.pointer)
     }
 
     private static func layOut(_ specs: [ParameterSpec]) -> [BoundTensor] {
