@@ -6,7 +6,7 @@ import Logging
 import Wire
 
 /// How a coordinator runs: everything from the command line that is not in the config.
-public struct CoordinatorOptions: Sendable {
+public struct CoordinatorOptions {
     /// ZeroMQ endpoint to bind; port 0 or `*` picks a free port.
     public var bind: String = "tcp://127.0.0.1:5555"
     /// Local worker processes to start.
@@ -20,8 +20,10 @@ public struct CoordinatorOptions: Sendable {
     public var initialWeights: String?
     /// The `cnn-worker` program for --spawn-workers (default: next to the running program).
     public var workerExecutable: String?
-    /// Print a progress line every this many steps.
+    /// No progress lines on standard output (warnings still go to standard error).
     public var quiet: Bool = false
+    /// Listeners for progress, metrics endpoints and traces.
+    public var observers: [RunObserver] = []
 
     public init() {}
 }
@@ -64,6 +66,10 @@ public final class Coordinator {
     /// Weights of the current version, shared by every send of it.
     private var weightsPayload: FloatPayload?
     private var weightsPayloadVersion = -1
+    /// Spans of the step in progress, for observers.
+    private var phases: [PhaseTiming] = []
+    private var workerHosts: [UInt32: String] = [:]
+    private var lastStepSeconds: [UInt32: Double] = [:]
 
     public init(config: TrainingConfig, options: CoordinatorOptions, logger: Logger) throws {
         self.config = config
@@ -115,6 +121,10 @@ public final class Coordinator {
         try waitForWorkers(expectedWorkers)
 
         let stepsPerEpoch = EpochPlan(config: config, trainCount: trainCount, epoch: 0).steps
+        let totalSteps = config.train.maxSteps > 0 ? min(config.train.maxSteps, config.train.epochs * stepsPerEpoch)
+            : config.train.epochs * stepsPerEpoch
+        notify { $0.runStarted(RunStart(config: config, endpoint: endpoint, runDirectory: directory.path, firstStep: state.step,
+                                        stepsPerEpoch: stepsPerEpoch, totalSteps: totalSteps)) }
         var plan = EpochPlan(config: config, trainCount: trainCount, epoch: state.epoch)
         var interrupted = false
         var windowStart = monotonicSeconds()
@@ -129,12 +139,22 @@ public final class Coordinator {
             if plan.epoch != state.epoch { plan = EpochPlan(config: config, trainCount: trainCount, epoch: state.epoch) }
             let epoch = state.epoch
             let work = plan.work(step: state.stepInEpoch)
+            let stepStart = monotonicSeconds()
+            let bytesBefore = (socket.bytesSent, socket.bytesReceived)
+            let learningRate = Double(state.learningRate(stepsPerEpoch: stepsPerEpoch))
             guard let scores = try runTask(kind: .train, epoch: epoch, work: work) else { interrupted = true; break }
-            try reduction.mean(into: meanGradient.pointer)
+            try timed("reduce") { try reduction.mean(into: meanGradient.pointer) }
             reduction.end()
-            state.apply(meanGradient: meanGradient.pointer, stepsPerEpoch: stepsPerEpoch)
+            timed("optimizer") { state.apply(meanGradient: meanGradient.pointer, stepsPerEpoch: stepsPerEpoch) }
 
             let score = scores.reduce(BatchScore(), +)
+            let report = StepReport(
+                step: state.step, epoch: epoch, stepInEpoch: state.stepInEpoch == 0 ? stepsPerEpoch : state.stepInEpoch,
+                stepsPerEpoch: stepsPerEpoch, score: score, learningRate: learningRate, start: stepStart,
+                seconds: monotonicSeconds() - stepStart, workers: workerStatuses(), phases: phases,
+                bytesSent: socket.bytesSent - bytesBefore.0, bytesReceived: socket.bytesReceived - bytesBefore.1)
+            phases.removeAll(keepingCapacity: true)
+            notify { $0.stepFinished(report) }
             windowScore = windowScore + score
             windowImages += score.samples
             trainedImages += score.samples
@@ -169,6 +189,7 @@ public final class Coordinator {
             + "\(String(format: "%.0f", summary.imagesPerSecond)) images/s"
         if let accuracy = summary.testAccuracy { line += ", test accuracy \(String(format: "%.2f", accuracy * 100))%" }
         if !options.quiet { printProgress(line + "; checkpoint \(final)") }
+        notify { $0.runFinished(summary) }
         return summary
     }
 
@@ -248,6 +269,11 @@ public final class Coordinator {
             sendHeartbeats()
         }
         guard let task = currentTask else { return nil }
+        for (id, start) in task.assignedAt {
+            guard let end = task.finishedAt[id] else { continue }
+            if kind == .train { lastStepSeconds[id] = end - start }
+            phases.append(PhaseTiming(name: kind == .train ? "compute" : "evaluate", workerID: id, start: start, duration: end - start))
+        }
         return (0..<total).map { task.scores[$0]! }
     }
 
@@ -258,6 +284,9 @@ public final class Coordinator {
         let work: [MicroBatchWork]
         var scores: [Int: BatchScore] = [:]
         var unassigned: Set<Int>
+        /// When each worker was first given work in this task, and when its last result came.
+        var assignedAt: [UInt32: Double] = [:]
+        var finishedAt: [UInt32: Double] = [:]
 
         init(kind: Kind, epoch: Int, step: Int, work: [MicroBatchWork]) {
             self.kind = kind
@@ -286,6 +315,7 @@ public final class Coordinator {
             worker.outstanding.formUnion(indices)
             worker.assignedThisTask.formUnion(indices)
             task.unassigned.subtract(indices)
+            if task.assignedAt[worker.id] == nil { task.assignedAt[worker.id] = monotonicSeconds() }
         }
         currentTask = task
     }
@@ -296,8 +326,10 @@ public final class Coordinator {
             weightsPayload = FloatPayload(count: state.weightsCount) { state.copyWeights(into: $0.baseAddress!) }
             weightsPayloadVersion = state.step
         }
+        let start = monotonicSeconds()
         try send(.weights(Weights(values: weightsPayload!)), to: worker)
         worker.weightsVersion = state.step
+        phases.append(PhaseTiming(name: "broadcast", workerID: worker.id, start: start, duration: monotonicSeconds() - start))
     }
 
     // MARK: Messages
@@ -379,6 +411,8 @@ public final class Coordinator {
             logger.warning("could not welcome \(worker.label): \(error)")
             return
         }
+        workerHosts[worker.id] = hello.hostName
+        notify { $0.workerJoined(status(of: worker, alive: true)) }
         logger.info("worker \(worker.label) joined from \(hello.hostName) (pid \(hello.processID), \(hello.threads) thread\(hello.threads == 1 ? "" : "s"), BLAS \(hello.coreType)); \(pool.count) alive")
     }
 
@@ -446,6 +480,7 @@ public final class Coordinator {
                 lossSum: result.lossSum, correct: Int(result.correct), samples: Int(result.samples))
         }
         worker.microBatchesDone += covered.count
+        task.finishedAt[worker.id] = monotonicSeconds()
         for other in pool.all { other.outstanding.subtract(covered) }
         task.unassigned.subtract(covered)
         currentTask = task
@@ -457,6 +492,7 @@ public final class Coordinator {
 
     private func declareDead(_ worker: WorkerRecord, reason: String) {
         guard pool.remove(worker.peer) != nil else { return }
+        notify { $0.workerLeft(status(of: worker, alive: false), reason: reason) }
         let lost = worker.outstanding.sorted()
         if var task = currentTask, !lost.isEmpty {
             task.unassigned.formUnion(lost)
@@ -494,6 +530,7 @@ public final class Coordinator {
         let work = evaluationWork(testCount: testCount, microBatch: config.train.evalBatch)
         guard let scores = try runTask(kind: .evaluate, epoch: epoch, work: work) else { return nil }
         let total = scores.reduce(BatchScore(), +)
+        notify { $0.evaluationFinished(step: state.step, epoch: epoch, score: total) }
         directory.appendMetrics([
             ("step", .int(state.step)), ("epoch", .int(epoch + 1)), ("test_loss", .double(total.meanLoss)),
             ("test_accuracy", .double(total.accuracy)), ("workers", .int(pool.count)),
@@ -518,6 +555,25 @@ public final class Coordinator {
             + "\(String(format: "%.0f", imagesPerSecond)) images/s, \(pool.count) worker\(pool.count == 1 ? "" : "s")")
     }
 
+    private func notify(_ body: (RunObserver) -> Void) {
+        options.observers.forEach(body)
+    }
+
+    private func timed<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
+        let start = monotonicSeconds()
+        defer { phases.append(PhaseTiming(name: name, workerID: nil, start: start, duration: monotonicSeconds() - start)) }
+        return try body()
+    }
+
+    private func status(of worker: WorkerRecord, alive: Bool) -> WorkerStatus {
+        WorkerStatus(id: worker.id, name: worker.name, host: workerHosts[worker.id] ?? "", threads: worker.threads, alive: alive,
+                     microBatchesDone: worker.microBatchesDone, lastStepSeconds: lastStepSeconds[worker.id])
+    }
+
+    private func workerStatuses() -> [WorkerStatus] {
+        pool.all.map { status(of: $0, alive: true) }
+    }
+
     @discardableResult
     private func saveCheckpoint(stepsPerEpoch: Int) throws -> String {
         let checkpointState = CheckpointState(
@@ -525,8 +581,10 @@ public final class Coordinator {
             positionInEpoch: state.stepInEpoch * config.train.batch, configHash: config.hash,
             createdBy: "cnn-coord \(Version.current)", createdAt: CheckpointState.timestampNow(), files: [:],
             extra: ["run_id": String(runID, radix: 16), "blas_core": BLAS.coreName])
-        let path = try directory.checkpoints.save(
-            step: state.step, model: state.modelTensors(), optimizer: state.optimizerTensors(), state: checkpointState)
+        let path = try timed("checkpoint") {
+            try directory.checkpoints.save(
+                step: state.step, model: state.modelTensors(), optimizer: state.optimizerTensors(), state: checkpointState)
+        }
         logger.info("checkpoint \(path)")
         return path
     }
