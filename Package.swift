@@ -62,6 +62,6 @@ let package = Package(
         .testTarget(name: "HashingTests", dependencies: ["Hashing"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "AllReduceTests", dependencies: ["AllReduce"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "TestSupport", "CNN", "Checkpoint", "Data", "AllReduce", "Wire"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "TestSupport", "CNN", "Checkpoint", "Data", "AllReduce", "Wire", "Hashing"]),
     ]
 )

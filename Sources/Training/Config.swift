@@ -142,10 +142,17 @@ extension TrainingConfig {
         return try parse(yaml: text, source: path)
     }
 
-    /// A stable hash of everything that changes the numbers a run computes.
+    /// A stable hash of everything that changes the numbers a run computes. How long the run goes
+    /// (`train.steps`), how often it logs, checkpoints or evaluates, and its timeouts are left out,
+    /// so a resumed run may be given more steps or other timeouts.
     public var hash: String {
-        let text = yaml
-        let value = XXHash64.hash(array: Array(text.utf8))
+        var numerics = self
+        numerics.train.maxSteps = 0
+        numerics.train.logEvery = TrainConfig().logEvery
+        numerics.train.evalBatch = TrainConfig().evalBatch
+        numerics.distributed = DistributedConfig()
+        numerics.checkpoint = CheckpointConfig()
+        let value = XXHash64.hash(array: Array(numerics.yaml.utf8))
         return String(value, radix: 16)
     }
 

@@ -200,8 +200,9 @@ public final class Coordinator {
             let (checkpoint, warnings) = try directory.checkpoints.newestValid()
             for warning in warnings { logger.warning("\(warning)") }
             guard checkpoint.state.configHash == config.hash else {
-                throw CoordinatorError(
-                    description: "\(checkpoint.path) was written for another config (hash \(checkpoint.state.configHash), "
+                throw ConfigError(
+                    file: config.source, line: nil,
+                    message: "\(checkpoint.path) was written for another config (hash \(checkpoint.state.configHash), "
                         + "this one is \(config.hash)); resume with the run's own \(directory.path)/config.yaml or start a new --run-dir")
             }
             try state.restore(from: checkpoint)
@@ -264,6 +265,7 @@ public final class Coordinator {
             } else {
                 waitingSince = nil
                 try assignUnclaimedWork()
+                try assignBackupCopies()
             }
             try pump(timeout: 0.05)
             sendHeartbeats()
@@ -287,6 +289,11 @@ public final class Coordinator {
         /// When each worker was first given work in this task, and when its last result came.
         var assignedAt: [UInt32: Double] = [:]
         var finishedAt: [UInt32: Double] = [:]
+        let startedAt = monotonicSeconds()
+        /// When the first worker had nothing left to do in this task.
+        var firstIdleAt: Double?
+        /// Workers whose remaining micro-batches were already copied to others.
+        var backedUp: Set<UInt32> = []
 
         init(kind: Kind, epoch: Int, step: Int, work: [MicroBatchWork]) {
             self.kind = kind
@@ -303,20 +310,52 @@ public final class Coordinator {
 
     /// Gives micro-batches nobody is computing to the workers that are alive.
     private func assignUnclaimedWork() throws {
-        guard var task = currentTask, !task.unassigned.isEmpty else { return }
-        let workers = pool.all
-        let pieces = WorkerPool.split(task.unassigned.sorted(), among: workers)
-        for (worker, indices) in pieces {
-            try ensureWeights(worker)
-            let assignment = Assignment(
-                kind: task.wireKind, epoch: UInt32(task.epoch), totalMicroBatches: UInt32(task.work.count),
-                microBatches: indices.map { MicroBatch(index: UInt32($0), samples: task.work[$0].samples.map(UInt32.init)) })
-            try send(.assign(assignment), to: worker)
-            worker.outstanding.formUnion(indices)
-            worker.assignedThisTask.formUnion(indices)
-            task.unassigned.subtract(indices)
-            if task.assignedAt[worker.id] == nil { task.assignedAt[worker.id] = monotonicSeconds() }
+        guard let task = currentTask, !task.unassigned.isEmpty else { return }
+        for (worker, indices) in WorkerPool.split(task.unassigned.sorted(), among: pool.all) {
+            try give(indices, to: worker)
         }
+    }
+
+    /// Stragglers: once some worker is idle and the rest of the step has taken more than twice as
+    /// long as that worker needed, the slow workers' remaining micro-batches are copied to the
+    /// idle ones. The first copy to arrive is used; every copy has the same bits.
+    private func assignBackupCopies() throws {
+        guard var task = currentTask, task.unassigned.isEmpty, let idleAt = task.firstIdleAt else { return }
+        let now = monotonicSeconds()
+        let patience = max(2 * (idleAt - task.startedAt), 0.2)
+        guard now - task.startedAt > patience else { return }
+        let idle = pool.all.filter { $0.outstanding.isEmpty }
+        guard !idle.isEmpty else { return }
+        for slow in pool.all where !slow.outstanding.isEmpty && !task.backedUp.contains(slow.id) {
+            task.backedUp.insert(slow.id)
+            let remaining = slow.outstanding.sorted()
+            let message = "step \(task.step): worker \(slow.label) is slow: micro-batches \(remaining) not back after "
+                + "\(String(format: "%.1f", now - task.startedAt)) s (the first worker finished in \(String(format: "%.1f", idleAt - task.startedAt)) s); "
+                + "backup copies go to \(idle.map(\.label).joined(separator: ", "))"
+            logger.warning("\(message)")
+            currentTask = task
+            for (worker, indices) in WorkerPool.split(remaining, among: idle) {
+                try give(indices, to: worker)
+            }
+            guard let updated = currentTask else { return }
+            task = updated
+        }
+        currentTask = task
+    }
+
+    /// Sends weights (if needed) and an assignment of `indices` of the current task to `worker`.
+    private func give(_ indices: [Int], to worker: WorkerRecord) throws {
+        guard var task = currentTask else { return }
+        try ensureWeights(worker)
+        let assignment = Assignment(
+            kind: task.wireKind, epoch: UInt32(task.epoch), totalMicroBatches: UInt32(task.work.count),
+            microBatches: indices.map { MicroBatch(index: UInt32($0), samples: task.work[$0].samples.map(UInt32.init)) })
+        try send(.assign(assignment), to: worker)
+        guard pool[worker.peer] != nil else { return }  // the send found it gone
+        worker.outstanding.formUnion(indices)
+        worker.assignedThisTask.formUnion(indices)
+        task.unassigned.subtract(indices)
+        if task.assignedAt[worker.id] == nil { task.assignedAt[worker.id] = monotonicSeconds() }
         currentTask = task
     }
 
@@ -482,6 +521,7 @@ public final class Coordinator {
         worker.microBatchesDone += covered.count
         task.finishedAt[worker.id] = monotonicSeconds()
         for other in pool.all { other.outstanding.subtract(covered) }
+        if task.firstIdleAt == nil && worker.outstanding.isEmpty { task.firstIdleAt = monotonicSeconds() }
         task.unassigned.subtract(covered)
         currentTask = task
     }
@@ -493,7 +533,9 @@ public final class Coordinator {
     private func declareDead(_ worker: WorkerRecord, reason: String) {
         guard pool.remove(worker.peer) != nil else { return }
         notify { $0.workerLeft(status(of: worker, alive: false), reason: reason) }
-        let lost = worker.outstanding.sorted()
+        // Micro-batches another worker is also computing (a backup copy) are not lost.
+        let stillComputed = pool.all.reduce(into: Set<Int>()) { $0.formUnion($1.outstanding) }
+        let lost = worker.outstanding.subtracting(stillComputed).sorted()
         if var task = currentTask, !lost.isEmpty {
             task.unassigned.formUnion(lost)
             currentTask = task

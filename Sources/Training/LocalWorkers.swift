@@ -13,7 +13,7 @@ final class LocalWorkers {
         self.logger = logger
     }
 
-    func spawn(count: Int, endpoint: String, threads: Int, executable: String?) throws {
+    func spawn(count: Int, endpoint: String, threads: Int, executable: String?, extraArguments: [String] = []) throws {
         let program = executable ?? Self.siblingExecutable("cnn-worker")
         guard FileManager.default.isExecutableFile(atPath: program) else {
             throw CoordinatorError(description: "cannot start workers: \(program) is not an executable file; "
@@ -25,7 +25,8 @@ final class LocalWorkers {
         for index in 0..<count {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: program)
-            process.arguments = ["--connect", endpoint, "--threads", "\(threads)", "--name", "local-\(index)"]
+            process.arguments = ["--connect", endpoint, "--threads", "\(threads)", "--name", "local-\(index)",
+                                 "--parent-pid", "\(getpid())"] + extraArguments
             process.environment = environment
             do {
                 try process.run()

@@ -40,8 +40,11 @@ public final class ModelState {
         (buffer + network.parameterCount).update(from: network.state.pointer, count: network.stateCount)
     }
 
+    /// The rate of the next step. Schedules span the configured epochs; `train.steps` only stops a
+    /// run early and never changes the rate, so a run stopped and resumed with more steps matches
+    /// one that ran straight through.
     public func learningRate(stepsPerEpoch: Int) -> Float {
-        let total = config.train.maxSteps > 0 ? config.train.maxSteps : config.train.epochs * stepsPerEpoch
+        let total = config.train.epochs * stepsPerEpoch
         return Float(config.train.schedule.learningRate(
             base: config.train.optimizer.learningRate, step: step, epoch: epoch, totalSteps: total))
     }

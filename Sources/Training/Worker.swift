@@ -9,6 +9,12 @@ public struct WorkerOptions: Sendable {
     public var connect: String
     public var threads: Int = 1
     public var name: String
+    /// How long to keep trying to (re)join a coordinator before giving up, in seconds.
+    public var joinTimeout: Double = 300
+    /// Exit when this process (the coordinator that spawned us) is gone.
+    public var parentProcess: Int32?
+    /// Extra seconds spent on every assignment: a deliberately slow worker for fault drills and tests.
+    public var computeDelay: Double = 0
 
     public init(connect: String, threads: Int = 1, name: String? = nil) {
         self.connect = connect
@@ -61,7 +67,9 @@ public final class Worker {
         context.close()
     }
 
-    /// Serves until the coordinator says goodbye (returns normally) or fails.
+    /// Serves until the coordinator says goodbye (returns normally) or fails. A coordinator that
+    /// goes silent is waited for: the worker says hello again with backoff and rejoins whatever
+    /// coordinator answers at the same address (a restarted one resuming from its checkpoint).
     public func run() throws {
         try join()
         while true {
@@ -69,33 +77,53 @@ public final class Worker {
                 send(.bye(Bye(reason: "worker \(options.name) stopped by \(Interruption.signalName)")), step: 0)
                 return
             }
+            if let parent = options.parentProcess, getppid() != parent {
+                logger.info("the coordinator that started this worker is gone; exiting")
+                return
+            }
             if let finished = computation.take() {
-                send(finished.message, step: finished.step)
+                // Results of a run this worker has since left are of no use to anyone.
+                if finished.runID == runID { send(finished.message, step: finished.step) }
                 startNextComputation()
             }
             if let incoming = try socket.receive(timeoutMilliseconds: 5) {
-                if try handle(incoming) == false { return }
+                switch try handle(incoming) {
+                case .carryOn: break
+                case .stop: return
+                case .rejoin(let why):
+                    logger.warning("\(why); joining again")
+                    try join()
+                }
             }
             let now = monotonicSeconds()
             if now - lastSent > heartbeatInterval {
                 send(.heartbeat(Heartbeat(sentAtMilliseconds: UInt64(now * 1000), busy: computation.isBusy)), step: 0)
             }
             if now - lastHeard > coordinatorTimeout {
-                throw WorkerError(description: "no message from the coordinator at \(options.connect) for "
-                    + "\(Int(now - lastHeard)) s (more than distributed.worker_timeout); is it still running?")
+                logger.warning("no message from the coordinator at \(options.connect) for \(Int(now - lastHeard)) s; waiting for it to come back (up to \(Int(options.joinTimeout)) s)")
+                try join()
             }
         }
     }
 
-    /// Says hello until welcomed, so a worker may start before its coordinator.
+    /// Says hello until welcomed, with backoff, so a worker may start before its coordinator or
+    /// outlive a coordinator that restarts.
     private func join() throws {
-        let deadline = monotonicSeconds() + 60
+        queue.removeAll()
+        weights = nil
+        weightsVersion = nil
+        let start = monotonicSeconds()
+        let deadline = start + options.joinTimeout
         var nextHello = 0.0
+        var backoff = 0.25
         while true {
             if Interruption.requested != nil { throw WorkerError(description: "stopped by \(Interruption.signalName) before joining") }
+            if let parent = options.parentProcess, getppid() != parent {
+                throw WorkerError(description: "the coordinator that started this worker is gone")
+            }
             let now = monotonicSeconds()
             if now > deadline {
-                throw WorkerError(description: "no coordinator answered at \(options.connect) within 60 s; "
+                throw WorkerError(description: "no coordinator answered at \(options.connect) within \(Int(options.joinTimeout)) s; "
                     + "check the address and that cnn-coord is running (it prints the address to use)")
             }
             if now >= nextHello {
@@ -103,7 +131,8 @@ public final class Worker {
                     name: options.name, threads: options.threads, processID: getpid(),
                     hostName: ProcessInfo.processInfo.hostName, coreType: BLAS.coreName)
                 send(.hello(hello), step: 0)
-                nextHello = now + 1
+                nextHello = now + backoff
+                backoff = min(backoff * 2, 5)
             }
             guard let incoming = try socket.receive(timeoutMilliseconds: 100) else { continue }
             guard case .success(let envelope) = incoming.result else { continue }
@@ -127,14 +156,20 @@ public final class Worker {
             send(.error(WireFailure(code: 500, text: "worker \(options.name) cannot use the config: \(error)")), step: 0)
             throw WorkerError(description: "the coordinator's config does not work here: \(error)")
         }
-        let data: DataSource
-        do {
-            data = try DataSource.load(config)
-        } catch {
-            send(.error(WireFailure(code: 500, text: "worker \(options.name) cannot load the data: \(error)")), step: 0)
-            throw WorkerError(description: "\(error)")
+        let engine: MicroBatchEngine
+        if let existing = self.engine, existing.config.yaml == config.yaml {
+            // Rejoining the same run (or its resumed successor): the model and data are as they were.
+            engine = existing
+        } else {
+            let data: DataSource
+            do {
+                data = try DataSource.load(config)
+            } catch {
+                send(.error(WireFailure(code: 500, text: "worker \(options.name) cannot load the data: \(error)")), step: 0)
+                throw WorkerError(description: "\(error)")
+            }
+            engine = try MicroBatchEngine(config: config, data: data, threads: options.threads)
         }
-        let engine = try MicroBatchEngine(config: config, data: data, threads: options.threads)
         guard engine.parameterCount == welcome.parameterCount else {
             throw WorkerError(description: "the model has \(engine.parameterCount) parameters here but \(welcome.parameterCount) at the coordinator")
         }
@@ -146,42 +181,53 @@ public final class Worker {
         logger.info("joined as w\(welcome.workerID): \(engine.parameterCount) parameters, \(options.threads) thread\(options.threads == 1 ? "" : "s"), BLAS \(BLAS.coreName)")
     }
 
-    /// Returns false when the worker should stop.
-    private func handle(_ incoming: Incoming) throws -> Bool {
+    private enum Next {
+        case carryOn
+        case stop
+        case rejoin(String)
+    }
+
+    private func handle(_ incoming: Incoming) throws -> Next {
         guard case .success(let envelope) = incoming.result else {
             if case .failure(let error) = incoming.result { logger.warning("dropped a malformed message: \(error)") }
-            return true
+            return .carryOn
         }
-        lastHeard = monotonicSeconds()
+        if case .error(let failure) = envelope.message, failure.code == 401 || failure.code == 409 {
+            // The coordinator does not know us: it restarted, or declared us dead.
+            return .rejoin("the coordinator no longer knows this worker (\(failure.text))")
+        }
         guard envelope.runID == runID else {
             logger.debug("ignored a message of another run")
-            return true
+            return .carryOn
         }
+        lastHeard = monotonicSeconds()
         switch envelope.message {
         case .weights(let message):
             guard let engine, message.values.count == engine.parameterCount + engine.stateCount else {
                 send(.error(WireFailure(code: 422, text: "weights of \(message.values.count) values do not fit this model")), step: Int(envelope.step))
-                return true
+                return .carryOn
             }
             weights = message.values
             weightsVersion = Int(envelope.step)
         case .assign(let assignment):
             guard weightsVersion == Int(envelope.step), let weights else {
-                send(.error(WireFailure(code: 409, text: "assignment for step \(envelope.step) but this worker holds weights of step \(weightsVersion.map(String.init) ?? "none")")), step: Int(envelope.step))
-                return true
+                send(.error(WireFailure(code: 428, text: "assignment for step \(envelope.step) but this worker holds weights of step \(weightsVersion.map(String.init) ?? "none")")), step: Int(envelope.step))
+                return .carryOn
             }
-            queue.append((Int(envelope.step), assignment, weights))
+            // Work of an older step still waiting here is no longer wanted: its step is over.
+            let step = Int(envelope.step)
+            queue.removeAll { $0.step < step || ($0.step == step && $0.assignment.kind != assignment.kind) }
+            queue.append((step, assignment, weights))
             startNextComputation()
         case .bye(let bye):
             logger.info("coordinator says goodbye: \(bye.reason)")
-            return false
+            return .stop
         case .error(let failure):
             logger.warning("coordinator reported error \(failure.code): \(failure.text)")
-            if failure.code == 409 || failure.code == 401 { throw WorkerError(description: "the coordinator no longer knows this worker: \(failure.text)") }
         case .heartbeat, .welcome, .hello, .gradients:
             break
         }
-        return true
+        return .carryOn
     }
 
     private func startNextComputation() {
@@ -193,7 +239,9 @@ public final class Worker {
         let total = Int(job.assignment.totalMicroBatches)
         let step = job.step
         let weights = job.weights
-        computation.start {
+        let delay = options.computeDelay
+        computation.start(runID: runID) {
+            if delay > 0 { Thread.sleep(forTimeInterval: delay) }
             weights?.withUnsafeBufferPointer { engine.load(weights: $0.baseAddress!) }
             let output = engine.compute(work, training: training, epoch: epoch, step: step)
             let results = work.map { item -> MicroBatchResult in
@@ -233,30 +281,27 @@ private final class ComputationSlot: @unchecked Sendable {
     // Sendable: every field is guarded by `lock`.
     private let lock = NSLock()
     private var busy = false
-    private var result: (step: Int, message: Message)?
-    private var failure: Error?
+    private var result: (runID: UInt64, step: Int, message: Message)?
+    private var runID: UInt64 = 0
 
     var isBusy: Bool { lock.withLock { busy } }
 
-    func start(_ body: @escaping @Sendable () throws -> (Int, Message)) {
-        lock.withLock { busy = true }
+    func start(runID: UInt64, _ body: @escaping @Sendable () throws -> (Int, Message)) {
+        lock.withLock { busy = true; self.runID = runID }
         Thread.detachNewThread { [self] in
             do {
                 let (step, message) = try body()
-                lock.withLock { result = (step, message); busy = false }
+                lock.withLock { result = (runID, step, message); busy = false }
             } catch {
-                lock.withLock { failure = error; busy = false }
+                let failure = Message.error(WireFailure(code: 500, text: "computation failed: \(error)"))
+                lock.withLock { result = (runID, 0, failure); busy = false }
             }
         }
     }
 
-    /// The finished result, if any (a failed computation is reported as an error message).
-    func take() -> (step: Int, message: Message)? {
+    /// The finished result, if any (a failed computation comes back as an error message).
+    func take() -> (runID: UInt64, step: Int, message: Message)? {
         lock.withLock {
-            if let failure {
-                self.failure = nil
-                return (0, .error(WireFailure(code: 500, text: "computation failed: \(failure)")))
-            }
             defer { result = nil }
             return result
         }
