@@ -81,8 +81,21 @@ public struct DistributedConfig: Sendable, Equatable {
     public var heartbeatInterval: Double = 1
     /// Seconds to wait for the expected number of workers before the first step.
     public var joinTimeout: Double = 60
+    /// What to do with a gradient holding NaN or infinity: `recompute` the micro-batches on
+    /// another worker (stopping if the copy is not finite either), or `stop` at once.
+    public var nonFinite: NonFinitePolicy = .recompute
+    /// Workers admitted at once; more are turned away.
+    public var maxWorkers: Int = 256
+    /// Messages a second a worker may send (heartbeats and results); a worker above it is evicted.
+    public var maxMessagesPerSecond: Int = 2000
 
     public init() {}
+}
+
+/// What the coordinator does with gradients holding NaN or infinity.
+public enum NonFinitePolicy: String, Sendable, Equatable {
+    case recompute
+    case stop
 }
 
 public struct CheckpointConfig: Sendable, Equatable {
@@ -235,11 +248,15 @@ extension TrainingConfig {
     }
 
     private static func parseDistributed(_ node: ConfigNode) throws -> DistributedConfig {
-        try node.expectKeys(["worker_timeout", "heartbeat_interval", "join_timeout"])
+        try node.expectKeys(["worker_timeout", "heartbeat_interval", "join_timeout", "nonfinite_gradients", "max_workers",
+                             "max_messages_per_second"])
         var d = DistributedConfig()
         if let n = try node.child("worker_timeout") { d.workerTimeout = try n.double(minimum: 0.1) }
         if let n = try node.child("heartbeat_interval") { d.heartbeatInterval = try n.double(minimum: 0.01) }
         if let n = try node.child("join_timeout") { d.joinTimeout = try n.double(minimum: 0.1) }
+        if let n = try node.child("nonfinite_gradients") { d.nonFinite = NonFinitePolicy(rawValue: try n.oneOf(["recompute", "stop"]))! }
+        if let n = try node.child("max_workers") { d.maxWorkers = try n.int(minimum: 1) }
+        if let n = try node.child("max_messages_per_second") { d.maxMessagesPerSecond = try n.int(minimum: 10) }
         if d.heartbeatInterval >= d.workerTimeout {
             throw node.error("distributed.heartbeat_interval (\(d.heartbeatInterval) s) must be shorter than worker_timeout (\(d.workerTimeout) s)")
         }

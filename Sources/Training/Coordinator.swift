@@ -88,6 +88,9 @@ public final class Coordinator {
         let router = try ZMQSocket(context: context, kind: .router)
         try router.setLinger(milliseconds: 2000)
         try router.setRouterMandatory(true)
+        // libzmq drops anything larger before it is buffered: the largest honest message is a
+        // worker's partial sums for a whole step.
+        try router.setMaxMessageSize(bytes: (config.train.microBatchesPerStep + 1) * state.leafLength * 4 + (1 << 20))
         let limits = DecodeLimits.forModel(weights: max(state.weightsCount, state.leafLength), microBatches: config.train.microBatchesPerStep,
                                            samples: max(config.train.microBatch, config.train.evalBatch))
         socket = MessageSocket(socket: router, limits: limits)
@@ -142,7 +145,16 @@ public final class Coordinator {
             let stepStart = monotonicSeconds()
             let bytesBefore = (socket.bytesSent, socket.bytesReceived)
             let learningRate = Double(state.learningRate(stepsPerEpoch: stepsPerEpoch))
-            guard let scores = try runTask(kind: .train, epoch: epoch, work: work) else { interrupted = true; break }
+            let outcome: [BatchScore]?
+            do {
+                outcome = try runTask(kind: .train, epoch: epoch, work: work)
+            } catch let stopped as RunStopped {
+                // The weights of the last whole step are good: keep them, then report.
+                let path = try saveCheckpoint(stepsPerEpoch: stepsPerEpoch)
+                sayGoodbye(reason: "run stopped")
+                throw CoordinatorError(description: stopped.reason + " (last good weights: \(path))")
+            }
+            guard let scores = outcome else { interrupted = true; break }
             try timed("reduce") { try reduction.mean(into: meanGradient.pointer) }
             reduction.end()
             timed("optimizer") { state.apply(meanGradient: meanGradient.pointer, stepsPerEpoch: stepsPerEpoch) }
@@ -248,6 +260,7 @@ public final class Coordinator {
         var waitingSince: Double?
         while let task = currentTask, task.scores.count < total {
             if Interruption.requested != nil { return nil }
+            if let reason = stopReason { throw RunStopped(reason: reason) }
             try local.checkAlive()
             expireSilentWorkers()
             if pool.count == 0 {
@@ -294,6 +307,9 @@ public final class Coordinator {
         var firstIdleAt: Double?
         /// Workers whose remaining micro-batches were already copied to others.
         var backedUp: Set<UInt32> = []
+        /// Micro-batches that came back with NaN or infinity once, and who must not redo them.
+        var nonFinite: Set<Int> = []
+        var avoid: [Int: Set<UInt32>] = [:]
 
         init(kind: Kind, epoch: Int, step: Int, work: [MicroBatchWork]) {
             self.kind = kind
@@ -307,11 +323,22 @@ public final class Coordinator {
     }
 
     private var currentTask: TaskState?
+    /// Set when the run cannot go on (non-finite gradients under the stop policy).
+    private var stopReason: String?
 
     /// Gives micro-batches nobody is computing to the workers that are alive.
     private func assignUnclaimedWork() throws {
         guard let task = currentTask, !task.unassigned.isEmpty else { return }
-        for (worker, indices) in WorkerPool.split(task.unassigned.sorted(), among: pool.all) {
+        let workers = pool.all
+        // Micro-batches that came back non-finite go to someone else first.
+        let (special, ordinary) = task.unassigned.sorted().reduce(into: ([Int](), [Int]())) { parts, index in
+            if task.avoid[index] != nil { parts.0.append(index) } else { parts.1.append(index) }
+        }
+        for index in special {
+            let others = workers.filter { !(task.avoid[index]?.contains($0.id) ?? false) }
+            if let worker = others.first ?? workers.first { try give([index], to: worker) }
+        }
+        for (worker, indices) in WorkerPool.split(ordinary, among: workers) {
             try give(indices, to: worker)
         }
     }
@@ -418,6 +445,12 @@ public final class Coordinator {
             return
         }
         worker.lastHeard = monotonicSeconds()
+        if worker.countMessage(now: worker.lastHeard) > config.distributed.maxMessagesPerSecond {
+            logger.warning("evicted worker \(worker.label): more than \(config.distributed.maxMessagesPerSecond) messages in a second (distributed.max_messages_per_second)")
+            reply(peer, code: 429, text: "too many messages; evicted")
+            declareDead(worker, reason: "it flooded the coordinator")
+            return
+        }
         switch envelope.message {
         case .gradients(let gradients):
             accept(gradients, step: Int(envelope.step), from: worker)
@@ -435,6 +468,11 @@ public final class Coordinator {
     }
 
     private func admit(peer: PeerID, hello: Hello) {
+        if pool[peer] == nil && pool.count >= config.distributed.maxWorkers {
+            logger.warning("turned away worker \(hello.name) from \(hello.hostName): already \(pool.count) workers (distributed.max_workers)")
+            reply(peer, code: 503, text: "the coordinator has its maximum of \(config.distributed.maxWorkers) workers")
+            return
+        }
         if let existing = pool[peer] {
             // The same connection saying hello again has restarted: its old work is lost.
             declareDead(existing, reason: "it said hello again")
@@ -475,8 +513,7 @@ public final class Coordinator {
             guard worker.assignedThisTask.contains(index) else {
                 return refuse("result for micro-batch \(index), which it was not given")
             }
-            guard Int(result.samples) == task.work[index].samples.count, result.correct <= result.samples,
-                  result.lossSum.isFinite else {
+            guard Int(result.samples) == task.work[index].samples.count, result.correct <= result.samples else {
                 return refuse("impossible score for micro-batch \(index)")
             }
             covered.insert(index)
@@ -497,12 +534,17 @@ public final class Coordinator {
                     return refuse("a gradient of \(tensor.count) values; the model needs \(state.leafLength) "
                         + "(\(state.parameterCount) parameters and \(state.leafLength - state.parameterCount) state values)")
                 }
-                let finite = tensor.withUnsafeBufferPointer { values in values.allSatisfy { $0.isFinite } }
-                guard finite else { return refuse("a gradient with NaN or infinite values for micro-batches \(leaves)") }
+                if let bad = tensor.withUnsafeBufferPointer({ $0.firstIndex { !$0.isFinite } }) {
+                    return rejectNonFinite(leaves: Array(leaves), at: bad, from: worker, task: task)
+                }
                 nodeLeaves.formUnion(leaves)
             }
             guard nodeLeaves == covered else {
                 return refuse("scores for micro-batches \(covered.sorted()) but gradients for \(nodeLeaves.sorted())")
+            }
+            let diverged = gradients.results.filter { !$0.lossSum.isFinite }.map { Int($0.index) }
+            if !diverged.isEmpty {
+                return rejectNonFinite(leaves: diverged, at: nil, from: worker, task: task)
             }
             for (node, tensor) in zip(gradients.nodes, gradients.tensors) {
                 let id = TreeNodeID(level: Int(node.level), index: Int(node.index))
@@ -512,6 +554,12 @@ public final class Coordinator {
                 } catch {
                     return refuse("\(error)")
                 }
+            }
+        }
+        if task.kind != .train {
+            let diverged = gradients.results.filter { !$0.lossSum.isFinite }.map { Int($0.index) }
+            if !diverged.isEmpty {
+                return rejectNonFinite(leaves: diverged, at: nil, from: worker, task: task)
             }
         }
         for result in gradients.results where task.scores[Int(result.index)] == nil {
@@ -524,6 +572,43 @@ public final class Coordinator {
         if task.firstIdleAt == nil && worker.outstanding.isEmpty { task.firstIdleAt = monotonicSeconds() }
         task.unassigned.subtract(covered)
         currentTask = task
+    }
+
+    /// A gradient with NaN or infinity: the step's weights stay untouched. Under `recompute` its
+    /// micro-batches go to another worker; a second non-finite copy means the numbers themselves
+    /// diverged (every copy has the same bits), and the run stops with a report.
+    private func rejectNonFinite(leaves: [Int], at index: Int?, from worker: WorkerRecord, task: TaskState) {
+        let location = index.map(describe(leafIndex:)) ?? "the loss"
+        let report = "step \(task.step): worker \(worker.label) sent a gradient with NaN or infinity for micro-batches \(leaves), "
+            + "first in \(location)"
+        var task = task
+        let seenBefore = leaves.contains { task.nonFinite.contains($0) }
+        if config.distributed.nonFinite == .stop || seenBefore {
+            let why = seenBefore ? "; a second worker computed the same micro-batches with the same result, so training diverged"
+                : " (distributed.nonfinite_gradients: stop)"
+            stopReason = report + why + ". Lower train.optimizer.lr, add gradient clipping, or resume from an earlier checkpoint"
+            currentTask = task
+            return
+        }
+        logger.warning("\(report); recomputing them on another worker")
+        task.nonFinite.formUnion(leaves)
+        for leaf in leaves { task.avoid[leaf, default: []].insert(worker.id) }
+        for other in pool.all { other.outstanding.subtract(leaves) }
+        task.unassigned.formUnion(leaves)
+        currentTask = task
+    }
+
+    /// "parameter 3.weight, element 17" for an index into a gradient leaf.
+    private func describe(leafIndex index: Int) -> String {
+        let network = state.network
+        if let slot = network.parameterSlots.first(where: { index >= $0.offset && index < $0.offset + $0.count }) {
+            return "the gradient of \(slot.name) (element \(index - slot.offset))"
+        }
+        let stateIndex = index - network.parameterCount
+        if let slot = network.stateSlots.first(where: { stateIndex >= $0.offset && stateIndex < $0.offset + $0.count }) {
+            return "the observed \(slot.name) (element \(stateIndex - slot.offset))"
+        }
+        return "element \(index)"
     }
 
     private func reply(_ peer: PeerID, code: UInt16, text: String) {
@@ -630,6 +715,11 @@ public final class Coordinator {
         logger.info("checkpoint \(path)")
         return path
     }
+}
+
+/// Thrown inside a step when the run must stop; the step is not applied.
+struct RunStopped: Error {
+    var reason: String
 }
 
 /// The program version recorded in checkpoints and shown by `--version`.

@@ -15,6 +15,18 @@ final class WorkerRecord {
     /// Every micro-batch of the current task it was ever given (what it may send).
     var assignedThisTask: Set<Int> = []
     var microBatchesDone = 0
+    private var windowStart = 0.0
+    private var messagesInWindow = 0
+
+    /// Counts a message; returns how many arrived in the current one-second window.
+    func countMessage(now: Double) -> Int {
+        if now - windowStart >= 1 {
+            windowStart = now
+            messagesInWindow = 0
+        }
+        messagesInWindow += 1
+        return messagesInWindow
+    }
 
     init(id: UInt32, peer: PeerID, name: String, threads: Int, now: Double) {
         self.id = id
