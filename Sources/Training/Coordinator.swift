@@ -108,13 +108,22 @@ public final class Coordinator {
         context.close()
     }
 
+    /// The address workers should connect to: the bound endpoint, with a wildcard host replaced
+    /// by this host's name (a worker cannot connect to 0.0.0.0).
+    public var connectAddress: String {
+        for wildcard in ["://0.0.0.0:", "://*:", "://[::]:"] where endpoint.contains(wildcard) {
+            return endpoint.replacingOccurrences(of: wildcard, with: "://\(ProcessInfo.processInfo.hostName):")
+        }
+        return endpoint
+    }
+
     private var expectedWorkers: Int { options.expectedWorkers ?? max(options.spawnWorkers, 1) }
 
     /// Runs to the end of the configured epochs or steps, or until SIGINT/SIGTERM.
     public func run() throws -> RunSummary {
         try prepare()
-        logger.info("listening on \(endpoint); start workers with: cnn-worker --connect \(endpoint)")
-        try? "cnn-worker --connect \(endpoint)\n".write(toFile: directory.path + "/worker-command.txt", atomically: true, encoding: .utf8)
+        logger.info("listening on \(endpoint); start workers with: cnn-worker --connect \(connectAddress)")
+        try? "cnn-worker --connect \(connectAddress)\n".write(toFile: directory.path + "/worker-command.txt", atomically: true, encoding: .utf8)
         if options.spawnWorkers > 0 {
             try local.spawn(
                 count: options.spawnWorkers, endpoint: endpoint, threads: options.workerThreads,
@@ -235,7 +244,7 @@ public final class Coordinator {
             if monotonicSeconds() > deadline {
                 throw CoordinatorError(
                     description: "only \(pool.count) of \(count) workers joined within \(Int(config.distributed.joinTimeout)) s; "
-                        + "start them with `cnn-worker --connect \(endpoint)` or lower --workers")
+                        + "start them with `cnn-worker --connect \(connectAddress)` or lower --workers")
             }
             try local.checkAlive()
             try pump(timeout: 0.1)
@@ -273,7 +282,7 @@ public final class Coordinator {
                     throw CoordinatorError(
                         description: "step \(state.step): no worker has been alive for \(Int(config.distributed.joinTimeout)) s; "
                             + "the last checkpoint is in \(directory.checkpoints.checkpointsDirectory). Start workers with "
-                            + "`cnn-worker --connect \(endpoint)`, then resume with --resume")
+                            + "`cnn-worker --connect \(connectAddress)`, then resume with --resume")
                 }
             } else {
                 waitingSince = nil

@@ -21,6 +21,7 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(help: "Threads of each spawned worker.") var threads: Int = 1
     @Option(help: "The cnn-worker program to spawn (default: next to this one).") var workerExecutable: String?
     @Flag(help: "Only warnings and the final line.") var quiet = false
+    @Flag(help: "Also debug messages (every ignored or late message, for example).") var verbose = false
 
     func validate() throws {
         if spawnWorkers < 0 { throw ValidationError("--spawn-workers must be 0 or more, got \(spawnWorkers)") }
@@ -36,7 +37,7 @@ struct CoordinatorCommand: ParsableCommand {
     func run() throws {
         ProcessSetup.prepare()
         Interruption.install()
-        let logger = makeLogger(label: "coord", level: quiet ? .warning : .info)
+        let logger = makeLogger(label: "coord", level: verbose ? .debug : quiet ? .warning : .info)
         logger.info("\(ProcessSetup.kernelDescription)")
         var config = try TrainingConfig.load(path: self.config)
         if let epochs { config.train.epochs = epochs }

@@ -16,6 +16,7 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Spend this many extra seconds on every assignment: a slow worker for fault drills.", visibility: .hidden))
     var computeDelay: Double = 0
     @Flag(help: "Only warnings.") var quiet = false
+    @Flag(help: "Also debug messages.") var verbose = false
 
     func validate() throws {
         if threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -30,7 +31,7 @@ struct WorkerCommand: ParsableCommand {
         options.joinTimeout = joinTimeout
         options.parentProcess = parentPid
         options.computeDelay = computeDelay
-        let logger = makeLogger(label: "worker \(options.name)", level: quiet ? .warning : .info)
+        let logger = makeLogger(label: "worker \(options.name)", level: verbose ? .debug : quiet ? .warning : .info)
         let worker = try Worker(options: options, logger: logger)
         try worker.run()
     }
