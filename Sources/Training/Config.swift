@@ -92,12 +92,6 @@ public struct DistributedConfig: Sendable, Equatable {
     public init() {}
 }
 
-/// What the coordinator does with gradients holding NaN or infinity.
-public enum NonFinitePolicy: String, Sendable, Equatable {
-    case recompute
-    case stop
-}
-
 public struct CheckpointConfig: Sendable, Equatable {
     /// Write a checkpoint every this many steps (0: only the final one).
     public var every: Int = 0
