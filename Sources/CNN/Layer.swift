@@ -36,6 +36,8 @@ public enum Initialiser: Sendable, Equatable {
     case heUniform(fanIn: Int)
     /// Xavier/Glorot uniform: U(-b, b) with b = sqrt(6 / (fanIn + fanOut)).
     case xavierUniform(fanIn: Int, fanOut: Int)
+    /// Xavier/Glorot normal: N(0, 2 / (fanIn + fanOut)), for layers followed by tanh or sigmoid.
+    case xavierNormal(fanIn: Int, fanOut: Int)
     case constant(Float)
 }
 

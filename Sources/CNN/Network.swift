@@ -101,15 +101,20 @@ public final class Network {
             case .constant(let c):
                 values.update(repeating: c, count: slot.count)
             case .heNormal(let fanIn):
-                let std = (2 / Double(fanIn)).squareRoot()
-                for e in 0..<slot.count {
-                    values[e] = Float(std * CounterRandom.normal(seed: seed, purpose: .initialisation, UInt64(t), 0, 0, UInt64(e)))
-                }
+                fillNormal(values, count: slot.count, deviation: (2 / Double(fanIn)).squareRoot(), seed: seed, tensor: t)
             case .heUniform(let fanIn):
                 fillUniform(values, count: slot.count, bound: (6 / Double(fanIn)).squareRoot(), seed: seed, tensor: t)
             case .xavierUniform(let fanIn, let fanOut):
                 fillUniform(values, count: slot.count, bound: (6 / Double(fanIn + fanOut)).squareRoot(), seed: seed, tensor: t)
+            case .xavierNormal(let fanIn, let fanOut):
+                fillNormal(values, count: slot.count, deviation: (2 / Double(fanIn + fanOut)).squareRoot(), seed: seed, tensor: t)
             }
+        }
+    }
+
+    private static func fillNormal(_ values: UnsafeMutablePointer<Float>, count: Int, deviation: Double, seed: UInt64, tensor: Int) {
+        for e in 0..<count {
+            values[e] = Float(deviation * CounterRandom.normal(seed: seed, purpose: .initialisation, UInt64(tensor), 0, 0, UInt64(e)))
         }
     }
 
@@ -168,6 +173,61 @@ public final class Network {
             layer.applyObservations(observed + cursor, to: state.pointer + cursor)
             cursor += layer.stateCount
         }
+    }
+
+    // MARK: Freezing
+
+    /// The names that can be frozen: every layer path that owns parameters ("0", "3", "3.conv1",
+    /// "3.downsample.0"), in slot order.
+    public var freezableNames: [String] {
+        var names: [String] = []
+        var seen = Set<String>()
+        for slot in parameterSlots {
+            let parts = slot.name.split(separator: ".")
+            for end in 1..<max(parts.count, 1) {
+                let prefix = parts[..<end].joined(separator: ".")
+                if seen.insert(prefix).inserted { names.append(prefix) }
+            }
+        }
+        return names
+    }
+
+    /// The ranges of the flat parameter vector owned by the layers named in `frozen` (layer paths
+    /// such as "0" or "3.conv1", or whole tensor names such as "3.conv1.weight"), sorted and merged.
+    /// The coordinator leaves these parameters unchanged (transfer learning). An unknown name throws
+    /// a `ModelError` listing the names that can be frozen.
+    public func frozenParameterRanges(_ frozen: [String]) throws -> [Range<Int>] {
+        var ranges: [Range<Int>] = []
+        for name in frozen {
+            let matching = parameterSlots.filter { $0.name == name || $0.name.hasPrefix(name + ".") }
+            guard !matching.isEmpty else {
+                throw ModelError(
+                    layer: name,
+                    message: "no layer of this name owns parameters, so it cannot be frozen; "
+                        + "names that can: \(freezableNames.joined(separator: ", "))")
+            }
+            ranges += matching.map { $0.offset..<($0.offset + $0.count) }
+        }
+        ranges.sort { $0.lowerBound < $1.lowerBound }
+        var merged: [Range<Int>] = []
+        for range in ranges {
+            if let last = merged.last, range.lowerBound <= last.upperBound {
+                merged[merged.count - 1] = last.lowerBound..<max(last.upperBound, range.upperBound)
+            } else {
+                merged.append(range)
+            }
+        }
+        return merged
+    }
+
+    /// One flag per parameter: true where it trains, false where a layer in `frozen` owns it
+    /// (see `frozenParameterRanges`).
+    public func parameterMask(frozen: [String]) throws -> [Bool] {
+        var mask = [Bool](repeating: true, count: parameterCount)
+        for range in try frozenParameterRanges(frozen) {
+            for i in range { mask[i] = false }
+        }
+        return mask
     }
 
     /// Copies `parameterCount` values into the parameters (for example weights from the coordinator).

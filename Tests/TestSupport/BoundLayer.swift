@@ -155,6 +155,8 @@ public final class BoundLayer {
             case .xavierUniform(let fanIn, let fanOut):
                 let bound = Float((6 / Double(fanIn + fanOut)).squareRoot())
                 return TestArrays.uniform(count: spec.count, seed: seed, stream: stream, lower: -bound, upper: bound)
+            case .xavierNormal(let fanIn, let fanOut):
+                return TestArrays.normal(count: spec.count, seed: seed, stream: stream, scale: Float((2 / Double(fanIn + fanOut)).squareRoot()))
             }
         }
     }

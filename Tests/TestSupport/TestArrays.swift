@@ -35,6 +35,12 @@ public enum TestArrays {
         }
     }
 
+    /// One whole number drawn uniformly from `range`: the dimensions of randomised test cases.
+    public static func integer(in range: ClosedRange<Int>, seed: UInt64, stream: UInt64) -> Int {
+        let u = CounterRandom.uniform(seed: seed, purpose: .synthetic, stream, 4, 0, 0)
+        return range.lowerBound + min(Int(u * Double(range.count)), range.count - 1)
+    }
+
     /// 0, 1, 2, ... as floats: the input of hand-computed golden values.
     public static func arange(_ count: Int) -> [Float] {
         (0..<count).map(Float.init)

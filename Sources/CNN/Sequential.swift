@@ -1,0 +1,109 @@
+/// A child of a composite layer and the name its tensors are prefixed with, as PyTorch names a
+/// submodule's tensors: a child "conv1" owning "weight" gives "conv1.weight"; "downsample.0" gives
+/// "downsample.0.weight".
+public struct NamedLayer {
+    public var name: String
+    public var layer: Layer
+
+    public init(name: String, layer: Layer) {
+        self.name = name
+        self.layer = layer
+    }
+}
+
+/// Layers applied one after another as one layer (PyTorch's `nn.Sequential`): the paths inside
+/// residual blocks, inception branches, and the depthwise + pointwise pair of a separable
+/// convolution. Its tensors are its children's, renamed "child.tensor", laid out in child order.
+public final class Sequential: Layer {
+    public let children: [NamedLayer]
+    public let inputShape: FeatureShape
+    public let outputShape: FeatureShape
+    public let summary: String
+
+    /// Chains `children`; throws a `ModelError` naming `name` if one child's output shape is not
+    /// the next one's input shape.
+    public init(input: FeatureShape, children: [NamedLayer], summary: String, name: String) throws {
+        var shape = input
+        for child in children {
+            guard child.layer.inputShape == shape else {
+                throw ModelError(
+                    layer: name,
+                    message: "child '\(child.name)' (\(child.layer.summary)) expects input \(child.layer.inputShape) but receives \(shape)")
+            }
+            shape = child.layer.outputShape
+        }
+        self.children = children
+        self.inputShape = input
+        self.outputShape = shape
+        self.summary = summary
+    }
+
+    public var parameterSpecs: [ParameterSpec] { prefixed(children) { $0.parameterSpecs } }
+    public var stateSpecs: [ParameterSpec] { prefixed(children) { $0.stateSpecs } }
+    public var forwardFLOPs: Int { children.reduce(0) { $0 + $1.layer.forwardFLOPs } }
+    public var savedFloatsPerSample: Int { children.reduce(0) { $0 + $1.layer.savedFloatsPerSample } }
+
+    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+        bindChildren(children.map(\.layer), parameters: parameters, gradients: gradients)
+    }
+
+    public func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>) {
+        bindChildren(children.map(\.layer), state: state, observations: observations)
+    }
+
+    public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {
+        applyChildObservations(children.map(\.layer), observed, to: state)
+    }
+
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
+        var activation = UnsafeMutablePointer(mutating: input)
+        for child in children {
+            activation = child.layer.forward(activation, batch: batch, context: context)
+        }
+        return activation
+    }
+
+    public func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
+        var gradient = UnsafeMutablePointer(mutating: outputGradient)
+        for child in children.reversed() {
+            gradient = child.layer.backward(gradient, batch: batch)
+        }
+        return gradient
+    }
+}
+
+/// The tensors of `children`, each renamed "child.tensor".
+func prefixed(_ children: [NamedLayer], _ specs: (Layer) -> [ParameterSpec]) -> [ParameterSpec] {
+    children.flatMap { child in
+        specs(child.layer).map { spec in
+            ParameterSpec(name: "\(child.name).\(spec.name)", shape: spec.shape, initialiser: spec.initialiser)
+        }
+    }
+}
+
+/// Hands each layer its consecutive slice of a composite's parameter and gradient buffers.
+func bindChildren(_ layers: [Layer], parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+    var cursor = 0
+    for layer in layers {
+        layer.bind(parameters: parameters + cursor, gradients: gradients + cursor)
+        cursor += layer.parameterCount
+    }
+}
+
+/// Hands each layer its consecutive slice of a composite's state and observation buffers.
+func bindChildren(_ layers: [Layer], state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>) {
+    var cursor = 0
+    for layer in layers {
+        layer.bind(state: state + cursor, observations: observations + cursor)
+        cursor += layer.stateCount
+    }
+}
+
+/// Passes each layer its slice of a composite's observations and state.
+func applyChildObservations(_ layers: [Layer], _ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {
+    var cursor = 0
+    for layer in layers {
+        layer.applyObservations(observed + cursor, to: state + cursor)
+        cursor += layer.stateCount
+    }
+}
