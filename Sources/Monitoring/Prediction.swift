@@ -1,0 +1,58 @@
+import CNN
+import Foundation
+
+/// `cnn predict`: the most probable classes of one image under a checkpoint's model.
+public struct Prediction: Sendable {
+    /// One class and its softmax probability.
+    public struct Candidate: Sendable, Equatable {
+        public var classIndex: Int
+        public var name: String
+        public var probability: Double
+    }
+
+    /// The image as named on the command line.
+    public var source: String
+    /// Best first.
+    public var candidates: [Candidate]
+    /// The true class, when known (IDX samples with a labels file beside them).
+    public var trueClass: Int?
+    /// Softmax over all classes, in class order.
+    public var probabilities: [Double]
+
+    /// Runs the model on one image and keeps the `top` most probable classes.
+    public static func run(_ model: CheckpointModel, image: ImageReference, top: Int = 5) throws -> Prediction {
+        let input = try model.input(for: image)
+        let classes = model.network.outputShape.count
+        let logits = input.withUnsafeBufferPointer { buffer in
+            Array(UnsafeBufferPointer(start: model.network.forward(buffer.baseAddress!, batch: 1, context: .inference), count: classes))
+        }
+        let probabilities = softmax(logits)
+        let ranked = probabilities.indices.sorted { probabilities[$0] != probabilities[$1] ? probabilities[$0] > probabilities[$1] : $0 < $1 }
+        let candidates = ranked.prefix(max(top, 1)).map {
+            Candidate(classIndex: $0, name: model.className($0), probability: probabilities[$0])
+        }
+        return Prediction(source: image.description, candidates: candidates, trueClass: image.label(), probabilities: probabilities)
+    }
+
+    /// Softmax in Double, shifted by the maximum so large logits stay finite.
+    static func softmax(_ logits: [Float]) -> [Double] {
+        let highest = Double(logits.max() ?? 0)
+        let exponentials = logits.map { exp(Double($0) - highest) }
+        let total = exponentials.reduce(0, +)
+        return exponentials.map { $0 / total }
+    }
+
+    /// The lines `cnn predict` prints for this image.
+    public func text(classNames: [String]) -> String {
+        var header = "\(source):"
+        if let trueClass {
+            let name = trueClass < classNames.count ? classNames[trueClass] : "class \(trueClass)"
+            header += " (true class: \(name)\(candidates.first?.classIndex == trueClass ? ", predicted correctly" : ""))"
+        }
+        let width = candidates.map(\.name.count).max() ?? 8
+        let rows = candidates.enumerated().map { rank, candidate in
+            "  \(rank + 1). \(Format.pad(candidate.name, width))  \(Format.padLeft(Format.percent(candidate.probability), 7))"
+        }
+        return ([header] + rows).joined(separator: "\n")
+    }
+}

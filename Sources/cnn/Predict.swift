@@ -1,0 +1,34 @@
+import ArgumentParser
+import Monitoring
+import Training
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The most probable classes of images under a checkpoint's model.",
+        discussion: """
+            IMAGE is a PNG, PGM or PPM file of the model's input size, or FILE:N for sample N (from 0) of an \
+            MNIST-format IDX images file, gzipped or not; for IDX samples with a labels file beside them the \
+            true class is shown too. Pixels are normalised as the run's data set was.
+            """)
+
+    @Option(help: "A checkpoint directory (runs/NAME/checkpoints/step-...).") var checkpoint: String
+    @Option(help: "The config (default: config.yaml of the checkpoint's run).") var config: String?
+    @Option(help: "How many classes to show per image.") var top: Int = 5
+    @Argument(help: "Images: FILE.png, FILE.pgm, FILE.ppm or IDX-FILE:N.") var images: [String]
+
+    func validate() throws {
+        if images.isEmpty { throw ValidationError("give at least one IMAGE (a PNG/PGM/PPM file or IDX-FILE:N)") }
+        if top < 1 { throw ValidationError("--top must be at least 1, got \(top)") }
+    }
+
+    func run() throws {
+        ProcessSetup.prepare()
+        let model = try CheckpointModel(checkpoint: checkpoint, configPath: config)
+        var texts: [String] = []
+        for image in images {
+            let prediction = try Prediction.run(model, image: ImageReference(image), top: top)
+            texts.append(prediction.text(classNames: model.classNames))
+        }
+        print(texts.joined(separator: "\n\n"))
+    }
+}
