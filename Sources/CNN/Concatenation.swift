@@ -103,8 +103,8 @@ extension Concatenation {
     static func make(input: FeatureShape, branches specs: [[LayerSpec]], name: String) throws -> Concatenation {
         var branches: [Sequential] = []
         for (b, layers) in specs.enumerated() {
-            let chain = try makeChain(layers, input: input, tensorPrefix: "branch\(b + 1).", path: "\(name).branches[\(b)]")
-            branches.append(try Sequential(input: input, children: chain, summary: "branch\(b + 1)", name: "\(name).branches[\(b)]"))
+            let chain = try makeChain(layers, input: input, tensorPrefix: "branch\(b + 1).", path: "\(name).concat.branches[\(b)]")
+            branches.append(try Sequential(input: input, children: chain, summary: "branch\(b + 1)", name: "\(name).concat.branches[\(b)]"))
         }
         return try Concatenation(input: input, branches: branches, name: name)
     }

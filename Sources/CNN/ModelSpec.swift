@@ -208,10 +208,10 @@ public enum LayerSpec: Sendable, Equatable {
     /// Branch b's tensors are named `branch<b+1>.<i>.<tensor>`.
     case concat(branches: [[LayerSpec]])
 
-    /// Builds the layer for a given input shape. `name` is its path in the model
-    /// ("model.layers[3]", "model.layers[3].layers[0]"): errors cite it, and layers that draw
-    /// random numbers (dropout) derive their key from it, so a layer's randomness depends only on
-    /// where it sits in the model.
+    /// Builds the layer for a given input shape. `name` is its path in the model ("model.layers[3]",
+    /// "model.layers[3].residual.layers[0]", "model.layers[5].conv1"): errors cite it, and layers
+    /// that draw random numbers (dropout) derive their key from it, so a layer's randomness
+    /// depends only on where it sits in the model.
     public func makeLayer(input: FeatureShape, name: String) throws -> Layer {
         switch self {
         case .convolution(let spec):

@@ -101,7 +101,7 @@ extension Residual {
         guard !spec.layers.isEmpty else {
             throw ModelError(layer: name, message: "a residual block needs at least one layer in 'layers'")
         }
-        let chain = try makeChain(spec.layers, input: input, tensorPrefix: "layers.", path: name + ".layers")
+        let chain = try makeChain(spec.layers, input: input, tensorPrefix: "layers.", path: name + ".residual.layers")
         let path = try Sequential(input: input, children: chain, summary: "path", name: name)
         let output = path.outputShape
         let needsProjection = output != input
