@@ -71,7 +71,9 @@ public final class ELU: Layer {
         let alpha = self.alpha
         for i in 0..<count {
             let x = input[i]
-            out[i] = x > 0 ? x : alpha * expm1f(x)
+            // Both sides computed, so the choice is a select rather than an unpredictable branch.
+            let negative = alpha * expm1f(min(x, 0))
+            out[i] = x > 0 ? x : negative
         }
         return out
     }
@@ -82,8 +84,8 @@ public final class ELU: Layer {
         let x = savedInput!, y = output.pointer, alpha = self.alpha
         // For x <= 0, d/dx alpha (e^x - 1) = alpha e^x = y + alpha.
         for i in 0..<count {
-            let dy = outputGradient[i]
-            dInput[i] = x[i] > 0 ? dy : dy * (y[i] + alpha)
+            let dy = outputGradient[i], value = x[i], slope = y[i] + alpha
+            dInput[i] = value > 0 ? dy : dy * slope
         }
         return dInput
     }

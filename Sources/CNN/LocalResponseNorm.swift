@@ -66,10 +66,25 @@ public final class LocalResponseNorm: Layer {
                     for i in 0..<plane { sc[i] += square[i] }
                 }
                 let pc = p + sample + c * plane, xc = x + c * plane, yc = out + sample + c * plane
-                for i in 0..<plane {
-                    sc[i] = k + scale * sc[i]
-                    pc[i] = powf(sc[i], negativeBeta)
-                    yc[i] = xc[i] * pc[i]
+                if beta == 0.75 {
+                    // Every published LRN uses beta = 3/4: s^-3/4 = 1 / (sqrt(s) * sqrt(sqrt(s))), two
+                    // square roots instead of a call to powf per value.
+                    for i in 0..<plane {
+                        let denominator = k + scale * sc[i]
+                        let root = denominator.squareRoot()
+                        let factor = 1 / (root * root.squareRoot())
+                        sc[i] = denominator
+                        pc[i] = factor
+                        yc[i] = xc[i] * factor
+                    }
+                } else {
+                    for i in 0..<plane {
+                        let denominator = k + scale * sc[i]
+                        let factor = powf(denominator, negativeBeta)
+                        sc[i] = denominator
+                        pc[i] = factor
+                        yc[i] = xc[i] * factor
+                    }
                 }
             }
         }

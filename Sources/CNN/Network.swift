@@ -92,36 +92,7 @@ public final class Network {
 
     private static func initialise(slots: [TensorSlot], into buffer: UnsafeMutablePointer<Float>, seed: UInt64) {
         for (t, slot) in slots.enumerated() {
-            let values = buffer + slot.offset
-            switch slot.initialiser {
-            case .zeros:
-                values.update(repeating: 0, count: slot.count)
-            case .ones:
-                values.update(repeating: 1, count: slot.count)
-            case .constant(let c):
-                values.update(repeating: c, count: slot.count)
-            case .heNormal(let fanIn):
-                fillNormal(values, count: slot.count, deviation: (2 / Double(fanIn)).squareRoot(), seed: seed, tensor: t)
-            case .heUniform(let fanIn):
-                fillUniform(values, count: slot.count, bound: (6 / Double(fanIn)).squareRoot(), seed: seed, tensor: t)
-            case .xavierUniform(let fanIn, let fanOut):
-                fillUniform(values, count: slot.count, bound: (6 / Double(fanIn + fanOut)).squareRoot(), seed: seed, tensor: t)
-            case .xavierNormal(let fanIn, let fanOut):
-                fillNormal(values, count: slot.count, deviation: (2 / Double(fanIn + fanOut)).squareRoot(), seed: seed, tensor: t)
-            }
-        }
-    }
-
-    private static func fillNormal(_ values: UnsafeMutablePointer<Float>, count: Int, deviation: Double, seed: UInt64, tensor: Int) {
-        for e in 0..<count {
-            values[e] = Float(deviation * CounterRandom.normal(seed: seed, purpose: .initialisation, UInt64(tensor), 0, 0, UInt64(e)))
-        }
-    }
-
-    private static func fillUniform(_ values: UnsafeMutablePointer<Float>, count: Int, bound: Double, seed: UInt64, tensor: Int) {
-        for e in 0..<count {
-            let u = CounterRandom.uniform(seed: seed, purpose: .initialisation, UInt64(tensor), 1, 0, UInt64(e))
-            values[e] = Float((2 * u - 1) * bound)
+            slot.initialiser.fill(buffer + slot.offset, count: slot.count, seed: seed, tensor: t)
         }
     }
 
@@ -236,4 +207,38 @@ public final class Network {
     }
 }
 
+extension Initialiser {
+    /// Writes `count` initial values: element e of tensor number `tensor` is a pure function of
+    /// (seed, tensor, e), so every process that initialises the same model gets the same bits.
+    public func fill(_ values: UnsafeMutablePointer<Float>, count: Int, seed: UInt64, tensor: Int) {
+        switch self {
+        case .zeros:
+            values.update(repeating: 0, count: count)
+        case .ones:
+            values.update(repeating: 1, count: count)
+        case .constant(let c):
+            values.update(repeating: c, count: count)
+        case .heNormal(let fanIn):
+            Initialiser.fillNormal(values, count: count, deviation: (2 / Double(fanIn)).squareRoot(), seed: seed, tensor: tensor)
+        case .heUniform(let fanIn):
+            Initialiser.fillUniform(values, count: count, bound: (6 / Double(fanIn)).squareRoot(), seed: seed, tensor: tensor)
+        case .xavierUniform(let fanIn, let fanOut):
+            Initialiser.fillUniform(values, count: count, bound: (6 / Double(fanIn + fanOut)).squareRoot(), seed: seed, tensor: tensor)
+        case .xavierNormal(let fanIn, let fanOut):
+            Initialiser.fillNormal(values, count: count, deviation: (2 / Double(fanIn + fanOut)).squareRoot(), seed: seed, tensor: tensor)
+        }
+    }
 
+    private static func fillNormal(_ values: UnsafeMutablePointer<Float>, count: Int, deviation: Double, seed: UInt64, tensor: Int) {
+        for e in 0..<count {
+            values[e] = Float(deviation * CounterRandom.normal(seed: seed, purpose: .initialisation, UInt64(tensor), 0, 0, UInt64(e)))
+        }
+    }
+
+    private static func fillUniform(_ values: UnsafeMutablePointer<Float>, count: Int, bound: Double, seed: UInt64, tensor: Int) {
+        for e in 0..<count {
+            let u = CounterRandom.uniform(seed: seed, purpose: .initialisation, UInt64(tensor), 1, 0, UInt64(e))
+            values[e] = Float((2 * u - 1) * bound)
+        }
+    }
+}

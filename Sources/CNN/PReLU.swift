@@ -61,9 +61,10 @@ public final class PReLU: Layer {
                 // d(loss)/d(slope) gathers dy * x over the values on the negative side.
                 var slopeGradient: Float = 0
                 for i in 0..<plane {
-                    let negative = x[i] > 0 ? Float(0) : x[i]
-                    slopeGradient += dy[i] * negative
-                    dx[i] = x[i] > 0 ? dy[i] : slope * dy[i]
+                    let value = x[i], gradient = dy[i]
+                    let negative = value > 0 ? Float(0) : value
+                    slopeGradient += gradient * negative
+                    dx[i] = value > 0 ? gradient : slope * gradient
                 }
                 weightGradient[index] += slopeGradient
             }

@@ -102,6 +102,34 @@ final class TrainingPiecesTests: XCTestCase {
         XCTAssertEqual(Array(values[0..<6]), [1, 1, 0, 0, 0.25, 0.25])
     }
 
+    func testHeAndXavierInitialisersHaveTheirDocumentedSpread() {
+        let count = 40_000
+        // (initialiser, target standard deviation, bound of a uniform draw or nil for a normal one)
+        let cases: [(Initialiser, Double, Double?)] = [
+            (.heNormal(fanIn: 50), (2.0 / 50).squareRoot(), nil),
+            (.heUniform(fanIn: 50), (6.0 / 50).squareRoot() / 3.0.squareRoot(), (6.0 / 50).squareRoot()),
+            (.xavierNormal(fanIn: 30, fanOut: 70), (2.0 / 100).squareRoot(), nil),
+            (.xavierUniform(fanIn: 30, fanOut: 70), (6.0 / 100).squareRoot() / 3.0.squareRoot(), (6.0 / 100).squareRoot()),
+        ]
+        for (initialiser, deviation, bound) in cases {
+            var values = [Float](repeating: 0, count: count)
+            values.withUnsafeMutableBufferPointer { initialiser.fill($0.baseAddress!, count: count, seed: 11, tensor: 3) }
+            let mean = values.reduce(0.0) { $0 + Double($1) } / Double(count)
+            let spread = (values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(count)).squareRoot()
+            // About five standard errors at 40,000 draws.
+            XCTAssertEqual(mean, 0, accuracy: 5 * deviation / Double(count).squareRoot(), "\(initialiser) mean")
+            XCTAssertEqual(spread / deviation, 1, accuracy: 0.02, "\(initialiser) standard deviation")
+            if let bound {
+                XCTAssertTrue(values.allSatisfy { abs(Double($0)) <= bound }, "\(initialiser) stays within +-\(bound)")
+            }
+            var again = [Float](repeating: 0, count: count), otherTensor = again
+            again.withUnsafeMutableBufferPointer { initialiser.fill($0.baseAddress!, count: count, seed: 11, tensor: 3) }
+            otherTensor.withUnsafeMutableBufferPointer { initialiser.fill($0.baseAddress!, count: count, seed: 11, tensor: 4) }
+            XCTAssertEqual(again, values, "\(initialiser) is a pure function of (seed, tensor, element)")
+            XCTAssertNotEqual(otherTensor, values, "\(initialiser) differs between tensors")
+        }
+    }
+
     func testEveryInitialiserIsAPureFunctionOfTheSeed() throws {
         let spec = ModelSpec(
             input: FeatureShape(channels: 3, height: 6, width: 6),
