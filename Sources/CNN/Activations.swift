@@ -11,6 +11,7 @@ public final class LeakyReLU: Layer {
     private let output = FloatBuffer()              // [N, C, H, W]
     private let inputGradient = FloatBuffer()       // [N, C, H, W]
 
+    /// A leaky ReLU on samples of shape `input` with the given negative-side slope.
     public init(input: FeatureShape, slope: Float = 0.01) {
         self.inputShape = input
         self.slope = slope
@@ -53,6 +54,7 @@ public final class ELU: Layer {
     private let output = FloatBuffer()              // [N, C, H, W]
     private let inputGradient = FloatBuffer()       // [N, C, H, W]
 
+    /// An ELU on samples of shape `input`; throws a `ModelError` naming `name` for a negative alpha.
     public init(input: FeatureShape, alpha: Float = 1, name: String = "ELU") throws {
         guard alpha >= 0, alpha.isFinite else {
             throw ModelError(layer: name, message: "ELU alpha must be a finite number of at least 0, found \(alpha)")
@@ -99,6 +101,7 @@ public final class Sigmoid: Layer {
     private let output = FloatBuffer()          // [N, C, H, W]
     private let inputGradient = FloatBuffer()   // [N, C, H, W]
 
+    /// A sigmoid on samples of shape `input`.
     public init(input: FeatureShape) {
         self.inputShape = input
     }
@@ -133,6 +136,7 @@ public final class Tanh: Layer {
     private let output = FloatBuffer()          // [N, C, H, W]
     private let inputGradient = FloatBuffer()   // [N, C, H, W]
 
+    /// A tanh on samples of shape `input`.
     public init(input: FeatureShape) {
         self.inputShape = input
     }

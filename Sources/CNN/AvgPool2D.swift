@@ -14,6 +14,8 @@ public final class AvgPool2D: Layer {
     private let output = FloatBuffer()          // [N, C, OH, OW]
     private let inputGradient = FloatBuffer()   // [N, C, H, W]
 
+    /// F x F windows (`size`) moved by `stride` (default: the size) over zero padding `padding`;
+    /// throws a `ModelError` naming `name` when they do not fit the input.
     public init(input: FeatureShape, size: Int, stride: Int? = nil, padding: Int = 0, name: String = "AvgPool2D") throws {
         let stride = stride ?? size
         guard size > 0, stride > 0, padding >= 0 else {
@@ -101,6 +103,7 @@ public final class GlobalAvgPool2D: Layer {
     private let output = FloatBuffer()          // [N, C]
     private let inputGradient = FloatBuffer()   // [N, C, H, W]
 
+    /// Averages each channel of samples of shape `input`.
     public init(input: FeatureShape) {
         self.inputShape = input
     }

@@ -37,6 +37,8 @@ public final class BatchNorm: Layer {
     private let mean: FloatBuffer                   // [C]: batch mean (training) or running mean (inference)
     private let inverseDeviation: FloatBuffer       // [C]: 1 / sqrt(variance + epsilon) of the statistics used
 
+    /// Normalises the channels of samples of shape `input`; throws a `ModelError` naming `name`
+    /// for a non-positive epsilon or a momentum outside [0, 1].
     public init(input: FeatureShape, spec: BatchNormSpec = BatchNormSpec(), name: String = "BatchNorm") throws {
         guard spec.epsilon > 0, spec.epsilon.isFinite else {
             throw ModelError(layer: name, message: "epsilon must be positive, found \(spec.epsilon)")

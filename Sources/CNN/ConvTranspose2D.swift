@@ -34,6 +34,8 @@ public final class ConvTranspose2D: Layer {
     /// The output plane as the image and the input positions as the windows of a convolution.
     private let geometry: PatchGeometry
 
+    /// Upsamples samples of shape `input` as `spec` says; throws a `ModelError` naming `name` for
+    /// options PyTorch would refuse or an output smaller than one pixel.
     public init(input: FeatureShape, spec: TransposedConvolutionSpec, name: String = "ConvTranspose2D") throws {
         for (value, what) in [(spec.filters, "filters"), (spec.kernelHeight, "kernel height"), (spec.kernelWidth, "kernel width"),
                               (spec.stride, "stride"), (spec.dilation, "dilation"), (spec.groups, "groups")] where value < 1 {

@@ -22,6 +22,9 @@ public final class Dropout: Layer {
     private let inputGradient = FloatBuffer()   // [N, C, H, W]
     private var maskedLast = false
 
+    /// Drops values (or, when `spatial`, whole channels) of samples of shape `input` with
+    /// `probability`, drawing masks under `key` (see `key(for:)`); throws for a probability
+    /// outside [0, 1).
     public init(input: FeatureShape, probability: Double, spatial: Bool = false, key: UInt64, name: String = "Dropout") throws {
         guard probability >= 0, probability < 1 else {
             throw ModelError(

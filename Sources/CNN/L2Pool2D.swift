@@ -12,6 +12,8 @@ public final class L2Pool2D: Layer {
     private let output = FloatBuffer()             // [N, C, OH, OW]
     private let inputGradient = FloatBuffer()      // [N, C, H, W]
 
+    /// F x F windows (`size`) moved by `stride` (default: the size); throws a `ModelError` naming
+    /// `name` when they do not fit the input.
     public init(input: FeatureShape, size: Int, stride: Int? = nil, name: String = "L2Pool2D") throws {
         let stride = stride ?? size
         guard size > 0, stride > 0 else {

@@ -23,6 +23,8 @@ public final class LocalResponseNorm: Layer {
     private let work = FloatBuffer()                // [C, H, W]: squares (forward) or dy * y / s (backward), one sample
     private let inputGradient = FloatBuffer()       // [N, C, H, W]
 
+    /// Normalises across the channels of samples of shape `input`; throws a `ModelError` naming
+    /// `name` for a size below 1, k <= 0 or a negative alpha or beta.
     public init(input: FeatureShape, spec: LocalResponseNormSpec, name: String = "LocalResponseNorm") throws {
         guard spec.size >= 1 else { throw ModelError(layer: name, message: "lrn size must be at least 1, found \(spec.size)") }
         guard spec.k > 0, spec.alpha >= 0, spec.beta >= 0, spec.k.isFinite, spec.alpha.isFinite, spec.beta.isFinite else {

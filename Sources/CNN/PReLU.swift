@@ -15,6 +15,8 @@ public final class PReLU: Layer {
     private let output = FloatBuffer()                          // [N, C, H, W]
     private let inputGradient = FloatBuffer()                   // [N, C, H, W]
 
+    /// One learned slope for all channels of samples of shape `input`, or one per channel,
+    /// starting at `initial`.
     public init(input: FeatureShape, perChannel: Bool = false, initial: Float = 0.25) {
         self.inputShape = input
         self.perChannel = perChannel

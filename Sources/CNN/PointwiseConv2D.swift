@@ -19,6 +19,7 @@ public final class PointwiseConv2D: Layer {
     private let gatheredGradient = FloatBuffer()               // [C, P], one sample at a time
     private let inputGradient = FloatBuffer()                  // [N, C, H, W]
 
+    /// `filters` 1x1 filters over samples of shape `input`, reading every `stride`-th row and column.
     public init(input: FeatureShape, filters: Int, stride: Int, name: String = "PointwiseConv2D") throws {
         guard filters >= 1, stride >= 1 else {
             throw ModelError(layer: name, message: "filters and stride must be at least 1, found \(filters) and \(stride)")

@@ -5,6 +5,7 @@ public struct NamedLayer {
     public var name: String
     public var layer: Layer
 
+    /// `layer`, whose tensors will be named "\(name).<tensor>".
     public init(name: String, layer: Layer) {
         self.name = name
         self.layer = layer
