@@ -159,10 +159,8 @@ public enum KeyFiles {
     /// others may read.
     public static func readKeyPair(path: String) throws -> CurveKeyPair {
         let info = try fileInfo(path, what: "secret key file")
-        if info.mode & 0o077 != 0 {
-            throw SecurityError(path, "this CURVE secret key file has mode \(octal(info.mode & 0o777)), so other users of this machine "
-                + "may read or change it; a secret key must be private to its owner: run `chmod 600 \(path)`")
-        }
+        // Read before judging the mode, so a public key file given by mistake is called that
+        // rather than "too open".
         let contents = try parse(path: path)
         guard let secret = contents.secretKey ?? contents.bareKey else {
             if contents.publicKey != nil {
@@ -170,6 +168,10 @@ public enum KeyFiles {
                     + "\(secretSuffix) file that `cnn keygen` wrote next to it")
             }
             throw SecurityError(path, "no `secret-key = \"...\"` line; pass a \(secretSuffix) file written by `cnn keygen --out DIR`")
+        }
+        if info.mode & 0o077 != 0 {
+            throw SecurityError(path, "this CURVE secret key file has mode \(octal(info.mode & 0o777)), so other users of this machine "
+                + "may read or change it; a secret key must be private to its owner: run `chmod 600 \(path)`")
         }
         try checkZ85(secret, field: "secret-key", path: path)
         let derived: String

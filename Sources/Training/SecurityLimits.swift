@@ -1,6 +1,5 @@
 import CNN
 import Wire
-import Yams
 
 /// What the coordinator does with a gradient that holds NaN or an infinity.
 public enum NonFinitePolicy: String, Sendable, CaseIterable, Equatable {
@@ -11,84 +10,26 @@ public enum NonFinitePolicy: String, Sendable, CaseIterable, Equatable {
     case stop
 }
 
-/// The `security` section of a config: limits that keep a faulty or hostile peer from stopping,
-/// slowing or corrupting a run.
-///
-/// ```yaml
-/// security:
-///   non_finite: recompute        # or stop
-///   max_workers: 256
-///   max_messages_per_second: 2000   # per peer, sustained; bursts of twice that are allowed
-///   max_strikes: 20              # bad messages per minute before a peer is evicted
-///   ban_seconds: 60              # how long an evicted peer's messages are ignored
-/// ```
-public struct SecurityConfig: Sendable, Equatable {
-    public var nonFinite: NonFinitePolicy = .recompute
-    /// Workers beyond this are refused at hello.
-    public var maxWorkers: Int = 256
-    /// Messages per second one peer may send, sustained.
-    public var maxMessagesPerSecond: Double = 2000
+/// Limits on what one peer of the coordinator's socket may send before it is evicted.
+public struct PeerLimits: Sendable, Equatable {
+    /// Messages per second one peer may send, sustained (`distributed.max_messages_per_second`).
+    public var maxMessagesPerSecond: Double
     /// Malformed, misaddressed or refused messages one peer may send within a minute.
-    public var maxStrikes: Int = 20
+    public var maxStrikes: Int
     /// Seconds an evicted peer's messages are ignored.
-    public var banSeconds: Double = 60
+    public var banSeconds: Double
 
-    public init() {}
+    /// Limits with every bound given; the defaults suit any honest worker (a few messages per
+    /// step plus heartbeats) with a wide margin.
+    public init(maxMessagesPerSecond: Double = 2000, maxStrikes: Int = 20, banSeconds: Double = 60) {
+        self.maxMessagesPerSecond = maxMessagesPerSecond
+        self.maxStrikes = maxStrikes
+        self.banSeconds = banSeconds
+    }
 
     /// Messages one peer may send at once after a quiet spell (a worker started before its
     /// coordinator delivers its queued hellos together).
     public var messageBurst: Int { max(64, Int(maxMessagesPerSecond * 2)) }
-
-    static func parse(_ node: ConfigNode) throws -> SecurityConfig {
-        try node.expectKeys(["non_finite", "max_workers", "max_messages_per_second", "max_strikes", "ban_seconds"])
-        var security = SecurityConfig()
-        if let n = try node.child("non_finite") {
-            security.nonFinite = NonFinitePolicy(rawValue: try n.oneOf(NonFinitePolicy.allCases.map(\.rawValue)))!
-        }
-        if let n = try node.child("max_workers") { security.maxWorkers = try n.int(minimum: 1, maximum: 65536) }
-        if let n = try node.child("max_messages_per_second") { security.maxMessagesPerSecond = try n.double(minimum: 10) }
-        if let n = try node.child("max_strikes") { security.maxStrikes = try n.int(minimum: 1) }
-        if let n = try node.child("ban_seconds") { security.banSeconds = try n.double(minimum: 0) }
-        return security
-    }
-
-    /// Parses a `security:` section on its own (for tools and tests; `TrainingConfig` reads it
-    /// in place). `source` names the text in errors.
-    public static func parse(yaml text: String, source: String) throws -> SecurityConfig {
-        let composed: Node?
-        do {
-            composed = try Yams.compose(yaml: text)
-        } catch {
-            throw ConfigError(file: source, line: nil, message: "not valid YAML: \(error)")
-        }
-        guard let root = composed else { return SecurityConfig() }
-        let top = ConfigNode(node: root, path: "", file: source)
-        try top.expectKeys(["security"])
-        guard let node = try top.child("security") else { return SecurityConfig() }
-        return try parse(node)
-    }
-
-    /// The section as YAML lines for the resolved config; empty when everything is at its
-    /// default, so configs without the section keep their text and hash.
-    public var yamlLines: [String] {
-        guard self != SecurityConfig() else { return [] }
-        return [
-            "security:",
-            "  non_finite: \(nonFinite.rawValue)",
-            "  max_workers: \(maxWorkers)",
-            "  max_messages_per_second: \(maxMessagesPerSecond)",
-            "  max_strikes: \(maxStrikes)",
-            "  ban_seconds: \(banSeconds)",
-        ]
-    }
-
-    /// The largest frame a worker legitimately sends to a coordinator whose gradients hold
-    /// `gradientLength` floats: one gradient tensor, or a meta frame (whose strings are capped
-    /// at 1 MiB by the decoder). Pass it to `ZMQSocket.setMaxMessageSize` on the coordinator's
-    /// socket, so libzmq drops a peer announcing a larger frame before buffering it.
-    public static func maximumFrameBytes(gradientLength: Int) -> Int {
-        max(gradientLength * MemoryLayout<Float>.size, 2 << 20) + 64 * 1024
-    }
 }
 
 /// Per-peer policing for the coordinator's socket: a message rate limit, strikes for bad
@@ -105,7 +46,7 @@ public final class PeerGuard {
         /// Drop it without a word: the peer is banned.
         case ignore
         /// Evict the peer now (declare it dead if it is a worker) and log the reason; its
-        /// messages are ignored for `SecurityConfig.banSeconds`.
+        /// messages are ignored for `PeerLimits.banSeconds`.
         case evict(reason: String)
     }
 
@@ -133,7 +74,7 @@ public final class PeerGuard {
     }
 
     /// The limits in force.
-    public let config: SecurityConfig
+    public let config: PeerLimits
     /// Most peers remembered at once.
     public let maximumTrackedPeers: Int
     private var records: [PeerID: Record] = [:]
@@ -143,7 +84,7 @@ public final class PeerGuard {
     public static let loudOffences = 3
 
     /// A guard applying `config`.
-    public init(config: SecurityConfig, maximumTrackedPeers: Int = 4096) {
+    public init(config: PeerLimits, maximumTrackedPeers: Int = 4096) {
         self.config = config
         self.maximumTrackedPeers = max(1, maximumTrackedPeers)
     }
@@ -171,7 +112,7 @@ public final class PeerGuard {
         guard record.tokens >= 1 else {
             record.bannedUntil = now + config.banSeconds
             return .evict(reason: "sent more than \(Int(config.maxMessagesPerSecond)) messages per second "
-                + "(security.max_messages_per_second); its messages are ignored for \(Int(config.banSeconds)) s")
+                + "(distributed.max_messages_per_second); its messages are ignored for \(Int(config.banSeconds)) s")
         }
         record.tokens -= 1
         return .accept
@@ -191,19 +132,12 @@ public final class PeerGuard {
             record.bannedUntil = now + config.banSeconds
             record.strikeTimes.removeAll()
             return StrikeOutcome(
-                verdict: .evict(reason: "sent \(config.maxStrikes) bad messages within \(Int(Self.strikeWindow)) s (security.max_strikes), "
+                verdict: .evict(reason: "sent \(config.maxStrikes) bad messages within \(Int(Self.strikeWindow)) s (max_strikes), "
                     + "the last: \(reason); its messages are ignored for \(Int(config.banSeconds)) s"),
                 shouldLog: true, shouldReply: false, offences: record.offences)
         }
         return StrikeOutcome(verdict: record.bannedUntil == nil ? .accept : .ignore, shouldLog: loud,
                              shouldReply: record.offences <= Self.loudOffences, offences: record.offences)
-    }
-
-    /// Why a new worker may not join now, or nil when it may.
-    public func refusalToJoin(currentWorkers: Int) -> String? {
-        guard currentWorkers >= config.maxWorkers else { return nil }
-        return "this coordinator already has \(currentWorkers) workers, its limit (security.max_workers); "
-            + "raise security.max_workers or stop a worker first"
     }
 
     /// True while `peer`'s messages are ignored.
@@ -347,9 +281,9 @@ public final class NonFiniteGuard {
         let batches = microBatches.sorted()
         let what = "step \(step): worker \(workerLabel) sent a gradient with \(finding) for micro-batches \(listed(batches))"
         if policy == .stop {
-            return .stop("\(what); stopping because security.non_finite is 'stop'. The weights of step \(step) were not updated. "
+            return .stop("\(what); stopping because distributed.nonfinite_gradients is 'stop'. The weights of step \(step) were not updated. "
                 + "If the run diverged, lower train.optimizer.lr or add a warmup schedule; to recompute such micro-batches on "
-                + "other workers instead, set security.non_finite: recompute")
+                + "other workers instead, set distributed.nonfinite_gradients: recompute")
         }
         var exhausted: [Int] = []
         for batch in batches {
@@ -363,7 +297,7 @@ public final class NonFiniteGuard {
                 + "(\(workers)); the last had \(finding). Computation is deterministic, so the model itself diverged: start again "
                 + "with a lower train.optimizer.lr or a warmup schedule (or --init from the last checkpoint's model.safetensors)")
         }
-        return .recompute("\(what); refused, and those micro-batches go to other workers (security.non_finite: recompute)")
+        return .recompute("\(what); refused, and those micro-batches go to other workers (distributed.nonfinite_gradients: recompute)")
     }
 
     /// Workers that must not be given `microBatch` of `step` again.

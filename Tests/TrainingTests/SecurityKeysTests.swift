@@ -114,7 +114,7 @@ final class SecurityKeysTests: XCTestCase {
         let empty = try secretFile("empty", "# nothing here\n")
         assertContains(securityError { _ = try KeyFiles.readKeyPair(path: empty) }, [empty, "secret-key"])
 
-        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: good.publicKeyPath)
+        // A public key file (mode 0644) given as a secret one is named for what it is, not as too open.
         assertContains(securityError { _ = try KeyFiles.readKeyPair(path: good.publicKeyPath) }, ["holds only a public key", ".key_secret"])
         assertContains(securityError { _ = try KeyFiles.readPublicKey(path: good.secretKeyPath) }, ["holds a secret key", "public .key"])
         assertContains(securityError { _ = try KeyFiles.readPublicKey(path: folder + "/missing.key") }, [folder + "/missing.key", "No such file"])

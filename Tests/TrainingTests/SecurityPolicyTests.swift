@@ -72,12 +72,8 @@ final class SecurityPolicyTests: XCTestCase {
 
     // MARK: Per-peer limits
 
-    private func limits(rate: Double = 100, strikes: Int = 5, ban: Double = 10) -> SecurityConfig {
-        var config = SecurityConfig()
-        config.maxMessagesPerSecond = rate
-        config.maxStrikes = strikes
-        config.banSeconds = ban
-        return config
+    private func limits(rate: Double = 100, strikes: Int = 5, ban: Double = 10) -> PeerLimits {
+        PeerLimits(maxMessagesPerSecond: rate, maxStrikes: strikes, banSeconds: ban)
     }
 
     func testAPeerOverItsMessageRateIsEvictedThenIgnoredUntilItsBanEnds() {
@@ -87,7 +83,7 @@ final class SecurityPolicyTests: XCTestCase {
         XCTAssertEqual(burst, 200)
         for index in 0..<burst { XCTAssertEqual(guardian.admit(peer, now: 0), .accept, "message \(index)") }
         guard case .evict(let reason) = guardian.admit(peer, now: 0) else { return XCTFail("the burst is spent: expected an eviction") }
-        assertContains(reason, ["more than 100 messages per second", "security.max_messages_per_second", "10 s"])
+        assertContains(reason, ["more than 100 messages per second", "distributed.max_messages_per_second", "10 s"])
         XCTAssertEqual(guardian.admit(peer, now: 5), .ignore)
         XCTAssertTrue(guardian.isBanned(peer, now: 9.9))
         XCTAssertEqual(guardian.admit(peer, now: 10.5), .accept, "the ban ends")
@@ -106,7 +102,7 @@ final class SecurityPolicyTests: XCTestCase {
         XCTAssertEqual(outcomes.map(\.shouldReply), [true, true, true, false])
         let fifth = guardian.strike(peer, reason: "bad magic", now: 4)
         guard case .evict(let reason) = fifth.verdict else { return XCTFail("expected an eviction, got \(fifth)") }
-        assertContains(reason, ["5 bad messages", "security.max_strikes", "bad magic"])
+        assertContains(reason, ["5 bad messages", "max_strikes", "bad magic"])
         XCTAssertEqual(guardian.admit(peer, now: 5), .ignore)
         // Strikes older than the window are forgotten.
         let slow = PeerID(bytes: [8])
@@ -122,53 +118,6 @@ final class SecurityPolicyTests: XCTestCase {
         }
         XCTAssertLessThanOrEqual(guardian.trackedPeers, 100)
         XCTAssertEqual(guardian.admit(banned, now: 20), .ignore, "a flood of new peers must not wash out a ban")
-    }
-
-    func testWorkersBeyondTheLimitAreRefusedWithTheSetting() {
-        var config = SecurityConfig()
-        config.maxWorkers = 2
-        let guardian = PeerGuard(config: config)
-        XCTAssertNil(guardian.refusalToJoin(currentWorkers: 1))
-        assertContains(guardian.refusalToJoin(currentWorkers: 2) ?? "", ["2 workers", "security.max_workers"])
-    }
-
-    func testFrameLimitFitsTheLargestGradientAndTheLargestMeta() {
-        XCTAssertGreaterThanOrEqual(SecurityConfig.maximumFrameBytes(gradientLength: 10_000_000), 40_000_000)
-        XCTAssertGreaterThan(SecurityConfig.maximumFrameBytes(gradientLength: 10), (1 << 20) + 1000)
-        XCTAssertLessThan(SecurityConfig.maximumFrameBytes(gradientLength: 10), 4 << 20)
-    }
-
-    // MARK: Security config
-
-    func testSecuritySectionParsesAndRejectsBadValuesNamingTheKey() throws {
-        let parsed = try SecurityConfig.parse(yaml: """
-            security:
-              non_finite: stop
-              max_workers: 8
-              max_messages_per_second: 500
-              max_strikes: 3
-              ban_seconds: 5
-            """, source: "s.yaml")
-        XCTAssertEqual(parsed.nonFinite, .stop)
-        XCTAssertEqual(parsed.maxWorkers, 8)
-        XCTAssertEqual(parsed.maxMessagesPerSecond, 500)
-        XCTAssertEqual(parsed.maxStrikes, 3)
-        XCTAssertEqual(parsed.banSeconds, 5)
-        XCTAssertEqual(parsed.yamlLines.first, "security:")
-        XCTAssertEqual(try SecurityConfig.parse(yaml: parsed.yamlLines.joined(separator: "\n"), source: "rendered"), parsed)
-        XCTAssertEqual(SecurityConfig().yamlLines, [], "the default renders as nothing, so existing configs keep their hash")
-        let bad: [(String, [String])] = [
-            ("security:\n  non_finite: skip\n", ["security.non_finite must be one of recompute, stop"]),
-            ("security:\n  max_workers: 0\n", ["security.max_workers must be at least 1"]),
-            ("security:\n  max_strike: 3\n", ["unknown key 'max_strike'", "did you mean 'max_strikes'"]),
-            ("security:\n  max_messages_per_second: fast\n", ["security.max_messages_per_second must be a number"]),
-        ]
-        for (text, parts) in bad {
-            XCTAssertThrowsError(try SecurityConfig.parse(yaml: text, source: "s.yaml"), text) { error in
-                XCTAssertTrue(error is ConfigError, "\(type(of: error))")
-                assertContains("\(error)", ["s.yaml:2"] + parts)
-            }
-        }
     }
 
     // MARK: Non-finite gradients
@@ -212,7 +161,7 @@ final class SecurityPolicyTests: XCTestCase {
             return XCTFail("the stop policy must stop")
         }
         assertContains(report, ["step 42", "w1 (node03-77)", "NaN at 0.weight[0, 0, 1, 1]", "micro-batches [4, 5]",
-                                "security.non_finite", "not updated"])
+                                "distributed.nonfinite_gradients", "not updated"])
     }
 
     func testRecomputePolicyMovesWorkAwayAndStopsOnlyWhenEveryLiveWorkerFailed() {
