@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // System libraries, linked plainly from module maps (see shared FACTS: pkg-config for
@@ -24,6 +26,7 @@ let package = Package(
         .systemLibrary(name: "CZMQ", path: "Sources/CZMQ"),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
 
         .target(name: "Randomness", swiftSettings: optimised),
         .target(name: "CNN", dependencies: ["COpenBLAS", "Randomness"], swiftSettings: optimised),
@@ -42,9 +45,20 @@ let package = Package(
             ],
             swiftSettings: optimised
         ),
+        // Progress display, Prometheus endpoint, traces, plots, prediction: what operators see.
+        .target(
+            name: "Monitoring",
+            dependencies: [
+                "Training", "CNN", "Data", "Checkpoint", "CPNG",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
         .executableTarget(
             name: "cnn-coord",
-            dependencies: ["Training", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "cnn-worker",
@@ -52,7 +66,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "cnn",
-            dependencies: ["Training", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         .target(name: "TestSupport", dependencies: ["CNN", "Randomness"], path: "Tests/TestSupport", swiftSettings: optimised),
@@ -62,6 +76,14 @@ let package = Package(
         .testTarget(name: "HashingTests", dependencies: ["Hashing"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "AllReduceTests", dependencies: ["AllReduce"]),
+        .testTarget(name: "LayerConfigTests", dependencies: ["Training", "CNN"]),
+        .testTarget(
+            name: "MonitoringTests",
+            dependencies: [
+                "Monitoring", "Training", "TestSupport", "CNN", "Checkpoint", "Data",
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "TestSupport", "CNN", "Checkpoint", "Data", "AllReduce", "Wire", "Hashing"]),
     ]
 )

@@ -36,6 +36,15 @@ public struct RunSummary: Sendable {
     public var imagesPerSecond: Double
     public var finalCheckpoint: String
     public var interrupted: Bool
+
+    public init(steps: Int, epochs: Int, testAccuracy: Double?, imagesPerSecond: Double, finalCheckpoint: String, interrupted: Bool) {
+        self.steps = steps
+        self.epochs = epochs
+        self.testAccuracy = testAccuracy
+        self.imagesPerSecond = imagesPerSecond
+        self.finalCheckpoint = finalCheckpoint
+        self.interrupted = interrupted
+    }
 }
 
 /// A failure the coordinator cannot train through.

@@ -29,6 +29,15 @@ public struct RunStart: Sendable {
     public var firstStep: Int
     public var stepsPerEpoch: Int
     public var totalSteps: Int
+
+    public init(config: TrainingConfig, endpoint: String, runDirectory: String, firstStep: Int, stepsPerEpoch: Int, totalSteps: Int) {
+        self.config = config
+        self.endpoint = endpoint
+        self.runDirectory = runDirectory
+        self.firstStep = firstStep
+        self.stepsPerEpoch = stepsPerEpoch
+        self.totalSteps = totalSteps
+    }
 }
 
 /// One worker as the coordinator sees it.
@@ -41,6 +50,16 @@ public struct WorkerStatus: Sendable {
     public var microBatchesDone: Int
     /// Seconds from its first assignment to its last result in the last step it took part in.
     public var lastStepSeconds: Double?
+
+    public init(id: UInt32, name: String, host: String, threads: Int, alive: Bool, microBatchesDone: Int, lastStepSeconds: Double?) {
+        self.id = id
+        self.name = name
+        self.host = host
+        self.threads = threads
+        self.alive = alive
+        self.microBatchesDone = microBatchesDone
+        self.lastStepSeconds = lastStepSeconds
+    }
 }
 
 /// A span of time in a step, on the coordinator's monotonic clock (seconds).
@@ -52,6 +71,13 @@ public struct PhaseTiming: Sendable {
     public var workerID: UInt32?
     public var start: Double
     public var duration: Double
+
+    public init(name: String, workerID: UInt32?, start: Double, duration: Double) {
+        self.name = name
+        self.workerID = workerID
+        self.start = start
+        self.duration = duration
+    }
 }
 
 /// Everything known about one finished optimiser step.
@@ -68,4 +94,19 @@ public struct StepReport: Sendable {
     public var phases: [PhaseTiming]
     public var bytesSent: Int
     public var bytesReceived: Int
+
+    public init(step: Int, epoch: Int, stepInEpoch: Int, stepsPerEpoch: Int, score: BatchScore, learningRate: Double, start: Double, seconds: Double, workers: [WorkerStatus], phases: [PhaseTiming], bytesSent: Int, bytesReceived: Int) {
+        self.step = step
+        self.epoch = epoch
+        self.stepInEpoch = stepInEpoch
+        self.stepsPerEpoch = stepsPerEpoch
+        self.score = score
+        self.learningRate = learningRate
+        self.start = start
+        self.seconds = seconds
+        self.workers = workers
+        self.phases = phases
+        self.bytesSent = bytesSent
+        self.bytesReceived = bytesReceived
+    }
 }
