@@ -244,6 +244,47 @@ final class BlockTests: XCTestCase {
             XCTAssertEqual(evaluated[i], training[i], accuracy: 0.05 * max(1, abs(training[i])), "logit \(i)")
         }
     }
+
+    func testSmallResNetWithDropoutLearnsAndEvaluatesWithRunningStatistics() throws {
+        var spec = smallResNet
+        spec.layers.insert(.dropout(probability: 0.2), at: spec.layers.count - 1)
+        let network = try Network(spec)
+        network.initialise(seed: 34)
+        let optimizer = SGD(parameterCount: network.parameterCount, momentum: 0.9)
+        let sample = network.inputShape.count
+        /// Class k brightens channel 0 by 1.5 (k - 1) over noise: learnable from the channel means.
+        func batch(_ count: Int, seed: UInt64) -> (images: [Float], labels: [Int32]) {
+            let labels = TestArrays.labels(count: count, classes: 3, seed: seed)
+            var images = TestArrays.normal(count: count * sample, seed: seed, stream: 9)
+            for n in 0..<count {
+                for i in 0..<(sample / 2) { images[n * sample + i] += 1.5 * Float(labels[n] - 1) }
+            }
+            return (images, labels)
+        }
+        var losses: [Double] = []
+        for step in 0..<40 {
+            let (images, labels) = batch(24, seed: UInt64(100 + step))
+            let context = PassContext(mode: .training, seed: 7, step: step, sampleIndices: (0..<24).map { step * 24 + $0 })
+            let score = images.withUnsafeBufferPointer { x in
+                labels.withUnsafeBufferPointer { y in
+                    network.computeGradients(images: x.baseAddress!, labels: y.baseAddress!, batch: 24, context: context)
+                }
+            }
+            losses.append(score.meanLoss)
+            network.applyObservations(network.observations.pointer)
+            optimizer.step(parameters: network.parameters.pointer, gradients: network.gradients.pointer,
+                           count: network.parameterCount, learningRate: 0.05)
+        }
+        let early = losses.prefix(5).reduce(0, +) / 5, late = losses.suffix(5).reduce(0, +) / 5
+        XCTAssertLessThan(late, early * 0.6, "training loss should fall: \(losses)")
+        let (images, labels) = batch(90, seed: 999)
+        let score = images.withUnsafeBufferPointer { x in
+            labels.withUnsafeBufferPointer { y in
+                network.computeGradients(images: x.baseAddress!, labels: y.baseAddress!, batch: 90, context: .inference)
+            }
+        }
+        XCTAssertGreaterThan(score.accuracy, 0.8, "held-out accuracy in inference mode (running statistics, no dropout)")
+    }
 }
 
 extension ResidualSpec {
