@@ -1,0 +1,157 @@
+import CNN
+import Foundation
+import Training
+import XCTest
+
+final class ZooModelTests: XCTestCase {
+    private func parameterCount(_ name: String, _ options: ZooOptions = ZooOptions()) throws -> Int {
+        try Network(try ModelZoo.model(name, options: options)).parameterCount
+    }
+
+    private func configError(_ yaml: String, file: StaticString = #filePath, line: UInt = #line) -> ConfigError? {
+        do {
+            _ = try TrainingConfig.parse(yaml: yaml, source: "zoo.yaml")
+            XCTFail("expected a config error", file: file, line: line)
+        } catch let error as ConfigError {
+            return error
+        } catch {
+            XCTFail("expected a ConfigError, got \(error)", file: file, line: line)
+        }
+        return nil
+    }
+
+    static let configsDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("configs")
+
+    func testLeNet5Has61706Parameters() throws {
+        XCTAssertEqual(try parameterCount("lenet5"), 61_706)
+    }
+
+    func testAlexNetInItsSingleTower227FormHas62378344Parameters() throws {
+        XCTAssertEqual(try parameterCount("alexnet"), 62_378_344)
+    }
+
+    func testVGG16Has138357544Parameters() throws {
+        XCTAssertEqual(try parameterCount("vgg16"), 138_357_544)
+    }
+
+    func testResNet18And34HaveTorchvisionsCounts() throws {
+        XCTAssertEqual(try parameterCount("resnet18"), 11_689_512)
+        XCTAssertEqual(try parameterCount("resnet34"), 21_797_672)
+    }
+
+    func testResNet50HasTorchvisionsCount() throws {
+        XCTAssertEqual(try parameterCount("resnet50"), 25_557_032)
+    }
+
+    func testResNet20WithProjectionShortcutsHas272474Parameters() throws {
+        XCTAssertEqual(try parameterCount("resnet20"), 272_474)
+        // Option A (zero-padded identity) would have 269,722: the two projections add
+        // 16*32 + 2*32 and 32*64 + 2*64 parameters.
+        XCTAssertEqual(272_474 - (16 * 32 + 2 * 32) - (32 * 64 + 2 * 64), 269_722)
+        // ResNet-56: six more blocks (twelve 3x3 convolutions with batch norm) per stage; with
+        // option A it would have the 853,018 of the literature.
+        var options = ZooOptions()
+        options.depth = 56
+        XCTAssertEqual(try parameterCount("resnet20", options), 272_474 + 12 * (9 * 16 * 16 + 32) + 12 * (9 * 32 * 32 + 64) + 12 * (9 * 64 * 64 + 128))
+        XCTAssertEqual(try parameterCount("resnet20", options), 853_018 + (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64))
+    }
+
+    func testGoogLeNetHasTorchvisionsCount() throws {
+        XCTAssertEqual(try parameterCount("googlenet"), 6_624_904)
+    }
+
+    func testEveryEntryBuildsWithItsPublishedCount() throws {
+        // The cheap ones are built here; the large ones have their own tests above.
+        for entry in ModelZoo.entries where entry.parameters < 30_000_000 {
+            XCTAssertEqual(try parameterCount(entry.name), entry.parameters, entry.name)
+        }
+    }
+
+    func testLeNet5On28x28PadsItsFirstConvolutionAndKeepsItsShapes() throws {
+        let spec = try ModelZoo.model("lenet5", options: ZooOptions(classes: 10, input: FeatureShape(channels: 1, height: 28, width: 28)))
+        guard case .convolution(let first) = spec.layers[0] else { return XCTFail("LeNet-5 starts with a convolution") }
+        XCTAssertEqual(first.padding, .explicit(2))
+        let network = try Network(spec)
+        XCTAssertEqual(network.parameterCount, 61_706)
+        XCTAssertEqual(network.layers[0].outputShape, FeatureShape(channels: 6, height: 28, width: 28))
+        XCTAssertEqual(network.layers[5].outputShape, FeatureShape(channels: 16, height: 5, width: 5))
+    }
+
+    func testResNetBlocksUseTorchvisionsTensorNames() throws {
+        let network = try Network(try ModelZoo.model("resnet18", options: ZooOptions(classes: 10, input: FeatureShape(channels: 3, height: 64, width: 64))))
+        let names = Set(network.parameterSlots.map(\.name) + network.stateSlots.map(\.name))
+        for name in ["0.weight", "1.weight", "1.running_mean", "4.conv1.weight", "4.bn1.weight", "4.conv2.weight", "4.bn2.bias",
+                     "6.downsample.0.weight", "6.downsample.1.weight", "6.downsample.1.running_var", "14.weight", "14.bias"] {
+            XCTAssertTrue(names.contains(name), "missing \(name)")
+        }
+        XCTAssertFalse(names.contains("4.downsample.0.weight"), "the first stage keeps the identity shortcut")
+        XCTAssertEqual(network.outputShape, .vector(10))
+    }
+
+    func testClassesAndInputOptionsChangeTheHead() throws {
+        let spec = try ModelZoo.model("resnet20", options: ZooOptions(classes: 100))
+        XCTAssertEqual(spec.layers.last, .dense(units: 100, bias: true))
+        XCTAssertEqual(try Network(spec).parameterCount, 272_474 - 650 + 64 * 100 + 100)
+    }
+
+    func testAlexNetOn224InputCitesTheFormulaAndSuggests227() throws {
+        let error = try XCTUnwrap(configError("model: {zoo: alexnet, input: [3, 224, 224]}\n"))
+        XCTAssertEqual(error.line, 1)
+        XCTAssertTrue(error.description.contains("model.layers[0]"), error.description)
+        XCTAssertTrue(error.description.contains("(224 - 11 + 2*0) / 4 + 1 = 54.25"), error.description)
+        XCTAssertTrue(error.description.contains("227"), error.description)
+    }
+
+    func testZooModelsReadFromConfigsInBothForms() throws {
+        let short = try TrainingConfig.parse(yaml: "model: lenet5\n", source: "zoo.yaml")
+        XCTAssertEqual(short.model, try ModelZoo.model("lenet5"))
+        let long = try TrainingConfig.parse(
+            yaml: "model: {zoo: resnet20, classes: 10, input: [3, 32, 32]}\ndata: {dataset: synthetic}\n", source: "zoo.yaml")
+        XCTAssertEqual(long.model, try ModelZoo.model("resnet20"))
+        let tanh = try TrainingConfig.parse(
+            yaml: "model:\n  zoo: lenet5\n  activation: tanh\n  pooling: average\n  batch_norm: true\n", source: "zoo.yaml")
+        XCTAssertTrue(tanh.model.layers.contains(.tanh))
+        XCTAssertTrue(tanh.model.layers.contains(.averagePool(size: 2, stride: nil, padding: 0)))
+        XCTAssertEqual(tanh.model.layers.filter { if case .batchNorm = $0 { return true } else { return false } }.count, 4)
+    }
+
+    func testUnknownZooNamesAndOptionsAreNamedWithTheLine() throws {
+        let name = try XCTUnwrap(configError("train: {epochs: 1}\nmodel: {zoo: resnet81}\n"))
+        XCTAssertEqual(name.line, 2)
+        XCTAssertTrue(name.description.contains("'resnet81' is not a model of the zoo (did you mean 'resnet18'?)"), name.description)
+        let scalar = try XCTUnwrap(configError("model: lenet\n"))
+        XCTAssertTrue(scalar.description.contains("did you mean 'lenet5'"), scalar.description)
+        let option = try XCTUnwrap(configError("model:\n  zoo: lenet5\n  depht: 20\n"))
+        XCTAssertEqual(option.line, 3)
+        XCTAssertTrue(option.description.contains("unknown key 'depht' in model"), option.description)
+        let depth = try XCTUnwrap(configError("model:\n  zoo: resnet20\n  depth: 21\n"))
+        XCTAssertEqual(depth.line, 3)
+        XCTAssertTrue(depth.description.contains("model.depth must be 6n + 2"), depth.description)
+        let forms = try XCTUnwrap(configError("model:\n  zoo: resnet20\n  layers: [relu]\n"))
+        XCTAssertTrue(forms.description.contains("model takes one of 'zoo', 'arrow' or 'layers'"), forms.description)
+    }
+
+    func testEveryZooModelHasAConfigNamedAfterIt() throws {
+        for name in ModelZoo.names {
+            let path = Self.configsDirectory.appendingPathComponent("\(name).yaml").path
+            XCTAssertTrue(FileManager.default.fileExists(atPath: path), "configs/\(name).yaml is missing")
+            let config = try TrainingConfig.load(path: path)
+            XCTAssertEqual(try ModelSummary(config: config).parameters, try XCTUnwrap(ModelZoo.entry(named: name)).parameters, name)
+        }
+    }
+
+    func testEveryShippedConfigSummarisesAndRoundTripsThroughItsRendering() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.configsDirectory.path).filter { $0.hasSuffix(".yaml") }.sorted()
+        XCTAssertGreaterThanOrEqual(files.count, ModelZoo.names.count + 2)
+        for file in files {
+            let config = try TrainingConfig.load(path: Self.configsDirectory.appendingPathComponent(file).path)
+            let summary = try ModelSummary(config: config)
+            XCTAssertTrue(summary.table.contains("total parameters: \(grouped(summary.parameters))"), file)
+            // Workers receive the resolved layer list: it must read back to the same model.
+            let reparsed = try TrainingConfig.parse(yaml: config.yaml, source: "rendered \(file)")
+            XCTAssertEqual(reparsed.model, config.model, file)
+            XCTAssertEqual(reparsed.yaml, config.yaml, file)
+        }
+    }
+}
