@@ -1,12 +1,21 @@
 /// Updates parameters from their (already averaged) gradients. One implementation per rule;
 /// state is exposed as named tensors so checkpoints can save and restore it exactly.
 public protocol Optimizer: AnyObject {
-    /// One update of `count` parameters with the given learning rate.
-    func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float)
+    /// One update of the parameters in `ranges` (of `count` in all) with the given learning rate;
+    /// parameters outside them (frozen layers) and their state are left exactly as they are.
+    func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float,
+              ranges: [Range<Int>])
     /// The optimiser's state, as (name, values) pairs in a fixed order.
     var stateTensors: [(name: String, values: [Float])] { get }
     /// Restores state saved by `stateTensors`; throws if a name or length does not match.
     func restore(_ tensors: [String: [Float]]) throws
+}
+
+extension Optimizer {
+    /// One update of all `count` parameters.
+    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float) {
+        step(parameters: parameters, gradients: gradients, count: count, learningRate: learningRate, ranges: [0..<count])
+    }
 }
 
 public struct OptimizerStateError: Error, CustomStringConvertible {
@@ -29,19 +38,22 @@ public final class SGD: Optimizer {
         velocity = [Float](repeating: 0, count: parameterCount)
     }
 
-    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float) {
+    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float,
+                     ranges: [Range<Int>]) {
         precondition(count == velocity.count, "SGD built for \(velocity.count) parameters, stepped with \(count)")
         let momentum = self.momentum, weightDecay = self.weightDecay, nesterov = self.nesterov
         // PyTorch starts the buffer as the first gradient rather than momentum * 0 + g; the two are equal.
         velocity.withUnsafeMutableBufferPointer { v in
-            for i in 0..<count {
-                var g = gradients[i]
-                if weightDecay != 0 { g += weightDecay * parameters[i] }
-                if momentum != 0 {
-                    v[i] = momentum * v[i] + g
-                    g = nesterov ? g + momentum * v[i] : v[i]
+            for range in ranges {
+                for i in range {
+                    var g = gradients[i]
+                    if weightDecay != 0 { g += weightDecay * parameters[i] }
+                    if momentum != 0 {
+                        v[i] = momentum * v[i] + g
+                        g = nesterov ? g + momentum * v[i] : v[i]
+                    }
+                    parameters[i] -= learningRate * g
                 }
-                parameters[i] -= learningRate * g
             }
         }
         steps += 1
@@ -82,7 +94,8 @@ public final class Adam: Optimizer {
         secondMoment = [Float](repeating: 0, count: parameterCount)
     }
 
-    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float) {
+    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float,
+                     ranges: [Range<Int>]) {
         precondition(count == firstMoment.count, "Adam built for \(firstMoment.count) parameters, stepped with \(count)")
         steps += 1
         let beta1 = self.beta1, beta2 = self.beta2, epsilon = self.epsilon
@@ -93,15 +106,17 @@ public final class Adam: Optimizer {
         let root2 = correction2.squareRoot()
         firstMoment.withUnsafeMutableBufferPointer { m in
             secondMoment.withUnsafeMutableBufferPointer { v in
-                for i in 0..<count {
-                    var g = gradients[i]
-                    if weightDecay != 0 {
-                        if decoupled { parameters[i] *= 1 - learningRate * weightDecay } else { g += weightDecay * parameters[i] }
+                for range in ranges {
+                    for i in range {
+                        var g = gradients[i]
+                        if weightDecay != 0 {
+                            if decoupled { parameters[i] *= 1 - learningRate * weightDecay } else { g += weightDecay * parameters[i] }
+                        }
+                        m[i] = beta1 * m[i] + (1 - beta1) * g
+                        v[i] = beta2 * v[i] + (1 - beta2) * g * g
+                        let denominator = v[i].squareRoot() / root2 + epsilon
+                        parameters[i] -= stepSize * m[i] / denominator
                     }
-                    m[i] = beta1 * m[i] + (1 - beta1) * g
-                    v[i] = beta2 * v[i] + (1 - beta2) * g * g
-                    let denominator = v[i].squareRoot() / root2 + epsilon
-                    parameters[i] -= stepSize * m[i] / denominator
                 }
             }
         }

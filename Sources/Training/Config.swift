@@ -68,6 +68,10 @@ public struct TrainConfig: Sendable, Equatable {
     public var evalBatch: Int = 500
     /// Stop after this many steps in all (0: run every epoch).
     public var maxSteps: Int = 0
+    /// Scale the mean gradient down to this global L2 norm when it is larger (0: off).
+    public var clipGradientNorm: Double = 0
+    /// Layers (name prefixes such as "0" or "3.conv1") whose parameters do not train.
+    public var freeze: [String] = []
 
     public init() {}
 
@@ -133,10 +137,16 @@ extension TrainingConfig {
                 message: "train.batch (\(config.train.batch)) must be a multiple of train.micro_batch (\(config.train.microBatch)); "
                     + "for example micro_batch: \(largestDivisor(of: config.train.batch, atMost: config.train.microBatch))")
         }
+        let network: Network
         do {
-            _ = try Network(config.model)
+            network = try Network(config.model)
         } catch let error as ModelError {
             throw ConfigError(file: source, line: modelNode.line, message: error.description)
+        }
+        do {
+            _ = try network.frozenParameterRanges(config.train.freeze)
+        } catch let error as ModelError {
+            throw ConfigError(file: source, line: try top.child("train")?.line, message: "train.freeze: '\(error.layer)': \(error.message)")
         }
         return config
     }
@@ -190,7 +200,8 @@ extension TrainingConfig {
     }
 
     private static func parseTrain(_ node: ConfigNode) throws -> TrainConfig {
-        try node.expectKeys(["epochs", "batch", "micro_batch", "seed", "optimizer", "schedule", "log_every", "eval_batch", "steps"])
+        try node.expectKeys(["epochs", "batch", "micro_batch", "seed", "optimizer", "schedule", "log_every", "eval_batch", "steps",
+                             "clip_grad_norm", "freeze"])
         var train = TrainConfig()
         if let n = try node.child("epochs") { train.epochs = try n.int(minimum: 1) }
         if let n = try node.child("batch") { train.batch = try n.int(minimum: 1) }
@@ -203,6 +214,8 @@ extension TrainingConfig {
         if let n = try node.child("log_every") { train.logEvery = try n.int(minimum: 1) }
         if let n = try node.child("eval_batch") { train.evalBatch = try n.int(minimum: 1) }
         if let n = try node.child("steps") { train.maxSteps = try n.int(minimum: 0) }
+        if let n = try node.child("clip_grad_norm") { train.clipGradientNorm = try n.double(minimum: 0) }
+        if let n = try node.child("freeze") { train.freeze = try n.items().map { try $0.string() } }
         if let n = try node.child("optimizer") {
             try n.expectKeys(["name", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "epsilon"])
             var o = OptimizerConfig()

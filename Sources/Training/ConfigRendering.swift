@@ -36,6 +36,8 @@ extension TrainingConfig {
         lines.append("  log_every: \(train.logEvery)")
         lines.append("  eval_batch: \(train.evalBatch)")
         lines.append("  steps: \(train.maxSteps)")
+        lines.append("  clip_grad_norm: \(train.clipGradientNorm)")
+        lines.append("  freeze: [\(train.freeze.map { "\"\($0)\"" }.joined(separator: ", "))]")
         lines.append("distributed:")
         lines.append("  worker_timeout: \(distributed.workerTimeout)")
         lines.append("  heartbeat_interval: \(distributed.heartbeatInterval)")

@@ -13,10 +13,22 @@ public final class ModelState {
     public private(set) var epoch = 0
     public private(set) var stepInEpoch = 0
 
+    /// The parameter ranges the optimiser updates: everything but frozen layers.
+    public let trainableRanges: [Range<Int>]
+
     public init(config: TrainingConfig) throws {
         self.config = config
         network = try Network(config.model)
         network.initialise(seed: config.train.seed)
+        let frozen = try network.frozenParameterRanges(config.train.freeze)
+        var trainable: [Range<Int>] = []
+        var start = 0
+        for range in frozen {
+            if range.lowerBound > start { trainable.append(start..<range.lowerBound) }
+            start = range.upperBound
+        }
+        if start < network.parameterCount { trainable.append(start..<network.parameterCount) }
+        trainableRanges = trainable
         let o = config.train.optimizer
         switch o.name {
         case "adam", "adamw":
@@ -54,10 +66,20 @@ public final class ModelState {
 
     /// Applies one step's mean leaf (`leafLength` floats: the gradient, then the mean state
     /// observations) and advances the counters.
-    public func apply(meanGradient: UnsafePointer<Float>, stepsPerEpoch: Int) {
+    public func apply(meanGradient: UnsafeMutablePointer<Float>, stepsPerEpoch: Int) {
+        if config.train.clipGradientNorm > 0 {
+            // Clipping sees only what trains: frozen layers' gradients are zeroed first.
+            var cursor = 0
+            for range in trainableRanges {
+                if range.lowerBound > cursor { (meanGradient + cursor).update(repeating: 0, count: range.lowerBound - cursor) }
+                cursor = range.upperBound
+            }
+            if cursor < network.parameterCount { (meanGradient + cursor).update(repeating: 0, count: network.parameterCount - cursor) }
+            _ = GradientClipping.clipGlobalNorm(meanGradient, count: network.parameterCount, maxNorm: Float(config.train.clipGradientNorm))
+        }
         optimizer.step(
             parameters: network.parameters.pointer, gradients: meanGradient, count: network.parameterCount,
-            learningRate: learningRate(stepsPerEpoch: stepsPerEpoch))
+            learningRate: learningRate(stepsPerEpoch: stepsPerEpoch), ranges: trainableRanges)
         network.applyObservations(meanGradient + network.parameterCount)
         step += 1
         stepInEpoch += 1
