@@ -96,6 +96,10 @@ public enum EndpointProbe {
         case 0:
             return .success
         case ECONNREFUSED:
+            if isLoopback(info) {
+                return .failure("connection refused: nothing listens there. Is cnn-coord running on this machine, "
+                    + "and is the port the one it printed?")
+            }
             return .failure("connection refused: nothing listens there. Is cnn-coord running, with --bind on an address "
                 + "this host can reach (tcp://0.0.0.0:PORT or its own IP, not 127.0.0.1), and is the port right?")
         case EHOSTUNREACH, ENETUNREACH:
@@ -106,6 +110,11 @@ public enum EndpointProbe {
         default:
             return .failure(String(cString: strerror(code)))
         }
+    }
+
+    private static func isLoopback(_ info: UnsafeMutablePointer<addrinfo>) -> Bool {
+        let address = numericAddress(info)
+        return address.hasPrefix("127.") || address == "[::1]"
     }
 
     private static func numericAddress(_ info: UnsafeMutablePointer<addrinfo>) -> String {

@@ -26,18 +26,21 @@ public struct LineChart: Sendable {
     public var xLabel: String
     public var yLabel: String
     public var series: [Series]
+    /// Fixed start of the x axis; nil fits the data.
+    public var xMinimum: Double?
     /// Fixed ends of the y axis; nil fits the data.
     public var yMinimum: Double?
     public var yMaximum: Double?
     /// Vertical rules at given x, with a label (for example epoch boundaries).
     public var rules: [(x: Double, label: String)]
 
-    public init(title: String, xLabel: String, yLabel: String, series: [Series], yMinimum: Double? = nil, yMaximum: Double? = nil,
-                rules: [(x: Double, label: String)] = []) {
+    public init(title: String, xLabel: String, yLabel: String, series: [Series], xMinimum: Double? = nil, yMinimum: Double? = nil,
+                yMaximum: Double? = nil, rules: [(x: Double, label: String)] = []) {
         self.title = title
         self.xLabel = xLabel
         self.yLabel = yLabel
         self.series = series
+        self.xMinimum = xMinimum
         self.yMinimum = yMinimum
         self.yMaximum = yMaximum
         self.rules = rules
@@ -56,7 +59,7 @@ public struct LineChart: Sendable {
             out += text("no data yet", x: plotLeft + plotWidth / 2, y: plotTop + plotHeight / 2, size: 13, anchor: "middle", color: "#777")
             return out + "</g>\n"
         }
-        var xLow = finite.map(\.x).min()!, xHigh = finite.map(\.x).max()!
+        var xLow = min(xMinimum ?? .infinity, finite.map(\.x).min()!), xHigh = finite.map(\.x).max()!
         if xHigh <= xLow { xLow -= 1; xHigh += 1 }
         var yLow = yMinimum ?? finite.map(\.y).min()!, yHigh = yMaximum ?? finite.map(\.y).max()!
         if yHigh <= yLow {
@@ -126,12 +129,14 @@ public struct LineChart: Sendable {
         let rough = (high - low) / Double(count)
         let magnitude = pow(10, floor(log10(rough)))
         let step = [1.0, 2, 5, 10].map { $0 * magnitude }.first { $0 >= rough } ?? 10 * magnitude
-        let first = floor(low / step) * step
+        // From the last tick at or below `low` to the first at or above `high`.
+        let first = floor(low / step + 1e-9), last = ceil(high / step - 1e-9)
         var ticks: [Double] = []
-        var value = first
-        while value <= high + step * 0.5, ticks.count < 100 {
+        var index = first
+        while index <= last, ticks.count < 100 {
+            let value = index * step
             ticks.append(abs(value) < step * 1e-9 ? 0 : value)
-            value += step
+            index += 1
         }
         return ticks
     }

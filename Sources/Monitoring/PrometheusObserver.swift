@@ -21,8 +21,9 @@ public final class PrometheusObserver: RunObserver {
     private let totalSteps: CoreMetrics.Gauge
     private let loss: CoreMetrics.Gauge
     private let accuracy: CoreMetrics.Gauge
-    private let testLoss: CoreMetrics.Gauge
-    private let testAccuracy: CoreMetrics.Gauge
+    // Created at the first evaluation: a test accuracy of 0 before any test would be a lie.
+    private var testLoss: CoreMetrics.Gauge?
+    private var testAccuracy: CoreMetrics.Gauge?
     private let imagesPerSecond: CoreMetrics.Gauge
     private let learningRate: CoreMetrics.Gauge
     private let workersAlive: CoreMetrics.Gauge
@@ -74,8 +75,6 @@ public final class PrometheusObserver: RunObserver {
         totalSteps = CoreMetrics.Gauge(label: "cnn_total_steps", factory: factory)
         loss = CoreMetrics.Gauge(label: "cnn_loss", factory: factory)
         accuracy = CoreMetrics.Gauge(label: "cnn_accuracy", factory: factory)
-        testLoss = CoreMetrics.Gauge(label: "cnn_test_loss", factory: factory)
-        testAccuracy = CoreMetrics.Gauge(label: "cnn_test_accuracy", factory: factory)
         imagesPerSecond = CoreMetrics.Gauge(label: "cnn_images_per_second", factory: factory)
         learningRate = CoreMetrics.Gauge(label: "cnn_learning_rate", factory: factory)
         workersAlive = CoreMetrics.Gauge(label: "cnn_workers_alive", factory: factory)
@@ -127,8 +126,12 @@ public final class PrometheusObserver: RunObserver {
     }
 
     public func evaluationFinished(step: Int, epoch: Int, score: BatchScore) {
-        testLoss.record(score.meanLoss)
-        testAccuracy.record(score.accuracy)
+        if testLoss == nil {
+            testLoss = CoreMetrics.Gauge(label: "cnn_test_loss", factory: factory)
+            testAccuracy = CoreMetrics.Gauge(label: "cnn_test_accuracy", factory: factory)
+        }
+        testLoss?.record(score.meanLoss)
+        testAccuracy?.record(score.accuracy)
     }
 
     private var workerAlive: [UInt32: Bool] = [:]

@@ -17,7 +17,7 @@ public enum RunPlot {
                 .init(name: "training loss", color: "#1f77b4", points: training.compactMap { p in p.loss.map { (Double(p.step), $0) } }),
                 .init(name: "test loss", color: "#ff7f0e",
                       points: history.evaluations.compactMap { p in p.testLoss.map { (Double(p.step), $0) } }, dashed: true, markers: true),
-            ], yMinimum: 0, rules: rules)
+            ], xMinimum: 0, yMinimum: 0, rules: rules)
         let accuracyPoints = training.compactMap { p in p.accuracy.map { (Double(p.step), $0 * 100) } }
         let testPoints = history.evaluations.compactMap { p in p.testAccuracy.map { (Double(p.step), $0 * 100) } }
         let lowest = (accuracyPoints + testPoints).map(\.1).min() ?? 0
@@ -26,13 +26,13 @@ public enum RunPlot {
             series: [
                 .init(name: "training accuracy", color: "#1f77b4", points: accuracyPoints),
                 .init(name: "test accuracy", color: "#ff7f0e", points: testPoints, markers: true),
-            ], yMinimum: max(floor(lowest / 10) * 10, 0), yMaximum: 100, rules: rules)
+            ], xMinimum: 0, yMinimum: max(floor(lowest / 10) * 10, 0), yMaximum: 100, rules: rules)
         let throughput = LineChart(
             title: "Throughput", xLabel: "step", yLabel: "images per second",
             series: [
                 .init(name: "training images/s", color: "#2ca02c",
                       points: training.compactMap { p in p.imagesPerSecond.map { (Double(p.step), $0) } }),
-            ], yMinimum: 0, rules: rules)
+            ], xMinimum: 0, yMinimum: 0, rules: rules)
 
         let height = 40 + panelHeight * 3
         var out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"

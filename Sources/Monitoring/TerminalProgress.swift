@@ -108,7 +108,9 @@ public final class TerminalProgressObserver: RunObserver {
         if let testAccuracy { figures.append("test \(Format.percent(testAccuracy))") }
         if let rate = recent.imagesPerSecond { figures.append("\(Int(rate.rounded())) img/s") }
         if let last { figures.append("lr \(String(format: "%.4g", last.learningRate))") }
-        if let eta = recent.estimatedSeconds(remaining: start.totalSteps - step) {
+        if step >= start.totalSteps {
+            figures.append("all steps done")
+        } else if let eta = recent.estimatedSeconds(remaining: start.totalSteps - step) {
             figures.append("ETA \(Format.duration(eta))")
         } else {
             figures.append("ETA -")

@@ -141,8 +141,9 @@ public struct TraceSummary: Sendable {
             let share = stepSeconds > 0 ? seconds / stepSeconds : 0
             lines.append("  \(Format.pad(name, 32)) \(Format.padLeft(Format.duration(seconds), 9)) \(Format.padLeft(Format.percent(share, digits: 1), 6))")
         }
-        if !outsideSteps.isEmpty {
-            let parts = outsideSteps.sorted { $0.key < $1.key }.map { "\($0.key) \(Format.duration($0.value))" }
+        let outside = outsideSteps.filter { $0.value >= 0.0005 }
+        if !outside.isEmpty {
+            let parts = outside.sorted { $0.key < $1.key }.map { "\($0.key) \(Format.duration($0.value))" }
             lines.append("outside steps: " + parts.joined(separator: ", "))
         }
         let sorted = workers.values.sorted { $0.id < $1.id }

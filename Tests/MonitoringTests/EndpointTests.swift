@@ -27,7 +27,7 @@ final class EndpointTests: XCTestCase {
         }
         XCTAssertTrue(reason.contains("127.0.0.1:\(port)"), reason)
         XCTAssertTrue(reason.contains("connection refused: nothing listens there"), reason)
-        XCTAssertTrue(reason.contains("--bind"), reason)
+        XCTAssertTrue(reason.contains("Is cnn-coord running on this machine"), reason)
     }
 
     func testAListeningPortIsReachable() throws {

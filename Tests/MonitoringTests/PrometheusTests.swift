@@ -55,6 +55,17 @@ final class PrometheusTests: XCTestCase {
         }
     }
 
+    func testTestMetricsAppearOnlyAfterTheFirstEvaluation() throws {
+        let observer = PrometheusObserver()
+        observer.runStarted(Reports.start())
+        observer.stepFinished(Reports.step(1, start: 1, seconds: 0.1))
+        let before = try Exposition(observer.exposition())
+        XCTAssertEqual(before.value("cnn_step"), 1)
+        XCTAssertNil(before.value("cnn_test_accuracy"), "no test accuracy before any test")
+        observer.evaluationFinished(step: 1, epoch: 0, score: BatchScore(lossSum: 5, correct: 3, samples: 10))
+        XCTAssertEqual(try Exposition(observer.exposition()).value("cnn_test_accuracy"), 0.3)
+    }
+
     func testServerAnswersScrapesOverARealSocketAndRefusesEverythingElse() throws {
         let observer = observedRun()
         let registry = observer.registry
