@@ -30,3 +30,213 @@ public enum BLAS {
         openblas_set_num_threads(1)
     }
 }
+
+/// The element-wise loops around the GEMMs (copies, bias, ReLU, sums), written with explicit
+/// 16-float vectors and unaligned loads so they vectorise on any x86-64 or ARM build, whatever the
+/// auto-vectoriser makes of the pointer aliasing. Sums keep sixteen partial sums and add them in a
+/// fixed order: the result depends only on the count, never on alignment or threads.
+enum VectorKernels {
+    typealias Lanes = SIMD16<Float>
+    static let width = 16
+
+    @inline(__always)
+    static func load(_ pointer: UnsafePointer<Float>) -> Lanes {
+        UnsafeRawPointer(pointer).loadUnaligned(as: Lanes.self)
+    }
+
+    @inline(__always)
+    static func store(_ value: Lanes, _ pointer: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(pointer).storeBytes(of: value, as: Lanes.self)
+    }
+
+    @inline(__always)
+    static func load<Vector: SIMD>(_ pointer: UnsafePointer<Float>, as: Vector.Type) -> Vector where Vector.Scalar == Float {
+        UnsafeRawPointer(pointer).loadUnaligned(as: Vector.self)
+    }
+
+    @inline(__always)
+    static func store<Vector: SIMD>(_ value: Vector, _ pointer: UnsafeMutablePointer<Float>) where Vector.Scalar == Float {
+        UnsafeMutableRawPointer(pointer).storeBytes(of: value, as: Vector.self)
+    }
+
+    /// destination[i] = 0.
+    @inline(__always)
+    static func zero(_ destination: UnsafeMutablePointer<Float>, count: Int) {
+        if count < 4 {
+            for i in 0..<count { destination[i] = 0 }
+            return
+        }
+        var i = 0
+        while i + width <= count {
+            store(Lanes(), destination + i)
+            i += width
+        }
+        // The tail as one or two short vectors that may overlap what is already written.
+        if i < count {
+            if count >= width {
+                store(Lanes(), destination + count - width)
+            } else if count >= 8 {
+                store(SIMD8<Float>(), destination)
+                store(SIMD8<Float>(), destination + count - 8)
+            } else {
+                store(SIMD4<Float>(), destination)
+                store(SIMD4<Float>(), destination + count - 4)
+            }
+        }
+    }
+
+    /// destination[i] = source[i]; the two ranges must not overlap.
+    @inline(__always)
+    static func copy(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) {
+        if count < 4 {
+            for i in 0..<count { destination[i] = source[i] }
+            return
+        }
+        var i = 0
+        while i + width <= count {
+            store(load(source + i), destination + i)
+            i += width
+        }
+        // The tail as one or two short vectors that may overlap what is already copied.
+        if i < count {
+            if count >= width {
+                store(load(source + count - width), destination + count - width)
+            } else if count >= 8 {
+                store(load(source, as: SIMD8<Float>.self), destination)
+                store(load(source + count - 8, as: SIMD8<Float>.self), destination + count - 8)
+            } else {
+                store(load(source, as: SIMD4<Float>.self), destination)
+                store(load(source + count - 4, as: SIMD4<Float>.self), destination + count - 4)
+            }
+        }
+    }
+
+    /// Copies `rows` rows of `count` floats, `sourceStride` and `destinationStride` apart (the
+    /// rows of a tap in im2col): the vector width is chosen once for all rows.
+    @inline(__always)
+    static func copyRows(
+        _ source: UnsafePointer<Float>, sourceStride: Int, to destination: UnsafeMutablePointer<Float>, destinationStride: Int,
+        rows: Int, count: Int
+    ) {
+        var from = source, to = destination
+        if count >= width {
+            for _ in 0..<rows {
+                var i = 0
+                while i + width <= count {
+                    store(load(from + i), to + i)
+                    i += width
+                }
+                if i < count { store(load(from + count - width), to + count - width) }
+                from += sourceStride
+                to += destinationStride
+            }
+        } else if count >= 8 {
+            for _ in 0..<rows {
+                store(load(from, as: SIMD8<Float>.self), to)
+                store(load(from + count - 8, as: SIMD8<Float>.self), to + count - 8)
+                from += sourceStride
+                to += destinationStride
+            }
+        } else if count >= 4 {
+            for _ in 0..<rows {
+                store(load(from, as: SIMD4<Float>.self), to)
+                store(load(from + count - 4, as: SIMD4<Float>.self), to + count - 4)
+                from += sourceStride
+                to += destinationStride
+            }
+        } else {
+            for _ in 0..<rows {
+                for i in 0..<count { to[i] = from[i] }
+                from += sourceStride
+                to += destinationStride
+            }
+        }
+    }
+
+    /// Adds `rows` rows of `count` floats onto rows `destinationStride` apart (col2im's rows).
+    @inline(__always)
+    static func addRows(
+        _ source: UnsafePointer<Float>, sourceStride: Int, to destination: UnsafeMutablePointer<Float>, destinationStride: Int,
+        rows: Int, count: Int
+    ) {
+        var from = source, to = destination
+        for _ in 0..<rows {
+            add(from, to: to, count: count)
+            from += sourceStride
+            to += destinationStride
+        }
+    }
+
+    /// destination[i] = source[i] + addend.
+    @inline(__always)
+    static func copy(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int, adding addend: Float) {
+        if addend == 0 {
+            copy(source, to: destination, count: count)
+            return
+        }
+        let lanes = Lanes(repeating: addend)
+        var i = 0
+        while i + width <= count {
+            store(load(source + i) + lanes, destination + i)
+            i += width
+        }
+        while i < count {
+            destination[i] = source[i] + addend
+            i += 1
+        }
+    }
+
+    /// destination[i] += value.
+    @inline(__always)
+    static func add(_ value: Float, to destination: UnsafeMutablePointer<Float>, count: Int) {
+        let lanes = Lanes(repeating: value)
+        var i = 0
+        while i + width <= count {
+            store(load(destination + i) + lanes, destination + i)
+            i += width
+        }
+        while i < count {
+            destination[i] += value
+            i += 1
+        }
+    }
+
+    /// destination[i] += source[i].
+    @inline(__always)
+    static func add(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i + width <= count {
+            store(load(destination + i) + load(source + i), destination + i)
+            i += width
+        }
+        if i + 8 <= count {
+            store(load(destination + i, as: SIMD8<Float>.self) + load(source + i, as: SIMD8<Float>.self), destination + i)
+            i += 8
+        }
+        if i + 4 <= count {
+            store(load(destination + i, as: SIMD4<Float>.self) + load(source + i, as: SIMD4<Float>.self), destination + i)
+            i += 4
+        }
+        while i < count {
+            destination[i] += source[i]
+            i += 1
+        }
+    }
+
+    /// The sum of `count` floats: sixteen running lanes, then the lanes in order, then the tail.
+    static func sum(_ values: UnsafePointer<Float>, count: Int) -> Float {
+        var lanes = Lanes()
+        var i = 0
+        while i + width <= count {
+            lanes += load(values + i)
+            i += width
+        }
+        var total: Float = 0
+        for lane in 0..<width { total += lanes[lane] }
+        while i < count {
+            total += values[i]
+            i += 1
+        }
+        return total
+    }
+}

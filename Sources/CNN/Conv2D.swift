@@ -1,11 +1,24 @@
 // Legend for the kernels below: n sample, c input channel, k output channel (filter), g group,
-// (h, w) input position, (oh, ow) output position, (i, j) kernel tap.
+// (h, w) input position, (oh, ow) output position, (i, j) kernel tap, p = oh * OW + ow,
+// P = OH * OW positions per plane, wide = N * P columns of the batched im2col matrix.
 
-/// 2-D convolution through im2col and one GEMM per sample and group.
+/// 2-D convolution through im2col and GEMM, a block of samples at a time.
 ///
 /// Weights are [K, C/groups, kh, kw] (PyTorch's OIHW), bias [K]. Supports stride, zero padding,
-/// dilation and groups (depthwise when groups == C). The im2col matrix of each sample is kept for
-/// the backward pass.
+/// dilation and groups (depthwise when groups == C).
+///
+/// Why blocks: the im2col matrix of a small layer is many times its input (9x for a 3x3 kernel),
+/// and writing all of it to memory, reading it back for the GEMM and again for backward cost as
+/// much as the arithmetic. So the batch is cut into blocks of samples whose im2col matrix fits in
+/// the core's cache (`blockBytes`); each block is unfolded and multiplied while it is still there,
+/// and backward unfolds it again instead of keeping it. One GEMM per block, whose N dimension is
+/// samples x OH x OW, keeps small layers (6 or 16 filters on 10x10 planes) in the efficient range
+/// of the GEMM kernel, where one call per sample spent most of its time packing and calling. The
+/// price is a reordering between the GEMM's [K, samples*P] layout and NCHW, which also adds the
+/// bias.
+///
+/// Every sum runs in an order fixed by the shapes and the batch alone, so results depend on the
+/// micro-batch, never on threads.
 public final class Conv2D: Layer {
     public let inputShape: FeatureShape
     public let outputShape: FeatureShape
@@ -17,16 +30,24 @@ public final class Conv2D: Layer {
     public let dilation: Int
     public let groups: Int
     public let hasBias: Bool
+    /// Whether `backward` computes the input gradient. A network's first layer can turn it off:
+    /// nothing before it learns, and the skipped GEMM and col2im are a third of its backward pass.
+    /// When off, `backward` returns a zero-filled buffer.
+    public var computesInputGradient = true
 
     private var weights: UnsafeMutablePointer<Float>!
     private var weightGradients: UnsafeMutablePointer<Float>!
     private var bias: UnsafeMutablePointer<Float>?
     private var biasGradients: UnsafeMutablePointer<Float>?
 
-    private let columns = FloatBuffer()      // [N, C*kh*kw, OH*OW]
-    private let output = FloatBuffer()       // [N, K, OH, OW]
+    private let columns = FloatBuffer()        // [G * patch, S * P]: one block's im2col matrix, then its column gradient
+    private let product = FloatBuffer()        // [K, S * P]: one block's GEMM result, then its output gradient
+    private var savedInput: UnsafePointer<Float>?
+    private let paddedInput = FloatBuffer()    // [H + 2P, W + 2P]: one input channel inside a zero border
+    private let paddedGradient = FloatBuffer() // [H + 2P, W + 2P]: one channel's input gradient, border included
+    private let output = FloatBuffer()         // [N, K, OH, OW]
     private let inputGradient = FloatBuffer()  // [N, C, H, W]
-    private let columnGradient = FloatBuffer()  // [C*kh*kw, OH*OW], one sample at a time
+    private var zeroedInputGradient = 0        // floats of `inputGradient` known to be zero (when not computed)
 
     /// Rows of the im2col matrix per group: (C / groups) * kh * kw.
     private var patchSize: Int { inputShape.channels / groups * kernelHeight * kernelWidth }
@@ -83,7 +104,18 @@ public final class Conv2D: Layer {
     }
 
     public var forwardFLOPs: Int { 2 * filters * outputPlane * patchSize }
-    public var savedFloatsPerSample: Int { groups * patchSize * outputPlane + outputShape.count }
+    /// Only the output: the input is the previous layer's output, and im2col is recomputed.
+    public var savedFloatsPerSample: Int { outputShape.count }
+
+    /// Bytes of im2col matrix per block: half this machine's 2 MiB per-core cache, leaving room
+    /// for the GEMM's packed panels and the block's output.
+    static let blockBytes = 1 << 20
+
+    /// Samples per block: as many as fit `blockBytes`, at least one.
+    private func samplesPerBlock(batch: Int) -> Int {
+        let perSample = groups * patchSize * outputPlane * MemoryLayout<Float>.stride
+        return max(1, min(batch, Conv2D.blockBytes / max(perSample, 1)))
+    }
 
     public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
         weights = parameters
@@ -96,146 +128,193 @@ public final class Conv2D: Layer {
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
-        let columnCount = groups * patchSize * outputPlane  // per sample
-        let cols = columns.reserve(batch * columnCount)
-        let out = output.reserve(batch * outputShape.count)
-        let filtersPerGroup = filters / groups
-        for n in 0..<batch {
-            let sampleColumns = cols + n * columnCount
-            im2col(input + n * inputShape.count, into: sampleColumns)
-            let sampleOut = out + n * outputShape.count
-            for g in 0..<groups {
-                // out[g] [K/g, OHW] = W[g] [K/g, patch] x cols[g] [patch, OHW]
-                BLAS.gemm(
-                    transposeA: false, transposeB: false, m: filtersPerGroup, n: outputPlane, k: patchSize,
-                    a: weights + g * filtersPerGroup * patchSize, lda: patchSize,
-                    b: sampleColumns + g * patchSize * outputPlane, ldb: outputPlane,
-                    beta: 0, c: sampleOut + g * filtersPerGroup * outputPlane, ldc: outputPlane)
+        savedInput = input
+        let plane = outputPlane, patch = patchSize, filtersPerGroup = filters / groups
+        let inputCount = inputShape.count, outputCount = outputShape.count
+        let out = output.reserve(batch * outputCount)
+        let block = samplesPerBlock(batch: batch)
+        let cols = columns.reserve(groups * patch * block * plane)
+        let result = block > 1 ? product.reserve(filters * block * plane) : out
+        var first = 0
+        while first < batch {
+            let samples = min(block, batch - first), wide = samples * plane
+            for n in 0..<samples {
+                im2col(input + (first + n) * inputCount, into: cols + n * plane, rowStride: wide)
             }
-            if let bias {
-                for k in 0..<filters {
-                    let plane = sampleOut + k * outputPlane
-                    let b = bias[k]
-                    for p in 0..<outputPlane { plane[p] += b }
+            // With one sample, [K, P] already is NCHW: the GEMM writes the output in place.
+            let target = samples == 1 ? out + first * outputCount : result
+            for g in 0..<groups {
+                // target[g] [K/g, S*P] = W[g] [K/g, patch] x cols[g] [patch, S*P]
+                BLAS.gemm(
+                    transposeA: false, transposeB: false, m: filtersPerGroup, n: wide, k: patch,
+                    a: weights + g * filtersPerGroup * patch, lda: patch,
+                    b: cols + g * patch * wide, ldb: wide,
+                    beta: 0, c: target + g * filtersPerGroup * wide, ldc: wide)
+            }
+            if samples == 1 {
+                if let bias {
+                    for k in 0..<filters { VectorKernels.add(bias[k], to: target + k * plane, count: plane) }
+                }
+            } else {
+                // [K, S*P] -> [S, K, P], adding the bias on the way.
+                for n in 0..<samples {
+                    let sample = out + (first + n) * outputCount
+                    for k in 0..<filters {
+                        VectorKernels.copy(result + k * wide + n * plane, to: sample + k * plane, count: plane, adding: bias?[k] ?? 0)
+                    }
                 }
             }
+            first += samples
         }
         return out
     }
 
     public func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
-        let columnCount = groups * patchSize * outputPlane
-        let cols = columns.pointer
-        let dInput = inputGradient.reserve(batch * inputShape.count)
-        let dColumns = columnGradient.reserve(columnCount)
-        let filtersPerGroup = filters / groups
-        for n in 0..<batch {
-            let dOut = outputGradient + n * outputShape.count
-            let sampleColumns = cols + n * columnCount
-            for g in 0..<groups {
-                let dOutGroup = dOut + g * filtersPerGroup * outputPlane
-                // dW[g] [K/g, patch] += dOut[g] [K/g, OHW] x cols[g]^T [OHW, patch]
-                BLAS.gemm(
-                    transposeA: false, transposeB: true, m: filtersPerGroup, n: patchSize, k: outputPlane,
-                    a: dOutGroup, lda: outputPlane,
-                    b: sampleColumns + g * patchSize * outputPlane, ldb: outputPlane,
-                    beta: 1, c: weightGradients + g * filtersPerGroup * patchSize, ldc: patchSize)
-                // dCols[g] [patch, OHW] = W[g]^T [patch, K/g] x dOut[g] [K/g, OHW]
-                BLAS.gemm(
-                    transposeA: true, transposeB: false, m: patchSize, n: outputPlane, k: filtersPerGroup,
-                    a: weights + g * filtersPerGroup * patchSize, lda: patchSize,
-                    b: dOutGroup, ldb: outputPlane,
-                    beta: 0, c: dColumns + g * patchSize * outputPlane, ldc: outputPlane)
+        guard let input = savedInput else { preconditionFailure("Conv2D.backward called before forward") }
+        let plane = outputPlane, patch = patchSize, filtersPerGroup = filters / groups
+        let inputCount = inputShape.count, outputCount = outputShape.count
+        if let biasGradients {
+            for k in 0..<filters {
+                var total: Float = 0
+                for n in 0..<batch { total += VectorKernels.sum(outputGradient + n * outputCount + k * plane, count: plane) }
+                biasGradients[k] += total
             }
-            if let biasGradients {
-                for k in 0..<filters {
-                    let plane = dOut + k * outputPlane
-                    var sum: Float = 0
-                    for p in 0..<outputPlane { sum += plane[p] }
-                    biasGradients[k] += sum
+        }
+        let dInput = inputGradient.reserve(batch * inputCount)
+        if computesInputGradient {
+            zeroedInputGradient = 0
+        } else if zeroedInputGradient < batch * inputCount {
+            dInput.update(repeating: 0, count: batch * inputCount)
+            zeroedInputGradient = batch * inputCount
+        }
+        let block = samplesPerBlock(batch: batch)
+        let cols = columns.reserve(groups * patch * block * plane)
+        let gathered = block > 1 ? product.reserve(filters * block * plane) : nil
+        var first = 0
+        while first < batch {
+            let samples = min(block, batch - first), wide = samples * plane
+            // The block's output gradient as [K, S*P], the layout of the forward GEMM's result.
+            let gradient: UnsafePointer<Float>
+            if samples == 1 {
+                gradient = outputGradient + first * outputCount
+            } else {
+                let destination = gathered!
+                for n in 0..<samples {
+                    let sample = outputGradient + (first + n) * outputCount
+                    for k in 0..<filters {
+                        VectorKernels.copy(sample + k * plane, to: destination + k * wide + n * plane, count: plane)
+                    }
+                }
+                gradient = UnsafePointer(destination)
+            }
+            for n in 0..<samples {
+                im2col(input + (first + n) * inputCount, into: cols + n * plane, rowStride: wide)
+            }
+            for g in 0..<groups {
+                // dW[g] [K/g, patch] += dOut[g] [K/g, S*P] x cols[g]^T [S*P, patch]
+                BLAS.gemm(
+                    transposeA: false, transposeB: true, m: filtersPerGroup, n: patch, k: wide,
+                    a: gradient + g * filtersPerGroup * wide, lda: wide,
+                    b: cols + g * patch * wide, ldb: wide,
+                    beta: 1, c: weightGradients + g * filtersPerGroup * patch, ldc: patch)
+            }
+            if computesInputGradient {
+                // The block's im2col matrix has served: it becomes the column gradient.
+                for g in 0..<groups {
+                    // dCols[g] [patch, S*P] = W[g]^T [patch, K/g] x dOut[g] [K/g, S*P]
+                    BLAS.gemm(
+                        transposeA: true, transposeB: false, m: patch, n: wide, k: filtersPerGroup,
+                        a: weights + g * filtersPerGroup * patch, lda: patch,
+                        b: gradient + g * filtersPerGroup * wide, ldb: wide,
+                        beta: 0, c: cols + g * patch * wide, ldc: wide)
+                }
+                for n in 0..<samples {
+                    col2im(cols + n * plane, rowStride: wide, into: dInput + (first + n) * inputCount)
                 }
             }
-            col2im(dColumns, into: dInput + n * inputShape.count)
+            first += samples
         }
         return dInput
     }
 
-    /// Unfolds one sample [C, H, W] into [C*kh*kw, OH*OW]: row (c, i, j) holds the input value
-    /// each output position sees through tap (i, j) of channel c, zero where it falls in padding.
-    private func im2col(_ image: UnsafePointer<Float>, into columns: UnsafeMutablePointer<Float>) {
+    /// Unfolds one sample [C, H, W] into its P columns of the block's matrix: row (c, i, j) of
+    /// `columns` (rows `rowStride` apart) gets, at position p, the input value output position p
+    /// sees through tap (i, j) of channel c, zero where it falls in padding.
+    ///
+    /// Each channel is first copied into a zero-bordered plane, so every tap row is a plain
+    /// (strided) copy with no bounds to check: at stride 1 a row of OW floats is a vector copy.
+    /// Only that plane's interior is ever written, so its border stays as allocated: zero.
+    private func im2col(_ image: UnsafePointer<Float>, into columns: UnsafeMutablePointer<Float>, rowStride: Int) {
         let height = inputShape.height, width = inputShape.width
         let outHeight = outputShape.height, outWidth = outputShape.width
+        let paddedWidth = width + 2 * padding
+        let padded = paddedInput.reserve((height + 2 * padding) * paddedWidth)
         var row = columns
         for c in 0..<inputShape.channels {
             let plane = image + c * height * width
+            let source: UnsafePointer<Float>
+            if padding == 0 {
+                source = plane
+            } else {
+                VectorKernels.copyRows(
+                    plane, sourceStride: width, to: padded + padding * paddedWidth + padding, destinationStride: paddedWidth,
+                    rows: height, count: width)
+                source = UnsafePointer(padded)
+            }
             for i in 0..<kernelHeight {
                 for j in 0..<kernelWidth {
-                    let rowOffset = i * dilation - padding
-                    let columnOffset = j * dilation - padding
-                    for oh in 0..<outHeight {
-                        let h = oh * stride + rowOffset
-                        let destination = row + oh * outWidth
-                        if h < 0 || h >= height {
-                            destination.update(repeating: 0, count: outWidth)
-                            continue
-                        }
-                        let source = plane + h * width
-                        if stride == 1 {
-                            // Valid output columns are those with 0 <= ow + columnOffset < width.
-                            let first = max(0, -columnOffset)
-                            let last = min(outWidth, width - columnOffset)
-                            if first > 0 { destination.update(repeating: 0, count: min(first, outWidth)) }
-                            if last > first {
-                                (destination + first).update(from: source + first + columnOffset, count: last - first)
-                            }
-                            if last < outWidth { (destination + max(last, 0)).update(repeating: 0, count: outWidth - max(last, 0)) }
-                        } else {
-                            for ow in 0..<outWidth {
-                                let w = ow * stride + columnOffset
-                                destination[ow] = (w >= 0 && w < width) ? source[w] : 0
-                            }
+                    let tap = source + i * dilation * paddedWidth + j * dilation
+                    if stride == 1 {
+                        VectorKernels.copyRows(
+                            tap, sourceStride: paddedWidth, to: row, destinationStride: outWidth, rows: outHeight, count: outWidth)
+                    } else {
+                        for oh in 0..<outHeight {
+                            let from = tap + oh * stride * paddedWidth
+                            let to = row + oh * outWidth
+                            for ow in 0..<outWidth { to[ow] = from[ow * stride] }
                         }
                     }
-                    row += outHeight * outWidth
+                    row += rowStride
                 }
             }
         }
     }
 
-    /// The adjoint of `im2col`: scatters [C*kh*kw, OH*OW] back onto [C, H, W], adding where
-    /// windows overlap. Always visits taps in the same order, so sums are reproducible.
-    private func col2im(_ columns: UnsafePointer<Float>, into image: UnsafeMutablePointer<Float>) {
+    /// The adjoint of `im2col`: adds one sample's columns back onto [C, H, W], summing where
+    /// windows overlap (in a zero-bordered plane whose border is then dropped). Visits taps in a
+    /// fixed order, so sums are reproducible.
+    private func col2im(_ columns: UnsafePointer<Float>, rowStride: Int, into image: UnsafeMutablePointer<Float>) {
         let height = inputShape.height, width = inputShape.width
         let outHeight = outputShape.height, outWidth = outputShape.width
-        image.update(repeating: 0, count: inputShape.count)
+        let paddedWidth = width + 2 * padding
+        let paddedCount = (height + 2 * padding) * paddedWidth
+        let padded = paddedGradient.reserve(paddedCount)
         var row = columns
         for c in 0..<inputShape.channels {
             let plane = image + c * height * width
+            // Without padding the plane itself collects the sums.
+            let target = padding == 0 ? plane : padded
+            VectorKernels.zero(target, count: padding == 0 ? height * width : paddedCount)
             for i in 0..<kernelHeight {
                 for j in 0..<kernelWidth {
-                    let rowOffset = i * dilation - padding
-                    let columnOffset = j * dilation - padding
-                    for oh in 0..<outHeight {
-                        let h = oh * stride + rowOffset
-                        if h < 0 || h >= height { continue }
-                        let source = row + oh * outWidth
-                        let destination = plane + h * width
-                        if stride == 1 {
-                            let first = max(0, -columnOffset)
-                            let last = min(outWidth, width - columnOffset)
-                            if last > first {
-                                let d = destination + columnOffset
-                                for ow in first..<last { d[ow] += source[ow] }
-                            }
-                        } else {
-                            for ow in 0..<outWidth {
-                                let w = ow * stride + columnOffset
-                                if w >= 0 && w < width { destination[w] += source[ow] }
-                            }
+                    let tap = target + i * dilation * paddedWidth + j * dilation
+                    if stride == 1 {
+                        VectorKernels.addRows(
+                            row, sourceStride: outWidth, to: tap, destinationStride: paddedWidth, rows: outHeight, count: outWidth)
+                    } else {
+                        for oh in 0..<outHeight {
+                            let to = tap + oh * stride * paddedWidth
+                            let from = row + oh * outWidth
+                            for ow in 0..<outWidth { to[ow * stride] += from[ow] }
                         }
                     }
-                    row += outHeight * outWidth
+                    row += rowStride
                 }
+            }
+            if padding != 0 {
+                VectorKernels.copyRows(
+                    padded + padding * paddedWidth + padding, sourceStride: paddedWidth, to: plane, destinationStride: width,
+                    rows: height, count: width)
             }
         }
     }

@@ -42,9 +42,13 @@ public final class MaxPool2D: Layer {
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         let out = output.reserve(batch * outputShape.count)
         let argmax = switches.reserve(batch * outputShape.count)
+        let planes = batch * inputShape.channels
+        if size == 2 && stride == 2 && padding == 0 {
+            for plane in 0..<planes { forwardTwoByTwo(plane, input: input, output: out, switches: argmax) }
+            return out
+        }
         let height = inputShape.height, width = inputShape.width
         let outHeight = outputShape.height, outWidth = outputShape.width
-        let planes = batch * inputShape.channels
         for plane in 0..<planes {
             let source = input + plane * height * width
             let destination = out + plane * outHeight * outWidth
@@ -74,6 +78,104 @@ public final class MaxPool2D: Layer {
             }
         }
         return out
+    }
+
+    /// The common 2x2 pool with stride 2, eight (or four) outputs at a time. Same choice as the
+    /// general loop: the window is read in the order (0,0), (0,1), (1,0), (1,1); a value replaces
+    /// the best so far when it is larger or NaN, and nothing replaces a NaN. A row whose width is
+    /// not a multiple of the vector ends with a block that overlaps the previous one: outputs are
+    /// pure functions of the input, so computing some twice is harmless.
+    private func forwardTwoByTwo(
+        _ plane: Int, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, switches: UnsafeMutablePointer<Int32>
+    ) {
+        let width = inputShape.width
+        let outHeight = outputShape.height, outWidth = outputShape.width
+        let source = input + plane * inputShape.height * width
+        let destination = output + plane * outHeight * outWidth
+        let where_ = switches + plane * outHeight * outWidth
+        for oh in 0..<outHeight {
+            let top = source + 2 * oh * width
+            let corner = 2 * oh * width
+            let values = destination + oh * outWidth, indices = where_ + oh * outWidth
+            if outWidth >= 8 {
+                var ow = 0
+                while ow < outWidth {
+                    let start = min(ow, outWidth - 8)
+                    poolEight(top + 2 * start, width: width, corner: corner + 2 * start, into: values + start, indices + start)
+                    ow += 8
+                }
+            } else if outWidth >= 4 {
+                poolFour(top, width: width, corner: corner, into: values, indices)
+                poolFour(top + 2 * (outWidth - 4), width: width, corner: corner + 2 * (outWidth - 4),
+                         into: values + outWidth - 4, indices + outWidth - 4)
+            } else {
+                for ow in 0..<outWidth {
+                    var best = top[2 * ow]
+                    var bestIndex = corner + 2 * ow
+                    for tap in 1...3 where !best.isNaN {
+                        let offset = (tap >> 1) * width + (tap & 1)
+                        let value = top[2 * ow + offset]
+                        if value > best || value.isNaN {
+                            best = value
+                            bestIndex = corner + 2 * ow + offset
+                        }
+                    }
+                    values[ow] = best
+                    indices[ow] = Int32(bestIndex)
+                }
+            }
+        }
+    }
+
+    /// Eight 2x2 windows whose top-left corners are `top`[0, 2, ..., 14] (index `corner` + 2l in the plane).
+    @inline(__always)
+    private func poolEight(
+        _ top: UnsafePointer<Float>, width: Int, corner: Int, into values: UnsafeMutablePointer<Float>, _ indices: UnsafeMutablePointer<Int32>
+    ) {
+        typealias Values = SIMD8<Float>
+        typealias Indices = SIMD8<Int32>
+        let upper = UnsafeRawPointer(top).loadUnaligned(as: SIMD16<Float>.self)
+        let lower = UnsafeRawPointer(top + width).loadUnaligned(as: SIMD16<Float>.self)
+        var best: Values = upper.evenHalf
+        var tap = Indices()
+        @inline(__always) func consider(_ candidate: Values, _ number: Int32) {
+            let take = (best .== best) .& ((candidate .> best) .| (candidate .!= candidate))
+            best.replace(with: candidate, where: take)
+            tap.replace(with: Indices(repeating: number), where: take)
+        }
+        consider(upper.oddHalf, 1)
+        consider(lower.evenHalf, 2)
+        consider(lower.oddHalf, 3)
+        // Tap t sits t / 2 rows and t % 2 columns from the window's corner.
+        let corners = Indices(repeating: Int32(corner)) &+ Indices(0, 2, 4, 6, 8, 10, 12, 14)
+        let index = corners &+ (tap &>> 1) &* Int32(width) &+ (tap & 1)
+        UnsafeMutableRawPointer(values).storeBytes(of: best, as: Values.self)
+        UnsafeMutableRawPointer(indices).storeBytes(of: index, as: Indices.self)
+    }
+
+    /// Four windows, as `poolEight`, for rows of four to seven outputs.
+    @inline(__always)
+    private func poolFour(
+        _ top: UnsafePointer<Float>, width: Int, corner: Int, into values: UnsafeMutablePointer<Float>, _ indices: UnsafeMutablePointer<Int32>
+    ) {
+        typealias Values = SIMD4<Float>
+        typealias Indices = SIMD4<Int32>
+        let upper = UnsafeRawPointer(top).loadUnaligned(as: SIMD8<Float>.self)
+        let lower = UnsafeRawPointer(top + width).loadUnaligned(as: SIMD8<Float>.self)
+        var best: Values = upper.evenHalf
+        var tap = Indices()
+        @inline(__always) func consider(_ candidate: Values, _ number: Int32) {
+            let take = (best .== best) .& ((candidate .> best) .| (candidate .!= candidate))
+            best.replace(with: candidate, where: take)
+            tap.replace(with: Indices(repeating: number), where: take)
+        }
+        consider(upper.oddHalf, 1)
+        consider(lower.evenHalf, 2)
+        consider(lower.oddHalf, 3)
+        let corners = Indices(repeating: Int32(corner)) &+ Indices(0, 2, 4, 6)
+        let index = corners &+ (tap &>> 1) &* Int32(width) &+ (tap & 1)
+        UnsafeMutableRawPointer(values).storeBytes(of: best, as: Values.self)
+        UnsafeMutableRawPointer(indices).storeBytes(of: index, as: Indices.self)
     }
 
     public func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {

@@ -1,0 +1,532 @@
+import AllReduce
+import CNN
+import Data
+import Dispatch
+import Foundation
+import Hashing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A model `cnn bench` measures, at the batch the benchmark fixes for it.
+public struct BenchmarkModel: Sendable {
+    /// The name given to `--model`.
+    public var name: String
+    /// The global batch of one training step.
+    public var batch: Int
+    public var spec: ModelSpec
+
+    public init(name: String, batch: Int, spec: ModelSpec) {
+        self.name = name
+        self.batch = batch
+        self.spec = spec
+    }
+
+    /// Every model `cnn bench` knows, in the order it runs them.
+    public static let names = ["lenet5", "fashion-mnist", "resnet20", "alexnet"]
+
+    /// The model called `name`, or why it cannot be built.
+    public static func named(_ name: String) -> Result<BenchmarkModel, BenchmarkUnavailable> {
+        switch name {
+        case "lenet5":
+            return .success(BenchmarkModel(name: name, batch: 64, spec: BenchmarkModels.lenet5))
+        case "fashion-mnist":
+            return .success(BenchmarkModel(name: name, batch: 128, spec: BenchmarkModels.fashionMNIST))
+        case "resnet20":
+            guard let spec = BenchmarkModels.resnet20 else {
+                return .failure(BenchmarkUnavailable(model: name, reason: BenchmarkModels.missingLayers(for: name)))
+            }
+            return .success(BenchmarkModel(name: name, batch: 128, spec: spec))
+        case "alexnet":
+            guard let spec = BenchmarkModels.alexnet else {
+                return .failure(BenchmarkUnavailable(model: name, reason: BenchmarkModels.missingLayers(for: name)))
+            }
+            return .success(BenchmarkModel(name: name, batch: 8, spec: spec))
+        default:
+            return .failure(BenchmarkUnavailable(
+                model: name, reason: "unknown model; choose one of \(names.joined(separator: ", "))"))
+        }
+    }
+}
+
+/// A model the benchmark cannot run in this build, and why.
+public struct BenchmarkUnavailable: Error, Sendable, CustomStringConvertible {
+    public var model: String
+    public var reason: String
+
+    public var description: String { "\(model): \(reason)" }
+}
+
+/// What to measure and how long.
+public struct BenchmarkSettings: Sendable {
+    /// Model names, from `BenchmarkModel.names`.
+    public var models: [String] = BenchmarkModel.names
+    /// Thread counts; each gets its own engine with that many replicas.
+    public var threads: [Int] = [1, 2]
+    /// Samples per micro-batch; nil takes half the batch, so that 1 and 2 threads compute the very
+    /// same micro-batches and must end with bit-identical weights.
+    public var microBatch: Int?
+    /// Timed repetitions; the median is reported.
+    public var repetitions: Int = 5
+    /// Roughly how long one repetition runs (whole steps, at least one).
+    public var secondsPerRepetition: Double = 0.4
+    /// Untimed steps before timing; the weights digest is taken after them.
+    public var warmupSteps: Int = 2
+    /// Whether to time each convolution layer against `cblas_sgemm` of its shape.
+    public var measureConvolutions = true
+    /// Whether to measure the peak resident memory of training (in a child process, see
+    /// `memoryProbeCommand`).
+    public var measureMemory = true
+    /// The command that runs `Benchmark.runMemoryProbe` in a fresh process and prints its JSON
+    /// line; given the model name and thread count. Nil skips the memory figure.
+    public var memoryProbeCommand: (@Sendable (String, Int) -> [String])?
+
+    public init() {}
+}
+
+/// Training throughput of one model at one thread count.
+public struct ThroughputMeasurement: Sendable {
+    public var model: String
+    public var batch: Int
+    public var microBatch: Int
+    public var threads: Int
+    /// Median over the repetitions.
+    public var imagesPerSecond: Double
+    public var secondsPerStep: Double
+    public var repetitions: Int
+    public var stepsPerRepetition: Int
+    /// XXHash64 of the parameters after the warm-up steps: equal for every thread count when the
+    /// micro-batches are the same.
+    public var weightsDigest: UInt64
+    /// Mean training loss of the last warm-up step.
+    public var loss: Double
+}
+
+/// One convolution layer's forward and backward pass against plain `cblas_sgemm` calls of the
+/// same GEMM shapes, both on one thread.
+public struct ConvolutionMeasurement: Sendable {
+    public var model: String
+    /// Where the layer sits ("3", "5.layers.0").
+    public var layer: String
+    public var summary: String
+    public var microBatch: Int
+    /// The forward GEMM per group: [m x k] x [k x n] with m = filters / groups,
+    /// k = (channels / groups) * kh * kw and n = micro-batch * OH * OW.
+    public var m: Int
+    public var n: Int
+    public var k: Int
+    public var groups: Int
+    /// Forward, weight-gradient and input-gradient multiply-adds, counted as 2 FLOPs each.
+    public var flops: Double
+    public var seconds: Double
+    public var sgemmSeconds: Double
+
+    public var gigaflopsPerSecond: Double { flops / seconds / 1e9 }
+    public var sgemmGigaflopsPerSecond: Double { flops / sgemmSeconds / 1e9 }
+    /// The layer's rate as a fraction of sgemm's.
+    public var ratio: Double { sgemmSeconds / seconds }
+}
+
+/// Peak resident memory of training against what training must hold.
+public struct MemoryMeasurement: Sendable {
+    public var model: String
+    public var batch: Int
+    public var threads: Int
+    public var parameterBytes: Int
+    public var gradientBytes: Int
+    public var optimizerStateBytes: Int
+    /// What the layers keep for backward over the whole batch (`savedFloatsPerSample`, plus the input).
+    public var activationBytes: Int
+    public var peakResidentBytes: Int
+
+    public var requiredBytes: Int { parameterBytes + gradientBytes + optimizerStateBytes + activationBytes }
+    public var ratio: Double { Double(peakResidentBytes) / Double(requiredBytes) }
+}
+
+/// Everything measured for one model.
+public struct ModelBenchmark: Sendable {
+    public var model: String
+    public var batch: Int
+    public var parameters: Int
+    public var forwardFLOPsPerSample: Int
+    public var throughput: [ThroughputMeasurement] = []
+    public var convolutions: [ConvolutionMeasurement] = []
+    public var memory: [MemoryMeasurement] = []
+    /// Why a part could not be measured (a memory probe that failed, say).
+    public var notes: [String] = []
+}
+
+/// `cnn bench`: training images per second of the model zoo at 1 and 2 threads, each convolution
+/// layer against sgemm, and the memory of training. Synthetic, seeded data; no files.
+///
+/// Timing uses a monotonic clock over several repetitions after a warm-up and reports the median,
+/// which shrugs off the odd repetition that another process disturbed.
+public enum Benchmark {
+    /// Runs the benchmark; `report` receives each model's figures as soon as they exist, and
+    /// `unavailable` each model that cannot be built in this build.
+    public static func run(
+        _ settings: BenchmarkSettings,
+        report: (ModelBenchmark) -> Void,
+        unavailable: (BenchmarkUnavailable) -> Void
+    ) throws {
+        for name in settings.models {
+            switch BenchmarkModel.named(name) {
+            case .failure(let why):
+                unavailable(why)
+            case .success(let model):
+                report(try measure(model, settings: settings))
+            }
+        }
+    }
+
+    /// All figures for one model.
+    public static func measure(_ model: BenchmarkModel, settings: BenchmarkSettings) throws -> ModelBenchmark {
+        let network = try Network(model.spec)
+        var result = ModelBenchmark(
+            model: model.name, batch: model.batch, parameters: network.parameterCount,
+            forwardFLOPsPerSample: network.layers.reduce(0) { $0 + $1.forwardFLOPs })
+        let microBatch = settings.microBatch ?? max(1, model.batch / 2)
+        for threads in settings.threads {
+            result.throughput.append(try measureThroughput(model, threads: threads, microBatch: microBatch, settings: settings))
+        }
+        if settings.measureConvolutions {
+            result.convolutions = try measureConvolutions(model, microBatch: microBatch, settings: settings)
+        }
+        if settings.measureMemory, let command = settings.memoryProbeCommand {
+            for threads in settings.threads {
+                do {
+                    result.memory.append(try runMemoryProbeProcess(command(model.name, threads), model: model, threads: threads))
+                } catch {
+                    result.notes.append("memory at \(threads) thread(s) not measured: \(error)")
+                }
+            }
+        }
+        return result
+    }
+
+    // MARK: Training throughput
+
+    /// The training configuration the benchmark uses for a model: SGD with momentum (what the
+    /// PyTorch side runs too), no augmentation, the batch cut into micro-batches.
+    public static func config(for model: BenchmarkModel, microBatch: Int) throws -> TrainingConfig {
+        guard microBatch >= 1, model.batch % microBatch == 0 else {
+            throw BenchmarkUnavailable(
+                model: model.name,
+                reason: "micro-batch \(microBatch) does not divide the batch \(model.batch); choose a divisor of \(model.batch)")
+        }
+        var train = TrainConfig()
+        train.batch = model.batch
+        train.microBatch = microBatch
+        train.seed = 1
+        train.optimizer.name = "sgd"
+        train.optimizer.learningRate = 0.01
+        train.optimizer.momentum = 0.9
+        var data = DataConfig()
+        data.dataset = "synthetic"
+        data.shuffle = false
+        return TrainingConfig(model: model.spec, data: data, train: train)
+    }
+
+    /// One batch of seeded synthetic images shaped for the model (the same batch every step: the
+    /// benchmark measures arithmetic, not data loading).
+    static func syntheticData(for model: BenchmarkModel) throws -> DataSource {
+        let input = model.spec.input
+        // Ten class patterns suffice for timing and keep the set small even for 1000-way models.
+        let set = try SyntheticImages.make(
+            count: model.batch, channels: input.channels, height: input.height, width: input.width, classes: 10, seed: 7)
+        return DataSource(train: set, test: set)
+    }
+
+    static func measureThroughput(
+        _ model: BenchmarkModel, threads: Int, microBatch: Int, settings: BenchmarkSettings
+    ) throws -> ThroughputMeasurement {
+        let trainer = try BenchmarkTrainer(model: model, microBatch: microBatch, threads: threads)
+        var loss = 0.0
+        for _ in 0..<max(1, settings.warmupSteps) { loss = try trainer.step() }
+        let digest = XXHash64.hash(UnsafeRawPointer(trainer.state.network.parameters.pointer),
+                                   count: trainer.state.parameterCount * MemoryLayout<Float>.stride)
+        // One more untimed step to calibrate how many steps fill a repetition.
+        let start = monotonicSeconds()
+        _ = try trainer.step()
+        let calibration = monotonicSeconds() - start
+        let steps = max(1, Int((settings.secondsPerRepetition / max(calibration, 1e-6)).rounded()))
+        var perStep: [Double] = []
+        for _ in 0..<max(1, settings.repetitions) {
+            let begin = monotonicSeconds()
+            for _ in 0..<steps { _ = try trainer.step() }
+            perStep.append((monotonicSeconds() - begin) / Double(steps))
+        }
+        let median = medianOf(perStep)
+        return ThroughputMeasurement(
+            model: model.name, batch: model.batch, microBatch: microBatch, threads: threads,
+            imagesPerSecond: Double(model.batch) / median, secondsPerStep: median, repetitions: perStep.count,
+            stepsPerRepetition: steps, weightsDigest: digest, loss: loss)
+    }
+
+    // MARK: Memory
+
+    /// Trains `model` for a few steps at `threads` threads in this process and returns its peak
+    /// resident memory beside what training must hold. Meant to run alone in a fresh process
+    /// (`cnn bench --memory-probe`), so that nothing else counts towards the peak.
+    public static func runMemoryProbe(model: BenchmarkModel, threads: Int, microBatch: Int?, steps: Int = 3) throws -> MemoryMeasurement {
+        let micro = microBatch ?? max(1, model.batch / 2)
+        let trainer = try BenchmarkTrainer(model: model, microBatch: micro, threads: threads)
+        for _ in 0..<max(1, steps) { _ = try trainer.step() }
+        var measurement = try requiredMemory(model: model, threads: threads, microBatch: micro)
+        measurement.peakResidentBytes = peakResidentBytes()
+        return measurement
+    }
+
+    /// Parameters, gradients, optimiser state (momentum) and saved activations of training `model`
+    /// at its batch, as `cnn summary` counts them.
+    public static func requiredMemory(model: BenchmarkModel, threads: Int, microBatch: Int) throws -> MemoryMeasurement {
+        let summary = try ModelSummary(config: config(for: model, microBatch: microBatch))
+        let floatBytes = MemoryLayout<Float>.stride
+        return MemoryMeasurement(
+            model: model.name, batch: model.batch, threads: threads,
+            parameterBytes: floatBytes * (summary.parameters + summary.state),
+            gradientBytes: floatBytes * summary.parameters,
+            optimizerStateBytes: floatBytes * summary.parameters * summary.optimizerStatePerParameter,
+            activationBytes: model.batch * summary.activationBytesPerSample,
+            peakResidentBytes: 0)
+    }
+
+    /// The process's peak resident set size (VmHWM), in bytes.
+    public static func peakResidentBytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }) else {
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            return Int(usage.ru_maxrss) * 1024
+        }
+        let kilobytes = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+        return kilobytes * 1024
+    }
+
+    private static func runMemoryProbeProcess(_ arguments: [String], model: BenchmarkModel, threads: Int) throws -> MemoryMeasurement {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: output, as: UTF8.self)
+        guard process.terminationStatus == 0,
+              let line = text.split(separator: "\n").last(where: { $0.contains("peak_resident_bytes") }),
+              let object = try JSONSerialization.jsonObject(with: Foundation.Data(line.utf8)) as? [String: Any],
+              let peak = object["peak_resident_bytes"] as? Int else {
+            throw BenchmarkUnavailable(
+                model: model.name,
+                reason: "the memory probe (\(arguments.joined(separator: " "))) exited with \(process.terminationStatus) and printed no figure")
+        }
+        let micro = (object["micro_batch"] as? Int) ?? max(1, model.batch / 2)
+        var measurement = try requiredMemory(model: model, threads: threads, microBatch: micro)
+        measurement.peakResidentBytes = peak
+        return measurement
+    }
+
+    // MARK: Convolution layers against sgemm
+
+    static func measureConvolutions(
+        _ model: BenchmarkModel, microBatch: Int, settings: BenchmarkSettings
+    ) throws -> [ConvolutionMeasurement] {
+        let network = try Network(model.spec)
+        var found: [(String, ConvolutionGeometry)] = []
+        for (index, layer) in network.layers.enumerated() { collectConvolutions(layer, path: "\(index)", into: &found) }
+        // Layers of the same geometry (most of ResNet-20's) are timed once and reported for each.
+        var measured: [String: ConvolutionMeasurement] = [:]
+        return try found.map { path, geometry in
+            let key = "\(geometry.inputShape) \(geometry.summary) \(geometry.hasBias)"
+            var measurement = try measured[key]
+                ?? measureConvolution(geometry, path: path, model: model.name, batch: microBatch, settings: settings)
+            measured[key] = measurement
+            measurement.layer = path
+            return measurement
+        }
+    }
+
+    /// What the benchmark needs to rebuild a convolution layer and to state its GEMM shape.
+    struct ConvolutionGeometry {
+        var summary: String
+        var inputShape: FeatureShape
+        var outputShape: FeatureShape
+        var filters: Int
+        var groups: Int
+        /// Rows of the im2col matrix per group: (C / groups) * kh * kw.
+        var patch: Int
+        var hasBias: Bool
+        var make: () throws -> Layer
+    }
+
+    static func geometry(of layer: Layer) -> ConvolutionGeometry? {
+        switch layer {
+        case let c as Conv2D:
+            return ConvolutionGeometry(
+                summary: c.summary, inputShape: c.inputShape, outputShape: c.outputShape, filters: c.filters, groups: c.groups,
+                patch: c.inputShape.channels / c.groups * c.kernelHeight * c.kernelWidth, hasBias: c.hasBias,
+                make: {
+                    try Conv2D(input: c.inputShape, filters: c.filters, kernelHeight: c.kernelHeight, kernelWidth: c.kernelWidth,
+                               stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups, bias: c.hasBias)
+                })
+        case let p as PointwiseConv2D:
+            return ConvolutionGeometry(
+                summary: p.summary, inputShape: p.inputShape, outputShape: p.outputShape, filters: p.outputShape.channels,
+                groups: 1, patch: p.inputShape.channels, hasBias: false,
+                make: { try PointwiseConv2D(input: p.inputShape, filters: p.outputShape.channels, stride: p.stride) })
+        default:
+            return nil
+        }
+    }
+
+    /// Every convolution inside `layer`, with its path in PyTorch's naming ("4.conv1", "4.downsample.0").
+    static func collectConvolutions(_ layer: Layer, path: String, into found: inout [(String, ConvolutionGeometry)]) {
+        if let geometry = geometry(of: layer) {
+            found.append((path, geometry))
+            return
+        }
+        switch layer {
+        case let sequential as Sequential:
+            for child in sequential.children {
+                collectConvolutions(child.layer, path: path + "." + child.name, into: &found)
+            }
+        case let residual as Residual:
+            collectConvolutions(residual.path, path: path, into: &found)
+            // The projection names its children "downsample.0" and "downsample.1" itself.
+            if let projection = residual.projection { collectConvolutions(projection, path: path, into: &found) }
+        case let concatenation as Concatenation:
+            for (index, branch) in concatenation.branches.enumerated() {
+                collectConvolutions(branch, path: path + ".branch\(index + 1)", into: &found)
+            }
+        default:
+            break
+        }
+    }
+
+    /// Times one layer's forward and backward on a fresh copy with random weights and input, then
+    /// the same GEMMs through plain `cblas_sgemm` on buffers of the same sizes: the whole
+    /// micro-batch as one GEMM per group, forward (NN), weight gradient (NT) and input gradient (TN).
+    static func measureConvolution(
+        _ geometry: ConvolutionGeometry, path: String, model: String, batch: Int, settings: BenchmarkSettings
+    ) throws -> ConvolutionMeasurement {
+        let layer = try geometry.make()
+        let parameters = FloatBuffer(count: layer.parameterCount)
+        let gradients = FloatBuffer(count: layer.parameterCount)
+        fillRandom(parameters.pointer, count: layer.parameterCount, scale: 0.1)
+        layer.bind(parameters: parameters.pointer, gradients: gradients.pointer)
+        let input = FloatBuffer(count: batch * layer.inputShape.count)
+        fillRandom(input.pointer, count: batch * layer.inputShape.count, scale: 1)
+        let outputGradient = FloatBuffer(count: batch * layer.outputShape.count)
+        fillRandom(outputGradient.pointer, count: batch * layer.outputShape.count, scale: 0.01)
+        let context = PassContext(mode: .training)
+        let convolutionSeconds = timeMedian(settings: settings) {
+            _ = layer.forward(input.pointer, batch: batch, context: context)
+            _ = layer.backward(outputGradient.pointer, batch: batch)
+        }
+
+        let groups = geometry.groups
+        let m = geometry.filters / groups
+        let k = geometry.patch
+        let n = batch * geometry.outputShape.height * geometry.outputShape.width
+        let a = FloatBuffer(count: groups * m * k)       // weights        [g, m, k]
+        let b = FloatBuffer(count: groups * k * n)       // columns        [g, k, n]
+        let c = FloatBuffer(count: groups * m * n)       // output         [g, m, n]
+        let dA = FloatBuffer(count: groups * m * k)      // weight grads   [g, m, k]
+        let dB = FloatBuffer(count: groups * k * n)      // column grads   [g, k, n]
+        for (buffer, count) in [(a, groups * m * k), (b, groups * k * n), (c, groups * m * n)] {
+            fillRandom(buffer.pointer, count: count, scale: 0.1)
+        }
+        let sgemmSeconds = timeMedian(settings: settings) {
+            for g in 0..<groups {
+                let weights = a.pointer + g * m * k, columns = b.pointer + g * k * n, output = c.pointer + g * m * n
+                BLAS.gemm(transposeA: false, transposeB: false, m: m, n: n, k: k, a: weights, lda: k,
+                          b: columns, ldb: n, beta: 0, c: output, ldc: n)
+                BLAS.gemm(transposeA: false, transposeB: true, m: m, n: k, k: n, a: output, lda: n,
+                          b: columns, ldb: n, beta: 1, c: dA.pointer + g * m * k, ldc: k)
+                BLAS.gemm(transposeA: true, transposeB: false, m: k, n: n, k: m, a: weights, lda: k,
+                          b: output, ldb: n, beta: 0, c: dB.pointer + g * k * n, ldc: n)
+            }
+        }
+        return ConvolutionMeasurement(
+            model: model, layer: path, summary: geometry.summary, microBatch: batch, m: m, n: n, k: k, groups: groups,
+            flops: Double(3 * 2 * groups * m * n * k), seconds: convolutionSeconds, sgemmSeconds: sgemmSeconds)
+    }
+
+    /// Median seconds of one call of `body`, over the settings' repetitions, after one warm-up call.
+    static func timeMedian(settings: BenchmarkSettings, _ body: () -> Void) -> Double {
+        body()
+        let start = monotonicSeconds()
+        body()
+        let once = max(monotonicSeconds() - start, 1e-7)
+        // Shorter repetitions than training: a layer is a small part of a step.
+        let calls = max(1, Int((settings.secondsPerRepetition / 4 / once).rounded()))
+        var samples: [Double] = []
+        for _ in 0..<max(1, settings.repetitions) {
+            let begin = monotonicSeconds()
+            for _ in 0..<calls { body() }
+            samples.append((monotonicSeconds() - begin) / Double(calls))
+        }
+        return medianOf(samples)
+    }
+
+    private static func fillRandom(_ values: UnsafeMutablePointer<Float>, count: Int, scale: Float) {
+        // A fixed linear congruential sequence: reproducible and cheap; any values will do.
+        var state: UInt32 = 12345
+        for i in 0..<count {
+            state = state &* 1_664_525 &+ 1_013_904_223
+            values[i] = (Float(state >> 8) / Float(1 << 24) - 0.5) * 2 * scale
+        }
+    }
+}
+
+/// Runs training steps exactly as the single-process reference does: load the weights into the
+/// engine's replicas, compute the micro-batches on T threads, reduce their gradients along the
+/// fixed tree, and apply the optimiser.
+final class BenchmarkTrainer {
+    let state: ModelState
+    let engine: MicroBatchEngine
+    let work: [MicroBatchWork]
+    private let weights: FloatBuffer
+    private let mean: FloatBuffer
+    private let reduction = TreeReduction()
+
+    init(model: BenchmarkModel, microBatch: Int, threads: Int) throws {
+        let config = try Benchmark.config(for: model, microBatch: microBatch)
+        state = try ModelState(config: config)
+        engine = try MicroBatchEngine(config: config, data: try Benchmark.syntheticData(for: model), threads: threads)
+        work = (0..<(model.batch / microBatch)).map { j in
+            MicroBatchWork(index: j, samples: Array((j * microBatch)..<((j + 1) * microBatch)))
+        }
+        weights = FloatBuffer(count: state.weightsCount)
+        mean = FloatBuffer(count: state.leafLength)
+    }
+
+    /// One optimiser step; returns the mean training loss.
+    func step() throws -> Double {
+        state.copyWeights(into: weights.pointer)
+        engine.load(weights: weights.pointer)
+        let output = engine.compute(work, training: true, epoch: 0, step: state.step)
+        reduction.begin(microBatches: work.count, length: state.leafLength)
+        try withExtendedLifetime(output) {
+            for (index, leaf) in output.leafGradients {
+                let pointer = leaf.withUnsafeBufferPointer { $0.baseAddress! }
+                _ = try reduction.offer(TreeNodeID(level: 0, index: index), values: pointer, owner: Box(leaf))
+            }
+            try reduction.mean(into: mean.pointer)
+        }
+        reduction.end()
+        state.apply(meanGradient: mean.pointer, stepsPerEpoch: Int.max)
+        return work.indices.map { output.scores[$0]! }.reduce(BatchScore(), +).meanLoss
+    }
+}
+
+func medianOf(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    guard !sorted.isEmpty else { return .nan }
+    let middle = sorted.count / 2
+    return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+}

@@ -1,0 +1,217 @@
+import ArgumentParser
+import CNN
+import Foundation
+import Training
+
+/// `cnn bench`: training throughput, convolution layers against sgemm, and training memory.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Training images per second at 1 and 2 threads, each convolution layer against sgemm, and training memory.",
+        discussion: """
+            Models: \(BenchmarkModel.names.joined(separator: ", ")). Data are synthetic and seeded. Each figure is the \
+            median of several timed repetitions after a warm-up; compare only figures from one quiet run.
+            """)
+
+    @Option(name: .long, help: "A model to measure (repeatable; default: all of \(BenchmarkModel.names.joined(separator: ", "))).")
+    var model: [String] = []
+
+    @Option(name: .long, help: "A thread count to measure (repeatable; default: 1 and 2).")
+    var threads: [Int] = []
+
+    @Flag(name: .long, help: "One JSON object per line (model, batch, threads, images_per_second, ...).")
+    var json = false
+
+    @Option(name: .customLong("micro-batch"), help: "Samples per micro-batch (default: half the batch).")
+    var microBatch: Int?
+
+    @Option(name: .long, help: "Timed repetitions per figure; the median is reported.")
+    var repetitions = 5
+
+    @Option(name: .long, help: "Seconds per timed repetition (whole steps, at least one).")
+    var seconds = 0.4
+
+    @Flag(name: .customLong("no-convolutions"), help: "Skip timing each convolution layer against sgemm.")
+    var skipConvolutions = false
+
+    @Flag(name: .customLong("no-memory"), help: "Skip measuring the peak resident memory of training.")
+    var skipMemory = false
+
+    @Flag(name: .customLong("memory-probe"), help: .hidden)
+    var memoryProbe = false
+
+    func validate() throws {
+        for name in model where !BenchmarkModel.names.contains(name) {
+            throw ValidationError("--model \(name): unknown model; choose one of \(BenchmarkModel.names.joined(separator: ", "))")
+        }
+        for count in threads where count < 1 {
+            throw ValidationError("--threads \(count): a thread count must be at least 1")
+        }
+        if let microBatch, microBatch < 1 { throw ValidationError("--micro-batch \(microBatch): must be at least 1") }
+        guard repetitions >= 1 else { throw ValidationError("--repetitions \(repetitions): must be at least 1") }
+        guard seconds > 0 else { throw ValidationError("--seconds \(seconds): must be positive") }
+        if memoryProbe, model.count != 1 || threads.count != 1 {
+            throw ValidationError("--memory-probe needs exactly one --model and one --threads")
+        }
+    }
+
+    func run() throws {
+        ProcessSetup.prepare()
+        if memoryProbe {
+            try runMemoryProbe()
+            return
+        }
+        var settings = BenchmarkSettings()
+        if !model.isEmpty { settings.models = model }
+        if !threads.isEmpty { settings.threads = threads }
+        settings.microBatch = microBatch
+        settings.repetitions = repetitions
+        settings.secondsPerRepetition = seconds
+        settings.measureConvolutions = !skipConvolutions
+        settings.measureMemory = !skipMemory
+        let microBatch = self.microBatch
+        settings.memoryProbeCommand = { name, threads in
+            ["/proc/self/exe", "bench", "--memory-probe", "--model", name, "--threads", "\(threads)"]
+                + (microBatch.map { ["--micro-batch", "\($0)"] } ?? [])
+        }
+        if !json {
+            emit("\(ProcessSetup.kernelDescription); \(ProcessInfo.processInfo.activeProcessorCount) CPUs; "
+                + "median of \(repetitions) repetitions of ~\(seconds) s after a warm-up")
+        }
+        try Benchmark.run(settings, report: { result in
+            if json { emitJSON(result) } else { emitText(result) }
+        }, unavailable: { why in
+            if json {
+                emit(JSONLine().string("model", why.model).bool("available", false).string("reason", why.reason).text)
+            } else {
+                emit("\(why.model): \(why.reason)\n")
+            }
+        })
+    }
+
+    private func runMemoryProbe() throws {
+        guard case .success(let chosen) = BenchmarkModel.named(model[0]) else {
+            throw ValidationError("--model \(model[0]) cannot be built in this build")
+        }
+        let measurement = try Benchmark.runMemoryProbe(model: chosen, threads: threads[0], microBatch: microBatch)
+        emit(JSONLine()
+            .string("model", measurement.model).int("batch", measurement.batch).int("threads", measurement.threads)
+            .int("micro_batch", microBatch ?? max(1, chosen.batch / 2))
+            .int("peak_resident_bytes", measurement.peakResidentBytes).text)
+    }
+
+    private func emitText(_ result: ModelBenchmark) {
+        var lines: [String] = []
+        lines.append("\(result.model): batch \(result.batch), \(grouped(result.parameters)) parameters, "
+            + "\(fixed(Double(result.forwardFLOPsPerSample) / 1e6, 1)) MFLOP forward per sample")
+        for t in result.throughput {
+            lines.append("  \(t.threads) thread\(t.threads == 1 ? " " : "s"): \(pad(fixed(t.imagesPerSecond, 1), 10)) images/s  "
+                + "(\(fixed(t.secondsPerStep * 1000, 2)) ms/step, \(t.batch / t.microBatch) micro-batches of \(t.microBatch), "
+                + "\(t.repetitions)x\(t.stepsPerRepetition) steps; weights digest \(hex(t.weightsDigest)))")
+        }
+        if result.throughput.count > 1 {
+            let digests = Set(result.throughput.map(\.weightsDigest))
+            lines.append("  weights after the warm-up are \(digests.count == 1 ? "bit-identical" : "DIFFERENT") across thread counts")
+        }
+        if !result.convolutions.isEmpty {
+            lines.append("  convolution layers (one thread, micro-batch \(result.convolutions[0].microBatch); forward + both gradients):")
+            lines.append("    layer  " + pad("kind", -26) + pad("GEMM m x n x k", 22) + pad("layer GFLOP/s", 15)
+                + pad("sgemm GFLOP/s", 15) + pad("ratio", 8))
+            for c in result.convolutions {
+                let shape = "\(c.m) x \(c.n) x \(c.k)" + (c.groups > 1 ? " x\(c.groups)" : "")
+                lines.append("    " + pad(c.layer, -7) + pad(c.summary, -26) + pad(shape, 22)
+                    + pad(fixed(c.gigaflopsPerSecond, 1), 15) + pad(fixed(c.sgemmGigaflopsPerSecond, 1), 15)
+                    + pad(fixed(c.ratio * 100, 0) + "%", 8))
+            }
+        }
+        for m in result.memory {
+            lines.append("  memory at \(m.threads) thread\(m.threads == 1 ? "" : "s"): peak resident \(mebibytes(m.peakResidentBytes)); "
+                + "parameters \(mebibytes(m.parameterBytes)) + gradients \(mebibytes(m.gradientBytes)) + optimizer state "
+                + "\(mebibytes(m.optimizerStateBytes)) + saved activations \(mebibytes(m.activationBytes)) = "
+                + "\(mebibytes(m.requiredBytes)); peak / sum = \(fixed(m.ratio, 2))")
+        }
+        for note in result.notes { lines.append("  note: \(note)") }
+        emit(lines.joined(separator: "\n") + "\n")
+    }
+
+    private func emitJSON(_ result: ModelBenchmark) {
+        let convolutions = result.convolutions.map { c in
+            JSONLine().string("layer", c.layer).string("kind", c.summary).int("micro_batch", c.microBatch)
+                .int("m", c.m).int("n", c.n).int("k", c.k).int("groups", c.groups)
+                .double("gflops", c.gigaflopsPerSecond).double("sgemm_gflops", c.sgemmGigaflopsPerSecond)
+                .double("ratio", c.ratio).text
+        }
+        for t in result.throughput {
+            var line = JSONLine()
+                .string("model", t.model).int("batch", t.batch).int("threads", t.threads)
+                .double("images_per_second", t.imagesPerSecond).int("micro_batch", t.microBatch)
+                .double("seconds_per_step", t.secondsPerStep).int("repetitions", t.repetitions)
+                .int("steps_per_repetition", t.stepsPerRepetition).string("weights_digest", hex(t.weightsDigest))
+                .double("warmup_loss", t.loss).int("parameters", result.parameters)
+                .int("forward_flops_per_sample", result.forwardFLOPsPerSample)
+            if let m = result.memory.first(where: { $0.threads == t.threads }) {
+                line = line.int("peak_resident_bytes", m.peakResidentBytes).int("parameter_bytes", m.parameterBytes)
+                    .int("gradient_bytes", m.gradientBytes).int("optimizer_state_bytes", m.optimizerStateBytes)
+                    .int("activation_bytes", m.activationBytes).int("required_bytes", m.requiredBytes)
+                    .double("memory_ratio", m.ratio)
+            }
+            if !convolutions.isEmpty { line = line.raw("convolutions", "[" + convolutions.joined(separator: ",") + "]") }
+            emit(line.text)
+        }
+    }
+
+    private func emit(_ text: String) {
+        // Flushed line by line: the output is often a pipe into a comparison script.
+        printProgress(text)
+    }
+}
+
+/// A JSON object built field by field, keys in the order given.
+private struct JSONLine {
+    private var fields: [String] = []
+
+    func string(_ key: String, _ value: String) -> JSONLine { raw(key, quoted(value)) }
+    func int(_ key: String, _ value: Int) -> JSONLine { raw(key, "\(value)") }
+    func bool(_ key: String, _ value: Bool) -> JSONLine { raw(key, value ? "true" : "false") }
+    func double(_ key: String, _ value: Double) -> JSONLine { raw(key, value.isFinite ? "\(value)" : "null") }
+
+    func raw(_ key: String, _ json: String) -> JSONLine {
+        var copy = self
+        copy.fields.append("\(quoted(key)):\(json)")
+        return copy
+    }
+
+    var text: String { "{" + fields.joined(separator: ",") + "}" }
+
+    private func quoted(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            default:
+                if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
+            }
+        }
+        return out + "\""
+    }
+}
+
+private func fixed(_ value: Double, _ decimals: Int) -> String {
+    String(format: "%.\(decimals)f", value)
+}
+
+private func hex(_ value: UInt64) -> String {
+    String(format: "%016llx", value)
+}
+
+private func mebibytes(_ bytes: Int) -> String {
+    fixed(Double(bytes) / 1_048_576, 1) + " MiB"
+}
+
+/// Right-aligned to `width` (left-aligned for a negative width).
+private func pad(_ text: String, _ width: Int) -> String {
+    let room = abs(width) - text.count
+    guard room > 0 else { return text + " " }
+    return width < 0 ? text + String(repeating: " ", count: room) : String(repeating: " ", count: room) + text
+}
