@@ -3,9 +3,16 @@ import Checkpoint
 import Data
 import Foundation
 
+/// An error that means the program was called or configured wrongly: `ExitCodes.main` exits
+/// with code 2 and prints its description. Other modules' error types opt in with an empty
+/// extension (`extension MonitoringError: UsageFailure {}`).
+public protocol UsageFailure: Error, CustomStringConvertible {}
+
+extension SecurityError: UsageFailure {}
+
 /// A wrong command line or setting that shows only once the program runs (a port already in
 /// use, a checkpoint written for another config): exit code 2, like every other bad usage.
-public struct UsageError: Error, CustomStringConvertible, Equatable, Sendable {
+public struct UsageError: UsageFailure, Equatable, Sendable {
     /// What was wrong and how to fix it, in one paragraph.
     public var description: String
 
@@ -71,8 +78,7 @@ public enum ExitCodes {
         case let error as DataError: return error.description
         case let error as CheckpointError: return error.description
         case let error as SafeTensorsError: return error.description
-        case let error as SecurityError: return error.description
-        case let error as UsageError: return error.description
+        case let error as any UsageFailure: return error.description
         default: return nil
         }
     }

@@ -163,7 +163,7 @@ public final class CurveGate {
 
     /// The log line for one refusal.
     public static func describe(_ refusal: CurveRefusal, authorizedKeysDirectory: String) -> String {
-        if refusal.publicKey.hasPrefix("(") {
+        if refusal.publicKey.hasPrefix("(mechanism ") {
             return "refused a connection from \(refusal.address): it does not use CURVE \(refusal.publicKey); "
                 + "start the worker with --curve-key and --server-public-key"
         }

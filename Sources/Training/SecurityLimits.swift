@@ -140,6 +140,15 @@ public final class PeerGuard {
                              shouldReply: record.offences <= Self.loudOffences, offences: record.offences)
     }
 
+    /// Bans `peer` at once (for `banSeconds`), for what needs no second chance: a peer whose
+    /// queue is full because it does not read what it is sent.
+    public func ban(_ peer: PeerID, now: Double) {
+        var record = lookup(peer, now: now)
+        record.lastSeen = now
+        record.bannedUntil = now + config.banSeconds
+        records[peer] = record
+    }
+
     /// True while `peer`'s messages are ignored.
     public func isBanned(_ peer: PeerID, now: Double) -> Bool {
         guard let until = records[peer]?.bannedUntil else { return false }

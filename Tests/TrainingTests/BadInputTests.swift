@@ -198,8 +198,15 @@ final class BadInputTests: XCTestCase {
         ]
         XCTAssertGreaterThanOrEqual(cases.count, 20)
 
-        for item in cases {
-            let outcome = try LocalCluster.run(item.program, item.arguments, seconds: 30)
+        // Two at a time: most cases are a process start and a message, and the machine has two cores.
+        let outcomes = Outcomes(count: cases.count)
+        DispatchQueue.concurrentPerform(iterations: 2) { lane in
+            for index in stride(from: lane, to: cases.count, by: 2) {
+                outcomes.set(index, Result { try LocalCluster.run(cases[index].program, cases[index].arguments, seconds: 30) })
+            }
+        }
+        for (item, result) in zip(cases, outcomes.all) {
+            let outcome = try result.get()
             let context = "\(item.name): \(item.program) \(item.arguments.joined(separator: " "))\n\(outcome.combined)"
             XCTAssertFalse(outcome.timedOut, "timed out: \(context)")
             XCTAssertEqual(outcome.status, 2, "exit code: \(context)")
@@ -217,5 +224,22 @@ final class BadInputTests: XCTestCase {
             }
         }
         XCTAssertLessThan(Date().timeIntervalSince(started), 30, "bad input must be refused fast")
+    }
+}
+
+/// Results filled in from two threads.
+private final class Outcomes: @unchecked Sendable {
+    // Sendable: every access holds `lock`.
+    private let lock = NSLock()
+    private var results: [Result<LocalCluster.Outcome, Error>?]
+
+    init(count: Int) { results = Array(repeating: nil, count: count) }
+
+    func set(_ index: Int, _ result: Result<LocalCluster.Outcome, Error>) {
+        lock.withLock { results[index] = result }
+    }
+
+    var all: [Result<LocalCluster.Outcome, Error>] {
+        lock.withLock { results.map { $0 ?? .failure(CocoaError(.featureUnsupported)) } }
     }
 }

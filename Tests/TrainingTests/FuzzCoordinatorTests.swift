@@ -37,7 +37,7 @@ final class FuzzCoordinatorTests: XCTestCase {
           join_timeout: 30
         """
 
-    private let steps = 60
+    private let steps = 40
 
     private func finalModel(_ run: String) throws -> [UInt8] {
         let newest = try XCTUnwrap(CheckpointStore(runDirectory: run, keep: 3).list().last, "no checkpoint in \(run)")
@@ -86,7 +86,9 @@ final class FuzzCoordinatorTests: XCTestCase {
         let started = Date()
         // Fire until the run is over (or a generous deadline passes: then the outcome says why).
         while coordinator.process.isRunning && Date().timeIntervalSince(started) < 60 {
-            rogue.fire(for: 0.05)
+            // Bursts with pauses: the rogue shares this machine's two cores with the run it attacks.
+            rogue.fire(for: 0.02)
+            usleep(20_000)
             peak = max(peak, Self.residentBytes(of: coordinator.process.processIdentifier))
         }
         rogue.close()
@@ -97,7 +99,7 @@ final class FuzzCoordinatorTests: XCTestCase {
         XCTAssertFalse(outcome.timedOut, "the attacked run did not finish:\n\(outcome.combined.suffix(4000))")
         XCTAssertEqual(outcome.status, 0, String(outcome.combined.suffix(4000)))
         XCTAssertFalse(outcome.combined.contains("Fatal error"), String(outcome.combined.suffix(4000)))
-        XCTAssertGreaterThan(rogue.sent, 20_000, "the rogue must actually have fired a flood (\(counts))")
+        XCTAssertGreaterThan(rogue.sent, 50_000, "the rogue must actually have fired a flood (\(counts))")
         XCTAssertGreaterThan(rogue.counts["nan-gradients", default: 0], 0, "the rogue never got work to answer with NaN (\(counts))")
         XCTAssertEqual(try finalModel(run), try finalModel(reference), "the rogue changed the weights")
         XCTAssertLessThan(peak, referencePeak + (256 << 20), "the coordinator's memory grew under the flood")

@@ -104,6 +104,12 @@ final class SecurityPolicyTests: XCTestCase {
         guard case .evict(let reason) = fifth.verdict else { return XCTFail("expected an eviction, got \(fifth)") }
         assertContains(reason, ["5 bad messages", "max_strikes", "bad magic"])
         XCTAssertEqual(guardian.admit(peer, now: 5), .ignore)
+        // A peer that stops reading is banned without strikes.
+        let deaf = PeerID(bytes: [9])
+        XCTAssertEqual(guardian.admit(deaf, now: 0), .accept)
+        guardian.ban(deaf, now: 1)
+        XCTAssertEqual(guardian.admit(deaf, now: 2), .ignore)
+        XCTAssertEqual(guardian.admit(deaf, now: 32), .accept)
         // Strikes older than the window are forgotten.
         let slow = PeerID(bytes: [8])
         for minute in 0..<20 { XCTAssertEqual(guardian.strike(slow, reason: "x", now: Double(minute) * 61).verdict, .accept) }
