@@ -10,7 +10,9 @@ public struct LayerVisualisation: Sendable {
     public struct Tile: Sendable {
         public var width: Int
         public var height: Int
+        /// Row-major, [height, width] or [height, width, 3].
         public var values: [Float]
+        /// Whether `values` holds RGB triples in 0...1 rather than values for a palette.
         public var rgb: Bool
     }
 
@@ -31,9 +33,11 @@ public struct LayerVisualisation: Sendable {
         public var palette: Palette
         /// Pixels per tile pixel.
         public var scale: Int
+        /// Tiles per row.
         public var columns: Int
     }
 
+    /// Top to bottom: the input, the filters, the feature maps.
     public var sections: [Section]
     /// At most this many tiles are drawn per section.
     public static let maximumTiles = 256

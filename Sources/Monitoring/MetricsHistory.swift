@@ -6,8 +6,11 @@ public struct MetricsHistory: Sendable, Equatable {
     /// A logged training window.
     public struct TrainingPoint: Sendable, Equatable {
         public var step: Int
+        /// 1-based, as in the file.
         public var epoch: Int
+        /// Mean training loss over the window.
         public var loss: Double?
+        /// Training accuracy over the window, 0...1.
         public var accuracy: Double?
         public var imagesPerSecond: Double?
         public var learningRate: Double?
@@ -19,6 +22,7 @@ public struct MetricsHistory: Sendable, Equatable {
         public var step: Int
         public var epoch: Int
         public var testLoss: Double?
+        /// 0...1.
         public var testAccuracy: Double?
     }
 

@@ -66,6 +66,7 @@ public struct ImageReference: Sendable, Equatable {
         }
     }
 
+    /// As written on the command line.
     public var description: String { index.map { "\(path):\($0)" } ?? path }
 
     /// Loads the image with `channels` channels (converting grey and colour as needed).
@@ -121,7 +122,9 @@ public struct ImageReference: Sendable, Equatable {
 public final class CheckpointModel {
     public let config: TrainingConfig
     public let network: Network
+    /// The step the checkpoint was written at.
     public let checkpointStep: Int
+    /// Class names by output index (the data set's, or "class N").
     public let classNames: [String]
     public let normalisation: InputNormalisation
 
@@ -159,6 +162,7 @@ public final class CheckpointModel {
         return normalisation.apply(to: image)
     }
 
+    /// The name of output `index`.
     public func className(_ index: Int) -> String {
         index < classNames.count ? classNames[index] : "class \(index)"
     }

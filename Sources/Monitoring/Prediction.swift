@@ -7,6 +7,7 @@ public struct Prediction: Sendable {
     public struct Candidate: Sendable, Equatable {
         public var classIndex: Int
         public var name: String
+        /// Softmax probability, 0...1.
         public var probability: Double
     }
 

@@ -6,6 +6,7 @@ public struct RasterImage: Sendable, Equatable {
     public var width: Int
     public var height: Int
     public var channels: Int
+    /// Row-major bytes, channels interleaved: width * height * channels of them.
     public var pixels: [UInt8]
 
     public init(width: Int, height: Int, channels: Int, pixels: [UInt8]) {

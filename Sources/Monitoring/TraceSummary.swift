@@ -42,14 +42,19 @@ public struct TraceSummary: Sendable {
             microBatches > 0 ? timedSeconds / Double(microBatches) : nil
         }
 
+        /// "w1 node-7 @ host", as in logs.
         public var label: String { "w\(id) \(name)" + (host.isEmpty || name.hasPrefix(host) ? "" : " @ \(host)") }
     }
 
+    /// Steps added.
     public private(set) var steps = 0
+    /// Their wall time at the coordinator, summed.
     public private(set) var stepSeconds = 0.0
+    /// `stepSeconds` by what the coordinator was doing.
     public private(set) var breakdown = Breakdown()
     /// Seconds outside steps, by phase ("evaluate", "checkpoint").
     public private(set) var outsideSteps: [String: Double] = [:]
+    /// Per worker id.
     public private(set) var workers: [UInt32: WorkerTotals] = [:]
     private var microBatchesSeen: [UInt32: Int] = [:]
 
