@@ -62,7 +62,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "cnn-worker",
-            dependencies: ["Training", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "cnn",

@@ -24,6 +24,10 @@ public struct CoordinatorOptions {
     public var quiet: Bool = false
     /// Listeners for progress, metrics endpoints and traces.
     public var observers: [RunObserver] = []
+    /// CURVE keys (`--curve-secret-key`, `--authorized-keys`); nil for a plain socket.
+    public var security: CoordinatorSecurity?
+    /// Without keys, bind an address other hosts can reach anyway (`--insecure-bind`).
+    public var insecureBind: Bool = false
 
     public init() {}
 }
@@ -66,6 +70,12 @@ public final class Coordinator {
     private let socket: MessageSocket
     public let endpoint: String
     private var pool = WorkerPool()
+    /// The ZAP handler when CURVE is on; stopped before the context closes.
+    private let gate: CurveGate?
+    /// Keys for the workers of --spawn-workers when CURVE is on; deleted at the end.
+    private let localCredentials: LocalWorkerCredentials?
+    /// Message rate, strikes and bans per peer.
+    private let peerGuard: PeerGuard
     private let reduction = TreeReduction()
     private let meanGradient: FloatBuffer
     private let local: LocalWorkers
@@ -84,6 +94,9 @@ public final class Coordinator {
         self.config = config
         self.options = options
         self.logger = logger
+        // Refuse an unsafe or malformed --bind before loading anything.
+        let bindDecision = try BindPolicy.check(endpoint: options.bind, secured: options.security != nil, insecureBind: options.insecureBind)
+        peerGuard = PeerGuard(config: PeerLimits(maxMessagesPerSecond: Double(config.distributed.maxMessagesPerSecond)))
         state = try ModelState(config: config)
         directory = try RunDirectory(path: options.runDirectory, keep: config.checkpoint.keep)
         runID = UInt64.random(in: 1...UInt64.max)
@@ -97,6 +110,15 @@ public final class Coordinator {
         let router = try ZMQSocket(context: context, kind: .router)
         try router.setLinger(milliseconds: 2000)
         try router.setRouterMandatory(true)
+        // A peer that does not read its socket must not block the coordinator: a send to a full
+        // queue fails after this long and the peer is treated as gone.
+        try router.setSendTimeout(milliseconds: 250)
+        var security = options.security
+        var credentials: LocalWorkerCredentials?
+        if let base = security, options.spawnWorkers > 0 { (security, credentials) = try base.addingLocalWorkerCredentials() }
+        localCredentials = credentials
+        let gate = try security?.apply(to: router, context: context)
+        self.gate = gate
         // libzmq drops anything larger before it is buffered: the largest honest message is a
         // worker's partial sums for a whole step.
         try router.setMaxMessageSize(bytes: (config.train.microBatchesPerStep + 1) * state.leafLength * 4 + (1 << 20))
@@ -106,14 +128,23 @@ public final class Coordinator {
         do {
             endpoint = try router.bind(options.bind)
         } catch {
-            throw CoordinatorError(description: "cannot bind \(options.bind): \(error). Is another coordinator running there? "
-                + "Choose another port with --bind tcp://127.0.0.1:PORT (port 0 picks a free one)")
+            // The ZAP handler's socket lives in the context, which cannot close while it runs.
+            gate?.stop()
+            credentials?.remove()
+            throw BindPolicy.bindFailure(endpoint: options.bind, error: error)
+        }
+        if bindDecision.isWarning { logger.warning("\(bindDecision.message)") } else { logger.info("\(bindDecision.message)") }
+        if let security {
+            logger.info("\(security.summary)")
+            for warning in security.warnings { logger.warning("\(warning)") }
         }
         local = LocalWorkers(logger: logger)
     }
 
     deinit {
         socket.socket.close()
+        gate?.stop()
+        localCredentials?.remove()
         context.close()
     }
 
@@ -132,11 +163,12 @@ public final class Coordinator {
     public func run() throws -> RunSummary {
         try prepare()
         logger.info("listening on \(endpoint); start workers with: cnn-worker --connect \(connectAddress)")
-        try? "cnn-worker --connect \(connectAddress)\n".write(toFile: directory.path + "/worker-command.txt", atomically: true, encoding: .utf8)
+        let keyOptions = options.security == nil ? "" : " --curve-key WORKER.key_secret --server-public-key COORDINATOR.key"
+        try? "cnn-worker --connect \(connectAddress)\(keyOptions)\n".write(toFile: directory.path + "/worker-command.txt", atomically: true, encoding: .utf8)
         if options.spawnWorkers > 0 {
             try local.spawn(
                 count: options.spawnWorkers, endpoint: endpoint, threads: options.workerThreads,
-                executable: options.workerExecutable)
+                executable: options.workerExecutable, extraArguments: localCredentials?.workerArguments ?? [])
         }
         defer { local.stop() }
         try waitForWorkers(expectedWorkers)
@@ -424,6 +456,8 @@ public final class Coordinator {
             worker.lastSent = monotonicSeconds()
         } catch {
             // Unroutable: the worker's connection is gone. Treat it as dead now rather than at its timeout.
+            // A full queue means it does not read what it is sent: ignore it for a while too.
+            if (error as? ZMQError)?.isWouldBlock == true { peerGuard.ban(worker.peer, now: monotonicSeconds()) }
             logger.warning("step \(state.step): cannot reach worker \(worker.label): \(error)")
             declareDead(worker, reason: "its connection is gone")
         }
@@ -431,6 +465,7 @@ public final class Coordinator {
 
     /// Receives and handles messages until none arrives within `timeout` seconds.
     private func pump(timeout: Double) throws {
+        gate?.logNewRefusals(logger)
         var wait = Int(timeout * 1000)
         while let incoming = try socket.receive(timeoutMilliseconds: wait) {
             wait = 0
@@ -440,12 +475,15 @@ public final class Coordinator {
 
     private func handle(_ incoming: Incoming) {
         guard let peer = incoming.peer else { return }
+        switch peerGuard.admit(peer, now: monotonicSeconds()) {
+        case .accept: break
+        case .ignore: return
+        case .evict(let reason): return evict(peer, reason: reason)
+        }
         let envelope: Envelope
         switch incoming.result {
         case .failure(let error):
-            logger.warning("dropped a malformed message from \(pool[peer]?.label ?? "unknown peer \(peer)"): \(error)")
-            reply(peer, code: 400, text: "malformed message: \(error)")
-            return
+            return offence(peer, "a malformed message: \(error)", code: 400)
         case .success(let decoded):
             envelope = decoded
         }
@@ -454,13 +492,10 @@ public final class Coordinator {
             return
         }
         guard envelope.runID == runID else {
-            logger.debug("ignored \(envelope.message.typeName) from \(peer) for another run")
-            reply(peer, code: 409, text: "this coordinator runs another run; send hello to join it")
-            return
+            return offence(peer, "a \(envelope.message.typeName) message for another run; this coordinator runs another run: send hello to join it", code: 409)
         }
         guard let worker = pool[peer] else {
-            reply(peer, code: 401, text: "unknown worker; send hello first")
-            return
+            return offence(peer, "a \(envelope.message.typeName) message from an unknown worker; send hello first", code: 401)
         }
         worker.lastHeard = monotonicSeconds()
         if worker.countMessage(now: worker.lastHeard) > config.distributed.maxMessagesPerSecond {
@@ -482,6 +517,29 @@ public final class Coordinator {
             break
         default:
             logger.warning("unexpected \(envelope.message.typeName) from worker \(worker.label); ignored")
+        }
+    }
+
+    /// A bad message from `peer`: logged and answered only the first few times, so a flood
+    /// cannot fill the log or the peer's queue; too many evict it.
+    private func offence(_ peer: PeerID, _ what: String, code: UInt16) {
+        let outcome = peerGuard.strike(peer, reason: what, now: monotonicSeconds())
+        if case .evict(let reason) = outcome.verdict { return evict(peer, reason: reason) }
+        if outcome.shouldLog {
+            let repeats = outcome.offences > 1 ? " (offence \(outcome.offences); only some are logged)" : ""
+            logger.warning("\(pool[peer]?.label ?? "unknown peer \(peer)") sent \(what)\(repeats)")
+        }
+        if outcome.shouldReply { reply(peer, code: code, text: what) }
+    }
+
+    /// Drops a misbehaving peer: a worker is declared dead (its micro-batches go to others) and
+    /// named; either way its messages are ignored for a while.
+    private func evict(_ peer: PeerID, reason: String) {
+        if let worker = pool[peer] {
+            logger.warning("evicted worker \(worker.label) (\(peer)): \(reason)")
+            declareDead(worker, reason: "evicted: \(reason)")
+        } else {
+            logger.warning("ignoring \(peer): \(reason)")
         }
     }
 
@@ -553,7 +611,9 @@ public final class Coordinator {
                         + "(\(state.parameterCount) parameters and \(state.leafLength - state.parameterCount) state values)")
                 }
                 if let bad = tensor.withUnsafeBufferPointer({ $0.firstIndex { !$0.isFinite } }) {
-                    return rejectNonFinite(leaves: Array(leaves), at: bad, from: worker, task: task)
+                    // Everything in the message goes elsewhere at once, not only this node: the
+                    // rest would otherwise wait for the straggler rule or the worker's timeout.
+                    return rejectNonFinite(leaves: covered.union(leaves).sorted(), at: bad, from: worker, task: task)
                 }
                 nodeLeaves.formUnion(leaves)
             }
@@ -600,9 +660,13 @@ public final class Coordinator {
         let report = "step \(task.step): worker \(worker.label) sent a gradient with NaN or infinity for micro-batches \(leaves), "
             + "first in \(location)"
         var task = task
-        let seenBefore = leaves.contains { task.nonFinite.contains($0) }
+        // Computation is deterministic, so only when every live worker got a non-finite result
+        // for a micro-batch is the model itself to blame; before that it may be one bad worker
+        // (or a hostile one that rejoins under new ids), and the micro-batch goes to another.
+        let alive = Set(pool.all.map(\.id)).union([worker.id])
+        let seenBefore = leaves.contains { alive.isSubset(of: task.avoid[$0, default: []].union([worker.id])) }
         if config.distributed.nonFinite == .stop || seenBefore {
-            let why = seenBefore ? "; a second worker computed the same micro-batches with the same result, so training diverged"
+            let why = seenBefore ? "; every live worker computed them with a non-finite result, so training diverged"
                 : " (distributed.nonfinite_gradients: stop)"
             stopReason = report + why + ". Lower train.optimizer.lr, add gradient clipping, or resume from an earlier checkpoint"
             currentTask = task

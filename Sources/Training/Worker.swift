@@ -15,6 +15,8 @@ public struct WorkerOptions: Sendable {
     public var parentProcess: Int32?
     /// Extra seconds spent on every assignment: a deliberately slow worker for fault drills and tests.
     public var computeDelay: Double = 0
+    /// CURVE keys (`--curve-key`, `--server-public-key`); nil for a plain connection.
+    public var security: WorkerSecurity?
 
     public init(connect: String, threads: Int = 1, name: String? = nil) {
         self.connect = connect
@@ -53,11 +55,15 @@ public final class Worker {
         context = try ZMQContext()
         let dealer = try ZMQSocket(context: context, kind: .dealer)
         try dealer.setLinger(milliseconds: 2000)
+        // A refused CURVE handshake leaves the DEALER with no connection, where a send would
+        // block for ever; with a timeout the join loop keeps its deadline and can say why.
+        try dealer.setSendTimeout(milliseconds: 1000)
         socket = MessageSocket(socket: dealer)
+        try options.security?.apply(to: dealer)
         do {
             try dealer.connect(options.connect)
         } catch {
-            throw WorkerError(description: "cannot connect to \(options.connect): \(error); "
+            throw UsageError("cannot connect to \(options.connect): \(error); "
                 + "give the coordinator's address as printed by cnn-coord, e.g. tcp://HOST:5555")
         }
     }
@@ -124,7 +130,8 @@ public final class Worker {
             let now = monotonicSeconds()
             if now > deadline {
                 throw WorkerError(description: "no coordinator answered at \(options.connect) within \(Int(options.joinTimeout)) s; "
-                    + "check the address and that cnn-coord is running (it prints the address to use)")
+                    + "check the address and that cnn-coord is running (it prints the address to use)"
+                    + (options.security.map { "; \($0.joinHint)" } ?? ""))
             }
             if now >= nextHello {
                 let hello = Hello(

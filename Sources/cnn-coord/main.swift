@@ -1,4 +1,5 @@
 import ArgumentParser
+import Monitoring
 import Training
 
 struct CoordinatorCommand: ParsableCommand {
@@ -20,8 +21,18 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(help: "Write a checkpoint every this many steps (overrides checkpoint.every).") var checkpointEvery: Int?
     @Option(help: "Threads of each spawned worker.") var threads: Int = 1
     @Option(help: "The cnn-worker program to spawn (default: next to this one).") var workerExecutable: String?
+    @Option(help: "This coordinator's CURVE secret key file (NAME.key_secret from `cnn keygen`); with --authorized-keys, all traffic is encrypted and only listed workers may join.")
+    var curveSecretKey: String?
+    @Option(help: "Folder of the public key files (NAME.key) of the workers allowed to join; needs --curve-secret-key.")
+    var authorizedKeys: String?
+    @Flag(help: "Without CURVE keys, listen on an address other hosts can reach anyway: unencrypted and unauthenticated, for trusted networks only.")
+    var insecureBind = false
     @Flag(help: "Only warnings and the final line.") var quiet = false
     @Flag(help: "Also debug messages (every ignored or late message, for example).") var verbose = false
+    @Flag(help: "Plain progress lines even on a terminal (no live display).") var plain = false
+    @Option(help: "Serve Prometheus metrics over HTTP on this port (0 picks a free one; off by default).") var metricsPort: Int?
+    @Option(help: "The address the metrics endpoint listens on (0.0.0.0 for every interface).") var metricsAddress: String = "127.0.0.1"
+    @Option(help: "Write a Chrome trace of every step to this file (open in https://ui.perfetto.dev or chrome://tracing).") var trace: String?
 
     func validate() throws {
         if spawnWorkers < 0 { throw ValidationError("--spawn-workers must be 0 or more, got \(spawnWorkers)") }
@@ -31,13 +42,16 @@ struct CoordinatorCommand: ParsableCommand {
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1, got \(steps)") }
         if let seed, seed < 0 { throw ValidationError("--seed must not be negative, got \(seed)") }
         if let checkpointEvery, checkpointEvery < 0 { throw ValidationError("--checkpoint-every must be 0 or more") }
+        if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be 0-65535, got \(metricsPort)") }
         if resume && `init` != nil { throw ValidationError("--resume and --init exclude each other: resume continues a run, init starts a new one") }
     }
 
     func run() throws {
         ProcessSetup.prepare()
         Interruption.install()
-        let logger = makeLogger(label: "coord", level: verbose ? .debug : quiet ? .warning : .info)
+        let screen = !quiet && !plain && TerminalScreen.isTerminal(1) ? TerminalScreen.standard() : nil
+        let level = logLevel(quiet: quiet, verbose: verbose)
+        let logger = screen.map { makeLogger(label: "coord", level: level, screen: $0) } ?? makeLogger(label: "coord", level: level)
         logger.info("\(ProcessSetup.kernelDescription)")
         var config = try TrainingConfig.load(path: self.config)
         if let epochs { config.train.epochs = epochs }
@@ -45,6 +59,8 @@ struct CoordinatorCommand: ParsableCommand {
         if let seed { config.train.seed = UInt64(seed) }
         if let checkpointEvery { config.checkpoint.every = checkpointEvery }
         var options = CoordinatorOptions()
+        options.security = try CoordinatorSecurity.load(secretKeyFile: curveSecretKey, authorizedKeysDirectory: authorizedKeys)
+        options.insecureBind = insecureBind
         options.bind = bind ?? (spawnWorkers > 0 ? "tcp://127.0.0.1:*" : "tcp://127.0.0.1:5555")
         options.spawnWorkers = spawnWorkers
         options.expectedWorkers = workers
@@ -53,7 +69,23 @@ struct CoordinatorCommand: ParsableCommand {
         options.resume = resume
         options.initialWeights = `init`
         options.workerExecutable = workerExecutable
-        options.quiet = quiet
+        options.quiet = quiet || screen != nil
+        var server: MetricsHTTPServer?
+        defer { server?.stop() }
+        if let screen { options.observers.append(TerminalProgressObserver(screen: screen)) }
+        if let metricsPort {
+            let prometheus = PrometheusObserver()
+            let registry = prometheus.registry
+            let started = try MetricsHTTPServer(host: metricsAddress, port: metricsPort) { registry.emitToBuffer() }
+            server = started
+            logger.info("Prometheus metrics at \(started.url)")
+            options.observers.append(prometheus)
+        }
+        if let trace {
+            options.observers.append(try ChromeTraceObserver(path: trace, report: { text in
+                if let screen { screen.print(text) } else { printProgress(text) }
+            }))
+        }
         let coordinator = try Coordinator(config: config, options: options, logger: logger)
         _ = try coordinator.run()
     }

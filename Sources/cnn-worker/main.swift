@@ -1,4 +1,5 @@
 import ArgumentParser
+import Monitoring
 import Training
 
 struct WorkerCommand: ParsableCommand {
@@ -15,6 +16,9 @@ struct WorkerCommand: ParsableCommand {
     var parentPid: Int32?
     @Option(help: ArgumentHelp("Spend this many extra seconds on every assignment: a slow worker for fault drills.", visibility: .hidden))
     var computeDelay: Double = 0
+    @Option(help: "This worker's CURVE secret key file (NAME.key_secret from `cnn keygen`; its NAME.key goes into the coordinator's --authorized-keys folder).")
+    var curveKey: String?
+    @Option(help: "The coordinator's CURVE public key file (its NAME.key); needs --curve-key.") var serverPublicKey: String?
     @Flag(help: "Only warnings.") var quiet = false
     @Flag(help: "Also debug messages.") var verbose = false
 
@@ -27,13 +31,25 @@ struct WorkerCommand: ParsableCommand {
     func run() throws {
         ProcessSetup.prepare()
         Interruption.install()
+        try BindPolicy.validate(endpoint: connect, option: "--connect", forBinding: false)
         var options = WorkerOptions(connect: connect, threads: threads, name: name)
+        options.security = try WorkerSecurity.load(keyFile: curveKey, serverPublicKeyFile: serverPublicKey)
         options.joinTimeout = joinTimeout
         options.parentProcess = parentPid
         options.computeDelay = computeDelay
         let logger = makeLogger(label: "worker \(options.name)", level: verbose ? .debug : quiet ? .warning : .info)
+        if case .unreachable(let reason) = EndpointProbe.check(connect) {
+            logger.warning("cannot reach the coordinator at \(connect) yet: \(reason) (still trying for \(Int(joinTimeout)) s)")
+        }
         let worker = try Worker(options: options, logger: logger)
-        try worker.run()
+        do {
+            try worker.run()
+        } catch let error as WorkerError {
+            if case .unreachable(let reason) = EndpointProbe.check(connect) {
+                throw MonitoringError("\(error.description)\n  tried \(connect): \(reason)")
+            }
+            throw error
+        }
     }
 }
 

@@ -6,7 +6,7 @@ struct CNNTool: ParsableCommand {
         commandName: "cnn",
         abstract: "Tools for models and runs of the distributed CNN trainer.",
         version: Version.current,
-        subcommands: [Summary.self, Evaluate.self])
+        subcommands: [Summary.self, Evaluate.self, Predict.self, Plot.self, Viz.self, Bench.self, Keygen.self])
 }
 
 struct Summary: ParsableCommand {
@@ -14,10 +14,12 @@ struct Summary: ParsableCommand {
         abstract: "Layers, output shapes, parameters, FLOPs and training memory of a config's model.")
 
     @Argument(help: "A YAML config.") var config: String
+    @Flag(help: "The same figures as one JSON object.") var json = false
 
     func run() throws {
         let config = try TrainingConfig.load(path: self.config)
-        print(try ModelSummary(config: config).table)
+        let summary = try ModelSummary(config: config)
+        print(json ? summary.json : summary.table)
     }
 }
 
