@@ -153,6 +153,38 @@ enum VectorKernels {
         }
     }
 
+    /// destination[i] = source[2 i] for `count` >= 8 floats, eight at a time (the last eight may
+    /// overlap); reads up to source[2 count - 1].
+    @inline(__always)
+    static func copyEven(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i < count {
+            let start = min(i, count - 8)
+            store(load(source + 2 * start).evenHalf, destination + start)
+            i += 8
+        }
+    }
+
+    /// destination[2 i] += source[i], eight at a time, then one by one.
+    @inline(__always)
+    static func addToEven(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i + 8 <= count {
+            let values = load(source + i, as: SIMD8<Float>.self)
+            // Interleave the eight values with zeros: lanes 0, 2, ..., 14 carry them.
+            let spread = SIMD16<Float>(
+                values[0], 0, values[1], 0, values[2], 0, values[3], 0, values[4], 0, values[5], 0, values[6], 0, values[7], 0)
+            // Lane 15 is a zero: adding it to destination[2 i + 15] changes nothing, but that float
+            // must exist; it does while 2 i + 15 < 2 count - 1, that is i + 8 <= count.
+            store(load(destination + 2 * i) + spread, destination + 2 * i)
+            i += 8
+        }
+        while i < count {
+            destination[2 * i] += source[i]
+            i += 1
+        }
+    }
+
     /// Adds `rows` rows of `count` floats onto rows `destinationStride` apart (col2im's rows).
     @inline(__always)
     static func addRows(
@@ -221,6 +253,27 @@ enum VectorKernels {
             destination[i] += source[i]
             i += 1
         }
+    }
+
+    /// Copies `count` floats and returns their sum, added exactly as `sum` adds them.
+    @inline(__always)
+    static func copySum(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) -> Float {
+        var lanes = Lanes()
+        var i = 0
+        while i + width <= count {
+            let values = load(source + i)
+            store(values, destination + i)
+            lanes += values
+            i += width
+        }
+        var total: Float = 0
+        for lane in 0..<width { total += lanes[lane] }
+        while i < count {
+            destination[i] = source[i]
+            total += source[i]
+            i += 1
+        }
+        return total
     }
 
     /// The sum of `count` floats: sixteen running lanes, then the lanes in order, then the tail.

@@ -43,6 +43,7 @@ public final class Conv2D: Layer {
     private let columns = FloatBuffer()        // [G * patch, S * P]: one block's im2col matrix, then its column gradient
     private let product = FloatBuffer()        // [K, S * P]: one block's GEMM result, then its output gradient
     private var savedInput: UnsafePointer<Float>?
+    private let biasScratch = FloatBuffer()    // [K]: the bias gradient of one backward pass
     private let paddedInput = FloatBuffer()    // [H + 2P, W + 2P]: one input channel inside a zero border
     private let paddedGradient = FloatBuffer() // [H + 2P, W + 2P]: one channel's input gradient, border included
     private let output = FloatBuffer()         // [N, K, OH, OW]
@@ -104,16 +105,27 @@ public final class Conv2D: Layer {
     }
 
     public var forwardFLOPs: Int { 2 * filters * outputPlane * patchSize }
-    /// Only the output: the input is the previous layer's output, and im2col is recomputed.
-    public var savedFloatsPerSample: Int { outputShape.count }
+    /// The output, plus the im2col matrix where it is kept (`keepsColumns`); the input is the
+    /// previous layer's output.
+    public var savedFloatsPerSample: Int { outputShape.count + (keepsColumns ? groups * patchSize * outputPlane : 0) }
 
-    /// Bytes of im2col matrix per block: half this machine's 2 MiB per-core cache, leaving room
-    /// for the GEMM's packed panels and the block's output.
+    /// Whether forward keeps every block's im2col matrix for backward instead of unfolding the
+    /// input again: for small matrices (the first layers of small CNNs), where memory is cheap and
+    /// the unfolding is a large part of the work.
+    private var keepsColumns: Bool {
+        groups * patchSize * outputPlane * MemoryLayout<Float>.stride <= Conv2D.keptColumnBytesPerSample
+    }
+
+    /// Largest im2col matrix per sample that `keepsColumns` keeps.
+    static let keptColumnBytesPerSample = 128 << 10
+
+    /// Bytes of a block's im2col matrix and GEMM result together: half this machine's 2 MiB
+    /// per-core cache, leaving room for the GEMM's packed panels.
     static let blockBytes = 1 << 20
 
     /// Samples per block: as many as fit `blockBytes`, at least one.
     private func samplesPerBlock(batch: Int) -> Int {
-        let perSample = groups * patchSize * outputPlane * MemoryLayout<Float>.stride
+        let perSample = (groups * patchSize + filters) * outputPlane * MemoryLayout<Float>.stride
         return max(1, min(batch, Conv2D.blockBytes / max(perSample, 1)))
     }
 
@@ -133,11 +145,14 @@ public final class Conv2D: Layer {
         let inputCount = inputShape.count, outputCount = outputShape.count
         let out = output.reserve(batch * outputCount)
         let block = samplesPerBlock(batch: batch)
-        let cols = columns.reserve(groups * patch * block * plane)
+        // Kept matrices lie block after block: block b starts at its first sample's offset.
+        let keep = keepsColumns
+        let allColumns = columns.reserve(groups * patch * (keep ? batch : block) * plane)
         let result = block > 1 ? product.reserve(filters * block * plane) : out
         var first = 0
         while first < batch {
             let samples = min(block, batch - first), wide = samples * plane
+            let cols = keep ? allColumns + groups * patch * first * plane : allColumns
             for n in 0..<samples {
                 im2col(input + (first + n) * inputCount, into: cols + n * plane, rowStride: wide)
             }
@@ -173,13 +188,9 @@ public final class Conv2D: Layer {
         guard let input = savedInput else { preconditionFailure("Conv2D.backward called before forward") }
         let plane = outputPlane, patch = patchSize, filtersPerGroup = filters / groups
         let inputCount = inputShape.count, outputCount = outputShape.count
-        if let biasGradients {
-            for k in 0..<filters {
-                var total: Float = 0
-                for n in 0..<batch { total += VectorKernels.sum(outputGradient + n * outputCount + k * plane, count: plane) }
-                biasGradients[k] += total
-            }
-        }
+        // Bias gradient: per filter, the plane sums of samples 0, 1, ... added in that order.
+        let biasTotals = hasBias ? biasScratch.reserve(filters) : nil
+        biasTotals?.update(repeating: 0, count: filters)
         let dInput = inputGradient.reserve(batch * inputCount)
         if computesInputGradient {
             zeroedInputGradient = 0
@@ -188,27 +199,35 @@ public final class Conv2D: Layer {
             zeroedInputGradient = batch * inputCount
         }
         let block = samplesPerBlock(batch: batch)
-        let cols = columns.reserve(groups * patch * block * plane)
+        let keep = keepsColumns
+        let allColumns = columns.reserve(groups * patch * (keep ? batch : block) * plane)
         let gathered = block > 1 ? product.reserve(filters * block * plane) : nil
         var first = 0
         while first < batch {
             let samples = min(block, batch - first), wide = samples * plane
+            let cols = keep ? allColumns + groups * patch * first * plane : allColumns
             // The block's output gradient as [K, S*P], the layout of the forward GEMM's result.
             let gradient: UnsafePointer<Float>
             if samples == 1 {
                 gradient = outputGradient + first * outputCount
+                if let biasTotals {
+                    for k in 0..<filters { biasTotals[k] += VectorKernels.sum(gradient + k * plane, count: plane) }
+                }
             } else {
                 let destination = gathered!
                 for n in 0..<samples {
                     let sample = outputGradient + (first + n) * outputCount
                     for k in 0..<filters {
-                        VectorKernels.copy(sample + k * plane, to: destination + k * wide + n * plane, count: plane)
+                        let total = VectorKernels.copySum(sample + k * plane, to: destination + k * wide + n * plane, count: plane)
+                        biasTotals?[k] += total
                     }
                 }
                 gradient = UnsafePointer(destination)
             }
-            for n in 0..<samples {
-                im2col(input + (first + n) * inputCount, into: cols + n * plane, rowStride: wide)
+            if !keep {
+                for n in 0..<samples {
+                    im2col(input + (first + n) * inputCount, into: cols + n * plane, rowStride: wide)
+                }
             }
             for g in 0..<groups {
                 // dW[g] [K/g, patch] += dOut[g] [K/g, S*P] x cols[g]^T [S*P, patch]
@@ -234,6 +253,9 @@ public final class Conv2D: Layer {
             }
             first += samples
         }
+        if let biasGradients, let biasTotals {
+            for k in 0..<filters { biasGradients[k] += biasTotals[k] }
+        }
         return dInput
     }
 
@@ -248,7 +270,8 @@ public final class Conv2D: Layer {
         let height = inputShape.height, width = inputShape.width
         let outHeight = outputShape.height, outWidth = outputShape.width
         let paddedWidth = width + 2 * padding
-        let padded = paddedInput.reserve((height + 2 * padding) * paddedWidth)
+        // Sixteen floats of slack after the plane for the vector gather at stride 2.
+        let padded = paddedInput.reserve((height + 2 * padding) * paddedWidth + 16)
         var row = columns
         for c in 0..<inputShape.channels {
             let plane = image + c * height * width
@@ -267,6 +290,11 @@ public final class Conv2D: Layer {
                     if stride == 1 {
                         VectorKernels.copyRows(
                             tap, sourceStride: paddedWidth, to: row, destinationStride: outWidth, rows: outHeight, count: outWidth)
+                    } else if stride == 2 && padding > 0 && outWidth >= 8 {
+                        // Reads up to one float past a row's last tap: inside the padded plane's slack.
+                        for oh in 0..<outHeight {
+                            VectorKernels.copyEven(tap + oh * 2 * paddedWidth, to: row + oh * outWidth, count: outWidth)
+                        }
                     } else {
                         for oh in 0..<outHeight {
                             let from = tap + oh * stride * paddedWidth
@@ -288,7 +316,7 @@ public final class Conv2D: Layer {
         let outHeight = outputShape.height, outWidth = outputShape.width
         let paddedWidth = width + 2 * padding
         let paddedCount = (height + 2 * padding) * paddedWidth
-        let padded = paddedGradient.reserve(paddedCount)
+        let padded = paddedGradient.reserve(paddedCount + 16)
         var row = columns
         for c in 0..<inputShape.channels {
             let plane = image + c * height * width
@@ -301,6 +329,10 @@ public final class Conv2D: Layer {
                     if stride == 1 {
                         VectorKernels.addRows(
                             row, sourceStride: outWidth, to: tap, destinationStride: paddedWidth, rows: outHeight, count: outWidth)
+                    } else if stride == 2 && padding > 0 {
+                        for oh in 0..<outHeight {
+                            VectorKernels.addToEven(row + oh * outWidth, to: tap + oh * 2 * paddedWidth, count: outWidth)
+                        }
                     } else {
                         for oh in 0..<outHeight {
                             let to = tap + oh * stride * paddedWidth
