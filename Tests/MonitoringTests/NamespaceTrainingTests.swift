@@ -87,7 +87,7 @@ final class NamespaceTrainingTests: XCTestCase {
             return process
         }
         let coordinator = try start(coordinatorHost, "cnn-coord",
-                                    ["--config", config, "--bind", endpoint, "--workers", "2", "--steps", "10", "--run-dir", run], log: "coord")
+                                    ["--config", config, "--bind", endpoint, "--insecure-bind", "--workers", "2", "--steps", "10", "--run-dir", run], log: "coord")
         var workers: [Process] = []
         for (index, host) in workerHosts.enumerated() {
             workers.append(try start(host.namespace, "cnn-worker", ["--connect", endpoint, "--name", "host-\(index)"], log: "worker\(index)"))
