@@ -28,26 +28,19 @@ public struct BenchmarkModel: Sendable {
     /// Every model `cnn bench` knows, in the order it runs them.
     public static let names = ["lenet5", "fashion-mnist", "resnet20", "alexnet"]
 
+    /// The batch `cnn bench` trains each model at.
+    public static let batches = ["lenet5": 64, "fashion-mnist": 128, "resnet20": 128, "alexnet": 8]
+
     /// The model called `name`, or why it cannot be built.
     public static func named(_ name: String) -> Result<BenchmarkModel, BenchmarkUnavailable> {
-        switch name {
-        case "lenet5":
-            return .success(BenchmarkModel(name: name, batch: 64, spec: BenchmarkModels.lenet5))
-        case "fashion-mnist":
-            return .success(BenchmarkModel(name: name, batch: 128, spec: BenchmarkModels.fashionMNIST))
-        case "resnet20":
-            guard let spec = BenchmarkModels.resnet20 else {
-                return .failure(BenchmarkUnavailable(model: name, reason: BenchmarkModels.missingLayers(for: name)))
-            }
-            return .success(BenchmarkModel(name: name, batch: 128, spec: spec))
-        case "alexnet":
-            guard let spec = BenchmarkModels.alexnet else {
-                return .failure(BenchmarkUnavailable(model: name, reason: BenchmarkModels.missingLayers(for: name)))
-            }
-            return .success(BenchmarkModel(name: name, batch: 8, spec: spec))
-        default:
+        guard let batch = batches[name] else {
             return .failure(BenchmarkUnavailable(
                 model: name, reason: "unknown model; choose one of \(names.joined(separator: ", "))"))
+        }
+        do {
+            return .success(BenchmarkModel(name: name, batch: batch, spec: try BenchmarkModels.spec(name)))
+        } catch {
+            return .failure(BenchmarkUnavailable(model: name, reason: "cannot be built in this build: \(error)"))
         }
     }
 }
@@ -66,8 +59,8 @@ public struct BenchmarkSettings: Sendable {
     public var models: [String] = BenchmarkModel.names
     /// Thread counts; each gets its own engine with that many replicas.
     public var threads: [Int] = [1, 2]
-    /// Samples per micro-batch; nil takes half the batch, so that 1 and 2 threads compute the very
-    /// same micro-batches and must end with bit-identical weights.
+    /// Samples per micro-batch; nil cuts the batch into one micro-batch per thread, as a trainer
+    /// with that many threads would (the whole batch at 1 thread, halves at 2).
     public var microBatch: Int?
     /// Timed repetitions; the median is reported.
     public var repetitions: Int = 5
@@ -157,6 +150,18 @@ public struct ModelBenchmark: Sendable {
     public var memory: [MemoryMeasurement] = []
     /// Why a part could not be measured (a memory probe that failed, say).
     public var notes: [String] = []
+    /// The weights after the warm-up at each thread count, all with the same micro-batches.
+    public var determinism: DeterminismCheck?
+}
+
+/// The weights after the same warm-up steps, with the same micro-batches, computed at several
+/// thread counts: the step contract says they are bit-identical.
+public struct DeterminismCheck: Sendable {
+    public var microBatch: Int
+    /// XXHash64 of the parameters, by thread count.
+    public var digests: [Int: UInt64]
+
+    public var identical: Bool { Set(digests.values).count <= 1 }
 }
 
 /// `cnn bench`: training images per second of the model zoo at 1 and 2 threads, each convolution
@@ -188,12 +193,25 @@ public enum Benchmark {
         var result = ModelBenchmark(
             model: model.name, batch: model.batch, parameters: network.parameterCount,
             forwardFLOPsPerSample: network.layers.reduce(0) { $0 + $1.forwardFLOPs })
-        let microBatch = settings.microBatch ?? max(1, model.batch / 2)
         for threads in settings.threads {
+            let microBatch = settings.microBatch ?? defaultMicroBatch(batch: model.batch, threads: threads)
             result.throughput.append(try measureThroughput(model, threads: threads, microBatch: microBatch, settings: settings))
         }
+        // The micro-batch of the most threads: what each thread computes there.
+        let mostThreads = settings.threads.max() ?? 1
+        let sharedMicroBatch = settings.microBatch ?? defaultMicroBatch(batch: model.batch, threads: mostThreads)
+        if settings.threads.count > 1 {
+            var digests: [Int: UInt64] = [:]
+            for run in result.throughput where run.microBatch == sharedMicroBatch { digests[run.threads] = run.weightsDigest }
+            for threads in settings.threads where digests[threads] == nil {
+                let trainer = try BenchmarkTrainer(model: model, microBatch: sharedMicroBatch, threads: threads)
+                for _ in 0..<max(1, settings.warmupSteps) { _ = try trainer.step() }
+                digests[threads] = trainer.parameterDigest()
+            }
+            result.determinism = DeterminismCheck(microBatch: sharedMicroBatch, digests: digests)
+        }
         if settings.measureConvolutions {
-            result.convolutions = try measureConvolutions(model, microBatch: microBatch, settings: settings)
+            result.convolutions = try measureConvolutions(model, microBatch: sharedMicroBatch, settings: settings)
         }
         if settings.measureMemory, let command = settings.memoryProbeCommand {
             for threads in settings.threads {
@@ -207,7 +225,22 @@ public enum Benchmark {
         return result
     }
 
+    /// A warning when OPENBLAS_CORETYPE names another kernel than the one this CPU's vector
+    /// extensions suit (a preset `Haswell` on an AVX-512 machine halves the GEMM rate), else nil.
+    public static var kernelAdvice: String? {
+        guard let preset = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"],
+              ProcessInfo.processInfo.environment["CNN_BLAS_REEXEC"] == nil,
+              let suitable = ProcessSetup.suitableCoreType(), suitable.lowercased() != preset.lowercased() else { return nil }
+        return "OPENBLAS_CORETYPE=\(preset) is set in the environment; this CPU suits \(suitable), "
+            + "whose GEMM may be faster (run with OPENBLAS_CORETYPE=\(suitable) to compare)"
+    }
+
     // MARK: Training throughput
+
+    /// One micro-batch per thread when the batch divides evenly, else the whole batch as one.
+    public static func defaultMicroBatch(batch: Int, threads: Int) -> Int {
+        threads >= 1 && batch % threads == 0 ? batch / threads : batch
+    }
 
     /// The training configuration the benchmark uses for a model: SGD with momentum (what the
     /// PyTorch side runs too), no augmentation, the batch cut into micro-batches.
@@ -246,8 +279,7 @@ public enum Benchmark {
         let trainer = try BenchmarkTrainer(model: model, microBatch: microBatch, threads: threads)
         var loss = 0.0
         for _ in 0..<max(1, settings.warmupSteps) { loss = try trainer.step() }
-        let digest = XXHash64.hash(UnsafeRawPointer(trainer.state.network.parameters.pointer),
-                                   count: trainer.state.parameterCount * MemoryLayout<Float>.stride)
+        let digest = trainer.parameterDigest()
         // One more untimed step to calibrate how many steps fill a repetition.
         let start = monotonicSeconds()
         _ = try trainer.step()
@@ -272,7 +304,7 @@ public enum Benchmark {
     /// resident memory beside what training must hold. Meant to run alone in a fresh process
     /// (`cnn bench --memory-probe`), so that nothing else counts towards the peak.
     public static func runMemoryProbe(model: BenchmarkModel, threads: Int, microBatch: Int?, steps: Int = 3) throws -> MemoryMeasurement {
-        let micro = microBatch ?? max(1, model.batch / 2)
+        let micro = microBatch ?? defaultMicroBatch(batch: model.batch, threads: threads)
         let trainer = try BenchmarkTrainer(model: model, microBatch: micro, threads: threads)
         for _ in 0..<max(1, steps) { _ = try trainer.step() }
         var measurement = try requiredMemory(model: model, threads: threads, microBatch: micro)
@@ -324,7 +356,7 @@ public enum Benchmark {
                 model: model.name,
                 reason: "the memory probe (\(arguments.joined(separator: " "))) exited with \(process.terminationStatus) and printed no figure")
         }
-        let micro = (object["micro_batch"] as? Int) ?? max(1, model.batch / 2)
+        let micro = (object["micro_batch"] as? Int) ?? defaultMicroBatch(batch: model.batch, threads: threads)
         var measurement = try requiredMemory(model: model, threads: threads, microBatch: micro)
         measurement.peakResidentBytes = peak
         return measurement
@@ -503,6 +535,11 @@ final class BenchmarkTrainer {
         }
         weights = FloatBuffer(count: state.weightsCount)
         mean = FloatBuffer(count: state.leafLength)
+    }
+
+    /// XXHash64 of the parameters.
+    func parameterDigest() -> UInt64 {
+        XXHash64.hash(UnsafeRawPointer(state.network.parameters.pointer), count: state.parameterCount * MemoryLayout<Float>.stride)
     }
 
     /// One optimiser step; returns the mean training loss.

@@ -21,7 +21,7 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, help: "One JSON object per line (model, batch, threads, images_per_second, ...).")
     var json = false
 
-    @Option(name: .customLong("micro-batch"), help: "Samples per micro-batch (default: half the batch).")
+    @Option(name: .customLong("micro-batch"), help: "Samples per micro-batch (default: the batch cut into one micro-batch per thread).")
     var microBatch: Int?
 
     @Option(name: .long, help: "Timed repetitions per figure; the median is reported.")
@@ -76,6 +76,7 @@ struct Bench: ParsableCommand {
         if !json {
             emit("\(ProcessSetup.kernelDescription); \(ProcessInfo.processInfo.activeProcessorCount) CPUs; "
                 + "median of \(repetitions) repetitions of ~\(seconds) s after a warm-up")
+            if let advice = Benchmark.kernelAdvice { emit("note: \(advice)") }
         }
         try Benchmark.run(settings, report: { result in
             if json { emitJSON(result) } else { emitText(result) }
@@ -95,7 +96,7 @@ struct Bench: ParsableCommand {
         let measurement = try Benchmark.runMemoryProbe(model: chosen, threads: threads[0], microBatch: microBatch)
         emit(JSONLine()
             .string("model", measurement.model).int("batch", measurement.batch).int("threads", measurement.threads)
-            .int("micro_batch", microBatch ?? max(1, chosen.batch / 2))
+            .int("micro_batch", microBatch ?? Benchmark.defaultMicroBatch(batch: chosen.batch, threads: threads[0]))
             .int("peak_resident_bytes", measurement.peakResidentBytes).text)
     }
 
@@ -105,12 +106,13 @@ struct Bench: ParsableCommand {
             + "\(fixed(Double(result.forwardFLOPsPerSample) / 1e6, 1)) MFLOP forward per sample")
         for t in result.throughput {
             lines.append("  \(t.threads) thread\(t.threads == 1 ? " " : "s"): \(pad(fixed(t.imagesPerSecond, 1), 10)) images/s  "
-                + "(\(fixed(t.secondsPerStep * 1000, 2)) ms/step, \(t.batch / t.microBatch) micro-batches of \(t.microBatch), "
+                + "(\(fixed(t.secondsPerStep * 1000, 2)) ms/step, \(t.batch / t.microBatch) micro-batch\(t.batch == t.microBatch ? "" : "es") of \(t.microBatch), "
                 + "\(t.repetitions)x\(t.stepsPerRepetition) steps; weights digest \(hex(t.weightsDigest)))")
         }
-        if result.throughput.count > 1 {
-            let digests = Set(result.throughput.map(\.weightsDigest))
-            lines.append("  weights after the warm-up are \(digests.count == 1 ? "bit-identical" : "DIFFERENT") across thread counts")
+        if let check = result.determinism {
+            let counts = check.digests.keys.sorted().map(String.init).joined(separator: ", ")
+            lines.append("  micro-batches of \(check.microBatch) at \(counts) threads: weights after the warm-up are "
+                + (check.identical ? "bit-identical" : "DIFFERENT: \(check.digests.sorted { $0.key < $1.key }.map { hex($0.value) })"))
         }
         if !result.convolutions.isEmpty {
             lines.append("  convolution layers (one thread, micro-batch \(result.convolutions[0].microBatch); forward + both gradients):")
@@ -147,12 +149,15 @@ struct Bench: ParsableCommand {
                 .double("seconds_per_step", t.secondsPerStep).int("repetitions", t.repetitions)
                 .int("steps_per_repetition", t.stepsPerRepetition).string("weights_digest", hex(t.weightsDigest))
                 .double("warmup_loss", t.loss).int("parameters", result.parameters)
-                .int("forward_flops_per_sample", result.forwardFLOPsPerSample)
+                .int("forward_flops_per_sample", result.forwardFLOPsPerSample).string("blas_kernel", BLAS.coreName)
             if let m = result.memory.first(where: { $0.threads == t.threads }) {
                 line = line.int("peak_resident_bytes", m.peakResidentBytes).int("parameter_bytes", m.parameterBytes)
                     .int("gradient_bytes", m.gradientBytes).int("optimizer_state_bytes", m.optimizerStateBytes)
                     .int("activation_bytes", m.activationBytes).int("required_bytes", m.requiredBytes)
                     .double("memory_ratio", m.ratio)
+            }
+            if let check = result.determinism {
+                line = line.int("determinism_micro_batch", check.microBatch).bool("bit_identical_across_threads", check.identical)
             }
             if !convolutions.isEmpty { line = line.raw("convolutions", "[" + convolutions.joined(separator: ",") + "]") }
             emit(line.text)
