@@ -72,6 +72,9 @@ public struct TrainConfig: Sendable, Equatable {
     public var clipGradientNorm: Double = 0
     /// Layers (name prefixes such as "0" or "3.conv1") whose parameters do not train.
     public var freeze: [String] = []
+    /// With `--init`, keep the initial values of tensors whose shape differs in the file (a new
+    /// classifier head) instead of refusing the file.
+    public var initSkipMismatched: Bool = false
 
     public init() {}
 
@@ -201,7 +204,7 @@ extension TrainingConfig {
 
     private static func parseTrain(_ node: ConfigNode) throws -> TrainConfig {
         try node.expectKeys(["epochs", "batch", "micro_batch", "seed", "optimizer", "schedule", "log_every", "eval_batch", "steps",
-                             "clip_grad_norm", "freeze"])
+                             "clip_grad_norm", "freeze", "init_skip_mismatched"])
         var train = TrainConfig()
         if let n = try node.child("epochs") { train.epochs = try n.int(minimum: 1) }
         if let n = try node.child("batch") { train.batch = try n.int(minimum: 1) }
@@ -216,6 +219,7 @@ extension TrainingConfig {
         if let n = try node.child("steps") { train.maxSteps = try n.int(minimum: 0) }
         if let n = try node.child("clip_grad_norm") { train.clipGradientNorm = try n.double(minimum: 0) }
         if let n = try node.child("freeze") { train.freeze = try n.items().map { try $0.string() } }
+        if let n = try node.child("init_skip_mismatched") { train.initSkipMismatched = try n.bool() }
         if let n = try node.child("optimizer") {
             try n.expectKeys(["name", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "epsilon"])
             var o = OptimizerConfig()

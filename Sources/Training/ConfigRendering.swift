@@ -37,6 +37,7 @@ extension TrainingConfig {
         lines.append("  eval_batch: \(train.evalBatch)")
         lines.append("  steps: \(train.maxSteps)")
         lines.append("  clip_grad_norm: \(train.clipGradientNorm)")
+        lines.append("  init_skip_mismatched: \(train.initSkipMismatched)")
         lines.append("  freeze: [\(train.freeze.map { "\"\($0)\"" }.joined(separator: ", "))]")
         lines.append("distributed:")
         lines.append("  worker_timeout: \(distributed.workerTimeout)")

@@ -271,7 +271,8 @@ public final class Coordinator {
             directory.truncateMetrics(after: state.step)
             logger.info("resumed from \(checkpoint.path) at step \(state.step), epoch \(state.epoch + 1)")
         } else if let initial = options.initialWeights {
-            try state.loadWeights(try SafeTensors.read(path: initial), source: initial)
+            let report = try state.loadInitialWeights(from: initial, skipMismatched: config.train.initSkipMismatched)
+            for line in report.lines { logger.info("\(line)") }
             logger.info("initial weights from \(initial)")
         }
         try directory.writeConfig(config)

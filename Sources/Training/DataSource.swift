@@ -39,13 +39,13 @@ public struct DataSource: Sendable {
                 if case .dense(let units, _) = layer { return units }
                 return nil
             }.first ?? 10
+            // One set cut in two, so the test samples share the training samples' class patterns.
+            let all = try SyntheticImages.make(
+                count: data.syntheticTrain + data.syntheticTest, channels: input.channels, height: input.height,
+                width: input.width, classes: classes, seed: config.train.seed)
             source = DataSource(
-                train: try SyntheticImages.make(
-                    count: data.syntheticTrain, channels: input.channels, height: input.height, width: input.width,
-                    classes: classes, seed: config.train.seed),
-                test: try SyntheticImages.make(
-                    count: data.syntheticTest, channels: input.channels, height: input.height, width: input.width,
-                    classes: classes, seed: config.train.seed &+ 1))
+                train: try all.subset(0..<data.syntheticTrain, name: "synthetic/train"),
+                test: try all.subset(data.syntheticTrain..<all.count, name: "synthetic/test"))
         }
         let input = config.model.input
         let set = source.train

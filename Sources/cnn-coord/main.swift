@@ -14,7 +14,7 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(help: "ZeroMQ address to bind (port 0 picks a free one). Default tcp://127.0.0.1:5555, or a free port with --spawn-workers.") var bind: String?
     @Option(help: "Directory for config.yaml, metrics.jsonl and checkpoints.") var runDir: String = "runs/latest"
     @Flag(help: "Continue from the newest valid checkpoint in --run-dir.") var resume = false
-    @Option(help: "Start from the weights in this safetensors file.") var `init`: String?
+    @Option(help: "Start from the weights in a safetensors file or a checkpoint directory.") var `init`: String?
     @Option(help: "Override train.epochs.") var epochs: Int?
     @Option(help: "Stop after this many steps in all (overrides train.steps).") var steps: Int?
     @Option(help: "Override train.seed.") var seed: Int?

@@ -31,7 +31,7 @@ final class ConfigTests: XCTestCase {
             .deletingLastPathComponent().appendingPathComponent("configs/fashion-mnist.yaml").path
         let config = try TrainingConfig.load(path: path)
         XCTAssertEqual(config.train.batch, 128)
-        XCTAssertEqual(config.model.layers.count, 10)
+        XCTAssertEqual(config.model.layers.count, 14)
         // The rendering is canonical: what workers parse renders back to the same text and hash.
         let reparsed = try TrainingConfig.parse(yaml: config.yaml, source: "rendered")
         XCTAssertEqual(reparsed.yaml, config.yaml)
