@@ -147,6 +147,10 @@ public final class Worker {
             case .welcome(let welcome):
                 try accept(welcome, runID: envelope.runID)
                 return
+            case .error(let failure) where [400, 401, 409].contains(failure.code):
+                // Answers to messages sent before this hello (heartbeats to a coordinator that
+                // restarted): the hello itself is still on its way.
+                continue
             case .error(let failure):
                 throw WorkerError(description: "the coordinator refused this worker: \(failure.text)")
             default:

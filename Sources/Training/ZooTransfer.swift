@@ -79,7 +79,7 @@ extension ModelState {
                 guard tensor.values.count == slot.count, tensor.shape.reduce(1, *) == slot.count else {
                     guard skipMismatched else {
                         throw ConfigError(file: source, line: nil,
-                                          message: "tensor '\(slot.name)' has shape \(tensor.shape), the model needs \(slot.shape)\(hint)")
+                                          message: "tensor '\(slot.name)' has shape \(tensor.shape), the model needs \(slot.shape) (\(tensor.values.count) values in the file, \(slot.count) in the model)\(hint)")
                     }
                     report.skipped.append(.init(name: slot.name, fileShape: tensor.shape, modelShape: slot.shape))
                     continue
