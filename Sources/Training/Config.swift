@@ -140,6 +140,9 @@ extension TrainingConfig {
                 message: "train.batch (\(config.train.batch)) must be a multiple of train.micro_batch (\(config.train.microBatch)); "
                     + "for example micro_batch: \(largestDivisor(of: config.train.batch, atMost: config.train.microBatch))")
         }
+        // parseModel has already checked every shape; a network (with its parameter buffers) is
+        // built only when frozen layer names need checking against it.
+        guard !config.train.freeze.isEmpty else { return config }
         let network: Network
         do {
             network = try Network(config.model)
