@@ -105,7 +105,8 @@ final class BadInputTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: authorised, withIntermediateDirectories: false)
         try FileManager.default.copyItem(atPath: workerPair.publicKeyPath, toPath: authorised + "/worker.key")
 
-        let run = ["--run-dir", folder + "/run", "--workers", "1"]
+        // A free port, so no case depends on 5555 being idle; cases that test --bind give theirs last (the last wins).
+        let run = ["--run-dir", folder + "/run", "--workers", "1", "--bind", "tcp://127.0.0.1:0"]
         let cases: [Case] = [
             Case(name: "unknown key", program: "cnn-coord",
                  arguments: ["--config", try config("unknown", replacing("{filters: 4,", "{filter: 4,"))] + run,
@@ -158,10 +159,10 @@ final class BadInputTests: XCTestCase {
             Case(name: "--resume without checkpoints", program: "cnn-coord", arguments: ["--config", good, "--resume"] + run,
                  mentions: ["no checkpoint in", "without --resume"]),
             Case(name: "--resume with a corrupt checkpoint", program: "cnn-coord",
-                 arguments: ["--config", good, "--resume", "--run-dir", damaged, "--workers", "1"],
+                 arguments: ["--config", good, "--resume", "--run-dir", damaged, "--workers", "1", "--bind", "tcp://127.0.0.1:0"],
                  mentions: ["no valid checkpoint", "model.safetensors", "without --resume"]),
             Case(name: "--resume with a different config", program: "cnn-coord",
-                 arguments: ["--config", try config("other", replacing("lr: 0.05", "lr: 0.01")), "--resume", "--run-dir", trained, "--workers", "1"],
+                 arguments: ["--config", try config("other", replacing("lr: 0.05", "lr: 0.01")), "--resume", "--run-dir", trained, "--workers", "1", "--bind", "tcp://127.0.0.1:0"],
                  mentions: ["written for another config", "config.yaml"]),
             Case(name: "--init with a missing file", program: "cnn-coord", arguments: ["--config", good, "--init", folder + "/none.safetensors"] + run,
                  mentions: [folder + "/none.safetensors", "check the path"]),
@@ -170,11 +171,11 @@ final class BadInputTests: XCTestCase {
             Case(name: "--init with weights of another model", program: "cnn-coord",
                  arguments: ["--config", try config("wider", replacing("dense: 10", "dense: 12")), "--init", weights] + run,
                  mentions: [weights, "4.weight", "values"]),
-            Case(name: "port in use", program: "cnn-coord", arguments: ["--config", good, "--bind", taken] + run,
+            Case(name: "port in use", program: "cnn-coord", arguments: ["--config", good] + run + ["--bind", taken],
                  mentions: [taken, "already in use", "--bind"]),
-            Case(name: "bad --bind address", program: "cnn-coord", arguments: ["--config", good, "--bind", "notanendpoint"] + run,
+            Case(name: "bad --bind address", program: "cnn-coord", arguments: ["--config", good] + run + ["--bind", "notanendpoint"],
                  mentions: ["--bind 'notanendpoint'", "tcp://127.0.0.1:5555"]),
-            Case(name: "listening beyond loopback without keys", program: "cnn-coord", arguments: ["--config", good, "--bind", "tcp://0.0.0.0:0"] + run,
+            Case(name: "listening beyond loopback without keys", program: "cnn-coord", arguments: ["--config", good] + run + ["--bind", "tcp://0.0.0.0:0"],
                  mentions: ["without CURVE keys", "--insecure-bind", "cnn keygen"]),
             Case(name: "secret key readable by others", program: "cnn-coord",
                  arguments: ["--config", good, "--curve-secret-key", loose, "--authorized-keys", authorised] + run,
