@@ -18,18 +18,8 @@ public final class AvgPool2D: Layer {
     /// throws a `ModelError` naming `name` when they do not fit the input.
     public init(input: FeatureShape, size: Int, stride: Int? = nil, padding: Int = 0, name: String = "AvgPool2D") throws {
         let stride = stride ?? size
-        guard size > 0, stride > 0, padding >= 0 else {
-            throw ModelError(layer: name, message: "pool size and stride must be positive and padding not negative")
-        }
-        guard padding * 2 <= size else {
-            throw ModelError(layer: name, message: "padding \(padding) must be at most half the pool size \(size), as in PyTorch")
-        }
-        let height = try slidingOutputSize(
-            input: input.height, kernel: size, stride: stride, padding: padding, axis: "height", layer: name, strict: false)
-        let width = try slidingOutputSize(
-            input: input.width, kernel: size, stride: stride, padding: padding, axis: "width", layer: name, strict: false)
+        self.outputShape = try pooledShape(input: input, size: size, stride: stride, padding: padding, layer: name)
         self.inputShape = input
-        self.outputShape = FeatureShape(channels: input.channels, height: height, width: width)
         self.size = size
         self.stride = stride
         self.padding = padding

@@ -16,15 +16,8 @@ public final class L2Pool2D: Layer {
     /// `name` when they do not fit the input.
     public init(input: FeatureShape, size: Int, stride: Int? = nil, name: String = "L2Pool2D") throws {
         let stride = stride ?? size
-        guard size > 0, stride > 0 else {
-            throw ModelError(layer: name, message: "pool size and stride must be positive, found size \(size) and stride \(stride)")
-        }
-        let height = try slidingOutputSize(
-            input: input.height, kernel: size, stride: stride, padding: 0, axis: "height", layer: name, strict: false)
-        let width = try slidingOutputSize(
-            input: input.width, kernel: size, stride: stride, padding: 0, axis: "width", layer: name, strict: false)
+        self.outputShape = try pooledShape(input: input, size: size, stride: stride, padding: 0, layer: name)
         self.inputShape = input
-        self.outputShape = FeatureShape(channels: input.channels, height: height, width: width)
         self.size = size
         self.stride = stride
     }

@@ -87,3 +87,21 @@ func format2(_ value: Double) -> String {
     if fraction % 10 == 0 { return "\(whole).\(fraction / 10)" }
     return "\(whole).\(fraction < 10 ? "0" : "")\(fraction)"
 }
+
+/// The output shape of F x F pooling windows moved by `stride` over `padding` zeros (PyTorch's
+/// rules: sizes are floored, and padding may be at most half the window), or a `ModelError`
+/// naming the value that is wrong.
+public func pooledShape(input: FeatureShape, size: Int, stride: Int, padding: Int, layer: String) throws -> FeatureShape {
+    guard size > 0 else { throw ModelError(layer: layer, message: "pool size must be at least 1, found \(size)") }
+    guard stride > 0 else { throw ModelError(layer: layer, message: "pool stride must be at least 1, found \(stride)") }
+    guard padding >= 0 else { throw ModelError(layer: layer, message: "pool padding must not be negative, found \(padding)") }
+    guard padding * 2 <= size else {
+        throw ModelError(layer: layer, message: "padding \(padding) must be at most half the pool size \(size), as in PyTorch")
+    }
+    // Pooling floors like PyTorch: dropping a last odd row is the common, intended case.
+    let height = try slidingOutputSize(
+        input: input.height, kernel: size, stride: stride, padding: padding, axis: "height", layer: layer, strict: false)
+    let width = try slidingOutputSize(
+        input: input.width, kernel: size, stride: stride, padding: padding, axis: "width", layer: layer, strict: false)
+    return FeatureShape(channels: input.channels, height: height, width: width)
+}
