@@ -1,5 +1,11 @@
 import Randomness
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Where one named tensor lives in a network's flat buffer.
 public struct TensorSlot: Sendable, Equatable {
     /// PyTorch `nn.Sequential` naming: "0.weight", "3.bias".
@@ -30,6 +36,9 @@ public final class Network {
     public let observations: FloatBuffer
 
     private let lossGradient = FloatBuffer()
+
+    /// How long the last `computeGradients` spent in each half, for timelines (`--trace`).
+    public private(set) var lastPassTiming = PassTiming()
 
     public var inputShape: FeatureShape { spec.input }
     public var outputShape: FeatureShape { layers.last?.outputShape ?? spec.input }
@@ -125,15 +134,20 @@ public final class Network {
         loss: SoftmaxCrossEntropy = SoftmaxCrossEntropy()
     ) -> BatchScore {
         let classes = outputShape.count
+        let start = PassTiming.now()
         if context.mode == .training { observations.zero(stateCount) }
         let logits = forward(images, batch: batch, context: context)
         guard context.mode == .training else {
-            return loss.evaluate(logits: logits, labels: labels, batch: batch, classes: classes, gradient: nil)
+            let score = loss.evaluate(logits: logits, labels: labels, batch: batch, classes: classes, gradient: nil)
+            lastPassTiming = PassTiming(forwardSeconds: PassTiming.now() - start, backwardSeconds: 0)
+            return score
         }
-        zeroGradients()
         let dLogits = lossGradient.reserve(batch * classes)
         let score = loss.evaluate(logits: logits, labels: labels, batch: batch, classes: classes, gradient: dLogits)
+        let forwardEnd = PassTiming.now()
+        zeroGradients()
         backward(dLogits, batch: batch)
+        lastPassTiming = PassTiming(forwardSeconds: forwardEnd - start, backwardSeconds: PassTiming.now() - forwardEnd)
         return score
     }
 
@@ -204,6 +218,29 @@ public final class Network {
     /// Copies `parameterCount` values into the parameters (for example weights from the coordinator).
     public func loadParameters(from values: UnsafePointer<Float>) {
         parameters.pointer.update(from: values, count: parameterCount)
+    }
+}
+
+/// Wall-clock seconds of one pass's forward half (layers and loss) and backward half (zeroing
+/// the gradients and back-propagating).
+public struct PassTiming: Sendable, Equatable {
+    public var forwardSeconds: Double = 0
+    public var backwardSeconds: Double = 0
+
+    public init(forwardSeconds: Double = 0, backwardSeconds: Double = 0) {
+        self.forwardSeconds = forwardSeconds
+        self.backwardSeconds = backwardSeconds
+    }
+
+    public static func + (a: PassTiming, b: PassTiming) -> PassTiming {
+        PassTiming(forwardSeconds: a.forwardSeconds + b.forwardSeconds, backwardSeconds: a.backwardSeconds + b.backwardSeconds)
+    }
+
+    /// Monotonic seconds.
+    static func now() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9
     }
 }
 

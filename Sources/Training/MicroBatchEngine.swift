@@ -19,6 +19,8 @@ public struct MicroBatchWork: Sendable, Equatable {
 public struct MicroBatchOutput {
     public var scores: [Int: BatchScore] = [:]
     public var leafGradients: [Int: [Float]] = [:]
+    /// Forward and backward wall-clock seconds of each micro-batch (for `--trace`).
+    public var timings: [Int: PassTiming] = [:]
 }
 
 /// Computes micro-batches with T model replicas on T threads, each micro-batch wholly on one
@@ -70,6 +72,7 @@ public final class MicroBatchEngine: @unchecked Sendable {
                 let micro = work[item]
                 let (score, gradient) = run(micro, on: replica, training: training, epoch: epoch, step: step)
                 mine.scores[micro.index] = score
+                mine.timings[micro.index] = replica.network.lastPassTiming
                 if let gradient { mine.leafGradients[micro.index] = gradient }
             }
             outputs[t].value = mine
@@ -78,6 +81,7 @@ public final class MicroBatchEngine: @unchecked Sendable {
         for output in outputs {
             merged.scores.merge(output.value.scores) { a, _ in a }
             merged.leafGradients.merge(output.value.leafGradients) { a, _ in a }
+            merged.timings.merge(output.value.timings) { a, _ in a }
         }
         return merged
     }
