@@ -3,9 +3,11 @@ import Foundation
 import Training
 
 /// Writes a Chrome trace (the Trace Event Format read by chrome://tracing, Perfetto's UI and
-/// speedscope) of every step: one track for the coordinator (steps, reduce, optimiser,
-/// checkpoints) and one per worker (compute, broadcast of weights to it, evaluation), plus loss
-/// and throughput as counter tracks. At the end it prints a `TraceSummary`.
+/// speedscope) of every step: one track for the coordinator (steps, wait, reduce, optimiser,
+/// checkpoints) and one per worker (broadcast of weights to it; compute, split into other,
+/// forward, backward, pack and send; evaluation), plus loss and throughput as counter tracks.
+/// Evaluations and checkpoints appear as they finish, the final ones after the last step too.
+/// At the end it prints a `TraceSummary`.
 ///
 /// Events are written as they come (unbuffered), as a JSON array, so a run that dies still leaves a
 /// trace the viewers open: they accept an unterminated array.
@@ -81,11 +83,7 @@ public final class ChromeTraceObserver: RunObserver {
             + #""epoch":\#(report.epoch + 1),"loss":\#(Format.jsonNumber(report.score.meanLoss)),"#
             + #""accuracy":\#(Format.jsonNumber(report.score.accuracy)),"images":\#(samples),"#
             + #""bytes_sent":\#(report.bytesSent),"bytes_received":\#(report.bytesReceived)}}"#)
-        for phase in report.phases {
-            let thread = phase.workerID.map(Self.thread) ?? 0
-            emit(#"{"name":\#(Format.json(phase.name)),"cat":"phase","ph":"X","pid":\#(Self.processID),"tid":\#(thread),"#
-                + #""ts":\#(microseconds(phase.start)),"dur":\#(duration(phase.duration)),"args":{"step":\#(report.step)}}"#)
-        }
+        for phase in report.phases { span(phase, step: report.step) }
         let end = report.start + report.seconds
         recent.add(end: end, seconds: report.seconds, samples: samples)
         counter("loss", value: report.score.meanLoss, at: end)
@@ -98,6 +96,11 @@ public final class ChromeTraceObserver: RunObserver {
             ("test_accuracy", Format.jsonNumber(score.accuracy)), ("test_loss", Format.jsonNumber(score.meanLoss)),
         ])
         counter("test accuracy", value: score.accuracy, at: now)
+    }
+
+    public func phasesFinished(_ phases: [PhaseTiming], step: Int) {
+        summary.add(outsideSteps: phases)
+        for phase in phases { span(phase, step: step) }
     }
 
     public func runFinished(_ summary: RunSummary) {
@@ -128,6 +131,13 @@ public final class ChromeTraceObserver: RunObserver {
         let thread = Self.thread(worker.id)
         emit(#"{"name":"thread_name","ph":"M","pid":\#(Self.processID),"tid":\#(thread),"args":{"name":\#(Format.json(label))}}"#)
         emit(#"{"name":"thread_sort_index","ph":"M","pid":\#(Self.processID),"tid":\#(thread),"args":{"sort_index":\#(thread)}}"#)
+    }
+
+    /// A complete event on the coordinator's track or the worker's.
+    private func span(_ phase: PhaseTiming, step: Int) {
+        let thread = phase.workerID.map(Self.thread) ?? 0
+        emit(#"{"name":\#(Format.json(phase.name)),"cat":"phase","ph":"X","pid":\#(Self.processID),"tid":\#(thread),"#
+            + #""ts":\#(microseconds(phase.start)),"dur":\#(duration(phase.duration)),"args":{"step":\#(step)}}"#)
     }
 
     private func instant(_ name: String, at time: Double, thread: Int = 0, args: [(String, String)]) {

@@ -6,15 +6,6 @@ import Foundation
 @preconcurrency import Darwin
 #endif
 
-/// A failure to start a server or to reach an address, said so that the user can act on it.
-public struct MonitoringError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-
-    public init(_ description: String) {
-        self.description = description
-    }
-}
-
 /// A small HTTP/1.1 server for Prometheus scrapes: `GET /metrics` answers the exposition text,
 /// `GET /` a short pointer to it, anything else 404 (or 405 for other methods). One connection at
 /// a time on one background thread, requests bounded to 8 KiB and 2 s, `Connection: close`.
@@ -62,7 +53,7 @@ public final class MetricsHTTPServer: @unchecked Sendable {
         defer { freeaddrinfo(info) }
         let descriptor = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else {
-            throw MonitoringError("cannot create a socket for the metrics endpoint: \(String(cString: strerror(errno)))")
+            throw MonitoringError("cannot create a socket for the metrics endpoint: \(String(cString: strerror(errno)))", kind: .runtime)
         }
         var yes: Int32 = 1
         setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
@@ -78,13 +69,13 @@ public final class MetricsHTTPServer: @unchecked Sendable {
             case EACCES:
                 throw MonitoringError("cannot serve metrics on \(shown): permission denied (ports below 1024 need privileges); use a port above 1023")
             default:
-                throw MonitoringError("cannot serve metrics on \(shown): \(String(cString: strerror(code)))")
+                throw MonitoringError("cannot serve metrics on \(shown): \(String(cString: strerror(code)))", kind: .runtime)
             }
         }
         guard listen(descriptor, 16) == 0 else {
             let message = String(cString: strerror(errno))
             close(descriptor)
-            throw MonitoringError("cannot listen for metrics scrapes: \(message)")
+            throw MonitoringError("cannot listen for metrics scrapes: \(message)", kind: .runtime)
         }
         var address = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)

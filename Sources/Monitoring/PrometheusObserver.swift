@@ -51,7 +51,7 @@ public final class PrometheusObserver: RunObserver {
         "cnn_bytes_received_total": "Bytes the coordinator received from workers during steps.",
         "cnn_images_total": "Training images processed.",
         "cnn_step_seconds": "Wall time of each optimiser step at the coordinator.",
-        "cnn_phase_seconds_total": "Seconds spent in each phase of a step (compute and broadcast summed over workers).",
+        "cnn_phase_seconds_total": "Seconds spent in each phase (compute, its parts forward/backward/pack/send/other, broadcast and evaluate summed over workers; evaluate and checkpoint are outside steps).",
         "cnn_worker_alive": "1 while a worker is alive, 0 once it is gone.",
         "cnn_worker_micro_batches": "Micro-batches a worker has computed.",
         "cnn_worker_last_step_seconds": "Seconds from a worker's first assignment to its last result in its last step.",
@@ -123,6 +123,12 @@ public final class PrometheusObserver: RunObserver {
         }
         for worker in report.workers { update(worker) }
         workersAlive.record(report.workers.count { $0.alive })
+    }
+
+    public func phasesFinished(_ phases: [PhaseTiming], step: Int) {
+        for phase in phases {
+            phaseCounter(phase.name).increment(by: phase.duration)
+        }
     }
 
     public func evaluationFinished(step: Int, epoch: Int, score: BatchScore) {

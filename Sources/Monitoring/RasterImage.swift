@@ -68,7 +68,7 @@ public enum PNGCodec {
         }
         guard status == 0, let bytes else {
             let reason = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            throw MonitoringError("cannot encode a \(image.width)x\(image.height) PNG (libpng: \(reason))")
+            throw MonitoringError("cannot encode a \(image.width)x\(image.height) PNG (libpng: \(reason))", kind: .runtime)
         }
         defer { free(bytes) }
         return Array(UnsafeBufferPointer(start: bytes, count: count))

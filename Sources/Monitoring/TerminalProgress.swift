@@ -18,6 +18,8 @@ public final class TerminalProgressObserver: RunObserver {
     private var last: StepReport?
     private var recent = RecentSteps(capacity: 20)
     private var testAccuracy: Double?
+    /// The step of the newest checkpoint written, and how long writing it took.
+    private var checkpoint: (step: Int, seconds: Double)?
     private var workers: [UInt32: WorkerStatus] = [:]
     private var departures: [UInt32: String] = [:]
     private var order: [UInt32] = []
@@ -71,6 +73,12 @@ public final class TerminalProgressObserver: RunObserver {
         draw(force: true)
     }
 
+    public func phasesFinished(_ phases: [PhaseTiming], step: Int) {
+        guard let written = phases.last(where: { $0.name == "checkpoint" }) else { return }
+        checkpoint = (step, written.duration)
+        draw(force: true)
+    }
+
     public func runFinished(_ summary: RunSummary) {
         draw(force: true)
         screen.release()
@@ -108,6 +116,7 @@ public final class TerminalProgressObserver: RunObserver {
         if let testAccuracy { figures.append("test \(Format.percent(testAccuracy))") }
         if let rate = recent.imagesPerSecond { figures.append("\(Int(rate.rounded())) img/s") }
         if let last { figures.append("lr \(String(format: "%.4g", last.learningRate))") }
+        if let checkpoint { figures.append("checkpoint step \(checkpoint.step) (\(Format.duration(checkpoint.seconds)))") }
         if step >= start.totalSteps {
             figures.append("all steps done")
         } else if let eta = recent.estimatedSeconds(remaining: start.totalSteps - step) {

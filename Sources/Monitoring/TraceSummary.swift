@@ -4,7 +4,9 @@ import Training
 /// Where a run's step time went and which worker was slowest, accumulated from step reports.
 ///
 /// The coordinator sees a worker's compute as one span, from its first assignment of a step to its
-/// last result: forward, backward, summing, sending and the network all fall inside it.
+/// last result. Inside it, each worker's own timings split it into forward, backward, pack
+/// (partial sums) and other (the worker's queueing, weight load, idle threads); the rest of the
+/// span is send: the network both ways and the sockets' queues.
 public struct TraceSummary: Sendable {
     /// Time in steps by what the coordinator was doing, in seconds.
     public struct Breakdown: Sendable, Equatable {
@@ -36,6 +38,17 @@ public struct TraceSummary: Sendable {
         public var timedSeconds: Double = 0
         /// Steps in which it was the last worker to deliver.
         public var lastToFinish: Int = 0
+        /// `computeSeconds` split by what the worker timed itself (zero for workers that do not
+        /// report timings): forward, backward and pack passes, its other time, and send (the part
+        /// of the span outside the worker).
+        public var forwardSeconds: Double = 0
+        public var backwardSeconds: Double = 0
+        public var packSeconds: Double = 0
+        public var otherSeconds: Double = 0
+        public var sendSeconds: Double = 0
+
+        /// Whether the compute seconds are split at all.
+        public var hasParts: Bool { forwardSeconds + backwardSeconds + packSeconds + otherSeconds + sendSeconds > 0 }
 
         /// Mean compute seconds per micro-batch (nil before it computed any).
         public var secondsPerMicroBatch: Double? {
@@ -57,8 +70,19 @@ public struct TraceSummary: Sendable {
     /// Per worker id.
     public private(set) var workers: [UInt32: WorkerTotals] = [:]
     private var microBatchesSeen: [UInt32: Int] = [:]
+    /// Workers that evaluated since the last step: their micro-batch counts grew by evaluation work.
+    private var evaluatedSinceLastStep: Set<UInt32> = []
 
     public init() {}
+
+    /// Adds work done outside the steps (`RunObserver.phasesFinished`): evaluations and
+    /// checkpoints, counted by wall time (the union of the spans of each name).
+    public mutating func add(outsideSteps phases: [PhaseTiming]) {
+        for (name, spans) in Dictionary(grouping: phases, by: \.name) {
+            outsideSteps[name, default: 0] += TraceSummary.union(spans.map { ($0.start, $0.start + $0.duration) })
+        }
+        evaluatedSinceLastStep.formUnion(phases.filter { $0.name == "evaluate" }.compactMap(\.workerID))
+    }
 
     /// Adds one step.
     public mutating func add(_ report: StepReport) {
@@ -66,14 +90,16 @@ public struct TraceSummary: Sendable {
         stepSeconds += report.seconds
         let stepEnd = report.start + report.seconds
         var inStep: [PhaseTiming] = []
+        var outside: [PhaseTiming] = []
         for phase in report.phases {
             // Evaluation and checkpoint spans reported with a step happened before it started.
             if phase.start + phase.duration <= report.start + 1e-9 || phase.start >= stepEnd {
-                outsideSteps[phase.name, default: 0] += phase.duration
+                outside.append(phase)
             } else {
                 inStep.append(phase)
             }
         }
+        add(outsideSteps: outside)
         let compute = inStep.filter { $0.name == "compute" }
         let broadcasts = inStep.filter { $0.name == "broadcast" }
         let union = TraceSummary.union(compute.map { ($0.start, $0.start + $0.duration) })
@@ -94,7 +120,8 @@ public struct TraceSummary: Sendable {
 
         // A worker's micro-batch count also grows with evaluation work, which the coordinator
         // reports with the following step; such steps are left out of the per-micro-batch figures.
-        let evaluated = Set(report.phases.filter { $0.name == "evaluate" }.compactMap(\.workerID))
+        let evaluated = evaluatedSinceLastStep
+        evaluatedSinceLastStep = []
         for status in report.workers {
             var totals = workers[status.id] ?? WorkerTotals(id: status.id, name: status.name, host: status.host)
             let done = status.microBatchesDone - (microBatchesSeen[status.id] ?? 0)
@@ -111,6 +138,17 @@ public struct TraceSummary: Sendable {
             totals.steps += 1
             totals.computeSeconds += span.duration
             workers[id] = totals
+        }
+        for part in inStep {
+            guard let id = part.workerID, workers[id] != nil else { continue }
+            switch part.name {
+            case "forward": workers[id]!.forwardSeconds += part.duration
+            case "backward": workers[id]!.backwardSeconds += part.duration
+            case "pack": workers[id]!.packSeconds += part.duration
+            case "other": workers[id]!.otherSeconds += part.duration
+            case "send": workers[id]!.sendSeconds += part.duration
+            default: break
+            }
         }
         if compute.count > 1, let last = compute.max(by: { $0.start + $0.duration < $1.start + $1.duration }), let id = last.workerID {
             workers[id]?.lastToFinish += 1
@@ -153,15 +191,7 @@ public struct TraceSummary: Sendable {
         }
         let sorted = workers.values.sorted { $0.id < $1.id }
         if !sorted.isEmpty {
-            lines.append("workers (compute = first assignment to last result, per step):")
-            let width = min(sorted.map(\.label.count).max() ?? 4, 40)
-            for worker in sorted {
-                var line = "  \(Format.pad(worker.label, width))  \(Format.padLeft("\(worker.microBatches)", 6)) micro-batches"
-                line += "  \(Format.padLeft(Format.duration(worker.computeSeconds), 8))"
-                if let perMicroBatch = worker.secondsPerMicroBatch { line += "  \(Format.milliseconds(perMicroBatch)) per micro-batch" }
-                line += "  last to finish in \(worker.lastToFinish) of \(worker.steps) steps"
-                lines.append(line)
-            }
+            lines.append(contentsOf: workerTable(sorted))
         }
         if let slowest = slowestWorker, let perMicroBatch = slowest.secondsPerMicroBatch {
             var line = "slowest worker: \(slowest.label), \(Format.milliseconds(perMicroBatch)) per micro-batch"
@@ -170,9 +200,47 @@ public struct TraceSummary: Sendable {
             } else if workers.count == 1 {
                 line += " (the only worker)"
             }
+            if slowest.hasParts, slowest.computeSeconds > 0 {
+                let share = { (seconds: Double) in Format.percent(seconds / slowest.computeSeconds, digits: 0) }
+                line += "; its compute went to forward \(share(slowest.forwardSeconds)), backward \(share(slowest.backwardSeconds)), "
+                    + "pack \(share(slowest.packSeconds)), send \(share(slowest.sendSeconds)), other \(share(slowest.otherSeconds))"
+            }
             lines.append(line)
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// One line per worker: micro-batches, compute seconds and, when the workers timed
+    /// themselves, those seconds split into forward, backward, pack, send and other.
+    private func workerTable(_ sorted: [WorkerTotals]) -> [String] {
+        let split = sorted.contains { $0.hasParts }
+        let width = min(max(sorted.map(\.label.count).max() ?? 6, 6), 40)
+        var lines: [String] = []
+        if split {
+            lines.append("workers (compute = assignment sent to last result; forward, backward, pack and other as each worker "
+                + "timed itself; send = the rest: network both ways and queues):")
+            let columns = ["compute", "forward", "backward", "pack", "send", "other"].map { Format.padLeft($0, 8) }.joined(separator: " ")
+            lines.append("  \(Format.pad("worker", width))  micro-batches \(columns)  per micro-batch  last to finish")
+        } else {
+            lines.append("workers (compute = first assignment to last result, per step):")
+        }
+        for worker in sorted {
+            var line = "  \(Format.pad(worker.label, width))  \(Format.padLeft("\(worker.microBatches)", 6)) micro-batches"
+            if split {
+                let figures = [worker.computeSeconds, worker.forwardSeconds, worker.backwardSeconds, worker.packSeconds,
+                               worker.sendSeconds, worker.otherSeconds]
+                line = "  \(Format.pad(worker.label, width))  \(Format.padLeft("\(worker.microBatches)", 13)) "
+                    + figures.map { Format.padLeft(Format.duration($0), 8) }.joined(separator: " ")
+                line += "  " + Format.padLeft(worker.secondsPerMicroBatch.map(Format.milliseconds) ?? "-", 15)
+                line += "  \(worker.lastToFinish) of \(worker.steps) steps"
+            } else {
+                line += "  \(Format.padLeft(Format.duration(worker.computeSeconds), 8))"
+                if let perMicroBatch = worker.secondsPerMicroBatch { line += "  \(Format.milliseconds(perMicroBatch)) per micro-batch" }
+                line += "  last to finish in \(worker.lastToFinish) of \(worker.steps) steps"
+            }
+            lines.append(line)
+        }
+        return lines
     }
 
     /// Total length of the union of intervals.

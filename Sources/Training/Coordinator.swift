@@ -22,6 +22,9 @@ public struct CoordinatorOptions {
     public var workerExecutable: String?
     /// No progress lines on standard output (warnings still go to standard error).
     public var quiet: Bool = false
+    /// Start the workers of `spawnWorkers` with `--quiet`: they share this terminal, and while a
+    /// live display redraws it their info lines would tear it. Their warnings and errors still show.
+    public var quietLocalWorkers: Bool = false
     /// Listeners for progress, metrics endpoints and traces.
     public var observers: [RunObserver] = []
     /// CURVE keys (`--curve-secret-key`, `--authorized-keys`); nil for a plain socket.
@@ -168,7 +171,8 @@ public final class Coordinator {
         if options.spawnWorkers > 0 {
             try local.spawn(
                 count: options.spawnWorkers, endpoint: endpoint, threads: options.workerThreads,
-                executable: options.workerExecutable, extraArguments: localCredentials?.workerArguments ?? [])
+                executable: options.workerExecutable,
+                extraArguments: (localCredentials?.workerArguments ?? []) + (options.quietLocalWorkers ? ["--quiet"] : []))
         }
         defer { local.stop() }
         try waitForWorkers(expectedWorkers)
@@ -309,6 +313,8 @@ public final class Coordinator {
             worker.assignedThisTask = []
         }
         var waitingSince: Double?
+        /// When every micro-batch had first been handed out: the coordinator waits from then on.
+        var allAssignedAt: Double?
         while let task = currentTask, task.scores.count < total {
             if Interruption.requested != nil { return nil }
             if let reason = stopReason { throw RunStopped(reason: reason) }
@@ -330,18 +336,28 @@ public final class Coordinator {
                 waitingSince = nil
                 try assignUnclaimedWork()
                 try assignBackupCopies()
+                if allAssignedAt == nil, currentTask?.unassigned.isEmpty == true { allAssignedAt = monotonicSeconds() }
             }
             try pump(timeout: 0.05)
             sendHeartbeats()
         }
         guard let task = currentTask else { return nil }
-        for (id, start) in task.assignedAt {
+        for (id, start) in task.assignedAt.sorted(by: { $0.key < $1.key }) {
             guard let end = task.finishedAt[id] else { continue }
-            if kind == .train { lastStepSeconds[id] = end - start }
-            phases.append(PhaseTiming(name: kind == .train ? "compute" : "evaluate", workerID: id, start: start, duration: end - start))
+            if kind == .train {
+                lastStepSeconds[id] = end - start
+                phases.append(PhaseTiming(name: "compute", workerID: id, start: start, duration: end - start))
+                phases += PhaseTiming.parts(ofComputeFrom: start, to: end, timings: task.timings[id] ?? .zero, workerID: id)
+            } else {
+                phases.append(PhaseTiming(name: "evaluate", workerID: id, start: start, duration: end - start))
+            }
+        }
+        if kind == .train, let waitStart = allAssignedAt, let lastResult = task.finishedAt.values.max(), lastResult > waitStart {
+            phases.append(PhaseTiming(name: "wait", workerID: nil, start: waitStart, duration: lastResult - waitStart))
         }
         return (0..<total).map { task.scores[$0]! }
     }
+
 
     private struct TaskState {
         let kind: Kind
@@ -353,6 +369,8 @@ public final class Coordinator {
         /// When each worker was first given work in this task, and when its last result came.
         var assignedAt: [UInt32: Double] = [:]
         var finishedAt: [UInt32: Double] = [:]
+        /// What each worker reported of its own time, summed over its results in this task.
+        var timings: [UInt32: WorkerTimings] = [:]
         let startedAt = monotonicSeconds()
         /// When the first worker had nothing left to do in this task.
         var firstIdleAt: Double?
@@ -428,12 +446,15 @@ public final class Coordinator {
         let assignment = Assignment(
             kind: task.wireKind, epoch: UInt32(task.epoch), totalMicroBatches: UInt32(task.work.count),
             microBatches: indices.map { MicroBatch(index: UInt32($0), samples: task.work[$0].samples.map(UInt32.init)) })
+        // The worker's compute span starts as the assignment leaves: the worker may hold it
+        // before this thread is back from sending it.
+        let sendingAt = monotonicSeconds()
         try send(.assign(assignment), to: worker)
         guard pool[worker.peer] != nil else { return }  // the send found it gone
         worker.outstanding.formUnion(indices)
         worker.assignedThisTask.formUnion(indices)
         task.unassigned.subtract(indices)
-        if task.assignedAt[worker.id] == nil { task.assignedAt[worker.id] = monotonicSeconds() }
+        if task.assignedAt[worker.id] == nil { task.assignedAt[worker.id] = sendingAt }
         currentTask = task
     }
 
@@ -647,6 +668,10 @@ public final class Coordinator {
         }
         worker.microBatchesDone += covered.count
         task.finishedAt[worker.id] = monotonicSeconds()
+        let reported = gradients.timings, sofar = task.timings[worker.id] ?? .zero
+        task.timings[worker.id] = WorkerTimings(
+            forwardSeconds: sofar.forwardSeconds + reported.forwardSeconds, backwardSeconds: sofar.backwardSeconds + reported.backwardSeconds,
+            packSeconds: sofar.packSeconds + reported.packSeconds, totalSeconds: sofar.totalSeconds + reported.totalSeconds)
         for other in pool.all { other.outstanding.subtract(covered) }
         if task.firstIdleAt == nil && worker.outstanding.isEmpty { task.firstIdleAt = monotonicSeconds() }
         task.unassigned.subtract(covered)
@@ -741,6 +766,7 @@ public final class Coordinator {
         guard let scores = try runTask(kind: .evaluate, epoch: epoch, work: work) else { return nil }
         let total = scores.reduce(BatchScore(), +)
         notify { $0.evaluationFinished(step: state.step, epoch: epoch, score: total) }
+        reportPhasesOutsideSteps()
         directory.appendMetrics([
             ("step", .int(state.step)), ("epoch", .int(epoch + 1)), ("test_loss", .double(total.meanLoss)),
             ("test_accuracy", .double(total.accuracy)), ("workers", .int(pool.count)),
@@ -796,7 +822,17 @@ public final class Coordinator {
                 step: state.step, model: state.modelTensors(), optimizer: state.optimizerTensors(), state: checkpointState)
         }
         logger.info("checkpoint \(path)")
+        reportPhasesOutsideSteps()
         return path
+    }
+
+    /// Hands the spans gathered since the last step (an evaluation with the weights it needed, a
+    /// checkpoint) to the observers at once, so the work after the last step is seen too.
+    private func reportPhasesOutsideSteps() {
+        guard !phases.isEmpty else { return }
+        let finished = phases
+        phases.removeAll(keepingCapacity: true)
+        notify { $0.phasesFinished(finished, step: state.step) }
     }
 }
 

@@ -4,9 +4,18 @@ import Data
 import Foundation
 
 /// An error that means the program was called or configured wrongly: `ExitCodes.main` exits
-/// with code 2 and prints its description. Other modules' error types opt in with an empty
-/// extension (`extension MonitoringError: UsageFailure {}`).
-public protocol UsageFailure: Error, CustomStringConvertible {}
+/// with code 2 and prints its description. Other modules' error types opt in with an
+/// extension (`extension MonitoringError: UsageFailure {}`); a type that also carries runtime
+/// failures says which values are usage ones through `isBadUsage`.
+public protocol UsageFailure: Error, CustomStringConvertible {
+    /// Whether this value means bad usage (exit 2) rather than a runtime failure (exit 1).
+    var isBadUsage: Bool { get }
+}
+
+extension UsageFailure {
+    /// Every value of a usage error type is bad usage unless the type says otherwise.
+    public var isBadUsage: Bool { true }
+}
 
 extension SecurityError: UsageFailure {}
 
@@ -78,7 +87,7 @@ public enum ExitCodes {
         case let error as DataError: return error.description
         case let error as CheckpointError: return error.description
         case let error as SafeTensorsError: return error.description
-        case let error as any UsageFailure: return error.description
+        case let error as any UsageFailure where error.isBadUsage: return error.description
         default: return nil
         }
     }

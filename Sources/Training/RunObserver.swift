@@ -1,4 +1,5 @@
 import CNN
+import Wire
 
 /// What the coordinator tells the world as a run goes: progress displays, the Prometheus
 /// endpoint, the trace file and the metrics log all listen here, so the training loop itself
@@ -9,6 +10,10 @@ public protocol RunObserver: AnyObject {
     func workerLeft(_ worker: WorkerStatus, reason: String)
     func stepFinished(_ report: StepReport)
     func evaluationFinished(step: Int, epoch: Int, score: BatchScore)
+    /// Work outside the steps finished: an evaluation (one `evaluate` span per worker, with the
+    /// `broadcast` of the weights it needed) or a `checkpoint`, reported as it ends, so the final
+    /// evaluation and checkpoint after the last step are seen too. `step` is the last step done.
+    func phasesFinished(_ phases: [PhaseTiming], step: Int)
     func runFinished(_ summary: RunSummary)
 }
 
@@ -18,6 +23,7 @@ extension RunObserver {
     public func workerLeft(_ worker: WorkerStatus, reason: String) {}
     public func stepFinished(_ report: StepReport) {}
     public func evaluationFinished(step: Int, epoch: Int, score: BatchScore) {}
+    public func phasesFinished(_ phases: [PhaseTiming], step: Int) {}
     public func runFinished(_ summary: RunSummary) {}
 }
 
@@ -64,8 +70,12 @@ public struct WorkerStatus: Sendable {
 
 /// A span of time in a step, on the coordinator's monotonic clock (seconds).
 public struct PhaseTiming: Sendable {
-    /// "compute" (per worker: assignment sent to results received), "reduce", "optimizer",
-    /// "broadcast", "evaluate", "checkpoint".
+    /// Per worker: "compute" (its first assignment sent to its last result received), and inside
+    /// it, from the durations the worker reports, "other" (its queueing, weight load and idle
+    /// threads), "forward", "backward", "pack" (partial sums) and "send" (the rest of the span:
+    /// the network both ways and socket queues); "broadcast" (weights sent to it) and "evaluate".
+    /// The coordinator's own: "wait" (every micro-batch handed out, until the last result),
+    /// "reduce", "optimizer" and "checkpoint".
     public var name: String
     /// The worker the span belongs to, or nil for the coordinator's own work.
     public var workerID: UInt32?
@@ -77,6 +87,40 @@ public struct PhaseTiming: Sendable {
         self.workerID = workerID
         self.start = start
         self.duration = duration
+    }
+}
+
+extension PhaseTiming {
+    /// A worker's compute span from `start` to `end` split by what the worker measured itself,
+    /// laid out in the order the work happens: `other` (its queueing, weight load, idle threads),
+    /// `forward`, `backward`, `pack` (partial sums), then `send`: the rest of the span, which the
+    /// worker did not see (the assignment and weights travelling to it, the results travelling
+    /// back, and queueing in both sockets). Only durations cross the wire, so no clock agreement
+    /// is needed. When the worker reports more than the span holds (assignments that queued
+    /// behind each other are each timed from their own arrival), its parts are scaled down to
+    /// fit. Parts shorter than a nanosecond are left out; nothing when the worker reported no total.
+    public static func parts(ofComputeFrom start: Double, to end: Double, timings: WorkerTimings, workerID: UInt32) -> [PhaseTiming] {
+        let span = max(end - start, 0)
+        guard timings.totalSeconds > 0, span > 0 else { return [] }
+        let workerSeconds = min(timings.totalSeconds, span)
+        let accounted = timings.accountedSeconds
+        let scale = accounted > workerSeconds ? workerSeconds / accounted : 1
+        let parts: [(String, Double)] = [
+            ("other", max(workerSeconds - accounted * scale, 0)),
+            ("forward", timings.forwardSeconds * scale),
+            ("backward", timings.backwardSeconds * scale),
+            ("pack", timings.packSeconds * scale),
+            ("send", span - workerSeconds),
+        ]
+        var phases: [PhaseTiming] = []
+        var at = start
+        for (name, seconds) in parts {
+            // The last part ends exactly at the span's end, whatever the rounding on the way.
+            let duration = name == "send" ? max(end - at, 0) : min(seconds, max(end - at, 0))
+            if duration > 1e-9 { phases.append(PhaseTiming(name: name, workerID: workerID, start: at, duration: duration)) }
+            at += duration
+        }
+        return phases
     }
 }
 

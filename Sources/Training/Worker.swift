@@ -45,7 +45,8 @@ public final class Worker {
     private var coordinatorTimeout = 10.0
     private var lastHeard = monotonicSeconds()
     private var lastSent = 0.0
-    private var queue: [(step: Int, assignment: Assignment, weights: FloatPayload?)] = []
+    /// Assignments waiting for the computation thread, with when each arrived (for its timings).
+    private var queue: [(step: Int, assignment: Assignment, weights: FloatPayload?, receivedAt: Double)] = []
     private let computation = ComputationSlot()
     private var weights: FloatPayload?
 
@@ -89,10 +90,13 @@ public final class Worker {
             }
             if let finished = computation.take() {
                 // Results of a run this worker has since left are of no use to anyone.
-                if finished.runID == runID { send(finished.message, step: finished.step) }
+                if finished.runID == runID { send(Self.stampingTotal(finished.message, receivedAt: finished.receivedAt), step: finished.step) }
                 startNextComputation()
             }
-            if let incoming = try socket.receive(timeoutMilliseconds: 5) {
+            // Finished results wait for this loop to come round: while computing, look every
+            // millisecond (5 ms halved the step rate of a small model; the trace showed it as the
+            // workers' "other" time), and idle, wake only for messages and heartbeats.
+            if let incoming = try socket.receive(timeoutMilliseconds: computation.isBusy ? 1 : 5) {
                 switch try handle(incoming) {
                 case .carryOn: break
                 case .stop: return
@@ -228,7 +232,7 @@ public final class Worker {
             // Work of an older step still waiting here is no longer wanted: its step is over.
             let step = Int(envelope.step)
             queue.removeAll { $0.step < step || ($0.step == step && $0.assignment.kind != assignment.kind) }
-            queue.append((step, assignment, weights))
+            queue.append((step, assignment, weights, monotonicSeconds()))
             startNextComputation()
         case .bye(let bye):
             logger.info("coordinator says goodbye: \(bye.reason)")
@@ -251,10 +255,11 @@ public final class Worker {
         let step = job.step
         let weights = job.weights
         let delay = options.computeDelay
-        computation.start(runID: runID) {
+        computation.start(runID: runID, receivedAt: job.receivedAt) {
             if delay > 0 { Thread.sleep(forTimeInterval: delay) }
             weights?.withUnsafeBufferPointer { engine.load(weights: $0.baseAddress!) }
             let output = engine.compute(work, training: training, epoch: epoch, step: step)
+            let packStart = monotonicSeconds()
             let results = work.map { item -> MicroBatchResult in
                 let score = output.scores[item.index]!
                 return MicroBatchResult(index: UInt32(item.index), lossSum: score.lossSum, correct: UInt32(score.correct), samples: UInt32(score.samples))
@@ -272,9 +277,34 @@ public final class Worker {
                     tensors.append(payload)
                 }
             }
-            let gradients = Gradients(kind: job.assignment.kind, epoch: job.assignment.epoch, results: results, nodes: nodes, tensors: tensors)
+            let pass = Self.wallTime(of: output.timings, threads: min(engine.threads, work.count))
+            let timings = WorkerTimings(forwardSeconds: pass.forwardSeconds, backwardSeconds: pass.backwardSeconds,
+                                        packSeconds: monotonicSeconds() - packStart, totalSeconds: 0)
+            let gradients = Gradients(kind: job.assignment.kind, epoch: job.assignment.epoch, results: results, nodes: nodes,
+                                      tensors: tensors, timings: timings)
             return (step, Message.gradients(gradients))
         }
+    }
+
+    /// Forward and backward wall time of one `compute` call on `threads` threads: the per-thread
+    /// mean of the micro-batches' sums. Micro-batches run whole on one thread each, so every
+    /// thread's sum is at most the call's wall time, and so is their mean; unlike the busiest
+    /// thread's sum it needs no knowledge of how the engine deals micro-batches to threads. With
+    /// one thread it is exactly that thread's time. Threads idle while the last ones finish show up
+    /// as the worker's unaccounted time (total minus forward, backward and pack).
+    static func wallTime(of timings: [Int: PassTiming], threads: Int) -> PassTiming {
+        let sum = timings.values.reduce(PassTiming(), +)
+        let share = 1 / Double(max(threads, 1))
+        return PassTiming(forwardSeconds: sum.forwardSeconds * share, backwardSeconds: sum.backwardSeconds * share)
+    }
+
+    /// Gradients with their total time filled in at the moment of sending (the computation thread
+    /// cannot know when the main thread will send them). Never less than the parts, whatever the
+    /// clock's rounding, so the message always passes the coordinator's check.
+    static func stampingTotal(_ message: Message, receivedAt: Double) -> Message {
+        guard case .gradients(var gradients) = message else { return message }
+        gradients.timings.totalSeconds = max(monotonicSeconds() - receivedAt, gradients.timings.accountedSeconds)
+        return .gradients(gradients)
     }
 
     private func send(_ message: Message, step: Int) {
@@ -292,26 +322,27 @@ private final class ComputationSlot: @unchecked Sendable {
     // Sendable: every field is guarded by `lock`.
     private let lock = NSLock()
     private var busy = false
-    private var result: (runID: UInt64, step: Int, message: Message)?
+    private var result: (runID: UInt64, step: Int, message: Message, receivedAt: Double)?
     private var runID: UInt64 = 0
 
     var isBusy: Bool { lock.withLock { busy } }
 
-    func start(runID: UInt64, _ body: @escaping @Sendable () throws -> (Int, Message)) {
+    /// Runs `body` on a new thread for the assignment that arrived at `receivedAt`.
+    func start(runID: UInt64, receivedAt: Double, _ body: @escaping @Sendable () throws -> (Int, Message)) {
         lock.withLock { busy = true; self.runID = runID }
         Thread.detachNewThread { [self] in
             do {
                 let (step, message) = try body()
-                lock.withLock { result = (runID, step, message); busy = false }
+                lock.withLock { result = (runID, step, message, receivedAt); busy = false }
             } catch {
                 let failure = Message.error(WireFailure(code: 500, text: "computation failed: \(error)"))
-                lock.withLock { result = (runID, 0, failure); busy = false }
+                lock.withLock { result = (runID, 0, failure, receivedAt); busy = false }
             }
         }
     }
 
     /// The finished result, if any (a failed computation comes back as an error message).
-    func take() -> (runID: UInt64, step: Int, message: Message)? {
+    func take() -> (runID: UInt64, step: Int, message: Message, receivedAt: Double)? {
         lock.withLock {
             defer { result = nil }
             return result

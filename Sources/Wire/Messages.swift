@@ -197,6 +197,45 @@ public struct MicroBatchResult: Equatable, Sendable {
     }
 }
 
+/// Where a worker's time on one assignment went, measured on the worker's own clock. Only
+/// durations cross the wire, so coordinator and worker need no clock agreement: the coordinator
+/// places them inside its own span from sending the assignment to receiving the results.
+public struct WorkerTimings: Equatable, Sendable, CustomStringConvertible {
+    /// Forward passes (layers and loss), in seconds of wall time.
+    public var forwardSeconds: Double
+    /// Backward passes (zeroing and back-propagating), in seconds of wall time.
+    public var backwardSeconds: Double
+    /// Summing leaf gradients into the partial sums that are sent, and packing the message.
+    public var packSeconds: Double
+    /// From receiving the assignment to sending these results; at least the three parts above.
+    /// The rest of it is the worker's own overhead: queueing behind an earlier assignment,
+    /// loading the weights, threads idle at the end of the micro-batches.
+    public var totalSeconds: Double
+
+    /// Nothing measured (a peer that does not time its work).
+    public static let zero = WorkerTimings(forwardSeconds: 0, backwardSeconds: 0, packSeconds: 0, totalSeconds: 0)
+
+    /// A value with every field given.
+    public init(forwardSeconds: Double, backwardSeconds: Double, packSeconds: Double, totalSeconds: Double) {
+        self.forwardSeconds = forwardSeconds
+        self.backwardSeconds = backwardSeconds
+        self.packSeconds = packSeconds
+        self.totalSeconds = totalSeconds
+    }
+
+    /// Forward, backward and pack together: the part of `totalSeconds` the worker accounts for.
+    public var accountedSeconds: Double { forwardSeconds + backwardSeconds + packSeconds }
+
+    /// A one-line summary for logs, in milliseconds.
+    public var description: String {
+        func ms(_ seconds: Double) -> String {
+            let value = seconds * 1000
+            return value.isFinite ? String(Double((value * 1000).rounded()) / 1000) : String(value)
+        }
+        return "forward=\(ms(forwardSeconds))ms backward=\(ms(backwardSeconds))ms pack=\(ms(packSeconds))ms total=\(ms(totalSeconds))ms"
+    }
+}
+
 /// Worker -> coordinator: results of the micro-batches of the envelope's step, and for training
 /// the gradient partial sums of the tree nodes the worker could complete.
 public struct Gradients: Equatable, Sendable, CustomStringConvertible {
@@ -210,20 +249,24 @@ public struct Gradients: Equatable, Sendable, CustomStringConvertible {
     public var nodes: [TreeNode]
     /// One per node, same order; empty for evaluation.
     public var tensors: [FloatPayload]
+    /// How long the worker took, and on what (for `--trace`).
+    public var timings: WorkerTimings
 
-    /// A value with every field given.
-    public init(kind: TaskKind, epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], tensors: [FloatPayload]) {
+    /// A value with every field given (`timings` zero when the sender did not measure them).
+    public init(kind: TaskKind, epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], tensors: [FloatPayload],
+                timings: WorkerTimings = .zero) {
         self.kind = kind
         self.epoch = epoch
         self.results = results
         self.nodes = nodes
         self.tensors = tensors
+        self.timings = timings
     }
 
     /// A one-line summary for logs.
     public var description: String {
         let floats = tensors.reduce(0) { $0 + $1.count }
-        return "gradients \(kind) epoch=\(epoch) results=\(results.count) \(listPrefix(results.map { $0.index })) nodes=\(nodes.count) \(listPrefix(nodes)) tensors=\(tensors.count) (\(floats) floats)"
+        return "gradients \(kind) epoch=\(epoch) results=\(results.count) \(listPrefix(results.map { $0.index })) nodes=\(nodes.count) \(listPrefix(nodes)) tensors=\(tensors.count) (\(floats) floats) \(timings)"
     }
 }
 

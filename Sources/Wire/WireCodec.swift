@@ -5,7 +5,7 @@ import Hashing
 /// Header, 40 bytes, little-endian:
 /// ```
 ///  0 magic        UInt32  0x574E4E43 ("CNNW" in memory)
-///  4 version      UInt16  1
+///  4 version      UInt16  2 (1 lacked the worker timings of gradients)
 ///  6 type         UInt8   1 hello, 2 welcome, 3 weights, 4 assign, 5 gradients, 6 heartbeat, 7 bye, 8 error
 ///  7 reserved     UInt8   0
 ///  8 run id       UInt64
@@ -24,7 +24,8 @@ import Hashing
 /// assign     kind UInt8, epoch UInt32, totalMicroBatches UInt32,
 ///            [index UInt32, [sample UInt32]]
 /// gradients  kind UInt8, epoch UInt32, [index UInt32, lossSum Double, correct UInt32, samples UInt32],
-///            [level UInt8, index UInt32]  (one tensor per node)
+///            [level UInt8, index UInt32]  (one tensor per node),
+///            forward s Double, backward s Double, pack s Double, total s Double
 /// heartbeat  sentAt ms UInt64, busy Bool
 /// bye        reason
 /// error      code UInt16, text
@@ -34,9 +35,13 @@ public enum WireCodec {
     /// "CNNW" read as a little-endian UInt32.
     public static let magic: UInt32 = 0x574E_4E43
     /// The protocol version this build writes.
-    public static let version: UInt16 = 1
-    /// The protocol versions this build reads.
-    public static let understoodVersions: [UInt16] = [1]
+    public static let version: UInt16 = 2
+    /// The protocol versions this build reads. Version 1 gradients carry no timings; rather
+    /// than guess them, a version-1 peer is refused and told to run the same release.
+    public static let understoodVersions: [UInt16] = [2]
+    /// Slack allowed when checking that a worker's timed parts fit in its total: they come from
+    /// one monotonic clock, so only rounding separates them.
+    public static let timingTolerance: Double = 1e-3
     /// Size of the header frame.
     public static let headerSize = 40
     /// Highest tree level: a level-31 node covers 2^31 micro-batches, half the index space.
@@ -129,6 +134,10 @@ public enum WireCodec {
                 meta.u8(node.level)
                 meta.u32(node.index)
             }
+            meta.u64(gradients.timings.forwardSeconds.bitPattern)
+            meta.u64(gradients.timings.backwardSeconds.bitPattern)
+            meta.u64(gradients.timings.packSeconds.bitPattern)
+            meta.u64(gradients.timings.totalSeconds.bitPattern)
         case .heartbeat(let heartbeat):
             meta.u64(heartbeat.sentAtMilliseconds)
             meta.u8(heartbeat.busy ? 1 : 0)
@@ -243,13 +252,13 @@ public enum WireCodec {
     private enum Body {
         case complete(Message)
         case weights
-        case gradients(kind: TaskKind, epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode])
+        case gradients(kind: TaskKind, epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], timings: WorkerTimings)
 
         var expectedTensorCount: Int {
             switch self {
             case .complete: return 0
             case .weights: return 1
-            case .gradients(let kind, _, _, let nodes): return kind == .train ? nodes.count : 0
+            case .gradients(let kind, _, _, let nodes, _): return kind == .train ? nodes.count : 0
             }
         }
 
@@ -259,7 +268,7 @@ public enum WireCodec {
                 let name = message.typeName
                 return ("aeiou".contains(name.first!) ? "an " : "a ") + name + " message"
             case .weights: return "a weights message"
-            case .gradients(let kind, _, _, _):
+            case .gradients(let kind, _, _, _, _):
                 return kind == .train ? "a train gradients message (one tensor per tree node)" : "an evaluate gradients message"
             }
         }
@@ -270,8 +279,8 @@ public enum WireCodec {
                 return message
             case .weights:
                 return .weights(Weights(values: tensors[0]))
-            case .gradients(let kind, let epoch, let results, let nodes):
-                return .gradients(Gradients(kind: kind, epoch: epoch, results: results, nodes: nodes, tensors: tensors))
+            case .gradients(let kind, let epoch, let results, let nodes, let timings):
+                return .gradients(Gradients(kind: kind, epoch: epoch, results: results, nodes: nodes, tensors: tensors, timings: timings))
             }
         }
     }
@@ -369,7 +378,8 @@ public enum WireCodec {
             for (left, right) in zip(ordered, ordered.dropFirst()) where left.microBatches.upperBound > right.microBatches.lowerBound {
                 throw .overlappingTreeNodes(field: "gradients.nodes", first: left, second: right)
             }
-            return .gradients(kind: kind, epoch: epoch, results: results, nodes: nodes)
+            let timings = try readTimings(from: &reader)
+            return .gradients(kind: kind, epoch: epoch, results: results, nodes: nodes, timings: timings)
 
         case .heartbeat:
             let sentAt = try reader.u64("heartbeat.sentAtMilliseconds")
@@ -384,6 +394,32 @@ public enum WireCodec {
             let text = try reader.string("error.text", limit: limits.maxStringBytes)
             return .complete(.error(WireFailure(code: code, text: text)))
         }
+    }
+}
+
+extension WireCodec {
+    /// The worker timings at the end of a gradients meta frame: each a finite, non-negative
+    /// number of seconds, and forward + backward + pack no more than the total they are part of.
+    fileprivate static func readTimings(from reader: inout ByteReader) throws(DecodeError) -> WorkerTimings {
+        func seconds(_ field: String) throws(DecodeError) -> Double {
+            let value = Double(bitPattern: try reader.u64(field))
+            guard value.isFinite, value >= 0 else {
+                throw .invalidValue(field: field, value: String(value),
+                                    requirement: "a duration must be a finite number of seconds, 0 or more")
+            }
+            return value
+        }
+        let timings = WorkerTimings(
+            forwardSeconds: try seconds("gradients.timings.forwardSeconds"),
+            backwardSeconds: try seconds("gradients.timings.backwardSeconds"),
+            packSeconds: try seconds("gradients.timings.packSeconds"),
+            totalSeconds: try seconds("gradients.timings.totalSeconds"))
+        guard timings.accountedSeconds <= timings.totalSeconds + timingTolerance else {
+            throw .invalidValue(
+                field: "gradients.timings.totalSeconds", value: String(timings.totalSeconds),
+                requirement: "forward + backward + pack (\(timings.accountedSeconds) s) must fit in the total from assignment to results")
+        }
+        return timings
     }
 }
 

@@ -70,6 +70,9 @@ struct CoordinatorCommand: ParsableCommand {
         options.initialWeights = `init`
         options.workerExecutable = workerExecutable
         options.quiet = quiet || screen != nil
+        // Spawned workers write to this terminal too: keep them to warnings and errors when the
+        // user asked for quiet, or when the live display owns the screen.
+        options.quietLocalWorkers = quiet || screen != nil
         var server: MetricsHTTPServer?
         defer { server?.stop() }
         if let screen { options.observers.append(TerminalProgressObserver(screen: screen)) }

@@ -46,7 +46,8 @@ struct WorkerCommand: ParsableCommand {
             try worker.run()
         } catch let error as WorkerError {
             if case .unreachable(let reason) = EndpointProbe.check(connect) {
-                throw MonitoringError("\(error.description)\n  tried \(connect): \(reason)")
+                // Still a runtime failure (exit 1), like the WorkerError it explains.
+                throw MonitoringError("\(error.description)\n  tried \(connect): \(reason)", kind: .runtime)
             }
             throw error
         }

@@ -19,7 +19,7 @@ final class WireCodecTests: XCTestCase {
         XCTAssertEqual(frames.count, 2)
         XCTAssertEqual(frames[0].count, 40)
         XCTAssertEqual(Array(frames[0][0..<4]), Array("CNNW".utf8))
-        XCTAssertEqual(Array(frames[0][4..<8]), [1, 0, 7, 0], "version 1, type 7 (bye), reserved 0")
+        XCTAssertEqual(Array(frames[0][4..<8]), [2, 0, 7, 0], "version 2, type 7 (bye), reserved 0")
         XCTAssertEqual(Array(frames[0][8..<16]), [8, 7, 6, 5, 4, 3, 2, 1])
         XCTAssertEqual(Array(frames[0][16..<24]), [42, 0, 0, 0, 0, 0, 0, 0])
         XCTAssertEqual(Array(frames[0][24..<32]), [8, 0, 0, 0, 0, 0, 0, 0], "meta of 8 bytes, no tensors")
@@ -34,12 +34,14 @@ final class WireCodecTests: XCTestCase {
         meta.u8(0).u32(5)                                               // train, epoch 5
         meta.u32(1).u32(6).u64((2.5 as Double).bitPattern).u32(7).u32(8)   // one result
         meta.u32(2).u8(1).u32(3).u8(0).u32(8)                           // nodes [6,8) and [8,9)
+        meta.timings(0.5, 1.25, 0.125, total: 2)                        // forward, backward, pack, total
         let tensors = [floatBytes([1, 2]), floatBytes([3])]
         let envelope = try WireCodec.decode(bytes: rawMessage(type: 5, meta: meta.bytes, tensors: tensors, runID: 9, step: 10))
         XCTAssertEqual(envelope, Envelope(runID: 9, step: 10, message: .gradients(Gradients(
             kind: .train, epoch: 5, results: [MicroBatchResult(index: 6, lossSum: 2.5, correct: 7, samples: 8)],
             nodes: [TreeNode(level: 1, index: 3), TreeNode(level: 0, index: 8)],
-            tensors: [FloatPayload(copying: [1, 2]), FloatPayload(copying: [3])]))))
+            tensors: [FloatPayload(copying: [1, 2]), FloatPayload(copying: [3])],
+            timings: WorkerTimings(forwardSeconds: 0.5, backwardSeconds: 1.25, packSeconds: 0.125, totalSeconds: 2)))))
     }
 
     func testFourMebibyteTensorRoundTripsThroughBytes() throws {
@@ -92,8 +94,8 @@ final class WireCodecTests: XCTestCase {
     }
 
     func testDecodeErrorsDescribeWhatWhereAndTheNumbers() {
-        XCTAssertEqual(DecodeError.unsupportedVersion(got: 2, understood: [1]).description,
-                       "protocol version 2 is not understood (this build speaks 1): run coordinator and workers from the same release")
+        XCTAssertEqual(DecodeError.unsupportedVersion(got: 1, understood: [2]).description,
+                       "protocol version 1 is not understood (this build speaks 2): run coordinator and workers from the same release")
         let truncated = DecodeError.truncated(field: "assign.microBatches[3].samples", needed: 400, remaining: 12).description
         XCTAssertTrue(truncated.contains("assign.microBatches[3].samples") && truncated.contains("400") && truncated.contains("12"), truncated)
         let checksum = DecodeError.tensorChecksumMismatch(tensor: 2, expected: 0xAB, computed: 0xCD).description

@@ -25,7 +25,8 @@ func sampleEnvelopes() -> [Envelope] {
             MicroBatchResult(index: 5, lossSum: -0.0, correct: 0, samples: 0),
             MicroBatchResult(index: 15, lossSum: 1e-300, correct: 32, samples: 32),
         ], nodes: [TreeNode(level: 0, index: 15), TreeNode(level: 1, index: 2), TreeNode(level: 31, index: 1)],
-        tensors: [gradientA, gradientB, gradientC])),
+        tensors: [gradientA, gradientB, gradientC],
+        timings: WorkerTimings(forwardSeconds: 0.012_5, backwardSeconds: 0.031_25, packSeconds: 1e-6, totalSeconds: 0.25))),
         .gradients(Gradients(kind: .evaluate, epoch: 9, results: [MicroBatchResult(index: 0, lossSum: 3, correct: 1, samples: 2)],
                              nodes: [], tensors: [])),
         .heartbeat(Heartbeat(sentAtMilliseconds: UInt64.max - 1, busy: true)),
@@ -50,6 +51,10 @@ final class Bytes {
     @discardableResult func u64(_ value: UInt64) -> Bytes { append(value) }
     @discardableResult func string(_ text: String) -> Bytes { u32(UInt32(text.utf8.count)).raw(Array(text.utf8)) }
     @discardableResult func raw(_ more: [UInt8]) -> Bytes { bytes += more; return self }
+    /// The four worker timings that end a gradients meta frame (seconds, as Double bit patterns).
+    @discardableResult func timings(_ forward: Double = 0, _ backward: Double = 0, _ pack: Double = 0, total: Double = 0) -> Bytes {
+        u64(forward.bitPattern).u64(backward.bitPattern).u64(pack.bitPattern).u64(total.bitPattern)
+    }
 
     private func append<T: FixedWidthInteger>(_ value: T) -> Bytes {
         for shift in stride(from: 0, to: T.bitWidth, by: 8) { bytes.append(UInt8(truncatingIfNeeded: value >> shift)) }
@@ -60,7 +65,7 @@ final class Bytes {
 /// A message assembled from parts: a 40-byte header whose fields default to a valid message
 /// for `meta` (length, tensor count and checksum computed), each overridable to corrupt it.
 func rawMessage(type: UInt8, meta metaFields: [UInt8], tensors: [[UInt8]] = [], magic: UInt32 = 0x574E_4E43,
-                version: UInt16 = 1, reserved: UInt8 = 0, runID: UInt64 = 1, step: UInt64 = 2,
+                version: UInt16 = WireCodec.version, reserved: UInt8 = 0, runID: UInt64 = 1, step: UInt64 = 2,
                 metaLength: UInt32? = nil, tensorCount: UInt32? = nil, metaChecksum: UInt64? = nil,
                 tensorChecksums: [UInt64]? = nil) -> [[UInt8]] {
     let meta = Bytes()

@@ -42,8 +42,10 @@ final class WireValidationTests: XCTestCase {
                        as: .badMagic(expected: 0x574E_4E43, got: 0x5A4D_5451))
     }
 
-    func testVersionTwoIsRejectedNamingTheUnderstoodVersions() {
-        assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: 2), as: .unsupportedVersion(got: 2, understood: [1]))
+    func testVersionOneAndThreeAreRejectedNamingTheUnderstoodVersion() {
+        // Version 1 is an older release whose gradients carry no timings.
+        assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: 1), as: .unsupportedVersion(got: 1, understood: [2]))
+        assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: 3), as: .unsupportedVersion(got: 3, understood: [2]))
     }
 
     func testUnknownMessageTypesAreRejected() {
@@ -156,11 +158,11 @@ final class WireValidationTests: XCTestCase {
         assertRejected(rawMessage(type: 8, meta: Bytes().u16(3).string("no").bytes, tensors: [floatBytes([1])]),
                        as: .wrongTensorCount(message: "an error message", expected: 0, got: 1))
         let train = Bytes()
-        train.u8(0).u32(0).u32(0).u32(2).u8(0).u32(0).u8(0).u32(1)
+        train.u8(0).u32(0).u32(0).u32(2).u8(0).u32(0).u8(0).u32(1).timings()
         assertRejected(rawMessage(type: 5, meta: train.bytes, tensors: [floatBytes([1])]),
                        as: .wrongTensorCount(message: "a train gradients message (one tensor per tree node)", expected: 2, got: 1))
         let evaluate = Bytes()
-        evaluate.u8(1).u32(0).u32(0).u32(0)
+        evaluate.u8(1).u32(0).u32(0).u32(0).timings()
         assertRejected(rawMessage(type: 5, meta: evaluate.bytes, tensors: [floatBytes([1])]),
                        as: .wrongTensorCount(message: "an evaluate gradients message", expected: 0, got: 1))
         let evaluateWithNodes = Bytes()
@@ -212,7 +214,7 @@ final class WireValidationTests: XCTestCase {
     func testTreeLevelAboveThirtyOneAndNodesPastTwoToTheThirtyTwoAreRejected() {
         func gradients(level: UInt8, index: UInt32) -> [[UInt8]] {
             let meta = Bytes()
-            meta.u8(0).u32(0).u32(0).u32(1).u8(level).u32(index)
+            meta.u8(0).u32(0).u32(0).u32(1).u8(level).u32(index).timings()
             return rawMessage(type: 5, meta: meta.bytes, tensors: [floatBytes([1])])
         }
         XCTAssertNoThrow(try WireCodec.decode(bytes: gradients(level: 31, index: 1)))
