@@ -68,6 +68,8 @@ final class LiveRunEndToEndTests: XCTestCase {
         XCTAssertTrue(outcome.output.contains("trace summary: \(checkpoint.state.step) steps"), outcome.output)
         XCTAssertTrue(outcome.output.contains("slowest worker: w"), outcome.output)
         XCTAssertTrue(outcome.output.contains("waiting for workers' gradients"), outcome.output)
+        // Without a display the spawned workers log as usual (on the coordinator's standard error).
+        XCTAssertTrue(outcome.error.contains("[worker local-0] joined as w"), outcome.error)
         // Not on a terminal: plain progress lines, no escape codes.
         XCTAssertTrue(outcome.output.contains("epoch 1/50 step 5/32 (5 total)"), outcome.output)
         XCTAssertFalse(outcome.combined.contains("\u{1B}"), "no escape codes in a file:\n\(outcome.combined)")
@@ -87,6 +89,19 @@ final class LiveRunEndToEndTests: XCTestCase {
         XCTAssertTrue(screen.contains("local-0") && screen.contains("local-1") && screen.contains("micro-batches"), screen)
         XCTAssertTrue(screen.contains("done: 15 steps"), screen)
         XCTAssertFalse(screen.contains("epoch 1/1 step 5/32 (5 total)"), "no plain progress lines on a terminal")
+        XCTAssertTrue(screen.contains("checkpoint step 15 ("), "the final checkpoint shows on the display:\n\(screen)")
+        // The spawned workers share the terminal: under the display they keep to warnings and errors.
+        XCTAssertFalse(screen.contains("joined as w"), "a worker's info line tore the display:\n\(screen)")
+        XCTAssertTrue(screen.contains("(local-0) joined from"), "the coordinator's own log lines still show:\n\(screen)")
+    }
+
+    func testSpawnedWorkersFollowTheCoordinatorsQuiet() throws {
+        let (folder, config) = try Fixture.folder("quiet", config: Fixture.config(synthetic: true))
+        let outcome = try LocalCluster.run(
+            "cnn-coord", ["--config", config, "--spawn-workers", "1", "--steps", "2", "--run-dir", folder + "/run", "--quiet"], seconds: 60)
+        XCTAssertEqual(outcome.status, 0, outcome.combined)
+        XCTAssertFalse(outcome.combined.contains("[worker local-0]"), outcome.combined)
+        XCTAssertFalse(outcome.combined.contains("joined"), "no info lines from anyone with --quiet:\n\(outcome.combined)")
     }
 
     func testAWorkerStartedWithTheCommandFromWorkerCommandTxtJoinsAPortZeroCoordinator() throws {

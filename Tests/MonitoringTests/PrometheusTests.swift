@@ -55,6 +55,15 @@ final class PrometheusTests: XCTestCase {
         }
     }
 
+    func testWorkOutsideStepsAddsToThePhaseCounters() throws {
+        let observer = observedRun()
+        observer.phasesFinished([Reports.phase("evaluate", 0, 11, 0.25), Reports.phase("evaluate", 1, 11, 0.125)], step: 2)
+        observer.phasesFinished([Reports.phase("checkpoint", nil, 11.3, 0.0625)], step: 2)
+        let metrics = try Exposition(observer.exposition())
+        XCTAssertEqual(try XCTUnwrap(metrics.value("cnn_phase_seconds_total", ["phase": "evaluate"])), 0.375, accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(metrics.value("cnn_phase_seconds_total", ["phase": "checkpoint"])), 0.0625, accuracy: 1e-12)
+    }
+
     func testTestMetricsAppearOnlyAfterTheFirstEvaluation() throws {
         let observer = PrometheusObserver()
         observer.runStarted(Reports.start())
