@@ -358,7 +358,6 @@ public final class Coordinator {
         return (0..<total).map { task.scores[$0]! }
     }
 
-
     private struct TaskState {
         let kind: Kind
         let epoch: Int
@@ -668,10 +667,7 @@ public final class Coordinator {
         }
         worker.microBatchesDone += covered.count
         task.finishedAt[worker.id] = monotonicSeconds()
-        let reported = gradients.timings, sofar = task.timings[worker.id] ?? .zero
-        task.timings[worker.id] = WorkerTimings(
-            forwardSeconds: sofar.forwardSeconds + reported.forwardSeconds, backwardSeconds: sofar.backwardSeconds + reported.backwardSeconds,
-            packSeconds: sofar.packSeconds + reported.packSeconds, totalSeconds: sofar.totalSeconds + reported.totalSeconds)
+        task.timings[worker.id] = (task.timings[worker.id] ?? .zero) + gradients.timings
         for other in pool.all { other.outstanding.subtract(covered) }
         if task.firstIdleAt == nil && worker.outstanding.isEmpty { task.firstIdleAt = monotonicSeconds() }
         task.unassigned.subtract(covered)

@@ -94,8 +94,8 @@ public final class Worker {
                 startNextComputation()
             }
             // Finished results wait for this loop to come round: while computing, look every
-            // millisecond (5 ms halved the step rate of a small model; the trace showed it as the
-            // workers' "other" time), and idle, wake only for messages and heartbeats.
+            // millisecond (a 5 ms wait here doubled the step time of a small model; the trace
+            // showed it as the workers' "other" time); idle, wake only for messages and heartbeats.
             if let incoming = try socket.receive(timeoutMilliseconds: computation.isBusy ? 1 : 5) {
                 switch try handle(incoming) {
                 case .carryOn: break

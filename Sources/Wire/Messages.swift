@@ -226,6 +226,12 @@ public struct WorkerTimings: Equatable, Sendable, CustomStringConvertible {
     /// Forward, backward and pack together: the part of `totalSeconds` the worker accounts for.
     public var accountedSeconds: Double { forwardSeconds + backwardSeconds + packSeconds }
 
+    /// Field by field sums: the timings of several results of one worker in one step.
+    public static func + (a: WorkerTimings, b: WorkerTimings) -> WorkerTimings {
+        WorkerTimings(forwardSeconds: a.forwardSeconds + b.forwardSeconds, backwardSeconds: a.backwardSeconds + b.backwardSeconds,
+                      packSeconds: a.packSeconds + b.packSeconds, totalSeconds: a.totalSeconds + b.totalSeconds)
+    }
+
     /// A one-line summary for logs, in milliseconds.
     public var description: String {
         func ms(_ seconds: Double) -> String {

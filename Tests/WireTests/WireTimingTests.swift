@@ -86,6 +86,14 @@ final class WireTimingTests: XCTestCase {
         assertRefused(handBuilt(0, 0, 0.5, total: 0), field: "gradients.timings.totalSeconds", mentioning: ["0.0"])
     }
 
+    func testTimingsOfSeveralResultsAddFieldByField() {
+        let a = WorkerTimings(forwardSeconds: 0.25, backwardSeconds: 0.5, packSeconds: 0.125, totalSeconds: 1)
+        let b = WorkerTimings(forwardSeconds: 1, backwardSeconds: 2, packSeconds: 4, totalSeconds: 8)
+        XCTAssertEqual(a + b, WorkerTimings(forwardSeconds: 1.25, backwardSeconds: 2.5, packSeconds: 4.125, totalSeconds: 9))
+        XCTAssertEqual(a + .zero, a)
+        XCTAssertEqual((a + b).accountedSeconds, 7.875)
+    }
+
     func testTimingsCutShortAreRefusedAsTruncated() {
         var frames = handBuilt(0.1, 0.2, 0.3, total: 0.7)
         frames[1].removeLast(8)
