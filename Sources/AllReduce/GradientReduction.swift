@@ -13,6 +13,8 @@ public protocol GradientReduction: AnyObject {
     /// Micro-batches not yet covered, in order.
     var missingMicroBatches: [Int] { get }
     /// Writes the mean gradient (sum over the tree divided by the number of micro-batches).
+    /// `output` may be the memory offered for the node that covers micro-batch 0 (whose holder
+    /// no longer needs it): the mean then replaces it in place, sparing a buffer and a copy.
     func mean(into output: UnsafeMutablePointer<Float>) throws
 }
 
@@ -30,6 +32,7 @@ public final class TreeReduction: GradientReduction {
     private var length = 0
     private var received: [TreeNodeID: (values: UnsafePointer<Float>, owner: AnyObject)] = [:]
     private var covered: [Bool] = []
+    private let scratch = ReductionScratch()
 
     public init() {}
 
@@ -67,7 +70,7 @@ public final class TreeReduction: GradientReduction {
     public var missingMicroBatches: [Int] { covered.indices.filter { !covered[$0] } }
 
     public func mean(into output: UnsafeMutablePointer<Float>) throws {
-        try tree.evaluate(tree.root, length: length, into: output) { received[$0]?.values }
+        try tree.evaluate(tree.root, length: length, into: output, scratch: scratch) { received[$0]?.values }
         if tree.leafCount > 1 {
             let count = Float(tree.leafCount)
             for i in 0..<length { output[i] /= count }
