@@ -70,11 +70,10 @@ public final class TreeReduction: GradientReduction {
     public var missingMicroBatches: [Int] { covered.indices.filter { !covered[$0] } }
 
     public func mean(into output: UnsafeMutablePointer<Float>) throws {
-        try tree.evaluate(tree.root, length: length, into: output, scratch: scratch) { received[$0]?.values }
-        if tree.leafCount > 1 {
-            let count = Float(tree.leafCount)
-            for i in 0..<length { output[i] /= count }
-        }
+        // One micro-batch's gradient already is the mean; otherwise the division rides along
+        // with the root's addition.
+        let divisor = tree.leafCount > 1 ? Float(tree.leafCount) : nil
+        try tree.evaluate(tree.root, length: length, into: output, scratch: scratch, dividingBy: divisor) { received[$0]?.values }
     }
 
     /// Drops the references to received buffers once the step is applied.

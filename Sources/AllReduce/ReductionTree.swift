@@ -92,27 +92,36 @@ public struct ReductionTree: Sendable, Equatable {
     }
 
     /// `evaluate(_:length:into:known:)` with scratch memory that outlives the call, so that a
-    /// reduction run every step allocates (and faults in) its scratch only once.
+    /// reduction run every step allocates (and faults in) its scratch only once, and optionally
+    /// the value divided by `divisor`: each element is rounded as the sum is, then divided, so the
+    /// bits equal a division pass after the sum, done here in the same pass as the last addition.
     func evaluate(
         _ node: TreeNodeID, length: Int, into output: UnsafeMutablePointer<Float>, scratch: ReductionScratch,
-        known: (TreeNodeID) -> UnsafePointer<Float>?
+        dividingBy divisor: Float? = nil, known: (TreeNodeID) -> UnsafePointer<Float>?
     ) throws {
-        try evaluate(node, depth: 0, length: length, into: output, scratch: scratch, known: known)
+        try evaluate(node, depth: 0, length: length, into: output, scratch: scratch, divisor: divisor, known: known)
     }
 
     private func evaluate(
         _ node: TreeNodeID, depth: Int, length: Int, into output: UnsafeMutablePointer<Float>,
-        scratch: ReductionScratch, known: (TreeNodeID) -> UnsafePointer<Float>?
+        scratch: ReductionScratch, divisor: Float? = nil, known: (TreeNodeID) -> UnsafePointer<Float>?
     ) throws {
         if let values = known(node) {
-            if values != UnsafePointer(output) { output.update(from: values, count: length) }
+            if let divisor {
+                for i in 0..<length { output[i] = values[i] / divisor }
+            } else if values != UnsafePointer(output) {
+                output.update(from: values, count: length)
+            }
             return
         }
         guard node.level > 0 else {
             throw ReductionError(description: "no gradient for micro-batch \(node.index)")
         }
         try evaluate(node.leftChild, depth: depth + 1, length: length, into: output, scratch: scratch, known: known)
-        guard contains(node.rightChild) else { return }
+        guard contains(node.rightChild) else {
+            if let divisor { for i in 0..<length { output[i] /= divisor } }
+            return
+        }
         // A right child already known is added from where it lies: the same additions, no copy.
         let right: UnsafePointer<Float>
         if let values = known(node.rightChild) {
@@ -122,7 +131,11 @@ public struct ReductionTree: Sendable, Equatable {
             try evaluate(node.rightChild, depth: depth + 1, length: length, into: buffer, scratch: scratch, known: known)
             right = UnsafePointer(buffer)
         }
-        for i in 0..<length { output[i] += right[i] }
+        if let divisor {
+            for i in 0..<length { output[i] = (output[i] + right[i]) / divisor }
+        } else {
+            for i in 0..<length { output[i] += right[i] }
+        }
     }
 }
 

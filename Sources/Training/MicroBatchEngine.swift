@@ -69,8 +69,9 @@ public final class MicroBatchEngine: @unchecked Sendable {
     /// Where the replicas read parameters and state now: `loadedWeights`, or a shared network's.
     private var parameters: UnsafeMutablePointer<Float>
     private var state: UnsafeMutablePointer<Float>
-    /// The network whose weights the replicas read, kept alive while they do.
-    private var sharedNetwork: Network?
+    /// Whatever holds the weights the replicas read when they are not `loadedWeights`, kept alive
+    /// while they do.
+    private var weightsOwner: AnyObject?
     /// Leaves handed out by earlier calls; one is reused once its holder has let go of it.
     private var leafPool: [GradientLeaf] = []
 
@@ -99,7 +100,7 @@ public final class MicroBatchEngine: @unchecked Sendable {
         loadedWeights.pointer.update(from: weights, count: parameterCount + stateCount)
         parameters = loadedWeights.pointer
         state = loadedWeights.pointer + parameterCount
-        sharedNetwork = nil
+        weightsOwner = nil
     }
 
     /// Makes the replicas read the parameters and state `network` uses (its bound memory at the
@@ -108,9 +109,20 @@ public final class MicroBatchEngine: @unchecked Sendable {
     public func shareWeights(of network: Network) {
         precondition(network.parameterCount == parameterCount && network.stateCount == stateCount,
                      "shared weights of \(network.parameterCount) + \(network.stateCount) values; the engine's model has \(parameterCount) + \(stateCount)")
-        sharedNetwork = network
+        weightsOwner = network
         parameters = network.boundParameters
         state = network.boundState
+    }
+
+    /// Makes the replicas read weights laid out as `load(weights:)` takes them (`parameterCount`
+    /// parameters, then `stateCount` state values) where they lie, until the next `load(weights:)`
+    /// or sharing: no copy. `owner` is kept alive meanwhile and must keep the memory valid (a
+    /// received weights message, say); the values must not change while `compute` runs.
+    public func shareWeights(_ weights: UnsafePointer<Float>, owner: AnyObject) {
+        weightsOwner = owner
+        // The layers are bound through mutable pointers but only ever read parameters and state.
+        parameters = UnsafeMutablePointer(mutating: weights)
+        state = UnsafeMutablePointer(mutating: weights + parameterCount)
     }
 
     /// Computes the given micro-batches: training ones with gradients, evaluation ones with scores only.

@@ -88,6 +88,28 @@ final class InPlaceReductionTests: XCTestCase {
         XCTAssertEqual(Array(UnsafeBufferPointer(start: buffers[0], count: 29)).map(\.bitPattern), expectedMean(values))
     }
 
+    func testARootSentWholeIsOnlyDividedInPlaceOrNot() throws {
+        let values = leaves(6, length: 31, seed: 9)
+        let root = ReductionTree(leafCount: 6).root
+        let sum = treeSum(values, first: 0, level: root.level)
+        let reduction = TreeReduction()
+        for inPlace in [false, true] {
+            var received = sum
+            var fresh = [Float](repeating: .nan, count: 31)
+            try received.withUnsafeMutableBufferPointer { message in
+                reduction.begin(microBatches: 6, length: 31)
+                _ = try reduction.offer(root, values: message.baseAddress!, owner: self)
+                if inPlace {
+                    try reduction.mean(into: message.baseAddress!)
+                } else {
+                    try fresh.withUnsafeMutableBufferPointer { try reduction.mean(into: $0.baseAddress!) }
+                }
+                reduction.end()
+            }
+            XCTAssertEqual((inPlace ? received : fresh).map(\.bitPattern), expectedMean(values), inPlace ? "in place" : "fresh")
+        }
+    }
+
     func testAReductionReusedAcrossStepsOfOtherSizesGivesFreshResults() throws {
         let reduction = TreeReduction()
         for (step, (count, length)) in [(8, 40), (5, 40), (8, 17), (3, 64), (8, 40)].enumerated() {

@@ -157,17 +157,25 @@ final class EngineReuseTests: XCTestCase {
         let master = try ModelState(config: config)
         let shared = try MicroBatchEngine(config: config, data: data, threads: 2)
         let loaded = try MicroBatchEngine(config: config, data: data, threads: 1)
+        let pointed = try MicroBatchEngine(config: config, data: data, threads: 2)
         shared.shareWeights(of: master.network)
         for step in 0..<2 {
             var weights = [Float](repeating: 0, count: master.weightsCount)
             weights.withUnsafeMutableBufferPointer { master.copyWeights(into: $0.baseAddress!) }
             weights.withUnsafeBufferPointer { loaded.load(weights: $0.baseAddress!) }
+            // Weights read where they lie, as a worker could read a received message.
+            let message = FloatBuffer(count: master.weightsCount)
+            master.copyWeights(into: message.pointer)
+            pointed.shareWeights(message.pointer, owner: message)
             let items = work([0, 1, 2])
             let a = shared.compute(items, training: true, epoch: 0, step: step)
             let b = loaded.compute(items, training: true, epoch: 0, step: step)
+            let c = pointed.compute(items, training: true, epoch: 0, step: step)
             for index in 0..<3 {
-                XCTAssertEqual(a.leafGradients[index]?.values.map(\.bitPattern), b.leafGradients[index]?.values.map(\.bitPattern),
-                               "step \(step), micro-batch \(index)")
+                let expected = b.leafGradients[index]?.values.map(\.bitPattern)
+                XCTAssertNotNil(expected)
+                XCTAssertEqual(a.leafGradients[index]?.values.map(\.bitPattern), expected, "step \(step), micro-batch \(index)")
+                XCTAssertEqual(c.leafGradients[index]?.values.map(\.bitPattern), expected, "step \(step), micro-batch \(index)")
             }
             // The master weights move; the sharing engine must see the move at the next step.
             for i in 0..<master.parameterCount { master.network.parameters.pointer[i] *= 0.5 }
