@@ -94,8 +94,8 @@ public final class MicroBatchEngine: @unchecked Sendable {
         state = loadedWeights.pointer + parameterCount
     }
 
-    /// Loads weights: `parameterCount` parameters followed by `stateCount` state values. Ends any
-    /// `shareWeights(of:)`.
+    /// Loads weights: `parameterCount` parameters followed by `stateCount` state values, copied
+    /// once for all replicas. Ends any sharing of weights held elsewhere.
     public func load(weights: UnsafePointer<Float>) {
         loadedWeights.pointer.update(from: weights, count: parameterCount + stateCount)
         parameters = loadedWeights.pointer
@@ -104,8 +104,9 @@ public final class MicroBatchEngine: @unchecked Sendable {
     }
 
     /// Makes the replicas read the parameters and state `network` uses (its bound memory at the
-    /// time of this call), in place, until the next `load(weights:)`: no copy per step. The network must be of this engine's model, and its
-    /// weights must not change while `compute` runs (between calls they may: an optimiser step).
+    /// time of this call) in place, until the next `load(weights:)`: no copy per step. The network
+    /// must be of this engine's model, and its weights must not change while `compute` runs
+    /// (between calls they may: that is the optimiser's step).
     public func shareWeights(of network: Network) {
         precondition(network.parameterCount == parameterCount && network.stateCount == stateCount,
                      "shared weights of \(network.parameterCount) + \(network.stateCount) values; the engine's model has \(parameterCount) + \(stateCount)")
