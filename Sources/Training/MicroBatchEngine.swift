@@ -14,13 +14,14 @@ public struct MicroBatchWork: Sendable, Equatable {
     }
 }
 
-/// One micro-batch's gradient leaf: the gradient of its mean loss (`parameterCount` floats), then
-/// its state observations (`stateCount` floats). Backward writes straight into it, and the engine
-/// hands the memory out again once nobody else holds the leaf, so steps allocate nothing.
-public final class GradientLeaf: @unchecked Sendable {
+/// The value of one node of the reduction tree: a micro-batch's gradient leaf (the gradient of
+/// its mean loss, `parameterCount` floats, then its state observations, `stateCount` floats), or
+/// the sum of the leaves of a whole aligned range. Backward writes straight into it, and the
+/// engine hands the memory out again once nobody else holds it, so steps allocate nothing.
+public final class GradientBuffer: @unchecked Sendable {
     // Sendable: one replica's thread writes it during `compute`; afterwards its holder owns it.
     private let buffer: FloatBuffer
-    /// Floats in the leaf.
+    /// Floats in the buffer.
     public let count: Int
 
     init(count: Int) {
@@ -28,18 +29,38 @@ public final class GradientLeaf: @unchecked Sendable {
         buffer = FloatBuffer(count: count)
     }
 
-    /// The leaf's memory; its holder may also overwrite it (to build a mean in place, say).
+    /// The memory; its holder may also overwrite it (to build a mean in place, say).
     public var pointer: UnsafeMutablePointer<Float> { buffer.pointer }
 
     /// A copy of the values.
     public var values: [Float] { Array(UnsafeBufferPointer(start: buffer.pointer, count: count)) }
 }
 
-/// What computing some micro-batches gives: a score per micro-batch and, in training, the
-/// gradient of each micro-batch's mean loss (the leaves of the reduction tree).
+/// The gradients of the training micro-batches one `compute` call was given, as values of nodes
+/// of the fixed reduction tree. A thread that computes both halves of an aligned range adds them
+/// as soon as both exist (left + right, exactly the tree's addition), so it holds a few buffers
+/// however many micro-batches it computes; the rest of the tree is completed by `sum` or by the
+/// coordinator. Which nodes appear depends on the thread count; their values never do.
+public struct GradientSums {
+    /// The value of each node held; the nodes are disjoint and each is whole (all its micro-batches
+    /// were computed here).
+    public var nodes: [TreeNodeID: GradientBuffer] = [:]
+
+    public init() {}
+
+    /// The micro-batches the nodes cover.
+    public var microBatches: Set<Int> {
+        Set(nodes.keys.flatMap { $0.firstLeaf..<($0.firstLeaf + (1 << $0.level)) })
+    }
+
+    public var isEmpty: Bool { nodes.isEmpty }
+}
+
+/// What computing some micro-batches gives: a score per micro-batch and, in training, their
+/// gradients (of each micro-batch's mean loss) as sums along the reduction tree.
 public struct MicroBatchOutput {
     public var scores: [Int: BatchScore] = [:]
-    public var leafGradients: [Int: GradientLeaf] = [:]
+    public var leafGradients = GradientSums()
     /// Forward and backward wall-clock seconds of each micro-batch (for `--trace`).
     public var timings: [Int: PassTiming] = [:]
 }
@@ -72,14 +93,31 @@ public final class MicroBatchEngine: @unchecked Sendable {
     /// Whatever holds the weights the replicas read when they are not `loadedWeights`, kept alive
     /// while they do.
     private var weightsOwner: AnyObject?
-    /// Leaves handed out by earlier calls; one is reused once its holder has let go of it.
-    private var leafPool: [GradientLeaf] = []
 
     private final class Replica {
         let network: Network
         let images = FloatBuffer()
         let labels = IndexBuffer()
+        /// Gradient buffers this replica handed out; one is reused once nobody else holds it.
+        private var pool: [GradientBuffer] = []
+
         init(_ spec: ModelSpec) throws { network = try Network(spec) }
+
+        /// Forgets buffers still held elsewhere (an earlier output kept alive): they are their
+        /// holder's now.
+        func releaseHeldBuffers() {
+            var free: [GradientBuffer] = []
+            for index in pool.indices where isKnownUniquelyReferenced(&pool[index]) { free.append(pool[index]) }
+            pool = free
+        }
+
+        /// A buffer nobody else holds, pooled or new.
+        func takeBuffer(count: Int) -> GradientBuffer {
+            for index in pool.indices where isKnownUniquelyReferenced(&pool[index]) { return pool[index] }
+            let buffer = GradientBuffer(count: count)
+            pool.append(buffer)
+            return buffer
+        }
     }
 
     public init(config: TrainingConfig, data: DataSource, threads: Int) throws {
@@ -129,43 +167,48 @@ public final class MicroBatchEngine: @unchecked Sendable {
     /// Computes the given micro-batches: training ones with gradients, evaluation ones with scores only.
     public func compute(_ work: [MicroBatchWork], training: Bool, epoch: Int, step: Int) -> MicroBatchOutput {
         let threads = min(replicas.count, work.count)
-        let leaves = training ? takeLeaves(work.count) : []
+        // Each thread takes a run of consecutive micro-batches, so that it can add up whole tree
+        // nodes as it goes.
+        let ordered = work.sorted { $0.index < $1.index }
+        if training { replicas.forEach { $0.releaseHeldBuffers() } }
         let outputs = (0..<max(threads, 1)).map { _ in Box(MicroBatchOutput()) }
         DispatchQueue.concurrentPerform(iterations: threads) { t in
             let replica = replicas[t]
+            let first = t * ordered.count / threads, end = (t + 1) * ordered.count / threads
             var mine = MicroBatchOutput()
-            for item in stride(from: t, to: work.count, by: threads) {
-                let micro = work[item]
-                let leaf = training ? leaves[item] : nil
-                mine.scores[micro.index] = run(micro, on: replica, into: leaf, epoch: epoch, step: step)
+            // Nodes computed so far, in micro-batch order; the last two merge when they are siblings.
+            var held: [(node: TreeNodeID, value: GradientBuffer)] = []
+            for micro in ordered[first..<end] {
+                let buffer = training ? replica.takeBuffer(count: leafLength) : nil
+                mine.scores[micro.index] = run(micro, on: replica, into: buffer, epoch: epoch, step: step)
                 mine.timings[micro.index] = replica.network.lastPassTiming
-                if let leaf { mine.leafGradients[micro.index] = leaf }
+                guard let buffer else { continue }
+                held.append((TreeNodeID(level: 0, index: micro.index), buffer))
+                while held.count >= 2 {
+                    let left = held[held.count - 2], right = held[held.count - 1]
+                    guard left.node.level == right.node.level, left.node.index % 2 == 0,
+                          right.node.index == left.node.index + 1 else { break }
+                    // value(parent) = value(left) + value(right), element by element: the tree's addition.
+                    let sum = left.value.pointer, addend = UnsafePointer(right.value.pointer)
+                    for i in 0..<leafLength { sum[i] += addend[i] }
+                    held.removeLast(2)
+                    held.append((left.node.parent, left.value))
+                }
             }
+            for (node, value) in held { mine.leafGradients.nodes[node] = value }
             outputs[t].value = mine
         }
         var merged = MicroBatchOutput()
         for output in outputs {
             merged.scores.merge(output.value.scores) { a, _ in a }
-            merged.leafGradients.merge(output.value.leafGradients) { a, _ in a }
+            merged.leafGradients.nodes.merge(output.value.leafGradients.nodes) { a, _ in a }
             merged.timings.merge(output.value.timings) { a, _ in a }
         }
         return merged
     }
 
-    /// `count` leaves for this call: pooled ones nobody holds any more first, then new ones.
-    private func takeLeaves(_ count: Int) -> [GradientLeaf] {
-        var free: [GradientLeaf] = []
-        for index in leafPool.indices where isKnownUniquelyReferenced(&leafPool[index]) {
-            free.append(leafPool[index])
-        }
-        // Leaves still held elsewhere (an earlier output kept alive) belong to their holder now.
-        leafPool = free
-        while leafPool.count < count { leafPool.append(GradientLeaf(count: leafLength)) }
-        return Array(leafPool[0..<count])
-    }
-
     /// Computes one micro-batch on `replica`; in training, back-propagates into `leaf`.
-    private func run(_ micro: MicroBatchWork, on replica: Replica, into leaf: GradientLeaf?, epoch: Int, step: Int) -> BatchScore {
+    private func run(_ micro: MicroBatchWork, on replica: Replica, into leaf: GradientBuffer?, epoch: Int, step: Int) -> BatchScore {
         let training = leaf != nil
         let set = training ? data.train : data.test
         let count = micro.samples.count
@@ -193,21 +236,20 @@ public final class MicroBatchEngine: @unchecked Sendable {
 
     /// The partial sums a participant holding `leafGradients` sends: one per maximal tree node.
     public static func partialSums(
-        of leafGradients: [Int: GradientLeaf], microBatchesInStep: Int
+        of leafGradients: GradientSums, microBatchesInStep: Int
     ) -> [TreeNodeID] {
-        ReductionTree(leafCount: microBatchesInStep).maximalNodes(covering: Set(leafGradients.keys))
+        ReductionTree(leafCount: microBatchesInStep).maximalNodes(covering: leafGradients.microBatches)
     }
 
     /// Writes the value of `node` (a sum of leaf gradients along the fixed tree) into `output`.
     public static func sum(
-        _ node: TreeNodeID, of leafGradients: [Int: GradientLeaf], microBatchesInStep: Int, length: Int,
+        _ node: TreeNodeID, of leafGradients: GradientSums, microBatchesInStep: Int, length: Int,
         into output: UnsafeMutablePointer<Float>
     ) throws {
         let tree = ReductionTree(leafCount: microBatchesInStep)
         try withExtendedLifetime(leafGradients) {
             try tree.evaluate(node, length: length, into: output) { id in
-                guard id.level == 0, let leaf = leafGradients[id.index] else { return nil }
-                return UnsafePointer(leaf.pointer)
+                leafGradients.nodes[id].map { UnsafePointer($0.pointer) }
             }
         }
     }

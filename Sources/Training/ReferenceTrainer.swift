@@ -37,18 +37,20 @@ public final class ReferenceTrainer {
     }
 }
 
-/// Reduces a step's leaves along the tree, building the mean in the leaf of micro-batch 0 (the
-/// output's own memory, no longer needed as a leaf), and returns it; valid while `output` lives.
+/// Reduces a step's gradients along the tree, building the mean in the memory of the node that
+/// covers micro-batch 0 (the output's own, no longer needed), and returns it; valid while
+/// `output` lives.
 func reduceInPlace(
     _ output: MicroBatchOutput, microBatches: Int, length: Int, reduction: TreeReduction
 ) throws -> UnsafeMutablePointer<Float> {
-    guard let first = output.leafGradients[0] else {
+    let sums = output.leafGradients.nodes
+    guard let first = sums.first(where: { $0.key.firstLeaf == 0 })?.value else {
         throw ReductionError(description: "no gradient for micro-batch 0")
     }
     reduction.begin(microBatches: microBatches, length: length)
     defer { reduction.end() }
-    for (index, leaf) in output.leafGradients {
-        _ = try reduction.offer(TreeNodeID(level: 0, index: index), values: leaf.pointer, owner: leaf)
+    for (node, value) in sums {
+        _ = try reduction.offer(node, values: value.pointer, owner: value)
     }
     try reduction.mean(into: first.pointer)
     return first.pointer

@@ -103,7 +103,31 @@ final class EngineReuseTests: XCTestCase {
         }
     }
 
-    func testAReusedEngineGivesTheLeavesOfAFreshOneWhateverCameBefore() throws {
+    /// Checks every node `got` holds against the same node added up from `leaves`, an output of
+    /// an engine with a thread per micro-batch (which therefore holds single leaves only).
+    private func assertNodes(_ got: MicroBatchOutput, match leaves: MicroBatchOutput, length: Int, _ label: String) throws {
+        XCTAssertTrue(leaves.leafGradients.nodes.keys.allSatisfy { $0.level == 0 }, label)
+        for (node, value) in got.leafGradients.nodes {
+            XCTAssertEqual(value.count, length)
+            var expected = [Float](repeating: .nan, count: length)
+            try expected.withUnsafeMutableBufferPointer { output in
+                // The smallest tree in which the node is whole.
+                let tree = ReductionTree(leafCount: node.firstLeaf + (1 << node.level))
+                try tree.evaluate(node, length: length, into: output.baseAddress!) { id in
+                    id.level == 0 ? leaves.leafGradients.nodes[id].map { UnsafePointer($0.pointer) } : nil
+                }
+            }
+            XCTAssertEqual(value.values.map(\.bitPattern), expected.map(\.bitPattern), "\(label): \(node)")
+        }
+    }
+
+    private func loadedEngine(_ config: TrainingConfig, _ data: DataSource, threads: Int, weights: [Float]) throws -> MicroBatchEngine {
+        let engine = try MicroBatchEngine(config: config, data: data, threads: threads)
+        weights.withUnsafeBufferPointer { engine.load(weights: $0.baseAddress!) }
+        return engine
+    }
+
+    func testAReusedEngineGivesTheSumsOfAFreshOneWhateverCameBefore() throws {
         let config = try config()
         let data = try DataSource.load(config)
         let reused = try MicroBatchEngine(config: config, data: data, threads: 2)
@@ -111,72 +135,96 @@ final class EngineReuseTests: XCTestCase {
         var weights = [Float](repeating: 0, count: master.weightsCount)
         weights.withUnsafeMutableBufferPointer { master.copyWeights(into: $0.baseAddress!) }
         // Steps of 6, 2, 3 and 1 micro-batches with different weights each, and an evaluation
-        // in between: a leaf that kept anything of an earlier step would differ from a fresh one.
+        // in between: a buffer that kept anything of an earlier step would differ from a fresh one.
         let steps: [([Int], Bool)] = [([0, 1, 2, 3, 4, 5], true), ([1, 0], true), ([0, 1, 2], false), ([2, 0, 1], true), ([0], true)]
         for (step, (indices, training)) in steps.enumerated() {
             for i in weights.indices where i % 7 == step { weights[i] *= -1.5 }
             let items = work(indices, offset: training ? step * 8 : 0)
-            let fresh = try MicroBatchEngine(config: config, data: data, threads: 1)
-            weights.withUnsafeBufferPointer {
-                reused.load(weights: $0.baseAddress!)
-                fresh.load(weights: $0.baseAddress!)
-            }
+            weights.withUnsafeBufferPointer { reused.load(weights: $0.baseAddress!) }
+            let fresh = try loadedEngine(config, data, threads: indices.count, weights: weights)
             let got = reused.compute(items, training: training, epoch: 0, step: step)
             let expected = fresh.compute(items, training: training, epoch: 0, step: step)
-            XCTAssertEqual(Set(got.leafGradients.keys), training ? Set(indices) : [], "step \(step)")
-            for index in indices {
-                XCTAssertEqual(got.scores[index], expected.scores[index], "step \(step), micro-batch \(index)")
-                if training {
-                    let a = try XCTUnwrap(got.leafGradients[index]), b = try XCTUnwrap(expected.leafGradients[index])
-                    XCTAssertEqual(a.count, reused.leafLength)
-                    XCTAssertEqual(a.values.map(\.bitPattern), b.values.map(\.bitPattern), "step \(step), micro-batch \(index)")
+            XCTAssertEqual(got.leafGradients.microBatches, training ? Set(indices) : [], "step \(step)")
+            XCTAssertEqual(got.scores, expected.scores, "step \(step)")
+            try assertNodes(got, match: expected, length: reused.leafLength, "step \(step)")
+        }
+    }
+
+    func testEachThreadAddsWholeRangesAsItGoesAndTheTreeGetsTheSameSums() throws {
+        let config = try config()
+        let data = try DataSource.load(config)
+        let master = try ModelState(config: config)
+        var weights = [Float](repeating: 0, count: master.weightsCount)
+        weights.withUnsafeMutableBufferPointer { master.copyWeights(into: $0.baseAddress!) }
+        let node = TreeNodeID.init(level:index:)
+        let cases: [(threads: Int, indices: [Int], nodes: Set<TreeNodeID>)] = [
+            (1, Array(0..<6), [node(2, 0), node(1, 2)]),
+            (1, [4, 2, 3], [node(1, 1), node(0, 4)]),
+            (2, Array(0..<4), [node(1, 0), node(1, 1)]),
+            (2, Array(0..<6), [node(1, 0), node(0, 2), node(0, 3), node(1, 2)]),
+        ]
+        for (threads, indices, nodes) in cases {
+            let label = "\(threads) thread(s), micro-batches \(indices)"
+            let engine = try loadedEngine(config, data, threads: threads, weights: weights)
+            let leaves = try loadedEngine(config, data, threads: indices.count, weights: weights)
+            let got = engine.compute(work(indices), training: true, epoch: 0, step: 0)
+            let expected = leaves.compute(work(indices), training: true, epoch: 0, step: 0)
+            XCTAssertEqual(Set(got.leafGradients.nodes.keys), nodes, label)
+            try assertNodes(got, match: expected, length: engine.leafLength, label)
+            // What a worker would send: the same partial sums whichever nodes it held.
+            let total = indices.max()! + 1
+            let sent = MicroBatchEngine.partialSums(of: got.leafGradients, microBatchesInStep: total)
+            XCTAssertEqual(sent, MicroBatchEngine.partialSums(of: expected.leafGradients, microBatchesInStep: total), label)
+            for partial in sent {
+                var a = [Float](repeating: .nan, count: engine.leafLength), b = a
+                try a.withUnsafeMutableBufferPointer {
+                    try MicroBatchEngine.sum(partial, of: got.leafGradients, microBatchesInStep: total, length: engine.leafLength, into: $0.baseAddress!)
                 }
+                try b.withUnsafeMutableBufferPointer {
+                    try MicroBatchEngine.sum(partial, of: expected.leafGradients, microBatchesInStep: total, length: engine.leafLength, into: $0.baseAddress!)
+                }
+                XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "\(label): \(partial)")
             }
         }
     }
 
-    func testLeavesOfAnOutputStillHeldAreNotReused() throws {
+    func testBuffersOfAnOutputStillHeldAreNotReused() throws {
         let config = try config()
         let engine = try MicroBatchEngine(config: config, data: try DataSource.load(config), threads: 1)
         let master = try ModelState(config: config)
         engine.shareWeights(of: master.network)
-        let first = engine.compute(work([0, 1]), training: true, epoch: 0, step: 0)
-        let kept = first.leafGradients.mapValues(\.values)
+        let first = engine.compute(work([0, 1, 2]), training: true, epoch: 0, step: 0)
+        let kept = first.leafGradients.nodes.mapValues { $0.values.map(\.bitPattern) }
         for round in 1...2 {
             let later = engine.compute(work([0, 1, 2], offset: 40), training: true, epoch: 0, step: round)
-            for (index, leaf) in later.leafGradients {
-                XCTAssertFalse(first.leafGradients.values.contains { $0 === leaf }, "micro-batch \(index) reused a held leaf")
+            for (node, value) in later.leafGradients.nodes {
+                XCTAssertFalse(first.leafGradients.nodes.values.contains { $0 === value }, "\(node) reused a held buffer")
             }
         }
-        XCTAssertEqual(first.leafGradients.mapValues { $0.values.map(\.bitPattern) }, kept.mapValues { $0.map(\.bitPattern) })
+        XCTAssertEqual(first.leafGradients.nodes.mapValues { $0.values.map(\.bitPattern) }, kept)
     }
 
-    func testSharedWeightsGiveTheSameLeavesAsLoadedOnesAndFollowUpdates() throws {
+    func testSharedWeightsGiveTheSameSumsAsLoadedOnesAndFollowUpdates() throws {
         let config = try config()
         let data = try DataSource.load(config)
         let master = try ModelState(config: config)
         let shared = try MicroBatchEngine(config: config, data: data, threads: 2)
-        let loaded = try MicroBatchEngine(config: config, data: data, threads: 1)
-        let pointed = try MicroBatchEngine(config: config, data: data, threads: 2)
+        let pointed = try MicroBatchEngine(config: config, data: data, threads: 1)
         shared.shareWeights(of: master.network)
         for step in 0..<2 {
             var weights = [Float](repeating: 0, count: master.weightsCount)
             weights.withUnsafeMutableBufferPointer { master.copyWeights(into: $0.baseAddress!) }
-            weights.withUnsafeBufferPointer { loaded.load(weights: $0.baseAddress!) }
+            let loaded = try loadedEngine(config, data, threads: 3, weights: weights)
             // Weights read where they lie, as a worker could read a received message.
             let message = FloatBuffer(count: master.weightsCount)
             master.copyWeights(into: message.pointer)
             pointed.shareWeights(message.pointer, owner: message)
             let items = work([0, 1, 2])
-            let a = shared.compute(items, training: true, epoch: 0, step: step)
-            let b = loaded.compute(items, training: true, epoch: 0, step: step)
-            let c = pointed.compute(items, training: true, epoch: 0, step: step)
-            for index in 0..<3 {
-                let expected = b.leafGradients[index]?.values.map(\.bitPattern)
-                XCTAssertNotNil(expected)
-                XCTAssertEqual(a.leafGradients[index]?.values.map(\.bitPattern), expected, "step \(step), micro-batch \(index)")
-                XCTAssertEqual(c.leafGradients[index]?.values.map(\.bitPattern), expected, "step \(step), micro-batch \(index)")
-            }
+            let expected = loaded.compute(items, training: true, epoch: 0, step: step)
+            try assertNodes(shared.compute(items, training: true, epoch: 0, step: step), match: expected,
+                            length: loaded.leafLength, "shared network, step \(step)")
+            try assertNodes(pointed.compute(items, training: true, epoch: 0, step: step), match: expected,
+                            length: loaded.leafLength, "shared memory, step \(step)")
             // The master weights move; the sharing engine must see the move at the next step.
             for i in 0..<master.parameterCount { master.network.parameters.pointer[i] *= 0.5 }
         }
