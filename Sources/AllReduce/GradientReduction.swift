@@ -13,6 +13,8 @@ public protocol GradientReduction: AnyObject {
     /// Micro-batches not yet covered, in order.
     var missingMicroBatches: [Int] { get }
     /// Writes the mean gradient (sum over the tree divided by the number of micro-batches).
+    /// `output` may be the memory offered for the node that covers micro-batch 0 (whose holder
+    /// no longer needs it): the mean then replaces it in place, sparing a buffer and a copy.
     func mean(into output: UnsafeMutablePointer<Float>) throws
 }
 
@@ -30,6 +32,7 @@ public final class TreeReduction: GradientReduction {
     private var length = 0
     private var received: [TreeNodeID: (values: UnsafePointer<Float>, owner: AnyObject)] = [:]
     private var covered: [Bool] = []
+    private let scratch = ReductionScratch()
 
     public init() {}
 
@@ -67,11 +70,10 @@ public final class TreeReduction: GradientReduction {
     public var missingMicroBatches: [Int] { covered.indices.filter { !covered[$0] } }
 
     public func mean(into output: UnsafeMutablePointer<Float>) throws {
-        try tree.evaluate(tree.root, length: length, into: output) { received[$0]?.values }
-        if tree.leafCount > 1 {
-            let count = Float(tree.leafCount)
-            for i in 0..<length { output[i] /= count }
-        }
+        // One micro-batch's gradient already is the mean; otherwise the division rides along
+        // with the root's addition.
+        let divisor = tree.leafCount > 1 ? Float(tree.leafCount) : nil
+        try tree.evaluate(tree.root, length: length, into: output, scratch: scratch, dividingBy: divisor) { received[$0]?.values }
     }
 
     /// Drops the references to received buffers once the step is applied.

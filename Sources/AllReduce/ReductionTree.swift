@@ -23,6 +23,10 @@ public struct TreeNodeID: Hashable, Sendable, Comparable, CustomStringConvertibl
 
 public struct ReductionError: Error, CustomStringConvertible, Equatable {
     public var description: String
+
+    public init(description: String) {
+        self.description = description
+    }
 }
 
 /// The fixed summation tree of DESIGN.md's step contract. The value of a node is
@@ -76,31 +80,82 @@ public struct ReductionTree: Sendable, Equatable {
     /// Computes `node`'s value into `output` (`length` floats). `known` gives the value of a node
     /// when it is already available (a received partial sum, or a leaf's gradient); otherwise the
     /// node is built from its children. Throws when some micro-batch under `node` has no value.
+    ///
+    /// `output` may be the very memory `known` gives for the node that starts `node` (the one
+    /// holding its first micro-batch): the sum is then built there in place, sparing a copy. That
+    /// memory is read before anything is written to it, and only once.
     public func evaluate(
         _ node: TreeNodeID, length: Int, into output: UnsafeMutablePointer<Float>,
         known: (TreeNodeID) -> UnsafePointer<Float>?
     ) throws {
-        var scratch: [UnsafeMutablePointer<Float>] = []
-        defer { scratch.forEach { $0.deallocate() } }
-        try evaluate(node, depth: 0, length: length, into: output, scratch: &scratch, known: known)
+        try evaluate(node, length: length, into: output, scratch: ReductionScratch(), known: known)
+    }
+
+    /// `evaluate(_:length:into:known:)` with scratch memory that outlives the call, so that a
+    /// reduction run every step allocates (and faults in) its scratch only once, and optionally
+    /// the value divided by `divisor`: each element is rounded as the sum is, then divided, so the
+    /// bits equal a division pass after the sum, done here in the same pass as the last addition.
+    func evaluate(
+        _ node: TreeNodeID, length: Int, into output: UnsafeMutablePointer<Float>, scratch: ReductionScratch,
+        dividingBy divisor: Float? = nil, known: (TreeNodeID) -> UnsafePointer<Float>?
+    ) throws {
+        try evaluate(node, depth: 0, length: length, into: output, scratch: scratch, divisor: divisor, known: known)
     }
 
     private func evaluate(
         _ node: TreeNodeID, depth: Int, length: Int, into output: UnsafeMutablePointer<Float>,
-        scratch: inout [UnsafeMutablePointer<Float>], known: (TreeNodeID) -> UnsafePointer<Float>?
+        scratch: ReductionScratch, divisor: Float? = nil, known: (TreeNodeID) -> UnsafePointer<Float>?
     ) throws {
         if let values = known(node) {
-            output.update(from: values, count: length)
+            if let divisor {
+                for i in 0..<length { output[i] = values[i] / divisor }
+            } else if values != UnsafePointer(output) {
+                output.update(from: values, count: length)
+            }
             return
         }
         guard node.level > 0 else {
             throw ReductionError(description: "no gradient for micro-batch \(node.index)")
         }
-        try evaluate(node.leftChild, depth: depth + 1, length: length, into: output, scratch: &scratch, known: known)
-        guard contains(node.rightChild) else { return }
-        while scratch.count <= depth { scratch.append(.allocate(capacity: length)) }
-        let right = scratch[depth]
-        try evaluate(node.rightChild, depth: depth + 1, length: length, into: right, scratch: &scratch, known: known)
-        for i in 0..<length { output[i] += right[i] }
+        try evaluate(node.leftChild, depth: depth + 1, length: length, into: output, scratch: scratch, known: known)
+        guard contains(node.rightChild) else {
+            if let divisor { for i in 0..<length { output[i] /= divisor } }
+            return
+        }
+        // A right child already known is added from where it lies: the same additions, no copy.
+        let right: UnsafePointer<Float>
+        if let values = known(node.rightChild) {
+            right = values
+        } else {
+            let buffer = scratch.buffer(depth: depth, length: length)
+            try evaluate(node.rightChild, depth: depth + 1, length: length, into: buffer, scratch: scratch, known: known)
+            right = UnsafePointer(buffer)
+        }
+        if let divisor {
+            for i in 0..<length { output[i] = (output[i] + right[i]) / divisor }
+        } else {
+            for i in 0..<length { output[i] += right[i] }
+        }
+    }
+}
+
+/// Memory for the right children a tree evaluation builds, one buffer per depth, kept between
+/// evaluations of the same length.
+final class ReductionScratch {
+    private var buffers: [UnsafeMutablePointer<Float>] = []
+    private var length = 0
+
+    init() {}
+
+    deinit { buffers.forEach { $0.deallocate() } }
+
+    func buffer(depth: Int, length: Int) -> UnsafeMutablePointer<Float> {
+        if length != self.length {
+            buffers.forEach { $0.deallocate() }
+            buffers.removeAll()
+            self.length = length
+        }
+        while buffers.count <= depth { buffers.append(.allocate(capacity: length)) }
+        return buffers[depth]
     }
 }

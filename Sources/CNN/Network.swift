@@ -26,14 +26,25 @@ public final class Network {
     public let stateSlots: [TensorSlot]
     public let parameterCount: Int
     public let stateCount: Int
-    /// The flat parameter vector, in `parameterSlots` order.
+    /// The network's own flat parameter vector, in `parameterSlots` order. The layers use it
+    /// unless `bind(parameters:gradients:)` pointed them elsewhere (see `boundParameters`).
     public let parameters: FloatBuffer
-    /// d(loss)/d(parameters), same layout; `backward` adds into it.
+    /// The network's own d(loss)/d(parameters), same layout; `backward` adds into it unless the
+    /// layers are bound elsewhere (see `boundGradients`).
     public let gradients: FloatBuffer
-    /// Non-trainable state (BatchNorm running statistics), in `stateSlots` order.
+    /// The network's own non-trainable state (BatchNorm running statistics), in `stateSlots` order.
     public let state: FloatBuffer
     /// What the last training pass observed for each state value (same layout as `state`).
     public let observations: FloatBuffer
+
+    /// Where the layers read their parameters: `parameters.pointer` unless rebound.
+    public private(set) var boundParameters: UnsafeMutablePointer<Float>
+    /// Where `backward` adds the parameter gradients: `gradients.pointer` unless rebound.
+    public private(set) var boundGradients: UnsafeMutablePointer<Float>
+    /// Where the layers read their state: `state.pointer` unless rebound.
+    public private(set) var boundState: UnsafeMutablePointer<Float>
+    /// Where a training pass records its observations: `observations.pointer` unless rebound.
+    public private(set) var boundObservations: UnsafeMutablePointer<Float>
 
     private let lossGradient = FloatBuffer()
 
@@ -82,21 +93,75 @@ public final class Network {
         state = FloatBuffer(count: stateOffset)
         observations = FloatBuffer(count: stateOffset)
 
-        var parameterCursor = 0
-        var stateCursor = 0
+        boundParameters = parameters.pointer
+        boundGradients = gradients.pointer
+        boundState = state.pointer
+        boundObservations = observations.pointer
+        bind(parameters: parameters.pointer, gradients: gradients.pointer)
+        bind(state: state.pointer, observations: observations.pointer)
+        // Nothing before the first layer learns, so its input gradient would be thrown away.
+        if let first = layers.first { Network.skipInputGradient(of: first) }
+    }
+
+    /// Points every layer at other memory for its parameters and parameter gradients:
+    /// `parameterCount` floats each, laid out as `parameters`. The layers only read `parameters`,
+    /// so several networks of one spec may share them while each computes on its own thread
+    /// (model replicas); `gradients` must be each network's own. The memory must stay valid, and
+    /// unchanged during a pass, for as long as the binding lasts; `bindOwnBuffers` undoes it.
+    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+        boundParameters = parameters
+        boundGradients = gradients
+        var cursor = 0
         for layer in layers {
-            layer.bind(parameters: parameters.pointer + parameterCursor, gradients: gradients.pointer + parameterCursor)
-            layer.bind(state: state.pointer + stateCursor, observations: observations.pointer + stateCursor)
-            parameterCursor += layer.parameterCount
-            stateCursor += layer.stateCount
+            layer.bind(parameters: parameters + cursor, gradients: gradients + cursor)
+            cursor += layer.parameterCount
+        }
+    }
+
+    /// Points every layer at other memory for its state and observations (`stateCount` floats
+    /// each, laid out as `state`). Forward passes only read the state; the observations must be
+    /// each network's own. The same lifetime rules as `bind(parameters:gradients:)` apply.
+    public func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>) {
+        boundState = state
+        boundObservations = observations
+        var cursor = 0
+        for layer in layers {
+            layer.bind(state: state + cursor, observations: observations + cursor)
+            cursor += layer.stateCount
+        }
+    }
+
+    /// Points the layers back at the network's own buffers.
+    public func bindOwnBuffers() {
+        bind(parameters: parameters.pointer, gradients: gradients.pointer)
+        bind(state: state.pointer, observations: observations.pointer)
+    }
+
+    /// Turns off the input gradient of the convolutions that see the network's input (inside the
+    /// blocks that pass it straight to them): it is never used, and costs a GEMM and a col2im.
+    /// A block's input gradient only combines its children's, so the blocks' own results are
+    /// unused too; a zero from a child does them no harm.
+    private static func skipInputGradient(of layer: Layer) {
+        switch layer {
+        case let convolution as Conv2D:
+            convolution.computesInputGradient = false
+        case let sequential as Sequential:
+            if let first = sequential.children.first { skipInputGradient(of: first.layer) }
+        case let residual as Residual:
+            skipInputGradient(of: residual.path)
+            if let projection = residual.projection { skipInputGradient(of: projection) }
+        case let concatenation as Concatenation:
+            for branch in concatenation.branches { skipInputGradient(of: branch) }
+        default:
+            break
         }
     }
 
     /// Fills parameters and state from their initialisers. Element e of tensor t gets a value keyed
     /// by (seed, t, e): a pure function, identical on every process.
     public func initialise(seed: UInt64) {
-        Network.initialise(slots: parameterSlots, into: parameters.pointer, seed: seed)
-        Network.initialise(slots: stateSlots, into: state.pointer, seed: seed ^ 0x5EED)
+        Network.initialise(slots: parameterSlots, into: boundParameters, seed: seed)
+        Network.initialise(slots: stateSlots, into: boundState, seed: seed ^ 0x5EED)
     }
 
     private static func initialise(slots: [TensorSlot], into buffer: UnsafeMutablePointer<Float>, seed: UInt64) {
@@ -105,8 +170,9 @@ public final class Network {
         }
     }
 
+    /// Zeroes the gradients the layers add into.
     public func zeroGradients() {
-        gradients.zero(parameterCount)
+        boundGradients.update(repeating: 0, count: parameterCount)
     }
 
     /// Runs the layers in order; returns the logits [batch, outputs], valid until the next forward.
@@ -135,7 +201,7 @@ public final class Network {
     ) -> BatchScore {
         let classes = outputShape.count
         let start = PassTiming.now()
-        if context.mode == .training { observations.zero(stateCount) }
+        if context.mode == .training { boundObservations.update(repeating: 0, count: stateCount) }
         let logits = forward(images, batch: batch, context: context)
         guard context.mode == .training else {
             let score = loss.evaluate(logits: logits, labels: labels, batch: batch, classes: classes, gradient: nil)
@@ -155,7 +221,7 @@ public final class Network {
     public func applyObservations(_ observed: UnsafePointer<Float>) {
         var cursor = 0
         for layer in layers {
-            layer.applyObservations(observed + cursor, to: state.pointer + cursor)
+            layer.applyObservations(observed + cursor, to: boundState + cursor)
             cursor += layer.stateCount
         }
     }
@@ -215,9 +281,10 @@ public final class Network {
         return mask
     }
 
-    /// Copies `parameterCount` values into the parameters (for example weights from the coordinator).
+    /// Copies `parameterCount` values into the parameters the layers use (for example weights from
+    /// the coordinator).
     public func loadParameters(from values: UnsafePointer<Float>) {
-        parameters.pointer.update(from: values, count: parameterCount)
+        boundParameters.update(from: values, count: parameterCount)
     }
 }
 

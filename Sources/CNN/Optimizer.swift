@@ -41,22 +41,56 @@ public final class SGD: Optimizer {
     public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float,
                      ranges: [Range<Int>]) {
         precondition(count == velocity.count, "SGD built for \(velocity.count) parameters, stepped with \(count)")
-        let momentum = self.momentum, weightDecay = self.weightDecay, nesterov = self.nesterov
         // PyTorch starts the buffer as the first gradient rather than momentum * 0 + g; the two are equal.
         velocity.withUnsafeMutableBufferPointer { v in
-            for range in ranges {
-                for i in range {
-                    var g = gradients[i]
-                    if weightDecay != 0 { g += weightDecay * parameters[i] }
-                    if momentum != 0 {
-                        v[i] = momentum * v[i] + g
-                        g = nesterov ? g + momentum * v[i] : v[i]
-                    }
-                    parameters[i] -= learningRate * g
-                }
+            for range in ranges where !range.isEmpty {
+                SGD.update(parameters + range.lowerBound, gradients + range.lowerBound, v.baseAddress! + range.lowerBound,
+                           count: range.count, learningRate: learningRate, momentum: momentum, nesterov: nesterov,
+                           weightDecay: weightDecay)
             }
         }
         steps += 1
+    }
+
+    /// One update of `count` consecutive parameters. Each case is its own branch-free loop, so the
+    /// compiler vectorises it; every element still sees exactly the operations of the rule above,
+    /// in the same order, so the bits do not depend on the vector width.
+    private static func update(
+        _ p: UnsafeMutablePointer<Float>, _ gradient: UnsafePointer<Float>, _ v: UnsafeMutablePointer<Float>, count: Int,
+        learningRate: Float, momentum: Float, nesterov: Bool, weightDecay: Float
+    ) {
+        switch (weightDecay != 0, momentum != 0, nesterov) {
+        case (false, false, _):
+            for i in 0..<count { p[i] -= learningRate * gradient[i] }
+        case (true, false, _):
+            for i in 0..<count {
+                let g = gradient[i] + weightDecay * p[i]
+                p[i] -= learningRate * g
+            }
+        case (false, true, false):
+            for i in 0..<count {
+                v[i] = momentum * v[i] + gradient[i]
+                p[i] -= learningRate * v[i]
+            }
+        case (true, true, false):
+            for i in 0..<count {
+                let g = gradient[i] + weightDecay * p[i]
+                v[i] = momentum * v[i] + g
+                p[i] -= learningRate * v[i]
+            }
+        case (false, true, true):
+            for i in 0..<count {
+                let g = gradient[i]
+                v[i] = momentum * v[i] + g
+                p[i] -= learningRate * (g + momentum * v[i])
+            }
+        case (true, true, true):
+            for i in 0..<count {
+                let g = gradient[i] + weightDecay * p[i]
+                v[i] = momentum * v[i] + g
+                p[i] -= learningRate * (g + momentum * v[i])
+            }
+        }
     }
 
     public var stateTensors: [(name: String, values: [Float])] {
@@ -99,26 +133,49 @@ public final class Adam: Optimizer {
         precondition(count == firstMoment.count, "Adam built for \(firstMoment.count) parameters, stepped with \(count)")
         steps += 1
         let beta1 = self.beta1, beta2 = self.beta2, epsilon = self.epsilon
-        let weightDecay = self.weightDecay, decoupled = self.decoupled
+        let weightDecay = self.weightDecay
         let correction1 = 1 - powf(beta1, Float(steps))
         let correction2 = 1 - powf(beta2, Float(steps))
         let stepSize = learningRate / correction1
         let root2 = correction2.squareRoot()
+        // Decay is off, applied to the weights (AdamW), or added to the gradient (Adam).
+        let decay: Float? = weightDecay != 0 && decoupled ? 1 - learningRate * weightDecay : nil
+        let coupledDecay: Float? = weightDecay != 0 && !decoupled ? weightDecay : nil
         firstMoment.withUnsafeMutableBufferPointer { m in
             secondMoment.withUnsafeMutableBufferPointer { v in
-                for range in ranges {
-                    for i in range {
-                        var g = gradients[i]
-                        if weightDecay != 0 {
-                            if decoupled { parameters[i] *= 1 - learningRate * weightDecay } else { g += weightDecay * parameters[i] }
-                        }
-                        m[i] = beta1 * m[i] + (1 - beta1) * g
-                        v[i] = beta2 * v[i] + (1 - beta2) * g * g
-                        let denominator = v[i].squareRoot() / root2 + epsilon
-                        parameters[i] -= stepSize * m[i] / denominator
-                    }
+                for range in ranges where !range.isEmpty {
+                    let start = range.lowerBound
+                    Adam.update(parameters + start, gradients + start, m.baseAddress! + start, v.baseAddress! + start,
+                                count: range.count, beta1: beta1, beta2: beta2, epsilon: epsilon, stepSize: stepSize,
+                                root2: root2, decay: decay, coupledDecay: coupledDecay)
                 }
             }
+        }
+    }
+
+    /// One update of `count` consecutive parameters, one branch-free loop per kind of decay (so
+    /// it vectorises), with exactly the per-element operations of PyTorch's rule.
+    private static func update(
+        _ p: UnsafeMutablePointer<Float>, _ gradient: UnsafePointer<Float>, _ m: UnsafeMutablePointer<Float>,
+        _ v: UnsafeMutablePointer<Float>, count: Int, beta1: Float, beta2: Float, epsilon: Float, stepSize: Float,
+        root2: Float, decay: Float?, coupledDecay: Float?
+    ) {
+        @inline(__always)
+        func moments(_ i: Int, _ g: Float) {
+            m[i] = beta1 * m[i] + (1 - beta1) * g
+            v[i] = beta2 * v[i] + (1 - beta2) * g * g
+            let denominator = v[i].squareRoot() / root2 + epsilon
+            p[i] -= stepSize * m[i] / denominator
+        }
+        if let decay {
+            for i in 0..<count {
+                p[i] *= decay
+                moments(i, gradient[i])
+            }
+        } else if let coupledDecay {
+            for i in 0..<count { moments(i, gradient[i] + coupledDecay * p[i]) }
+        } else {
+            for i in 0..<count { moments(i, gradient[i]) }
         }
     }
 

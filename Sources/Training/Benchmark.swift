@@ -515,26 +515,23 @@ public enum Benchmark {
     }
 }
 
-/// Runs training steps exactly as the single-process reference does: load the weights into the
-/// engine's replicas, compute the micro-batches on T threads, reduce their gradients along the
-/// fixed tree, and apply the optimiser.
+/// Runs training steps exactly as the single-process reference does: compute the micro-batches
+/// on T threads (the replicas reading the master weights in place), reduce their gradients along
+/// the fixed tree, and apply the optimiser.
 final class BenchmarkTrainer {
     let state: ModelState
     let engine: MicroBatchEngine
     let work: [MicroBatchWork]
-    private let weights: FloatBuffer
-    private let mean: FloatBuffer
     private let reduction = TreeReduction()
 
     init(model: BenchmarkModel, microBatch: Int, threads: Int) throws {
         let config = try Benchmark.config(for: model, microBatch: microBatch)
         state = try ModelState(config: config)
         engine = try MicroBatchEngine(config: config, data: try Benchmark.syntheticData(for: model), threads: threads)
+        engine.shareWeights(of: state.network)
         work = (0..<(model.batch / microBatch)).map { j in
             MicroBatchWork(index: j, samples: Array((j * microBatch)..<((j + 1) * microBatch)))
         }
-        weights = FloatBuffer(count: state.weightsCount)
-        mean = FloatBuffer(count: state.leafLength)
     }
 
     /// XXHash64 of the parameters.
@@ -544,19 +541,9 @@ final class BenchmarkTrainer {
 
     /// One optimiser step; returns the mean training loss.
     func step() throws -> Double {
-        state.copyWeights(into: weights.pointer)
-        engine.load(weights: weights.pointer)
         let output = engine.compute(work, training: true, epoch: 0, step: state.step)
-        reduction.begin(microBatches: work.count, length: state.leafLength)
-        try withExtendedLifetime(output) {
-            for (index, leaf) in output.leafGradients {
-                let pointer = leaf.withUnsafeBufferPointer { $0.baseAddress! }
-                _ = try reduction.offer(TreeNodeID(level: 0, index: index), values: pointer, owner: Box(leaf))
-            }
-            try reduction.mean(into: mean.pointer)
-        }
-        reduction.end()
-        state.apply(meanGradient: mean.pointer, stepsPerEpoch: Int.max)
+        let mean = try reduceInPlace(output, microBatches: work.count, length: state.leafLength, reduction: reduction)
+        withExtendedLifetime(output) { state.apply(meanGradient: mean, stepsPerEpoch: Int.max) }
         return work.indices.map { output.scores[$0]! }.reduce(BatchScore(), +).meanLoss
     }
 }

@@ -14,11 +14,53 @@ public struct MicroBatchWork: Sendable, Equatable {
     }
 }
 
-/// What computing some micro-batches gives: a score per micro-batch and, in training, the
-/// gradient of each micro-batch's mean loss (the leaves of the reduction tree).
+/// The value of one node of the reduction tree: a micro-batch's gradient leaf (the gradient of
+/// its mean loss, `parameterCount` floats, then its state observations, `stateCount` floats), or
+/// the sum of the leaves of a whole aligned range. Backward writes straight into it, and the
+/// engine hands the memory out again once nobody else holds it, so steps allocate nothing.
+public final class GradientBuffer: @unchecked Sendable {
+    // Sendable: one replica's thread writes it during `compute`; afterwards its holder owns it.
+    private let buffer: FloatBuffer
+    /// Floats in the buffer.
+    public let count: Int
+
+    init(count: Int) {
+        self.count = count
+        buffer = FloatBuffer(count: count)
+    }
+
+    /// The memory; its holder may also overwrite it (to build a mean in place, say).
+    public var pointer: UnsafeMutablePointer<Float> { buffer.pointer }
+
+    /// A copy of the values.
+    public var values: [Float] { Array(UnsafeBufferPointer(start: buffer.pointer, count: count)) }
+}
+
+/// The gradients of the training micro-batches one `compute` call was given, as values of nodes
+/// of the fixed reduction tree. A thread that computes both halves of an aligned range adds them
+/// as soon as both exist (left + right, exactly the tree's addition), so it holds a few buffers
+/// however many micro-batches it computes; the rest of the tree is completed by `sum` or by the
+/// coordinator. Which nodes appear depends on the thread count; their values never do.
+public struct GradientSums {
+    /// The value of each node held; the nodes are disjoint and each is whole (all its micro-batches
+    /// were computed here).
+    public var nodes: [TreeNodeID: GradientBuffer] = [:]
+
+    public init() {}
+
+    /// The micro-batches the nodes cover.
+    public var microBatches: Set<Int> {
+        Set(nodes.keys.flatMap { $0.firstLeaf..<($0.firstLeaf + (1 << $0.level)) })
+    }
+
+    public var isEmpty: Bool { nodes.isEmpty }
+}
+
+/// What computing some micro-batches gives: a score per micro-batch and, in training, their
+/// gradients (of each micro-batch's mean loss) as sums along the reduction tree.
 public struct MicroBatchOutput {
     public var scores: [Int: BatchScore] = [:]
-    public var leafGradients: [Int: [Float]] = [:]
+    public var leafGradients = GradientSums()
     /// Forward and backward wall-clock seconds of each micro-batch (for `--trace`).
     public var timings: [Int: PassTiming] = [:]
 }
@@ -27,23 +69,55 @@ public struct MicroBatchOutput {
 /// thread. A micro-batch's gradient therefore never depends on T or on which worker ran it:
 /// this is the engine half of the step contract. Used by workers and by the single-process
 /// reference alike, so both run the very same code.
+///
+/// The replicas share one copy of the weights (they only read them) and back-propagate straight
+/// into the leaves they return; a process in the same address space as the master weights can
+/// let the replicas read those directly (`shareWeights(of:)`), so a step copies no weights at all.
 public final class MicroBatchEngine: @unchecked Sendable {
     // Sendable: each replica is touched by exactly one thread during `compute`, and nothing else
     // runs while `compute` is in flight.
     public let config: TrainingConfig
     public let data: DataSource
     private let replicas: [Replica]
-    public var parameterCount: Int { replicas[0].network.parameterCount }
-    public var stateCount: Int { replicas[0].network.stateCount }
+    public let parameterCount: Int
+    public let stateCount: Int
     /// Floats per leaf and partial sum: parameter gradients, then state observations.
     public var leafLength: Int { parameterCount + stateCount }
     public var threads: Int { replicas.count }
+
+    /// The engine's own copy of the weights (parameters, then state), filled by `load(weights:)`.
+    private let loadedWeights: FloatBuffer
+    /// Where the replicas read parameters and state now: `loadedWeights`, or a shared network's.
+    private var parameters: UnsafeMutablePointer<Float>
+    private var state: UnsafeMutablePointer<Float>
+    /// Whatever holds the weights the replicas read when they are not `loadedWeights`, kept alive
+    /// while they do.
+    private var weightsOwner: AnyObject?
 
     private final class Replica {
         let network: Network
         let images = FloatBuffer()
         let labels = IndexBuffer()
+        /// Gradient buffers this replica handed out; one is reused once nobody else holds it.
+        private var pool: [GradientBuffer] = []
+
         init(_ spec: ModelSpec) throws { network = try Network(spec) }
+
+        /// Forgets buffers still held elsewhere (an earlier output kept alive): they are their
+        /// holder's now.
+        func releaseHeldBuffers() {
+            var free: [GradientBuffer] = []
+            for index in pool.indices where isKnownUniquelyReferenced(&pool[index]) { free.append(pool[index]) }
+            pool = free
+        }
+
+        /// A buffer nobody else holds, pooled or new.
+        func takeBuffer(count: Int) -> GradientBuffer {
+            for index in pool.indices where isKnownUniquelyReferenced(&pool[index]) { return pool[index] }
+            let buffer = GradientBuffer(count: count)
+            pool.append(buffer)
+            return buffer
+        }
     }
 
     public init(config: TrainingConfig, data: DataSource, threads: Int) throws {
@@ -51,42 +125,91 @@ public final class MicroBatchEngine: @unchecked Sendable {
         self.config = config
         self.data = data
         replicas = try (0..<threads).map { _ in try Replica(config.model) }
+        parameterCount = replicas[0].network.parameterCount
+        stateCount = replicas[0].network.stateCount
+        loadedWeights = FloatBuffer(count: parameterCount + stateCount)
+        parameters = loadedWeights.pointer
+        state = loadedWeights.pointer + parameterCount
     }
 
-    /// Loads weights: `parameterCount` parameters followed by `stateCount` state values.
+    /// Loads weights: `parameterCount` parameters followed by `stateCount` state values, copied
+    /// once for all replicas. Ends any sharing of weights held elsewhere.
     public func load(weights: UnsafePointer<Float>) {
-        for replica in replicas {
-            replica.network.parameters.pointer.update(from: weights, count: parameterCount)
-            replica.network.state.pointer.update(from: weights + parameterCount, count: stateCount)
-        }
+        loadedWeights.pointer.update(from: weights, count: parameterCount + stateCount)
+        parameters = loadedWeights.pointer
+        state = loadedWeights.pointer + parameterCount
+        weightsOwner = nil
+    }
+
+    /// Makes the replicas read the parameters and state `network` uses (its bound memory at the
+    /// time of this call) in place, until the next `load(weights:)`: no copy per step. The network
+    /// must be of this engine's model, and its weights must not change while `compute` runs
+    /// (between calls they may: that is the optimiser's step).
+    public func shareWeights(of network: Network) {
+        precondition(network.parameterCount == parameterCount && network.stateCount == stateCount,
+                     "shared weights of \(network.parameterCount) + \(network.stateCount) values; the engine's model has \(parameterCount) + \(stateCount)")
+        weightsOwner = network
+        parameters = network.boundParameters
+        state = network.boundState
+    }
+
+    /// Makes the replicas read weights laid out as `load(weights:)` takes them (`parameterCount`
+    /// parameters, then `stateCount` state values) where they lie, until the next `load(weights:)`
+    /// or sharing: no copy. `owner` is kept alive meanwhile and must keep the memory valid (a
+    /// received weights message, say); the values must not change while `compute` runs.
+    public func shareWeights(_ weights: UnsafePointer<Float>, owner: AnyObject) {
+        weightsOwner = owner
+        // The layers are bound through mutable pointers but only ever read parameters and state.
+        parameters = UnsafeMutablePointer(mutating: weights)
+        state = UnsafeMutablePointer(mutating: weights + parameterCount)
     }
 
     /// Computes the given micro-batches: training ones with gradients, evaluation ones with scores only.
     public func compute(_ work: [MicroBatchWork], training: Bool, epoch: Int, step: Int) -> MicroBatchOutput {
         let threads = min(replicas.count, work.count)
+        // Each thread takes a run of consecutive micro-batches, so that it can add up whole tree
+        // nodes as it goes.
+        let ordered = work.sorted { $0.index < $1.index }
+        if training { replicas.forEach { $0.releaseHeldBuffers() } }
         let outputs = (0..<max(threads, 1)).map { _ in Box(MicroBatchOutput()) }
         DispatchQueue.concurrentPerform(iterations: threads) { t in
             let replica = replicas[t]
+            let first = t * ordered.count / threads, end = (t + 1) * ordered.count / threads
             var mine = MicroBatchOutput()
-            for item in stride(from: t, to: work.count, by: threads) {
-                let micro = work[item]
-                let (score, gradient) = run(micro, on: replica, training: training, epoch: epoch, step: step)
-                mine.scores[micro.index] = score
+            // Nodes computed so far, in micro-batch order; the last two merge when they are siblings.
+            var held: [(node: TreeNodeID, value: GradientBuffer)] = []
+            for micro in ordered[first..<end] {
+                let buffer = training ? replica.takeBuffer(count: leafLength) : nil
+                mine.scores[micro.index] = run(micro, on: replica, into: buffer, epoch: epoch, step: step)
                 mine.timings[micro.index] = replica.network.lastPassTiming
-                if let gradient { mine.leafGradients[micro.index] = gradient }
+                guard let buffer else { continue }
+                held.append((TreeNodeID(level: 0, index: micro.index), buffer))
+                while held.count >= 2 {
+                    let left = held[held.count - 2], right = held[held.count - 1]
+                    guard left.node.level == right.node.level, left.node.index % 2 == 0,
+                          right.node.index == left.node.index + 1 else { break }
+                    // value(parent) = value(left) + value(right), element by element: the tree's addition.
+                    let sum = left.value.pointer, addend = UnsafePointer(right.value.pointer)
+                    for i in 0..<leafLength { sum[i] += addend[i] }
+                    held.removeLast(2)
+                    held.append((left.node.parent, left.value))
+                }
             }
+            for (node, value) in held { mine.leafGradients.nodes[node] = value }
             outputs[t].value = mine
         }
         var merged = MicroBatchOutput()
         for output in outputs {
             merged.scores.merge(output.value.scores) { a, _ in a }
-            merged.leafGradients.merge(output.value.leafGradients) { a, _ in a }
+            merged.leafGradients.nodes.merge(output.value.leafGradients.nodes) { a, _ in a }
             merged.timings.merge(output.value.timings) { a, _ in a }
         }
         return merged
     }
 
-    private func run(_ micro: MicroBatchWork, on replica: Replica, training: Bool, epoch: Int, step: Int) -> (BatchScore, [Float]?) {
+    /// Computes one micro-batch on `replica`; in training, back-propagates into `leaf`.
+    private func run(_ micro: MicroBatchWork, on replica: Replica, into leaf: GradientBuffer?, epoch: Int, step: Int) -> BatchScore {
+        let training = leaf != nil
         let set = training ? data.train : data.test
         let count = micro.samples.count
         let images = replica.images.reserve(count * set.sampleSize)
@@ -101,35 +224,32 @@ public final class MicroBatchEngine: @unchecked Sendable {
             mode: training ? .training : .inference, seed: config.train.seed, epoch: epoch, step: step,
             sampleIndices: micro.samples)
         let network = replica.network
-        let score = network.computeGradients(images: images, labels: labels, batch: count, context: context)
-        guard training else { return (score, nil) }
         // A leaf is the parameter gradient followed by the state observations (BatchNorm's batch
-        // statistics), so both are averaged along the same tree.
-        var leaf = [Float](repeating: 0, count: network.parameterCount + network.stateCount)
-        leaf.withUnsafeMutableBufferPointer { buffer in
-            buffer.baseAddress!.update(from: network.gradients.pointer, count: network.parameterCount)
-            (buffer.baseAddress! + network.parameterCount).update(from: network.observations.pointer, count: network.stateCount)
-        }
-        return (score, leaf)
+        // statistics), so both are averaged along the same tree; the pass writes them in place
+        // (zeroing them first). An evaluation pass writes neither: it keeps the replica's own.
+        let gradients = leaf?.pointer ?? network.gradients.pointer
+        let observations = leaf.map { $0.pointer + parameterCount } ?? network.observations.pointer
+        network.bind(parameters: parameters, gradients: gradients)
+        network.bind(state: state, observations: observations)
+        return network.computeGradients(images: images, labels: labels, batch: count, context: context)
     }
 
     /// The partial sums a participant holding `leafGradients` sends: one per maximal tree node.
     public static func partialSums(
-        of leafGradients: [Int: [Float]], microBatchesInStep: Int
+        of leafGradients: GradientSums, microBatchesInStep: Int
     ) -> [TreeNodeID] {
-        ReductionTree(leafCount: microBatchesInStep).maximalNodes(covering: Set(leafGradients.keys))
+        ReductionTree(leafCount: microBatchesInStep).maximalNodes(covering: leafGradients.microBatches)
     }
 
     /// Writes the value of `node` (a sum of leaf gradients along the fixed tree) into `output`.
     public static func sum(
-        _ node: TreeNodeID, of leafGradients: [Int: [Float]], microBatchesInStep: Int, length: Int,
+        _ node: TreeNodeID, of leafGradients: GradientSums, microBatchesInStep: Int, length: Int,
         into output: UnsafeMutablePointer<Float>
     ) throws {
         let tree = ReductionTree(leafCount: microBatchesInStep)
         try withExtendedLifetime(leafGradients) {
             try tree.evaluate(node, length: length, into: output) { id in
-                guard id.level == 0, let leaf = leafGradients[id.index] else { return nil }
-                return leaf.withUnsafeBufferPointer { UnsafePointer($0.baseAddress!) }
+                leafGradients.nodes[id].map { UnsafePointer($0.pointer) }
             }
         }
     }

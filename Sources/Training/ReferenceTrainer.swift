@@ -12,6 +12,8 @@ public final class ReferenceTrainer {
     public init(config: TrainingConfig, data: DataSource, threads: Int = 1) throws {
         state = try ModelState(config: config)
         engine = try MicroBatchEngine(config: config, data: data, threads: threads)
+        // The replicas read the master weights in place: the optimiser updates them between steps.
+        engine.shareWeights(of: state.network)
         trainCount = data.train.count
     }
 
@@ -20,27 +22,36 @@ public final class ReferenceTrainer {
     public func train() throws -> [Double] {
         let stepsPerEpoch = EpochPlan(config: state.config, trainCount: trainCount, epoch: 0).steps
         var losses: [Double] = []
-        let weights = FloatBuffer(count: state.weightsCount)
-        let mean = FloatBuffer(count: state.leafLength)
         let reduction = TreeReduction()
+        var plan = EpochPlan(config: state.config, trainCount: trainCount, epoch: state.epoch)
         while !state.isFinished(stepsPerEpoch: stepsPerEpoch) {
-            let plan = EpochPlan(config: state.config, trainCount: trainCount, epoch: state.epoch)
+            // The epoch's order is drawn once per epoch, not once per step.
+            if plan.epoch != state.epoch { plan = EpochPlan(config: state.config, trainCount: trainCount, epoch: state.epoch) }
             let work = plan.work(step: state.stepInEpoch)
-            state.copyWeights(into: weights.pointer)
-            engine.load(weights: weights.pointer)
             let output = engine.compute(work, training: true, epoch: state.epoch, step: state.step)
-            reduction.begin(microBatches: work.count, length: state.leafLength)
-            try withExtendedLifetime(output) {
-                for (index, leaf) in output.leafGradients {
-                    let pointer = leaf.withUnsafeBufferPointer { $0.baseAddress! }
-                    _ = try reduction.offer(TreeNodeID(level: 0, index: index), values: pointer, owner: Box(leaf))
-                }
-                try reduction.mean(into: mean.pointer)
-            }
-            reduction.end()
-            state.apply(meanGradient: mean.pointer, stepsPerEpoch: stepsPerEpoch)
+            let mean = try reduceInPlace(output, microBatches: work.count, length: state.leafLength, reduction: reduction)
+            withExtendedLifetime(output) { state.apply(meanGradient: mean, stepsPerEpoch: stepsPerEpoch) }
             losses.append(work.indices.map { output.scores[$0]! }.reduce(BatchScore(), +).meanLoss)
         }
         return losses
     }
+}
+
+/// Reduces a step's gradients along the tree, building the mean in the memory of the node that
+/// covers micro-batch 0 (the output's own, no longer needed), and returns it; valid while
+/// `output` lives.
+func reduceInPlace(
+    _ output: MicroBatchOutput, microBatches: Int, length: Int, reduction: TreeReduction
+) throws -> UnsafeMutablePointer<Float> {
+    let sums = output.leafGradients.nodes
+    guard let first = sums.first(where: { $0.key.firstLeaf == 0 })?.value else {
+        throw ReductionError(description: "no gradient for micro-batch 0")
+    }
+    reduction.begin(microBatches: microBatches, length: length)
+    defer { reduction.end() }
+    for (node, value) in sums {
+        _ = try reduction.offer(node, values: value.pointer, owner: value)
+    }
+    try reduction.mean(into: first.pointer)
+    return first.pointer
 }
