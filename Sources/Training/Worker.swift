@@ -257,7 +257,9 @@ public final class Worker {
         let delay = options.computeDelay
         computation.start(runID: runID, receivedAt: job.receivedAt) {
             if delay > 0 { Thread.sleep(forTimeInterval: delay) }
-            weights?.withUnsafeBufferPointer { engine.load(weights: $0.baseAddress!) }
+            // The replicas read the received weights where they lie (no 4-bytes-per-parameter copy
+            // each step); the engine keeps the payload alive until the next weights replace it.
+            if let weights { weights.withUnsafeBufferPointer { engine.shareWeights($0.baseAddress!, owner: weights) } }
             let output = engine.compute(work, training: training, epoch: epoch, step: step)
             let packStart = monotonicSeconds()
             let results = work.map { item -> MicroBatchResult in

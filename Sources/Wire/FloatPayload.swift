@@ -93,7 +93,8 @@ public final class FloatPayload: @unchecked Sendable {
     /// True when the floats are read straight from a received message's buffer (no copy made).
     public var readsInPlace: Bool { frame != nil }
 
-    /// Calls `body` with the floats. The pointer is valid only inside `body`.
+    /// Calls `body` with the floats. The floats never move or change while the payload lives, so
+    /// a reader that keeps the payload alive (holds a strong reference) may keep the pointer too.
     public func withUnsafeBufferPointer<R, Failure: Error>(_ body: (UnsafeBufferPointer<Float>) throws(Failure) -> R) throws(Failure) -> R {
         try body(UnsafeBufferPointer(start: base, count: count))
     }
