@@ -276,6 +276,73 @@ enum VectorKernels {
         return total
     }
 
+    /// destination[i] = a[i] + b[i], or max(0, a[i] + b[i]) when `rectified`.
+    @inline(__always)
+    static func sum(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, count: Int,
+        rectified: Bool
+    ) {
+        let zero = Lanes()
+        var i = 0
+        if rectified {
+            while i + width <= count {
+                let total = load(a + i) + load(b + i)
+                store(zero.replacing(with: total, where: total .> zero), destination + i)
+                i += width
+            }
+            while i < count {
+                let total = a[i] + b[i]
+                destination[i] = total > 0 ? total : 0
+                i += 1
+            }
+        } else {
+            while i + width <= count {
+                store(load(a + i) + load(b + i), destination + i)
+                i += width
+            }
+            while i < count {
+                destination[i] = a[i] + b[i]
+                i += 1
+            }
+        }
+    }
+
+    /// destination[i] = source[i] * scale + shift.
+    @inline(__always)
+    static func affine(
+        _ source: UnsafePointer<Float>, scale: Float, shift: Float, into destination: UnsafeMutablePointer<Float>, count: Int
+    ) {
+        let scaleLanes = Lanes(repeating: scale), shiftLanes = Lanes(repeating: shift)
+        var i = 0
+        while i + width <= count {
+            store(load(source + i) * scaleLanes + shiftLanes, destination + i)
+            i += width
+        }
+        while i < count {
+            destination[i] = source[i] * scale + shift
+            i += 1
+        }
+    }
+
+    /// destination[i] = gradient[i] where output[i] > 0, else 0: the backward pass of a ReLU
+    /// through its output.
+    @inline(__always)
+    static func mask(
+        _ gradient: UnsafePointer<Float>, where output: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>,
+        count: Int
+    ) {
+        let zero = Lanes()
+        var i = 0
+        while i + width <= count {
+            store(zero.replacing(with: load(gradient + i), where: load(output + i) .> zero), destination + i)
+            i += width
+        }
+        while i < count {
+            destination[i] = output[i] > 0 ? gradient[i] : 0
+            i += 1
+        }
+    }
+
     /// The sum of `count` floats: sixteen running lanes, then the lanes in order, then the tail.
     static func sum(_ values: UnsafePointer<Float>, count: Int) -> Float {
         var lanes = Lanes()
