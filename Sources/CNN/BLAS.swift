@@ -165,6 +165,19 @@ enum VectorKernels {
         }
     }
 
+    /// destination[2 i] = source[i] and destination[2 i + 1] = 0 for `count` >= 8 values, eight
+    /// at a time (the last eight may overlap); writes destination[0 ..< 2 count].
+    @inline(__always)
+    static func spreadToEven(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i < count {
+            let start = min(i, count - 8)
+            let v = load(source + start, as: SIMD8<Float>.self)
+            store(Lanes(v[0], 0, v[1], 0, v[2], 0, v[3], 0, v[4], 0, v[5], 0, v[6], 0, v[7], 0), destination + 2 * start)
+            i += 8
+        }
+    }
+
     /// destination[2 i] += source[i], eight at a time, then one by one.
     @inline(__always)
     static func addToEven(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) {

@@ -7,9 +7,10 @@
 /// row and column are never read, which is what ResNet's projection does by design, so unlike a
 /// configured convolution this layer does not reject that.
 ///
-/// Forward gathers the strided positions of the whole batch into one [C, N*P] matrix and
+/// Forward gathers the strided positions of a block of S samples into one [C, S*P] matrix and
 /// multiplies it once: one GEMM per sample (a [K, C] x [C, P] product of a few hundred
-/// thousand FLOPs) spent most of its time in the library's packing and call overhead. Backward
+/// thousand FLOPs) spent most of its time in the library's packing and call overhead. Blocks are
+/// sized as Conv2D's are, so the reordering between [K, S*P] and NCHW stays in cache. Backward
 /// uses the same layout and scatters the gradient back to the positions read.
 public final class PointwiseConv2D: Layer {
     public let inputShape: FeatureShape
@@ -18,10 +19,10 @@ public final class PointwiseConv2D: Layer {
 
     private var weights: UnsafeMutablePointer<Float>!          // [K, C]
     private var weightGradients: UnsafeMutablePointer<Float>!  // [K, C]
-    private let gathered = FloatBuffer()                       // [C, N*P]: the strided input positions
-    private let product = FloatBuffer()                        // [K, N*P]: the GEMM's result, then the output gradient
+    private let gathered = FloatBuffer()                       // blocks of [C, S*P]: the strided input positions
+    private let product = FloatBuffer()                        // [K, S*P]: one block's GEMM result, then its output gradient
     private let output = FloatBuffer()                         // [N, K, OH, OW]
-    private let gatheredGradient = FloatBuffer()               // [C, N*P]
+    private let gatheredGradient = FloatBuffer()               // [C, S*P]: one block's gathered gradient
     private let inputGradient = FloatBuffer()                  // [N, C, H, W]
 
     /// `filters` 1x1 filters over samples of shape `input`, reading every `stride`-th row and column.
@@ -52,62 +53,85 @@ public final class PointwiseConv2D: Layer {
         weightGradients = gradients
     }
 
+    /// Samples per block: as many as let the block's gathered matrix and product fit
+    /// `Conv2D.blockBytes`, so the reorderings around each GEMM stay in cache.
+    private func samplesPerBlock(batch: Int) -> Int {
+        let perSample = (inputShape.channels + outputShape.channels) * positions * MemoryLayout<Float>.stride
+        return max(1, min(batch, Conv2D.blockBytes / max(perSample, 1)))
+    }
+
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         let channels = inputShape.channels, filters = outputShape.channels, positions = self.positions
-        let wide = batch * positions
-        let columns = gathered.reserve(channels * wide)
-        let out = output.reserve(batch * outputShape.count)
-        for n in 0..<batch {
-            gather(input + n * inputShape.count, into: columns + n * positions, rowStride: wide)
-        }
-        // With one sample, [K, P] already is NCHW: the GEMM writes the output in place.
-        let result = batch == 1 ? out : product.reserve(filters * wide)
-        // result [K, N*P] = W [K, C] x gathered [C, N*P]
-        BLAS.gemm(
-            transposeA: false, transposeB: false, m: filters, n: wide, k: channels,
-            a: weights, lda: channels, b: columns, ldb: wide,
-            beta: 0, c: result, ldc: wide)
-        if batch > 1 {
-            // [K, N*P] -> [N, K, P]
-            for n in 0..<batch {
-                VectorKernels.copyRows(
-                    result + n * positions, sourceStride: wide, to: out + n * outputShape.count, destinationStride: positions,
-                    rows: filters, count: positions)
+        let inputCount = inputShape.count, outputCount = outputShape.count
+        // Block after block, each block's [C, S*P] matrix at its first sample's offset.
+        let allColumns = gathered.reserve(channels * batch * positions)
+        let out = output.reserve(batch * outputCount)
+        let block = samplesPerBlock(batch: batch)
+        let result = block > 1 ? product.reserve(filters * block * positions) : nil
+        var first = 0
+        while first < batch {
+            let samples = min(block, batch - first), wide = samples * positions
+            let columns = allColumns + channels * first * positions
+            for n in 0..<samples {
+                gather(input + (first + n) * inputCount, into: columns + n * positions, rowStride: wide)
             }
+            // With one sample, [K, P] already is NCHW: the GEMM writes the output in place.
+            let target = samples == 1 ? out + first * outputCount : result!
+            // target [K, S*P] = W [K, C] x gathered [C, S*P]
+            BLAS.gemm(
+                transposeA: false, transposeB: false, m: filters, n: wide, k: channels,
+                a: weights, lda: channels, b: columns, ldb: wide,
+                beta: 0, c: target, ldc: wide)
+            if samples > 1 {
+                // [K, S*P] -> [S, K, P]
+                for n in 0..<samples {
+                    VectorKernels.copyRows(
+                        target + n * positions, sourceStride: wide, to: out + (first + n) * outputCount,
+                        destinationStride: positions, rows: filters, count: positions)
+                }
+            }
+            first += samples
         }
         return out
     }
 
     public func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
         let channels = inputShape.channels, filters = outputShape.channels, positions = self.positions
-        let wide = batch * positions
-        let dInput = inputGradient.reserve(batch * inputShape.count)
-        let dGathered = gatheredGradient.reserve(channels * wide)
-        // The output gradient as [K, N*P], the layout of the forward GEMM's result.
-        let dy: UnsafePointer<Float>
-        if batch == 1 {
-            dy = outputGradient
-        } else {
-            let destination = product.reserve(filters * wide)
-            for n in 0..<batch {
-                VectorKernels.copyRows(
-                    outputGradient + n * outputShape.count, sourceStride: positions, to: destination + n * positions,
-                    destinationStride: wide, rows: filters, count: positions)
+        let inputCount = inputShape.count, outputCount = outputShape.count
+        let dInput = inputGradient.reserve(batch * inputCount)
+        let block = samplesPerBlock(batch: batch)
+        let dGathered = gatheredGradient.reserve(channels * block * positions)
+        let reordered = block > 1 ? product.reserve(filters * block * positions) : nil
+        var first = 0
+        while first < batch {
+            let samples = min(block, batch - first), wide = samples * positions
+            let columns = UnsafePointer(gathered.pointer + channels * first * positions)
+            // The block's output gradient as [K, S*P], the layout of the forward GEMM's result.
+            let dy: UnsafePointer<Float>
+            if samples == 1 {
+                dy = outputGradient + first * outputCount
+            } else {
+                for n in 0..<samples {
+                    VectorKernels.copyRows(
+                        outputGradient + (first + n) * outputCount, sourceStride: positions, to: reordered! + n * positions,
+                        destinationStride: wide, rows: filters, count: positions)
+                }
+                dy = UnsafePointer(reordered!)
             }
-            dy = UnsafePointer(destination)
-        }
-        // dW [K, C] += dy [K, N*P] x gathered^T [N*P, C]
-        BLAS.gemm(
-            transposeA: false, transposeB: true, m: filters, n: channels, k: wide,
-            a: dy, lda: wide, b: gathered.pointer, ldb: wide,
-            beta: 1, c: weightGradients, ldc: channels)
-        // dGathered [C, N*P] = W^T [C, K] x dy [K, N*P]
-        BLAS.gemm(
-            transposeA: true, transposeB: false, m: channels, n: wide, k: filters,
-            a: weights, lda: channels, b: dy, ldb: wide,
-            beta: 0, c: dGathered, ldc: wide)
-        for n in 0..<batch {
-            scatter(dGathered + n * positions, rowStride: wide, into: dInput + n * inputShape.count)
+            // dW [K, C] += dy [K, S*P] x gathered^T [S*P, C]
+            BLAS.gemm(
+                transposeA: false, transposeB: true, m: filters, n: channels, k: wide,
+                a: dy, lda: wide, b: columns, ldb: wide,
+                beta: 1, c: weightGradients, ldc: channels)
+            // dGathered [C, S*P] = W^T [C, K] x dy [K, S*P]
+            BLAS.gemm(
+                transposeA: true, transposeB: false, m: channels, n: wide, k: filters,
+                a: weights, lda: channels, b: dy, ldb: wide,
+                beta: 0, c: dGathered, ldc: wide)
+            for n in 0..<samples {
+                scatter(dGathered + n * positions, rowStride: wide, into: dInput + (first + n) * inputCount)
+            }
+            first += samples
         }
         return dInput
     }
@@ -153,20 +177,29 @@ public final class PointwiseConv2D: Layer {
                 count: height * width)
             return
         }
+        if pairsVectorise {
+            // Every row written once: kept rows interleave the values with zeros, skipped rows are zero.
+            for c in 0..<inputShape.channels {
+                let plane = image + c * height * width
+                let source = columns + c * rowStride
+                for h in 0..<height {
+                    if h % 2 == 0 {
+                        VectorKernels.spreadToEven(source + h / 2 * outWidth, to: plane + h * width, count: outWidth)
+                    } else {
+                        VectorKernels.zero(plane + h * width, count: width)
+                    }
+                }
+            }
+            return
+        }
         VectorKernels.zero(image, count: inputShape.count)
-        let vectorised = pairsVectorise
         for c in 0..<inputShape.channels {
             let plane = image + c * height * width
             let source = columns + c * rowStride
             for oh in 0..<outHeight {
                 let row = plane + oh * stride * width
                 let from = source + oh * outWidth
-                if vectorised {
-                    // Onto zeros, adding is writing.
-                    VectorKernels.addToEven(from, to: row, count: outWidth)
-                } else {
-                    for ow in 0..<outWidth { row[ow * stride] = from[ow] }
-                }
+                for ow in 0..<outWidth { row[ow * stride] = from[ow] }
             }
         }
     }

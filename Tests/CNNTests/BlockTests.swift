@@ -231,6 +231,32 @@ final class BlockTests: XCTestCase {
         }
     }
 
+    func testProjectionSplitIntoSampleBlocksMatchesOneSampleAtATime() throws {
+        // 64 + 64 channels on 16x16 output planes are 128 KiB a sample, so a batch of 10 runs
+        // as several cache-sized blocks of samples; each sample alone takes the one-sample path.
+        let shape = FeatureShape(channels: 64, height: 32, width: 32)
+        let batch = 10
+        let bound = BoundLayer(try PointwiseConv2D(input: shape, filters: 64, stride: 2), seed: 46, fill: .normal(scale: 0.2))
+        let outputCount = bound.layer.outputShape.count
+        let x = TestArrays.normal(count: batch * shape.count, seed: 47)
+        let dy = TestArrays.normal(count: batch * outputCount, seed: 48)
+        bound.zeroGradients()
+        let together = bound.forwardBackward(x, outputGradient: dy, batch: batch)
+        let weightGradient = bound.gradientValues("weight")
+        bound.zeroGradients()
+        var output: [Float] = [], inputGradient: [Float] = []
+        for n in 0..<batch {
+            let alone = bound.forwardBackward(
+                Array(x[(n * shape.count)..<((n + 1) * shape.count)]),
+                outputGradient: Array(dy[(n * outputCount)..<((n + 1) * outputCount)]), batch: 1)
+            output += alone.output
+            inputGradient += alone.inputGradient
+        }
+        assertClose(together.output, output.map(Double.init), tolerance: 1e-5, "output")
+        assertClose(together.inputGradient, inputGradient.map(Double.init), tolerance: 1e-5, "input gradient")
+        assertClose(weightGradient, bound.gradientValues("weight").map(Double.init), tolerance: 1e-4, "weight gradient")
+    }
+
     // MARK: A small ResNet
 
     private var smallResNet: ModelSpec {
