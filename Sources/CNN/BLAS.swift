@@ -337,6 +337,20 @@ enum VectorKernels {
         }
     }
 
+    /// destination[i] = a[i] * b[i].
+    @inline(__always)
+    static func multiply(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i + width <= count {
+            store(load(a + i) * load(b + i), destination + i)
+            i += width
+        }
+        while i < count {
+            destination[i] = a[i] * b[i]
+            i += 1
+        }
+    }
+
     /// destination[i] = gradient[i] where output[i] > 0, else 0: the backward pass of a ReLU
     /// through its output.
     @inline(__always)
