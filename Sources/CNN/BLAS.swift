@@ -19,6 +19,14 @@ public enum BLAS {
             Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
+    /// y += alpha * x over `count` floats, with the library's vector kernel (AVX2 or wider where
+    /// the CPU has it, which this module's Swift loops cannot assume). With alpha 1 each sum is
+    /// exactly x + y: the product is exact, so a fused multiply-add rounds once, as an add does.
+    @inline(__always)
+    public static func axpy(count: Int, alpha: Float = 1, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        cblas_saxpy(Int32(count), alpha, x, 1, y, 1)
+    }
+
     /// The kernel OpenBLAS chose for this CPU ("Haswell", "SkylakeX", or "Prescott" when it fell back).
     public static var coreName: String {
         guard let name = openblas_get_corename() else { return "unknown" }
