@@ -19,6 +19,14 @@ public enum BLAS {
             Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
+    /// y += alpha * x over `count` floats, with the library's vector kernel (AVX2 or wider where
+    /// the CPU has it, which this module's Swift loops cannot assume). With alpha 1 each sum is
+    /// exactly x + y: the product is exact, so a fused multiply-add rounds once, as an add does.
+    @inline(__always)
+    public static func axpy(count: Int, alpha: Float = 1, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        cblas_saxpy(Int32(count), alpha, x, 1, y, 1)
+    }
+
     /// The kernel OpenBLAS chose for this CPU ("Haswell", "SkylakeX", or "Prescott" when it fell back).
     public static var coreName: String {
         guard let name = openblas_get_corename() else { return "unknown" }
@@ -165,6 +173,19 @@ enum VectorKernels {
         }
     }
 
+    /// destination[2 i] = source[i] and destination[2 i + 1] = 0 for `count` >= 8 values, eight
+    /// at a time (the last eight may overlap); writes destination[0 ..< 2 count].
+    @inline(__always)
+    static func spreadToEven(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i < count {
+            let start = min(i, count - 8)
+            let v = load(source + start, as: SIMD8<Float>.self)
+            store(Lanes(v[0], 0, v[1], 0, v[2], 0, v[3], 0, v[4], 0, v[5], 0, v[6], 0, v[7], 0), destination + 2 * start)
+            i += 8
+        }
+    }
+
     /// destination[2 i] += source[i], eight at a time, then one by one.
     @inline(__always)
     static func addToEven(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) {
@@ -274,6 +295,87 @@ enum VectorKernels {
             i += 1
         }
         return total
+    }
+
+    /// destination[i] = a[i] + b[i], or max(0, a[i] + b[i]) when `rectified`.
+    @inline(__always)
+    static func sum(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, count: Int,
+        rectified: Bool
+    ) {
+        let zero = Lanes()
+        var i = 0
+        if rectified {
+            while i + width <= count {
+                let total = load(a + i) + load(b + i)
+                store(zero.replacing(with: total, where: total .> zero), destination + i)
+                i += width
+            }
+            while i < count {
+                let total = a[i] + b[i]
+                destination[i] = total > 0 ? total : 0
+                i += 1
+            }
+        } else {
+            while i + width <= count {
+                store(load(a + i) + load(b + i), destination + i)
+                i += width
+            }
+            while i < count {
+                destination[i] = a[i] + b[i]
+                i += 1
+            }
+        }
+    }
+
+    /// destination[i] = source[i] * scale + shift.
+    @inline(__always)
+    static func affine(
+        _ source: UnsafePointer<Float>, scale: Float, shift: Float, into destination: UnsafeMutablePointer<Float>, count: Int
+    ) {
+        let scaleLanes = Lanes(repeating: scale), shiftLanes = Lanes(repeating: shift)
+        var i = 0
+        while i + width <= count {
+            store(load(source + i) * scaleLanes + shiftLanes, destination + i)
+            i += width
+        }
+        while i < count {
+            destination[i] = source[i] * scale + shift
+            i += 1
+        }
+    }
+
+    /// destination[i] = a[i] * b[i].
+    @inline(__always)
+    static func multiply(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i + width <= count {
+            store(load(a + i) * load(b + i), destination + i)
+            i += width
+        }
+        while i < count {
+            destination[i] = a[i] * b[i]
+            i += 1
+        }
+    }
+
+    /// destination[i] = gradient[i] where output[i] > 0, else 0: the backward pass of a ReLU
+    /// through its output.
+    @inline(__always)
+    static func mask(
+        _ gradient: UnsafePointer<Float>, where output: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>,
+        count: Int
+    ) {
+        let zero = Lanes()
+        var i = 0
+        while i + width <= count {
+            store(zero.replacing(with: load(gradient + i), where: load(output + i) .> zero), destination + i)
+            i += width
+        }
+        while i < count {
+            destination[i] = output[i] > 0 ? gradient[i] : 0
+            i += 1
+        }
     }
 
     /// The sum of `count` floats: sixteen running lanes, then the lanes in order, then the tail.

@@ -138,7 +138,7 @@ public final class BatchNorm: Layer {
                 let shift = (bias?[c] ?? 0) - means[c] * scale
                 let x = input + (n * channels + c) * plane
                 let y = out + (n * channels + c) * plane
-                for i in 0..<plane { y[i] = x[i] * scale + shift }
+                VectorKernels.affine(x, scale: scale, shift: shift, into: y, count: plane)
             }
         }
         return out
@@ -153,8 +153,9 @@ public final class BatchNorm: Layer {
             var sumDy = 0.0, sumDyCentred = 0.0
             for n in 0..<batch {
                 let offset = (n * channels + c) * plane
-                sumDy += Reduction.sum(outputGradient + offset, count: plane)
-                sumDyCentred += Reduction.centredDot(outputGradient + offset, savedInput + offset, count: plane, mean: means[c])
+                let sums = Reduction.sumAndCentredDot(outputGradient + offset, savedInput + offset, count: plane, mean: means[c])
+                sumDy += sums.sum
+                sumDyCentred += sums.centredDot
             }
             let gamma = weight?[c] ?? 1
             let invStd = inverse[c]
@@ -170,9 +171,21 @@ public final class BatchNorm: Layer {
                 for n in 0..<batch {
                     let offset = (n * channels + c) * plane
                     let dy = outputGradient + offset, x = savedInput + offset, dx = dInput + offset
-                    for i in 0..<plane {
+                    typealias Lanes = VectorKernels.Lanes
+                    let muLanes = Lanes(repeating: mu), invStdLanes = Lanes(repeating: invStd)
+                    let meanDyLanes = Lanes(repeating: meanDy), meanDyXhatLanes = Lanes(repeating: meanDyXhat)
+                    let scaleLanes = Lanes(repeating: scale)
+                    var i = 0
+                    while i + VectorKernels.width <= plane {
+                        let xhat = (VectorKernels.load(x + i) - muLanes) * invStdLanes
+                        let value = scaleLanes * (VectorKernels.load(dy + i) - meanDyLanes - xhat * meanDyXhatLanes)
+                        VectorKernels.store(value, dx + i)
+                        i += VectorKernels.width
+                    }
+                    while i < plane {
                         let xhat = (x[i] - mu) * invStd
                         dx[i] = scale * (dy[i] - meanDy - xhat * meanDyXhat)
+                        i += 1
                     }
                 }
             } else {
@@ -180,8 +193,7 @@ public final class BatchNorm: Layer {
                 let scale = gamma * invStd
                 for n in 0..<batch {
                     let offset = (n * channels + c) * plane
-                    let dy = outputGradient + offset, dx = dInput + offset
-                    for i in 0..<plane { dx[i] = dy[i] * scale }
+                    VectorKernels.affine(outputGradient + offset, scale: scale, shift: 0, into: dInput + offset, count: plane)
                 }
             }
         }

@@ -56,37 +56,50 @@ public final class LocalResponseNorm: Layer {
         let channels = inputShape.channels, plane = inputShape.height * inputShape.width
         let squares = work.reserve(inputShape.count)
         let scale = alpha / Float(size), k = self.k, negativeBeta = -beta
+        typealias Lanes = VectorKernels.Lanes
+        let lanes = VectorKernels.width
         for n in 0..<batch {
             let sample = n * inputShape.count
             let x = input + sample
-            for i in 0..<inputShape.count { squares[i] = x[i] * x[i] }
+            VectorKernels.multiply(x, x, into: squares, count: inputShape.count)
             for c in 0..<channels {
                 let sc = s + sample + c * plane
-                sc.update(repeating: 0, count: plane)
-                for j in windowRange(of: c) {
-                    let square = squares + j * plane
-                    for i in 0..<plane { sc[i] += square[i] }
-                }
                 let pc = p + sample + c * plane, xc = x + c * plane, yc = out + sample + c * plane
+                let window = windowRange(of: c)
+                var i = 0
                 if beta == 0.75 {
                     // Every published LRN uses beta = 3/4: s^-3/4 = 1 / (sqrt(s) * sqrt(sqrt(s))), two
-                    // square roots instead of a call to powf per value.
-                    for i in 0..<plane {
-                        let denominator = k + scale * sc[i]
+                    // square roots instead of a call to powf per value. The window's squares are
+                    // summed in registers, channel after channel from zero, and every result
+                    // written once.
+                    let kLanes = Lanes(repeating: k), scaleLanes = Lanes(repeating: scale), one = Lanes(repeating: 1)
+                    while i + lanes <= plane {
+                        var total = Lanes()
+                        for j in window { total += VectorKernels.load(squares + j * plane + i) }
+                        let denominator = kLanes + scaleLanes * total
                         let root = denominator.squareRoot()
-                        let factor = 1 / (root * root.squareRoot())
-                        sc[i] = denominator
-                        pc[i] = factor
-                        yc[i] = xc[i] * factor
+                        let factor = one / (root * root.squareRoot())
+                        VectorKernels.store(denominator, sc + i)
+                        VectorKernels.store(factor, pc + i)
+                        VectorKernels.store(VectorKernels.load(xc + i) * factor, yc + i)
+                        i += lanes
                     }
-                } else {
-                    for i in 0..<plane {
-                        let denominator = k + scale * sc[i]
-                        let factor = powf(denominator, negativeBeta)
-                        sc[i] = denominator
-                        pc[i] = factor
-                        yc[i] = xc[i] * factor
+                }
+                while i < plane {
+                    var total: Float = 0
+                    for j in window { total += squares[j * plane + i] }
+                    let denominator = k + scale * total
+                    let factor: Float
+                    if beta == 0.75 {
+                        let root = denominator.squareRoot()
+                        factor = 1 / (root * root.squareRoot())
+                    } else {
+                        factor = powf(denominator, negativeBeta)
                     }
+                    sc[i] = denominator
+                    pc[i] = factor
+                    yc[i] = xc[i] * factor
+                    i += 1
                 }
             }
         }

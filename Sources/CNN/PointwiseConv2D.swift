@@ -5,8 +5,13 @@
 ///
 /// With stride S it reads rows and columns 0, S, 2S, ...: on an even input at stride 2 the last
 /// row and column are never read, which is what ResNet's projection does by design, so unlike a
-/// configured convolution this layer does not reject that. Forward gathers the strided positions
-/// [C, P] and multiplies once per sample; backward scatters the gradient back to them.
+/// configured convolution this layer does not reject that.
+///
+/// Forward gathers the strided positions of a block of S samples into one [C, S*P] matrix and
+/// multiplies it once: one GEMM per sample (a [K, C] x [C, P] product of a few hundred
+/// thousand FLOPs) spent most of its time in the library's packing and call overhead. Blocks are
+/// sized as Conv2D's are, so the reordering between [K, S*P] and NCHW stays in cache. Backward
+/// uses the same layout and scatters the gradient back to the positions read.
 public final class PointwiseConv2D: Layer {
     public let inputShape: FeatureShape
     public let outputShape: FeatureShape
@@ -14,9 +19,10 @@ public final class PointwiseConv2D: Layer {
 
     private var weights: UnsafeMutablePointer<Float>!          // [K, C]
     private var weightGradients: UnsafeMutablePointer<Float>!  // [K, C]
-    private let gathered = FloatBuffer()                       // [N, C, P]: the strided input positions
+    private let gathered = FloatBuffer()                       // blocks of [C, S*P]: the strided input positions
+    private let product = FloatBuffer()                        // [K, S*P]: one block's GEMM result, then its output gradient
     private let output = FloatBuffer()                         // [N, K, OH, OW]
-    private let gatheredGradient = FloatBuffer()               // [C, P], one sample at a time
+    private let gatheredGradient = FloatBuffer()               // [C, S*P]: one block's gathered gradient
     private let inputGradient = FloatBuffer()                  // [N, C, H, W]
 
     /// `filters` 1x1 filters over samples of shape `input`, reading every `stride`-th row and column.
@@ -47,77 +53,153 @@ public final class PointwiseConv2D: Layer {
         weightGradients = gradients
     }
 
+    /// Samples per block: as many as let the block's gathered matrix and product fit
+    /// `Conv2D.blockBytes`, so the reorderings around each GEMM stay in cache.
+    private func samplesPerBlock(batch: Int) -> Int {
+        let perSample = (inputShape.channels + outputShape.channels) * positions * MemoryLayout<Float>.stride
+        return max(1, min(batch, Conv2D.blockBytes / max(perSample, 1)))
+    }
+
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         let channels = inputShape.channels, filters = outputShape.channels, positions = self.positions
-        let columns = gathered.reserve(batch * channels * positions)
-        let out = output.reserve(batch * outputShape.count)
-        for n in 0..<batch {
-            let x = input + n * inputShape.count
-            let gatheredSample = columns + n * channels * positions
-            gather(x, into: gatheredSample)
-            // out [K, P] = W [K, C] x gathered [C, P]
+        let inputCount = inputShape.count, outputCount = outputShape.count
+        // Block after block, each block's [C, S*P] matrix at its first sample's offset.
+        let allColumns = gathered.reserve(channels * batch * positions)
+        let out = output.reserve(batch * outputCount)
+        let block = samplesPerBlock(batch: batch)
+        let result = block > 1 ? product.reserve(filters * block * positions) : nil
+        var first = 0
+        while first < batch {
+            let samples = min(block, batch - first), wide = samples * positions
+            let columns = allColumns + channels * first * positions
+            for n in 0..<samples {
+                gather(input + (first + n) * inputCount, into: columns + n * positions, rowStride: wide)
+            }
+            // With one sample, [K, P] already is NCHW: the GEMM writes the output in place.
+            let target = samples == 1 ? out + first * outputCount : result!
+            // target [K, S*P] = W [K, C] x gathered [C, S*P]
             BLAS.gemm(
-                transposeA: false, transposeB: false, m: filters, n: positions, k: channels,
-                a: weights, lda: channels, b: gatheredSample, ldb: positions,
-                beta: 0, c: out + n * outputShape.count, ldc: positions)
+                transposeA: false, transposeB: false, m: filters, n: wide, k: channels,
+                a: weights, lda: channels, b: columns, ldb: wide,
+                beta: 0, c: target, ldc: wide)
+            if samples > 1 {
+                // [K, S*P] -> [S, K, P]
+                for n in 0..<samples {
+                    VectorKernels.copyRows(
+                        target + n * positions, sourceStride: wide, to: out + (first + n) * outputCount,
+                        destinationStride: positions, rows: filters, count: positions)
+                }
+            }
+            first += samples
         }
         return out
     }
 
     public func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
         let channels = inputShape.channels, filters = outputShape.channels, positions = self.positions
-        let dInput = inputGradient.reserve(batch * inputShape.count)
-        let dGathered = gatheredGradient.reserve(channels * positions)
-        for n in 0..<batch {
-            let dy = outputGradient + n * outputShape.count
-            // dW [K, C] += dy [K, P] x gathered^T [P, C]
+        let inputCount = inputShape.count, outputCount = outputShape.count
+        let dInput = inputGradient.reserve(batch * inputCount)
+        let block = samplesPerBlock(batch: batch)
+        let dGathered = gatheredGradient.reserve(channels * block * positions)
+        let reordered = block > 1 ? product.reserve(filters * block * positions) : nil
+        var first = 0
+        while first < batch {
+            let samples = min(block, batch - first), wide = samples * positions
+            let columns = UnsafePointer(gathered.pointer + channels * first * positions)
+            // The block's output gradient as [K, S*P], the layout of the forward GEMM's result.
+            let dy: UnsafePointer<Float>
+            if samples == 1 {
+                dy = outputGradient + first * outputCount
+            } else {
+                for n in 0..<samples {
+                    VectorKernels.copyRows(
+                        outputGradient + (first + n) * outputCount, sourceStride: positions, to: reordered! + n * positions,
+                        destinationStride: wide, rows: filters, count: positions)
+                }
+                dy = UnsafePointer(reordered!)
+            }
+            // dW [K, C] += dy [K, S*P] x gathered^T [S*P, C]
             BLAS.gemm(
-                transposeA: false, transposeB: true, m: filters, n: channels, k: positions,
-                a: dy, lda: positions, b: gathered.pointer + n * channels * positions, ldb: positions,
+                transposeA: false, transposeB: true, m: filters, n: channels, k: wide,
+                a: dy, lda: wide, b: columns, ldb: wide,
                 beta: 1, c: weightGradients, ldc: channels)
-            // dGathered [C, P] = W^T [C, K] x dy [K, P]
+            // dGathered [C, S*P] = W^T [C, K] x dy [K, S*P]
             BLAS.gemm(
-                transposeA: true, transposeB: false, m: channels, n: positions, k: filters,
-                a: weights, lda: channels, b: dy, ldb: positions,
-                beta: 0, c: dGathered, ldc: positions)
-            scatter(dGathered, into: dInput + n * inputShape.count)
+                transposeA: true, transposeB: false, m: channels, n: wide, k: filters,
+                a: weights, lda: channels, b: dy, ldb: wide,
+                beta: 0, c: dGathered, ldc: wide)
+            for n in 0..<samples {
+                scatter(dGathered + n * positions, rowStride: wide, into: dInput + (first + n) * inputCount)
+            }
+            first += samples
         }
         return dInput
     }
 
-    /// [C, H, W] -> [C, P]: the values at rows and columns 0, S, 2S, ...
-    private func gather(_ image: UnsafePointer<Float>, into columns: UnsafeMutablePointer<Float>) {
-        if stride == 1 {
-            columns.update(from: image, count: inputShape.count)
-            return
-        }
+    /// Whether a strided row can be read and written eight floats at a time: stride 2 on an even
+    /// width, where the vector reading a row's last kept value ends inside that row.
+    private var pairsVectorise: Bool { stride == 2 && inputShape.width % 2 == 0 && outputShape.width >= 8 }
+
+    /// One sample [C, H, W] -> its P columns of the [C, N*P] matrix (rows `rowStride` apart):
+    /// the values at rows and columns 0, S, 2S, ...
+    private func gather(_ image: UnsafePointer<Float>, into columns: UnsafeMutablePointer<Float>, rowStride: Int) {
         let height = inputShape.height, width = inputShape.width
         let outHeight = outputShape.height, outWidth = outputShape.width
+        if stride == 1 {
+            VectorKernels.copyRows(
+                image, sourceStride: height * width, to: columns, destinationStride: rowStride, rows: inputShape.channels,
+                count: height * width)
+            return
+        }
+        let vectorised = pairsVectorise
         for c in 0..<inputShape.channels {
             let plane = image + c * height * width
-            let destination = columns + c * outHeight * outWidth
+            let destination = columns + c * rowStride
             for oh in 0..<outHeight {
                 let row = plane + oh * stride * width
-                for ow in 0..<outWidth { destination[oh * outWidth + ow] = row[ow * stride] }
+                let to = destination + oh * outWidth
+                if vectorised {
+                    VectorKernels.copyEven(row, to: to, count: outWidth)
+                } else {
+                    for ow in 0..<outWidth { to[ow] = row[ow * stride] }
+                }
             }
         }
     }
 
-    /// The adjoint of `gather`: [C, P] onto [C, H, W], zero at the positions never read.
-    private func scatter(_ columns: UnsafePointer<Float>, into image: UnsafeMutablePointer<Float>) {
-        if stride == 1 {
-            image.update(from: columns, count: inputShape.count)
-            return
-        }
-        image.update(repeating: 0, count: inputShape.count)
+    /// The adjoint of `gather`: one sample's columns onto [C, H, W], zero at the positions never read.
+    private func scatter(_ columns: UnsafePointer<Float>, rowStride: Int, into image: UnsafeMutablePointer<Float>) {
         let height = inputShape.height, width = inputShape.width
         let outHeight = outputShape.height, outWidth = outputShape.width
+        if stride == 1 {
+            VectorKernels.copyRows(
+                columns, sourceStride: rowStride, to: image, destinationStride: height * width, rows: inputShape.channels,
+                count: height * width)
+            return
+        }
+        if pairsVectorise {
+            // Every row written once: kept rows interleave the values with zeros, skipped rows are zero.
+            for c in 0..<inputShape.channels {
+                let plane = image + c * height * width
+                let source = columns + c * rowStride
+                for h in 0..<height {
+                    if h % 2 == 0 {
+                        VectorKernels.spreadToEven(source + h / 2 * outWidth, to: plane + h * width, count: outWidth)
+                    } else {
+                        VectorKernels.zero(plane + h * width, count: width)
+                    }
+                }
+            }
+            return
+        }
+        VectorKernels.zero(image, count: inputShape.count)
         for c in 0..<inputShape.channels {
             let plane = image + c * height * width
-            let source = columns + c * outHeight * outWidth
+            let source = columns + c * rowStride
             for oh in 0..<outHeight {
                 let row = plane + oh * stride * width
-                for ow in 0..<outWidth { row[ow * stride] = source[oh * outWidth + ow] }
+                let from = source + oh * outWidth
+                for ow in 0..<outWidth { row[ow * stride] = from[ow] }
             }
         }
     }

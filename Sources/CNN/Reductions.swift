@@ -55,21 +55,26 @@ enum Reduction {
         return sum
     }
 
-    /// sum(a[i] * (x[i] - mean)).
-    static func centredDot(_ a: UnsafePointer<Float>, _ x: UnsafePointer<Float>, count: Int, mean: Float) -> Double {
-        var lanes = Lanes()
+    /// (sum(a[i]), sum(a[i] * (x[i] - mean))) in one pass, each added as `sum` adds.
+    static func sumAndCentredDot(
+        _ a: UnsafePointer<Float>, _ x: UnsafePointer<Float>, count: Int, mean: Float
+    ) -> (sum: Double, centredDot: Double) {
+        var sumLanes = Lanes(), dotLanes = Lanes()
         let centre = Lanes(repeating: mean)
         var i = 0
         while i + width <= count {
-            lanes += load(a, i) * (load(x, i) - centre)
+            let values = load(a, i)
+            sumLanes += values
+            dotLanes += values * (load(x, i) - centre)
             i += width
         }
-        var sum = total(lanes)
+        var sum = total(sumLanes), dot = total(dotLanes)
         while i < count {
-            sum += Double(a[i]) * (Double(x[i]) - Double(mean))
+            sum += Double(a[i])
+            dot += Double(a[i]) * (Double(x[i]) - Double(mean))
             i += 1
         }
-        return sum
+        return (sum, dot)
     }
 
     /// sum(x[i]^2) accumulated entirely in Double (eight lanes), for norms over millions of values

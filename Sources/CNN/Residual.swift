@@ -66,14 +66,7 @@ public final class Residual: Layer {
         let main = path.forward(input, batch: batch, context: context)                                 // [N, C, H, W]
         let shortcut = projection.map { UnsafePointer($0.forward(input, batch: batch, context: context)) } ?? input  // [N, C, H, W]
         let out = output.reserve(count)
-        if reluAfterSum {
-            for i in 0..<count {
-                let sum = main[i] + shortcut[i]
-                out[i] = sum > 0 ? sum : 0
-            }
-        } else {
-            for i in 0..<count { out[i] = main[i] + shortcut[i] }
-        }
+        VectorKernels.sum(main, shortcut, into: out, count: count, rectified: reluAfterSum)
         return out
     }
 
@@ -82,15 +75,14 @@ public final class Residual: Layer {
         var gradient = outputGradient                       // [N, C, H, W]
         if reluAfterSum {
             let dSum = sumGradient.reserve(count)
-            let out = output.pointer
-            for i in 0..<count { dSum[i] = out[i] > 0 ? outputGradient[i] : 0 }
+            VectorKernels.mask(outputGradient, where: output.pointer, into: dSum, count: count)
             gradient = UnsafePointer(dSum)
         }
         let inputCount = batch * inputShape.count
         let dInput = inputGradient.reserve(inputCount)      // [N, C_in, H_in, W_in]
         let dMain = path.backward(gradient, batch: batch)
         let dShortcut = projection.map { UnsafePointer($0.backward(gradient, batch: batch)) } ?? gradient
-        for i in 0..<inputCount { dInput[i] = dMain[i] + dShortcut[i] }
+        VectorKernels.sum(dMain, dShortcut, into: dInput, count: inputCount, rectified: false)
         return dInput
     }
 }

@@ -188,6 +188,75 @@ final class BlockTests: XCTestCase {
         }
     }
 
+    func testBatchedProjectionMatchesNumericalGradientOnEveryGatherPath() throws {
+        // Stride 2 on an even width of at least 16 takes the vector gather and scatter; odd
+        // widths, stride 3 and stride 1 the others; each with more than one sample, where the
+        // batch shares one GEMM.
+        let cases: [(FeatureShape, Int, Int)] = [
+            (FeatureShape(channels: 3, height: 5, width: 16), 2, 3),
+            (FeatureShape(channels: 2, height: 4, width: 18), 2, 2),
+            (FeatureShape(channels: 3, height: 5, width: 7), 2, 2),
+            (FeatureShape(channels: 3, height: 7, width: 9), 3, 2),
+            (FeatureShape(channels: 2, height: 3, width: 5), 1, 3),
+        ]
+        for (shape, stride, batch) in cases {
+            assertGradientsMatch(
+                try PointwiseConv2D(input: shape, filters: 3, stride: stride), batch: batch, seed: 43,
+                "\(shape) stride \(stride)")
+        }
+    }
+
+    func testBatchedProjectionForwardEqualsOneSampleAtATime() throws {
+        for (shape, stride) in [(FeatureShape(channels: 3, height: 6, width: 16), 2), (FeatureShape(channels: 2, height: 5, width: 7), 2)] {
+            let batch = 3
+            let bound = BoundLayer(try PointwiseConv2D(input: shape, filters: 4, stride: stride), seed: 44, fill: .normal(scale: 1))
+            let x = TestArrays.normal(count: batch * shape.count, seed: 45)
+            let together = bound.forward(x, batch: batch)
+            var alone: [Float] = []
+            for n in 0..<batch {
+                alone += bound.forward(Array(x[(n * shape.count)..<((n + 1) * shape.count)]), batch: 1)
+            }
+            assertClose(together, alone.map(Double.init), tolerance: 1e-6, "\(shape) stride \(stride)")
+            // The positions the stride skips get exactly zero gradient.
+            let gradient = bound.forwardBackward(x, outputGradient: [Float](repeating: 1, count: batch * bound.layer.outputShape.count), batch: batch)
+            for n in 0..<batch {
+                for c in 0..<shape.channels {
+                    for h in 0..<shape.height {
+                        for w in 0..<shape.width where h % stride != 0 || w % stride != 0 {
+                            XCTAssertEqual(gradient.inputGradient[((n * shape.channels + c) * shape.height + h) * shape.width + w], 0)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testProjectionSplitIntoSampleBlocksMatchesOneSampleAtATime() throws {
+        // 64 + 64 channels on 16x16 output planes are 128 KiB a sample, so a batch of 10 runs
+        // as several cache-sized blocks of samples; each sample alone takes the one-sample path.
+        let shape = FeatureShape(channels: 64, height: 32, width: 32)
+        let batch = 10
+        let bound = BoundLayer(try PointwiseConv2D(input: shape, filters: 64, stride: 2), seed: 46, fill: .normal(scale: 0.2))
+        let outputCount = bound.layer.outputShape.count
+        let x = TestArrays.normal(count: batch * shape.count, seed: 47)
+        let dy = TestArrays.normal(count: batch * outputCount, seed: 48)
+        bound.zeroGradients()
+        let together = bound.forwardBackward(x, outputGradient: dy, batch: batch)
+        let weightGradient = bound.gradientValues("weight")
+        bound.zeroGradients()
+        var output: [Float] = [], inputGradient: [Float] = []
+        for n in 0..<batch {
+            let alone = bound.forwardBackward(
+                Array(x[(n * shape.count)..<((n + 1) * shape.count)]),
+                outputGradient: Array(dy[(n * outputCount)..<((n + 1) * outputCount)]), batch: 1)
+            output += alone.output
+            inputGradient += alone.inputGradient
+        }
+        assertClose(together.output, output.map(Double.init), tolerance: 1e-5, "output")
+        assertClose(together.inputGradient, inputGradient.map(Double.init), tolerance: 1e-5, "input gradient")
+        assertClose(weightGradient, bound.gradientValues("weight").map(Double.init), tolerance: 1e-4, "weight gradient")
+    }
+
     // MARK: A small ResNet
 
     private var smallResNet: ModelSpec {

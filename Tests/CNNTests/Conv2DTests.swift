@@ -90,6 +90,54 @@ final class Conv2DTests: XCTestCase {
         try verify(ConvolutionCase(input: FeatureShape(channels: 2, height: 5, width: 5), filters: 3, kernelHeight: 3, kernelWidth: 3, padding: 1, bias: false), seed: 13)
     }
 
+    func testConv2DWeightGradientMatchesNumericalGradientInBothGEMMOrientations() throws {
+        // More filters than patch rows (dW computed as [K, patch]) and fewer ([patch, K], transposed).
+        try verify(ConvolutionCase(input: FeatureShape(channels: 1, height: 6, width: 5), filters: 4, kernelHeight: 1, kernelWidth: 2, batch: 3), seed: 12)
+        try verify(ConvolutionCase(input: FeatureShape(channels: 3, height: 5, width: 6), filters: 2, kernelHeight: 3, kernelWidth: 3, padding: 1, batch: 3), seed: 13)
+    }
+
+    func testConv2DOnWidePlanesMatchesDirectConvolutionAndNumericalGradient() throws {
+        // Planes this wide with this many filters fill a cache block per sample, where stride-1
+        // layers compute on rows as wide as the padded input (extra columns dropped): odd width,
+        // a batch of two, a non-square dilated kernel with bias.
+        try verify(ConvolutionCase(
+            input: FeatureShape(channels: 1, height: 32, width: 33), filters: 120, kernelHeight: 3, kernelWidth: 3, padding: 1,
+            batch: 2), seed: 17)
+        try verify(ConvolutionCase(
+            input: FeatureShape(channels: 1, height: 32, width: 32), filters: 116, kernelHeight: 3, kernelWidth: 2, padding: 2,
+            dilation: 2, batch: 1), seed: 18)
+    }
+
+    func testConv2DGradientsOfABatchInSeveralBlocksEqualTheSumOverItsSamples() throws {
+        // 16 channels of 32x32 through 3x3 filters unfold to a large matrix per sample: at stride
+        // 2 a batch of 7 runs as several cache-sized blocks whose weight gradients are summed
+        // across blocks (8 filters: dW transposed; 160: not); at stride 1 on wide rows, one sample
+        // at a time.
+        let shape = FeatureShape(channels: 16, height: 32, width: 32)
+        for (stride, filters) in [(2, 8), (2, 160), (1, 8)] {
+            let bound = BoundLayer(
+                try Conv2D(input: shape, filters: filters, kernelHeight: 3, kernelWidth: 3, stride: stride, padding: 1),
+                seed: 14, fill: .normal(scale: 0.1))
+            let outputCount = bound.layer.outputShape.count
+            let batch = 7
+            let x = TestArrays.normal(count: batch * shape.count, seed: 15)
+            let dy = TestArrays.normal(count: batch * outputCount, seed: 16)
+            bound.zeroGradients()
+            let together = bound.forwardBackward(x, outputGradient: dy, batch: batch)
+            let weightGradient = bound.gradientValues("weight"), biasGradient = bound.gradientValues("bias")
+            bound.zeroGradients()
+            var inputGradient: [Float] = []
+            for n in 0..<batch {
+                inputGradient += bound.forwardBackward(
+                    Array(x[(n * shape.count)..<((n + 1) * shape.count)]),
+                    outputGradient: Array(dy[(n * outputCount)..<((n + 1) * outputCount)]), batch: 1).inputGradient
+            }
+            assertClose(together.inputGradient, inputGradient.map(Double.init), tolerance: 1e-4, "stride \(stride), \(filters) filters: input gradient")
+            assertClose(weightGradient, bound.gradientValues("weight").map(Double.init), tolerance: 1e-3, "stride \(stride), \(filters) filters: weight gradient")
+            assertClose(biasGradient, bound.gradientValues("bias").map(Double.init), tolerance: 1e-3, "stride \(stride), \(filters) filters: bias gradient")
+        }
+    }
+
     func testConv2DMatchesDirectConvolutionAndNumericalGradientOnRandomisedConfigurations() throws {
         var checked = 0
         for seed in UInt64(100)..<UInt64(140) {

@@ -40,6 +40,20 @@ final class LocalResponseNormTests: XCTestCase {
         }
     }
 
+    func testPlanesWiderThanOneVectorMatchTheFormulaAndNumericalGradient() throws {
+        // 5 x 7 = 35 values a plane: two sixteen-wide blocks and a tail of three; beta 0.75 takes
+        // the square-root path, 0.6 the powf one.
+        let shape = FeatureShape(channels: 6, height: 5, width: 7)
+        for beta in [0.75, 0.6] {
+            let spec = LocalResponseNormSpec(size: 3, alpha: 0.5, beta: beta, k: 1)
+            let layer = try LocalResponseNorm(input: shape, spec: spec)
+            let input = TestArrays.normal(count: 2 * shape.count, seed: 31)
+            let expected = referenceLocalResponseNorm(input: input, batch: 2, shape: shape, size: 3, alpha: 0.5, beta: beta, k: 1)
+            assertClose(forwardValues(layer, input: input, batch: 2), expected, tolerance: 1e-5, "beta \(beta)")
+            assertGradientsMatch(try LocalResponseNorm(input: shape, spec: spec), batch: 2, seed: 32, "beta \(beta)")
+        }
+    }
+
     func testRejectsANonPositiveK() {
         XCTAssertThrowsError(try LocalResponseNorm(input: .vector(3), spec: LocalResponseNormSpec(size: 3, k: 0), name: "model.layers[2]")) {
             XCTAssertTrue("\($0)".hasPrefix("model.layers[2]"), "\($0)")
