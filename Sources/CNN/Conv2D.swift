@@ -35,6 +35,58 @@ public final class Conv2D: Layer {
     /// When off, `backward` returns a zero-filled buffer.
     public var computesInputGradient = true
 
+    /// How a convolution computes its three passes.
+    public enum Algorithm: Sendable, Equatable {
+        /// im2col and GEMM: every configuration.
+        case im2col
+        /// Winograd F(2x2, 3x3): 3x3 kernels at stride 1, dilation 1, without groups only.
+        case winograd
+    }
+
+    /// The algorithm this layer computes with. It starts as `defaultAlgorithm`'s choice; change it
+    /// with `use(_:)`. Both give the same results up to Float rounding.
+    public private(set) var algorithm: Algorithm
+
+    /// Whether `use(.winograd)` is allowed: a 3x3 kernel at stride 1, dilation 1, with one group.
+    public var supportsWinograd: Bool {
+        kernelHeight == 3 && kernelWidth == 3 && stride == 1 && dilation == 1 && groups == 1
+    }
+
+    /// Makes this layer compute with `algorithm` from its next forward pass on.
+    /// - Throws: `ModelError` when the layer's configuration does not support the algorithm.
+    public func use(_ algorithm: Algorithm) throws {
+        if algorithm == .winograd && !supportsWinograd {
+            throw ModelError(
+                layer: summary,
+                message: "the Winograd algorithm needs a 3x3 kernel, stride 1, dilation 1 and groups 1; "
+                    + "use .im2col for this layer")
+        }
+        if algorithm == .winograd && winograd == nil { winograd = makeWinograd() }
+        self.algorithm = algorithm
+    }
+
+    /// The algorithm a layer of this configuration computes with unless told otherwise: Winograd
+    /// where it is supported and the layer has at least `winogradMinimumChannels` input channels.
+    /// Below that the GEMMs of the Winograd path are too thin (K = C is their inner dimension)
+    /// for the saved multiplications to pay for the transforms.
+    public static func defaultAlgorithm(
+        inputChannels: Int, kernelHeight: Int, kernelWidth: Int, stride: Int, dilation: Int, groups: Int
+    ) -> Algorithm {
+        kernelHeight == 3 && kernelWidth == 3 && stride == 1 && dilation == 1 && groups == 1
+            && inputChannels >= winogradMinimumChannels ? .winograd : .im2col
+    }
+
+    /// Fewest input channels for which `defaultAlgorithm` picks Winograd.
+    public static let winogradMinimumChannels = 8
+
+    private var winograd: WinogradConvolution?
+
+    private func makeWinograd() -> WinogradConvolution {
+        WinogradConvolution(
+            channels: inputShape.channels, filters: filters, height: inputShape.height, width: inputShape.width,
+            padding: padding)
+    }
+
     private var weights: UnsafeMutablePointer<Float>!
     private var weightGradients: UnsafeMutablePointer<Float>!
     private var bias: UnsafeMutablePointer<Float>?
@@ -85,6 +137,10 @@ public final class Conv2D: Layer {
         self.dilation = dilation
         self.groups = groups
         self.hasBias = bias
+        self.algorithm = Conv2D.defaultAlgorithm(
+            inputChannels: input.channels, kernelHeight: kernelHeight, kernelWidth: kernelWidth, stride: stride,
+            dilation: dilation, groups: groups)
+        if algorithm == .winograd { winograd = makeWinograd() }
     }
 
     public var summary: String {
@@ -108,7 +164,9 @@ public final class Conv2D: Layer {
     public var forwardFLOPs: Int { 2 * filters * outputPlane * patchSize }
     /// The output, plus the im2col matrix where it is kept (`keepsColumns`); the input is the
     /// previous layer's output.
-    public var savedFloatsPerSample: Int { outputShape.count + (keepsColumns ? groups * patchSize * outputPlane : 0) }
+    public var savedFloatsPerSample: Int {
+        outputShape.count + (algorithm == .im2col && keepsColumns ? groups * patchSize * outputPlane : 0)
+    }
 
     /// Whether forward keeps every block's im2col matrix for backward instead of unfolding the
     /// input again: for small matrices (the first layers of small CNNs), where memory is cheap and
@@ -142,6 +200,11 @@ public final class Conv2D: Layer {
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         savedInput = input
+        if algorithm == .winograd, let winograd {
+            let out = output.reserve(batch * outputShape.count)
+            winograd.forward(input, batch: batch, weights: weights, bias: bias, into: out)
+            return out
+        }
         if usesWideRows { return forwardOnWideRows(input, batch: batch) }
         let plane = outputPlane, patch = patchSize, filtersPerGroup = filters / groups
         let inputCount = inputShape.count, outputCount = outputShape.count
@@ -188,6 +251,14 @@ public final class Conv2D: Layer {
 
     public func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
         guard let input = savedInput else { preconditionFailure("Conv2D.backward called before forward") }
+        if algorithm == .winograd, let winograd {
+            let dInput = inputGradient.reserve(batch * inputShape.count)
+            prepareInputGradient(dInput, count: batch * inputShape.count)
+            winograd.backward(
+                outputGradient, input: input, batch: batch, weightGradients: weightGradients, biasGradients: biasGradients,
+                inputGradient: computesInputGradient ? dInput : nil)
+            return dInput
+        }
         if usesWideRows { return backwardOnWideRows(outputGradient, input: input, batch: batch) }
         let plane = outputPlane, patch = patchSize, filtersPerGroup = filters / groups
         let inputCount = inputShape.count, outputCount = outputShape.count
@@ -283,6 +354,17 @@ public final class Conv2D: Layer {
             for k in 0..<filters { biasGradients[k] += biasTotals[k] }
         }
         return dInput
+    }
+
+    /// Zero-fills the input gradient when it is not computed, once per size (nothing writes it
+    /// then); when it is computed, forgets that it was zero.
+    private func prepareInputGradient(_ dInput: UnsafeMutablePointer<Float>, count: Int) {
+        if computesInputGradient {
+            zeroedInputGradient = 0
+        } else if zeroedInputGradient < count {
+            dInput.update(repeating: 0, count: count)
+            zeroedInputGradient = count
+        }
     }
 
     /// Unfolds one sample [C, H, W] into its P columns of the block's matrix: row (c, i, j) of
