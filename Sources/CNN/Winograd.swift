@@ -47,8 +47,7 @@ final class WinogradConvolution {
     private let tiles = FloatBuffer()          // V [16, C, T]: one block's input tiles, then dV
     private let products = FloatBuffer()       // M [16, K, T]: one block's products, then dM
     private let plane = FloatBuffer()          // [planeRows, 2 * half]: one input channel as a tile plane
-    private let gradientPlane = FloatBuffer()  // [planeRows, 2 * half]: one channel's input gradient as a tile plane
-    private let stage = FloatBuffer()          // [4, 2 * half] or [4, tileColumns]: one tile row between two steps
+    private let phases = FloatBuffer()         // one channel or filter of one sample, by phase (see each transform)
     private let biasTotals = FloatBuffer()     // [K]
 
     /// Bytes of a block's V and M together: half of this machine's 2 MiB per-core cache, as
@@ -88,8 +87,9 @@ final class WinogradConvolution {
         transformWeights(weights)
         let u = transformedWeights.pointer
         let block = samplesPerBlock(batch: batch), perSample = tilesPerSample
-        let v = tiles.reserve(16 * channels * block * perSample)
-        let m = products.reserve(16 * filters * block * perSample)
+        // Slack after V and M for the eight-wide loads past a sample's last tile.
+        let v = tiles.reserve(16 * channels * block * perSample + 8)
+        let m = products.reserve(16 * filters * block * perSample + 8)
         let inputCount = channels * height * width, outputCount = filters * outputHeight * outputWidth
         var first = 0
         while first < batch {
@@ -165,71 +165,134 @@ final class WinogradConvolution {
     /// V[xi][c][t] = (B^T d B) for every 4x4 tile d of one sample [C, H, W], written at `base`
     /// (this sample's first tile) with rows of `tileStride` tiles, where
     /// B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]].
+    ///
+    /// Each channel goes through a tile plane into eight phase arrays: phase (rp, j) holds, for
+    /// every tile, the value in column j of its rows with parity rp, tile after tile. Tile t's row
+    /// i is then phase (i % 2) at t + (i / 2) tileColumns, so the transform is one loop over all
+    /// tiles of the plane, eight at a time, whatever the plane's width.
     private func transformInput(_ image: UnsafePointer<Float>, into base: UnsafeMutablePointer<Float>, tileStride: Int) {
         let length = rowLength, columns = tileColumns, positionStep = channels * tileStride
+        let count = tilesPerSample, stride = phaseStride
         let p = plane.reserve(planeRows * length)
-        let t = stage.reserve(4 * length)
-        let t0 = t, t1 = t + length, t2 = t + 2 * length, t3 = t + 3 * length
+        let q = phases.reserve(8 * stride)
         for c in 0..<channels {
             spread(image + c * height * width, into: p)
-            for ty in 0..<tileRows {
-                // B^T d for the whole tile row at once: four plane rows combined.
-                let r0 = p + 2 * ty * length, r1 = r0 + length, r2 = r1 + length, r3 = r2 + length
-                for x in 0..<length {
-                    let a = r0[x], b = r1[x], e = r2[x], d = r3[x]
-                    t0[x] = a - e
-                    t1[x] = b + e
-                    t2[x] = e - b
-                    t3[x] = b - d
-                }
-                // (B^T d) B, each row i giving positions 4 i ..< 4 i + 4.
-                for i in 0..<4 {
-                    let even = t + i * length, odd = even + half
-                    let out0 = base + (4 * i * channels + c) * tileStride + ty * columns
-                    let out1 = out0 + positionStep, out2 = out1 + positionStep, out3 = out2 + positionStep
-                    for x in 0..<columns {
-                        let e0 = even[x], e1 = even[x + 1], o0 = odd[x], o1 = odd[x + 1]
-                        out0[x] = e0 - e1
-                        out1[x] = o0 + e1
-                        out2[x] = e1 - o0
-                        out3[x] = o0 - o1
-                    }
-                }
+            for r in 0..<planeRows {
+                let even = p + r * length, odd = even + half
+                let target = q + 4 * (r & 1) * stride + (r >> 1) * columns
+                VectorKernels.copy(even, to: target, count: columns)
+                VectorKernels.copy(odd, to: target + stride, count: columns)
+                VectorKernels.copy(even + 1, to: target + 2 * stride, count: columns)
+                VectorKernels.copy(odd + 1, to: target + 3 * stride, count: columns)
             }
+            let out = base + c * tileStride
+            var t = 0
+            while t < count {
+                let n = min(8, count - t)
+                // Rows 0 and 2 of the tiles come from the even-row phases, 1 and 3 from the odd.
+                let top = q + t, bottom = top + columns
+                let d00 = load(top), d01 = load(top + stride), d02 = load(top + 2 * stride), d03 = load(top + 3 * stride)
+                let d10 = load(top + 4 * stride), d11 = load(top + 5 * stride)
+                let d12 = load(top + 6 * stride), d13 = load(top + 7 * stride)
+                let d20 = load(bottom), d21 = load(bottom + stride), d22 = load(bottom + 2 * stride), d23 = load(bottom + 3 * stride)
+                let d30 = load(bottom + 4 * stride), d31 = load(bottom + 5 * stride)
+                let d32 = load(bottom + 6 * stride), d33 = load(bottom + 7 * stride)
+                // B^T d: rows r0 - r2, r1 + r2, r2 - r1, r1 - r3.
+                let a0 = d00 - d20, a1 = d01 - d21, a2 = d02 - d22, a3 = d03 - d23
+                let b0 = d10 + d20, b1 = d11 + d21, b2 = d12 + d22, b3 = d13 + d23
+                let e0 = d20 - d10, e1 = d21 - d11, e2 = d22 - d12, e3 = d23 - d13
+                let f0 = d10 - d30, f1 = d11 - d31, f2 = d12 - d32, f3 = d13 - d33
+                // (B^T d) B: the same combination along each row.
+                var o = out + t
+                store(a0 - a2, o, n); o += positionStep
+                store(a1 + a2, o, n); o += positionStep
+                store(a2 - a1, o, n); o += positionStep
+                store(a1 - a3, o, n); o += positionStep
+                store(b0 - b2, o, n); o += positionStep
+                store(b1 + b2, o, n); o += positionStep
+                store(b2 - b1, o, n); o += positionStep
+                store(b1 - b3, o, n); o += positionStep
+                store(e0 - e2, o, n); o += positionStep
+                store(e1 + e2, o, n); o += positionStep
+                store(e2 - e1, o, n); o += positionStep
+                store(e1 - e3, o, n); o += positionStep
+                store(f0 - f2, o, n); o += positionStep
+                store(f1 + f2, o, n); o += positionStep
+                store(f2 - f1, o, n); o += positionStep
+                store(f1 - f3, o, n)
+                t += 8
+            }
+        }
+    }
+
+    /// Floats in each phase array: (tileRows + 1) rows of tileColumns, and slack for the last
+    /// eight-wide load.
+    private var phaseStride: Int { (tileRows + 1) * tileColumns + 8 }
+
+    @inline(__always)
+    private func load(_ pointer: UnsafePointer<Float>) -> SIMD8<Float> {
+        UnsafeRawPointer(pointer).loadUnaligned(as: SIMD8<Float>.self)
+    }
+
+    /// Stores the first `count` lanes (all eight when `count` >= 8).
+    @inline(__always)
+    private func store(_ value: SIMD8<Float>, _ pointer: UnsafeMutablePointer<Float>, _ count: Int) {
+        if count >= 8 {
+            UnsafeMutableRawPointer(pointer).storeBytes(of: value, as: SIMD8<Float>.self)
+        } else {
+            for lane in 0..<count { pointer[lane] = value[lane] }
         }
     }
 
     /// One sample's output [K, OH, OW] = A^T M A for every tile, plus bias, from its products at
     /// `base` (rows of `tileStride` tiles), where A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]. Outputs of
-    /// a partial last tile (odd OH or OW) are dropped.
+    /// a partial last tile (odd OH or OW) are dropped. Reads up to seven floats past the last
+    /// tile of a row (the product buffer has that slack).
     private func transformOutput(
         _ base: UnsafePointer<Float>, tileStride: Int, bias: UnsafePointer<Float>?, into output: UnsafeMutablePointer<Float>
     ) {
-        let columns = tileColumns, positionStep = filters * tileStride
+        let columns = tileColumns, positionStep = filters * tileStride, count = tilesPerSample
         let plane = outputHeight * outputWidth, fullPairs = outputWidth / 2, oddWidth = outputWidth & 1 == 1
-        let y = stage.reserve(4 * columns)
-        let y00 = y, y01 = y + columns, y10 = y + 2 * columns, y11 = y + 3 * columns
+        let stride = count + 8
+        let y = phases.reserve(4 * stride)
+        let y00 = y, y01 = y + stride, y10 = y + 2 * stride, y11 = y + 3 * stride
         for k in 0..<filters {
+            let m = base + k * tileStride
+            var t = 0
+            while t < count {
+                let n = min(8, count - t)
+                var p = m + t
+                let m00 = load(p); p += positionStep
+                let m01 = load(p); p += positionStep
+                let m02 = load(p); p += positionStep
+                let m03 = load(p); p += positionStep
+                let m10 = load(p); p += positionStep
+                let m11 = load(p); p += positionStep
+                let m12 = load(p); p += positionStep
+                let m13 = load(p); p += positionStep
+                let m20 = load(p); p += positionStep
+                let m21 = load(p); p += positionStep
+                let m22 = load(p); p += positionStep
+                let m23 = load(p); p += positionStep
+                let m30 = load(p); p += positionStep
+                let m31 = load(p); p += positionStep
+                let m32 = load(p); p += positionStep
+                let m33 = load(p)
+                // A^T M: rows m0 + m1 + m2 and m1 - m2 - m3; then the same along each row.
+                let u0 = m00 + m10 + m20, u1 = m01 + m11 + m21, u2 = m02 + m12 + m22, u3 = m03 + m13 + m23
+                let v0 = m10 - m20 - m30, v1 = m11 - m21 - m31, v2 = m12 - m22 - m32, v3 = m13 - m23 - m33
+                store(u0 + u1 + u2, y00 + t, n)
+                store(u1 - u2 - u3, y01 + t, n)
+                store(v0 + v1 + v2, y10 + t, n)
+                store(v1 - v2 - v3, y11 + t, n)
+                t += 8
+            }
             let addend = bias?[k] ?? 0
             for ty in 0..<tileRows {
-                let m = base + k * tileStride + ty * columns
-                for x in 0..<columns {
-                    var s0 = SIMD4<Float>(), s1 = SIMD4<Float>()
-                    for j in 0..<4 {
-                        let m0 = m[j * positionStep + x], m1 = m[(4 + j) * positionStep + x]
-                        let m2 = m[(8 + j) * positionStep + x], m3 = m[(12 + j) * positionStep + x]
-                        s0[j] = m0 + m1 + m2
-                        s1[j] = m1 - m2 - m3
-                    }
-                    y00[x] = s0[0] + s0[1] + s0[2]
-                    y01[x] = s0[1] - s0[2] - s0[3]
-                    y10[x] = s1[0] + s1[1] + s1[2]
-                    y11[x] = s1[1] - s1[2] - s1[3]
-                }
-                let top = output + k * plane + 2 * ty * outputWidth
-                interleave(y00, y01, into: top, pairs: fullPairs, odd: oddWidth, adding: addend)
+                let top = output + k * plane + 2 * ty * outputWidth, tile = ty * columns
+                interleave(y00 + tile, y01 + tile, into: top, pairs: fullPairs, odd: oddWidth, adding: addend)
                 if 2 * ty + 1 < outputHeight {
-                    interleave(y10, y11, into: top + outputWidth, pairs: fullPairs, odd: oddWidth, adding: addend)
+                    interleave(y10 + tile, y11 + tile, into: top + outputWidth, pairs: fullPairs, odd: oddWidth, adding: addend)
                 }
             }
         }
@@ -263,8 +326,9 @@ final class WinogradConvolution {
         let u = transformedWeights.pointer
         let du = transformedWeightGradient.reserve(16 * filters * channels)
         let block = samplesPerBlock(batch: batch), perSample = tilesPerSample
-        let v = tiles.reserve(16 * channels * block * perSample)
-        let m = products.reserve(16 * filters * block * perSample)
+        // Slack after V and M for the eight-wide loads past a sample's last tile.
+        let v = tiles.reserve(16 * channels * block * perSample + 8)
+        let m = products.reserve(16 * filters * block * perSample + 8)
         let inputCount = channels * height * width, plane = outputHeight * outputWidth, outputCount = filters * plane
         let totals = biasGradients == nil ? nil : biasTotals.reserve(filters)
         totals?.update(repeating: 0, count: filters)
@@ -314,32 +378,49 @@ final class WinogradConvolution {
         _ gradient: UnsafePointer<Float>, into base: UnsafeMutablePointer<Float>, tileStride: Int
     ) {
         let columns = tileColumns, positionStep = filters * tileStride, plane = outputHeight * outputWidth
-        let pairs = outputWidth / 2, oddWidth = outputWidth & 1 == 1
-        // The tile row's two gradient rows split into even and odd columns: [4, tileColumns].
-        let g = stage.reserve(4 * columns)
-        let topEven = g, topOdd = g + columns, bottomEven = g + 2 * columns, bottomOdd = g + 3 * columns
+        let pairs = outputWidth / 2, oddWidth = outputWidth & 1 == 1, count = tilesPerSample
+        // The gradient plane split by row and column parity, tile after tile: [4, T + 8].
+        let stride = count + 8
+        let g = phases.reserve(4 * stride)
+        let topEven = g, topOdd = g + stride, bottomEven = g + 2 * stride, bottomOdd = g + 3 * stride
         for k in 0..<filters {
             for ty in 0..<tileRows {
-                let top = gradient + k * plane + 2 * ty * outputWidth
-                split(top, into: topEven, topOdd, pairs: pairs, odd: oddWidth)
+                let top = gradient + k * plane + 2 * ty * outputWidth, tile = ty * columns
+                split(top, into: topEven + tile, topOdd + tile, pairs: pairs, odd: oddWidth)
                 if 2 * ty + 1 < outputHeight {
-                    split(top + outputWidth, into: bottomEven, bottomOdd, pairs: pairs, odd: oddWidth)
+                    split(top + outputWidth, into: bottomEven + tile, bottomOdd + tile, pairs: pairs, odd: oddWidth)
                 } else {
-                    VectorKernels.zero(bottomEven, count: 2 * columns)
+                    VectorKernels.zero(bottomEven + tile, count: columns)
+                    VectorKernels.zero(bottomOdd + tile, count: columns)
                 }
-                let out = base + k * tileStride + ty * columns
-                for x in 0..<columns {
-                    let a = topEven[x], b = topOdd[x], c = bottomEven[x], d = bottomOdd[x]
-                    // A dY: rows (a, b), (a + c, b + d), (a - c, b - d), (-c, -d); then each row (p, q)
-                    // times A^T gives (p, p + q, p - q, -q).
-                    let p = SIMD4<Float>(a, a + c, a - c, -c), q = SIMD4<Float>(b, b + d, b - d, -d)
-                    for i in 0..<4 {
-                        out[(4 * i) * positionStep + x] = p[i]
-                        out[(4 * i + 1) * positionStep + x] = p[i] + q[i]
-                        out[(4 * i + 2) * positionStep + x] = p[i] - q[i]
-                        out[(4 * i + 3) * positionStep + x] = -q[i]
-                    }
-                }
+            }
+            var o = base + k * tileStride
+            var t = 0
+            while t < count {
+                let n = min(8, count - t)
+                let a = load(topEven + t), b = load(topOdd + t), c = load(bottomEven + t), d = load(bottomOdd + t)
+                // A dY: rows (a, b), (a + c, b + d), (a - c, b - d), (-c, -d); then each row (p, q)
+                // times A^T gives (p, p + q, p - q, -q).
+                let p1 = a + c, q1 = b + d, p2 = a - c, q2 = b - d
+                var out = o
+                store(a, out, n); out += positionStep
+                store(a + b, out, n); out += positionStep
+                store(a - b, out, n); out += positionStep
+                store(-b, out, n); out += positionStep
+                store(p1, out, n); out += positionStep
+                store(p1 + q1, out, n); out += positionStep
+                store(p1 - q1, out, n); out += positionStep
+                store(-q1, out, n); out += positionStep
+                store(p2, out, n); out += positionStep
+                store(p2 + q2, out, n); out += positionStep
+                store(p2 - q2, out, n); out += positionStep
+                store(-q2, out, n); out += positionStep
+                store(-c, out, n); out += positionStep
+                store(-c - d, out, n); out += positionStep
+                store(d - c, out, n); out += positionStep
+                store(d, out, n)
+                t += 8
+                o += 8
             }
         }
     }
@@ -361,61 +442,100 @@ final class WinogradConvolution {
     }
 
     /// One sample's input gradient [C, H, W]: the overlap-add of B dV B^T over its tiles (the
-    /// adjoint of `transformInput`), read from `base` with rows of `tileStride` tiles. Tiles are
-    /// added in a fixed order (tile row by tile row), so sums are reproducible.
+    /// adjoint of `transformInput`), read from `base` with rows of `tileStride` tiles (and up to
+    /// seven floats of slack past a row's last tile).
+    ///
+    /// Each tile's 4x4 contribution is first stored by phase, as `transformInput` reads them: its
+    /// rows 0 and 1 in `upper` phases, rows 2 and 3 in `lower` ones. A plane row then sums the
+    /// upper phases of its own tile row and the lower ones of the tile row above, and a column
+    /// the phases of its own tile column and the one to its left: every sum in a fixed order.
     private func foldTiles(_ base: UnsafePointer<Float>, tileStride: Int, into image: UnsafeMutablePointer<Float>) {
-        let length = rowLength, columns = tileColumns, positionStep = channels * tileStride
-        let planeCount = planeRows * length
-        let gp = gradientPlane.reserve(planeCount)
-        let t = stage.reserve(4 * length)
-        let t0 = t, t1 = t + length, t2 = t + 2 * length, t3 = t + 3 * length
-        let last = columns - 1
-        for c in 0..<channels {
-            VectorKernels.zero(gp, count: planeCount)
-            for ty in 0..<tileRows {
-                // The adjoint of (B^T d) B for each row i: from dV's four positions of that row to
-                // a tile-plane row. Tile x took even[x], odd[x], even[x + 1], odd[x + 1], so
-                // even[x] gets q0[x] + (q1 + q2 - q0)[x - 1] and odd[x] gets (q1 - q2 + q3)[x] - q3[x - 1].
-                for i in 0..<4 {
-                    let q0 = base + (4 * i * channels + c) * tileStride + ty * columns
-                    let q1 = q0 + positionStep, q2 = q1 + positionStep, q3 = q2 + positionStep
-                    let even = t + i * length, odd = even + half
-                    even[0] = q0[0]
-                    odd[0] = q1[0] - q2[0] + q3[0]
-                    var x = 1
-                    while x < columns {
-                        even[x] = q0[x] + (q1[x - 1] + q2[x - 1] - q0[x - 1])
-                        odd[x] = (q1[x] - q2[x] + q3[x]) - q3[x - 1]
-                        x += 1
-                    }
-                    even[columns] = q1[last] + q2[last] - q0[last]
-                    odd[columns] = -q3[last]
-                }
-                // The adjoint of B^T d: rows 2 ty ..< 2 ty + 4 of the plane.
-                let r0 = gp + 2 * ty * length, r1 = r0 + length, r2 = r1 + length, r3 = r2 + length
-                for x in 0..<length {
-                    let a = t0[x], b = t1[x], e = t2[x], d = t3[x]
-                    r0[x] += a
-                    r1[x] += b - e + d
-                    r2[x] += b + e - a
-                    r3[x] -= d
-                }
-            }
-            gather(gp, into: image + c * height * width)
+        let columns = tileColumns, positionStep = channels * tileStride, count = tilesPerSample
+        let stride = count + 8
+        let scratch = phases.reserve(16 * stride + 6 * (half + 8))
+        let upper = scratch, lower = scratch + 8 * stride
+        // Four phase rows with a zero before and after ([4, tileColumns + 2]), then a plane row
+        // as even and odd halves.
+        let extended = columns + 2
+        let rowPhases = scratch + 16 * stride, even = rowPhases + 4 * extended, odd = even + half
+        for j in 0..<4 {
+            rowPhases[j * extended] = 0
+            rowPhases[j * extended + columns + 1] = 0
         }
-    }
-
-    /// The adjoint of `spread`: the interior of a tile plane back into one channel [H, W].
-    private func gather(_ source: UnsafePointer<Float>, into channel: UnsafeMutablePointer<Float>) {
-        let length = rowLength, p = padding
-        let evenStart = (p & 1) * half + (p >> 1)
-        let oddStart = ((p + 1) & 1) * half + ((p + 1) >> 1)
+        let p = padding
+        let evenStart = (p & 1) * half + (p >> 1), oddStart = ((p + 1) & 1) * half + ((p + 1) >> 1)
         let evens = (width + 1) / 2, odds = width / 2
-        for h in 0..<height {
-            let target = channel + h * width, row = source + (h + p) * length
-            let fromEven = row + evenStart, fromOdd = row + oddStart
-            for x in 0..<evens { target[2 * x] = fromEven[x] }
-            for x in 0..<odds { target[2 * x + 1] = fromOdd[x] }
+        for c in 0..<channels {
+            let source = base + c * tileStride
+            var t = 0
+            while t < count {
+                let n = min(8, count - t)
+                var s = source + t
+                let q00 = load(s); s += positionStep
+                let q01 = load(s); s += positionStep
+                let q02 = load(s); s += positionStep
+                let q03 = load(s); s += positionStep
+                let q10 = load(s); s += positionStep
+                let q11 = load(s); s += positionStep
+                let q12 = load(s); s += positionStep
+                let q13 = load(s); s += positionStep
+                let q20 = load(s); s += positionStep
+                let q21 = load(s); s += positionStep
+                let q22 = load(s); s += positionStep
+                let q23 = load(s); s += positionStep
+                let q30 = load(s); s += positionStep
+                let q31 = load(s); s += positionStep
+                let q32 = load(s); s += positionStep
+                let q33 = load(s)
+                // The adjoint of B^T d: rows T0, T1 - T2 + T3, T1 + T2 - T0, -T3 (per column j).
+                let r00 = q00, r01 = q01, r02 = q02, r03 = q03
+                let r10 = q10 - q20 + q30, r11 = q11 - q21 + q31, r12 = q12 - q22 + q32, r13 = q13 - q23 + q33
+                let r20 = q10 + q20 - q00, r21 = q11 + q21 - q01, r22 = q12 + q22 - q02, r23 = q13 + q23 - q03
+                let r30 = -q30, r31 = -q31, r32 = -q32, r33 = -q33
+                // The adjoint of (.) B along each row: columns v0, v1 - v2 + v3, v1 + v2 - v0, -v3.
+                var u = upper + t
+                store(r00, u, n); u += stride
+                store(r01 - r02 + r03, u, n); u += stride
+                store(r01 + r02 - r00, u, n); u += stride
+                store(-r03, u, n); u += stride
+                store(r10, u, n); u += stride
+                store(r11 - r12 + r13, u, n); u += stride
+                store(r11 + r12 - r10, u, n); u += stride
+                store(-r13, u, n)
+                var l = lower + t
+                store(r20, l, n); l += stride
+                store(r21 - r22 + r23, l, n); l += stride
+                store(r21 + r22 - r20, l, n); l += stride
+                store(-r23, l, n); l += stride
+                store(r30, l, n); l += stride
+                store(r31 - r32 + r33, l, n); l += stride
+                store(r31 + r32 - r30, l, n); l += stride
+                store(-r33, l, n)
+                t += 8
+            }
+            let channel = image + c * height * width
+            for h in 0..<height {
+                // Plane row r = h + P: parity rp, in tile rows r / 2 (upper) and r / 2 - 1 (lower).
+                let r = h + p, rp = r & 1, y = r >> 1
+                for j in 0..<4 {
+                    let target = rowPhases + j * extended + 1
+                    let fromUpper = upper + (4 * rp + j) * stride + y * columns
+                    let fromLower = lower + (4 * rp + j) * stride + (y - 1) * columns
+                    if y == 0 {
+                        VectorKernels.copy(fromUpper, to: target, count: columns)
+                    } else if y == tileRows {
+                        VectorKernels.copy(fromLower, to: target, count: columns)
+                    } else {
+                        VectorKernels.sum(fromUpper, fromLower, into: target, count: columns, rectified: false)
+                    }
+                }
+                // Column 2 x gets phase 0 of tile x and phase 2 of tile x - 1; 2 x + 1 phases 1 and 3.
+                VectorKernels.sum(rowPhases + 1, rowPhases + 2 * extended, into: even, count: half, rectified: false)
+                VectorKernels.sum(rowPhases + extended + 1, rowPhases + 3 * extended, into: odd, count: half, rectified: false)
+                let target = channel + h * width, fromEven = even + evenStart, fromOdd = even + oddStart
+                for x in 0..<evens { target[2 * x] = fromEven[x] }
+                for x in 0..<odds { target[2 * x + 1] = fromOdd[x] }
+            }
         }
     }
 
