@@ -153,12 +153,10 @@ final class WinogradConvolution {
         // Input column w lands on padded column p + w: even ones in the first half, odd in the second.
         let evenStart = (p & 1) * half + (p >> 1)            // where w = 0 lands
         let oddStart = ((p + 1) & 1) * half + ((p + 1) >> 1) // where w = 1 lands
-        let evens = (width + 1) / 2, odds = width / 2
         for h in 0..<height {
             let source = channel + h * width, row = target + (h + p) * length
             let toEven = row + evenStart, toOdd = row + oddStart
-            for x in 0..<evens { toEven[x] = source[2 * x] }
-            for x in 0..<odds { toOdd[x] = source[2 * x + 1] }
+            deinterleave(source, into: toEven, toOdd, pairs: width / 2, odd: width & 1 == 1)
         }
     }
 
@@ -305,11 +303,42 @@ final class WinogradConvolution {
         _ left: UnsafePointer<Float>, _ right: UnsafePointer<Float>, into row: UnsafeMutablePointer<Float>, pairs: Int,
         odd: Bool, adding addend: Float
     ) {
-        for x in 0..<pairs {
+        let shift = SIMD8<Float>(repeating: addend)
+        var x = 0
+        while x + 8 <= pairs {
+            let l = load(left + x) + shift, r = load(right + x) + shift
+            let both = SIMD16<Float>(l[0], r[0], l[1], r[1], l[2], r[2], l[3], r[3], l[4], r[4], l[5], r[5], l[6], r[6], l[7], r[7])
+            UnsafeMutableRawPointer(row + 2 * x).storeBytes(of: both, as: SIMD16<Float>.self)
+            x += 8
+        }
+        while x < pairs {
             row[2 * x] = left[x] + addend
             row[2 * x + 1] = right[x] + addend
+            x += 1
         }
         if odd { row[2 * pairs] = left[pairs] + addend }
+    }
+
+    /// even[x] = row[2 x] and odd[x] = row[2 x + 1] for x < pairs, then even[pairs] = row[2 pairs]
+    /// when the row is odd.
+    @inline(__always)
+    private func deinterleave(
+        _ row: UnsafePointer<Float>, into even: UnsafeMutablePointer<Float>, _ odd: UnsafeMutablePointer<Float>, pairs: Int,
+        odd oddLength: Bool
+    ) {
+        var x = 0
+        while x + 8 <= pairs {
+            let both = UnsafeRawPointer(row + 2 * x).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(even + x).storeBytes(of: both.evenHalf, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(odd + x).storeBytes(of: both.oddHalf, as: SIMD8<Float>.self)
+            x += 8
+        }
+        while x < pairs {
+            even[x] = row[2 * x]
+            odd[x] = row[2 * x + 1]
+            x += 1
+        }
+        if oddLength { even[pairs] = row[2 * pairs] }
     }
 
     // MARK: Backward
@@ -431,14 +460,8 @@ final class WinogradConvolution {
         _ row: UnsafePointer<Float>, into even: UnsafeMutablePointer<Float>, _ odd: UnsafeMutablePointer<Float>, pairs: Int,
         odd oddLength: Bool
     ) {
-        for x in 0..<pairs {
-            even[x] = row[2 * x]
-            odd[x] = row[2 * x + 1]
-        }
-        if oddLength {
-            even[pairs] = row[2 * pairs]
-            odd[pairs] = 0
-        }
+        deinterleave(row, into: even, odd, pairs: pairs, odd: oddLength)
+        if oddLength { odd[pairs] = 0 }
     }
 
     /// One sample's input gradient [C, H, W]: the overlap-add of B dV B^T over its tiles (the
@@ -464,7 +487,6 @@ final class WinogradConvolution {
         }
         let p = padding
         let evenStart = (p & 1) * half + (p >> 1), oddStart = ((p + 1) & 1) * half + ((p + 1) >> 1)
-        let evens = (width + 1) / 2, odds = width / 2
         for c in 0..<channels {
             let source = base + c * tileStride
             var t = 0
@@ -533,8 +555,7 @@ final class WinogradConvolution {
                 VectorKernels.sum(rowPhases + 1, rowPhases + 2 * extended, into: even, count: half, rectified: false)
                 VectorKernels.sum(rowPhases + extended + 1, rowPhases + 3 * extended, into: odd, count: half, rectified: false)
                 let target = channel + h * width, fromEven = even + evenStart, fromOdd = even + oddStart
-                for x in 0..<evens { target[2 * x] = fromEven[x] }
-                for x in 0..<odds { target[2 * x + 1] = fromOdd[x] }
+                interleave(fromEven, fromOdd, into: target, pairs: width / 2, odd: width & 1 == 1, adding: 0)
             }
         }
     }

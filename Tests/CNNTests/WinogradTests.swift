@@ -129,6 +129,9 @@ final class WinogradTests: XCTestCase {
             WinogradCase(channels: 12, filters: 20, height: 9, width: 11, padding: 1, batch: 4),
             WinogradCase(channels: 10, filters: 7, height: 9, width: 8, padding: 0, batch: 2, bias: false),
             WinogradCase(channels: 64, filters: 64, height: 8, width: 8, padding: 1, batch: 9),
+            // Odd rows wide enough for the sixteen-wide (de)interleaving, both paddings.
+            WinogradCase(channels: 8, filters: 8, height: 7, width: 35, padding: 1, batch: 2),
+            WinogradCase(channels: 9, filters: 10, height: 6, width: 37, padding: 0, batch: 2),
         ]
         for (index, testCase) in cases.enumerated() {
             let seed = UInt64(20 + index)
