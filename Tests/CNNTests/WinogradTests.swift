@@ -77,12 +77,12 @@ final class WinogradTests: XCTestCase {
         try verify(WinogradCase(channels: 3, filters: 2, height: 5, width: 4, padding: 2, batch: 2, bias: false), seed: 5)
     }
 
-    func testWinogradBackwardMatchesNumericalGradientOnTheDefaultPathWithNineChannels() throws {
-        let testCase = WinogradCase(channels: 9, filters: 5, height: 6, width: 5, padding: 1, batch: 2)
+    func testWinogradBackwardMatchesNumericalGradientOnTheDefaultPathOfEighteenChannelsAndFilters() throws {
+        let testCase = WinogradCase(channels: 18, filters: 18, height: 6, width: 5, padding: 1, batch: 2)
         XCTAssertEqual(try testCase.make(.im2col).supportsWinograd, true)
         let byDefault = try Conv2D(
-            input: FeatureShape(channels: 9, height: 6, width: 5), filters: 5, kernelHeight: 3, kernelWidth: 3, padding: 1)
-        XCTAssertEqual(byDefault.algorithm, .winograd, "nine input channels reach the Winograd threshold")
+            input: FeatureShape(channels: 18, height: 6, width: 5), filters: 18, kernelHeight: 3, kernelWidth: 3, padding: 1)
+        XCTAssertEqual(byDefault.algorithm, .winograd, "18 x 18 / (18 + 18) = 9 reaches the Winograd balance")
         try verify(testCase, seed: 6)
     }
 
@@ -188,22 +188,31 @@ final class WinogradTests: XCTestCase {
 
     // MARK: Choosing the algorithm
 
-    func testDefaultAlgorithmIsWinogradOnlyForWideEnoughPlainThreeByThreeLayers() throws {
-        func make(channels: Int, kernel: Int = 3, stride: Int = 1, dilation: Int = 1, groups: Int = 1) throws -> Conv2D {
+    func testDefaultAlgorithmIsWinogradOnlyForPlainThreeByThreeLayersWithEnoughChannelsAndFilters() throws {
+        func make(
+            channels: Int, filters: Int = 32, kernel: Int = 3, stride: Int = 1, dilation: Int = 1, groups: Int = 1
+        ) throws -> Conv2D {
             try Conv2D(
-                input: FeatureShape(channels: channels, height: 16, width: 16), filters: 16, kernelHeight: kernel,
+                input: FeatureShape(channels: channels, height: 16, width: 16), filters: filters, kernelHeight: kernel,
                 kernelWidth: kernel, stride: stride, padding: 1, dilation: dilation, groups: groups)
         }
-        XCTAssertEqual(try make(channels: 16).algorithm, .winograd)
-        XCTAssertEqual(try make(channels: Conv2D.winogradMinimumChannels).algorithm, .winograd)
-        XCTAssertEqual(try make(channels: Conv2D.winogradMinimumChannels - 1).algorithm, .im2col)
-        XCTAssertEqual(try make(channels: 3).algorithm, .im2col)
-        XCTAssertEqual(try make(channels: 16, stride: 2).algorithm, .im2col)
-        XCTAssertEqual(try make(channels: 16, dilation: 2).algorithm, .im2col)
-        XCTAssertEqual(try make(channels: 16, groups: 2).algorithm, .im2col)
-        XCTAssertEqual(try make(channels: 16, kernel: 5).algorithm, .im2col)
+        // C K / (C + K) against the balance of 9.
+        XCTAssertEqual(Conv2D.winogradBalance, 9)
+        XCTAssertEqual(try make(channels: 32).algorithm, .winograd)
+        XCTAssertEqual(try make(channels: 16, filters: 32).algorithm, .winograd)
+        XCTAssertEqual(try make(channels: 32, filters: 16).algorithm, .winograd)
+        XCTAssertEqual(try make(channels: 12, filters: 48).algorithm, .winograd)
+        XCTAssertEqual(try make(channels: 16, filters: 16).algorithm, .im2col)
+        XCTAssertEqual(try make(channels: 8, filters: 128).algorithm, .im2col)
+        XCTAssertEqual(try make(channels: 3, filters: 16).algorithm, .im2col)
+        XCTAssertEqual(try make(channels: 1, filters: 32).algorithm, .im2col)
+        // Winograd F(2x2, 3x3) covers only 3x3 kernels at stride 1, dilation 1, without groups.
+        XCTAssertEqual(try make(channels: 64, stride: 2).algorithm, .im2col)
+        XCTAssertEqual(try make(channels: 64, dilation: 2).algorithm, .im2col)
+        XCTAssertEqual(try make(channels: 64, groups: 2).algorithm, .im2col)
+        XCTAssertEqual(try make(channels: 64, kernel: 5).algorithm, .im2col)
         // The summary names the layer, not the algorithm.
-        XCTAssertEqual(try make(channels: 16).summary, "Conv2D(16, 3x3, p1)")
+        XCTAssertEqual(try make(channels: 32).summary, "Conv2D(32, 3x3, p1)")
     }
 
     func testWinogradIsRefusedWithTheReasonForAStrideTwoLayer() throws {
