@@ -2,11 +2,12 @@
 // xi = 4 i + j a position in a 4x4 tile (row i, column j), t a tile of a block (sample-major, then
 // tile row ty, then tile column tx), T the tiles of a block.
 //
-// Tile planes: one channel's padded input (or input gradient) as rows of 2 * half floats, the
-// plane's even columns first, then its odd columns. A tile starts at an even column 2 tx, so its
-// four columns are even[tx], odd[tx], even[tx + 1], odd[tx + 1]: every step of the transforms
-// reads and writes contiguous runs over tx, which vectorise, where the natural layout would read
-// every other float.
+// Tile planes and phases: a channel's padded input is laid out as rows of 2 * half floats, the
+// row's even columns first, then its odd ones, and then cut into phase arrays, one for each
+// (row parity, column 0-3 of a tile), holding one float per tile, tile after tile. Tile t's 16
+// inputs are then at t or t + tileColumns of eight arrays, so every transform is one loop over
+// all tiles of a plane, eight at a time, however narrow the plane (ResNet's 8x8 planes have four
+// tiles a row), where the natural layout would read every other float, row by row.
 
 /// Winograd minimal filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
 /// Neural Networks", 2016) for 3x3, stride 1, dilation 1, ungrouped convolutions: forward and the
