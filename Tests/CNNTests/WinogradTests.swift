@@ -1,0 +1,232 @@
+import CNN
+import TestSupport
+import XCTest
+
+/// One 3x3 stride-1 convolution computed with Winograd F(2x2, 3x3), printed in failure messages.
+private struct WinogradCase: CustomStringConvertible {
+    var channels: Int
+    var filters: Int
+    var height: Int
+    var width: Int
+    var padding: Int
+    var batch: Int
+    var bias = true
+
+    var description: String {
+        "input \(batch)x\(channels)x\(height)x\(width), \(filters) filters 3x3, padding \(padding), bias \(bias)"
+    }
+
+    func make(_ algorithm: Conv2D.Algorithm) throws -> Conv2D {
+        let convolution = try Conv2D(
+            input: FeatureShape(channels: channels, height: height, width: width), filters: filters, kernelHeight: 3,
+            kernelWidth: 3, padding: padding, bias: bias)
+        try convolution.use(algorithm)
+        return convolution
+    }
+}
+
+/// Everything one forward and backward pass produces.
+private struct PassResult {
+    var output: [Float]
+    var inputGradient: [Float]
+    var weightGradient: [Float]
+    var biasGradient: [Float]
+}
+
+final class WinogradTests: XCTestCase {
+    /// Forward against the direct definition, backward against central differences, on the
+    /// Winograd path.
+    private func verify(_ testCase: WinogradCase, seed: UInt64, file: StaticString = #filePath, line: UInt = #line) throws {
+        let convolution = try testCase.make(.winograd)
+        XCTAssertEqual(convolution.algorithm, .winograd, "\(testCase)", file: file, line: line)
+        let bound = BoundLayer(convolution, seed: seed, fill: .normal(scale: 0.5))
+        let input = TestArrays.normal(count: testCase.batch * convolution.inputShape.count, seed: seed, stream: 1)
+
+        let output = bound.forward(input, batch: testCase.batch)
+        let expected = referenceConvolution(
+            convolution, input: input, batch: testCase.batch, weights: bound.values("weight"),
+            bias: testCase.bias ? bound.values("bias") : nil)
+        XCTAssertEqual(output.count, expected.count, "\(testCase)", file: file, line: line)
+        for i in expected.indices where !(abs(Double(output[i]) - expected[i]) <= 1e-4 * max(1, abs(expected[i]))) {
+            XCTFail("\(testCase): output[\(i)] = \(output[i]), direct convolution gives \(expected[i])", file: file, line: line)
+            break
+        }
+
+        let report = checkLayerGradients(bound, input: input, batch: testCase.batch, projectionSeed: seed)
+        XCTAssertTrue(report.passed, "\(testCase)\n\(report)", file: file, line: line)
+        XCTAssertEqual(report.comparison("bias") != nil, testCase.bias, "\(testCase): bias gradient presence", file: file, line: line)
+    }
+
+    func testWinogradBackwardMatchesNumericalGradientOnOddSizesWithPaddingOneAndBatchOfThree() throws {
+        // 7x5 with padding 1 gives a 7x5 output: a partial last tile both ways.
+        try verify(WinogradCase(channels: 3, filters: 5, height: 7, width: 5, padding: 1, batch: 3), seed: 1)
+    }
+
+    func testWinogradBackwardMatchesNumericalGradientOnEvenSizesWithoutPaddingAndBatchOfOne() throws {
+        // 6x8 VALID: a 4x6 output of whole tiles.
+        try verify(WinogradCase(channels: 2, filters: 3, height: 6, width: 8, padding: 0, batch: 1), seed: 2)
+    }
+
+    func testWinogradBackwardMatchesNumericalGradientOnMixedSizesWithoutPadding() throws {
+        // 7x6 VALID: a 5x4 output, partial tiles along the rows only; and the transpose of that.
+        try verify(WinogradCase(channels: 5, filters: 2, height: 7, width: 6, padding: 0, batch: 2), seed: 3)
+        try verify(WinogradCase(channels: 1, filters: 3, height: 4, width: 5, padding: 0, batch: 2), seed: 4)
+    }
+
+    func testWinogradBackwardMatchesNumericalGradientWithPaddingTwoAndWithoutBias() throws {
+        try verify(WinogradCase(channels: 3, filters: 2, height: 5, width: 4, padding: 2, batch: 2, bias: false), seed: 5)
+    }
+
+    func testWinogradBackwardMatchesNumericalGradientOnTheDefaultPathOfEighteenChannelsAndFilters() throws {
+        let testCase = WinogradCase(channels: 18, filters: 18, height: 6, width: 5, padding: 1, batch: 2)
+        XCTAssertEqual(try testCase.make(.im2col).supportsWinograd, true)
+        let byDefault = try Conv2D(
+            input: FeatureShape(channels: 18, height: 6, width: 5), filters: 18, kernelHeight: 3, kernelWidth: 3, padding: 1)
+        XCTAssertEqual(byDefault.algorithm, .winograd, "18 x 18 / (18 + 18) = 9 reaches the Winograd balance")
+        try verify(testCase, seed: 6)
+    }
+
+    func testWinogradBackwardMatchesNumericalGradientOnTinyPlanes() throws {
+        // A 1x1 output (one partial tile) and a 2x2 output (exactly one tile).
+        try verify(WinogradCase(channels: 2, filters: 2, height: 3, width: 3, padding: 0, batch: 2), seed: 7)
+        try verify(WinogradCase(channels: 2, filters: 3, height: 2, width: 2, padding: 1, batch: 1), seed: 8)
+    }
+
+    // MARK: Against im2col
+
+    /// Runs forward and backward with an output gradient drawn from `seed`; gradients start at zero.
+    private func pass(_ bound: BoundLayer, input: [Float], seed: UInt64, batch: Int) -> PassResult {
+        let outputGradient = TestArrays.normal(count: batch * bound.layer.outputShape.count, seed: seed, stream: 2)
+        bound.zeroGradients()
+        let (output, inputGradient) = bound.forwardBackward(input, outputGradient: outputGradient, batch: batch)
+        let biasGradient = bound.tensors.contains { $0.name == "bias" } ? bound.gradientValues("bias") : []
+        return PassResult(
+            output: output, inputGradient: inputGradient, weightGradient: bound.gradientValues("weight"), biasGradient: biasGradient)
+    }
+
+    /// Fails unless every element of `actual` is within `tolerance` of `expected`, relative to
+    /// the largest magnitude in `expected`.
+    private func assertNear(
+        _ actual: [Float], _ expected: [Float], tolerance: Double = 1e-4, _ what: String,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
+        XCTAssertEqual(actual.count, expected.count, what, file: file, line: line)
+        let scale = Double(expected.map { abs($0) }.max() ?? 0)
+        XCTAssertGreaterThan(scale, 0, "\(what): all zero, so the comparison proves nothing", file: file, line: line)
+        for i in expected.indices where !(abs(Double(actual[i]) - Double(expected[i])) <= tolerance * scale) {
+            XCTFail("\(what): element \(i) is \(actual[i]), im2col gives \(expected[i]) (largest \(scale))", file: file, line: line)
+            return
+        }
+    }
+
+    func testWinogradEqualsIm2colOnRandomDataForSeveralShapes() throws {
+        let cases = [
+            // ResNet-20's 16-channel stage at a batch of five: several cache blocks.
+            WinogradCase(channels: 16, filters: 16, height: 32, width: 32, padding: 1, batch: 5),
+            // The Fashion-MNIST model's second convolution.
+            WinogradCase(channels: 32, filters: 64, height: 14, width: 14, padding: 1, batch: 3),
+            // Channels that are not multiples of 8, odd planes, VALID.
+            WinogradCase(channels: 12, filters: 20, height: 9, width: 11, padding: 1, batch: 4),
+            WinogradCase(channels: 10, filters: 7, height: 9, width: 8, padding: 0, batch: 2, bias: false),
+            WinogradCase(channels: 64, filters: 64, height: 8, width: 8, padding: 1, batch: 9),
+            // Odd rows wide enough for the sixteen-wide (de)interleaving, both paddings.
+            WinogradCase(channels: 8, filters: 8, height: 7, width: 35, padding: 1, batch: 2),
+            WinogradCase(channels: 9, filters: 10, height: 6, width: 37, padding: 0, batch: 2),
+        ]
+        for (index, testCase) in cases.enumerated() {
+            let seed = UInt64(20 + index)
+            let input = TestArrays.normal(count: testCase.batch * testCase.channels * testCase.height * testCase.width, seed: seed)
+            var results: [PassResult] = []
+            for algorithm in [Conv2D.Algorithm.im2col, .winograd] {
+                let bound = BoundLayer(try testCase.make(algorithm), seed: seed, fill: .initialisers)
+                if testCase.bias { bound.setValues("bias", TestArrays.normal(count: testCase.filters, seed: seed, stream: 3)) }
+                results.append(pass(bound, input: input, seed: seed, batch: testCase.batch))
+            }
+            let (im2col, winograd) = (results[0], results[1])
+            assertNear(winograd.output, im2col.output, "\(testCase): output")
+            assertNear(winograd.inputGradient, im2col.inputGradient, "\(testCase): input gradient")
+            assertNear(winograd.weightGradient, im2col.weightGradient, "\(testCase): weight gradient")
+            if testCase.bias {
+                assertNear(winograd.biasGradient, im2col.biasGradient, "\(testCase): bias gradient")
+            }
+        }
+    }
+
+    func testWinogradWithoutInputGradientReturnsZerosAndTheSameParameterGradients() throws {
+        let testCase = WinogradCase(channels: 8, filters: 6, height: 9, width: 7, padding: 1, batch: 3)
+        let input = TestArrays.normal(count: testCase.batch * testCase.channels * testCase.height * testCase.width, seed: 30)
+        let full = BoundLayer(try testCase.make(.winograd), seed: 30, fill: .normal(scale: 0.5))
+        let expected = pass(full, input: input, seed: 30, batch: testCase.batch)
+        let convolution = try testCase.make(.winograd)
+        convolution.computesInputGradient = false
+        let partial = BoundLayer(convolution, seed: 30, fill: .normal(scale: 0.5))
+        // Twice: the second pass must not see what the first left in the returned buffer.
+        for round in 0..<2 {
+            let result = pass(partial, input: input, seed: 30, batch: testCase.batch)
+            XCTAssertEqual(result.inputGradient, [Float](repeating: 0, count: input.count), "round \(round)")
+            XCTAssertEqual(result.output, expected.output, "round \(round)")
+            XCTAssertEqual(result.weightGradient, expected.weightGradient, "round \(round)")
+            XCTAssertEqual(result.biasGradient, expected.biasGradient, "round \(round)")
+        }
+    }
+
+    func testWinogradResultsDoNotDependOnWhatTheLayerComputedBefore() throws {
+        // A layer that first ran a larger batch of other data must give, bit for bit, what a
+        // fresh layer gives: no scratch (padded borders, partial tiles, block sums) carries over.
+        let testCase = WinogradCase(channels: 16, filters: 16, height: 15, width: 15, padding: 1, batch: 3)
+        let sample = testCase.channels * testCase.height * testCase.width
+        let input = TestArrays.normal(count: testCase.batch * sample, seed: 31)
+        let fresh = pass(BoundLayer(try testCase.make(.winograd), seed: 31, fill: .initialisers), input: input, seed: 31, batch: 3)
+        let used = BoundLayer(try testCase.make(.winograd), seed: 31, fill: .initialisers)
+        _ = pass(used, input: TestArrays.normal(count: 7 * sample, seed: 32, scale: 3), seed: 32, batch: 7)
+        let again = pass(used, input: input, seed: 31, batch: 3)
+        XCTAssertEqual(again.output, fresh.output)
+        XCTAssertEqual(again.inputGradient, fresh.inputGradient)
+        XCTAssertEqual(again.weightGradient, fresh.weightGradient)
+        XCTAssertEqual(again.biasGradient, fresh.biasGradient)
+    }
+
+    // MARK: Choosing the algorithm
+
+    func testDefaultAlgorithmIsWinogradOnlyForPlainThreeByThreeLayersWithEnoughChannelsAndFilters() throws {
+        func make(
+            channels: Int, filters: Int = 32, kernel: Int = 3, stride: Int = 1, dilation: Int = 1, groups: Int = 1
+        ) throws -> Conv2D {
+            try Conv2D(
+                input: FeatureShape(channels: channels, height: 16, width: 16), filters: filters, kernelHeight: kernel,
+                kernelWidth: kernel, stride: stride, padding: 1, dilation: dilation, groups: groups)
+        }
+        // C K / (C + K) against the balance of 9.
+        XCTAssertEqual(Conv2D.winogradBalance, 9)
+        XCTAssertEqual(try make(channels: 32).algorithm, .winograd)
+        XCTAssertEqual(try make(channels: 16, filters: 32).algorithm, .winograd)
+        XCTAssertEqual(try make(channels: 32, filters: 16).algorithm, .winograd)
+        XCTAssertEqual(try make(channels: 12, filters: 48).algorithm, .winograd)
+        XCTAssertEqual(try make(channels: 16, filters: 16).algorithm, .im2col)
+        XCTAssertEqual(try make(channels: 8, filters: 128).algorithm, .im2col)
+        XCTAssertEqual(try make(channels: 3, filters: 16).algorithm, .im2col)
+        XCTAssertEqual(try make(channels: 1, filters: 32).algorithm, .im2col)
+        // Winograd F(2x2, 3x3) covers only 3x3 kernels at stride 1, dilation 1, without groups.
+        XCTAssertEqual(try make(channels: 64, stride: 2).algorithm, .im2col)
+        XCTAssertEqual(try make(channels: 64, dilation: 2).algorithm, .im2col)
+        XCTAssertEqual(try make(channels: 64, groups: 2).algorithm, .im2col)
+        XCTAssertEqual(try make(channels: 64, kernel: 5).algorithm, .im2col)
+        // The summary names the layer, not the algorithm.
+        XCTAssertEqual(try make(channels: 32).summary, "Conv2D(32, 3x3, p1)")
+    }
+
+    func testWinogradIsRefusedWithTheReasonForAStrideTwoLayer() throws {
+        let convolution = try Conv2D(
+            input: FeatureShape(channels: 16, height: 8, width: 8), filters: 16, kernelHeight: 3, kernelWidth: 3, stride: 2,
+            padding: 1)
+        XCTAssertFalse(convolution.supportsWinograd)
+        XCTAssertThrowsError(try convolution.use(.winograd)) { error in
+            let text = String(describing: error)
+            XCTAssertTrue(text.contains("stride 1") && text.contains(".im2col"), text)
+        }
+        XCTAssertEqual(convolution.algorithm, .im2col)
+        let plain = try Conv2D(input: FeatureShape(channels: 16, height: 8, width: 8), filters: 16, kernelHeight: 3, kernelWidth: 3)
+        try plain.use(.im2col)
+        XCTAssertEqual(plain.algorithm, .im2col)
+    }
+}
