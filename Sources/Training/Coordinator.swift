@@ -695,6 +695,9 @@ public final class Coordinator {
             return
         }
         logger.warning("\(report); recomputing them on another worker")
+        // Its answer for these micro-batches is spent: a second, finite answer from the same
+        // worker (a hostile one trying again) is refused like any result for work not given.
+        worker.assignedThisTask.subtract(leaves)
         task.nonFinite.formUnion(leaves)
         for leaf in leaves { task.avoid[leaf, default: []].insert(worker.id) }
         for other in pool.all { other.outstanding.subtract(leaves) }
