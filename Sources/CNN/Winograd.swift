@@ -1,3 +1,4 @@
+import Foundation
 // Legend for the kernels below: n sample, c input channel, k output channel (filter),
 // xi = 4 i + j a position in a 4x4 tile (row i, column j), t a tile of a block (sample-major, then
 // tile row ty, then tile column tx), T the tiles of a block.
@@ -54,6 +55,7 @@ final class WinogradConvolution {
     /// Bytes of a block's V and M together: half of this machine's 2 MiB per-core cache, as
     /// for im2col blocks (Conv2D.blockBytes).
     static let blockBytes = 1 << 20
+    let scratchBlockBytes = Int(ProcessInfo.processInfo.environment["WINO_BLOCK"] ?? "") ?? (1 << 20)
 
     /// The tile size and its transform matrices.
     let tile: WinogradTile
@@ -87,7 +89,8 @@ final class WinogradConvolution {
     /// Samples per block: as many as fit `blockBytes`, at least one.
     func samplesPerBlock(batch: Int) -> Int {
         let perSample = positions * (channels + filters) * tilesPerSample * MemoryLayout<Float>.stride
-        return max(1, min(batch, WinogradConvolution.blockBytes / max(perSample, 1)))
+        let bytes = tile.outputSize == 2 ? WinogradConvolution.blockBytes : scratchBlockBytes
+        return max(1, min(batch, bytes / max(perSample, 1)))
     }
 
     // MARK: Forward
@@ -375,7 +378,7 @@ final class WinogradConvolution {
     ) {
         let u = transformedWeights.pointer
         let positions = positions
-        let du = transformedWeightGradient.reserve(positions * filters * channels)
+        let du = transformedWeightGradient.reserve(positions * filters * channels + 8)
         let block = samplesPerBlock(batch: batch), perSample = tilesPerSample
         // Slack after V and M for the eight-wide loads past a sample's last tile.
         let v = tiles.reserve(positions * channels * block * perSample + 8)
@@ -896,58 +899,30 @@ extension WinogradConvolution {
         }
     }
 
-    /// U[xi][k][c] = G g G^T for every filter g = W[k][c].
+    /// U[xi][k][c] = G g G^T for every filter g = W[k][c], as vectors over all (k, c) pairs.
     func transformWeightsGenerally(_ weights: UnsafePointer<Float>) {
-        let size = tile.inputSize, step = filters * channels, g = tile.weightTransform
-        let u = transformedWeights.reserve(positions * step)
-        // G g: [size, 3], then (G g) G^T: [size, size].
-        var left = [Float](repeating: 0, count: size * 3)
-        for k in 0..<filters {
-            for c in 0..<channels {
-                let filter = weights + (k * channels + c) * 9
-                for a in 0..<size {
-                    for j in 0..<3 {
-                        var sum: Float = 0
-                        for e in g.rowStarts[a]..<g.rowStarts[a + 1] { sum += g.entryValues[e] * filter[g.entryColumns[e] * 3 + j] }
-                        left[a * 3 + j] = sum
-                    }
-                }
-                let target = u + k * channels + c
-                for a in 0..<size {
-                    for b in 0..<size {
-                        var sum: Float = 0
-                        for e in g.rowStarts[b]..<g.rowStarts[b + 1] { sum += g.entryValues[e] * left[a * 3 + g.entryColumns[e]] }
-                        target[(a * size + b) * step] = sum
-                    }
-                }
-            }
+        let pairs = filters * channels, stride = scratchStride(pairs)
+        let u = transformedWeights.reserve(positions * pairs + 8)
+        let taps = gathered.reserve(max(positions, 9) * stride)
+        let e = partial.reserve(positions * stride)
+        // [K C, 9] -> [9, K C]
+        for pair in 0..<pairs {
+            for tap in 0..<9 { taps[tap * stride + pair] = weights[pair * 9 + tap] }
         }
+        let g = tile.weightTransform
+        apply(g, g, taps, inputStride: stride, into: u, outputStride: pairs, count: pairs, scratch: e, scratchStride: stride)
     }
 
-    /// dW[k][c] += G^T dU[k][c] G, the adjoint of `transformWeightsGenerally`.
+    /// dW[k][c] += G^T dU[k][c] G, the adjoint of `transformWeightsGenerally`. dU needs eight
+    /// floats of slack past its end.
     func addWeightGradientGenerally(_ du: UnsafePointer<Float>, to weightGradients: UnsafeMutablePointer<Float>) {
-        let size = tile.inputSize, step = filters * channels, g = tile.weightTransform.transposed
-        // G^T dU: [3, size], then (G^T dU) G: [3, 3].
-        var left = [Float](repeating: 0, count: 3 * size)
-        for k in 0..<filters {
-            for c in 0..<channels {
-                let source = du + k * channels + c
-                for a in 0..<3 {
-                    for j in 0..<size {
-                        var sum: Float = 0
-                        for e in g.rowStarts[a]..<g.rowStarts[a + 1] { sum += g.entryValues[e] * source[(g.entryColumns[e] * size + j) * step] }
-                        left[a * size + j] = sum
-                    }
-                }
-                let target = weightGradients + (k * channels + c) * 9
-                for a in 0..<3 {
-                    for b in 0..<3 {
-                        var sum: Float = 0
-                        for e in g.rowStarts[b]..<g.rowStarts[b + 1] { sum += g.entryValues[e] * left[a * size + g.entryColumns[e]] }
-                        target[a * 3 + b] += sum
-                    }
-                }
-            }
+        let pairs = filters * channels, stride = scratchStride(pairs)
+        let taps = gathered.reserve(max(positions, 9) * stride)
+        let e = partial.reserve(positions * stride)
+        let g = tile.weightTransform.transposed
+        apply(g, g, du, inputStride: pairs, into: taps, outputStride: stride, count: pairs, scratch: e, scratchStride: stride)
+        for pair in 0..<pairs {
+            for tap in 0..<9 { weightGradients[pair * 9 + tap] += taps[tap * stride + pair] }
         }
     }
 }
