@@ -55,8 +55,10 @@ final class WinogradConvolution {
     /// Bytes of a block's V and M together: half of this machine's 2 MiB per-core cache, as
     /// for im2col blocks (Conv2D.blockBytes).
     static let blockBytes = 1 << 20
-    let scratchBlockBytes = Int(ProcessInfo.processInfo.environment["WINO_BLOCK"] ?? "") ?? (1 << 20)
+    let minimumBlockTiles = Int(ProcessInfo.processInfo.environment["WINO_TILES"] ?? "") ?? 64
 
+    /// Where input column w lies in a phase-ordered padded row (see `phasedColumn`).
+    let inputColumnTargets: [Int]
     /// The tile size and its transform matrices.
     let tile: WinogradTile
     /// Positions of an input tile, one GEMM each: (m + 2)^2.
@@ -81,6 +83,8 @@ final class WinogradConvolution {
         tileColumns = (outputWidth + tile.outputSize - 1) / tile.outputSize
         half = tileColumns + 1
         planeRows = 2 * tileRows + 2
+        let m = tile.outputSize, phase = tileColumns + 1
+        inputColumnTargets = (0..<width).map { w in ((w + padding) % m) * phase + (w + padding) / m }
     }
 
     private var tilesPerSample: Int { tileRows * tileColumns }
@@ -89,8 +93,10 @@ final class WinogradConvolution {
     /// Samples per block: as many as fit `blockBytes`, at least one.
     func samplesPerBlock(batch: Int) -> Int {
         let perSample = positions * (channels + filters) * tilesPerSample * MemoryLayout<Float>.stride
-        let bytes = tile.outputSize == 2 ? WinogradConvolution.blockBytes : scratchBlockBytes
-        return max(1, min(batch, bytes / max(perSample, 1)))
+        let fitting = WinogradConvolution.blockBytes / max(perSample, 1)
+        if tile.outputSize == 2 { return max(1, min(batch, fitting)) }
+        let enough = (minimumBlockTiles + tilesPerSample - 1) / max(tilesPerSample, 1)
+        return max(1, min(batch, max(fitting, enough)))
     }
 
     // MARK: Forward
@@ -765,16 +771,26 @@ extension WinogradConvolution {
     /// Floats between positions in the gathered and partial buffers for `count` tiles.
     fileprivate func scratchStride(_ count: Int) -> Int { (count + 7) / 8 * 8 + 8 }
 
-    /// Padded plane geometry: rows of m TC + 2 floats, m TR + 2 rows (covers H + 2P by OH = H + 2P - 2).
-    fileprivate var paddedWidth: Int { tile.outputSize * tileColumns + 2 }
+    // Padded planes are m TR + 2 rows (H + 2P rows and more, as OH = H + 2P - 2) of m TC + 2
+    // columns, each row stored by phase: padded column x at (x % m) phaseLength + x / m
+    // (`inputColumnTargets`). Column j
+    // of a tile row's tiles is then one contiguous run (phase j % m from j / m), so gathering
+    // and scattering tiles are eight-wide copies, not strided loops.
+
+    /// Floats per phase of a padded row: TC + 1 (a tile's last columns reach one past its phase).
+    fileprivate var phaseLength: Int { tileColumns + 1 }
+    fileprivate var paddedRowLength: Int { tile.outputSize * phaseLength }
     fileprivate var paddedHeight: Int { tile.outputSize * tileRows + 2 }
+
 
     /// V[xi][c][t] = B^T d B for every input tile d of `samples` samples from `images` [S, C, H, W],
     /// the block's tiles as rows of S * tiles-per-sample.
     func transformInputBlock(_ images: UnsafePointer<Float>, samples: Int, into v: UnsafeMutablePointer<Float>) {
         let perSample = tilesPerSample, count = samples * perSample, stride = scratchStride(count)
-        let size = tile.inputSize, m = tile.outputSize, padded = paddedWidth
-        let plane = paddedPlane.reserve(paddedHeight * padded)
+        let size = tile.inputSize, m = tile.outputSize, rowLength = paddedRowLength, phase = phaseLength
+        let columns = tileColumns
+        // Slack for the eight-wide reads past a phase's end.
+        let plane = paddedPlane.reserve(paddedHeight * rowLength + 8)
         let d = gathered.reserve(positions * stride)
         let e = partial.reserve(positions * stride)
         let inputCount = channels * height * width
@@ -782,16 +798,26 @@ extension WinogradConvolution {
             for s in 0..<samples {
                 // The border is never written, so it stays zero.
                 let channel = images + s * inputCount + c * height * width
-                for h in 0..<height {
-                    VectorKernels.copy(channel + h * width, to: plane + (h + padding) * padded + padding, count: width)
+                inputColumnTargets.withUnsafeBufferPointer { targets in
+                    for h in 0..<height {
+                        let source = channel + h * width, row = plane + (h + padding) * rowLength
+                        for w in 0..<width { row[targets[w]] = source[w] }
+                    }
                 }
+                // Each run of a tile row is copied eight at a time; a copy's overshoot lands where
+                // the next run (or the row's slack) is written afterwards.
                 let base = d + s * perSample
                 for i in 0..<size {
                     for j in 0..<size {
                         let target = base + (i * size + j) * stride
+                        let from = plane + i * rowLength + (j % m) * phase + j / m
                         for ty in 0..<tileRows {
-                            let source = plane + (m * ty + i) * padded + j, row = target + ty * tileColumns
-                            for tx in 0..<tileColumns { row[tx] = source[m * tx] }
+                            let source = from + m * ty * rowLength, row = target + ty * columns
+                            var tx = 0
+                            while tx < columns {
+                                UnsafeMutableRawPointer(row + tx).storeBytes(of: load(source + tx), as: SIMD8<Float>.self)
+                                tx += 8
+                            }
                         }
                     }
                 }
@@ -871,8 +897,9 @@ extension WinogradConvolution {
     /// adjoint of `transformInputBlock`), tiles added in their order.
     func foldTilesBlock(_ v: UnsafePointer<Float>, samples: Int, into images: UnsafeMutablePointer<Float>) {
         let perSample = tilesPerSample, count = samples * perSample, stride = scratchStride(count)
-        let size = tile.inputSize, m = tile.outputSize, padded = paddedWidth, planeCount = paddedHeight * padded
-        let plane = foldPlane.reserve(planeCount)
+        let size = tile.inputSize, m = tile.outputSize, rowLength = paddedRowLength, phase = phaseLength
+        let columns = tileColumns, planeCount = paddedHeight * rowLength
+        let plane = foldPlane.reserve(planeCount + 8)
         let d = gathered.reserve(positions * stride)
         let e = partial.reserve(positions * stride)
         let b = tile.inputTransform.transposed
@@ -885,15 +912,23 @@ extension WinogradConvolution {
                 for i in 0..<size {
                     for j in 0..<size {
                         let source = base + (i * size + j) * stride
+                        let into = plane + i * rowLength + (j % m) * phase + j / m
                         for ty in 0..<tileRows {
-                            let target = plane + (m * ty + i) * padded + j, row = source + ty * tileColumns
-                            for tx in 0..<tileColumns { target[m * tx] += row[tx] }
+                            let target = into + m * ty * rowLength, row = source + ty * columns
+                            var tx = 0
+                            while tx < columns {
+                                store(load(target + tx) + load(row + tx), target + tx, columns - tx)
+                                tx += 8
+                            }
                         }
                     }
                 }
                 let channel = images + s * inputCount + c * height * width
-                for h in 0..<height {
-                    VectorKernels.copy(plane + (h + padding) * padded + padding, to: channel + h * width, count: width)
+                inputColumnTargets.withUnsafeBufferPointer { targets in
+                    for h in 0..<height {
+                        let target = channel + h * width, row = plane + (h + padding) * rowLength
+                        for w in 0..<width { target[w] = row[targets[w]] }
+                    }
                 }
             }
         }
