@@ -78,26 +78,55 @@ public final class Conv2D: Layer {
         if let tile = algorithm.winogradTile, winograd?.tile.outputSize != tile.outputSize { winograd = makeWinograd() }
     }
 
-    /// The algorithm a layer of this configuration computes with unless told otherwise:
-    /// Winograd where it is supported and C K / (C + K) >= `winogradBalance` (C input channels,
-    /// K filters), else im2col.
+    /// The algorithm a layer of this configuration computes with unless told otherwise. With
+    /// C input channels, K filters and the balance C K / (C + K): im2col below
+    /// `winogradBalance`, or where Winograd is not supported; Winograd F(4x4, 3x3) from
+    /// `largeTileBalance` when 4 divides both output sides (no partial tiles), and from
+    /// `largeTileBalanceWithPartialTiles` otherwise (or when the output size is not given);
+    /// Winograd F(2x2, 3x3) in between.
     ///
     /// Why that quotient: per tile, Winograd saves multiplications in proportion to C K (its 16
-    /// GEMMs against im2col's 36 taps) but spends its transforms in proportion to C + K (one input
-    /// transform per channel, one output transform per filter, and their adjoints backward).
-    /// Measured on one core (forward and backward, batch 128, time Winograd / im2col): 0.70 at
-    /// C = K = 64 (quotient 32), 0.83 at 32 and 32 (16), 0.92 at 12 and 48 (9.6), 0.93 at 16 and
-    /// 32 (10.7), but 1.0-1.15 at 16 and 16 (8), 0.97-1.06 at 8 and 32, 64 or 128 (6.4-7.5), 1.14
-    /// at 8 and 16 and 1.6 at 3 and 16.
+    /// or 36 GEMMs against im2col's 36 or 144 taps) but spends its transforms in proportion to
+    /// C + K (one input transform per channel, one output transform per filter, and their
+    /// adjoints backward). F(4x4, 3x3) halves F(2x2, 3x3)'s GEMM work (36 / 16 against 16 / 4
+    /// products per output and channel pair) but its transforms cost more per output, so it needs
+    /// a larger quotient; partial tiles (13x13 outputs computed as 16x16) cost it half as much
+    /// again, against 14x14 for F(2x2, 3x3).
+    ///
+    /// F(2x2, 3x3) against im2col, measured on one core (forward and backward, batch 128, time
+    /// Winograd / im2col): 0.70 at C = K = 64 (quotient 32), 0.83 at 32 and 32 (16), 0.92 at 12
+    /// and 48 (9.6), 0.93 at 16 and 32 (10.7), but 1.0-1.15 at 16 and 16 (8), 0.97-1.06 at 8 and
+    /// 32, 64 or 128 (6.4-7.5), 1.14 at 8 and 16 and 1.6 at 3 and 16.
+    ///
+    /// F(4x4, 3x3) against F(2x2, 3x3), same measure (median of 15 interleaved rounds): slower
+    /// at every quotient up to 32 (1.11 at 16 and 16 on 32x32, 1.07 at 32 and 32 on 16x16, 1.06-1.11
+    /// at 64 and 64 on 8x8, batch 128 and 64; 1.28-1.31 at 32 and 64 on 14x14, whose 4x4 tiles
+    /// overhang); faster from about 40 with whole tiles (0.91 at 64 and 128, 0.94 at 96 and 96,
+    /// 0.93 at 128 and 128 on 16x16, batch 32; 0.98 at 128 and 128 on 8x8, batch 64); with
+    /// partial tiles slower at 64 (1.11 at 128 and 128 on 13x13, batch 8) but faster at AlexNet's
+    /// 13x13 layers, quotients 128-154 (0.89-0.95 at batch 8, 0.90-0.92 at batch 4).
     public static func defaultAlgorithm(
-        inputChannels: Int, filters: Int, kernelHeight: Int, kernelWidth: Int, stride: Int, dilation: Int, groups: Int
+        inputChannels: Int, filters: Int, kernelHeight: Int, kernelWidth: Int, stride: Int, dilation: Int, groups: Int,
+        outputHeight: Int? = nil, outputWidth: Int? = nil
     ) -> Algorithm {
         let supported = kernelHeight == 3 && kernelWidth == 3 && stride == 1 && dilation == 1 && groups == 1
-        return supported && inputChannels * filters >= winogradBalance * (inputChannels + filters) ? .winograd : .im2col
+        let product = inputChannels * filters, sum = inputChannels + filters
+        guard supported && product >= winogradBalance * sum else { return .im2col }
+        let wholeTiles = outputHeight.map { $0 % 4 == 0 } == true && outputWidth.map { $0 % 4 == 0 } == true
+        let largeTiles = wholeTiles ? largeTileBalance : largeTileBalanceWithPartialTiles
+        return product >= largeTiles * sum ? .winograd4x4 : .winograd
     }
 
     /// The least C K / (C + K) for which `defaultAlgorithm` picks Winograd.
     public static let winogradBalance = 9
+
+    /// The least C K / (C + K) for which `defaultAlgorithm` picks Winograd F(4x4, 3x3) when 4
+    /// divides both output sides.
+    public static let largeTileBalance = 40
+
+    /// The least C K / (C + K) for which `defaultAlgorithm` picks Winograd F(4x4, 3x3) when the
+    /// output has partial 4x4 tiles.
+    public static let largeTileBalanceWithPartialTiles = 96
 
     private var winograd: WinogradConvolution?
 
@@ -160,7 +189,7 @@ public final class Conv2D: Layer {
         self.hasBias = bias
         self.algorithm = Conv2D.defaultAlgorithm(
             inputChannels: input.channels, filters: filters, kernelHeight: kernelHeight, kernelWidth: kernelWidth, stride: stride,
-            dilation: dilation, groups: groups)
+            dilation: dilation, groups: groups, outputHeight: height, outputWidth: width)
         winograd = makeWinograd()
     }
 

@@ -1,4 +1,3 @@
-import Foundation
 // Legend for the kernels below: n sample, c input channel, k output channel (filter),
 // xi = 4 i + j a position in a 4x4 tile (row i, column j), t a tile of a block (sample-major, then
 // tile row ty, then tile column tx), T the tiles of a block.
@@ -28,6 +27,11 @@ import Foundation
 /// The batch is cut into blocks of samples whose V and M fit in the core's cache; sums across
 /// blocks run in block order and everything else in an order fixed by the shapes, so results
 /// depend on the micro-batch alone, never on threads.
+///
+/// Other tile sizes (`WinogradTile`, F(4x4, 3x3): 6x6 input tiles, 36 GEMMs) share the blocking,
+/// the GEMMs and the bias; their transforms run from the matrices as data (section "Any tile
+/// size" below), and F(2x2, 3x3) keeps the hand-written kernels above, which its small
+/// transforms need to pay off at 16-32 channels.
 final class WinogradConvolution {
     let channels: Int
     let filters: Int
@@ -55,7 +59,10 @@ final class WinogradConvolution {
     /// Bytes of a block's V and M together: half of this machine's 2 MiB per-core cache, as
     /// for im2col blocks (Conv2D.blockBytes).
     static let blockBytes = 1 << 20
-    let minimumBlockTiles = Int(ProcessInfo.processInfo.environment["WINO_TILES"] ?? "") ?? 64
+    /// Least tiles per block for tiles larger than 2x2 (even past `blockBytes`): below that,
+    /// 36 GEMMs with N of 16 tiles (one AlexNet sample) spend their time packing U, and such
+    /// blocks measured 1.5-2x slower than blocks of 64 tiles.
+    static let minimumBlockTiles = 64
 
     /// Where input column w lies in a phase-ordered padded row (see `phasedColumn`).
     let inputColumnTargets: [Int]
@@ -90,12 +97,13 @@ final class WinogradConvolution {
     private var tilesPerSample: Int { tileRows * tileColumns }
     private var rowLength: Int { 2 * half }
 
-    /// Samples per block: as many as fit `blockBytes`, at least one.
+    /// Samples per block: as many as fit `blockBytes`, at least one, and for large tiles at
+    /// least enough for `minimumBlockTiles`.
     func samplesPerBlock(batch: Int) -> Int {
         let perSample = positions * (channels + filters) * tilesPerSample * MemoryLayout<Float>.stride
         let fitting = WinogradConvolution.blockBytes / max(perSample, 1)
         if tile.outputSize == 2 { return max(1, min(batch, fitting)) }
-        let enough = (minimumBlockTiles + tilesPerSample - 1) / max(tilesPerSample, 1)
+        let enough = (WinogradConvolution.minimumBlockTiles + tilesPerSample - 1) / max(tilesPerSample, 1)
         return max(1, min(batch, max(fitting, enough)))
     }
 

@@ -238,6 +238,30 @@ final class WinogradTests: XCTestCase {
 
     // MARK: Choosing the algorithm
 
+    func testEveryAlgorithmCanBeForcedAndSwitchedWithNearlyTheSameResults() throws {
+        let testCase = WinogradCase(channels: 6, filters: 5, height: 10, width: 9, padding: 1, batch: 2)
+        let convolution = try testCase.make(.im2col)
+        let bound = BoundLayer(convolution, seed: 33, fill: .normal(scale: 0.5))
+        let input = TestArrays.normal(count: testCase.batch * convolution.inputShape.count, seed: 33)
+        var results: [PassResult] = []
+        // Back and forth, on one layer: each switch must take effect at the next pass.
+        for algorithm in [Conv2D.Algorithm.im2col, .winograd4x4, .winograd, .winograd4x4, .im2col] {
+            try convolution.use(algorithm)
+            XCTAssertEqual(convolution.algorithm, algorithm)
+            results.append(pass(bound, input: input, seed: 33, batch: testCase.batch))
+        }
+        XCTAssertEqual(results[4].output, results[0].output, "im2col again gives the same bits")
+        XCTAssertEqual(results[3].output, results[1].output, "F(4x4, 3x3) again gives the same bits")
+        XCTAssertEqual(results[3].weightGradient, results[1].weightGradient, "F(4x4, 3x3) again gives the same bits")
+        XCTAssertNotEqual(results[1].output, results[0].output, "F(4x4, 3x3) rounds differently, so it did run")
+        XCTAssertNotEqual(results[2].output, results[1].output, "F(2x2, 3x3) rounds differently from F(4x4, 3x3)")
+        for index in 1...3 {
+            assertNear(results[index].output, results[0].output, "pass \(index): output")
+            assertNear(results[index].inputGradient, results[0].inputGradient, "pass \(index): input gradient")
+            assertNear(results[index].weightGradient, results[0].weightGradient, "pass \(index): weight gradient")
+        }
+    }
+
     func testDefaultAlgorithmIsWinogradOnlyForPlainThreeByThreeLayersWithEnoughChannelsAndFilters() throws {
         func make(
             channels: Int, filters: Int = 32, kernel: Int = 3, stride: Int = 1, dilation: Int = 1, groups: Int = 1
@@ -261,6 +285,32 @@ final class WinogradTests: XCTestCase {
         XCTAssertEqual(try make(channels: 64, dilation: 2).algorithm, .im2col)
         XCTAssertEqual(try make(channels: 64, groups: 2).algorithm, .im2col)
         XCTAssertEqual(try make(channels: 64, kernel: 5).algorithm, .im2col)
+        // F(4x4, 3x3) from a balance of 40 with whole 4x4 tiles (16x16 outputs here), 96 with partial ones.
+        XCTAssertEqual(Conv2D.largeTileBalance, 40)
+        XCTAssertEqual(Conv2D.largeTileBalanceWithPartialTiles, 96)
+        XCTAssertEqual(try make(channels: 64, filters: 64).algorithm, .winograd)
+        XCTAssertEqual(try make(channels: 64, filters: 128).algorithm, .winograd4x4)
+        XCTAssertEqual(try make(channels: 80, filters: 80).algorithm, .winograd4x4)
+        XCTAssertEqual(try make(channels: 128, filters: 128, stride: 2).algorithm, .im2col)
+        // AlexNet's 13x13 layers: partial tiles, quotients 64 and 128.
+        func make13(channels: Int, filters: Int) throws -> Conv2D {
+            try Conv2D(
+                input: FeatureShape(channels: channels, height: 13, width: 13), filters: filters, kernelHeight: 3,
+                kernelWidth: 3, padding: 1)
+        }
+        XCTAssertEqual(try make13(channels: 128, filters: 128).algorithm, .winograd)
+        XCTAssertEqual(try make13(channels: 192, filters: 384).algorithm, .winograd4x4)
+        XCTAssertEqual(try make13(channels: 256, filters: 256).algorithm, .winograd4x4)
+        // Without the output size the rule assumes partial tiles.
+        XCTAssertEqual(
+            Conv2D.defaultAlgorithm(
+                inputChannels: 64, filters: 128, kernelHeight: 3, kernelWidth: 3, stride: 1, dilation: 1, groups: 1),
+            .winograd)
+        XCTAssertEqual(
+            Conv2D.defaultAlgorithm(
+                inputChannels: 64, filters: 128, kernelHeight: 3, kernelWidth: 3, stride: 1, dilation: 1, groups: 1,
+                outputHeight: 8, outputWidth: 12),
+            .winograd4x4)
         // The summary names the layer, not the algorithm.
         XCTAssertEqual(try make(channels: 32).summary, "Conv2D(32, 3x3, p1)")
     }
@@ -273,6 +323,9 @@ final class WinogradTests: XCTestCase {
         XCTAssertThrowsError(try convolution.use(.winograd)) { error in
             let text = String(describing: error)
             XCTAssertTrue(text.contains("stride 1") && text.contains(".im2col"), text)
+        }
+        XCTAssertThrowsError(try convolution.use(.winograd4x4)) { error in
+            XCTAssertTrue(String(describing: error).contains(".im2col"), String(describing: error))
         }
         XCTAssertEqual(convolution.algorithm, .im2col)
         let plain = try Conv2D(input: FeatureShape(channels: 16, height: 8, width: 8), filters: 16, kernelHeight: 3, kernelWidth: 3)
