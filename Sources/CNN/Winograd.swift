@@ -40,18 +40,18 @@ final class WinogradConvolution {
     let padding: Int
     let outputHeight: Int
     let outputWidth: Int
-    /// Tiles down and across one output plane: ceil(OH / 2), ceil(OW / 2).
+    /// Tiles down and across one output plane: ceil(OH / m), ceil(OW / m).
     let tileRows: Int
     let tileColumns: Int
-    /// Floats in each half (even columns, odd columns) of a tile-plane row: tileColumns + 1.
+    /// F(2x2, 3x3) only: floats in each half (even columns, odd columns) of a tile-plane row: tileColumns + 1.
     let half: Int
-    /// Rows of a tile plane: the padded input, plus a zero row when OH is odd.
+    /// F(2x2, 3x3) only: rows of a tile plane: the padded input, plus a zero row when OH is odd.
     let planeRows: Int
 
     private let transformedWeights = FloatBuffer()         // U [(m + 2)^2, K, C]
-    private let transformedWeightGradient = FloatBuffer()  // dU [16, K, C]
-    private let tiles = FloatBuffer()          // V [16, C, T]: one block's input tiles, then dV
-    private let products = FloatBuffer()       // M [16, K, T]: one block's products, then dM
+    private let transformedWeightGradient = FloatBuffer()  // dU [(m + 2)^2, K, C]
+    private let tiles = FloatBuffer()          // V [(m + 2)^2, C, T]: one block's input tiles, then dV
+    private let products = FloatBuffer()       // M [(m + 2)^2, K, T]: one block's products, then dM
     private let plane = FloatBuffer()          // [planeRows, 2 * half]: one input channel as a tile plane
     private let phases = FloatBuffer()         // one channel or filter of one sample, by phase (see each transform)
     private let biasTotals = FloatBuffer()     // [K]
@@ -60,11 +60,13 @@ final class WinogradConvolution {
     /// for im2col blocks (Conv2D.blockBytes).
     static let blockBytes = 1 << 20
     /// Least tiles per block for tiles larger than 2x2 (even past `blockBytes`): below that,
-    /// 36 GEMMs with N of 16 tiles (one AlexNet sample) spend their time packing U, and such
-    /// blocks measured 1.5-2x slower than blocks of 64 tiles.
+    /// 36 GEMMs with N of 16 tiles (one AlexNet sample) spend their time packing U; with one
+    /// sample per block AlexNet's 13x13 layers (batch 8) took about twice im2col's time, with
+    /// 64 tiles 0.64-0.69 of it.
     static let minimumBlockTiles = 64
 
-    /// Where input column w lies in a phase-ordered padded row (see `phasedColumn`).
+    /// Where input column w (padded column x = w + P) lies in a phase-ordered padded row:
+    /// (x % m) (TC + 1) + x / m (see "Any tile size").
     let inputColumnTargets: [Int]
     /// The tile size and its transform matrices.
     let tile: WinogradTile
@@ -655,12 +657,19 @@ struct WinogradTile: Sendable {
     let inputTransform: LinearMap   // B^T
     let weightTransform: LinearMap  // G
     let outputTransform: LinearMap  // A^T
+    // Their transposes, for the adjoint passes (kept, so that no pass builds them).
+    let inputAdjoint: LinearMap     // B
+    let weightAdjoint: LinearMap    // G^T
+    let outputAdjoint: LinearMap    // A
 
     init(outputSize: Int, inputTransform: [[Float]], weightTransform: [[Float]], outputTransform: [[Float]]) {
         self.outputSize = outputSize
         self.inputTransform = LinearMap(inputTransform)
         self.weightTransform = LinearMap(weightTransform)
         self.outputTransform = LinearMap(outputTransform)
+        inputAdjoint = self.inputTransform.transposed
+        weightAdjoint = self.weightTransform.transposed
+        outputAdjoint = self.outputTransform.transposed
     }
 
     /// F(2x2, 3x3) with interpolation points 0, 1, -1 (Lavin & Gray 2016).
@@ -875,7 +884,7 @@ extension WinogradConvolution {
         let size = tile.outputSize, plane = outputHeight * outputWidth, outputCount = filters * plane
         let y = gathered.reserve(positions * stride)
         let e = partial.reserve(positions * stride)
-        let a = tile.outputTransform.transposed
+        let a = tile.outputAdjoint
         for k in 0..<filters {
             for s in 0..<samples {
                 let source = gradient + s * outputCount + k * plane, base = y + s * perSample
@@ -910,7 +919,7 @@ extension WinogradConvolution {
         let plane = foldPlane.reserve(planeCount + 8)
         let d = gathered.reserve(positions * stride)
         let e = partial.reserve(positions * stride)
-        let b = tile.inputTransform.transposed
+        let b = tile.inputAdjoint
         let inputCount = channels * height * width
         for c in 0..<channels {
             apply(b, b, v + c * count, inputStride: channels * count, into: d, outputStride: stride, count: count, scratch: e, scratchStride: stride)
@@ -962,7 +971,7 @@ extension WinogradConvolution {
         let pairs = filters * channels, stride = scratchStride(pairs)
         let taps = gathered.reserve(max(positions, 9) * stride)
         let e = partial.reserve(positions * stride)
-        let g = tile.weightTransform.transposed
+        let g = tile.weightAdjoint
         apply(g, g, du, inputStride: pairs, into: taps, outputStride: stride, count: pairs, scratch: e, scratchStride: stride)
         for pair in 0..<pairs {
             for tap in 0..<9 { weightGradients[pair * 9 + tap] += taps[tap * stride + pair] }
