@@ -736,10 +736,11 @@ struct LinearMap: Sendable {
 // contiguous rows, whatever the plane's width. A tile's positions are xi = inputSize i + j (input
 // side) or outputSize i + j (output side).
 extension WinogradConvolution {
-    /// out[position a rows x b] = L X R^T for a [L.columns, R.columns] grid of tile vectors X at
-    /// `input` (position p at input + p inputStride), through `partial` (stride `scratchStride`),
-    /// into `output` (position a R.rows + b at output + (a R.rows + b) outputStride); `count`
-    /// tiles. Reads up to seven floats past each input row (the buffers have that slack).
+    /// Y = L X R^T, where X is a [L.columns, R.columns] grid of vectors of `count` tiles (grid
+    /// position p = i R.columns + j at input + p inputStride) and Y a [L.rows, R.rows] one
+    /// (position a R.rows + b at output + (a R.rows + b) outputStride), through `scratch`
+    /// ([L.rows, R.columns] rows of `scratchStride`). Reads up to seven floats past the last
+    /// tile of each row (the buffers have that slack).
     fileprivate func apply(
         _ left: LinearMap, _ right: LinearMap, _ input: UnsafePointer<Float>, inputStride: Int,
         into output: UnsafeMutablePointer<Float>, outputStride: Int, count: Int, scratch: UnsafeMutablePointer<Float>,
