@@ -41,13 +41,26 @@ public final class Conv2D: Layer {
         case im2col
         /// Winograd F(2x2, 3x3): 3x3 kernels at stride 1, dilation 1, without groups only.
         case winograd
+        /// Winograd F(4x4, 3x3): the same configurations as `winograd`; 36 GEMMs on 6x6 input
+        /// tiles, 4x fewer multiplications than direct convolution (F(2x2, 3x3): 2.25x), for
+        /// larger transforms and somewhat larger rounding error.
+        case winograd4x4
+
+        /// The Winograd tile for this algorithm, nil for im2col.
+        var winogradTile: WinogradTile? {
+            switch self {
+            case .im2col: nil
+            case .winograd: .f2x3
+            case .winograd4x4: .f4x3
+            }
+        }
     }
 
     /// The algorithm this layer computes with. It starts as `defaultAlgorithm`'s choice; change it
     /// with `use(_:)`. Both give the same results up to Float rounding.
     public private(set) var algorithm: Algorithm
 
-    /// Whether `use(.winograd)` is allowed: a 3x3 kernel at stride 1, dilation 1, with one group.
+    /// Whether `use(.winograd)` and `use(.winograd4x4)` are allowed: a 3x3 kernel at stride 1, dilation 1, with one group.
     public var supportsWinograd: Bool {
         kernelHeight == 3 && kernelWidth == 3 && stride == 1 && dilation == 1 && groups == 1
     }
@@ -55,43 +68,73 @@ public final class Conv2D: Layer {
     /// Makes this layer compute with `algorithm` from its next forward pass on.
     /// - Throws: `ModelError` when the layer's configuration does not support the algorithm.
     public func use(_ algorithm: Algorithm) throws {
-        if algorithm == .winograd && !supportsWinograd {
+        if algorithm != .im2col && !supportsWinograd {
             throw ModelError(
                 layer: summary,
                 message: "the Winograd algorithm needs a 3x3 kernel, stride 1, dilation 1 and groups 1; "
                     + "use .im2col for this layer")
         }
-        if algorithm == .winograd && winograd == nil { winograd = makeWinograd() }
         self.algorithm = algorithm
+        if let tile = algorithm.winogradTile, winograd?.tile.outputSize != tile.outputSize { winograd = makeWinograd() }
     }
 
-    /// The algorithm a layer of this configuration computes with unless told otherwise:
-    /// Winograd where it is supported and C K / (C + K) >= `winogradBalance` (C input channels,
-    /// K filters), else im2col.
+    /// The algorithm a layer of this configuration computes with unless told otherwise. With
+    /// C input channels, K filters and the balance C K / (C + K): im2col below
+    /// `winogradBalance`, or where Winograd is not supported; Winograd F(4x4, 3x3) from
+    /// `largeTileBalance` when 4 divides both output sides (no partial tiles), and from
+    /// `largeTileBalanceWithPartialTiles` otherwise (or when the output size is not given);
+    /// Winograd F(2x2, 3x3) in between.
     ///
     /// Why that quotient: per tile, Winograd saves multiplications in proportion to C K (its 16
-    /// GEMMs against im2col's 36 taps) but spends its transforms in proportion to C + K (one input
-    /// transform per channel, one output transform per filter, and their adjoints backward).
-    /// Measured on one core (forward and backward, batch 128, time Winograd / im2col): 0.70 at
-    /// C = K = 64 (quotient 32), 0.83 at 32 and 32 (16), 0.92 at 12 and 48 (9.6), 0.93 at 16 and
-    /// 32 (10.7), but 1.0-1.15 at 16 and 16 (8), 0.97-1.06 at 8 and 32, 64 or 128 (6.4-7.5), 1.14
-    /// at 8 and 16 and 1.6 at 3 and 16.
+    /// or 36 GEMMs against im2col's 36 or 144 taps) but spends its transforms in proportion to
+    /// C + K (one input transform per channel, one output transform per filter, and their
+    /// adjoints backward). F(4x4, 3x3) halves F(2x2, 3x3)'s GEMM work (36 / 16 against 16 / 4
+    /// products per output and channel pair) but its transforms cost more per output, so it needs
+    /// a larger quotient; partial tiles (13x13 outputs computed as 16x16) cost it half as much
+    /// again, against 14x14 for F(2x2, 3x3).
+    ///
+    /// F(2x2, 3x3) against im2col, measured on one core (forward and backward, batch 128, time
+    /// Winograd / im2col): 0.70 at C = K = 64 (quotient 32), 0.83 at 32 and 32 (16), 0.92 at 12
+    /// and 48 (9.6), 0.93 at 16 and 32 (10.7), but 1.0-1.15 at 16 and 16 (8), 0.97-1.06 at 8 and
+    /// 32, 64 or 128 (6.4-7.5), 1.14 at 8 and 16 and 1.6 at 3 and 16.
+    ///
+    /// F(4x4, 3x3) against F(2x2, 3x3), same measure (median of 15 interleaved rounds): slower
+    /// at every quotient up to 32 (1.11 at 16 and 16 on 32x32, 1.07 at 32 and 32 on 16x16, 1.06-1.11
+    /// at 64 and 64 on 8x8, batch 128 and 64; 1.28-1.31 at 32 and 64 on 14x14, whose 4x4 tiles
+    /// overhang); faster from about 40 with whole tiles (0.91 at 64 and 128, 0.94 at 96 and 96,
+    /// 0.93 at 128 and 128 on 16x16, batch 32; 0.98 at 128 and 128 on 8x8, batch 64); with
+    /// partial tiles slower at 64 (1.11 at 128 and 128 on 13x13, batch 8) but faster at AlexNet's
+    /// 13x13 layers, quotients 128-154 (0.89-0.95 at batch 8, 0.90-0.92 at batch 4).
     public static func defaultAlgorithm(
-        inputChannels: Int, filters: Int, kernelHeight: Int, kernelWidth: Int, stride: Int, dilation: Int, groups: Int
+        inputChannels: Int, filters: Int, kernelHeight: Int, kernelWidth: Int, stride: Int, dilation: Int, groups: Int,
+        outputHeight: Int? = nil, outputWidth: Int? = nil
     ) -> Algorithm {
         let supported = kernelHeight == 3 && kernelWidth == 3 && stride == 1 && dilation == 1 && groups == 1
-        return supported && inputChannels * filters >= winogradBalance * (inputChannels + filters) ? .winograd : .im2col
+        let product = inputChannels * filters, sum = inputChannels + filters
+        guard supported && product >= winogradBalance * sum else { return .im2col }
+        let wholeTiles = outputHeight.map { $0 % 4 == 0 } == true && outputWidth.map { $0 % 4 == 0 } == true
+        let largeTiles = wholeTiles ? largeTileBalance : largeTileBalanceWithPartialTiles
+        return product >= largeTiles * sum ? .winograd4x4 : .winograd
     }
 
     /// The least C K / (C + K) for which `defaultAlgorithm` picks Winograd.
     public static let winogradBalance = 9
 
+    /// The least C K / (C + K) for which `defaultAlgorithm` picks Winograd F(4x4, 3x3) when 4
+    /// divides both output sides.
+    public static let largeTileBalance = 40
+
+    /// The least C K / (C + K) for which `defaultAlgorithm` picks Winograd F(4x4, 3x3) when the
+    /// output has partial 4x4 tiles.
+    public static let largeTileBalanceWithPartialTiles = 96
+
     private var winograd: WinogradConvolution?
 
-    private func makeWinograd() -> WinogradConvolution {
-        WinogradConvolution(
+    private func makeWinograd() -> WinogradConvolution? {
+        guard let tile = algorithm.winogradTile else { return nil }
+        return WinogradConvolution(
             channels: inputShape.channels, filters: filters, height: inputShape.height, width: inputShape.width,
-            padding: padding)
+            padding: padding, tile: tile)
     }
 
     private var weights: UnsafeMutablePointer<Float>!
@@ -146,8 +189,8 @@ public final class Conv2D: Layer {
         self.hasBias = bias
         self.algorithm = Conv2D.defaultAlgorithm(
             inputChannels: input.channels, filters: filters, kernelHeight: kernelHeight, kernelWidth: kernelWidth, stride: stride,
-            dilation: dilation, groups: groups)
-        if algorithm == .winograd { winograd = makeWinograd() }
+            dilation: dilation, groups: groups, outputHeight: height, outputWidth: width)
+        winograd = makeWinograd()
     }
 
     public var summary: String {
@@ -207,7 +250,7 @@ public final class Conv2D: Layer {
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         savedInput = input
-        if algorithm == .winograd, let winograd {
+        if algorithm != .im2col, let winograd {
             let out = output.reserve(batch * outputShape.count)
             winograd.forward(input, batch: batch, weights: weights, bias: bias, into: out)
             return out
@@ -258,7 +301,7 @@ public final class Conv2D: Layer {
 
     public func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
         guard let input = savedInput else { preconditionFailure("Conv2D.backward called before forward") }
-        if algorithm == .winograd, let winograd {
+        if algorithm != .im2col, let winograd {
             let dInput = inputGradient.reserve(batch * inputShape.count)
             prepareInputGradient(dInput, count: batch * inputShape.count)
             winograd.backward(

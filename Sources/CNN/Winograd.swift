@@ -27,6 +27,11 @@
 /// The batch is cut into blocks of samples whose V and M fit in the core's cache; sums across
 /// blocks run in block order and everything else in an order fixed by the shapes, so results
 /// depend on the micro-batch alone, never on threads.
+///
+/// Other tile sizes (`WinogradTile`, F(4x4, 3x3): 6x6 input tiles, 36 GEMMs) share the blocking,
+/// the GEMMs and the bias; their transforms run from the matrices as data (section "Any tile
+/// size" below), and F(2x2, 3x3) keeps the hand-written kernels above, which its small
+/// transforms need to pay off at 16-32 channels.
 final class WinogradConvolution {
     let channels: Int
     let filters: Int
@@ -35,18 +40,18 @@ final class WinogradConvolution {
     let padding: Int
     let outputHeight: Int
     let outputWidth: Int
-    /// Tiles down and across one output plane: ceil(OH / 2), ceil(OW / 2).
+    /// Tiles down and across one output plane: ceil(OH / m), ceil(OW / m).
     let tileRows: Int
     let tileColumns: Int
-    /// Floats in each half (even columns, odd columns) of a tile-plane row: tileColumns + 1.
+    /// F(2x2, 3x3) only: floats in each half (even columns, odd columns) of a tile-plane row: tileColumns + 1.
     let half: Int
-    /// Rows of a tile plane: the padded input, plus a zero row when OH is odd.
+    /// F(2x2, 3x3) only: rows of a tile plane: the padded input, plus a zero row when OH is odd.
     let planeRows: Int
 
-    private let transformedWeights = FloatBuffer()         // U [16, K, C]
-    private let transformedWeightGradient = FloatBuffer()  // dU [16, K, C]
-    private let tiles = FloatBuffer()          // V [16, C, T]: one block's input tiles, then dV
-    private let products = FloatBuffer()       // M [16, K, T]: one block's products, then dM
+    private let transformedWeights = FloatBuffer()         // U [(m + 2)^2, K, C]
+    private let transformedWeightGradient = FloatBuffer()  // dU [(m + 2)^2, K, C]
+    private let tiles = FloatBuffer()          // V [(m + 2)^2, C, T]: one block's input tiles, then dV
+    private let products = FloatBuffer()       // M [(m + 2)^2, K, T]: one block's products, then dM
     private let plane = FloatBuffer()          // [planeRows, 2 * half]: one input channel as a tile plane
     private let phases = FloatBuffer()         // one channel or filter of one sample, by phase (see each transform)
     private let biasTotals = FloatBuffer()     // [K]
@@ -54,8 +59,28 @@ final class WinogradConvolution {
     /// Bytes of a block's V and M together: half of this machine's 2 MiB per-core cache, as
     /// for im2col blocks (Conv2D.blockBytes).
     static let blockBytes = 1 << 20
+    /// Least tiles per block for tiles larger than 2x2 (even past `blockBytes`): below that,
+    /// 36 GEMMs with N of 16 tiles (one AlexNet sample) spend their time packing U; with one
+    /// sample per block AlexNet's 13x13 layers (batch 8) took about twice im2col's time, with
+    /// 64 tiles 0.64-0.69 of it.
+    static let minimumBlockTiles = 64
 
-    init(channels: Int, filters: Int, height: Int, width: Int, padding: Int) {
+    /// Where input column w (padded column x = w + P) lies in a phase-ordered padded row:
+    /// (x % m) (TC + 1) + x / m (see "Any tile size").
+    let inputColumnTargets: [Int]
+    /// The tile size and its transform matrices.
+    let tile: WinogradTile
+    /// Positions of an input tile, one GEMM each: (m + 2)^2.
+    let positions: Int
+
+    private let paddedPlane = FloatBuffer()    // [m TR + 2, m TC + 2]: one channel of one sample inside a zero border
+    private let foldPlane = FloatBuffer()      // the same shape: one channel's input gradient, border included
+    private let gathered = FloatBuffer()       // [(m + 2)^2, T + slack]: one channel's input tiles (or one filter's output tiles) of a block
+    private let partial = FloatBuffer()        // [(m + 2)^2, T + slack]: the same after the first of the two 1-D transforms
+
+    init(channels: Int, filters: Int, height: Int, width: Int, padding: Int, tile: WinogradTile = .f2x3) {
+        self.tile = tile
+        positions = tile.inputSize * tile.inputSize
         self.channels = channels
         self.filters = filters
         self.height = height
@@ -63,19 +88,25 @@ final class WinogradConvolution {
         self.padding = padding
         outputHeight = height + 2 * padding - 2
         outputWidth = width + 2 * padding - 2
-        tileRows = (outputHeight + 1) / 2
-        tileColumns = (outputWidth + 1) / 2
+        tileRows = (outputHeight + tile.outputSize - 1) / tile.outputSize
+        tileColumns = (outputWidth + tile.outputSize - 1) / tile.outputSize
         half = tileColumns + 1
         planeRows = 2 * tileRows + 2
+        let m = tile.outputSize, phase = tileColumns + 1
+        inputColumnTargets = (0..<width).map { w in ((w + padding) % m) * phase + (w + padding) / m }
     }
 
     private var tilesPerSample: Int { tileRows * tileColumns }
     private var rowLength: Int { 2 * half }
 
-    /// Samples per block: as many as fit `blockBytes`, at least one.
+    /// Samples per block: as many as fit `blockBytes`, at least one, and for large tiles at
+    /// least enough for `minimumBlockTiles`.
     func samplesPerBlock(batch: Int) -> Int {
-        let perSample = 16 * (channels + filters) * tilesPerSample * MemoryLayout<Float>.stride
-        return max(1, min(batch, WinogradConvolution.blockBytes / max(perSample, 1)))
+        let perSample = positions * (channels + filters) * tilesPerSample * MemoryLayout<Float>.stride
+        let fitting = WinogradConvolution.blockBytes / max(perSample, 1)
+        if tile.outputSize == 2 { return max(1, min(batch, fitting)) }
+        let enough = (WinogradConvolution.minimumBlockTiles + tilesPerSample - 1) / max(tilesPerSample, 1)
+        return max(1, min(batch, max(fitting, enough)))
     }
 
     // MARK: Forward
@@ -85,28 +116,36 @@ final class WinogradConvolution {
         _ input: UnsafePointer<Float>, batch: Int, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
         into output: UnsafeMutablePointer<Float>
     ) {
-        transformWeights(weights)
+        if tile.outputSize == 2 { transformWeights(weights) } else { transformWeightsGenerally(weights) }
         let u = transformedWeights.pointer
-        let block = samplesPerBlock(batch: batch), perSample = tilesPerSample
+        let block = samplesPerBlock(batch: batch), perSample = tilesPerSample, positions = positions
         // Slack after V and M for the eight-wide loads past a sample's last tile.
-        let v = tiles.reserve(16 * channels * block * perSample + 8)
-        let m = products.reserve(16 * filters * block * perSample + 8)
+        let v = tiles.reserve(positions * channels * block * perSample + 8)
+        let m = products.reserve(positions * filters * block * perSample + 8)
         let inputCount = channels * height * width, outputCount = filters * outputHeight * outputWidth
         var first = 0
         while first < batch {
             let samples = min(block, batch - first), count = samples * perSample
-            for s in 0..<samples {
-                transformInput(input + (first + s) * inputCount, into: v + s * perSample, tileStride: count)
+            if tile.outputSize == 2 {
+                for s in 0..<samples {
+                    transformInput(input + (first + s) * inputCount, into: v + s * perSample, tileStride: count)
+                }
+            } else {
+                transformInputBlock(input + first * inputCount, samples: samples, into: v)
             }
-            for xi in 0..<16 {
+            for xi in 0..<positions {
                 // M[xi] [K, T] = U[xi] [K, C] x V[xi] [C, T]
                 BLAS.gemm(
                     transposeA: false, transposeB: false, m: filters, n: count, k: channels,
                     a: u + xi * filters * channels, lda: channels, b: v + xi * channels * count, ldb: count,
                     beta: 0, c: m + xi * filters * count, ldc: count)
             }
-            for s in 0..<samples {
-                transformOutput(m + s * perSample, tileStride: count, bias: bias, into: output + (first + s) * outputCount)
+            if tile.outputSize == 2 {
+                for s in 0..<samples {
+                    transformOutput(m + s * perSample, tileStride: count, bias: bias, into: output + (first + s) * outputCount)
+                }
+            } else {
+                transformOutputBlock(m, samples: samples, bias: bias, into: output + first * outputCount)
             }
             first += samples
         }
@@ -354,11 +393,12 @@ final class WinogradConvolution {
         inputGradient: UnsafeMutablePointer<Float>?
     ) {
         let u = transformedWeights.pointer
-        let du = transformedWeightGradient.reserve(16 * filters * channels)
+        let positions = positions
+        let du = transformedWeightGradient.reserve(positions * filters * channels + 8)
         let block = samplesPerBlock(batch: batch), perSample = tilesPerSample
         // Slack after V and M for the eight-wide loads past a sample's last tile.
-        let v = tiles.reserve(16 * channels * block * perSample + 8)
-        let m = products.reserve(16 * filters * block * perSample + 8)
+        let v = tiles.reserve(positions * channels * block * perSample + 8)
+        let m = products.reserve(positions * filters * block * perSample + 8)
         let inputCount = channels * height * width, plane = outputHeight * outputWidth, outputCount = filters * plane
         let totals = biasGradients == nil ? nil : biasTotals.reserve(filters)
         totals?.update(repeating: 0, count: filters)
@@ -370,10 +410,16 @@ final class WinogradConvolution {
                 if let totals {
                     for k in 0..<filters { totals[k] += VectorKernels.sum(gradient + k * plane, count: plane) }
                 }
-                transformOutputGradient(gradient, into: m + s * perSample, tileStride: count)
-                transformInput(input + (first + s) * inputCount, into: v + s * perSample, tileStride: count)
+                if tile.outputSize == 2 {
+                    transformOutputGradient(gradient, into: m + s * perSample, tileStride: count)
+                    transformInput(input + (first + s) * inputCount, into: v + s * perSample, tileStride: count)
+                }
             }
-            for xi in 0..<16 {
+            if tile.outputSize != 2 {
+                transformOutputGradientBlock(outputGradient + first * outputCount, samples: samples, into: m)
+                transformInputBlock(input + first * inputCount, samples: samples, into: v)
+            }
+            for xi in 0..<positions {
                 // dU[xi] [K, C] (+)= dM[xi] [K, T] x V[xi]^T [T, C]
                 BLAS.gemm(
                     transposeA: false, transposeB: true, m: filters, n: channels, k: count,
@@ -382,21 +428,27 @@ final class WinogradConvolution {
             }
             if let inputGradient {
                 // V has served: it becomes dV.
-                for xi in 0..<16 {
+                for xi in 0..<positions {
                     // dV[xi] [C, T] = U[xi]^T [C, K] x dM[xi] [K, T]
                     BLAS.gemm(
                         transposeA: true, transposeB: false, m: channels, n: count, k: filters,
                         a: u + xi * filters * channels, lda: channels, b: m + xi * filters * count, ldb: count,
                         beta: 0, c: v + xi * channels * count, ldc: count)
                 }
-                for s in 0..<samples {
-                    foldTiles(v + s * perSample, tileStride: count, into: inputGradient + (first + s) * inputCount)
+                if tile.outputSize == 2 {
+                    for s in 0..<samples {
+                        foldTiles(v + s * perSample, tileStride: count, into: inputGradient + (first + s) * inputCount)
+                    }
+                } else {
+                    foldTilesBlock(v, samples: samples, into: inputGradient + first * inputCount)
                 }
             }
             first += samples
         }
         // The first block wrote dU (beta 0); with no samples there is nothing to add.
-        if batch > 0 { addWeightGradient(du, to: weightGradients) }
+        if batch > 0 {
+            if tile.outputSize == 2 { addWeightGradient(du, to: weightGradients) } else { addWeightGradientGenerally(du, to: weightGradients) }
+        }
         if let biasGradients, let totals {
             for k in 0..<filters { biasGradients[k] += totals[k] }
         }
@@ -591,6 +643,339 @@ final class WinogradConvolution {
                     target[6 + j] += result.2[j]
                 }
             }
+        }
+    }
+}
+
+/// One Winograd tile size F(m x m, 3x3) as data: B^T [(m + 2), (m + 2)], G [(m + 2), 3] and
+/// A^T [m, (m + 2)], so that a tile's output is A^T ((G g G^T) * (B^T d B)) A.
+struct WinogradTile: Sendable {
+    /// m: outputs per tile side.
+    let outputSize: Int
+    /// m + 2: inputs per tile side.
+    var inputSize: Int { outputSize + 2 }
+    let inputTransform: LinearMap   // B^T
+    let weightTransform: LinearMap  // G
+    let outputTransform: LinearMap  // A^T
+    // Their transposes, for the adjoint passes (kept, so that no pass builds them).
+    let inputAdjoint: LinearMap     // B
+    let weightAdjoint: LinearMap    // G^T
+    let outputAdjoint: LinearMap    // A
+
+    init(outputSize: Int, inputTransform: [[Float]], weightTransform: [[Float]], outputTransform: [[Float]]) {
+        self.outputSize = outputSize
+        self.inputTransform = LinearMap(inputTransform)
+        self.weightTransform = LinearMap(weightTransform)
+        self.outputTransform = LinearMap(outputTransform)
+        inputAdjoint = self.inputTransform.transposed
+        weightAdjoint = self.weightTransform.transposed
+        outputAdjoint = self.outputTransform.transposed
+    }
+
+    /// F(2x2, 3x3) with interpolation points 0, 1, -1 (Lavin & Gray 2016).
+    static let f2x3 = WinogradTile(
+        outputSize: 2,
+        inputTransform: [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+        weightTransform: [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
+        outputTransform: [[1, 1, 1, 0], [0, 1, -1, -1]])
+
+    /// F(4x4, 3x3) with interpolation points 0, 1, -1, 2, -2 (Lavin & Gray 2016).
+    static let f4x3 = WinogradTile(
+        outputSize: 4,
+        inputTransform: [
+            [4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+            [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1],
+        ],
+        weightTransform: [
+            [1.0 / 4, 0, 0], [-1.0 / 6, -1.0 / 6, -1.0 / 6], [-1.0 / 6, 1.0 / 6, -1.0 / 6],
+            [1.0 / 24, 1.0 / 12, 1.0 / 6], [1.0 / 24, -1.0 / 12, 1.0 / 6], [0, 0, 1],
+        ],
+        outputTransform: [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]])
+}
+
+/// A small matrix kept as the nonzero entries of each row, to apply to vectors of many tiles at
+/// once: out[r] = sum over the row's entries of value * in[column].
+struct LinearMap: Sendable {
+    let rows: Int
+    let columns: Int
+    /// Row r's entries are rowStarts[r] ..< rowStarts[r + 1] of `entryColumns` and `entryValues`.
+    let rowStarts: [Int]
+    let entryColumns: [Int]
+    let entryValues: [Float]
+
+    init(_ dense: [[Float]]) {
+        rows = dense.count
+        columns = dense.first?.count ?? 0
+        var starts = [0], entries: [Int] = [], values: [Float] = []
+        for row in dense {
+            for (column, value) in row.enumerated() where value != 0 {
+                entries.append(column)
+                values.append(value)
+            }
+            starts.append(entries.count)
+        }
+        rowStarts = starts
+        entryColumns = entries
+        entryValues = values
+    }
+
+    /// The transpose, for the adjoint passes.
+    var transposed: LinearMap {
+        var dense = [[Float]](repeating: [Float](repeating: 0, count: rows), count: columns)
+        for r in 0..<rows {
+            for e in rowStarts[r]..<rowStarts[r + 1] { dense[entryColumns[e]][r] = entryValues[e] }
+        }
+        return LinearMap(dense)
+    }
+}
+
+// MARK: Any tile size, from the matrices
+
+// Legend: a block's tiles are handled one channel (or filter) at a time, as vectors over all the
+// block's tiles (samples one after another), so every transform is a few multiply-adds of long
+// contiguous rows, whatever the plane's width. A tile's positions are xi = inputSize i + j (input
+// side) or outputSize i + j (output side).
+extension WinogradConvolution {
+    /// Y = L X R^T, where X is a [L.columns, R.columns] grid of vectors of `count` tiles (grid
+    /// position p = i R.columns + j at input + p inputStride) and Y a [L.rows, R.rows] one
+    /// (position a R.rows + b at output + (a R.rows + b) outputStride), through `scratch`
+    /// ([L.rows, R.columns] rows of `scratchStride`). Reads up to seven floats past the last
+    /// tile of each row (the buffers have that slack).
+    fileprivate func apply(
+        _ left: LinearMap, _ right: LinearMap, _ input: UnsafePointer<Float>, inputStride: Int,
+        into output: UnsafeMutablePointer<Float>, outputStride: Int, count: Int, scratch: UnsafeMutablePointer<Float>,
+        scratchStride: Int
+    ) {
+        // Along the first axis: scratch[a, j] = sum_i L[a, i] X[i, j].
+        for a in 0..<left.rows {
+            for j in 0..<right.columns {
+                combine(
+                    left, row: a, input + j * inputStride, stride: right.columns * inputStride,
+                    into: scratch + (a * right.columns + j) * scratchStride, count: count)
+            }
+        }
+        // Along the second: out[a, b] = sum_j R[b, j] scratch[a, j].
+        for a in 0..<left.rows {
+            for b in 0..<right.rows {
+                combine(
+                    right, row: b, scratch + a * right.columns * scratchStride, stride: scratchStride,
+                    into: output + (a * right.rows + b) * outputStride, count: count)
+            }
+        }
+    }
+
+    /// target[t] = sum over row `row` of `map` of value * (source + column stride)[t], t < count.
+    @inline(__always)
+    fileprivate func combine(
+        _ map: LinearMap, row: Int, _ source: UnsafePointer<Float>, stride: Int, into target: UnsafeMutablePointer<Float>,
+        count: Int
+    ) {
+        let start = map.rowStarts[row], end = map.rowStarts[row + 1]
+        map.entryColumns.withUnsafeBufferPointer { columns in
+            map.entryValues.withUnsafeBufferPointer { values in
+                var t = 0
+                while t < count {
+                    var sum = SIMD8<Float>()
+                    for e in start..<end {
+                        sum += SIMD8<Float>(repeating: values[e]) * load(source + columns[e] * stride + t)
+                    }
+                    store(sum, target + t, count - t)
+                    t += 8
+                }
+            }
+        }
+    }
+
+    /// Floats between positions in the gathered and partial buffers for `count` tiles.
+    fileprivate func scratchStride(_ count: Int) -> Int { (count + 7) / 8 * 8 + 8 }
+
+    // Padded planes are m TR + 2 rows (H + 2P rows and more, as OH = H + 2P - 2) of m TC + 2
+    // columns, each row stored by phase: padded column x at (x % m) phaseLength + x / m
+    // (`inputColumnTargets`). Column j
+    // of a tile row's tiles is then one contiguous run (phase j % m from j / m), so gathering
+    // and scattering tiles are eight-wide copies, not strided loops.
+
+    /// Floats per phase of a padded row: TC + 1 (a tile's last columns reach one past its phase).
+    fileprivate var phaseLength: Int { tileColumns + 1 }
+    fileprivate var paddedRowLength: Int { tile.outputSize * phaseLength }
+    fileprivate var paddedHeight: Int { tile.outputSize * tileRows + 2 }
+
+
+    /// V[xi][c][t] = B^T d B for every input tile d of `samples` samples from `images` [S, C, H, W],
+    /// the block's tiles as rows of S * tiles-per-sample.
+    func transformInputBlock(_ images: UnsafePointer<Float>, samples: Int, into v: UnsafeMutablePointer<Float>) {
+        let perSample = tilesPerSample, count = samples * perSample, stride = scratchStride(count)
+        let size = tile.inputSize, m = tile.outputSize, rowLength = paddedRowLength, phase = phaseLength
+        let columns = tileColumns
+        // Slack for the eight-wide reads past a phase's end.
+        let plane = paddedPlane.reserve(paddedHeight * rowLength + 8)
+        let d = gathered.reserve(positions * stride)
+        let e = partial.reserve(positions * stride)
+        let inputCount = channels * height * width
+        for c in 0..<channels {
+            for s in 0..<samples {
+                // The border is never written, so it stays zero.
+                let channel = images + s * inputCount + c * height * width
+                inputColumnTargets.withUnsafeBufferPointer { targets in
+                    for h in 0..<height {
+                        let source = channel + h * width, row = plane + (h + padding) * rowLength
+                        for w in 0..<width { row[targets[w]] = source[w] }
+                    }
+                }
+                // Each run of a tile row is copied eight at a time; a copy's overshoot lands where
+                // the next run (or the row's slack) is written afterwards.
+                let base = d + s * perSample
+                for i in 0..<size {
+                    for j in 0..<size {
+                        let target = base + (i * size + j) * stride
+                        let from = plane + i * rowLength + (j % m) * phase + j / m
+                        for ty in 0..<tileRows {
+                            let source = from + m * ty * rowLength, row = target + ty * columns
+                            var tx = 0
+                            while tx < columns {
+                                UnsafeMutableRawPointer(row + tx).storeBytes(of: load(source + tx), as: SIMD8<Float>.self)
+                                tx += 8
+                            }
+                        }
+                    }
+                }
+            }
+            let b = tile.inputTransform
+            apply(b, b, d, inputStride: stride, into: v + c * count, outputStride: channels * count, count: count, scratch: e, scratchStride: stride)
+        }
+    }
+
+    /// Every sample's output [K, OH, OW] = A^T M A per tile, plus bias, for a block of `samples`
+    /// samples from M [xi][k][t]; outputs of partial tiles past the plane are dropped.
+    func transformOutputBlock(
+        _ m: UnsafePointer<Float>, samples: Int, bias: UnsafePointer<Float>?, into output: UnsafeMutablePointer<Float>
+    ) {
+        let perSample = tilesPerSample, count = samples * perSample, stride = scratchStride(count)
+        let size = tile.outputSize, plane = outputHeight * outputWidth, outputCount = filters * plane
+        let y = gathered.reserve(positions * stride)
+        let e = partial.reserve(positions * stride)
+        let a = tile.outputTransform
+        for k in 0..<filters {
+            apply(a, a, m + k * count, inputStride: filters * count, into: y, outputStride: stride, count: count, scratch: e, scratchStride: stride)
+            let addend = bias?[k] ?? 0
+            for s in 0..<samples {
+                let target = output + s * outputCount + k * plane, base = y + s * perSample
+                for i in 0..<size {
+                    for ty in 0..<tileRows where size * ty + i < outputHeight {
+                        let row = target + (size * ty + i) * outputWidth
+                        for j in 0..<size {
+                            let source = base + (i * size + j) * stride + ty * tileColumns
+                            var tx = 0, x = j
+                            while x < outputWidth {
+                                row[x] = source[tx] + addend
+                                tx += 1
+                                x += size
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// dM[xi][k][t] = A dY A^T for every output tile of a block's output gradient [S, K, OH, OW],
+    /// zero past the plane (a partial tile's dropped outputs have no gradient).
+    func transformOutputGradientBlock(_ gradient: UnsafePointer<Float>, samples: Int, into m: UnsafeMutablePointer<Float>) {
+        let perSample = tilesPerSample, count = samples * perSample, stride = scratchStride(count)
+        let size = tile.outputSize, plane = outputHeight * outputWidth, outputCount = filters * plane
+        let y = gathered.reserve(positions * stride)
+        let e = partial.reserve(positions * stride)
+        let a = tile.outputAdjoint
+        for k in 0..<filters {
+            for s in 0..<samples {
+                let source = gradient + s * outputCount + k * plane, base = y + s * perSample
+                for i in 0..<size {
+                    for j in 0..<size {
+                        let target = base + (i * size + j) * stride
+                        for ty in 0..<tileRows {
+                            let r = size * ty + i, row = target + ty * tileColumns
+                            if r >= outputHeight {
+                                for tx in 0..<tileColumns { row[tx] = 0 }
+                                continue
+                            }
+                            let from = source + r * outputWidth
+                            for tx in 0..<tileColumns {
+                                let x = size * tx + j
+                                row[tx] = x < outputWidth ? from[x] : 0
+                            }
+                        }
+                    }
+                }
+            }
+            apply(a, a, y, inputStride: stride, into: m + k * count, outputStride: filters * count, count: count, scratch: e, scratchStride: stride)
+        }
+    }
+
+    /// A block's input gradient [S, C, H, W]: the overlap-add of B dV B^T over its tiles (the
+    /// adjoint of `transformInputBlock`), tiles added in their order.
+    func foldTilesBlock(_ v: UnsafePointer<Float>, samples: Int, into images: UnsafeMutablePointer<Float>) {
+        let perSample = tilesPerSample, count = samples * perSample, stride = scratchStride(count)
+        let size = tile.inputSize, m = tile.outputSize, rowLength = paddedRowLength, phase = phaseLength
+        let columns = tileColumns, planeCount = paddedHeight * rowLength
+        let plane = foldPlane.reserve(planeCount + 8)
+        let d = gathered.reserve(positions * stride)
+        let e = partial.reserve(positions * stride)
+        let b = tile.inputAdjoint
+        let inputCount = channels * height * width
+        for c in 0..<channels {
+            apply(b, b, v + c * count, inputStride: channels * count, into: d, outputStride: stride, count: count, scratch: e, scratchStride: stride)
+            for s in 0..<samples {
+                VectorKernels.zero(plane, count: planeCount)
+                let base = d + s * perSample
+                for i in 0..<size {
+                    for j in 0..<size {
+                        let source = base + (i * size + j) * stride
+                        let into = plane + i * rowLength + (j % m) * phase + j / m
+                        for ty in 0..<tileRows {
+                            let target = into + m * ty * rowLength, row = source + ty * columns
+                            var tx = 0
+                            while tx < columns {
+                                store(load(target + tx) + load(row + tx), target + tx, columns - tx)
+                                tx += 8
+                            }
+                        }
+                    }
+                }
+                let channel = images + s * inputCount + c * height * width
+                inputColumnTargets.withUnsafeBufferPointer { targets in
+                    for h in 0..<height {
+                        let target = channel + h * width, row = plane + (h + padding) * rowLength
+                        for w in 0..<width { target[w] = row[targets[w]] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// U[xi][k][c] = G g G^T for every filter g = W[k][c], as vectors over all (k, c) pairs.
+    func transformWeightsGenerally(_ weights: UnsafePointer<Float>) {
+        let pairs = filters * channels, stride = scratchStride(pairs)
+        let u = transformedWeights.reserve(positions * pairs + 8)
+        let taps = gathered.reserve(max(positions, 9) * stride)
+        let e = partial.reserve(positions * stride)
+        // [K C, 9] -> [9, K C]
+        for pair in 0..<pairs {
+            for tap in 0..<9 { taps[tap * stride + pair] = weights[pair * 9 + tap] }
+        }
+        let g = tile.weightTransform
+        apply(g, g, taps, inputStride: stride, into: u, outputStride: pairs, count: pairs, scratch: e, scratchStride: stride)
+    }
+
+    /// dW[k][c] += G^T dU[k][c] G, the adjoint of `transformWeightsGenerally`. dU needs eight
+    /// floats of slack past its end.
+    func addWeightGradientGenerally(_ du: UnsafePointer<Float>, to weightGradients: UnsafeMutablePointer<Float>) {
+        let pairs = filters * channels, stride = scratchStride(pairs)
+        let taps = gathered.reserve(max(positions, 9) * stride)
+        let e = partial.reserve(positions * stride)
+        let g = tile.weightAdjoint
+        apply(g, g, du, inputStride: pairs, into: taps, outputStride: stride, count: pairs, scratch: e, scratchStride: stride)
+        for pair in 0..<pairs {
+            for tap in 0..<9 { weightGradients[pair * 9 + tap] += taps[tap * stride + pair] }
         }
     }
 }

@@ -36,9 +36,12 @@ private struct PassResult {
 final class WinogradTests: XCTestCase {
     /// Forward against the direct definition, backward against central differences, on the
     /// Winograd path.
-    private func verify(_ testCase: WinogradCase, seed: UInt64, file: StaticString = #filePath, line: UInt = #line) throws {
-        let convolution = try testCase.make(.winograd)
-        XCTAssertEqual(convolution.algorithm, .winograd, "\(testCase)", file: file, line: line)
+    private func verify(
+        _ testCase: WinogradCase, seed: UInt64, algorithm: Conv2D.Algorithm = .winograd, file: StaticString = #filePath,
+        line: UInt = #line
+    ) throws {
+        let convolution = try testCase.make(algorithm)
+        XCTAssertEqual(convolution.algorithm, algorithm, "\(testCase)", file: file, line: line)
         let bound = BoundLayer(convolution, seed: seed, fill: .normal(scale: 0.5))
         let input = TestArrays.normal(count: testCase.batch * convolution.inputShape.count, seed: seed, stream: 1)
 
@@ -92,6 +95,37 @@ final class WinogradTests: XCTestCase {
         try verify(WinogradCase(channels: 2, filters: 3, height: 2, width: 2, padding: 1, batch: 1), seed: 8)
     }
 
+    // MARK: F(4x4, 3x3)
+
+    func testWinograd4x4BackwardMatchesNumericalGradientOnOddSizesWithPaddingOneAndBatchOfThree() throws {
+        // 7x5 with padding 1: a 7x5 output, partial last tiles both ways (3 and 1 of 4).
+        try verify(WinogradCase(channels: 3, filters: 5, height: 7, width: 5, padding: 1, batch: 3), seed: 41, algorithm: .winograd4x4)
+    }
+
+    func testWinograd4x4BackwardMatchesNumericalGradientOnWholeTilesWithoutPaddingAndBatchOfOne() throws {
+        // 6x10 VALID: a 4x8 output of whole tiles.
+        try verify(WinogradCase(channels: 2, filters: 3, height: 6, width: 10, padding: 0, batch: 1), seed: 42, algorithm: .winograd4x4)
+    }
+
+    func testWinograd4x4BackwardMatchesNumericalGradientOnMixedSizesWithoutPadding() throws {
+        // 11x8 VALID: a 9x6 output, two kinds of partial tile; and 8x11 with padding 1.
+        try verify(WinogradCase(channels: 5, filters: 2, height: 11, width: 8, padding: 0, batch: 2), seed: 43, algorithm: .winograd4x4)
+        try verify(WinogradCase(channels: 1, filters: 3, height: 8, width: 11, padding: 1, batch: 2), seed: 44, algorithm: .winograd4x4)
+    }
+
+    func testWinograd4x4BackwardMatchesNumericalGradientWithPaddingTwoAndWithoutBias() throws {
+        try verify(
+            WinogradCase(channels: 3, filters: 2, height: 5, width: 6, padding: 2, batch: 2, bias: false), seed: 45,
+            algorithm: .winograd4x4)
+    }
+
+    func testWinograd4x4BackwardMatchesNumericalGradientOnTinyPlanes() throws {
+        // A 1x1 output (one mostly empty tile), a 2x2 one and a 4x4 one (exactly one tile).
+        try verify(WinogradCase(channels: 2, filters: 2, height: 3, width: 3, padding: 0, batch: 2), seed: 46, algorithm: .winograd4x4)
+        try verify(WinogradCase(channels: 3, filters: 2, height: 2, width: 2, padding: 1, batch: 1), seed: 47, algorithm: .winograd4x4)
+        try verify(WinogradCase(channels: 2, filters: 3, height: 6, width: 6, padding: 0, batch: 3), seed: 48, algorithm: .winograd4x4)
+    }
+
     // MARK: Against im2col
 
     /// Runs forward and backward with an output gradient drawn from `seed`; gradients start at zero.
@@ -137,56 +171,96 @@ final class WinogradTests: XCTestCase {
             let seed = UInt64(20 + index)
             let input = TestArrays.normal(count: testCase.batch * testCase.channels * testCase.height * testCase.width, seed: seed)
             var results: [PassResult] = []
-            for algorithm in [Conv2D.Algorithm.im2col, .winograd] {
+            let algorithms = [Conv2D.Algorithm.im2col, .winograd, .winograd4x4]
+            for algorithm in algorithms {
                 let bound = BoundLayer(try testCase.make(algorithm), seed: seed, fill: .initialisers)
                 if testCase.bias { bound.setValues("bias", TestArrays.normal(count: testCase.filters, seed: seed, stream: 3)) }
                 results.append(pass(bound, input: input, seed: seed, batch: testCase.batch))
             }
-            let (im2col, winograd) = (results[0], results[1])
-            assertNear(winograd.output, im2col.output, "\(testCase): output")
-            assertNear(winograd.inputGradient, im2col.inputGradient, "\(testCase): input gradient")
-            assertNear(winograd.weightGradient, im2col.weightGradient, "\(testCase): weight gradient")
-            if testCase.bias {
-                assertNear(winograd.biasGradient, im2col.biasGradient, "\(testCase): bias gradient")
+            let im2col = results[0]
+            for (algorithm, winograd) in zip(algorithms.dropFirst(), results.dropFirst()) {
+                let what = "\(testCase), \(algorithm)"
+                assertNear(winograd.output, im2col.output, "\(what): output")
+                assertNear(winograd.inputGradient, im2col.inputGradient, "\(what): input gradient")
+                assertNear(winograd.weightGradient, im2col.weightGradient, "\(what): weight gradient")
+                if testCase.bias {
+                    assertNear(winograd.biasGradient, im2col.biasGradient, "\(what): bias gradient")
+                }
             }
         }
     }
 
     func testWinogradWithoutInputGradientReturnsZerosAndTheSameParameterGradients() throws {
+        for algorithm in [Conv2D.Algorithm.winograd, .winograd4x4] {
+            try checkWithoutInputGradient(algorithm)
+        }
+    }
+
+    private func checkWithoutInputGradient(_ algorithm: Conv2D.Algorithm) throws {
         let testCase = WinogradCase(channels: 8, filters: 6, height: 9, width: 7, padding: 1, batch: 3)
         let input = TestArrays.normal(count: testCase.batch * testCase.channels * testCase.height * testCase.width, seed: 30)
-        let full = BoundLayer(try testCase.make(.winograd), seed: 30, fill: .normal(scale: 0.5))
+        let full = BoundLayer(try testCase.make(algorithm), seed: 30, fill: .normal(scale: 0.5))
         let expected = pass(full, input: input, seed: 30, batch: testCase.batch)
-        let convolution = try testCase.make(.winograd)
+        let convolution = try testCase.make(algorithm)
         convolution.computesInputGradient = false
         let partial = BoundLayer(convolution, seed: 30, fill: .normal(scale: 0.5))
         // Twice: the second pass must not see what the first left in the returned buffer.
         for round in 0..<2 {
             let result = pass(partial, input: input, seed: 30, batch: testCase.batch)
-            XCTAssertEqual(result.inputGradient, [Float](repeating: 0, count: input.count), "round \(round)")
-            XCTAssertEqual(result.output, expected.output, "round \(round)")
-            XCTAssertEqual(result.weightGradient, expected.weightGradient, "round \(round)")
-            XCTAssertEqual(result.biasGradient, expected.biasGradient, "round \(round)")
+            XCTAssertEqual(result.inputGradient, [Float](repeating: 0, count: input.count), "\(algorithm), round \(round)")
+            XCTAssertEqual(result.output, expected.output, "\(algorithm), round \(round)")
+            XCTAssertEqual(result.weightGradient, expected.weightGradient, "\(algorithm), round \(round)")
+            XCTAssertEqual(result.biasGradient, expected.biasGradient, "\(algorithm), round \(round)")
         }
     }
 
     func testWinogradResultsDoNotDependOnWhatTheLayerComputedBefore() throws {
+        for algorithm in [Conv2D.Algorithm.winograd, .winograd4x4] {
+            try checkIndependenceFromEarlierPasses(algorithm)
+        }
+    }
+
+    private func checkIndependenceFromEarlierPasses(_ algorithm: Conv2D.Algorithm) throws {
         // A layer that first ran a larger batch of other data must give, bit for bit, what a
         // fresh layer gives: no scratch (padded borders, partial tiles, block sums) carries over.
         let testCase = WinogradCase(channels: 16, filters: 16, height: 15, width: 15, padding: 1, batch: 3)
         let sample = testCase.channels * testCase.height * testCase.width
         let input = TestArrays.normal(count: testCase.batch * sample, seed: 31)
-        let fresh = pass(BoundLayer(try testCase.make(.winograd), seed: 31, fill: .initialisers), input: input, seed: 31, batch: 3)
-        let used = BoundLayer(try testCase.make(.winograd), seed: 31, fill: .initialisers)
+        let fresh = pass(BoundLayer(try testCase.make(algorithm), seed: 31, fill: .initialisers), input: input, seed: 31, batch: 3)
+        let used = BoundLayer(try testCase.make(algorithm), seed: 31, fill: .initialisers)
         _ = pass(used, input: TestArrays.normal(count: 7 * sample, seed: 32, scale: 3), seed: 32, batch: 7)
         let again = pass(used, input: input, seed: 31, batch: 3)
-        XCTAssertEqual(again.output, fresh.output)
-        XCTAssertEqual(again.inputGradient, fresh.inputGradient)
-        XCTAssertEqual(again.weightGradient, fresh.weightGradient)
-        XCTAssertEqual(again.biasGradient, fresh.biasGradient)
+        XCTAssertEqual(again.output, fresh.output, "\(algorithm)")
+        XCTAssertEqual(again.inputGradient, fresh.inputGradient, "\(algorithm)")
+        XCTAssertEqual(again.weightGradient, fresh.weightGradient, "\(algorithm)")
+        XCTAssertEqual(again.biasGradient, fresh.biasGradient, "\(algorithm)")
     }
 
     // MARK: Choosing the algorithm
+
+    func testEveryAlgorithmCanBeForcedAndSwitchedWithNearlyTheSameResults() throws {
+        let testCase = WinogradCase(channels: 6, filters: 5, height: 10, width: 9, padding: 1, batch: 2)
+        let convolution = try testCase.make(.im2col)
+        let bound = BoundLayer(convolution, seed: 33, fill: .normal(scale: 0.5))
+        let input = TestArrays.normal(count: testCase.batch * convolution.inputShape.count, seed: 33)
+        var results: [PassResult] = []
+        // Back and forth, on one layer: each switch must take effect at the next pass.
+        for algorithm in [Conv2D.Algorithm.im2col, .winograd4x4, .winograd, .winograd4x4, .im2col] {
+            try convolution.use(algorithm)
+            XCTAssertEqual(convolution.algorithm, algorithm)
+            results.append(pass(bound, input: input, seed: 33, batch: testCase.batch))
+        }
+        XCTAssertEqual(results[4].output, results[0].output, "im2col again gives the same bits")
+        XCTAssertEqual(results[3].output, results[1].output, "F(4x4, 3x3) again gives the same bits")
+        XCTAssertEqual(results[3].weightGradient, results[1].weightGradient, "F(4x4, 3x3) again gives the same bits")
+        XCTAssertNotEqual(results[1].output, results[0].output, "F(4x4, 3x3) rounds differently, so it did run")
+        XCTAssertNotEqual(results[2].output, results[1].output, "F(2x2, 3x3) rounds differently from F(4x4, 3x3)")
+        for index in 1...3 {
+            assertNear(results[index].output, results[0].output, "pass \(index): output")
+            assertNear(results[index].inputGradient, results[0].inputGradient, "pass \(index): input gradient")
+            assertNear(results[index].weightGradient, results[0].weightGradient, "pass \(index): weight gradient")
+        }
+    }
 
     func testDefaultAlgorithmIsWinogradOnlyForPlainThreeByThreeLayersWithEnoughChannelsAndFilters() throws {
         func make(
@@ -211,6 +285,32 @@ final class WinogradTests: XCTestCase {
         XCTAssertEqual(try make(channels: 64, dilation: 2).algorithm, .im2col)
         XCTAssertEqual(try make(channels: 64, groups: 2).algorithm, .im2col)
         XCTAssertEqual(try make(channels: 64, kernel: 5).algorithm, .im2col)
+        // F(4x4, 3x3) from a balance of 40 with whole 4x4 tiles (16x16 outputs here), 96 with partial ones.
+        XCTAssertEqual(Conv2D.largeTileBalance, 40)
+        XCTAssertEqual(Conv2D.largeTileBalanceWithPartialTiles, 96)
+        XCTAssertEqual(try make(channels: 64, filters: 64).algorithm, .winograd)
+        XCTAssertEqual(try make(channels: 64, filters: 128).algorithm, .winograd4x4)
+        XCTAssertEqual(try make(channels: 80, filters: 80).algorithm, .winograd4x4)
+        XCTAssertEqual(try make(channels: 128, filters: 128, stride: 2).algorithm, .im2col)
+        // AlexNet's 13x13 layers: partial tiles, quotients 64 and 128.
+        func make13(channels: Int, filters: Int) throws -> Conv2D {
+            try Conv2D(
+                input: FeatureShape(channels: channels, height: 13, width: 13), filters: filters, kernelHeight: 3,
+                kernelWidth: 3, padding: 1)
+        }
+        XCTAssertEqual(try make13(channels: 128, filters: 128).algorithm, .winograd)
+        XCTAssertEqual(try make13(channels: 192, filters: 384).algorithm, .winograd4x4)
+        XCTAssertEqual(try make13(channels: 256, filters: 256).algorithm, .winograd4x4)
+        // Without the output size the rule assumes partial tiles.
+        XCTAssertEqual(
+            Conv2D.defaultAlgorithm(
+                inputChannels: 64, filters: 128, kernelHeight: 3, kernelWidth: 3, stride: 1, dilation: 1, groups: 1),
+            .winograd)
+        XCTAssertEqual(
+            Conv2D.defaultAlgorithm(
+                inputChannels: 64, filters: 128, kernelHeight: 3, kernelWidth: 3, stride: 1, dilation: 1, groups: 1,
+                outputHeight: 8, outputWidth: 12),
+            .winograd4x4)
         // The summary names the layer, not the algorithm.
         XCTAssertEqual(try make(channels: 32).summary, "Conv2D(32, 3x3, p1)")
     }
@@ -223,6 +323,9 @@ final class WinogradTests: XCTestCase {
         XCTAssertThrowsError(try convolution.use(.winograd)) { error in
             let text = String(describing: error)
             XCTAssertTrue(text.contains("stride 1") && text.contains(".im2col"), text)
+        }
+        XCTAssertThrowsError(try convolution.use(.winograd4x4)) { error in
+            XCTAssertTrue(String(describing: error).contains(".im2col"), String(describing: error))
         }
         XCTAssertEqual(convolution.algorithm, .im2col)
         let plain = try Conv2D(input: FeatureShape(channels: 16, height: 8, width: 8), filters: 16, kernelHeight: 3, kernelWidth: 3)
