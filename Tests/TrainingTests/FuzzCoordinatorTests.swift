@@ -39,7 +39,8 @@ final class FuzzCoordinatorTests: XCTestCase {
 
     private let steps = 40
 
-    private func finalModel(_ run: String) throws -> [UInt8] {
+    /// The bytes of the newest checkpoint's model file in `run`.
+    static func finalModel(_ run: String) throws -> [UInt8] {
         let newest = try XCTUnwrap(CheckpointStore(runDirectory: run, keep: 3).list().last, "no checkpoint in \(run)")
         return Array(try Data(contentsOf: URL(fileURLWithPath: newest + "/model.safetensors")))
     }
@@ -101,7 +102,7 @@ final class FuzzCoordinatorTests: XCTestCase {
         XCTAssertFalse(outcome.combined.contains("Fatal error"), String(outcome.combined.suffix(4000)))
         XCTAssertGreaterThan(rogue.sent, 50_000, "the rogue must actually have fired a flood (\(counts))")
         XCTAssertGreaterThan(rogue.counts["nan-gradients", default: 0], 0, "the rogue never got work to answer with NaN (\(counts))")
-        XCTAssertEqual(try finalModel(run), try finalModel(reference), "the rogue changed the weights")
+        XCTAssertEqual(try Self.finalModel(run), try Self.finalModel(reference), "the rogue changed the weights")
         XCTAssertLessThan(peak, referencePeak + (256 << 20), "the coordinator's memory grew under the flood")
     }
 }

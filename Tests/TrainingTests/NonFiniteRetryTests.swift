@@ -1,4 +1,3 @@
-import Checkpoint
 import Foundation
 import TestSupport
 import Wire
@@ -37,11 +36,6 @@ final class NonFiniteRetryTests: XCTestCase {
 
     private let steps = 4
 
-    private func finalModel(_ run: String) throws -> [UInt8] {
-        let newest = try XCTUnwrap(CheckpointStore(runDirectory: run, keep: 3).list().last, "no checkpoint in \(run)")
-        return Array(try Data(contentsOf: URL(fileURLWithPath: newest + "/model.safetensors")))
-    }
-
     func testAFiniteSecondAnswerAfterARefusedNaNIsRefusedAndChangesNothing() throws {
         let folder = try LocalCluster.temporaryDirectory("nan-retry")
         let path = try LocalCluster.write(config, to: "config.yaml", in: folder)
@@ -67,7 +61,7 @@ final class NonFiniteRetryTests: XCTestCase {
         XCTAssertEqual(outcome.status, 0, outcome.combined)
         XCTAssertTrue(outcome.combined.contains("recomputing them on another worker"), outcome.combined)
         XCTAssertTrue(outcome.combined.contains("which it was not given"), outcome.combined)
-        XCTAssertEqual(try finalModel(run), try finalModel(reference), "the finite second answer reached the weights")
+        XCTAssertEqual(try FuzzCoordinatorTests.finalModel(run), try FuzzCoordinatorTests.finalModel(reference), "the finite second answer reached the weights")
     }
 
     /// Joins as a worker and answers each training assignment first with NaN gradients, then at
