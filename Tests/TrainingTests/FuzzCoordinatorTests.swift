@@ -124,6 +124,11 @@ struct Rogue {
     private var step: UInt64 = 0
     private var parameterCount = 0
     private var joined: Set<String> = []
+    /// Micro-batches of a step the impostor answered with NaN: the coordinator gives them to others
+    /// and never back to it, so a later answer from it for them is certainly for work not given.
+    /// (Any other index could be in an assignment still on its way to the impostor; a finite
+    /// answer for work it was given is a Byzantine worker, which nothing here claims to stop.)
+    private var spentByImpostor: (step: UInt64, indices: [UInt32]) = (0, [])
     private var seeds: [[[UInt8]]] = []
     private(set) var sent = 0
     private(set) var counts: [String: Int] = [:]
@@ -178,18 +183,23 @@ struct Rogue {
         return messages.map { WireCodec.encodeToBytes(Envelope(runID: runID, step: step, message: $0)) }
     }
 
-    private mutating func send(_ socket: ZMQSocket, _ frames: [[UInt8]], _ kind: String) {
-        guard !frames.isEmpty else { return }
+    /// Whether the message was sent.
+    @discardableResult
+    private mutating func send(_ socket: ZMQSocket, _ frames: [[UInt8]], _ kind: String) -> Bool {
+        guard !frames.isEmpty else { return false }
         do {
             try socket.send(frames.map { OutgoingFrame.bytes($0) })
             sent += 1
             counts[kind, default: 0] += 1
+            return true
         } catch {
             // A full queue: the coordinator is not reading fast enough, which is its right.
+            return false
         }
     }
 
-    private mutating func send(_ socket: ZMQSocket, _ envelope: Envelope, _ kind: String) {
+    @discardableResult
+    private mutating func send(_ socket: ZMQSocket, _ envelope: Envelope, _ kind: String) -> Bool {
         send(socket, WireCodec.encodeToBytes(envelope), kind)
     }
 
@@ -243,8 +253,12 @@ struct Rogue {
             if assignment.kind == .train {
                 let tensors = batches.map { _ in FloatPayload(count: parameterCount) { $0.update(repeating: .nan) } }
                 let nodes = batches.map { TreeNode(level: 0, index: $0.index) }
-                send(socket, Envelope(runID: runID, step: assignedStep, message: .gradients(Gradients(
+                let delivered = send(socket, Envelope(runID: runID, step: assignedStep, message: .gradients(Gradients(
                     kind: .train, epoch: assignment.epoch, results: results, nodes: nodes, tensors: tensors))), "nan-gradients")
+                if name == "impostor" && delivered {
+                    if spentByImpostor.step != assignedStep { spentByImpostor = (assignedStep, []) }
+                    spentByImpostor.indices += batches.map(\.index)
+                }
             } else {
                 // Evaluation results that claim more correct answers than samples.
                 let lies = results.map { MicroBatchResult(index: $0.index, lossSum: 0, correct: $0.samples + 1, samples: $0.samples) }
@@ -264,7 +278,12 @@ struct Rogue {
         send(impostor, Envelope(runID: runID &+ 1, step: step, message: gradient), "other-run")
         send(impostor, Envelope(runID: runID, step: step &+ UInt64(int(1...3)), message: gradient), "future-step")
         send(impostor, Envelope(runID: runID, step: step &- UInt64(int(1...3)), message: gradient), "stale-step")
-        send(impostor, Envelope(runID: runID, step: step, message: gradient), "unassigned")
+        if spentByImpostor.step == step, let spent = spentByImpostor.indices.first {
+            let retry = Message.gradients(Gradients(
+                kind: .train, epoch: 0, results: [MicroBatchResult(index: spent, lossSum: 1, correct: 1, samples: 4)],
+                nodes: [TreeNode(level: 0, index: spent)], tensors: [finite]))
+            send(impostor, Envelope(runID: runID, step: step, message: retry), "unassigned")
+        }
         send(impostor, Envelope(runID: runID ^ 0xFFFF, step: step, message: .heartbeat(Heartbeat(sentAtMilliseconds: 1, busy: true))), "other-run")
         if int(0...9) == 0 { send(impostor, Self.hello("impostor"), "hello") }
     }
