@@ -200,20 +200,20 @@ public final class Network {
         loss: SoftmaxCrossEntropy = SoftmaxCrossEntropy()
     ) -> BatchScore {
         let classes = outputShape.count
-        let start = PassTiming.now()
+        let start = MonotonicClock.seconds()
         if context.mode == .training { boundObservations.update(repeating: 0, count: stateCount) }
         let logits = forward(images, batch: batch, context: context)
         guard context.mode == .training else {
             let score = loss.evaluate(logits: logits, labels: labels, batch: batch, classes: classes, gradient: nil)
-            lastPassTiming = PassTiming(forwardSeconds: PassTiming.now() - start, backwardSeconds: 0)
+            lastPassTiming = PassTiming(forwardSeconds: MonotonicClock.seconds() - start, backwardSeconds: 0)
             return score
         }
         let dLogits = lossGradient.reserve(batch * classes)
         let score = loss.evaluate(logits: logits, labels: labels, batch: batch, classes: classes, gradient: dLogits)
-        let forwardEnd = PassTiming.now()
+        let forwardEnd = MonotonicClock.seconds()
         zeroGradients()
         backward(dLogits, batch: batch)
-        lastPassTiming = PassTiming(forwardSeconds: forwardEnd - start, backwardSeconds: PassTiming.now() - forwardEnd)
+        lastPassTiming = PassTiming(forwardSeconds: forwardEnd - start, backwardSeconds: MonotonicClock.seconds() - forwardEnd)
         return score
     }
 
@@ -302,9 +302,13 @@ public struct PassTiming: Sendable, Equatable {
     public static func + (a: PassTiming, b: PassTiming) -> PassTiming {
         PassTiming(forwardSeconds: a.forwardSeconds + b.forwardSeconds, backwardSeconds: a.backwardSeconds + b.backwardSeconds)
     }
+}
 
-    /// Monotonic seconds.
-    static func now() -> Double {
+/// The one monotonic clock of the project (pass timings here; deadlines and rates in Training
+/// through `monotonicSeconds()`).
+public enum MonotonicClock {
+    /// Seconds since an arbitrary fixed point; only differences mean anything.
+    public static func seconds() -> Double {
         var time = timespec()
         clock_gettime(CLOCK_MONOTONIC, &time)
         return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9

@@ -1,3 +1,4 @@
+import CNN
 import Synchronization
 
 #if canImport(Glibc)
@@ -37,8 +38,4 @@ public enum Interruption {
 }
 
 /// Seconds on a monotonic clock, for deadlines and rates.
-public func monotonicSeconds() -> Double {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9
-}
+public func monotonicSeconds() -> Double { MonotonicClock.seconds() }
