@@ -25,11 +25,12 @@ let package = Package(
         // libzmq adds flags SwiftPM refuses).
         .systemLibrary(name: "CZMQ", path: "Sources/CZMQ"),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        .systemLibrary(name: "COneDNN", path: "Sources/COneDNN"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
 
         .target(name: "Randomness", swiftSettings: optimised),
-        .target(name: "CNN", dependencies: ["COpenBLAS", "Randomness"], swiftSettings: optimised),
+        .target(name: "CNN", dependencies: ["COpenBLAS", "COneDNN", "Randomness"], swiftSettings: optimised),
         .target(name: "Data", dependencies: ["Randomness", "CZlib"], swiftSettings: optimised),
         .target(name: "Hashing", swiftSettings: optimised),
         .target(name: "Checkpoint", dependencies: ["Hashing"]),

@@ -1,12 +1,54 @@
+import COneDNN
 import COpenBLAS
 
-/// The one door to the matrix-multiply library. Everything that multiplies matrices goes through
-/// here, so the library (OpenBLAS today) can be swapped behind it after a benchmark says so.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The one door to the matrix-multiply libraries. Everything that multiplies matrices goes
+/// through here, so the library can be swapped behind it after a benchmark says so.
 ///
-/// OpenBLAS runs single-threaded: parallelism comes from computing whole micro-batches on separate
-/// threads, which keeps every result independent of the thread count (DESIGN.md, "Engine").
+/// The GEMM runs single-threaded: parallelism comes from computing whole micro-batches on
+/// separate threads, which keeps every result independent of the thread count (DESIGN.md,
+/// "Engine").
 public enum BLAS {
-    /// Row-major C = alpha * op(A) * op(B) + beta * C, with op(A) m x k and op(B) k x n.
+    /// A library that multiplies matrices.
+    public enum Library: String, CaseIterable, Sendable {
+        /// oneDNN's `dnnl_sgemm`: kernels generated at run time for the widest vectors the CPU
+        /// has (AVX-512 where present), whatever OPENBLAS_CORETYPE says. On this project's
+        /// 2-core machines it multiplies 2-2.4x faster than OpenBLAS's preset Haswell kernel.
+        case oneDNN = "onednn"
+        /// OpenBLAS's `cblas_sgemm`, with the kernel OPENBLAS_CORETYPE names or OpenBLAS detects.
+        case openBLAS = "openblas"
+    }
+
+    /// The environment variable that picks the library for a process: `onednn` or `openblas`.
+    public static let libraryVariable = "CNN_GEMM"
+
+    /// The library used when CNN_GEMM is not set.
+    public static let defaultLibrary = Library.oneDNN
+
+    /// The library CNN_GEMM names, the default when it is unset or empty.
+    /// - Throws: `BLASError.unknownLibrary` for any other value.
+    public static func library(environment: [String: String]) throws -> Library {
+        guard let value = environment[libraryVariable], !value.isEmpty else { return defaultLibrary }
+        guard let library = Library(rawValue: value.lowercased()) else {
+            throw BLASError.unknownLibrary(value)
+        }
+        return library
+    }
+
+    /// The library every `gemm` call uses in this process, fixed when first read. Executables
+    /// check CNN_GEMM at start-up (`ProcessSetup.prepare`) and refuse a value they do not know
+    /// before anything multiplies; here such a value falls back to the default.
+    public static let library: Library = {
+        var environment: [String: String] = [:]
+        if let value = getenv(libraryVariable) { environment[libraryVariable] = String(cString: value) }
+        return (try? BLAS.library(environment: environment)) ?? defaultLibrary
+    }()
+
+    /// Row-major C = alpha * op(A) * op(B) + beta * C, with op(A) m x k and op(B) k x n, through
+    /// `library`.
     @inline(__always)
     public static func gemm(
         transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
@@ -14,12 +56,38 @@ public enum BLAS {
         b: UnsafePointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        cblas_sgemm(
-            CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        gemm(
+            library: library, transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
+            alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
 
-    /// y += alpha * x over `count` floats, with the library's vector kernel (AVX2 or wider where
+    /// `gemm` through a given library (benchmarks and tests compare the two).
+    public static func gemm(
+        library: Library, transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+        alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        switch library {
+        case .oneDNN:
+            // OpenMP's thread count is per calling thread, and a thread OpenMP did not start
+            // begins with one per core: set it on every call, since any thread may call here.
+            // (It only writes a field once the thread has its OpenMP state.)
+            omp_set_num_threads(1)
+            let status = dnnl_sgemm(
+                transposeA ? 84 : 78, transposeB ? 84 : 78,  // "T" or "N"
+                Int64(m), Int64(n), Int64(k), alpha, a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc))
+            // oneDNN checks only the arguments, which the layers derive from validated shapes:
+            // a refusal is a bug in the caller, not bad input.
+            precondition(status == dnnl_success, "dnnl_sgemm refused m \(m) n \(n) k \(k) lda \(lda) ldb \(ldb) ldc \(ldc)")
+        case .openBLAS:
+            cblas_sgemm(
+                CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        }
+    }
+
+    /// y += alpha * x over `count` floats, with OpenBLAS's vector kernel (AVX2 or wider where
     /// the CPU has it, which this module's Swift loops cannot assume). With alpha 1 each sum is
     /// exactly x + y: the product is exact, so a fused multiply-add rounds once, as an add does.
     @inline(__always)
@@ -33,9 +101,49 @@ public enum BLAS {
         return String(cString: name)
     }
 
+    /// The instruction set oneDNN generates its kernels for on this CPU.
+    public static var oneDNNInstructionSet: String {
+        switch dnnl_get_effective_cpu_isa() {
+        case dnnl_cpu_isa_sse41: "SSE4.1"
+        case dnnl_cpu_isa_avx: "AVX"
+        case dnnl_cpu_isa_avx2: "AVX2"
+        case dnnl_cpu_isa_avx2_vnni: "AVX2-VNNI"
+        case dnnl_cpu_isa_avx512_core: "AVX-512"
+        case dnnl_cpu_isa_avx512_core_vnni: "AVX-512-VNNI"
+        case dnnl_cpu_isa_avx512_core_bf16: "AVX-512-BF16"
+        case dnnl_cpu_isa_avx512_core_amx: "AVX-512-AMX"
+        default: "baseline"
+        }
+    }
+
+    /// Which library multiplies and with which kernel, for logs and the workers' hello:
+    /// "oneDNN AVX-512" or "OpenBLAS Haswell". Workers whose kernels differ can give different
+    /// bits for the same micro-batch, so the coordinator shows each worker's.
+    public static var kernelName: String {
+        switch library {
+        case .oneDNN: "oneDNN \(oneDNNInstructionSet)"
+        case .openBLAS: "OpenBLAS \(coreName)"
+        }
+    }
+
     /// Makes every BLAS call single-threaded; call once at start-up, before any work.
     public static func useSingleThread() {
         openblas_set_num_threads(1)
+    }
+}
+
+/// A matrix-multiply library setting that cannot be used.
+public enum BLASError: Error, CustomStringConvertible, Equatable {
+    /// CNN_GEMM names no library this build has.
+    case unknownLibrary(String)
+
+    public var description: String {
+        switch self {
+        case .unknownLibrary(let value):
+            "\(BLAS.libraryVariable)=\(value) names no matrix-multiply library; use "
+                + BLAS.Library.allCases.map(\.rawValue).joined(separator: " or ")
+                + " (or unset it for \(BLAS.defaultLibrary.rawValue))"
+        }
     }
 }
 

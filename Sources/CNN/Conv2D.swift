@@ -80,10 +80,11 @@ public final class Conv2D: Layer {
 
     /// The algorithm a layer of this configuration computes with unless told otherwise. With
     /// C input channels, K filters and the balance C K / (C + K): im2col below
-    /// `winogradBalance`, or where Winograd is not supported; Winograd F(4x4, 3x3) from
-    /// `largeTileBalance` when 4 divides both output sides (no partial tiles), and from
-    /// `largeTileBalanceWithPartialTiles` otherwise (or when the output size is not given);
-    /// Winograd F(2x2, 3x3) in between.
+    /// `thresholds.winograd`, or where Winograd is not supported; Winograd F(4x4, 3x3) from
+    /// `thresholds.largeTiles` when 4 divides both output sides (no partial tiles), and from
+    /// `thresholds.largeTilesWithPartialTiles` otherwise (or when the output size is not given);
+    /// Winograd F(2x2, 3x3) in between. The thresholds are those measured for the GEMM library
+    /// in use (`AlgorithmThresholds`).
     ///
     /// Why that quotient: per tile, Winograd saves multiplications in proportion to C K (its 16
     /// or 36 GEMMs against im2col's 36 or 144 taps) but spends its transforms in proportion to
@@ -91,42 +92,68 @@ public final class Conv2D: Layer {
     /// adjoints backward). F(4x4, 3x3) halves F(2x2, 3x3)'s GEMM work (36 / 16 against 16 / 4
     /// products per output and channel pair) but its transforms cost more per output, so it needs
     /// a larger quotient; partial tiles (13x13 outputs computed as 16x16) cost it half as much
-    /// again, against 14x14 for F(2x2, 3x3).
-    ///
-    /// F(2x2, 3x3) against im2col, measured on one core (forward and backward, batch 128, time
-    /// Winograd / im2col): 0.70 at C = K = 64 (quotient 32), 0.83 at 32 and 32 (16), 0.92 at 12
-    /// and 48 (9.6), 0.93 at 16 and 32 (10.7), but 1.0-1.15 at 16 and 16 (8), 0.97-1.06 at 8 and
-    /// 32, 64 or 128 (6.4-7.5), 1.14 at 8 and 16 and 1.6 at 3 and 16.
-    ///
-    /// F(4x4, 3x3) against F(2x2, 3x3), same measure (median of 15 interleaved rounds): slower
-    /// at every quotient up to 32 (1.11 at 16 and 16 on 32x32, 1.07 at 32 and 32 on 16x16, 1.06-1.11
-    /// at 64 and 64 on 8x8, batch 128 and 64; 1.28-1.31 at 32 and 64 on 14x14, whose 4x4 tiles
-    /// overhang); faster from about 40 with whole tiles (0.91 at 64 and 128, 0.94 at 96 and 96,
-    /// 0.93 at 128 and 128 on 16x16, batch 32; 0.98 at 128 and 128 on 8x8, batch 64); with
-    /// partial tiles slower at 64 (1.11 at 128 and 128 on 13x13, batch 8) but faster at AlexNet's
-    /// 13x13 layers, quotients 128-154 (0.89-0.95 at batch 8, 0.90-0.92 at batch 4).
+    /// again, against 14x14 for F(2x2, 3x3). The faster the GEMM, the more the transforms
+    /// weigh, and the larger the quotient Winograd needs.
     public static func defaultAlgorithm(
         inputChannels: Int, filters: Int, kernelHeight: Int, kernelWidth: Int, stride: Int, dilation: Int, groups: Int,
-        outputHeight: Int? = nil, outputWidth: Int? = nil
+        outputHeight: Int? = nil, outputWidth: Int? = nil, thresholds: AlgorithmThresholds = .measured(for: BLAS.library)
     ) -> Algorithm {
         let supported = kernelHeight == 3 && kernelWidth == 3 && stride == 1 && dilation == 1 && groups == 1
         let product = inputChannels * filters, sum = inputChannels + filters
-        guard supported && product >= winogradBalance * sum else { return .im2col }
+        guard supported && product >= thresholds.winograd * sum else { return .im2col }
         let wholeTiles = outputHeight.map { $0 % 4 == 0 } == true && outputWidth.map { $0 % 4 == 0 } == true
-        let largeTiles = wholeTiles ? largeTileBalance : largeTileBalanceWithPartialTiles
+        let largeTiles = wholeTiles ? thresholds.largeTiles : thresholds.largeTilesWithPartialTiles
         return product >= largeTiles * sum ? .winograd4x4 : .winograd
     }
 
-    /// The least C K / (C + K) for which `defaultAlgorithm` picks Winograd.
-    public static let winogradBalance = 9
+    /// Where `defaultAlgorithm` switches algorithm: least values of C K / (C + K).
+    public struct AlgorithmThresholds: Sendable, Equatable {
+        /// From here Winograd F(2x2, 3x3) instead of im2col.
+        public var winograd: Int
+        /// From here F(4x4, 3x3) instead of F(2x2, 3x3) when 4 divides both output sides.
+        public var largeTiles: Int
+        /// From here F(4x4, 3x3) instead of F(2x2, 3x3) when the output has partial 4x4 tiles.
+        public var largeTilesWithPartialTiles: Int
 
-    /// The least C K / (C + K) for which `defaultAlgorithm` picks Winograd F(4x4, 3x3) when 4
-    /// divides both output sides.
-    public static let largeTileBalance = 40
+        public init(winograd: Int, largeTiles: Int, largeTilesWithPartialTiles: Int) {
+            self.winograd = winograd
+            self.largeTiles = largeTiles
+            self.largeTilesWithPartialTiles = largeTilesWithPartialTiles
+        }
 
-    /// The least C K / (C + K) for which `defaultAlgorithm` picks Winograd F(4x4, 3x3) when the
-    /// output has partial 4x4 tiles.
-    public static let largeTileBalanceWithPartialTiles = 96
+        /// The thresholds measured with a GEMM library.
+        public static func measured(for library: BLAS.Library) -> AlgorithmThresholds {
+            switch library {
+            case .oneDNN: oneDNN
+            case .openBLAS: openBLAS
+            }
+        }
+
+        /// With oneDNN's AVX-512 GEMM. Measured on one core, forward and backward (time of
+        /// im2col / time of the algorithm; above 1 is faster), batch 64 unless said:
+        /// F(2x2, 3x3) 0.65 at C = K = 16 on 32x32 (quotient 8), 0.86-0.89 at 32 and 32 on 16x16
+        /// and 32x32 and at 24 and 48 (16), 1.03 at 16 and 64 (12.8), 1.06-1.11 at 32 and 64 on
+        /// 14x14 and 16x16 and at 48 and 48 (21-24), 1.06-1.15 at 64 and 64 (32), 1.34-1.54 from
+        /// 43 up. F(4x4, 3x3) against F(2x2, 3x3), whole tiles, batch 32: 0.97 at 64 and 64, 1.02-1.06
+        /// at 64 and 128, 96 and 96, 128 and 128 on 16x16, 256 and 256 on 8x8 (43-128), but 0.89
+        /// at 128 and 128 on 8x8; partial tiles (13x13, batch 8 or 4): 0.90-0.92 at 64-96,
+        /// 1.04-1.16 at AlexNet's 154-192.
+        public static let oneDNN = AlgorithmThresholds(winograd: 20, largeTiles: 40, largeTilesWithPartialTiles: 128)
+
+        /// With OpenBLAS's Haswell kernel. F(2x2, 3x3) against im2col, measured on one core
+        /// (forward and backward, batch 128, time Winograd / im2col): 0.70 at C = K = 64
+        /// (quotient 32), 0.83 at 32 and 32 (16), 0.92 at 12 and 48 (9.6), 0.93 at 16 and 32
+        /// (10.7), but 1.0-1.15 at 16 and 16 (8), 0.97-1.06 at 8 and 32, 64 or 128 (6.4-7.5), 1.14
+        /// at 8 and 16 and 1.6 at 3 and 16. F(4x4, 3x3) against F(2x2, 3x3), same measure (median
+        /// of 15 interleaved rounds): slower at every quotient up to 32 (1.11 at 16 and 16 on
+        /// 32x32, 1.07 at 32 and 32 on 16x16, 1.06-1.11 at 64 and 64 on 8x8, batch 128 and 64;
+        /// 1.28-1.31 at 32 and 64 on 14x14, whose 4x4 tiles overhang); faster from about 40 with
+        /// whole tiles (0.91 at 64 and 128, 0.94 at 96 and 96, 0.93 at 128 and 128 on 16x16, batch
+        /// 32; 0.98 at 128 and 128 on 8x8, batch 64); with partial tiles slower at 64 (1.11 at 128
+        /// and 128 on 13x13, batch 8) but faster at AlexNet's 13x13 layers, quotients 128-154
+        /// (0.89-0.95 at batch 8, 0.90-0.92 at batch 4).
+        public static let openBLAS = AlgorithmThresholds(winograd: 9, largeTiles: 40, largeTilesWithPartialTiles: 96)
+    }
 
     private var winograd: WinogradConvolution?
 

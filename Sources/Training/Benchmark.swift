@@ -68,7 +68,7 @@ public struct BenchmarkSettings: Sendable {
     public var secondsPerRepetition: Double = 0.4
     /// Untimed steps before timing; the weights digest is taken after them.
     public var warmupSteps: Int = 2
-    /// Whether to time each convolution layer against `cblas_sgemm` of its shape.
+    /// Whether to time each convolution layer against a plain sgemm of its shape.
     public var measureConvolutions = true
     /// Whether to measure the peak resident memory of training (in a child process, see
     /// `memoryProbeCommand`).
@@ -98,7 +98,7 @@ public struct ThroughputMeasurement: Sendable {
     public var loss: Double
 }
 
-/// One convolution layer's forward and backward pass against plain `cblas_sgemm` calls of the
+/// One convolution layer's forward and backward pass against plain sgemm calls (same library) of the
 /// same GEMM shapes, both on one thread.
 public struct ConvolutionMeasurement: Sendable {
     public var model: String
@@ -225,10 +225,11 @@ public enum Benchmark {
         return result
     }
 
-    /// A warning when OPENBLAS_CORETYPE names another kernel than the one this CPU's vector
-    /// extensions suit (a preset `Haswell` on an AVX-512 machine halves the GEMM rate), else nil.
+    /// A warning when OpenBLAS multiplies and OPENBLAS_CORETYPE names another kernel than the one
+    /// this CPU's vector extensions suit (a preset `Haswell` on an AVX-512 machine halves the GEMM
+    /// rate), else nil.
     public static var kernelAdvice: String? {
-        guard let preset = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"],
+        guard BLAS.library == .openBLAS, let preset = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"],
               ProcessInfo.processInfo.environment["CNN_BLAS_REEXEC"] == nil,
               let suitable = ProcessSetup.suitableCoreType(), suitable.lowercased() != preset.lowercased() else { return nil }
         return "OPENBLAS_CORETYPE=\(preset) is set in the environment; this CPU suits \(suitable), "
@@ -440,7 +441,7 @@ public enum Benchmark {
     }
 
     /// Times one layer's forward and backward on a fresh copy with random weights and input, then
-    /// the same GEMMs through plain `cblas_sgemm` on buffers of the same sizes: the whole
+    /// the same GEMMs through plain sgemm calls on buffers of the same sizes: the whole
     /// micro-batch as one GEMM per group, forward (NN), weight gradient (NT) and input gradient (TN).
     static func measureConvolution(
         _ geometry: ConvolutionGeometry, path: String, model: String, batch: Int, settings: BenchmarkSettings

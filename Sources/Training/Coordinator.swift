@@ -587,7 +587,7 @@ public final class Coordinator {
         }
         workerHosts[worker.id] = hello.hostName
         notify { $0.workerJoined(status(of: worker, alive: true)) }
-        logger.info("worker \(worker.label) joined from \(hello.hostName) (pid \(hello.processID), \(hello.threads) thread\(hello.threads == 1 ? "" : "s"), BLAS \(hello.coreType)); \(pool.count) alive")
+        logger.info("worker \(worker.label) joined from \(hello.hostName) (pid \(hello.processID), \(hello.threads) thread\(hello.threads == 1 ? "" : "s"), GEMM \(hello.coreType)); \(pool.count) alive")
     }
 
     /// Checks a worker's results against its assignment and the model, then takes them.
@@ -815,7 +815,7 @@ public final class Coordinator {
             formatVersion: CheckpointState.currentFormatVersion, step: state.step, epoch: state.epoch,
             positionInEpoch: state.stepInEpoch * config.train.batch, configHash: config.hash,
             createdBy: "cnn-coord \(Version.current)", createdAt: CheckpointState.timestampNow(), files: [:],
-            extra: ["run_id": String(runID, radix: 16), "blas_core": BLAS.coreName])
+            extra: ["run_id": String(runID, radix: 16), "blas_core": BLAS.kernelName])
         let path = try timed("checkpoint") {
             try directory.checkpoints.save(
                 step: state.step, model: state.modelTensors(), optimizer: state.optimizerTensors(), state: checkpointState)

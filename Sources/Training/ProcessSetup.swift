@@ -7,14 +7,18 @@ import Glibc
 
 /// Start-up work every executable does before anything else.
 public enum ProcessSetup {
-    /// Makes sure OpenBLAS runs a kernel that fits this CPU, then makes BLAS single-threaded.
+    /// Checks the GEMM library CNN_GEMM names, makes sure OpenBLAS runs a kernel that fits this
+    /// CPU, then makes BLAS single-threaded.
     ///
     /// OpenBLAS 0.3.21 does not recognise recent CPUs and silently falls back to its SSE3 kernel,
     /// 5-8x slower (shared/FACTS.md). The kernel is chosen when the library loads, so the only fix
     /// from inside is to set OPENBLAS_CORETYPE and execute ourselves again. A value already in the
-    /// environment is respected: the operator (or the machine) knows best.
-    public static func prepare() {
+    /// environment is respected: the operator (or the machine) knows best. (OpenBLAS still does
+    /// the vector additions, and every GEMM when CNN_GEMM=openblas.)
+    /// - Throws: `BLASError.unknownLibrary` when CNN_GEMM names no library.
+    public static func prepare() throws {
         let environment = ProcessInfo.processInfo.environment
+        _ = try BLAS.library(environment: environment)
         if environment["OPENBLAS_CORETYPE"] == nil, environment["CNN_BLAS_REEXEC"] == nil,
            let wanted = suitableCoreType(), BLAS.coreName.lowercased() != wanted.lowercased() {
             setenv("OPENBLAS_CORETYPE", wanted, 1)
@@ -38,8 +42,18 @@ public enum ProcessSetup {
         return nil
     }
 
-    /// One line for logs: which kernel runs and why.
+    /// One line for logs: which library and kernel multiply matrices, and why.
     public static var kernelDescription: String {
+        switch BLAS.library {
+        case .oneDNN:
+            return "GEMM by oneDNN, \(BLAS.oneDNNInstructionSet) kernels (\(BLAS.libraryVariable)=openblas for OpenBLAS)"
+        case .openBLAS:
+            return "GEMM by \(openBLASDescription) (\(BLAS.libraryVariable)=openblas)"
+        }
+    }
+
+    /// Which OpenBLAS kernel runs and why.
+    static var openBLASDescription: String {
         let environment = ProcessInfo.processInfo.environment
         let source: String
         if environment["CNN_BLAS_REEXEC"] != nil { source = "chosen for this CPU" }

@@ -140,7 +140,7 @@ public final class Worker {
             if now >= nextHello {
                 let hello = Hello(
                     name: options.name, threads: options.threads, processID: getpid(),
-                    hostName: ProcessInfo.processInfo.hostName, coreType: BLAS.coreName)
+                    hostName: ProcessInfo.processInfo.hostName, coreType: BLAS.kernelName)
                 send(.hello(hello), step: 0)
                 nextHello = now + backoff
                 backoff = min(backoff * 2, 5)
@@ -193,7 +193,7 @@ public final class Worker {
         heartbeatInterval = Double(welcome.heartbeatIntervalMilliseconds) / 1000
         coordinatorTimeout = Double(welcome.workerTimeoutMilliseconds) / 1000
         lastHeard = monotonicSeconds()
-        logger.info("joined as w\(welcome.workerID): \(engine.parameterCount) parameters, \(options.threads) thread\(options.threads == 1 ? "" : "s"), BLAS \(BLAS.coreName)")
+        logger.info("joined as w\(welcome.workerID): \(engine.parameterCount) parameters, \(options.threads) thread\(options.threads == 1 ? "" : "s"), GEMM \(BLAS.kernelName)")
     }
 
     private enum Next {

@@ -47,7 +47,7 @@ struct CoordinatorCommand: ParsableCommand {
     }
 
     func run() throws {
-        ProcessSetup.prepare()
+        try ProcessSetup.prepare()
         Interruption.install()
         let screen = !quiet && !plain && TerminalScreen.isTerminal(1) ? TerminalScreen.standard() : nil
         let level = logLevel(quiet: quiet, verbose: verbose)

@@ -29,7 +29,7 @@ struct WorkerCommand: ParsableCommand {
     }
 
     func run() throws {
-        ProcessSetup.prepare()
+        try ProcessSetup.prepare()
         Interruption.install()
         try BindPolicy.validate(endpoint: connect, option: "--connect", forBinding: false)
         var options = WorkerOptions(connect: connect, threads: threads, name: name)

@@ -55,7 +55,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        ProcessSetup.prepare()
+        try ProcessSetup.prepare()
         if memoryProbe {
             try runMemoryProbe()
             return
@@ -149,7 +149,7 @@ struct Bench: ParsableCommand {
                 .double("seconds_per_step", t.secondsPerStep).int("repetitions", t.repetitions)
                 .int("steps_per_repetition", t.stepsPerRepetition).string("weights_digest", hex(t.weightsDigest))
                 .double("warmup_loss", t.loss).int("parameters", result.parameters)
-                .int("forward_flops_per_sample", result.forwardFLOPsPerSample).string("blas_kernel", BLAS.coreName)
+                .int("forward_flops_per_sample", result.forwardFLOPsPerSample).string("blas_kernel", BLAS.kernelName)
             if let m = result.memory.first(where: { $0.threads == t.threads }) {
                 line = line.int("peak_resident_bytes", m.peakResidentBytes).int("parameter_bytes", m.parameterBytes)
                     .int("gradient_bytes", m.gradientBytes).int("optimizer_state_bytes", m.optimizerStateBytes)

@@ -22,7 +22,7 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
-        ProcessSetup.prepare()
+        try ProcessSetup.prepare()
         let model = try CheckpointModel(checkpoint: checkpoint, configPath: config)
         var texts: [String] = []
         for image in images {

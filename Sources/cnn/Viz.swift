@@ -20,7 +20,7 @@ struct Viz: ParsableCommand {
     }
 
     func run() throws {
-        ProcessSetup.prepare()
+        try ProcessSetup.prepare()
         let model = try CheckpointModel(checkpoint: checkpoint, configPath: config)
         let input: [Float]
         let title: String

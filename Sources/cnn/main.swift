@@ -31,7 +31,7 @@ struct Evaluate: ParsableCommand {
     @Option(help: "The config (default: config.yaml of the checkpoint's run).") var config: String?
 
     func run() throws {
-        ProcessSetup.prepare()
+        try ProcessSetup.prepare()
         let report = try CheckpointEvaluation.run(checkpoint: checkpoint, configPath: config)
         print(report.text)
     }

@@ -80,12 +80,16 @@ final class WinogradTests: XCTestCase {
         try verify(WinogradCase(channels: 3, filters: 2, height: 5, width: 4, padding: 2, batch: 2, bias: false), seed: 5)
     }
 
-    func testWinogradBackwardMatchesNumericalGradientOnTheDefaultPathOfEighteenChannelsAndFilters() throws {
+    func testWinogradBackwardMatchesNumericalGradientOnEighteenChannelsAndFilters() throws {
+        // Wide enough for every channel loop's vector path; at OpenBLAS's balance of 9, the
+        // default choice there (with oneDNN's GEMM the layer takes Winograd from 40 and 40).
         let testCase = WinogradCase(channels: 18, filters: 18, height: 6, width: 5, padding: 1, batch: 2)
         XCTAssertEqual(try testCase.make(.im2col).supportsWinograd, true)
+        let balanced = Conv2D.AlgorithmThresholds.measured(for: BLAS.library).winograd * 2
         let byDefault = try Conv2D(
-            input: FeatureShape(channels: 18, height: 6, width: 5), filters: 18, kernelHeight: 3, kernelWidth: 3, padding: 1)
-        XCTAssertEqual(byDefault.algorithm, .winograd, "18 x 18 / (18 + 18) = 9 reaches the Winograd balance")
+            input: FeatureShape(channels: balanced, height: 6, width: 5), filters: balanced, kernelHeight: 3, kernelWidth: 3,
+            padding: 1)
+        XCTAssertEqual(byDefault.algorithm, .winograd, "\(balanced) x \(balanced) / (\(balanced) + \(balanced)) reaches the Winograd balance")
         try verify(testCase, seed: 6)
     }
 
@@ -262,57 +266,84 @@ final class WinogradTests: XCTestCase {
         }
     }
 
-    func testDefaultAlgorithmIsWinogradOnlyForPlainThreeByThreeLayersWithEnoughChannelsAndFilters() throws {
-        func make(
-            channels: Int, filters: Int = 32, kernel: Int = 3, stride: Int = 1, dilation: Int = 1, groups: Int = 1
-        ) throws -> Conv2D {
-            try Conv2D(
-                input: FeatureShape(channels: channels, height: 16, width: 16), filters: filters, kernelHeight: kernel,
-                kernelWidth: kernel, stride: stride, padding: 1, dilation: dilation, groups: groups)
-        }
+    /// `defaultAlgorithm` with OpenBLAS's thresholds for a 3x3 layer on `size` x `size` (same padding).
+    private func algorithm(
+        channels: Int, filters: Int = 32, kernel: Int = 3, stride: Int = 1, dilation: Int = 1, groups: Int = 1, size: Int = 16,
+        thresholds: Conv2D.AlgorithmThresholds = .openBLAS
+    ) -> Conv2D.Algorithm {
+        Conv2D.defaultAlgorithm(
+            inputChannels: channels, filters: filters, kernelHeight: kernel, kernelWidth: kernel, stride: stride,
+            dilation: dilation, groups: groups, outputHeight: (size - 1) / stride + 1, outputWidth: (size - 1) / stride + 1,
+            thresholds: thresholds)
+    }
+
+    func testDefaultAlgorithmWithOpenBLASIsWinogradOnlyForPlainThreeByThreeLayersWithEnoughChannelsAndFilters() throws {
         // C K / (C + K) against the balance of 9.
-        XCTAssertEqual(Conv2D.winogradBalance, 9)
-        XCTAssertEqual(try make(channels: 32).algorithm, .winograd)
-        XCTAssertEqual(try make(channels: 16, filters: 32).algorithm, .winograd)
-        XCTAssertEqual(try make(channels: 32, filters: 16).algorithm, .winograd)
-        XCTAssertEqual(try make(channels: 12, filters: 48).algorithm, .winograd)
-        XCTAssertEqual(try make(channels: 16, filters: 16).algorithm, .im2col)
-        XCTAssertEqual(try make(channels: 8, filters: 128).algorithm, .im2col)
-        XCTAssertEqual(try make(channels: 3, filters: 16).algorithm, .im2col)
-        XCTAssertEqual(try make(channels: 1, filters: 32).algorithm, .im2col)
-        // Winograd F(2x2, 3x3) covers only 3x3 kernels at stride 1, dilation 1, without groups.
-        XCTAssertEqual(try make(channels: 64, stride: 2).algorithm, .im2col)
-        XCTAssertEqual(try make(channels: 64, dilation: 2).algorithm, .im2col)
-        XCTAssertEqual(try make(channels: 64, groups: 2).algorithm, .im2col)
-        XCTAssertEqual(try make(channels: 64, kernel: 5).algorithm, .im2col)
+        XCTAssertEqual(Conv2D.AlgorithmThresholds.openBLAS.winograd, 9)
+        XCTAssertEqual(algorithm(channels: 32), .winograd)
+        XCTAssertEqual(algorithm(channels: 16, filters: 32), .winograd)
+        XCTAssertEqual(algorithm(channels: 32, filters: 16), .winograd)
+        XCTAssertEqual(algorithm(channels: 12, filters: 48), .winograd)
+        XCTAssertEqual(algorithm(channels: 16, filters: 16), .im2col)
+        XCTAssertEqual(algorithm(channels: 8, filters: 128), .im2col)
+        XCTAssertEqual(algorithm(channels: 3, filters: 16), .im2col)
+        XCTAssertEqual(algorithm(channels: 1, filters: 32), .im2col)
+        // Winograd covers only 3x3 kernels at stride 1, dilation 1, without groups.
+        XCTAssertEqual(algorithm(channels: 64, stride: 2), .im2col)
+        XCTAssertEqual(algorithm(channels: 64, dilation: 2), .im2col)
+        XCTAssertEqual(algorithm(channels: 64, groups: 2), .im2col)
+        XCTAssertEqual(algorithm(channels: 64, kernel: 5), .im2col)
         // F(4x4, 3x3) from a balance of 40 with whole 4x4 tiles (16x16 outputs here), 96 with partial ones.
-        XCTAssertEqual(Conv2D.largeTileBalance, 40)
-        XCTAssertEqual(Conv2D.largeTileBalanceWithPartialTiles, 96)
-        XCTAssertEqual(try make(channels: 64, filters: 64).algorithm, .winograd)
-        XCTAssertEqual(try make(channels: 64, filters: 128).algorithm, .winograd4x4)
-        XCTAssertEqual(try make(channels: 80, filters: 80).algorithm, .winograd4x4)
-        XCTAssertEqual(try make(channels: 128, filters: 128, stride: 2).algorithm, .im2col)
+        XCTAssertEqual(algorithm(channels: 64, filters: 64), .winograd)
+        XCTAssertEqual(algorithm(channels: 64, filters: 128), .winograd4x4)
+        XCTAssertEqual(algorithm(channels: 80, filters: 80), .winograd4x4)
+        XCTAssertEqual(algorithm(channels: 128, filters: 128, stride: 2), .im2col)
         // AlexNet's 13x13 layers: partial tiles, quotients 64 and 128.
-        func make13(channels: Int, filters: Int) throws -> Conv2D {
-            try Conv2D(
-                input: FeatureShape(channels: channels, height: 13, width: 13), filters: filters, kernelHeight: 3,
-                kernelWidth: 3, padding: 1)
-        }
-        XCTAssertEqual(try make13(channels: 128, filters: 128).algorithm, .winograd)
-        XCTAssertEqual(try make13(channels: 192, filters: 384).algorithm, .winograd4x4)
-        XCTAssertEqual(try make13(channels: 256, filters: 256).algorithm, .winograd4x4)
+        XCTAssertEqual(algorithm(channels: 128, filters: 128, size: 13), .winograd)
+        XCTAssertEqual(algorithm(channels: 192, filters: 384, size: 13), .winograd4x4)
+        XCTAssertEqual(algorithm(channels: 256, filters: 256, size: 13), .winograd4x4)
         // Without the output size the rule assumes partial tiles.
         XCTAssertEqual(
             Conv2D.defaultAlgorithm(
-                inputChannels: 64, filters: 128, kernelHeight: 3, kernelWidth: 3, stride: 1, dilation: 1, groups: 1),
+                inputChannels: 64, filters: 128, kernelHeight: 3, kernelWidth: 3, stride: 1, dilation: 1, groups: 1,
+                thresholds: .openBLAS),
             .winograd)
         XCTAssertEqual(
             Conv2D.defaultAlgorithm(
                 inputChannels: 64, filters: 128, kernelHeight: 3, kernelWidth: 3, stride: 1, dilation: 1, groups: 1,
-                outputHeight: 8, outputWidth: 12),
+                outputHeight: 8, outputWidth: 12, thresholds: .openBLAS),
             .winograd4x4)
+    }
+
+    func testDefaultAlgorithmWithOneDNNNeedsMoreChannelsForWinograd() {
+        let oneDNN = Conv2D.AlgorithmThresholds.oneDNN
+        // Its GEMM is about twice as fast, so the transforms weigh more: Winograd from 20, not 9.
+        XCTAssertEqual(algorithm(channels: 32, filters: 32, thresholds: oneDNN), .im2col)
+        XCTAssertEqual(algorithm(channels: 16, filters: 64, thresholds: oneDNN), .im2col)
+        XCTAssertEqual(algorithm(channels: 32, filters: 64, size: 14, thresholds: oneDNN), .winograd)
+        XCTAssertEqual(algorithm(channels: 64, filters: 64, size: 8, thresholds: oneDNN), .winograd)
+        XCTAssertEqual(algorithm(channels: 64, filters: 128, thresholds: oneDNN), .winograd4x4)
+        // Partial tiles need 128: AlexNet's 13x13 layers, but not 192 and 192 (96).
+        XCTAssertEqual(algorithm(channels: 192, filters: 192, size: 13, thresholds: oneDNN), .winograd)
+        XCTAssertEqual(algorithm(channels: 256, filters: 384, size: 13, thresholds: oneDNN), .winograd4x4)
+        XCTAssertEqual(algorithm(channels: 64, filters: 128, stride: 2, thresholds: oneDNN), .im2col)
+    }
+
+    func testNewLayersChooseWithTheThresholdsOfTheLibraryInUse() throws {
+        let thresholds = Conv2D.AlgorithmThresholds.measured(for: BLAS.library)
+        XCTAssertEqual(Conv2D.AlgorithmThresholds.measured(for: .oneDNN), .oneDNN)
+        XCTAssertEqual(Conv2D.AlgorithmThresholds.measured(for: .openBLAS), .openBLAS)
+        for (channels, filters) in [(16, 16), (32, 32), (32, 64), (64, 64), (64, 128)] {
+            let layer = try Conv2D(
+                input: FeatureShape(channels: channels, height: 16, width: 16), filters: filters, kernelHeight: 3,
+                kernelWidth: 3, padding: 1)
+            XCTAssertEqual(layer.algorithm, algorithm(channels: channels, filters: filters, thresholds: thresholds), "\(channels)->\(filters)")
+        }
         // The summary names the layer, not the algorithm.
-        XCTAssertEqual(try make(channels: 32).summary, "Conv2D(32, 3x3, p1)")
+        XCTAssertEqual(
+            try Conv2D(input: FeatureShape(channels: 32, height: 16, width: 16), filters: 32, kernelHeight: 3, kernelWidth: 3, padding: 1)
+                .summary,
+            "Conv2D(32, 3x3, p1)")
     }
 
     func testWinogradIsRefusedWithTheReasonForAStrideTwoLayer() throws {
