@@ -349,10 +349,10 @@ public final class Conv2D: Layer {
             dInput.update(repeating: 0, count: batch * inputCount)
             zeroedInputGradient = batch * inputCount
         }
-        // With more patch rows than filters, dW is computed transposed: OpenBLAS packs the operands
-        // of that orientation faster (a tenth of the backward pass of ResNet's 16-filter layers),
-        // and the sum is added into dW once, after the last block.
-        let weightTotals = patch > filtersPerGroup ? weightGradientScratch.reserve(filters * patch) : nil
+        // dW may be computed transposed (whichever orientation the GEMM library runs faster),
+        // and the sum is then added into dW once, after the last block.
+        let weightTotals = Conv2D.transposesWeightGradient(patch: patch, filters: filtersPerGroup)
+            ? weightGradientScratch.reserve(filters * patch) : nil
         let block = samplesPerBlock(batch: batch)
         let keep = keepsColumns
         let allColumns = columns.reserve(groups * patch * (keep ? batch : block) * plane)
@@ -600,7 +600,8 @@ public final class Conv2D: Layer {
         }
         let cols = columns.reserve(patch * wide)
         let gradient = product.reserve(filters * wide)   // [K, OH * Wp]
-        let weightTotals = patch > filters ? weightGradientScratch.reserve(filters * patch) : nil
+        let weightTotals = Conv2D.transposesWeightGradient(patch: patch, filters: filters)
+            ? weightGradientScratch.reserve(filters * patch) : nil
         let biasTotals = hasBias ? biasScratch.reserve(filters) : nil
         biasTotals?.update(repeating: 0, count: filters)
         for n in 0..<batch {

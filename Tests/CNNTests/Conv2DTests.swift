@@ -91,9 +91,32 @@ final class Conv2DTests: XCTestCase {
     }
 
     func testConv2DWeightGradientMatchesNumericalGradientInBothGEMMOrientations() throws {
-        // More filters than patch rows (dW computed as [K, patch]) and fewer ([patch, K], transposed).
-        try verify(ConvolutionCase(input: FeatureShape(channels: 1, height: 6, width: 5), filters: 4, kernelHeight: 1, kernelWidth: 2, batch: 3), seed: 12)
-        try verify(ConvolutionCase(input: FeatureShape(channels: 3, height: 5, width: 6), filters: 2, kernelHeight: 3, kernelWidth: 3, padding: 1, batch: 3), seed: 13)
+        // dW computed as [K, patch] and transposed as [patch, K]: which one a shape gets depends
+        // on the library, so these cases cover both with either library.
+        let cases = [
+            ConvolutionCase(input: FeatureShape(channels: 1, height: 6, width: 5), filters: 4, kernelHeight: 1, kernelWidth: 2, batch: 3),
+            ConvolutionCase(input: FeatureShape(channels: 3, height: 5, width: 6), filters: 2, kernelHeight: 3, kernelWidth: 3, padding: 1, batch: 3),
+            ConvolutionCase(input: FeatureShape(channels: 1, height: 5, width: 4), filters: 16, kernelHeight: 3, kernelWidth: 3, padding: 1, batch: 2),
+        ]
+        var orientations: Set<Bool> = []
+        for (index, testCase) in cases.enumerated() {
+            let patch = testCase.input.channels * testCase.kernelHeight * testCase.kernelWidth
+            orientations.insert(Conv2D.transposesWeightGradient(patch: patch, filters: testCase.filters))
+            try verify(testCase, seed: 12 + UInt64(index))
+        }
+        XCTAssertEqual(orientations, [false, true], "with \(BLAS.library)")
+    }
+
+    func testWeightGradientOrientationFollowsWhatEachLibraryRunsFaster() {
+        // OpenBLAS: transposed whenever the patch is longer than the filters.
+        XCTAssertTrue(Conv2D.transposesWeightGradient(patch: 27, filters: 2, library: .openBLAS))
+        XCTAssertFalse(Conv2D.transposesWeightGradient(patch: 9, filters: 32, library: .openBLAS))
+        // oneDNN: never a result narrower than 16 columns when the other orientation avoids it.
+        XCTAssertTrue(Conv2D.transposesWeightGradient(patch: 9, filters: 32, library: .oneDNN))
+        XCTAssertFalse(Conv2D.transposesWeightGradient(patch: 25, filters: 6, library: .oneDNN))
+        XCTAssertFalse(Conv2D.transposesWeightGradient(patch: 16, filters: 32, library: .oneDNN))
+        XCTAssertTrue(Conv2D.transposesWeightGradient(patch: 144, filters: 16, library: .oneDNN))
+        XCTAssertTrue(Conv2D.transposesWeightGradient(patch: 5, filters: 3, library: .oneDNN))
     }
 
     func testConv2DOnWidePlanesMatchesDirectConvolutionAndNumericalGradient() throws {
