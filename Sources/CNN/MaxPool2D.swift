@@ -29,11 +29,26 @@ public final class MaxPool2D: Layer {
     public var forwardFLOPs: Int { outputShape.count * size * size }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
+        pool(input, batch: batch, rectified: false)
+    }
+
+    /// ReLU and then this pool, in one pass that never writes the rectified tensor: each value is
+    /// rectified as it is read. The outputs and switches are exactly those of `ReLU.forward`
+    /// followed by `forward` (the same values compared in the same order), NaN included.
+    public func forwardAfterReLU(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
+        pool(input, batch: batch, rectified: true)
+    }
+
+    private func pool(_ input: UnsafePointer<Float>, batch: Int, rectified: Bool) -> UnsafeMutablePointer<Float> {
         let out = output.reserve(batch * outputShape.count)
         let argmax = switches.reserve(batch * outputShape.count)
         let planes = batch * inputShape.channels
         if size == 2 && stride == 2 && padding == 0 {
-            for plane in 0..<planes { forwardTwoByTwo(plane, input: input, output: out, switches: argmax) }
+            if rectified {
+                for plane in 0..<planes { forwardTwoByTwo(plane, input: input, output: out, switches: argmax, rectified: true) }
+            } else {
+                for plane in 0..<planes { forwardTwoByTwo(plane, input: input, output: out, switches: argmax, rectified: false) }
+            }
             return out
         }
         let height = inputShape.height, width = inputShape.width
@@ -52,7 +67,8 @@ public final class MaxPool2D: Layer {
                     var bestIndex = hStart * width + wStart
                     for h in hStart..<hEnd {
                         for w in wStart..<wEnd {
-                            let value = source[h * width + w]
+                            let read = source[h * width + w]
+                            let value = rectified ? (read > 0 ? read : 0) : read
                             // `>` keeps the first maximum, as PyTorch does; NaN propagates.
                             if value > best || value.isNaN {
                                 best = value
@@ -74,8 +90,10 @@ public final class MaxPool2D: Layer {
     /// the best so far when it is larger or NaN, and nothing replaces a NaN. A row whose width is
     /// not a multiple of the vector ends with a block that overlaps the previous one: outputs are
     /// pure functions of the input, so computing some twice is harmless.
+    @inline(__always)
     private func forwardTwoByTwo(
-        _ plane: Int, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, switches: UnsafeMutablePointer<Int32>
+        _ plane: Int, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, switches: UnsafeMutablePointer<Int32>,
+        rectified: Bool
     ) {
         let width = inputShape.width
         let outHeight = outputShape.height, outWidth = outputShape.width
@@ -90,20 +108,23 @@ public final class MaxPool2D: Layer {
                 var ow = 0
                 while ow < outWidth {
                     let start = min(ow, outWidth - 8)
-                    poolEight(top + 2 * start, width: width, corner: corner + 2 * start, into: values + start, indices + start)
+                    poolEight(
+                        top + 2 * start, width: width, corner: corner + 2 * start, into: values + start, indices + start,
+                        rectified: rectified)
                     ow += 8
                 }
             } else if outWidth >= 4 {
-                poolFour(top, width: width, corner: corner, into: values, indices)
+                poolFour(top, width: width, corner: corner, into: values, indices, rectified: rectified)
                 poolFour(top + 2 * (outWidth - 4), width: width, corner: corner + 2 * (outWidth - 4),
-                         into: values + outWidth - 4, indices + outWidth - 4)
+                         into: values + outWidth - 4, indices + outWidth - 4, rectified: rectified)
             } else {
+                @inline(__always) func read(_ value: Float) -> Float { rectified ? (value > 0 ? value : 0) : value }
                 for ow in 0..<outWidth {
-                    var best = top[2 * ow]
+                    var best = read(top[2 * ow])
                     var bestIndex = corner + 2 * ow
                     for tap in 1...3 where !best.isNaN {
                         let offset = (tap >> 1) * width + (tap & 1)
-                        let value = top[2 * ow + offset]
+                        let value = read(top[2 * ow + offset])
                         if value > best || value.isNaN {
                             best = value
                             bestIndex = corner + 2 * ow + offset
@@ -119,12 +140,18 @@ public final class MaxPool2D: Layer {
     /// Eight 2x2 windows whose top-left corners are `top`[0, 2, ..., 14] (index `corner` + 2l in the plane).
     @inline(__always)
     private func poolEight(
-        _ top: UnsafePointer<Float>, width: Int, corner: Int, into values: UnsafeMutablePointer<Float>, _ indices: UnsafeMutablePointer<Int32>
+        _ top: UnsafePointer<Float>, width: Int, corner: Int, into values: UnsafeMutablePointer<Float>, _ indices: UnsafeMutablePointer<Int32>,
+        rectified: Bool
     ) {
         typealias Values = SIMD8<Float>
         typealias Indices = SIMD8<Int32>
-        let upper = UnsafeRawPointer(top).loadUnaligned(as: SIMD16<Float>.self)
-        let lower = UnsafeRawPointer(top + width).loadUnaligned(as: SIMD16<Float>.self)
+        var upper = UnsafeRawPointer(top).loadUnaligned(as: SIMD16<Float>.self)
+        var lower = UnsafeRawPointer(top + width).loadUnaligned(as: SIMD16<Float>.self)
+        if rectified {
+            // max(0, x), with NaN to 0 as ReLU does.
+            upper = SIMD16<Float>().replacing(with: upper, where: upper .> 0)
+            lower = SIMD16<Float>().replacing(with: lower, where: lower .> 0)
+        }
         var best: Values = upper.evenHalf
         var tap = Indices()
         @inline(__always) func consider(_ candidate: Values, _ number: Int32) {
@@ -145,12 +172,18 @@ public final class MaxPool2D: Layer {
     /// Four windows, as `poolEight`, for rows of four to seven outputs.
     @inline(__always)
     private func poolFour(
-        _ top: UnsafePointer<Float>, width: Int, corner: Int, into values: UnsafeMutablePointer<Float>, _ indices: UnsafeMutablePointer<Int32>
+        _ top: UnsafePointer<Float>, width: Int, corner: Int, into values: UnsafeMutablePointer<Float>, _ indices: UnsafeMutablePointer<Int32>,
+        rectified: Bool
     ) {
         typealias Values = SIMD4<Float>
         typealias Indices = SIMD4<Int32>
-        let upper = UnsafeRawPointer(top).loadUnaligned(as: SIMD8<Float>.self)
-        let lower = UnsafeRawPointer(top + width).loadUnaligned(as: SIMD8<Float>.self)
+        var upper = UnsafeRawPointer(top).loadUnaligned(as: SIMD8<Float>.self)
+        var lower = UnsafeRawPointer(top + width).loadUnaligned(as: SIMD8<Float>.self)
+        if rectified {
+            // max(0, x), with NaN to 0 as ReLU does.
+            upper = SIMD8<Float>().replacing(with: upper, where: upper .> 0)
+            lower = SIMD8<Float>().replacing(with: lower, where: lower .> 0)
+        }
         var best: Values = upper.evenHalf
         var tap = Indices()
         @inline(__always) func consider(_ candidate: Values, _ number: Int32) {
@@ -168,17 +201,36 @@ public final class MaxPool2D: Layer {
     }
 
     public func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
+        scatter(outputGradient, batch: batch, rectified: false)
+    }
+
+    /// The backward pass of `forwardAfterReLU`: what `backward` and then `ReLU.backward` give.
+    /// A window passes its gradient only when its output is positive: then its argmax is an
+    /// input above zero, which ReLU passes; otherwise that input is at most zero, and ReLU would
+    /// have zeroed whatever reached it. Each input's sum adds the same terms in the same order.
+    public func backwardThroughReLU(_ outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
+        scatter(outputGradient, batch: batch, rectified: true)
+    }
+
+    private func scatter(_ outputGradient: UnsafePointer<Float>, batch: Int, rectified: Bool) -> UnsafeMutablePointer<Float> {
         let dInput = inputGradient.reserve(batch * inputShape.count)
         dInput.update(repeating: 0, count: batch * inputShape.count)
         let inPlane = inputShape.height * inputShape.width
         let outPlane = outputShape.height * outputShape.width
-        let argmax = switches.pointer
+        let argmax = switches.pointer, pooled = output.pointer
         for plane in 0..<(batch * inputShape.channels) {
             let destination = dInput + plane * inPlane
             let source = outputGradient + plane * outPlane
             let where_ = argmax + plane * outPlane
-            for o in 0..<outPlane {
-                destination[Int(where_[o])] += source[o]
+            if rectified {
+                let values = pooled + plane * outPlane
+                for o in 0..<outPlane {
+                    destination[Int(where_[o])] += values[o] > 0 ? source[o] : 0
+                }
+            } else {
+                for o in 0..<outPlane {
+                    destination[Int(where_[o])] += source[o]
+                }
             }
         }
         return dInput

@@ -176,10 +176,20 @@ public final class Network {
     }
 
     /// Runs the layers in order; returns the logits [batch, outputs], valid until the next forward.
+    ///
+    /// A ReLU followed by max pooling runs as one pass (`MaxPool2D.forwardAfterReLU`): the same
+    /// bits, without writing and reading back the rectified tensor, four times the pooled one.
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafePointer<Float> {
         var activation = input
-        for layer in layers {
-            activation = UnsafePointer(layer.forward(activation, batch: batch, context: context))
+        var index = 0
+        while index < layers.count {
+            if let pool = poolAfterReLU(at: index) {
+                activation = UnsafePointer(pool.forwardAfterReLU(activation, batch: batch, context: context))
+                index += 2
+            } else {
+                activation = UnsafePointer(layers[index].forward(activation, batch: batch, context: context))
+                index += 1
+            }
         }
         return activation
     }
@@ -187,9 +197,22 @@ public final class Network {
     /// Back-propagates d(loss)/d(logits) through every layer, adding into `gradients`.
     public func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) {
         var gradient = outputGradient
-        for layer in layers.reversed() {
-            gradient = UnsafePointer(layer.backward(gradient, batch: batch))
+        var index = layers.count - 1
+        while index >= 0 {
+            if index >= 1, let pool = poolAfterReLU(at: index - 1) {
+                gradient = UnsafePointer(pool.backwardThroughReLU(gradient, batch: batch))
+                index -= 2
+            } else {
+                gradient = UnsafePointer(layers[index].backward(gradient, batch: batch))
+                index -= 1
+            }
         }
+    }
+
+    /// The max pooling at `index + 1` when the layer at `index` is a plain ReLU.
+    private func poolAfterReLU(at index: Int) -> MaxPool2D? {
+        guard index + 1 < layers.count, layers[index] is ReLU else { return nil }
+        return layers[index + 1] as? MaxPool2D
     }
 
     /// One micro-batch: forward, loss, and (in training) backward. Gradients are zeroed first and
