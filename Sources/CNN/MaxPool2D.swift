@@ -214,6 +214,16 @@ public final class MaxPool2D: Layer {
 
     private func scatter(_ outputGradient: UnsafePointer<Float>, batch: Int, rectified: Bool) -> UnsafeMutablePointer<Float> {
         let dInput = inputGradient.reserve(batch * inputShape.count)
+        if size == 2 && stride == 2 && padding == 0 && outputShape.width >= 8 {
+            for plane in 0..<(batch * inputShape.channels) {
+                if rectified {
+                    writeTwoByTwo(plane, outputGradient: outputGradient, into: dInput, rectified: true)
+                } else {
+                    writeTwoByTwo(plane, outputGradient: outputGradient, into: dInput, rectified: false)
+                }
+            }
+            return dInput
+        }
         dInput.update(repeating: 0, count: batch * inputShape.count)
         let inPlane = inputShape.height * inputShape.width
         let outPlane = outputShape.height * outputShape.width
@@ -234,5 +244,62 @@ public final class MaxPool2D: Layer {
             }
         }
         return dInput
+    }
+
+    /// Backward of the 2x2 stride-2 pool for one plane, each input written once instead of
+    /// zeroed and then added to: the windows tile the plane, so a window's four inputs get its
+    /// gradient at the argmax and zero elsewhere, and a last odd row or column, in no window,
+    /// gets zero. The argmax value is written as 0 + gradient, the sum the scatter makes (a
+    /// gradient of -0 lands as +0), so both paths give the same bits.
+    @inline(__always)
+    private func writeTwoByTwo(_ plane: Int, outputGradient: UnsafePointer<Float>, into dInput: UnsafeMutablePointer<Float>, rectified: Bool) {
+        typealias Values = SIMD8<Float>
+        typealias Indices = SIMD8<Int32>
+        let width = inputShape.width, height = inputShape.height
+        let outHeight = outputShape.height, outWidth = outputShape.width
+        let outPlane = outHeight * outWidth
+        let source = outputGradient + plane * outPlane
+        let where_ = switches.pointer + plane * outPlane
+        let pooled = output.pointer + plane * outPlane
+        let destination = dInput + plane * height * width
+        let lanes = Indices(0, 2, 4, 6, 8, 10, 12, 14)
+        let zero = Values()
+        for oh in 0..<outHeight {
+            let upper = destination + 2 * oh * width, lower = upper + width
+            let corner = Int32(2 * oh * width)
+            var ow = 0
+            while ow < outWidth {
+                let start = min(ow, outWidth - 8)
+                var gradient = UnsafeRawPointer(source + oh * outWidth + start).loadUnaligned(as: Values.self)
+                if rectified {
+                    let values = UnsafeRawPointer(pooled + oh * outWidth + start).loadUnaligned(as: Values.self)
+                    gradient = zero.replacing(with: gradient, where: values .> zero)
+                }
+                gradient = zero + gradient
+                let offset = UnsafeRawPointer(where_ + oh * outWidth + start).loadUnaligned(as: Indices.self)
+                    &- (Indices(repeating: corner &+ Int32(2 * start)) &+ lanes)
+                let both = SIMD16<Float>(lowHalf: gradient, highHalf: gradient)
+                let spread = SIMD16<Float>(
+                    both[0], both[0], both[1], both[1], both[2], both[2], both[3], both[3],
+                    both[4], both[4], both[5], both[5], both[6], both[6], both[7], both[7])
+                let wide = SIMD16<Int32>(lowHalf: offset, highHalf: offset)
+                let at = SIMD16<Int32>(
+                    wide[0], wide[0], wide[1], wide[1], wide[2], wide[2], wide[3], wide[3],
+                    wide[4], wide[4], wide[5], wide[5], wide[6], wide[6], wide[7], wide[7])
+                let column = SIMD16<Int32>(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1)
+                let top = SIMD16<Float>().replacing(with: spread, where: at .== column)
+                let bottom = SIMD16<Float>().replacing(with: spread, where: at .== column &+ Int32(width))
+                UnsafeMutableRawPointer(upper + 2 * start).storeBytes(of: top, as: SIMD16<Float>.self)
+                UnsafeMutableRawPointer(lower + 2 * start).storeBytes(of: bottom, as: SIMD16<Float>.self)
+                ow += 8
+            }
+            if width & 1 == 1 {
+                upper[width - 1] = 0
+                lower[width - 1] = 0
+            }
+        }
+        if height & 1 == 1 {
+            VectorKernels.zero(destination + (height - 1) * width, count: width)
+        }
     }
 }

@@ -91,6 +91,43 @@ final class MaxPool2DTests: XCTestCase {
         XCTAssertEqual(second, expected)
     }
 
+    func testTwoByTwoBackwardOnWideRowsWritesEveryInputWithTheBitsOfTheScatter() throws {
+        // Rows of eight outputs and more take a path that writes each input once; odd sizes leave
+        // a last row or column in no window. Ties, a -0 gradient and a NaN gradient included.
+        for (index, shape) in [
+            FeatureShape(channels: 2, height: 6, width: 16), FeatureShape(channels: 1, height: 7, width: 17),
+            FeatureShape(channels: 3, height: 5, width: 23),
+        ].enumerated() {
+            let layer = try MaxPool2D(input: shape, size: 2)
+            let batch = 2
+            var input = TestArrays.normal(count: batch * shape.count, seed: UInt64(index), stream: 3)
+            input[1] = input[0]
+            var gradient = TestArrays.normal(count: batch * layer.outputShape.count, seed: UInt64(index), stream: 4)
+            gradient[0] = -0.0
+            gradient[3] = .nan
+            // Filled with garbage first: the path must write, not add.
+            _ = forwardBackwardValues(layer, input: input.map { -$0 }, outputGradient: gradient.map { $0 * 7 }, batch: batch)
+            let (_, inputGradient) = forwardBackwardValues(layer, input: input, outputGradient: gradient, batch: batch)
+
+            var expected = [Float](repeating: 0, count: input.count)
+            let (height, width) = (shape.height, shape.width)
+            let (outHeight, outWidth) = (layer.outputShape.height, layer.outputShape.width)
+            for plane in 0..<(batch * shape.channels) {
+                for oh in 0..<outHeight {
+                    for ow in 0..<outWidth {
+                        var best = -Float.infinity, at = 0
+                        for tap in 0..<4 {
+                            let position = plane * height * width + (2 * oh + tap / 2) * width + 2 * ow + tap % 2
+                            if input[position] > best { best = input[position]; at = position }
+                        }
+                        expected[at] += gradient[(plane * outHeight + oh) * outWidth + ow]
+                    }
+                }
+            }
+            XCTAssertEqual(inputGradient.map(\.bitPattern), expected.map(\.bitPattern), "\(shape)")
+        }
+    }
+
     func testMaxPoolBackwardMatchesNumericalGradient() throws {
         let shapes: [(FeatureShape, Int, Int?, Int)] = [
             (FeatureShape(channels: 2, height: 4, width: 6), 2, nil, 0),
