@@ -588,6 +588,15 @@ public final class Coordinator {
         workerHosts[worker.id] = hello.hostName
         notify { $0.workerJoined(status(of: worker, alive: true)) }
         logger.info("worker \(worker.label) joined from \(hello.hostName) (pid \(hello.processID), \(hello.threads) thread\(hello.threads == 1 ? "" : "s"), GEMM \(hello.coreType)); \(pool.count) alive")
+        if hello.coreType != BLAS.kernelName {
+            // Another library or kernel rounds differently: the run stays correct, but its
+            // results no longer match, bit for bit, a run on any other set of workers.
+            logger.warning("""
+                worker \(worker.label) multiplies with \(hello.coreType), this coordinator with \(BLAS.kernelName): \
+                its gradients can differ in the last bits; run every process with the same \(BLAS.libraryVariable) \
+                (and OPENBLAS_CORETYPE) for bit-identical runs
+                """)
+        }
     }
 
     /// Checks a worker's results against its assignment and the model, then takes them.

@@ -106,6 +106,21 @@ final class FaultToleranceTests: XCTestCase {
         XCTAssertEqual(try Self.finalModel(run.run), Self.undisturbed)
     }
 
+    func testAWorkerMultiplyingWithAnotherLibraryIsNamedWithTheFix() throws {
+        let run = try prepare("library")
+        let coordinator = try LocalCluster.Child(
+            "cnn-coord", ["--config", run.configPath, "--workers", "1", "--steps", "2", "--run-dir", run.run])
+        let address = try endpoint(of: run.run)
+        var environment = LocalCluster.environment
+        environment[BLAS.libraryVariable] = BLAS.library == .oneDNN ? "openblas" : "onednn"
+        let other = try LocalCluster.Child("cnn-worker", ["--connect", address, "--name", "other"], environment: environment)
+        let outcome = coordinator.wait(seconds: 60)
+        XCTAssertEqual(outcome.status, 0, outcome.combined)
+        XCTAssertTrue(outcome.error.contains("(other) multiplies with \(BLAS.library == .oneDNN ? "OpenBLAS" : "oneDNN")"), outcome.error)
+        XCTAssertTrue(outcome.error.contains("same CNN_GEMM"), outcome.error)
+        XCTAssertEqual(other.wait(seconds: 30).status, 0)
+    }
+
     func testASlowWorkerIsNamedAndBackupCopiesFinishItsStepsWithTheSameBits() throws {
         let run = try prepare("slow")
         let coordinator = try LocalCluster.Child(
