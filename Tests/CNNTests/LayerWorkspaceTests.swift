@@ -160,8 +160,13 @@ final class LayerWorkspaceTests: XCTestCase {
             DispatchQueue.concurrentPerform(iterations: 2) { index in
                 replicas.set(index, replicas.compute(index))
             }
-            XCTAssertEqual(replicas.result(0), oneAfterTheOther[0], "round \(round), replica 0")
-            XCTAssertEqual(replicas.result(1), oneAfterTheOther[1], "round \(round), replica 1")
+            for index in 0..<2 {
+                let result = replicas.result(index) ?? []
+                let differing = zip(result, oneAfterTheOther[index]).filter { $0 != $1 }.count
+                XCTAssertTrue(
+                    result == oneAfterTheOther[index],
+                    "round \(round), replica \(index): \(differing) of \(result.count) gradients differ from computing alone")
+            }
         }
         XCTAssertFalse(owner.workspace === borrower.workspace)
     }
