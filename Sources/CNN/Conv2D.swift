@@ -347,8 +347,8 @@ public final class Conv2D: Layer {
             let dInput = inputGradient.reserve(batch * inputShape.count)
             prepareInputGradient(dInput, count: batch * inputShape.count)
             winograd.backward(
-                outputGradient, input: input, batch: batch, weights: weights, weightGradients: weightGradients,
-                biasGradients: biasGradients, inputGradient: computesInputGradient ? dInput : nil)
+                outputGradient, input: input, batch: batch, weightGradients: weightGradients, biasGradients: biasGradients,
+                inputGradient: computesInputGradient ? dInput : nil)
             return dInput
         }
         if usesWideRows { return backwardOnWideRows(outputGradient, input: input, batch: batch) }

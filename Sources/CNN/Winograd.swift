@@ -22,10 +22,11 @@
 /// Backward is the adjoint of each step: dM = A dY A^T, dU[xi] = dM[xi] x V[xi]^T,
 /// dW += G^T dU G, dV[xi] = U[xi]^T x dM[xi], and the input gradient is the overlap-add of
 /// B dV B^T. V is recomputed in backward, block by block, rather than kept (it is four times the
-/// input), and so is U (from the weights, a few thousandths of a step): both live in the
-/// network's `LayerWorkspace` only during a call, so a network holds one U, one dU and one set
-/// of block buffers, as large as its largest layer needs, instead of a set per layer. Recomputed
-/// from the same weights, U has the same bits as in forward.
+/// input). U is kept from forward (each layer its own): computing it again in backward would
+/// save its memory but cost about 2 ms per AlexNet layer, 2% of a training step, as it writes
+/// all of U again. dU, V, M and the transforms' scratch live in the network's `LayerWorkspace`
+/// only during a call, so a network holds one of each, as large as its largest layer needs,
+/// instead of a set per layer.
 ///
 /// The batch is cut into blocks of samples whose V and M fit in the core's cache; sums across
 /// blocks run in block order and everything else in an order fixed by the shapes, so results
@@ -51,14 +52,15 @@ final class WinogradConvolution {
     /// F(2x2, 3x3) only: rows of a tile plane: the padded input, plus a zero row when OH is odd.
     let planeRows: Int
 
-    /// Where the scratch of one call lives: U [(m + 2)^2, K, C] in `transformedWeights`, dU (same
-    /// shape) in `transformedWeightGradient`, one block's V [(m + 2)^2, C, T] (then dV) in
-    /// `unfoldedInput`, its M [(m + 2)^2, K, T] (then dM) in `blockProducts`, and the general
-    /// transforms' scratch in `gatheredTiles` and `partialTransforms`. Nothing in it outlives a
-    /// call. The buffers below stay the layer's own: they are small, and the planes count on
+    /// Where the scratch of one call lives: dU [(m + 2)^2, K, C] in `transformedWeightGradient`,
+    /// one block's V [(m + 2)^2, C, T] (then dV) in `unfoldedInput`, its M [(m + 2)^2, K, T]
+    /// (then dM) in `blockProducts`, and the general transforms' scratch in `gatheredTiles` and
+    /// `partialTransforms`. Nothing in it outlives a call. The buffers below stay the layer's
+    /// own: U lives from forward to backward, the others are small, and the planes count on
     /// borders that only they ever leave zero.
     var workspace: LayerWorkspace
 
+    private let transformedWeights = FloatBuffer()         // U [(m + 2)^2, K, C], from forward to backward
     private let plane = FloatBuffer()          // [planeRows, 2 * half]: one input channel as a tile plane
     private let phases = FloatBuffer()         // one channel or filter of one sample, by phase (see each transform)
     private let biasTotals = FloatBuffer()     // [K]
@@ -166,17 +168,16 @@ final class WinogradConvolution {
         }
     }
 
-    /// U [(m + 2)^2, K, C] for `weights` [K, C, 3, 3], in the workspace (valid until the next
-    /// call of any layer sharing it).
+    /// U [(m + 2)^2, K, C] for `weights` [K, C, 3, 3], kept for backward.
     private func transformWeights(_ weights: UnsafePointer<Float>) -> UnsafeMutablePointer<Float> {
         if tile.outputSize == 2 { transformWeightsSmall(weights) } else { transformWeightsGenerally(weights) }
-        return workspace.transformedWeights.pointer
+        return transformedWeights.pointer
     }
 
     /// U[xi][k][c] = (G g G^T) for every 3x3 filter g = W[k][c], with
     /// G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].
     private func transformWeightsSmall(_ weights: UnsafePointer<Float>) {
-        let u = workspace.transformedWeights.reserve(16 * filters * channels)
+        let u = transformedWeights.reserve(16 * filters * channels)
         let step = filters * channels
         for k in 0..<filters {
             for c in 0..<channels {
@@ -408,14 +409,13 @@ final class WinogradConvolution {
     /// Adds the weight gradient [K, C, 3, 3] and (when given) the bias gradient [K] of the last
     /// forward pass for the output gradient [N, K, OH, OW], and writes the input gradient
     /// [N, C, H, W] when `inputGradient` is given. `forward` must have run on the same input and
-    /// weights (U is computed again from `weights`, so they must be the ones forward saw).
+    /// weights (its U is reused).
     func backward(
-        _ outputGradient: UnsafePointer<Float>, input: UnsafePointer<Float>, batch: Int, weights: UnsafePointer<Float>,
+        _ outputGradient: UnsafePointer<Float>, input: UnsafePointer<Float>, batch: Int,
         weightGradients: UnsafeMutablePointer<Float>, biasGradients: UnsafeMutablePointer<Float>?,
         inputGradient: UnsafeMutablePointer<Float>?
     ) {
-        // Only the input gradient reads U.
-        let u = inputGradient == nil ? nil : transformWeights(weights)
+        let u = transformedWeights.pointer
         let positions = positions
         let du = workspace.transformedWeightGradient.reserve(positions * filters * channels + 8)
         let block = samplesPerBlock(batch: batch), perSample = tilesPerSample
@@ -449,7 +449,7 @@ final class WinogradConvolution {
                     a: m + xi * filters * count, lda: count, b: v + xi * channels * count, ldb: count,
                     beta: first == 0 ? 0 : 1, c: du + xi * filters * channels, ldc: channels)
             }
-            if let inputGradient, let u {
+            if let inputGradient {
                 // V has served: it becomes dV.
                 for xi in 0..<positions {
                     // dV[xi] [C, T] = U[xi]^T [C, K] x dM[xi] [K, T]
@@ -986,7 +986,7 @@ extension WinogradConvolution {
     func transformWeightsGenerally(_ weights: UnsafePointer<Float>) {
         let pairs = filters * channels, piece = min(pairs, WinogradConvolution.weightPairsPerPiece)
         let stride = scratchStride(piece)
-        let u = workspace.transformedWeights.reserve(positions * pairs + 8)
+        let u = transformedWeights.reserve(positions * pairs + 8)
         let taps = gathered.reserve(max(positions, 9) * stride)
         let e = partial.reserve(positions * stride)
         let g = tile.weightTransform
