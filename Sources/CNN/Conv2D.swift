@@ -188,7 +188,8 @@ public final class Conv2D: Layer {
     private var product: FloatBuffer { workspace.blockProducts }
     private var savedInput: UnsafePointer<Float>?
     private let biasScratch = FloatBuffer()    // [K]: the bias gradient of one backward pass
-    private let weightGradientScratch = FloatBuffer() // [G, patch, K/G]: the weight gradient of one backward pass, transposed
+    /// [G, patch, K/G]: the weight gradient of one backward pass, transposed.
+    private var weightGradientScratch: FloatBuffer { workspace.weightGradientTotals }
     private let paddedInput = FloatBuffer()    // [H + 2P, W + 2P]: one input channel inside a zero border
     private let paddedGradient = FloatBuffer() // [H + 2P, W + 2P]: one channel's input gradient, border included
     private let output = FloatBuffer()         // [N, K, OH, OW]

@@ -2,8 +2,8 @@
 /// by every layer of one network.
 ///
 /// A network runs its layers one after another on one thread, so no two of them are ever inside
-/// a call at once: the convolutions' block matrices and Winograd's weight gradient can live in
-/// one set of buffers, as large as the largest layer needs, instead of one set per layer. A
+/// a call at once: the convolutions' block matrices and weight gradient sums can live in one
+/// set of buffers, as large as the largest layer needs, instead of one set per layer. A
 /// network makes one workspace and hands it to all its layers, nested ones included, with
 /// `bind(workspace:)`; a layer built on its own keeps a workspace of its own until then. Model
 /// replicas computing on different threads each have their own network, hence their own
@@ -20,8 +20,9 @@ public final class LayerWorkspace: @unchecked Sendable {
     let unfoldedInput = FloatBuffer()
     /// One block's GEMM result: Conv2D's product or Winograd's M, then their output gradients.
     let blockProducts = FloatBuffer()
-    /// Winograd's gradient with respect to U, summed over a backward call's blocks.
-    let transformedWeightGradient = FloatBuffer()
+    /// A backward call's weight gradient, summed over its blocks before it is added into the
+    /// layer's: Winograd's gradient with respect to U, or Conv2D's transposed dW.
+    let weightGradientTotals = FloatBuffer()
     /// Winograd's tiles of one channel or filter (or the weights' taps) between transforms.
     let gatheredTiles = FloatBuffer()
     /// Winograd's tiles after the first of the two one-dimensional transforms.
@@ -32,7 +33,7 @@ public final class LayerWorkspace: @unchecked Sendable {
 
     /// Floats of room the buffers have grown to, for memory accounting and tests.
     public var capacity: Int {
-        [unfoldedInput, blockProducts, transformedWeightGradient, gatheredTiles, partialTransforms]
+        [unfoldedInput, blockProducts, weightGradientTotals, gatheredTiles, partialTransforms]
             .reduce(0) { $0 + $1.capacity }
     }
 }

@@ -52,7 +52,7 @@ final class WinogradConvolution {
     /// F(2x2, 3x3) only: rows of a tile plane: the padded input, plus a zero row when OH is odd.
     let planeRows: Int
 
-    /// Where the scratch of one call lives: dU [(m + 2)^2, K, C] in `transformedWeightGradient`,
+    /// Where the scratch of one call lives: dU [(m + 2)^2, K, C] in `weightGradientTotals`,
     /// one block's V [(m + 2)^2, C, T] (then dV) in `unfoldedInput`, its M [(m + 2)^2, K, T]
     /// (then dM) in `blockProducts`, and the general transforms' scratch in `gatheredTiles` and
     /// `partialTransforms`. Nothing in it outlives a call. The buffers below stay the layer's
@@ -417,7 +417,7 @@ final class WinogradConvolution {
     ) {
         let u = transformedWeights.pointer
         let positions = positions
-        let du = workspace.transformedWeightGradient.reserve(positions * filters * channels + 8)
+        let du = workspace.weightGradientTotals.reserve(positions * filters * channels + 8)
         let block = samplesPerBlock(batch: batch), perSample = tilesPerSample
         // Slack after V and M for the eight-wide loads past a sample's last tile.
         let v = workspace.unfoldedInput.reserve(positions * channels * block * perSample + 8)
