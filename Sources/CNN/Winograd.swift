@@ -976,7 +976,7 @@ extension WinogradConvolution {
     }
 
     /// (k, c) pairs per piece of the general weight transforms. Taken all at once, their taps and
-    /// partial sums need scratch of 27 rows of K C floats, as much as U itself (16 MiB for one
+    /// partial sums need scratch of 27 rows of K C floats, three quarters of U (16 MiB for one
     /// of AlexNet's layers); a piece at a time, 27 rows of this. Every pair is computed by the
     /// same operations in either case, so the bits do not change.
     static let weightPairsPerPiece = 4096
