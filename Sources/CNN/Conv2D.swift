@@ -161,7 +161,16 @@ public final class Conv2D: Layer {
         guard let tile = algorithm.winogradTile else { return nil }
         return WinogradConvolution(
             channels: inputShape.channels, filters: filters, height: inputShape.height, width: inputShape.width,
-            padding: padding, tile: tile)
+            padding: padding, tile: tile, workspace: workspace)
+    }
+
+    /// Where a call keeps its block matrices (and Winograd its transforms): the layer's own until
+    /// a network binds it to the one all its layers share.
+    private var workspace = LayerWorkspace()
+
+    public func bind(workspace: LayerWorkspace) {
+        self.workspace = workspace
+        winograd?.workspace = workspace
     }
 
     private var weights: UnsafeMutablePointer<Float>!
@@ -169,11 +178,18 @@ public final class Conv2D: Layer {
     private var bias: UnsafeMutablePointer<Float>?
     private var biasGradients: UnsafeMutablePointer<Float>?
 
-    private let columns = FloatBuffer()        // [G * patch, S * P]: one block's im2col matrix, then its column gradient
-    private let product = FloatBuffer()        // [K, S * P]: one block's GEMM result, then its output gradient
+    // Every block's im2col matrix when `keepsColumns`: it lives from forward to backward, so it
+    // cannot be in the workspace.
+    private let keptColumns = FloatBuffer()
+    /// [G * patch, S * P]: one block's im2col matrix, then its column gradient (all blocks' when
+    /// `keepsColumns`).
+    private var columns: FloatBuffer { keepsColumns ? keptColumns : workspace.unfoldedInput }
+    /// [K, S * P]: one block's GEMM result, then its output gradient.
+    private var product: FloatBuffer { workspace.blockProducts }
     private var savedInput: UnsafePointer<Float>?
     private let biasScratch = FloatBuffer()    // [K]: the bias gradient of one backward pass
-    private let weightGradientScratch = FloatBuffer() // [G, patch, K/G]: the weight gradient of one backward pass, transposed
+    /// [G, patch, K/G]: the weight gradient of one backward pass, transposed.
+    private var weightGradientScratch: FloatBuffer { workspace.weightGradientTotals }
     private let paddedInput = FloatBuffer()    // [H + 2P, W + 2P]: one input channel inside a zero border
     private let paddedGradient = FloatBuffer() // [H + 2P, W + 2P]: one channel's input gradient, border included
     private let output = FloatBuffer()         // [N, K, OH, OW]

@@ -84,6 +84,10 @@ public protocol Layer: AnyObject {
     /// them along the same tree and calls `applyObservations`, so running statistics evolve
     /// identically however the micro-batches were spread.
     func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>)
+    /// Hands the layer (and the layers inside it) the scratch memory it shares with the other
+    /// layers of its network for the duration of one call (see `LayerWorkspace`). Until then a
+    /// layer that needs scratch uses its own.
+    func bind(workspace: LayerWorkspace)
     /// Updates the state from the mean of one step's observations (`stateCount` values each).
     func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>)
 
@@ -98,6 +102,7 @@ extension Layer {
     public var savedFloatsPerSample: Int { outputShape.count }
     public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {}
     public func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>) {}
+    public func bind(workspace: LayerWorkspace) {}
     public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {}
     public var parameterCount: Int { parameterSpecs.reduce(0) { $0 + $1.count } }
     public var stateCount: Int { stateSpecs.reduce(0) { $0 + $1.count } }

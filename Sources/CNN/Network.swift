@@ -46,6 +46,10 @@ public final class Network {
     /// Where a training pass records its observations: `observations.pointer` unless rebound.
     public private(set) var boundObservations: UnsafeMutablePointer<Float>
 
+    /// The scratch memory all the layers share during their calls (see `LayerWorkspace`): the
+    /// network's own, never another replica's, as replicas compute on different threads.
+    public let workspace = LayerWorkspace()
+
     private let lossGradient = FloatBuffer()
 
     /// How long the last `computeGradients` spent in each half, for timelines (`--trace`).
@@ -99,6 +103,7 @@ public final class Network {
         boundObservations = observations.pointer
         bind(parameters: parameters.pointer, gradients: gradients.pointer)
         bind(state: state.pointer, observations: observations.pointer)
+        for layer in layers { layer.bind(workspace: workspace) }
         // Nothing before the first layer learns, so its input gradient would be thrown away.
         if let first = layers.first { Network.skipInputGradient(of: first) }
     }

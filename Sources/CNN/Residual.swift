@@ -57,6 +57,11 @@ public final class Residual: Layer {
         bindChildren(children, state: state, observations: observations)
     }
 
+    /// The path and the projection run one after the other, so they share the workspace too.
+    public func bind(workspace: LayerWorkspace) {
+        for child in children { child.bind(workspace: workspace) }
+    }
+
     public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {
         applyChildObservations(children, observed, to: state)
     }

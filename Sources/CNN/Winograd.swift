@@ -22,7 +22,11 @@
 /// Backward is the adjoint of each step: dM = A dY A^T, dU[xi] = dM[xi] x V[xi]^T,
 /// dW += G^T dU G, dV[xi] = U[xi]^T x dM[xi], and the input gradient is the overlap-add of
 /// B dV B^T. V is recomputed in backward, block by block, rather than kept (it is four times the
-/// input).
+/// input). U is kept from forward (each layer its own): computing it again in backward would
+/// save its memory but cost about 2 ms per AlexNet layer, 2% of a training step, as it writes
+/// all of U again. dU, V, M and the transforms' scratch live in the network's `LayerWorkspace`
+/// only during a call, so a network holds one of each, as large as its largest layer needs,
+/// instead of a set per layer.
 ///
 /// The batch is cut into blocks of samples whose V and M fit in the core's cache; sums across
 /// blocks run in block order and everything else in an order fixed by the shapes, so results
@@ -48,10 +52,15 @@ final class WinogradConvolution {
     /// F(2x2, 3x3) only: rows of a tile plane: the padded input, plus a zero row when OH is odd.
     let planeRows: Int
 
-    private let transformedWeights = FloatBuffer()         // U [(m + 2)^2, K, C]
-    private let transformedWeightGradient = FloatBuffer()  // dU [(m + 2)^2, K, C]
-    private let tiles = FloatBuffer()          // V [(m + 2)^2, C, T]: one block's input tiles, then dV
-    private let products = FloatBuffer()       // M [(m + 2)^2, K, T]: one block's products, then dM
+    /// Where the scratch of one call lives: dU [(m + 2)^2, K, C] in `weightGradientTotals`,
+    /// one block's V [(m + 2)^2, C, T] (then dV) in `unfoldedInput`, its M [(m + 2)^2, K, T]
+    /// (then dM) in `blockProducts`, and the general transforms' scratch in `gatheredTiles` and
+    /// `partialTransforms`. Nothing in it outlives a call. The buffers below stay the layer's
+    /// own: U lives from forward to backward, the others are small, and the planes count on
+    /// borders that only they ever leave zero.
+    var workspace: LayerWorkspace
+
+    private let transformedWeights = FloatBuffer()         // U [(m + 2)^2, K, C], from forward to backward
     private let plane = FloatBuffer()          // [planeRows, 2 * half]: one input channel as a tile plane
     private let phases = FloatBuffer()         // one channel or filter of one sample, by phase (see each transform)
     private let biasTotals = FloatBuffer()     // [K]
@@ -75,10 +84,19 @@ final class WinogradConvolution {
 
     private let paddedPlane = FloatBuffer()    // [m TR + 2, m TC + 2]: one channel of one sample inside a zero border
     private let foldPlane = FloatBuffer()      // the same shape: one channel's input gradient, border included
-    private let gathered = FloatBuffer()       // [(m + 2)^2, T + slack]: one channel's input tiles (or one filter's output tiles) of a block
-    private let partial = FloatBuffer()        // [(m + 2)^2, T + slack]: the same after the first of the two 1-D transforms
+    // The workspace's gatheredTiles, [(m + 2)^2, T + slack]: one channel's input tiles (or one
+    // filter's output tiles) of a block; partialTransforms, the same shape: them after the first
+    // of the two 1-D transforms.
+    private var gathered: FloatBuffer { workspace.gatheredTiles }
+    private var partial: FloatBuffer { workspace.partialTransforms }
 
-    init(channels: Int, filters: Int, height: Int, width: Int, padding: Int, tile: WinogradTile = .f2x3) {
+    /// A layer's Winograd computation; `workspace` is where its calls keep their scratch (a new
+    /// one of its own unless given).
+    init(
+        channels: Int, filters: Int, height: Int, width: Int, padding: Int, tile: WinogradTile = .f2x3,
+        workspace: LayerWorkspace = LayerWorkspace()
+    ) {
+        self.workspace = workspace
         self.tile = tile
         positions = tile.inputSize * tile.inputSize
         self.channels = channels
@@ -116,12 +134,11 @@ final class WinogradConvolution {
         _ input: UnsafePointer<Float>, batch: Int, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
         into output: UnsafeMutablePointer<Float>
     ) {
-        if tile.outputSize == 2 { transformWeights(weights) } else { transformWeightsGenerally(weights) }
-        let u = transformedWeights.pointer
+        let u = transformWeights(weights)
         let block = samplesPerBlock(batch: batch), perSample = tilesPerSample, positions = positions
         // Slack after V and M for the eight-wide loads past a sample's last tile.
-        let v = tiles.reserve(positions * channels * block * perSample + 8)
-        let m = products.reserve(positions * filters * block * perSample + 8)
+        let v = workspace.unfoldedInput.reserve(positions * channels * block * perSample + 8)
+        let m = workspace.blockProducts.reserve(positions * filters * block * perSample + 8)
         let inputCount = channels * height * width, outputCount = filters * outputHeight * outputWidth
         var first = 0
         while first < batch {
@@ -151,9 +168,15 @@ final class WinogradConvolution {
         }
     }
 
+    /// U [(m + 2)^2, K, C] for `weights` [K, C, 3, 3], kept for backward.
+    private func transformWeights(_ weights: UnsafePointer<Float>) -> UnsafeMutablePointer<Float> {
+        if tile.outputSize == 2 { transformWeightsSmall(weights) } else { transformWeightsGenerally(weights) }
+        return transformedWeights.pointer
+    }
+
     /// U[xi][k][c] = (G g G^T) for every 3x3 filter g = W[k][c], with
     /// G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].
-    private func transformWeights(_ weights: UnsafePointer<Float>) {
+    private func transformWeightsSmall(_ weights: UnsafePointer<Float>) {
         let u = transformedWeights.reserve(16 * filters * channels)
         let step = filters * channels
         for k in 0..<filters {
@@ -394,11 +417,11 @@ final class WinogradConvolution {
     ) {
         let u = transformedWeights.pointer
         let positions = positions
-        let du = transformedWeightGradient.reserve(positions * filters * channels + 8)
+        let du = workspace.weightGradientTotals.reserve(positions * filters * channels + 8)
         let block = samplesPerBlock(batch: batch), perSample = tilesPerSample
         // Slack after V and M for the eight-wide loads past a sample's last tile.
-        let v = tiles.reserve(positions * channels * block * perSample + 8)
-        let m = products.reserve(positions * filters * block * perSample + 8)
+        let v = workspace.unfoldedInput.reserve(positions * channels * block * perSample + 8)
+        let m = workspace.blockProducts.reserve(positions * filters * block * perSample + 8)
         let inputCount = channels * height * width, plane = outputHeight * outputWidth, outputCount = filters * plane
         let totals = biasGradients == nil ? nil : biasTotals.reserve(filters)
         totals?.update(repeating: 0, count: filters)
@@ -952,30 +975,53 @@ extension WinogradConvolution {
         }
     }
 
-    /// U[xi][k][c] = G g G^T for every filter g = W[k][c], as vectors over all (k, c) pairs.
+    /// (k, c) pairs per piece of the general weight transforms. Taken all at once, their taps and
+    /// partial sums need scratch of 27 rows of K C floats, three quarters of U (16 MiB for one
+    /// of AlexNet's layers); a piece at a time, 27 rows of this. Every pair is computed by the
+    /// same operations in either case, so the bits do not change.
+    static let weightPairsPerPiece = 4096
+
+    /// U[xi][k][c] = G g G^T for every filter g = W[k][c], as vectors over (k, c) pairs, a piece
+    /// at a time.
     func transformWeightsGenerally(_ weights: UnsafePointer<Float>) {
-        let pairs = filters * channels, stride = scratchStride(pairs)
+        let pairs = filters * channels, piece = min(pairs, WinogradConvolution.weightPairsPerPiece)
+        let stride = scratchStride(piece)
         let u = transformedWeights.reserve(positions * pairs + 8)
         let taps = gathered.reserve(max(positions, 9) * stride)
         let e = partial.reserve(positions * stride)
-        // [K C, 9] -> [9, K C]
-        for pair in 0..<pairs {
-            for tap in 0..<9 { taps[tap * stride + pair] = weights[pair * 9 + tap] }
-        }
         let g = tile.weightTransform
-        apply(g, g, taps, inputStride: stride, into: u, outputStride: pairs, count: pairs, scratch: e, scratchStride: stride)
+        var start = 0
+        while start < pairs {
+            let count = min(piece, pairs - start)
+            // [K C, 9] -> [9, K C], this piece's pairs
+            for pair in 0..<count {
+                for tap in 0..<9 { taps[tap * stride + pair] = weights[(start + pair) * 9 + tap] }
+            }
+            apply(
+                g, g, taps, inputStride: stride, into: u + start, outputStride: pairs, count: count, scratch: e,
+                scratchStride: stride)
+            start += count
+        }
     }
 
-    /// dW[k][c] += G^T dU[k][c] G, the adjoint of `transformWeightsGenerally`. dU needs eight
-    /// floats of slack past its end.
+    /// dW[k][c] += G^T dU[k][c] G, the adjoint of `transformWeightsGenerally`, a piece of pairs at
+    /// a time. dU needs eight floats of slack past its end.
     func addWeightGradientGenerally(_ du: UnsafePointer<Float>, to weightGradients: UnsafeMutablePointer<Float>) {
-        let pairs = filters * channels, stride = scratchStride(pairs)
+        let pairs = filters * channels, piece = min(pairs, WinogradConvolution.weightPairsPerPiece)
+        let stride = scratchStride(piece)
         let taps = gathered.reserve(max(positions, 9) * stride)
         let e = partial.reserve(positions * stride)
         let g = tile.weightAdjoint
-        apply(g, g, du, inputStride: pairs, into: taps, outputStride: stride, count: pairs, scratch: e, scratchStride: stride)
-        for pair in 0..<pairs {
-            for tap in 0..<9 { weightGradients[pair * 9 + tap] += taps[tap * stride + pair] }
+        var start = 0
+        while start < pairs {
+            let count = min(piece, pairs - start)
+            apply(
+                g, g, du + start, inputStride: pairs, into: taps, outputStride: stride, count: count, scratch: e,
+                scratchStride: stride)
+            for pair in 0..<count {
+                for tap in 0..<9 { weightGradients[(start + pair) * 9 + tap] += taps[tap * stride + pair] }
+            }
+            start += count
         }
     }
 }
