@@ -214,7 +214,7 @@ public final class MaxPool2D: Layer {
 
     private func scatter(_ outputGradient: UnsafePointer<Float>, batch: Int, rectified: Bool) -> UnsafeMutablePointer<Float> {
         let dInput = inputGradient.reserve(batch * inputShape.count)
-        if size == 2 && stride == 2 && padding == 0 && outputShape.width >= 8 {
+        if size == 2 && stride == 2 && padding == 0 && outputShape.width >= 4 {
             for plane in 0..<(batch * inputShape.channels) {
                 if rectified {
                     writeTwoByTwo(plane, outputGradient: outputGradient, into: dInput, rectified: true)
@@ -250,11 +250,11 @@ public final class MaxPool2D: Layer {
     /// zeroed and then added to: the windows tile the plane, so a window's four inputs get its
     /// gradient at the argmax and zero elsewhere, and a last odd row or column, in no window,
     /// gets zero. The argmax value is written as 0 + gradient, the sum the scatter makes (a
-    /// gradient of -0 lands as +0), so both paths give the same bits.
+    /// gradient of -0 lands as +0), so both paths give the same bits. Rows of eight windows or
+    /// more go eight at a time, rows of four to seven four at a time (a last block may overlap
+    /// the one before: it writes the same values again).
     @inline(__always)
     private func writeTwoByTwo(_ plane: Int, outputGradient: UnsafePointer<Float>, into dInput: UnsafeMutablePointer<Float>, rectified: Bool) {
-        typealias Values = SIMD8<Float>
-        typealias Indices = SIMD8<Int32>
         let width = inputShape.width, height = inputShape.height
         let outHeight = outputShape.height, outWidth = outputShape.width
         let outPlane = outHeight * outWidth
@@ -262,44 +262,102 @@ public final class MaxPool2D: Layer {
         let where_ = switches.pointer + plane * outPlane
         let pooled = output.pointer + plane * outPlane
         let destination = dInput + plane * height * width
-        let lanes = Indices(0, 2, 4, 6, 8, 10, 12, 14)
-        let zero = Values()
         for oh in 0..<outHeight {
-            let upper = destination + 2 * oh * width, lower = upper + width
-            let corner = Int32(2 * oh * width)
-            var ow = 0
-            while ow < outWidth {
-                let start = min(ow, outWidth - 8)
-                var gradient = UnsafeRawPointer(source + oh * outWidth + start).loadUnaligned(as: Values.self)
-                if rectified {
-                    let values = UnsafeRawPointer(pooled + oh * outWidth + start).loadUnaligned(as: Values.self)
-                    gradient = zero.replacing(with: gradient, where: values .> zero)
+            let row = Row(
+                gradient: source + oh * outWidth, switches: where_ + oh * outWidth, pooled: pooled + oh * outWidth,
+                upper: destination + 2 * oh * width, width: width, corner: Int32(2 * oh * width), rectified: rectified)
+            if outWidth >= 8 {
+                var ow = 0
+                while ow < outWidth {
+                    row.writeEight(start: min(ow, outWidth - 8))
+                    ow += 8
                 }
-                gradient = zero + gradient
-                let offset = UnsafeRawPointer(where_ + oh * outWidth + start).loadUnaligned(as: Indices.self)
-                    &- (Indices(repeating: corner &+ Int32(2 * start)) &+ lanes)
-                let both = SIMD16<Float>(lowHalf: gradient, highHalf: gradient)
-                let spread = SIMD16<Float>(
-                    both[0], both[0], both[1], both[1], both[2], both[2], both[3], both[3],
-                    both[4], both[4], both[5], both[5], both[6], both[6], both[7], both[7])
-                let wide = SIMD16<Int32>(lowHalf: offset, highHalf: offset)
-                let at = SIMD16<Int32>(
-                    wide[0], wide[0], wide[1], wide[1], wide[2], wide[2], wide[3], wide[3],
-                    wide[4], wide[4], wide[5], wide[5], wide[6], wide[6], wide[7], wide[7])
-                let column = SIMD16<Int32>(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1)
-                let top = SIMD16<Float>().replacing(with: spread, where: at .== column)
-                let bottom = SIMD16<Float>().replacing(with: spread, where: at .== column &+ Int32(width))
-                UnsafeMutableRawPointer(upper + 2 * start).storeBytes(of: top, as: SIMD16<Float>.self)
-                UnsafeMutableRawPointer(lower + 2 * start).storeBytes(of: bottom, as: SIMD16<Float>.self)
-                ow += 8
+            } else {
+                row.writeFour(start: 0)
+                row.writeFour(start: outWidth - 4)
             }
             if width & 1 == 1 {
-                upper[width - 1] = 0
-                lower[width - 1] = 0
+                row.upper[width - 1] = 0
+                row.upper[2 * width - 1] = 0
             }
         }
         if height & 1 == 1 {
             VectorKernels.zero(destination + (height - 1) * width, count: width)
+        }
+    }
+
+    /// One row of 2x2 windows for `writeTwoByTwo`: its gradients, switches and pooled values,
+    /// and the two input rows it covers (`upper` and the row below).
+    private struct Row {
+        let gradient: UnsafePointer<Float>
+        let switches: UnsafePointer<Int32>
+        let pooled: UnsafePointer<Float>
+        let upper: UnsafeMutablePointer<Float>
+        let width: Int
+        let corner: Int32
+        let rectified: Bool
+
+        /// Writes the inputs of windows `start` ..< `start` + 8.
+        @inline(__always)
+        func writeEight(start: Int) {
+            let values = gradients(SIMD8<Float>.self, start: start)
+            let offsets = UnsafeRawPointer(switches + start).loadUnaligned(as: SIMD8<Int32>.self)
+                &- (SIMD8<Int32>(repeating: corner &+ Int32(2 * start)) &+ SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14))
+            let spread = SIMD16<Float>(
+                values[0], values[0], values[1], values[1], values[2], values[2], values[3], values[3],
+                values[4], values[4], values[5], values[5], values[6], values[6], values[7], values[7])
+            let at = SIMD16<Int32>(
+                offsets[0], offsets[0], offsets[1], offsets[1], offsets[2], offsets[2], offsets[3], offsets[3],
+                offsets[4], offsets[4], offsets[5], offsets[5], offsets[6], offsets[6], offsets[7], offsets[7])
+            let column = SIMD16<Int32>(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1)
+            store(SIMD16<Float>().replacing(with: spread, where: at .== column),
+                  SIMD16<Float>().replacing(with: spread, where: at .== column &+ Int32(width)), start: start)
+        }
+
+        /// Writes the inputs of windows `start` ..< `start` + 4.
+        @inline(__always)
+        func writeFour(start: Int) {
+            let values = gradients(SIMD4<Float>.self, start: start)
+            let offsets = UnsafeRawPointer(switches + start).loadUnaligned(as: SIMD4<Int32>.self)
+                &- (SIMD4<Int32>(repeating: corner &+ Int32(2 * start)) &+ SIMD4<Int32>(0, 2, 4, 6))
+            let spread = SIMD8<Float>(values[0], values[0], values[1], values[1], values[2], values[2], values[3], values[3])
+            let at = SIMD8<Int32>(offsets[0], offsets[0], offsets[1], offsets[1], offsets[2], offsets[2], offsets[3], offsets[3])
+            let column = SIMD8<Int32>(0, 1, 0, 1, 0, 1, 0, 1)
+            store(SIMD8<Float>().replacing(with: spread, where: at .== column),
+                  SIMD8<Float>().replacing(with: spread, where: at .== column &+ Int32(width)), start: start)
+        }
+
+        /// The windows' gradients from `start`, zero where ReLU stops them, as 0 + gradient.
+        @inline(__always)
+        private func gradients(_: SIMD8<Float>.Type, start: Int) -> SIMD8<Float> {
+            var values = UnsafeRawPointer(gradient + start).loadUnaligned(as: SIMD8<Float>.self)
+            if rectified {
+                let outputs = UnsafeRawPointer(pooled + start).loadUnaligned(as: SIMD8<Float>.self)
+                values = SIMD8<Float>().replacing(with: values, where: outputs .> SIMD8<Float>())
+            }
+            return SIMD8<Float>() + values
+        }
+
+        @inline(__always)
+        private func gradients(_: SIMD4<Float>.Type, start: Int) -> SIMD4<Float> {
+            var values = UnsafeRawPointer(gradient + start).loadUnaligned(as: SIMD4<Float>.self)
+            if rectified {
+                let outputs = UnsafeRawPointer(pooled + start).loadUnaligned(as: SIMD4<Float>.self)
+                values = SIMD4<Float>().replacing(with: values, where: outputs .> SIMD4<Float>())
+            }
+            return SIMD4<Float>() + values
+        }
+
+        @inline(__always)
+        private func store(_ top: SIMD16<Float>, _ bottom: SIMD16<Float>, start: Int) {
+            UnsafeMutableRawPointer(upper + 2 * start).storeBytes(of: top, as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(upper + width + 2 * start).storeBytes(of: bottom, as: SIMD16<Float>.self)
+        }
+
+        @inline(__always)
+        private func store(_ top: SIMD8<Float>, _ bottom: SIMD8<Float>, start: Int) {
+            UnsafeMutableRawPointer(upper + 2 * start).storeBytes(of: top, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(upper + width + 2 * start).storeBytes(of: bottom, as: SIMD8<Float>.self)
         }
     }
 }

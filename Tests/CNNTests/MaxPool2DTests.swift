@@ -91,12 +91,14 @@ final class MaxPool2DTests: XCTestCase {
         XCTAssertEqual(second, expected)
     }
 
-    func testTwoByTwoBackwardOnWideRowsWritesEveryInputWithTheBitsOfTheScatter() throws {
-        // Rows of eight outputs and more take a path that writes each input once; odd sizes leave
-        // a last row or column in no window. Ties, a -0 gradient and a NaN gradient included.
+    func testTwoByTwoBackwardOnRowsOfFourOrMoreWritesEveryInputWithTheBitsOfTheScatter() throws {
+        // Rows of four outputs and more take a path that writes each input once (eight or four
+        // windows at a time); odd sizes leave a last row or column in no window. Ties, a -0
+        // gradient and a NaN gradient included.
         for (index, shape) in [
             FeatureShape(channels: 2, height: 6, width: 16), FeatureShape(channels: 1, height: 7, width: 17),
-            FeatureShape(channels: 3, height: 5, width: 23),
+            FeatureShape(channels: 3, height: 5, width: 23), FeatureShape(channels: 2, height: 4, width: 9),
+            FeatureShape(channels: 1, height: 9, width: 14),
         ].enumerated() {
             let layer = try MaxPool2D(input: shape, size: 2)
             let batch = 2
