@@ -6,6 +6,8 @@ public final class ReLU: Layer {
 
     private let output = FloatBuffer()
     private let inputGradient = FloatBuffer()
+    /// Where the last forward left its output: `output`, or the values `forwardInPlace` rectified.
+    private var lastOutput: UnsafePointer<Float>?
 
     public init(input: FeatureShape) {
         self.inputShape = input
@@ -15,8 +17,19 @@ public final class ReLU: Layer {
     public var forwardFLOPs: Int { inputShape.count }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
+        rectify(input, into: output.reserve(batch * inputShape.count), batch: batch)
+    }
+
+    /// `forward` written over its input, for a caller that owns those values and needs them no
+    /// more (a network, over a convolution's or dense layer's output): the same bits, without a
+    /// tensor of its own. The values must stay untouched until `backward` or `backwardInPlace`.
+    public func forwardInPlace(_ values: UnsafeMutablePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
+        rectify(values, into: values, batch: batch)
+    }
+
+    private func rectify(_ input: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
         let count = batch * inputShape.count
-        let out = output.reserve(count)
+        lastOutput = UnsafePointer(out)
         typealias Lanes = VectorKernels.Lanes
         let zero = Lanes()
         var i = 0
@@ -34,9 +47,18 @@ public final class ReLU: Layer {
     }
 
     public func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
+        mask(outputGradient, into: inputGradient.reserve(batch * inputShape.count), batch: batch)
+    }
+
+    /// `backward` written over the output gradient, for a caller that owns it and needs it no
+    /// more: the same bits, without a tensor of its own.
+    public func backwardInPlace(_ outputGradient: UnsafeMutablePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
+        mask(outputGradient, into: outputGradient, batch: batch)
+    }
+
+    private func mask(_ outputGradient: UnsafePointer<Float>, into dInput: UnsafeMutablePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
         let count = batch * inputShape.count
-        let dInput = inputGradient.reserve(count)
-        let out = UnsafePointer(output.pointer)
+        let out = lastOutput ?? UnsafePointer(output.pointer)
         typealias Lanes = VectorKernels.Lanes
         let zero = Lanes()
         var i = 0

@@ -2,9 +2,10 @@ import CNN
 import TestSupport
 import XCTest
 
-/// A network runs ReLU followed by max pooling as one pass; these tests hold it to the bits of
-/// the two layers run one after the other, as the layer list says.
-final class ReLUPoolingFusionTests: XCTestCase {
+/// A network runs ReLU followed by max pooling as one pass, and a ReLU after a convolution or
+/// dense layer in place; these tests hold both to the bits of the layers run one after the
+/// other, as the layer list says, each with its own tensors.
+final class NetworkReLUFusionTests: XCTestCase {
     private func convolution(_ filters: Int, padding: Int = 1) -> LayerSpec {
         .convolution(ConvolutionSpec(filters: filters, kernel: 3, padding: .explicit(padding)))
     }
@@ -57,6 +58,20 @@ final class ReLUPoolingFusionTests: XCTestCase {
             ])
         let batch = 3
         try compare(spec, batch: batch, input: TestArrays.normal(count: batch * spec.input.count, seed: 4, stream: 1))
+    }
+
+    func testReLUInPlaceAfterConvolutionAndDenseLayersGivesTheBitsOfTheLayersInTurn() throws {
+        // In place after the convolutions and the first dense layer; not after the residual block
+        // or Flatten, whose outputs are not tensors of their own.
+        let spec = ModelSpec(
+            input: FeatureShape(channels: 3, height: 10, width: 9),
+            layers: [
+                convolution(24), .relu, .convolution(ConvolutionSpec(filters: 24, kernel: 3, padding: .explicit(1))), .relu,
+                .basicBlock(filters: 8, stride: 2, projection: .auto), .relu,
+                .flatten, .relu, .dense(units: 12, bias: true), .relu, .dense(units: 4, bias: true),
+            ])
+        let batch = 2
+        try compare(spec, batch: batch, input: TestArrays.normal(count: batch * spec.input.count, seed: 6, stream: 1))
     }
 
     func testWindowsOfNoPositiveValueGiveTheBitsOfTheTwoLayersInTurn() throws {
