@@ -112,7 +112,11 @@ public struct ConvolutionMeasurement: Sendable {
     public var n: Int
     public var k: Int
     public var groups: Int
-    /// Forward, weight-gradient and input-gradient multiply-adds, counted as 2 FLOPs each.
+    /// Whether the layer computes its input gradient: all but a network's first layer, which
+    /// skips it in training (nothing before it learns), and is timed the same way.
+    public var computesInputGradient: Bool
+    /// Forward, weight-gradient and (where computed) input-gradient multiply-adds, counted as 2
+    /// FLOPs each.
     public var flops: Double
     public var seconds: Double
     public var sgemmSeconds: Double
@@ -371,10 +375,13 @@ public enum Benchmark {
         let network = try Network(model.spec)
         var found: [(String, ConvolutionGeometry)] = []
         for (index, layer) in network.layers.enumerated() { collectConvolutions(layer, path: "\(index)", into: &found) }
+        if let first = network.layers.first as? Conv2D, !first.computesInputGradient, found.first?.0 == "0" {
+            found[0].1.computesInputGradient = false
+        }
         // Layers of the same geometry (most of ResNet-20's) are timed once and reported for each.
         var measured: [String: ConvolutionMeasurement] = [:]
         return try found.map { path, geometry in
-            let key = "\(geometry.inputShape) \(geometry.summary) \(geometry.hasBias)"
+            let key = "\(geometry.inputShape) \(geometry.summary) \(geometry.hasBias) \(geometry.computesInputGradient)"
             var measurement = try measured[key]
                 ?? measureConvolution(geometry, path: path, model: model.name, batch: microBatch, settings: settings)
             measured[key] = measurement
@@ -393,6 +400,7 @@ public enum Benchmark {
         /// Rows of the im2col matrix per group: (C / groups) * kh * kw.
         var patch: Int
         var hasBias: Bool
+        var computesInputGradient = true
         var make: () throws -> Layer
     }
 
@@ -447,6 +455,7 @@ public enum Benchmark {
         _ geometry: ConvolutionGeometry, path: String, model: String, batch: Int, settings: BenchmarkSettings
     ) throws -> ConvolutionMeasurement {
         let layer = try geometry.make()
+        if !geometry.computesInputGradient, let convolution = layer as? Conv2D { convolution.computesInputGradient = false }
         let parameters = FloatBuffer(count: layer.parameterCount)
         let gradients = FloatBuffer(count: layer.parameterCount)
         fillRandom(parameters.pointer, count: layer.parameterCount, scale: 0.1)
@@ -480,13 +489,16 @@ public enum Benchmark {
                           b: columns, ldb: n, beta: 0, c: output, ldc: n)
                 BLAS.gemm(transposeA: false, transposeB: true, m: m, n: k, k: n, a: output, lda: n,
                           b: columns, ldb: n, beta: 1, c: dA.pointer + g * m * k, ldc: k)
-                BLAS.gemm(transposeA: true, transposeB: false, m: k, n: n, k: m, a: weights, lda: k,
-                          b: output, ldb: n, beta: 0, c: dB.pointer + g * k * n, ldc: n)
+                if geometry.computesInputGradient {
+                    BLAS.gemm(transposeA: true, transposeB: false, m: k, n: n, k: m, a: weights, lda: k,
+                              b: output, ldb: n, beta: 0, c: dB.pointer + g * k * n, ldc: n)
+                }
             }
         }
         return ConvolutionMeasurement(
             model: model, layer: path, summary: geometry.summary, microBatch: batch, m: m, n: n, k: k, groups: groups,
-            flops: Double(3 * 2 * groups * m * n * k), seconds: convolutionSeconds, sgemmSeconds: sgemmSeconds)
+            computesInputGradient: geometry.computesInputGradient,
+            flops: Double((geometry.computesInputGradient ? 3 : 2) * 2 * groups * m * n * k), seconds: convolutionSeconds, sgemmSeconds: sgemmSeconds)
     }
 
     /// Median seconds of one call of `body`, over the settings' repetitions, after one warm-up call.

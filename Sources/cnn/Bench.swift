@@ -120,9 +120,12 @@ struct Bench: ParsableCommand {
                 + pad("sgemm GFLOP/s", 15) + pad("ratio", 8))
             for c in result.convolutions {
                 let shape = "\(c.m) x \(c.n) x \(c.k)" + (c.groups > 1 ? " x\(c.groups)" : "")
-                lines.append("    " + pad(c.layer, -7) + pad(c.summary, -26) + pad(shape, 22)
+                lines.append("    " + pad(c.layer, -7) + pad(c.summary + (c.computesInputGradient ? "" : " *"), -26) + pad(shape, 22)
                     + pad(fixed(c.gigaflopsPerSecond, 1), 15) + pad(fixed(c.sgemmGigaflopsPerSecond, 1), 15)
                     + pad(fixed(c.ratio * 100, 0) + "%", 8))
+            }
+            if result.convolutions.contains(where: { !$0.computesInputGradient }) {
+                lines.append("    * the first layer: no input gradient, as in training; forward and weight gradient against those two GEMMs")
             }
         }
         for m in result.memory {
@@ -140,7 +143,7 @@ struct Bench: ParsableCommand {
             JSONLine().string("layer", c.layer).string("kind", c.summary).int("micro_batch", c.microBatch)
                 .int("m", c.m).int("n", c.n).int("k", c.k).int("groups", c.groups)
                 .double("gflops", c.gigaflopsPerSecond).double("sgemm_gflops", c.sgemmGigaflopsPerSecond)
-                .double("ratio", c.ratio).text
+                .double("ratio", c.ratio).bool("input_gradient", c.computesInputGradient).text
         }
         for t in result.throughput {
             var line = JSONLine()
