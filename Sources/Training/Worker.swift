@@ -78,6 +78,10 @@ public final class Worker {
     /// goes silent is waited for: the worker says hello again with backoff and rejoins whatever
     /// coordinator answers at the same address (a restarted one resuming from its checkpoint).
     public func run() throws {
+        // However the worker leaves, a computation still running finishes first: the process
+        // must not exit, nor free the engine, under the thread computing with it (a worker stopped
+        // mid-computation died of SIGSEGV, with either GEMM library).
+        defer { computation.waitUntilIdle() }
         try join()
         while true {
             if Interruption.requested != nil {
@@ -341,6 +345,11 @@ private final class ComputationSlot: @unchecked Sendable {
                 lock.withLock { result = (runID, 0, failure, receivedAt); busy = false }
             }
         }
+    }
+
+    /// Returns once no computation runs (at once when none does).
+    func waitUntilIdle() {
+        while isBusy { usleep(1_000) }
     }
 
     /// The finished result, if any (a failed computation comes back as an error message).

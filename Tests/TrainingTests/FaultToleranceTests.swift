@@ -121,6 +121,31 @@ final class FaultToleranceTests: XCTestCase {
         XCTAssertEqual(other.wait(seconds: 30).status, 0)
     }
 
+    private static let resnet20Config = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("configs/resnet20.yaml")
+
+    func testAWorkerStoppedInTheMiddleOfAComputationFinishesItAndExitsCleanly() throws {
+        // ResNet-20's micro-batches keep the worker computing most of the time, so SIGTERM lands
+        // in a computation: the worker used to exit under its computing thread and die of SIGSEGV.
+        let folder = try LocalCluster.temporaryDirectory("stopmid")
+        let run = folder + "/run"
+        let configPath = try LocalCluster.write(
+            try String(contentsOf: Self.resnet20Config, encoding: .utf8), to: "config.yaml",
+            in: folder)
+        let coordinator = try LocalCluster.Child(
+            "cnn-coord", ["--config", configPath, "--workers", "1", "--steps", "400", "--run-dir", run, "--quiet"])
+        defer { coordinator.signal(SIGKILL); _ = coordinator.wait(seconds: 10) }
+        let address = try endpoint(of: run)
+        let worker = try LocalCluster.Child("cnn-worker", ["--connect", address, "--name", "stopped"])
+        waitForStep(4, in: run)
+        // A tenth of a second into the next step: well inside its quarter second of computing.
+        usleep(100_000)
+        worker.signal(SIGTERM)
+        let outcome = worker.wait(seconds: 30)
+        XCTAssertFalse(outcome.timedOut, outcome.combined)
+        XCTAssertEqual(outcome.status, 0, "the worker must finish its micro-batch and exit 0:\n\(outcome.combined)")
+    }
+
     func testASlowWorkerIsNamedAndBackupCopiesFinishItsStepsWithTheSameBits() throws {
         let run = try prepare("slow")
         let coordinator = try LocalCluster.Child(
