@@ -44,6 +44,7 @@ public final class MaxPool2D: Layer {
         let argmax = switches.reserve(batch * outputShape.count)
         let planes = batch * inputShape.channels
         if size == 2 && stride == 2 && padding == 0 {
+            // Each loop passes the flag as a constant, so the inlined kernels are compiled without it.
             if rectified {
                 for plane in 0..<planes { forwardTwoByTwo(plane, input: input, output: out, switches: argmax, rectified: true) }
             } else {
@@ -216,6 +217,7 @@ public final class MaxPool2D: Layer {
         let dInput = inputGradient.reserve(batch * inputShape.count)
         if size == 2 && stride == 2 && padding == 0 && outputShape.width >= 4 {
             for plane in 0..<(batch * inputShape.channels) {
+                // The flag as a constant in each branch, as in `pool`.
                 if rectified {
                     writeTwoByTwo(plane, outputGradient: outputGradient, into: dInput, rectified: true)
                 } else {

@@ -375,9 +375,6 @@ public enum Benchmark {
         let network = try Network(model.spec)
         var found: [(String, ConvolutionGeometry)] = []
         for (index, layer) in network.layers.enumerated() { collectConvolutions(layer, path: "\(index)", into: &found) }
-        if let first = network.layers.first as? Conv2D, !first.computesInputGradient, found.first?.0 == "0" {
-            found[0].1.computesInputGradient = false
-        }
         // Layers of the same geometry (most of ResNet-20's) are timed once and reported for each.
         var measured: [String: ConvolutionMeasurement] = [:]
         return try found.map { path, geometry in
@@ -400,6 +397,7 @@ public enum Benchmark {
         /// Rows of the im2col matrix per group: (C / groups) * kh * kw.
         var patch: Int
         var hasBias: Bool
+        /// As in the network: a first layer skips its input gradient.
         var computesInputGradient = true
         var make: () throws -> Layer
     }
@@ -410,9 +408,13 @@ public enum Benchmark {
             return ConvolutionGeometry(
                 summary: c.summary, inputShape: c.inputShape, outputShape: c.outputShape, filters: c.filters, groups: c.groups,
                 patch: c.inputShape.channels / c.groups * c.kernelHeight * c.kernelWidth, hasBias: c.hasBias,
+                computesInputGradient: c.computesInputGradient,
                 make: {
-                    try Conv2D(input: c.inputShape, filters: c.filters, kernelHeight: c.kernelHeight, kernelWidth: c.kernelWidth,
-                               stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups, bias: c.hasBias)
+                    let copy = try Conv2D(
+                        input: c.inputShape, filters: c.filters, kernelHeight: c.kernelHeight, kernelWidth: c.kernelWidth,
+                        stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups, bias: c.hasBias)
+                    copy.computesInputGradient = c.computesInputGradient
+                    return copy
                 })
         case let p as PointwiseConv2D:
             return ConvolutionGeometry(
@@ -450,12 +452,12 @@ public enum Benchmark {
 
     /// Times one layer's forward and backward on a fresh copy with random weights and input, then
     /// the same GEMMs through plain sgemm calls on buffers of the same sizes: the whole
-    /// micro-batch as one GEMM per group, forward (NN), weight gradient (NT) and input gradient (TN).
+    /// micro-batch as one GEMM per group, forward (NN), weight gradient (NT) and, where the layer
+    /// computes it, input gradient (TN).
     static func measureConvolution(
         _ geometry: ConvolutionGeometry, path: String, model: String, batch: Int, settings: BenchmarkSettings
     ) throws -> ConvolutionMeasurement {
         let layer = try geometry.make()
-        if !geometry.computesInputGradient, let convolution = layer as? Conv2D { convolution.computesInputGradient = false }
         let parameters = FloatBuffer(count: layer.parameterCount)
         let gradients = FloatBuffer(count: layer.parameterCount)
         fillRandom(parameters.pointer, count: layer.parameterCount, scale: 0.1)
