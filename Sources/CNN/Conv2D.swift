@@ -159,9 +159,17 @@ public final class Conv2D: Layer {
 
     private func makeWinograd() -> WinogradConvolution? {
         guard let tile = algorithm.winogradTile else { return nil }
-        return WinogradConvolution(
+        let winograd = WinogradConvolution(
             channels: inputShape.channels, filters: filters, height: inputShape.height, width: inputShape.width,
             padding: padding, tile: tile, workspace: workspace)
+        winograd.sharedTransform = sharedFilterTransform
+        return winograd
+    }
+
+    /// Where Winograd keeps this layer's transformed filters when the replicas of its network
+    /// share them (`Network.share(filterTransforms:)`); nil while the layer keeps its own.
+    var sharedFilterTransform: SharedFilterTransforms.Slot? {
+        didSet { winograd?.sharedTransform = sharedFilterTransform }
     }
 
     /// Where a call keeps its block matrices (and Winograd its transforms): the layer's own until

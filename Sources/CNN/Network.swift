@@ -136,6 +136,37 @@ public final class Network {
         }
     }
 
+    /// Makes this network's convolutions keep Winograd's transformed filters in `transforms`,
+    /// once for every network of the same spec bound to it, instead of each its own: model
+    /// replicas that read the same weights on different threads (see `SharedFilterTransforms`
+    /// for the promise the holder of the weights makes). Bind networks of one spec only.
+    public func share(filterTransforms transforms: SharedFilterTransforms) {
+        var ordinal = 0
+        for layer in layers {
+            Network.forEachConvolution(in: layer) { convolution in
+                convolution.sharedFilterTransform = transforms.slot(ordinal)
+                ordinal += 1
+            }
+        }
+    }
+
+    /// Visits every Conv2D in `layer` and the blocks inside it, in an order fixed by the spec.
+    private static func forEachConvolution(in layer: Layer, _ body: (Conv2D) -> Void) {
+        switch layer {
+        case let convolution as Conv2D:
+            body(convolution)
+        case let sequential as Sequential:
+            for child in sequential.children { forEachConvolution(in: child.layer, body) }
+        case let residual as Residual:
+            forEachConvolution(in: residual.path, body)
+            if let projection = residual.projection { forEachConvolution(in: projection, body) }
+        case let concatenation as Concatenation:
+            for branch in concatenation.branches { forEachConvolution(in: branch, body) }
+        default:
+            break
+        }
+    }
+
     /// Points the layers back at the network's own buffers.
     public func bindOwnBuffers() {
         bind(parameters: parameters.pointer, gradients: gradients.pointer)

@@ -22,7 +22,8 @@
 /// Backward is the adjoint of each step: dM = A dY A^T, dU[xi] = dM[xi] x V[xi]^T,
 /// dW += G^T dU G, dV[xi] = U[xi]^T x dM[xi], and the input gradient is the overlap-add of
 /// B dV B^T. V is recomputed in backward, block by block, rather than kept (it is four times the
-/// input). U is kept from forward (each layer its own): computing it again in backward would
+/// input). U is kept from forward (each layer its own, or one for all the replicas of a model:
+/// `SharedFilterTransforms`): computing it again in backward would
 /// save its memory but cost about 2 ms per AlexNet layer, 2% of a training step, as it writes
 /// all of U again. dU, V, M and the transforms' scratch live in the network's `LayerWorkspace`
 /// only during a call, so a network holds one of each, as large as its largest layer needs,
@@ -60,7 +61,12 @@ final class WinogradConvolution {
     /// borders that only they ever leave zero.
     var workspace: LayerWorkspace
 
-    private let transformedWeights = FloatBuffer()         // U [(m + 2)^2, K, C], from forward to backward
+    private let transformedWeights = FloatBuffer()         // U [(m + 2)^2, K, C] unless `sharedTransform` holds it
+    /// Where the replicas of this layer's network keep its U once for all (see
+    /// `SharedFilterTransforms`); nil when the layer computes its own in every forward pass.
+    var sharedTransform: SharedFilterTransforms.Slot?
+    /// The U of the last forward pass, which backward reuses.
+    private var forwardTransform: UnsafePointer<Float>?
     private let plane = FloatBuffer()          // [planeRows, 2 * half]: one input channel as a tile plane
     private let phases = FloatBuffer()         // one channel or filter of one sample, by phase (see each transform)
     private let biasTotals = FloatBuffer()     // [K]
@@ -134,7 +140,8 @@ final class WinogradConvolution {
         _ input: UnsafePointer<Float>, batch: Int, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
         into output: UnsafeMutablePointer<Float>
     ) {
-        let u = transformWeights(weights)
+        let u = transformedFilters(weights)
+        forwardTransform = u
         let block = samplesPerBlock(batch: batch), perSample = tilesPerSample, positions = positions
         // Slack after V and M for the eight-wide loads past a sample's last tile.
         let v = workspace.unfoldedInput.reserve(positions * channels * block * perSample + 8)
@@ -168,16 +175,24 @@ final class WinogradConvolution {
         }
     }
 
-    /// U [(m + 2)^2, K, C] for `weights` [K, C, 3, 3], kept for backward.
-    private func transformWeights(_ weights: UnsafePointer<Float>) -> UnsafeMutablePointer<Float> {
-        if tile.outputSize == 2 { transformWeightsSmall(weights) } else { transformWeightsGenerally(weights) }
-        return transformedWeights.pointer
+    /// U [(m + 2)^2, K, C] for `weights` [K, C, 3, 3]: computed now into the layer's own buffer,
+    /// or the shared one, computed by whichever replica needed it first since the weights changed.
+    private func transformedFilters(_ weights: UnsafePointer<Float>) -> UnsafePointer<Float> {
+        guard let sharedTransform else {
+            transformWeights(weights, into: transformedWeights)
+            return UnsafePointer(transformedWeights.pointer)
+        }
+        return sharedTransform.transformed(tileOutputSize: tile.outputSize) { transformWeights(weights, into: $0) }
+    }
+
+    private func transformWeights(_ weights: UnsafePointer<Float>, into target: FloatBuffer) {
+        if tile.outputSize == 2 { transformWeightsSmall(weights, into: target) } else { transformWeightsGenerally(weights, into: target) }
     }
 
     /// U[xi][k][c] = (G g G^T) for every 3x3 filter g = W[k][c], with
     /// G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].
-    private func transformWeightsSmall(_ weights: UnsafePointer<Float>) {
-        let u = transformedWeights.reserve(16 * filters * channels)
+    private func transformWeightsSmall(_ weights: UnsafePointer<Float>, into target: FloatBuffer) {
+        let u = target.reserve(16 * filters * channels)
         let step = filters * channels
         for k in 0..<filters {
             for c in 0..<channels {
@@ -415,7 +430,7 @@ final class WinogradConvolution {
         weightGradients: UnsafeMutablePointer<Float>, biasGradients: UnsafeMutablePointer<Float>?,
         inputGradient: UnsafeMutablePointer<Float>?
     ) {
-        let u = transformedWeights.pointer
+        guard let u = forwardTransform else { preconditionFailure("Winograd backward called before forward") }
         let positions = positions
         let du = workspace.weightGradientTotals.reserve(positions * filters * channels + 8)
         let block = samplesPerBlock(batch: batch), perSample = tilesPerSample
@@ -983,10 +998,10 @@ extension WinogradConvolution {
 
     /// U[xi][k][c] = G g G^T for every filter g = W[k][c], as vectors over (k, c) pairs, a piece
     /// at a time.
-    func transformWeightsGenerally(_ weights: UnsafePointer<Float>) {
+    func transformWeightsGenerally(_ weights: UnsafePointer<Float>, into target: FloatBuffer) {
         let pairs = filters * channels, piece = min(pairs, WinogradConvolution.weightPairsPerPiece)
         let stride = scratchStride(piece)
-        let u = transformedWeights.reserve(positions * pairs + 8)
+        let u = target.reserve(positions * pairs + 8)
         let taps = gathered.reserve(max(positions, 9) * stride)
         let e = partial.reserve(positions * stride)
         let g = tile.weightTransform

@@ -103,6 +103,56 @@ final class EngineReuseTests: XCTestCase {
         }
     }
 
+    /// Convolutions that compute with Winograd, of both tile sizes, one in a residual block, so
+    /// that the engine's replicas share their transformed filters, which must follow the weights
+    /// from step to step.
+    private func winogradConfig() throws -> TrainingConfig {
+        try TrainingConfig.parse(yaml: """
+            model:
+              input: [1, 8, 8]
+              layers:
+                - conv: {filters: 48, kernel: 3, padding: 1}
+                - relu
+                - conv: {filters: 48, kernel: 3, padding: 1}
+                - relu
+                - conv: {filters: 80, kernel: 3, padding: 1}
+                - relu
+                - basic_block: {filters: 80, stride: 1}
+                - globalavgpool
+                - flatten
+                - dense: 5
+            data: {dataset: synthetic, synthetic_train: 48, synthetic_test: 8, shuffle: true}
+            train:
+              epochs: 1
+              batch: 12
+              micro_batch: 3
+              seed: 13
+              optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+            """, source: "engine-winograd")
+    }
+
+    func testReplicasSharingTransformedFiltersMatchThePlainAlgorithmBitForBitAtOneAndTwoThreads() throws {
+        let config = try winogradConfig()
+        // C K / (C + K) of 24 and 30 choose F(2x2, 3x3) and 40 on whole tiles F(4x4, 3x3) with
+        // either GEMM library's thresholds.
+        let algorithms = try Network(config.model).layers.flatMap { layer -> [Conv2D.Algorithm] in
+            if let convolution = layer as? Conv2D { return [convolution.algorithm] }
+            if let block = layer as? Residual { return block.path.children.compactMap { ($0.layer as? Conv2D)?.algorithm } }
+            return []
+        }
+        XCTAssertEqual(algorithms, [.im2col, .winograd, .winograd, .winograd4x4, .winograd4x4])
+        let plain = try plainTraining(config)
+        XCTAssertEqual(plain.step, 4)
+        for threads in [1, 2] {
+            let trainer = try ReferenceTrainer(config: config, data: DataSource.load(config), threads: threads)
+            try trainer.train()
+            let got = bits(trainer.state.network.parameters.pointer, plain.parameterCount)
+            let expected = bits(plain.network.parameters.pointer, plain.parameterCount)
+            XCTAssertTrue(got == expected,
+                          "\(zip(got, expected).filter { $0 != $1 }.count) of \(got.count) parameters differ at \(threads) threads")
+        }
+    }
+
     /// Checks every node `got` holds against the same node added up from `leaves`, an output of
     /// an engine with a thread per micro-batch (which therefore holds single leaves only).
     private func assertNodes(_ got: MicroBatchOutput, match leaves: MicroBatchOutput, length: Int, _ label: String) throws {
