@@ -21,19 +21,23 @@ public final class LayerWorkspace: @unchecked Sendable {
     /// One block's GEMM result: Conv2D's product or Winograd's M, then their output gradients.
     let blockProducts = FloatBuffer()
     /// A backward call's weight gradient, summed over its blocks before it is added into the
-    /// layer's: Winograd's gradient with respect to U, or Conv2D's transposed dW.
+    /// layer's: Winograd's gradient with respect to U (or, for a large layer, that of a range of
+    /// filters, added in block by block), or Conv2D's transposed dW.
     let weightGradientTotals = FloatBuffer()
     /// Winograd's tiles of one channel or filter (or the weights' taps) between transforms.
     let gatheredTiles = FloatBuffer()
     /// Winograd's tiles after the first of the two one-dimensional transforms.
     let partialTransforms = FloatBuffer()
+    /// One sample's elementwise scratch [C, H, W]: LocalResponseNorm's squares in forward, its
+    /// dy y / s in backward.
+    let sampleScratch = FloatBuffer()
 
     /// An empty workspace; its buffers grow to the largest size asked of them.
     public init() {}
 
     /// Floats of room the buffers have grown to, for memory accounting and tests.
     public var capacity: Int {
-        [unfoldedInput, blockProducts, weightGradientTotals, gatheredTiles, partialTransforms]
+        [unfoldedInput, blockProducts, weightGradientTotals, gatheredTiles, partialTransforms, sampleScratch]
             .reduce(0) { $0 + $1.capacity }
     }
 }

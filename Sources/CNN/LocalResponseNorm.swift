@@ -20,8 +20,11 @@ public final class LocalResponseNorm: Layer {
     private let output = FloatBuffer()              // [N, C, H, W]
     private let base = FloatBuffer()                // [N, C, H, W]: s
     private let power = FloatBuffer()               // [N, C, H, W]: s^-beta
-    private let work = FloatBuffer()                // [C, H, W]: squares (forward) or dy * y / s (backward), one sample
     private let inputGradient = FloatBuffer()       // [N, C, H, W]
+    /// Where a call keeps its one sample of squares (forward) or dy * y / s (backward): the
+    /// layer's own workspace until a network binds it to the one all its layers share.
+    private var workspace = LayerWorkspace()
+    private var work: FloatBuffer { workspace.sampleScratch }
 
     /// Normalises across the channels of samples of shape `input`; throws a `ModelError` naming
     /// `name` for a size below 1, k <= 0 or a negative alpha or beta.
@@ -42,6 +45,10 @@ public final class LocalResponseNorm: Layer {
     public var summary: String { "LocalResponseNorm(\(size), alpha \(alpha), beta \(beta), k \(k))" }
     public var forwardFLOPs: Int { inputShape.count * (2 * size + 4) }
     public var savedFloatsPerSample: Int { 3 * inputShape.count }
+
+    public func bind(workspace: LayerWorkspace) {
+        self.workspace = workspace
+    }
 
     /// The channels whose window sums include channel j's square: j - (size-1)/2 ... j + size/2.
     @inline(__always)

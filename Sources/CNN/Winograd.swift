@@ -53,7 +53,8 @@ final class WinogradConvolution {
     /// F(2x2, 3x3) only: rows of a tile plane: the padded input, plus a zero row when OH is odd.
     let planeRows: Int
 
-    /// Where the scratch of one call lives: dU [(m + 2)^2, K, C] in `weightGradientTotals`,
+    /// Where the scratch of one call lives: dU [(m + 2)^2, K, C] (or a range of its filters, see
+    /// `weightGradientBytes`) in `weightGradientTotals`,
     /// one block's V [(m + 2)^2, C, T] (then dV) in `unfoldedInput`, its M [(m + 2)^2, K, T]
     /// (then dM) in `blockProducts`, and the general transforms' scratch in `gatheredTiles` and
     /// `partialTransforms`. Nothing in it outlives a call. The buffers below stay the layer's
@@ -79,6 +80,14 @@ final class WinogradConvolution {
     /// sample per block AlexNet's 13x13 layers (batch 8) took about twice im2col's time, with
     /// 64 tiles 0.64-0.69 of it.
     static let minimumBlockTiles = 64
+    /// Most bytes of dU a backward call holds at once. A workspace keeps the room it has grown
+    /// to for as long as its network (one per model replica), and the whole dU [(m + 2)^2, K, C]
+    /// of AlexNet's 384 x 384 F(4x4, 3x3) layer is 20.25 MiB; a larger dU is computed for a range
+    /// of filters at a time, each added into dW at once. 4 MiB is about one block's V or M in
+    /// that layer (3.4 MiB), so dU no longer sets the workspace's size, and leaves AlexNet's
+    /// chunks 64 to 96 filters: rows enough for the GEMMs to run as fast as one GEMM of all
+    /// filters (measured: no difference beyond the noise).
+    static let weightGradientBytes = 4 << 20
 
     /// Where input column w (padded column x = w + P) lies in a phase-ordered padded row:
     /// (x % m) (TC + 1) + x / m (see "Any tile size").
@@ -425,6 +434,12 @@ final class WinogradConvolution {
     /// forward pass for the output gradient [N, K, OH, OW], and writes the input gradient
     /// [N, C, H, W] when `inputGradient` is given. `forward` must have run on the same input and
     /// weights (its U is reused).
+    ///
+    /// When the whole dU fits `weightGradientBytes`, dU is summed over the blocks and transformed
+    /// into dW once. Otherwise each block computes dU for `weightGradientChunkFilters` filters
+    /// at a time and adds that chunk's G^T dU G into dW before the next: with several blocks dW
+    /// then sums transformed blocks rather than transforming the sum, which rounds differently
+    /// but is just as fixed by the shapes and the micro-batch.
     func backward(
         _ outputGradient: UnsafePointer<Float>, input: UnsafePointer<Float>, batch: Int,
         weightGradients: UnsafeMutablePointer<Float>, biasGradients: UnsafeMutablePointer<Float>?,
@@ -432,7 +447,8 @@ final class WinogradConvolution {
     ) {
         guard let u = forwardTransform else { preconditionFailure("Winograd backward called before forward") }
         let positions = positions
-        let du = workspace.weightGradientTotals.reserve(positions * filters * channels + 8)
+        let chunkFilters = weightGradientChunkFilters, chunked = chunkFilters < filters
+        let du = workspace.weightGradientTotals.reserve(positions * chunkFilters * channels + 8)
         let block = samplesPerBlock(batch: batch), perSample = tilesPerSample
         // Slack after V and M for the eight-wide loads past a sample's last tile.
         let v = workspace.unfoldedInput.reserve(positions * channels * block * perSample + 8)
@@ -457,12 +473,16 @@ final class WinogradConvolution {
                 transformOutputGradientBlock(outputGradient + first * outputCount, samples: samples, into: m)
                 transformInputBlock(input + first * inputCount, samples: samples, into: v)
             }
-            for xi in 0..<positions {
-                // dU[xi] [K, C] (+)= dM[xi] [K, T] x V[xi]^T [T, C]
-                BLAS.gemm(
-                    transposeA: false, transposeB: true, m: filters, n: channels, k: count,
-                    a: m + xi * filters * count, lda: count, b: v + xi * channels * count, ldb: count,
-                    beta: first == 0 ? 0 : 1, c: du + xi * filters * channels, ldc: channels)
+            if chunked {
+                addBlockWeightGradient(m, v, count: count, chunkFilters: chunkFilters, into: du, weightGradients: weightGradients)
+            } else {
+                for xi in 0..<positions {
+                    // dU[xi] [K, C] (+)= dM[xi] [K, T] x V[xi]^T [T, C]
+                    BLAS.gemm(
+                        transposeA: false, transposeB: true, m: filters, n: channels, k: count,
+                        a: m + xi * filters * count, lda: count, b: v + xi * channels * count, ldb: count,
+                        beta: first == 0 ? 0 : 1, c: du + xi * filters * channels, ldc: channels)
+                }
             }
             if let inputGradient {
                 // V has served: it becomes dV.
@@ -483,9 +503,10 @@ final class WinogradConvolution {
             }
             first += samples
         }
-        // The first block wrote dU (beta 0); with no samples there is nothing to add.
-        if batch > 0 {
-            if tile.outputSize == 2 { addWeightGradient(du, to: weightGradients) } else { addWeightGradientGenerally(du, to: weightGradients) }
+        // The first block wrote dU (beta 0); with no samples there is nothing to add. Chunks
+        // were added as they came.
+        if batch > 0 && !chunked {
+            addWeightGradient(du, filters: filters, to: weightGradients)
         }
         if let biasGradients, let totals {
             for k in 0..<filters { biasGradients[k] += totals[k] }
@@ -651,10 +672,52 @@ final class WinogradConvolution {
         }
     }
 
-    /// dW[k][c] += G^T dU[k][c] G (3x3), the adjoint of `transformWeights`.
-    private func addWeightGradient(_ du: UnsafePointer<Float>, to weightGradients: UnsafeMutablePointer<Float>) {
-        let step = filters * channels
-        for k in 0..<filters {
+    /// Filters per dU chunk: all of them when the whole dU fits `weightGradientBytes`, else the
+    /// fewest equal chunks (the last one smaller) that each fit, at least one filter.
+    var weightGradientChunkFilters: Int {
+        let perFilter = positions * channels * MemoryLayout<Float>.stride
+        let fitting = max(1, WinogradConvolution.weightGradientBytes / max(perFilter, 1))
+        guard fitting < filters else { return filters }
+        let chunks = (filters + fitting - 1) / fitting
+        return (filters + chunks - 1) / chunks
+    }
+
+    /// One block's weight gradient added into dW a chunk of `chunkFilters` filters at a time:
+    /// dU [(m + 2)^2, Kc, C] for filters k0 ..< k0 + Kc (rows k0 ..< k0 + Kc of each dM[xi], one
+    /// contiguous run) into `du`, then G^T dU G into those filters' slab of dW [K, C, 3, 3].
+    private func addBlockWeightGradient(
+        _ m: UnsafePointer<Float>, _ v: UnsafePointer<Float>, count: Int, chunkFilters: Int,
+        into du: UnsafeMutablePointer<Float>, weightGradients: UnsafeMutablePointer<Float>
+    ) {
+        var first = 0
+        while first < filters {
+            let chunk = min(chunkFilters, filters - first)
+            for xi in 0..<positions {
+                // dU[xi] [Kc, C] = dM[xi] rows [Kc, T] x V[xi]^T [T, C]
+                BLAS.gemm(
+                    transposeA: false, transposeB: true, m: chunk, n: channels, k: count,
+                    a: m + (xi * filters + first) * count, lda: count, b: v + xi * channels * count, ldb: count,
+                    beta: 0, c: du + xi * chunk * channels, ldc: channels)
+            }
+            addWeightGradient(du, filters: chunk, to: weightGradients + first * channels * 9)
+            first += chunk
+        }
+    }
+
+    /// dW[k][c] += G^T dU[k][c] G for `count` filters of dU [(m + 2)^2, count, C] and of
+    /// `weightGradients` [count, C, 3, 3], with whichever transform the tile has.
+    private func addWeightGradient(_ du: UnsafePointer<Float>, filters count: Int, to weightGradients: UnsafeMutablePointer<Float>) {
+        if tile.outputSize == 2 {
+            addWeightGradientSmall(du, filters: count, to: weightGradients)
+        } else {
+            addWeightGradientGenerally(du, filters: count, to: weightGradients)
+        }
+    }
+
+    /// dW[k][c] += G^T dU[k][c] G (3x3) for `count` filters, the adjoint of `transformWeights`.
+    private func addWeightGradientSmall(_ du: UnsafePointer<Float>, filters count: Int, to weightGradients: UnsafeMutablePointer<Float>) {
+        let step = count * channels
+        for k in 0..<count {
             for c in 0..<channels {
                 let source = du + k * channels + c
                 // dU G, row by row: [4, 3]. G's columns give d0 + (d1 + d2)/2, (d1 - d2)/2, d3 + (d1 + d2)/2.
@@ -1019,10 +1082,11 @@ extension WinogradConvolution {
         }
     }
 
-    /// dW[k][c] += G^T dU[k][c] G, the adjoint of `transformWeightsGenerally`, a piece of pairs at
-    /// a time. dU needs eight floats of slack past its end.
-    func addWeightGradientGenerally(_ du: UnsafePointer<Float>, to weightGradients: UnsafeMutablePointer<Float>) {
-        let pairs = filters * channels, piece = min(pairs, WinogradConvolution.weightPairsPerPiece)
+    /// dW[k][c] += G^T dU[k][c] G for `count` filters of dU [(m + 2)^2, count, C] and of
+    /// `weightGradients` [count, C, 3, 3], the adjoint of `transformWeightsGenerally`, a piece of
+    /// pairs at a time. dU needs eight floats of slack past its end.
+    func addWeightGradientGenerally(_ du: UnsafePointer<Float>, filters count: Int, to weightGradients: UnsafeMutablePointer<Float>) {
+        let pairs = count * channels, piece = min(pairs, WinogradConvolution.weightPairsPerPiece)
         let stride = scratchStride(piece)
         let taps = gathered.reserve(max(positions, 9) * stride)
         let e = partial.reserve(positions * stride)

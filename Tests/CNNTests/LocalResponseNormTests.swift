@@ -54,6 +54,49 @@ final class LocalResponseNormTests: XCTestCase {
         }
     }
 
+    /// Forward through `layers` in order, then backward in reverse, as a network runs them, twice;
+    /// the outputs and input gradients of every call as bits.
+    private func run(_ layers: [LocalResponseNorm], batch: Int) -> [[UInt32]] {
+        var results: [[UInt32]] = []
+        for round in 0..<2 {
+            let inputs = layers.indices.map { TestArrays.normal(count: batch * layers[$0].inputShape.count, seed: UInt64(40 + 2 * $0 + round), scale: 3) }
+            let gradients = layers.indices.map { TestArrays.normal(count: batch * layers[$0].inputShape.count, seed: UInt64(50 + 2 * $0 + round)) }
+            // The layers keep a pointer to their input from forward to backward.
+            let pointers = inputs.map { values -> UnsafeMutablePointer<Float> in
+                let pointer = UnsafeMutablePointer<Float>.allocate(capacity: values.count)
+                pointer.initialize(from: values, count: values.count)
+                return pointer
+            }
+            defer { for pointer in pointers { pointer.deallocate() } }
+            for (layer, x) in zip(layers, pointers) {
+                let y = layer.forward(x, batch: batch, context: PassContext(mode: .training))
+                results.append(UnsafeBufferPointer(start: y, count: batch * layer.outputShape.count).map(\.bitPattern))
+            }
+            for index in layers.indices.reversed() {
+                let dx = gradients[index].withUnsafeBufferPointer { layers[index].backward($0.baseAddress!, batch: batch) }
+                results.append(UnsafeBufferPointer(start: dx, count: batch * layers[index].inputShape.count).map(\.bitPattern))
+            }
+        }
+        return results
+    }
+
+    func testTwoLayersSharingOneWorkspaceGiveTheBitsOfLayersWithScratchOfTheirOwn() throws {
+        // The second layer's sample is the larger, so the shared scratch grows between the first
+        // layer's forward and its backward; a strong alpha so the window sums matter.
+        let shapes = [FeatureShape(channels: 8, height: 9, width: 9), FeatureShape(channels: 16, height: 7, width: 7)]
+        let spec = LocalResponseNormSpec(size: 5, alpha: 0.5, beta: 0.75, k: 2)
+        let alone = try shapes.map { try LocalResponseNorm(input: $0, spec: spec) }
+        let shared = try shapes.map { try LocalResponseNorm(input: $0, spec: spec) }
+        let workspace = LayerWorkspace()
+        for layer in shared { layer.bind(workspace: workspace) }
+        let expected = run(alone, batch: 3), actual = run(shared, batch: 3)
+        XCTAssertEqual(actual.count, expected.count)
+        for (index, (a, e)) in zip(actual, expected).enumerated() {
+            XCTAssertEqual(a, e, "call \(index) (forward 0, forward 1, backward 1, backward 0, then again)")
+        }
+        XCTAssertGreaterThanOrEqual(workspace.capacity, shapes.map(\.count).max()!, "the layers worked in the shared workspace")
+    }
+
     func testRejectsANonPositiveK() {
         XCTAssertThrowsError(try LocalResponseNorm(input: .vector(3), spec: LocalResponseNormSpec(size: 3, k: 0), name: "model.layers[2]")) {
             XCTAssertTrue("\($0)".hasPrefix("model.layers[2]"), "\($0)")

@@ -363,4 +363,117 @@ final class WinogradTests: XCTestCase {
         try plain.use(.im2col)
         XCTAssertEqual(plain.algorithm, .im2col)
     }
+
+    // MARK: Large layers: dU a range of filters at a time
+
+    /// Layers whose whole dU [(m + 2)^2, K, C] is past Winograd's 4 MiB budget, so backward
+    /// computes it a range of filters at a time, each added into dW at once, in every block; with
+    /// the filters a chunk that budget gives.
+    /// F(4x4, 3x3): 36 x 700 x 128 floats of dU (12.3 MiB), at most 227 filters a chunk, so four
+    /// chunks of 175; 16 tiles a sample, so blocks of four samples and a second block of one.
+    /// F(2x2, 3x3): 16 x 700 x 256 floats (10.9 MiB), at most 256 filters a chunk, so chunks of
+    /// 234, 234 and 232; one sample a block, so three blocks.
+    private let largeCases: [(WinogradCase, Conv2D.Algorithm, chunk: Int)] = [
+        (WinogradCase(channels: 128, filters: 700, height: 15, width: 14, padding: 1, batch: 5), .winograd4x4, 175),
+        (WinogradCase(channels: 256, filters: 700, height: 6, width: 7, padding: 1, batch: 3, bias: false), .winograd, 234),
+    ]
+
+    /// Floats of the whole dU of a large case.
+    private func wholeWeightGradientTransform(_ testCase: WinogradCase, _ algorithm: Conv2D.Algorithm) -> Int {
+        let side = algorithm == .winograd4x4 ? 6 : 4
+        return side * side * testCase.filters * testCase.channels
+    }
+
+    func testLargeLayersComputingDUAFilterRangeAtATimeEqualIm2colOverSeveralBlocks() throws {
+        for (index, (testCase, algorithm, _)) in largeCases.enumerated() {
+            let seed = UInt64(60 + index)
+            let input = TestArrays.normal(count: testCase.batch * testCase.channels * testCase.height * testCase.width, seed: seed)
+            let reference = BoundLayer(try testCase.make(.im2col), seed: seed, fill: .initialisers)
+            let convolution = try testCase.make(algorithm)
+            let workspace = LayerWorkspace()
+            convolution.bind(workspace: workspace)
+            let winograd = BoundLayer(convolution, seed: seed, fill: .initialisers)
+            if testCase.bias {
+                let bias = TestArrays.normal(count: testCase.filters, seed: seed, stream: 3)
+                reference.setValues("bias", bias)
+                winograd.setValues("bias", bias)
+            }
+            let expected = pass(reference, input: input, seed: seed, batch: testCase.batch)
+            _ = winograd.forward(input, batch: testCase.batch)
+            let afterForward = workspace.capacity
+            let actual = pass(winograd, input: input, seed: seed, batch: testCase.batch)
+            let what = "\(testCase), \(algorithm)"
+            assertNear(actual.output, expected.output, "\(what): output")
+            assertNear(actual.inputGradient, expected.inputGradient, "\(what): input gradient")
+            assertNear(actual.weightGradient, expected.weightGradient, "\(what): weight gradient")
+            if testCase.bias { assertNear(actual.biasGradient, expected.biasGradient, "\(what): bias gradient") }
+            // Forward has grown V, M and the transforms' scratch to their size; what backward adds
+            // is dU, which must be a chunk of it (about a quarter or a third), not all of it.
+            let whole = wholeWeightGradientTransform(testCase, algorithm)
+            XCTAssertLessThan(workspace.capacity - afterForward, whole / 2, "\(what): backward held most of dU at once")
+        }
+    }
+
+    func testLargeLayersComputingDUAFilterRangeAtATimeMatchCentralDifferencesInEveryChunk() throws {
+        for (index, (testCase, algorithm, chunk)) in largeCases.enumerated() {
+            let seed = UInt64(70 + index)
+            let bound = BoundLayer(try testCase.make(algorithm), seed: seed, fill: .initialisers)
+            let input = TestArrays.normal(count: testCase.batch * testCase.channels * testCase.height * testCase.width, seed: seed)
+            let outputCount = testCase.batch * bound.layer.outputShape.count
+            let projection = TestArrays.normal(count: outputCount, seed: seed, stream: 2)
+            let analytic = pass(bound, input: input, seed: seed, batch: testCase.batch).weightGradient
+
+            // The loss sum(r * y) is linear in the weights, so central differences are exact but
+            // for rounding. The first and last filters and those on both sides of every chunk
+            // boundary, at varied channels and taps.
+            let filters = testCase.filters, channels = testCase.channels
+            let boundaries = stride(from: chunk, to: filters, by: chunk).flatMap { [$0 - 1, $0] }
+            let picked = [0, 1] + boundaries + [filters - 2, filters - 1]
+            let weights = bound.tensor("weight")
+            var analyticPicked: [Double] = [], numerical: [Double] = []
+            input.withUnsafeBufferPointer { x in
+                func loss() -> Double {
+                    let y = bound.layer.forward(x.baseAddress!, batch: testCase.batch, context: PassContext(mode: .training))
+                    var sum = 0.0
+                    for i in 0..<outputCount { sum += Double(projection[i]) * Double(y[i]) }
+                    return sum
+                }
+                for filter in picked {
+                    let element = (filter * channels + (filter * 37) % channels) * 9 + filter % 9
+                    let pointer = bound.parameters.pointer + weights.offset + element
+                    let original = pointer.pointee
+                    let step = 1e-2 * max(1, abs(Double(original)))
+                    let plus = Float(Double(original) + step), minus = Float(Double(original) - step)
+                    pointer.pointee = plus
+                    let above = loss()
+                    pointer.pointee = minus
+                    let below = loss()
+                    pointer.pointee = original
+                    numerical.append((above - below) / (Double(plus) - Double(minus)))
+                    analyticPicked.append(Double(analytic[element]))
+                }
+            }
+            let comparison = GradientComparison(
+                tensor: "weight (filters \(picked))", shape: [picked.count], analytic: analyticPicked, numerical: numerical,
+                options: GradientCheckOptions(relativeTolerance: 1e-3, elementTolerance: 1e-2))
+            XCTAssertTrue(comparison.passed, "\(testCase), \(algorithm): \(comparison)")
+        }
+    }
+
+    func testOneMicroBatchThroughALargeLayerGivesTheSameBitsTwiceAndOnAFreshLayer() throws {
+        for (index, (testCase, algorithm, _)) in largeCases.enumerated() {
+            let seed = UInt64(80 + index)
+            let input = TestArrays.normal(count: testCase.batch * testCase.channels * testCase.height * testCase.width, seed: seed)
+            let bound = BoundLayer(try testCase.make(algorithm), seed: seed, fill: .initialisers)
+            let fresh = BoundLayer(try testCase.make(algorithm), seed: seed, fill: .initialisers)
+            let results = [bound, bound, fresh].map { pass($0, input: input, seed: seed, batch: testCase.batch) }
+            for (round, result) in results.enumerated().dropFirst() {
+                let what = "\(testCase), \(algorithm), pass \(round)"
+                XCTAssertEqual(result.output.map(\.bitPattern), results[0].output.map(\.bitPattern), what)
+                XCTAssertEqual(result.inputGradient.map(\.bitPattern), results[0].inputGradient.map(\.bitPattern), what)
+                XCTAssertEqual(result.weightGradient.map(\.bitPattern), results[0].weightGradient.map(\.bitPattern), what)
+                XCTAssertEqual(result.biasGradient.map(\.bitPattern), results[0].biasGradient.map(\.bitPattern), what)
+            }
+        }
+    }
 }
