@@ -73,12 +73,17 @@ public struct MicroBatchOutput {
 /// The replicas share one copy of the weights (they only read them) and back-propagate straight
 /// into the leaves they return; a process in the same address space as the master weights can
 /// let the replicas read those directly (`shareWeights(of:)`), so a step copies no weights at all.
+/// For the same reason they share what is computed from the weights alone: Winograd's
+/// transformed filters (`filterTransforms`).
 public final class MicroBatchEngine: @unchecked Sendable {
     // Sendable: each replica is touched by exactly one thread during `compute`, and nothing else
     // runs while `compute` is in flight.
     public let config: TrainingConfig
     public let data: DataSource
     private let replicas: [Replica]
+    /// Winograd's transformed filters, computed once per `compute` for all replicas, as they all
+    /// read the same weights.
+    public let filterTransforms = SharedFilterTransforms()
     public let parameterCount: Int
     public let stateCount: Int
     /// Floats per leaf and partial sum: parameter gradients, then state observations.
@@ -125,6 +130,7 @@ public final class MicroBatchEngine: @unchecked Sendable {
         self.config = config
         self.data = data
         replicas = try (0..<threads).map { _ in try Replica(config.model) }
+        for replica in replicas { replica.network.share(filterTransforms: filterTransforms) }
         parameterCount = replicas[0].network.parameterCount
         stateCount = replicas[0].network.stateCount
         loadedWeights = FloatBuffer(count: parameterCount + stateCount)
@@ -171,6 +177,8 @@ public final class MicroBatchEngine: @unchecked Sendable {
         // nodes as it goes.
         let ordered = work.sorted { $0.index < $1.index }
         if training { replicas.forEach { $0.releaseHeldBuffers() } }
+        // The weights may have changed since the last call (an optimiser step, new weights).
+        filterTransforms.invalidate()
         let outputs = (0..<max(threads, 1)).map { _ in Box(MicroBatchOutput()) }
         DispatchQueue.concurrentPerform(iterations: threads) { t in
             let replica = replicas[t]

@@ -141,6 +141,13 @@ final class EngineReuseTests: XCTestCase {
             return []
         }
         XCTAssertEqual(algorithms, [.im2col, .winograd, .winograd, .winograd4x4, .winograd4x4])
+        // The replicas keep one U per Winograd layer between them: 16 or 36 positions per
+        // (filter, channel) pair, 36 of them with 8 floats of slack.
+        let engine = try MicroBatchEngine(config: config, data: DataSource.load(config), threads: 2)
+        _ = engine.compute(work([0, 1], microBatch: 3), training: true, epoch: 0, step: 0)
+        let transformFloats = 16 * 48 * 48 + 16 * 80 * 48 + 2 * (36 * 80 * 80 + 8)
+        XCTAssertGreaterThanOrEqual(engine.filterTransforms.capacity, transformFloats)
+        XCTAssertLessThan(engine.filterTransforms.capacity, 2 * transformFloats)
         let plain = try plainTraining(config)
         XCTAssertEqual(plain.step, 4)
         for threads in [1, 2] {
