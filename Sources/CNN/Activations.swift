@@ -9,7 +9,7 @@ public final class LeakyReLU: Layer {
 
     private var savedInput: UnsafePointer<Float>!   // [N, C, H, W]
     private let output = FloatBuffer()              // [N, C, H, W]
-    private let inputGradient = FloatBuffer()       // [N, C, H, W]
+    private var inputGradient = FloatBuffer()       // [N, C, H, W]
 
     /// A leaky ReLU on samples of shape `input` with the given negative-side slope.
     public init(input: FeatureShape, slope: Float = 0.01) {
@@ -19,6 +19,8 @@ public final class LeakyReLU: Layer {
 
     public var summary: String { "LeakyReLU(\(slope))" }
     public var forwardFLOPs: Int { inputShape.count }
+
+    public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         savedInput = input
@@ -52,7 +54,7 @@ public final class ELU: Layer {
 
     private var savedInput: UnsafePointer<Float>!   // [N, C, H, W]
     private let output = FloatBuffer()              // [N, C, H, W]
-    private let inputGradient = FloatBuffer()       // [N, C, H, W]
+    private var inputGradient = FloatBuffer()       // [N, C, H, W]
 
     /// An ELU on samples of shape `input`; throws a `ModelError` naming `name` for a negative alpha.
     public init(input: FeatureShape, alpha: Float = 1, name: String = "ELU") throws {
@@ -65,6 +67,8 @@ public final class ELU: Layer {
 
     public var summary: String { "ELU(\(alpha))" }
     public var forwardFLOPs: Int { inputShape.count }
+
+    public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         savedInput = input
@@ -99,7 +103,7 @@ public final class Sigmoid: Layer {
     public var outputShape: FeatureShape { inputShape }
 
     private let output = FloatBuffer()          // [N, C, H, W]
-    private let inputGradient = FloatBuffer()   // [N, C, H, W]
+    private var inputGradient = FloatBuffer()   // [N, C, H, W]
 
     /// A sigmoid on samples of shape `input`.
     public init(input: FeatureShape) {
@@ -108,6 +112,8 @@ public final class Sigmoid: Layer {
 
     public var summary: String { "Sigmoid" }
     public var forwardFLOPs: Int { 4 * inputShape.count }
+
+    public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         let count = batch * inputShape.count
@@ -134,7 +140,7 @@ public final class Tanh: Layer {
     public var outputShape: FeatureShape { inputShape }
 
     private let output = FloatBuffer()          // [N, C, H, W]
-    private let inputGradient = FloatBuffer()   // [N, C, H, W]
+    private var inputGradient = FloatBuffer()   // [N, C, H, W]
 
     /// A tanh on samples of shape `input`.
     public init(input: FeatureShape) {
@@ -143,6 +149,8 @@ public final class Tanh: Layer {
 
     public var summary: String { "Tanh" }
     public var forwardFLOPs: Int { 4 * inputShape.count }
+
+    public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         let count = batch * inputShape.count

@@ -12,7 +12,7 @@ public final class AvgPool2D: Layer {
     public let padding: Int
 
     private let output = FloatBuffer()          // [N, C, OH, OW]
-    private let inputGradient = FloatBuffer()   // [N, C, H, W]
+    private var inputGradient = FloatBuffer()   // [N, C, H, W]
 
     /// F x F windows (`size`) moved by `stride` (default: the size) over zero padding `padding`;
     /// throws a `ModelError` naming `name` when they do not fit the input.
@@ -41,6 +41,8 @@ public final class AvgPool2D: Layer {
         let divisor = Float((h1 - h0) * (w1 - w0))
         return (max(h0, 0), min(h1, inputShape.height), max(w0, 0), min(w1, inputShape.width), divisor)
     }
+
+    public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         let out = output.reserve(batch * outputShape.count)
@@ -91,7 +93,7 @@ public final class GlobalAvgPool2D: Layer {
     public var outputShape: FeatureShape { .vector(inputShape.channels) }
 
     private let output = FloatBuffer()          // [N, C]
-    private let inputGradient = FloatBuffer()   // [N, C, H, W]
+    private var inputGradient = FloatBuffer()   // [N, C, H, W]
 
     /// Averages each channel of samples of shape `input`.
     public init(input: FeatureShape) {
@@ -103,6 +105,8 @@ public final class GlobalAvgPool2D: Layer {
     public var savedFloatsPerSample: Int { 0 }
 
     private var plane: Int { inputShape.height * inputShape.width }
+
+    public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         let planes = batch * inputShape.channels

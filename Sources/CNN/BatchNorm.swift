@@ -33,7 +33,7 @@ public final class BatchNorm: Layer {
     private var savedInput: UnsafePointer<Float>!   // [N, C, H, W], valid until backward
     private var trainedLast = false
     private let output = FloatBuffer()              // [N, C, H, W]
-    private let inputGradient = FloatBuffer()       // [N, C, H, W]
+    private var inputGradient = FloatBuffer()       // [N, C, H, W]
     private let mean: FloatBuffer                   // [C]: batch mean (training) or running mean (inference)
     private let inverseDeviation: FloatBuffer       // [C]: 1 / sqrt(variance + epsilon) of the statistics used
 
@@ -100,6 +100,8 @@ public final class BatchNorm: Layer {
             state[c] = (1 - factor) * state[c] + factor * observed[c]
         }
     }
+
+    public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         savedInput = input

@@ -201,7 +201,7 @@ public final class Conv2D: Layer {
     private let paddedInput = FloatBuffer()    // [H + 2P, W + 2P]: one input channel inside a zero border
     private let paddedGradient = FloatBuffer() // [H + 2P, W + 2P]: one channel's input gradient, border included
     private let output = FloatBuffer()         // [N, K, OH, OW]
-    private let inputGradient = FloatBuffer()  // [N, C, H, W]
+    private var inputGradient = FloatBuffer()  // [N, C, H, W]
     private var zeroedInputGradient = 0        // floats of `inputGradient` known to be zero (when not computed)
 
     /// Rows of the im2col matrix per group: (C / groups) * kh * kw.
@@ -297,6 +297,12 @@ public final class Conv2D: Layer {
             bias = parameters + weightCount
             biasGradients = gradients + weightCount
         }
+    }
+
+    public func bind(inputGradient buffer: FloatBuffer) {
+        guard buffer !== inputGradient else { return }
+        inputGradient = buffer
+        zeroedInputGradient = 0
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {

@@ -13,7 +13,7 @@ public final class Dense: Layer {
     private var savedInput: UnsafePointer<Float>!
 
     private let output = FloatBuffer()          // [N, out]
-    private let inputGradient = FloatBuffer()   // [N, in]
+    private var inputGradient = FloatBuffer()   // [N, in]
 
     public init(input: FeatureShape, units: Int, bias: Bool = true, name: String = "Dense") throws {
         guard units > 0 else { throw ModelError(layer: name, message: "units must be positive, got \(units)") }
@@ -42,6 +42,8 @@ public final class Dense: Layer {
             biasGradients = gradients + units * inputShape.count
         }
     }
+
+    public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         savedInput = input

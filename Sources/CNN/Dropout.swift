@@ -19,7 +19,7 @@ public final class Dropout: Layer {
 
     private let mask = FloatBuffer()            // [N, units]: 0 or 1 / (1 - p)
     private let output = FloatBuffer()          // [N, C, H, W]
-    private let inputGradient = FloatBuffer()   // [N, C, H, W]
+    private var inputGradient = FloatBuffer()   // [N, C, H, W]
     private var maskedLast = false
 
     /// Drops values (or, when `spatial`, whole channels) of samples of shape `input` with
@@ -53,6 +53,8 @@ public final class Dropout: Layer {
 
     private var unitsPerSample: Int { spatial ? inputShape.channels : inputShape.count }
     private var valuesPerUnit: Int { spatial ? inputShape.height * inputShape.width : 1 }
+
+    public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         maskedLast = context.mode == .training && probability > 0

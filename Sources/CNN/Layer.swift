@@ -88,6 +88,12 @@ public protocol Layer: AnyObject {
     /// layers of its network for the duration of one call (see `LayerWorkspace`). Until then a
     /// layer that needs scratch uses its own.
     func bind(workspace: LayerWorkspace)
+    /// Hands the layer the buffer its following `backward` calls write the input gradient into,
+    /// instead of one of its own: a network passes gradients between its layers through two
+    /// buffers in turn (see `Network.backward`), so it holds two, as large as the largest input
+    /// gradient, rather than one per layer. The network binds before each call, never to the
+    /// buffer holding that call's output gradient. A layer may ignore it and keep its own.
+    func bind(inputGradient buffer: FloatBuffer)
     /// Updates the state from the mean of one step's observations (`stateCount` values each).
     func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>)
 
@@ -103,6 +109,7 @@ extension Layer {
     public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {}
     public func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>) {}
     public func bind(workspace: LayerWorkspace) {}
+    public func bind(inputGradient buffer: FloatBuffer) {}
     public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {}
     public var parameterCount: Int { parameterSpecs.reduce(0) { $0 + $1.count } }
     public var stateCount: Int { stateSpecs.reduce(0) { $0 + $1.count } }

@@ -20,7 +20,7 @@ public final class LocalResponseNorm: Layer {
     private let output = FloatBuffer()              // [N, C, H, W]
     private let base = FloatBuffer()                // [N, C, H, W]: s
     private let power = FloatBuffer()               // [N, C, H, W]: s^-beta
-    private let inputGradient = FloatBuffer()       // [N, C, H, W]
+    private var inputGradient = FloatBuffer()       // [N, C, H, W]
     /// Where a call keeps its one sample of squares (forward) or dy * y / s (backward): the
     /// layer's own workspace until a network binds it to the one all its layers share.
     private var workspace = LayerWorkspace()
@@ -55,6 +55,8 @@ public final class LocalResponseNorm: Layer {
     private func windowRange(of c: Int) -> ClosedRange<Int> {
         max(0, c - size / 2)...min(inputShape.channels - 1, c + (size - 1) / 2)
     }
+
+    public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         savedInput = input

@@ -11,7 +11,7 @@ public final class MaxPool2D: Layer {
 
     private let output = FloatBuffer()          // [N, C, OH, OW]
     private let switches = IndexBuffer()        // [N, C, OH, OW]: index into the input plane
-    private let inputGradient = FloatBuffer()   // [N, C, H, W]
+    private var inputGradient = FloatBuffer()   // [N, C, H, W]
 
     public init(input: FeatureShape, size: Int, stride: Int? = nil, padding: Int = 0, name: String = "MaxPool2D") throws {
         let stride = stride ?? size
@@ -27,6 +27,8 @@ public final class MaxPool2D: Layer {
     }
 
     public var forwardFLOPs: Int { outputShape.count * size * size }
+
+    public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         pool(input, batch: batch, rectified: false)

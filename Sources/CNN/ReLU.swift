@@ -5,7 +5,7 @@ public final class ReLU: Layer {
     public var outputShape: FeatureShape { inputShape }
 
     private let output = FloatBuffer()
-    private let inputGradient = FloatBuffer()
+    private var inputGradient = FloatBuffer()
     /// Where the last forward left its output: `output`, or the values `forwardInPlace` rectified.
     private var lastOutput: UnsafePointer<Float>?
 
@@ -15,6 +15,8 @@ public final class ReLU: Layer {
 
     public var summary: String { "ReLU" }
     public var forwardFLOPs: Int { inputShape.count }
+
+    public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         rectify(input, into: output.reserve(batch * inputShape.count), batch: batch)

@@ -15,7 +15,7 @@ public final class Residual: Layer {
 
     private let output = FloatBuffer()          // [N, C, H, W]
     private let sumGradient = FloatBuffer()     // [N, C, H, W]: d(loss)/d(path + shortcut)
-    private let inputGradient = FloatBuffer()   // [N, C_in, H_in, W_in]
+    private var inputGradient = FloatBuffer()   // [N, C_in, H_in, W_in]
 
     public var inputShape: FeatureShape { path.inputShape }
     public var outputShape: FeatureShape { path.outputShape }
@@ -65,6 +65,8 @@ public final class Residual: Layer {
     public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {
         applyChildObservations(children, observed, to: state)
     }
+
+    public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         let count = batch * outputShape.count
