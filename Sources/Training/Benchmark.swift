@@ -467,7 +467,7 @@ public enum Benchmark {
         let outputGradient = FloatBuffer(count: batch * layer.outputShape.count)
         fillRandom(outputGradient.pointer, count: batch * layer.outputShape.count, scale: 0.01)
         let context = PassContext(mode: .training)
-        let convolutionSeconds = timeMedian(settings: settings) {
+        let trainLayer = {
             _ = layer.forward(input.pointer, batch: batch, context: context)
             _ = layer.backward(outputGradient.pointer, batch: batch)
         }
@@ -484,7 +484,7 @@ public enum Benchmark {
         for (buffer, count) in [(a, groups * m * k), (b, groups * k * n), (c, groups * m * n)] {
             fillRandom(buffer.pointer, count: count, scale: 0.1)
         }
-        let sgemmSeconds = timeMedian(settings: settings) {
+        let runGEMMs = {
             for g in 0..<groups {
                 let weights = a.pointer + g * m * k, columns = b.pointer + g * k * n, output = c.pointer + g * m * n
                 BLAS.gemm(transposeA: false, transposeB: false, m: m, n: n, k: k, a: weights, lda: k,
@@ -497,27 +497,37 @@ public enum Benchmark {
                 }
             }
         }
+        let (convolutionSeconds, sgemmSeconds) = timeMedians(settings: settings, trainLayer, runGEMMs)
         return ConvolutionMeasurement(
             model: model, layer: path, summary: geometry.summary, microBatch: batch, m: m, n: n, k: k, groups: groups,
             computesInputGradient: geometry.computesInputGradient,
             flops: Double((geometry.computesInputGradient ? 3 : 2) * 2 * groups * m * n * k), seconds: convolutionSeconds, sgemmSeconds: sgemmSeconds)
     }
 
-    /// Median seconds of one call of `body`, over the settings' repetitions, after one warm-up call.
-    static func timeMedian(settings: BenchmarkSettings, _ body: () -> Void) -> Double {
-        body()
-        let start = monotonicSeconds()
-        body()
-        let once = max(monotonicSeconds() - start, 1e-7)
-        // Shorter repetitions than training: a layer is a small part of a step.
-        let calls = max(1, Int((settings.secondsPerRepetition / 4 / once).rounded()))
-        var samples: [Double] = []
-        for _ in 0..<max(1, settings.repetitions) {
+    /// Median seconds of one call of `first` and of `second`, over the settings' repetitions,
+    /// after a warm-up call of each. Their repetitions alternate, so that both figures of a
+    /// ratio see the machine in the same state (on a shared machine it drifts within seconds).
+    static func timeMedians(settings: BenchmarkSettings, _ first: () -> Void, _ second: () -> Void) -> (Double, Double) {
+        func callsPerRepetition(_ body: () -> Void) -> Int {
+            body()
+            let start = monotonicSeconds()
+            body()
+            let once = max(monotonicSeconds() - start, 1e-7)
+            // Shorter repetitions than training: a layer is a small part of a step.
+            return max(1, Int((settings.secondsPerRepetition / 4 / once).rounded()))
+        }
+        func secondsPerCall(_ body: () -> Void, calls: Int) -> Double {
             let begin = monotonicSeconds()
             for _ in 0..<calls { body() }
-            samples.append((monotonicSeconds() - begin) / Double(calls))
+            return (monotonicSeconds() - begin) / Double(calls)
         }
-        return medianOf(samples)
+        let firstCalls = callsPerRepetition(first), secondCalls = callsPerRepetition(second)
+        var firstSamples: [Double] = [], secondSamples: [Double] = []
+        for _ in 0..<max(1, settings.repetitions) {
+            firstSamples.append(secondsPerCall(first, calls: firstCalls))
+            secondSamples.append(secondsPerCall(second, calls: secondCalls))
+        }
+        return (medianOf(firstSamples), medianOf(secondSamples))
     }
 
     private static func fillRandom(_ values: UnsafeMutablePointer<Float>, count: Int, scale: Float) {
