@@ -72,8 +72,8 @@ final class WinogradConvolution {
     private let phases = FloatBuffer()         // one channel or filter of one sample, by phase (see each transform)
     private let biasTotals = FloatBuffer()     // [K]
 
-    /// Bytes of a block's V and M together: half of this machine's 2 MiB per-core cache, as
-    /// for im2col blocks (Conv2D.blockBytes).
+    /// Bytes of a block's V and M together: half of this machine's 2 MiB per-core cache (im2col
+    /// blocks, `Conv2D.blockBytes`, measured best at a quarter).
     static let blockBytes = 1 << 20
     /// Least tiles per block for tiles larger than 2x2 (even past `blockBytes`): below that,
     /// 36 GEMMs with N of 16 tiles (one AlexNet sample) spend their time packing U; with one
