@@ -186,16 +186,16 @@ public final class PointwiseConv2D: Layer {
             return
         }
         if pairsVectorise {
-            // Every row written once: kept rows interleave the values with zeros, skipped rows are zero.
+            // Kept rows interleave the values with zeros. Skipped rows are never written: they are
+            // zero since the buffer was made or last grown (it then reads zero), and nothing else
+            // writes into it (a projection's gradient is only read, by its residual block). Half
+            // the writes of a memory-bound layer: ResNet-20's 16-channel projection 77-82% of its
+            // shape's sgemm rate at micro-batch 64 against 71-79% (alternating runs).
             for c in 0..<inputShape.channels {
                 let plane = image + c * height * width
                 let source = columns + c * rowStride
-                for h in 0..<height {
-                    if h % 2 == 0 {
-                        VectorKernels.spreadToEven(source + h / 2 * outWidth, to: plane + h * width, count: outWidth)
-                    } else {
-                        VectorKernels.zero(plane + h * width, count: width)
-                    }
+                for h in Swift.stride(from: 0, to: height, by: 2) {
+                    VectorKernels.spreadToEven(source + h / 2 * outWidth, to: plane + h * width, count: outWidth)
                 }
             }
             return
