@@ -35,16 +35,6 @@ final class LayerWorkspaceTests: XCTestCase {
     /// theirs).
     private let algorithms: [Conv2D.Algorithm] = [.im2col, .im2col, .winograd4x4, .winograd, .winograd4x4, .winograd4x4]
 
-    private func convolutions(in layer: Layer) -> [Conv2D] {
-        switch layer {
-        case let convolution as Conv2D: return [convolution]
-        case let sequential as Sequential: return sequential.children.flatMap { convolutions(in: $0.layer) }
-        case let residual as Residual: return convolutions(in: residual.path) + (residual.projection.map { convolutions(in: $0) } ?? [])
-        case let concatenation as Concatenation: return concatenation.branches.flatMap { convolutions(in: $0) }
-        default: return []
-        }
-    }
-
     /// A network of `spec` with its parameters drawn from `seed` and each 3x3 convolution on its
     /// algorithm of `algorithms`.
     private func makeNetwork(seed: UInt64) throws -> Network {
@@ -118,31 +108,6 @@ final class LayerWorkspaceTests: XCTestCase {
             boundLayer.gradientValues("weight").map(\.bitPattern), aloneLayer.gradientValues("weight").map(\.bitPattern))
     }
 
-    /// Two replicas and what each computed, for the threads of a concurrent test.
-    private final class Replicas: @unchecked Sendable {
-        // Unchecked: each thread computes only with its own network; results go through the lock.
-        let networks: [Network]
-        let inputs: [[Float]]
-        let labels: [Int32]
-        let context: PassContext
-        private let lock = NSLock()
-        private var results: [Int: [UInt32]] = [:]
-
-        init(networks: [Network], inputs: [[Float]], labels: [Int32], context: PassContext) {
-            self.networks = networks
-            self.inputs = inputs
-            self.labels = labels
-            self.context = context
-        }
-
-        func set(_ index: Int, _ value: [UInt32]) { lock.withLock { results[index] = value } }
-        func result(_ index: Int) -> [UInt32]? { lock.withLock { results[index] } }
-
-        func compute(_ index: Int) -> [UInt32] {
-            gradients(of: networks[index], images: inputs[index], labels: labels, context: context).map(\.bitPattern)
-        }
-    }
-
     func testTwoReplicasComputingAtOnceOnTwoThreadsGiveTheBitsOfOneAfterTheOther() throws {
         let owner = try makeNetwork(seed: 11)
         let borrower = try makeNetwork(seed: 0)
@@ -150,7 +115,7 @@ final class LayerWorkspaceTests: XCTestCase {
         // gradients each replica's own.
         borrower.bind(parameters: owner.parameters.pointer, gradients: borrower.gradients.pointer)
         let context = PassContext(mode: .training, seed: 4, sampleIndices: Array(0..<batch))
-        let replicas = Replicas(
+        let replicas = ConcurrentReplicas(
             networks: [owner, borrower], inputs: [images(for: owner, seed: 21), images(for: owner, seed: 22)], labels: labels,
             context: context)
         let oneAfterTheOther = [replicas.compute(0), replicas.compute(1)]

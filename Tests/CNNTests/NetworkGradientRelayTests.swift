@@ -44,32 +44,6 @@ final class NetworkGradientRelayTests: XCTestCase {
         return UnsafeBufferPointer(start: network.boundGradients, count: network.parameterCount).map(\.bitPattern)
     }
 
-    /// The same, computed layer by layer, each activation and gradient copied into a buffer of
-    /// its own (the network's own `backward` never runs on `network`, so its layers keep their
-    /// own input-gradient buffers). The activations stay alive until backward: layers keep a
-    /// pointer to their input.
-    private func layeredGradients(_ network: Network, input: [Float], outputGradient: [Float], round: Int) -> [UInt32] {
-        func copy(_ values: UnsafePointer<Float>, count: Int) -> FloatBuffer {
-            let buffer = FloatBuffer(count: count)
-            buffer.pointer.update(from: values, count: count)
-            return buffer
-        }
-        var activations = [input.withUnsafeBufferPointer { copy($0.baseAddress!, count: $0.count) }]
-        for layer in network.layers {
-            let output = layer.forward(activations.last!.pointer, batch: batch, context: context(round))
-            activations.append(copy(output, count: batch * layer.outputShape.count))
-        }
-        network.zeroGradients()
-        var gradient = outputGradient.withUnsafeBufferPointer { copy($0.baseAddress!, count: $0.count) }
-        for layer in network.layers.reversed() {
-            let inputGradient = layer.backward(gradient.pointer, batch: batch)
-            gradient = copy(inputGradient, count: batch * layer.inputShape.count)
-        }
-        return withExtendedLifetime(activations) {
-            UnsafeBufferPointer(start: network.boundGradients, count: network.parameterCount).map(\.bitPattern)
-        }
-    }
-
     func testRelayedInputGradientsGiveTheBitsOfLayersWithBuffersOfTheirOwnPassAfterPass() throws {
         let relayed = try makeNetwork()
         let alone = try makeNetwork()
@@ -77,7 +51,9 @@ final class NetworkGradientRelayTests: XCTestCase {
             // Later rounds find the relays full of earlier gradients.
             let input = TestArrays.normal(count: batch * spec.input.count, seed: 20 + UInt64(round))
             let outputGradient = TestArrays.normal(count: batch * relayed.outputShape.count, seed: 30 + UInt64(round))
-            let expected = layeredGradients(alone, input: input, outputGradient: outputGradient, round: round)
+            // `alone`'s own `backward` never runs, so its layers keep buffers of their own.
+            let expected = layerByLayer(alone, input: input, outputGradient: outputGradient, batch: batch, context: context(round))
+                .gradients.map(\.bitPattern)
             let actual = networkGradients(relayed, input: input, outputGradient: outputGradient, round: round)
             XCTAssertTrue(expected.contains { $0 != 0 }, "the check needs gradients that are not all zero")
             let differing = zip(actual, expected).filter { $0 != $1 }.count

@@ -25,28 +25,8 @@ final class NetworkReLUFusionTests: XCTestCase {
         outputGradient.withUnsafeBufferPointer { network.backward($0.baseAddress!, batch: batch) }
         let fusedGradients = Array(UnsafeBufferPointer(start: network.boundGradients, count: network.parameterCount))
 
-        // Each activation copied into a buffer that lives until backward is done: layers keep a
-        // pointer to their input (an array reassigned in the loop would free it).
-        func copy(_ values: UnsafePointer<Float>, count: Int) -> FloatBuffer {
-            let buffer = FloatBuffer(count: count)
-            buffer.pointer.update(from: values, count: count)
-            return buffer
-        }
-        var activations = [input.withUnsafeBufferPointer { copy($0.baseAddress!, count: $0.count) }]
-        for layer in network.layers {
-            let output = layer.forward(activations.last!.pointer, batch: batch, context: PassContext(mode: .training))
-            activations.append(copy(output, count: batch * layer.outputShape.count))
-        }
-        let activation = Array(UnsafeBufferPointer(start: activations.last!.pointer, count: batch * outputs))
-        network.zeroGradients()
-        var gradient = outputGradient
-        for layer in network.layers.reversed() {
-            let inputGradient = gradient.withUnsafeBufferPointer { layer.backward($0.baseAddress!, batch: batch) }
-            gradient = Array(UnsafeBufferPointer(start: inputGradient, count: batch * layer.inputShape.count))
-        }
-        let layeredGradients = withExtendedLifetime(activations) {
-            Array(UnsafeBufferPointer(start: network.boundGradients, count: network.parameterCount))
-        }
+        let (activation, layeredGradients) = layerByLayer(
+            network, input: input, outputGradient: outputGradient, batch: batch, context: PassContext(mode: .training))
 
         XCTAssertEqual(fused.map(\.bitPattern), activation.map(\.bitPattern), "logits", file: file, line: line)
         XCTAssertEqual(fusedGradients.map(\.bitPattern), layeredGradients.map(\.bitPattern), "parameter gradients", file: file, line: line)

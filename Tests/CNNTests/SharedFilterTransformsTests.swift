@@ -30,16 +30,6 @@ final class SharedFilterTransformsTests: XCTestCase {
     /// The algorithm of each 3x3 convolution of `spec`, in model order.
     private let algorithms: [Conv2D.Algorithm] = [.im2col, .winograd4x4, .winograd, .winograd4x4]
 
-    private func convolutions(in layer: Layer) -> [Conv2D] {
-        switch layer {
-        case let convolution as Conv2D: return [convolution]
-        case let sequential as Sequential: return sequential.children.flatMap { convolutions(in: $0.layer) }
-        case let residual as Residual: return convolutions(in: residual.path) + (residual.projection.map { convolutions(in: $0) } ?? [])
-        case let concatenation as Concatenation: return concatenation.branches.flatMap { convolutions(in: $0) }
-        default: return []
-        }
-    }
-
     private func makeNetwork(seed: UInt64) throws -> Network {
         let network = try Network(spec)
         network.initialise(seed: seed)
@@ -102,31 +92,6 @@ final class SharedFilterTransformsTests: XCTestCase {
 
         transforms.invalidate()
         XCTAssertEqual(gradients(of: replica, images: x, labels: labels, context: context).map(\.bitPattern), expected)
-    }
-
-    /// Two replicas and what each computed, for the threads of a concurrent test.
-    private final class ConcurrentReplicas: @unchecked Sendable {
-        // Unchecked: each thread computes only with its own network; results go through the lock.
-        let networks: [Network]
-        let inputs: [[Float]]
-        let labels: [Int32]
-        let context: PassContext
-        private let lock = NSLock()
-        private var results: [Int: [UInt32]] = [:]
-
-        init(networks: [Network], inputs: [[Float]], labels: [Int32], context: PassContext) {
-            self.networks = networks
-            self.inputs = inputs
-            self.labels = labels
-            self.context = context
-        }
-
-        func set(_ index: Int, _ value: [UInt32]) { lock.withLock { results[index] = value } }
-        func result(_ index: Int) -> [UInt32]? { lock.withLock { results[index] } }
-
-        func compute(_ index: Int) -> [UInt32] {
-            gradients(of: networks[index], images: inputs[index], labels: labels, context: context).map(\.bitPattern)
-        }
     }
 
     func testTwoReplicasReachingTheSameTransformAtOnceGiveTheBitsOfNetworksAlone() throws {
