@@ -23,9 +23,8 @@
 /// dW += G^T dU G, dV[xi] = U[xi]^T x dM[xi], and the input gradient is the overlap-add of
 /// B dV B^T. V is recomputed in backward, block by block, rather than kept (it is four times the
 /// input). U is kept from forward (each layer its own, or one for all the replicas of a model:
-/// `SharedFilterTransforms`): computing it again in backward would
-/// save its memory but cost about 2 ms per AlexNet layer, 2% of a training step, as it writes
-/// all of U again. dU, V, M and the transforms' scratch live in the network's `LayerWorkspace`
+/// `SharedFilterTransforms`): computing it again in backward would save its memory but cost
+/// about 2 ms per AlexNet layer, 2% of a training step, as it writes all of U again. dU, V, M and the transforms' scratch live in the network's `LayerWorkspace`
 /// only during a call, so a network holds one of each, as large as its largest layer needs,
 /// instead of a set per layer.
 ///
