@@ -378,10 +378,11 @@ enum VectorKernels {
             store(load(destination + i, as: SIMD4<Float>.self) + load(source + i, as: SIMD4<Float>.self), destination + i)
             i += 4
         }
-        while i < count {
-            destination[i] += source[i]
-            i += 1
+        if i + 2 <= count {
+            store(load(destination + i, as: SIMD2<Float>.self) + load(source + i, as: SIMD2<Float>.self), destination + i)
+            i += 2
         }
+        if i < count { destination[i] += source[i] }
     }
 
     /// Copies `count` floats and returns their sum, added exactly as `sum` adds them.
