@@ -58,10 +58,7 @@ public final class Concatenation: Layer {
         bindChildren(branches, state: state, observations: observations)
     }
 
-    /// The branches run one after another, so they share the workspace too.
-    public func bind(workspace: LayerWorkspace) {
-        for branch in branches { branch.bind(workspace: workspace) }
-    }
+    public var sublayers: [Layer] { branches }
 
     public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {
         applyChildObservations(branches, observed, to: state)

@@ -84,9 +84,13 @@ public protocol Layer: AnyObject {
     /// them along the same tree and calls `applyObservations`, so running statistics evolve
     /// identically however the micro-batches were spread.
     func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>)
+    /// The layers inside this one, in the order their tensors are laid out (a block's path and
+    /// projection, a chain's children, a concatenation's branches); empty for a plain layer.
+    var sublayers: [Layer] { get }
     /// Hands the layer (and the layers inside it) the scratch memory it shares with the other
     /// layers of its network for the duration of one call (see `LayerWorkspace`). Until then a
-    /// layer that needs scratch uses its own.
+    /// layer that needs scratch uses its own. By default a layer passes it to its sublayers: they
+    /// run one after another, so they share it too.
     func bind(workspace: LayerWorkspace)
     /// Hands the layer the buffer its following `backward` calls write the input gradient into,
     /// instead of one of its own: a network passes gradients between its layers through two
@@ -108,7 +112,10 @@ extension Layer {
     public var savedFloatsPerSample: Int { outputShape.count }
     public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {}
     public func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>) {}
-    public func bind(workspace: LayerWorkspace) {}
+    public var sublayers: [Layer] { [] }
+    public func bind(workspace: LayerWorkspace) {
+        for layer in sublayers { layer.bind(workspace: workspace) }
+    }
     public func bind(inputGradient buffer: FloatBuffer) {}
     public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {}
     public var parameterCount: Int { parameterSpecs.reduce(0) { $0 + $1.count } }

@@ -146,30 +146,16 @@ public final class Network {
     /// replicas that read the same weights on different threads (see `SharedFilterTransforms`
     /// for the promise the holder of the weights makes). Bind networks of one spec only.
     public func share(filterTransforms transforms: SharedFilterTransforms) {
+        // Depth first through the blocks: the same order in every network of one spec.
         var ordinal = 0
-        for layer in layers {
-            Network.forEachConvolution(in: layer) { convolution in
+        func visit(_ layer: Layer) {
+            if let convolution = layer as? Conv2D {
                 convolution.sharedFilterTransform = transforms.slot(ordinal)
                 ordinal += 1
             }
+            layer.sublayers.forEach(visit)
         }
-    }
-
-    /// Visits every Conv2D in `layer` and the blocks inside it, in an order fixed by the spec.
-    private static func forEachConvolution(in layer: Layer, _ body: (Conv2D) -> Void) {
-        switch layer {
-        case let convolution as Conv2D:
-            body(convolution)
-        case let sequential as Sequential:
-            for child in sequential.children { forEachConvolution(in: child.layer, body) }
-        case let residual as Residual:
-            forEachConvolution(in: residual.path, body)
-            if let projection = residual.projection { forEachConvolution(in: projection, body) }
-        case let concatenation as Concatenation:
-            for branch in concatenation.branches { forEachConvolution(in: branch, body) }
-        default:
-            break
-        }
+        layers.forEach(visit)
     }
 
     /// Points the layers back at the network's own buffers.

@@ -40,7 +40,7 @@ public final class Residual: Layer {
         self.summary = summary
     }
 
-    private var children: [Layer] { [path] + (projection.map { [$0] } ?? []) }
+    public var sublayers: [Layer] { [path] + (projection.map { [$0] } ?? []) }
 
     public var parameterSpecs: [ParameterSpec] { path.parameterSpecs + (projection?.parameterSpecs ?? []) }
     public var stateSpecs: [ParameterSpec] { path.stateSpecs + (projection?.stateSpecs ?? []) }
@@ -50,20 +50,15 @@ public final class Residual: Layer {
     }
 
     public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
-        bindChildren(children, parameters: parameters, gradients: gradients)
+        bindChildren(sublayers, parameters: parameters, gradients: gradients)
     }
 
     public func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>) {
-        bindChildren(children, state: state, observations: observations)
-    }
-
-    /// The path and the projection run one after the other, so they share the workspace too.
-    public func bind(workspace: LayerWorkspace) {
-        for child in children { child.bind(workspace: workspace) }
+        bindChildren(sublayers, state: state, observations: observations)
     }
 
     public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {
-        applyChildObservations(children, observed, to: state)
+        applyChildObservations(sublayers, observed, to: state)
     }
 
     public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }

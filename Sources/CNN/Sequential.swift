@@ -52,9 +52,7 @@ public final class Sequential: Layer {
         bindChildren(children.map(\.layer), state: state, observations: observations)
     }
 
-    public func bind(workspace: LayerWorkspace) {
-        for child in children { child.layer.bind(workspace: workspace) }
-    }
+    public var sublayers: [Layer] { children.map(\.layer) }
 
     public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {
         applyChildObservations(children.map(\.layer), observed, to: state)

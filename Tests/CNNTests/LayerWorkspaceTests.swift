@@ -82,6 +82,28 @@ final class LayerWorkspaceTests: XCTestCase {
         for workspace in ownWorkspaces { XCTAssertGreaterThanOrEqual(shared.workspace.capacity, workspace.capacity) }
     }
 
+    func testLayersInsideBlocksComputeInTheNetworksWorkspace() throws {
+        // Every convolution sits inside a residual block or a concatenation's branch, and no
+        // layer at the top needs scratch: the workspace grows only if the blocks pass it on.
+        let convolution = { (filters: Int, kernel: Int) in
+            LayerSpec.convolution(ConvolutionSpec(filters: filters, kernel: kernel, padding: .explicit(kernel / 2)))
+        }
+        let nested = ModelSpec(
+            input: FeatureShape(channels: 4, height: 12, width: 12),
+            layers: [
+                .residual(ResidualSpec(layers: [convolution(16, 3), .relu, convolution(4, 3)])),
+                .concat(branches: [[convolution(8, 3)], [convolution(4, 1)]]),
+                .globalAveragePool, .flatten, .dense(units: 4, bias: true),
+            ])
+        let network = try Network(nested)
+        network.initialise(seed: 8)
+        let before = network.workspace.capacity
+        let x = TestArrays.normal(count: batch * nested.input.count, seed: 9)
+        _ = gradients(of: network, images: x, labels: labels, context: PassContext(mode: .training, sampleIndices: Array(0..<batch)))
+        // At least one block's im2col matrix of the 16-filter layer: 36 rows of 144 positions a sample.
+        XCTAssertGreaterThanOrEqual(network.workspace.capacity - before, 36 * 144)
+    }
+
     func testAConvolutionSwitchedToWinogradAfterBindingComputesInTheBoundWorkspace() throws {
         // `use(_:)` makes a new Winograd computation after a network bound the layer: it must
         // keep its scratch in the bound workspace, not in one of its own.

@@ -3,13 +3,7 @@ import Foundation
 
 /// Every Conv2D in `layer` and the blocks inside it, in model order.
 func convolutions(in layer: Layer) -> [Conv2D] {
-    switch layer {
-    case let convolution as Conv2D: return [convolution]
-    case let sequential as Sequential: return sequential.children.flatMap { convolutions(in: $0.layer) }
-    case let residual as Residual: return convolutions(in: residual.path) + (residual.projection.map { convolutions(in: $0) } ?? [])
-    case let concatenation as Concatenation: return concatenation.branches.flatMap { convolutions(in: $0) }
-    default: return []
-    }
+    [layer as? Conv2D].compactMap { $0 } + layer.sublayers.flatMap(convolutions(in:))
 }
 
 /// `network`'s layers run one after another, as its layer list says, outside `Network.forward`
