@@ -28,9 +28,10 @@ let package = Package(
         .systemLibrary(name: "COneDNN", path: "Sources/COneDNN"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
+        .systemLibrary(name: "CNonTemporal", path: "Sources/CNonTemporal"),
 
         .target(name: "Randomness", swiftSettings: optimised),
-        .target(name: "CNN", dependencies: ["COpenBLAS", "COneDNN", "Randomness"], swiftSettings: optimised),
+        .target(name: "CNN", dependencies: ["COpenBLAS", "COneDNN", "CNonTemporal", "Randomness"], swiftSettings: optimised),
         .target(name: "Data", dependencies: ["Randomness", "CZlib"], swiftSettings: optimised),
         .target(name: "Hashing", swiftSettings: optimised),
         .target(name: "Checkpoint", dependencies: ["Hashing"]),

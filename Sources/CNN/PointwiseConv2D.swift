@@ -1,3 +1,5 @@
+import CNonTemporal
+
 // Legend: n sample, c input channel, k output channel, P = OH * OW output positions.
 
 /// A 1x1 convolution with stride and no bias: the projection shortcut of residual blocks
@@ -11,7 +13,13 @@
 /// multiplies it once: with OpenBLAS, one GEMM per sample (a [K, C] x [C, P] product of a few
 /// hundred thousand FLOPs) spent most of its time in the library's packing and call overhead.
 /// Blocks are sized as Conv2D's are, so the reordering between [K, S*P] and NCHW stays in cache.
-/// Backward uses the same layout and scatters the gradient back to the positions read.
+/// Backward uses the same layout and scatters the gradient back to the positions read. Where
+/// blocks share a GEMM it reads the gathered matrices forward kept; where each sample has its
+/// own, it gathers each sample again from the input (which the network keeps, as for every
+/// layer): on ResNet-20's 16-channel projection at micro-batch 128 the kept matrices were 2 MiB
+/// more for the two passes to carry through a cache they already overflow (60-68% of its
+/// shape's sgemm rate against 50-56%, alternating runs), while gathering 8x8 planes again cost
+/// its 64-channel projection 10%.
 public final class PointwiseConv2D: Layer {
     public let inputShape: FeatureShape
     public let outputShape: FeatureShape
@@ -19,7 +27,8 @@ public final class PointwiseConv2D: Layer {
 
     private var weights: UnsafeMutablePointer<Float>!          // [K, C]
     private var weightGradients: UnsafeMutablePointer<Float>!  // [K, C]
-    private let gathered = FloatBuffer()                       // blocks of [C, S*P]: the strided input positions
+    private var savedInput: UnsafePointer<Float>?              // [N, C, H, W]
+    private let gathered = FloatBuffer()                       // blocks of [C, S*P] (or one): the strided input positions
     private let product = FloatBuffer()                        // [K, S*P]: one block's GEMM result, then its output gradient
     private let output = FloatBuffer()                         // [N, K, OH, OW]
     private let gatheredGradient = FloatBuffer()               // [C, S*P]: one block's gathered gradient
@@ -48,8 +57,15 @@ public final class PointwiseConv2D: Layer {
     /// Output positions per sample from which, with oneDNN, each sample gets its own GEMM.
     static let oneDNNSampleGEMMPositions = 256
 
+    /// Input gradients from this size on are written with streaming stores, past the cache.
+    /// ResNet-20's 16-channel projection at micro-batch 128 (8 MiB): 77-79% of its shape's
+    /// sgemm rate against 59-63%, as its rows no longer have to be read before being written
+    /// (alternating runs); at 64 (4 MiB, where the residual block's sum still finds them in
+    /// cache) 79-81% against 82%, so smaller ones stay in the cache.
+    public static let streamingGradientBytes = 6 << 20
+
     public var forwardFLOPs: Int { 2 * outputShape.channels * inputShape.channels * positions }
-    public var savedFloatsPerSample: Int { inputShape.channels * positions + outputShape.count }
+    public var savedFloatsPerSample: Int { (keepsGatheredInput ? inputShape.channels * positions : 0) + outputShape.count }
 
     public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
         weights = parameters
@@ -68,18 +84,23 @@ public final class PointwiseConv2D: Layer {
         return max(1, min(batch, Conv2D.blockBytes / max(perSample, 1)))
     }
 
+    /// Whether forward keeps every block's gathered matrix for backward: where samples share
+    /// GEMMs (see the type's comment).
+    private var keepsGatheredInput: Bool { samplesPerBlock(batch: .max) > 1 }
+
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         let channels = inputShape.channels, filters = outputShape.channels, positions = self.positions
         let inputCount = inputShape.count, outputCount = outputShape.count
-        // Block after block, each block's [C, S*P] matrix at its first sample's offset.
-        let allColumns = gathered.reserve(channels * batch * positions)
+        savedInput = input
         let out = output.reserve(batch * outputCount)
-        let block = samplesPerBlock(batch: batch)
+        let block = samplesPerBlock(batch: batch), keeps = keepsGatheredInput
+        // Kept, block after block, each block's [C, S*P] matrix at its first sample's offset.
+        let allColumns = gathered.reserve(channels * (keeps ? batch : block) * positions)
         let result = block > 1 ? product.reserve(filters * block * positions) : nil
         var first = 0
         while first < batch {
             let samples = min(block, batch - first), wide = samples * positions
-            let columns = allColumns + channels * first * positions
+            let columns = keeps ? allColumns + channels * first * positions : allColumns
             for n in 0..<samples {
                 gather(input + (first + n) * inputCount, into: columns + n * positions, rowStride: wide)
             }
@@ -107,13 +128,21 @@ public final class PointwiseConv2D: Layer {
         let channels = inputShape.channels, filters = outputShape.channels, positions = self.positions
         let inputCount = inputShape.count, outputCount = outputShape.count
         let dInput = inputGradient.reserve(batch * inputCount)
-        let block = samplesPerBlock(batch: batch)
+        guard let input = savedInput else { preconditionFailure("PointwiseConv2D.backward called before forward") }
+        let block = samplesPerBlock(batch: batch), keeps = keepsGatheredInput
+        let allColumns = keeps ? gathered.pointer : gathered.reserve(channels * block * positions)
         let dGathered = gatheredGradient.reserve(channels * block * positions)
+        let streaming = streams(batch: batch)
         let reordered = block > 1 ? product.reserve(filters * block * positions) : nil
         var first = 0
         while first < batch {
             let samples = min(block, batch - first), wide = samples * positions
-            let columns = UnsafePointer(gathered.pointer + channels * first * positions)
+            let columns = keeps ? allColumns + channels * first * positions : allColumns
+            if !keeps {
+                for n in 0..<samples {
+                    gather(input + (first + n) * inputCount, into: columns + n * positions, rowStride: wide)
+                }
+            }
             // The block's output gradient as [K, S*P], the layout of the forward GEMM's result.
             let dy: UnsafePointer<Float>
             if samples == 1 {
@@ -137,11 +166,21 @@ public final class PointwiseConv2D: Layer {
                 a: weights, lda: channels, b: dy, ldb: wide,
                 beta: 0, c: dGathered, ldc: wide)
             for n in 0..<samples {
-                scatter(dGathered + n * positions, rowStride: wide, into: dInput + (first + n) * inputCount)
+                scatter(dGathered + n * positions, rowStride: wide, into: dInput + (first + n) * inputCount, streaming: streaming)
             }
             first += samples
         }
+        if streaming { cnn_stream_fence() }
         return dInput
+    }
+
+    /// Whether the input gradient of `batch` samples is written with streaming stores: from
+    /// `streamingGradientBytes` on, where rows are vectorised and each kept row starts 16-byte
+    /// aligned (the buffer is 64-byte aligned and a width of 8k floats keeps every row so) and
+    /// spreads 4k values.
+    private func streams(batch: Int) -> Bool {
+        pairsVectorise && inputShape.width % 8 == 0
+            && batch * inputShape.count * MemoryLayout<Float>.stride >= PointwiseConv2D.streamingGradientBytes
     }
 
     /// Whether a strided row can be read and written eight floats at a time: stride 2 on an even
@@ -176,7 +215,10 @@ public final class PointwiseConv2D: Layer {
     }
 
     /// The adjoint of `gather`: one sample's columns onto [C, H, W], zero at the positions never read.
-    private func scatter(_ columns: UnsafePointer<Float>, rowStride: Int, into image: UnsafeMutablePointer<Float>) {
+    /// With `streaming` (see `streams(batch:)`) the kept rows are written past the cache.
+    private func scatter(
+        _ columns: UnsafePointer<Float>, rowStride: Int, into image: UnsafeMutablePointer<Float>, streaming: Bool
+    ) {
         let height = inputShape.height, width = inputShape.width
         let outHeight = outputShape.height, outWidth = outputShape.width
         if stride == 1 {
@@ -195,7 +237,11 @@ public final class PointwiseConv2D: Layer {
                 let plane = image + c * height * width
                 let source = columns + c * rowStride
                 for h in Swift.stride(from: 0, to: height, by: 2) {
-                    VectorKernels.spreadToEven(source + h / 2 * outWidth, to: plane + h * width, count: outWidth)
+                    if streaming {
+                        cnn_stream_spread_to_even(source + h / 2 * outWidth, plane + h * width, outWidth)
+                    } else {
+                        VectorKernels.spreadToEven(source + h / 2 * outWidth, to: plane + h * width, count: outWidth)
+                    }
                 }
             }
             return

@@ -268,6 +268,41 @@ final class BlockTests: XCTestCase {
         assertClose(weightGradient, bound.gradientValues("weight").map(Double.init), tolerance: 1e-4, "weight gradient")
     }
 
+    func testProjectionStreamingItsInputGradientMatchesOneSampleAtATime() throws {
+        // ResNet-20's first projection, with just enough samples for an input gradient written
+        // with streaming stores; one sample at a time stays below that size.
+        let shape = FeatureShape(channels: 16, height: 32, width: 32)
+        let bytesPerSample = shape.count * MemoryLayout<Float>.stride
+        let batch = PointwiseConv2D.streamingGradientBytes / bytesPerSample + 1
+        XCTAssertLessThan(bytesPerSample, PointwiseConv2D.streamingGradientBytes)
+        let bound = BoundLayer(try PointwiseConv2D(input: shape, filters: 8, stride: 2), seed: 60, fill: .normal(scale: 0.3))
+        let outputCount = bound.layer.outputShape.count
+        let x = TestArrays.normal(count: batch * shape.count, seed: 61)
+        let dy = TestArrays.normal(count: batch * outputCount, seed: 62)
+        // Below the size, then above it, then below again: the same buffer serves both stores.
+        _ = bound.forwardBackward(Array(x[0..<(2 * shape.count)]), outputGradient: Array(dy[0..<(2 * outputCount)]), batch: 2)
+        let together = bound.forwardBackward(x, outputGradient: dy, batch: batch)
+        var alone: [Float] = []
+        for n in 0..<batch {
+            alone += bound.forwardBackward(
+                Array(x[(n * shape.count)..<((n + 1) * shape.count)]),
+                outputGradient: Array(dy[(n * outputCount)..<((n + 1) * outputCount)]), batch: 1
+            ).inputGradient
+        }
+        assertClose(together.inputGradient, alone.map(Double.init), tolerance: 1e-5, "streamed input gradient")
+        var written = 0
+        for (index, value) in together.inputGradient.enumerated() {
+            let h = index / shape.width % shape.height, w = index % shape.width
+            if h % 2 == 0 && w % 2 == 0 {
+                if value != 0 { written += 1 }
+            } else if value != 0 {
+                XCTFail("a position the stride skips has gradient \(value) at \(index)")
+                break
+            }
+        }
+        XCTAssertEqual(written, batch * shape.channels * 16 * 16)
+    }
+
     // MARK: A small ResNet
 
     private var smallResNet: ModelSpec {
