@@ -325,8 +325,8 @@ public final class Worker {
 
 /// One background computation at a time; the main thread polls for its result.
 private final class ComputationSlot: @unchecked Sendable {
-    // Sendable: every field is guarded by `lock`.
-    private let lock = NSLock()
+    // Sendable: every field is guarded by `lock`, which is signalled when a computation ends.
+    private let lock = NSCondition()
     private var busy = false
     private var result: (runID: UInt64, step: Int, message: Message, receivedAt: Double)?
     private var runID: UInt64 = 0
@@ -339,17 +339,27 @@ private final class ComputationSlot: @unchecked Sendable {
         Thread.detachNewThread { [self] in
             do {
                 let (step, message) = try body()
-                lock.withLock { result = (runID, step, message, receivedAt); busy = false }
+                finish(with: (runID, step, message, receivedAt))
             } catch {
                 let failure = Message.error(WireFailure(code: 500, text: "computation failed: \(error)"))
-                lock.withLock { result = (runID, 0, failure, receivedAt); busy = false }
+                finish(with: (runID, 0, failure, receivedAt))
             }
+        }
+    }
+
+    private func finish(with outcome: (runID: UInt64, step: Int, message: Message, receivedAt: Double)) {
+        lock.withLock {
+            result = outcome
+            busy = false
+            lock.broadcast()
         }
     }
 
     /// Returns once no computation runs (at once when none does).
     func waitUntilIdle() {
-        while isBusy { usleep(1_000) }
+        lock.withLock {
+            while busy { lock.wait() }
+        }
     }
 
     /// The finished result, if any (a failed computation comes back as an error message).
