@@ -10,6 +10,7 @@ import PackageDescription
 // on any x86-64 (or arm64) CPU.
 let targetCPU = Context.environment["CNN_TARGET_CPU"].map { ["-target-cpu", $0] } ?? []
 let optimised: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"] + targetCPU)]
+    + (targetCPU.isEmpty ? [] : [.define("CNN_CPU_SPECIFIC")])
 
 let package = Package(
     name: "cnn",

@@ -44,11 +44,12 @@ public enum ProcessSetup {
 
     /// One line for logs: which library and kernel multiply matrices, and why.
     public static var kernelDescription: String {
+        let loops = EngineBuild.isCPUSpecific ? "engine loops built for this CPU (CNN_TARGET_CPU)" : "portable engine loops"
         switch BLAS.library {
         case .oneDNN:
-            return "GEMM by oneDNN, \(BLAS.oneDNNInstructionSet) kernels (\(BLAS.libraryVariable)=openblas for OpenBLAS)"
+            return "GEMM by oneDNN, \(BLAS.oneDNNInstructionSet) kernels (\(BLAS.libraryVariable)=openblas for OpenBLAS); \(loops)"
         case .openBLAS:
-            return "GEMM by \(openBLASDescription) (\(BLAS.libraryVariable)=openblas)"
+            return "GEMM by \(openBLASDescription) (\(BLAS.libraryVariable)=openblas); \(loops)"
         }
     }
 

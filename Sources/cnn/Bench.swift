@@ -152,7 +152,7 @@ struct Bench: ParsableCommand {
                 .double("seconds_per_step", t.secondsPerStep).int("repetitions", t.repetitions)
                 .int("steps_per_repetition", t.stepsPerRepetition).string("weights_digest", hex(t.weightsDigest))
                 .double("warmup_loss", t.loss).int("parameters", result.parameters)
-                .int("forward_flops_per_sample", result.forwardFLOPsPerSample).string("blas_kernel", BLAS.kernelName)
+                .int("forward_flops_per_sample", result.forwardFLOPsPerSample).string("blas_kernel", BLAS.kernelName).string("engine_build", EngineBuild.name)
             if let m = result.memory.first(where: { $0.threads == t.threads }) {
                 line = line.int("peak_resident_bytes", m.peakResidentBytes).int("parameter_bytes", m.parameterBytes)
                     .int("gradient_bytes", m.gradientBytes).int("optimizer_state_bytes", m.optimizerStateBytes)

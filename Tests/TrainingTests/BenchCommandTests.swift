@@ -27,6 +27,7 @@ final class BenchCommandTests: XCTestCase {
             XCTAssertEqual(object["threads"] as? Int, threads)
             XCTAssertGreaterThan(object["images_per_second"] as? Double ?? 0, 0)
             XCTAssertEqual(object["blas_kernel"] as? String, BLAS.kernelName)
+            XCTAssertEqual(object["engine_build"] as? String, EngineBuild.name)
             XCTAssertEqual(object["bit_identical_across_threads"] as? Bool, true)
         }
         // LeNet-5's two convolutions; the first, like the network's first layer in training,
