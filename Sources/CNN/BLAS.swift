@@ -246,17 +246,6 @@ enum VectorKernels {
                 from += sourceStride
                 to += destinationStride
             }
-        } else if count >= 8 && count <= 12 {
-            // Three 4-wide copies, the last overlapping, instead of two 8-wide ones: on baseline
-            // x86-64 an 8-wide vector is two 4-wide halves (LeNet-5's second layer, rows of 10:
-            // 72% of its shape's sgemm rate against 69-70% at micro-batch 64, alternating runs).
-            for _ in 0..<rows {
-                store(load(from, as: SIMD4<Float>.self), to)
-                store(load(from + 4, as: SIMD4<Float>.self), to + 4)
-                store(load(from + count - 4, as: SIMD4<Float>.self), to + count - 4)
-                from += sourceStride
-                to += destinationStride
-            }
         } else if count >= 8 {
             for _ in 0..<rows {
                 store(load(from, as: SIMD8<Float>.self), to)
