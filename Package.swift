@@ -5,7 +5,7 @@ import PackageDescription
 // which would make even debug test runs of real training crawl.
 //
 // CNN_TARGET_CPU=native (or a CPU name, such as znver4) when building lets the compiler use that
-// CPU's vector instructions in those loops: AVX-512 on these machines, where LeNet-5 trains 12%
+// CPU's vector instructions in those loops: AVX-512 on these machines, where LeNet-5 trains 4-12%
 // faster, the same bits. The binaries then run only on CPUs that have them; by default they run
 // on any x86-64 (or arm64) CPU.
 let targetCPU = Context.environment["CNN_TARGET_CPU"].map { ["-target-cpu", $0] } ?? []
