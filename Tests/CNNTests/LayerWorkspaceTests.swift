@@ -38,12 +38,7 @@ final class LayerWorkspaceTests: XCTestCase {
     /// A network of `spec` with its parameters drawn from `seed` and each 3x3 convolution on its
     /// algorithm of `algorithms`.
     private func makeNetwork(seed: UInt64) throws -> Network {
-        let network = try Network(spec)
-        network.initialise(seed: seed)
-        let threeByThree = network.layers.flatMap { convolutions(in: $0) }.filter { $0.kernelHeight == 3 }
-        XCTAssertEqual(threeByThree.count, algorithms.count)
-        for (convolution, algorithm) in zip(threeByThree, algorithms) { try convolution.use(algorithm) }
-        return network
+        try network(spec, seed: seed, threeByThreeAlgorithms: algorithms)
     }
 
     private func images(for network: Network, seed: UInt64) -> [Float] {

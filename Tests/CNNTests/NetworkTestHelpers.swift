@@ -1,9 +1,21 @@
 import CNN
 import Foundation
+import XCTest
 
 /// Every Conv2D in `layer` and the blocks inside it, in model order.
 func convolutions(in layer: Layer) -> [Conv2D] {
     [layer as? Conv2D].compactMap { $0 } + layer.sublayers.flatMap(convolutions(in:))
+}
+
+/// A network of `spec` with its parameters drawn from `seed` and its 3x3 convolutions, in model
+/// order, on `algorithms` (one each; other convolutions keep theirs).
+func network(_ spec: ModelSpec, seed: UInt64, threeByThreeAlgorithms algorithms: [Conv2D.Algorithm]) throws -> Network {
+    let network = try Network(spec)
+    network.initialise(seed: seed)
+    let threeByThree = network.layers.flatMap { convolutions(in: $0) }.filter { $0.kernelHeight == 3 }
+    XCTAssertEqual(threeByThree.count, algorithms.count, "3x3 convolutions in the spec")
+    for (convolution, algorithm) in zip(threeByThree, algorithms) { try convolution.use(algorithm) }
+    return network
 }
 
 /// `network`'s layers run one after another, as its layer list says, outside `Network.forward`

@@ -31,12 +31,7 @@ final class SharedFilterTransformsTests: XCTestCase {
     private let algorithms: [Conv2D.Algorithm] = [.im2col, .winograd4x4, .winograd, .winograd4x4]
 
     private func makeNetwork(seed: UInt64) throws -> Network {
-        let network = try Network(spec)
-        network.initialise(seed: seed)
-        let threeByThree = network.layers.flatMap { convolutions(in: $0) }.filter { $0.kernelHeight == 3 }
-        XCTAssertEqual(threeByThree.count, algorithms.count)
-        for (convolution, algorithm) in zip(threeByThree, algorithms) { try convolution.use(algorithm) }
-        return network
+        try network(spec, seed: seed, threeByThreeAlgorithms: algorithms)
     }
 
     /// Floats of U the Winograd layers of `spec` hold: (m + 2)^2 positions per (filter, channel) pair.
