@@ -50,19 +50,7 @@ public final class Concatenation: Layer {
     public var forwardFLOPs: Int { branches.reduce(0) { $0 + $1.forwardFLOPs } }
     public var savedFloatsPerSample: Int { branches.reduce(outputShape.count) { $0 + $1.savedFloatsPerSample } }
 
-    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
-        bindChildren(branches, parameters: parameters, gradients: gradients)
-    }
-
-    public func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>) {
-        bindChildren(branches, state: state, observations: observations)
-    }
-
     public var sublayers: [Layer] { branches }
-
-    public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {
-        applyChildObservations(branches, observed, to: state)
-    }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         let out = output.reserve(batch * outputShape.count)

@@ -76,13 +76,14 @@ public protocol Layer: AnyObject {
     /// Floats per sample this layer keeps for its backward pass (for memory estimates).
     var savedFloatsPerSample: Int { get }
 
-    /// Points the layer at its slice of the network's flat parameter and gradient buffers.
+    /// Points the layer at its slice of the network's flat parameter and gradient buffers. By
+    /// default a layer hands its sublayers their consecutive slices of it.
     func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>)
     /// Points the layer at its slice of the network's flat state buffer and of the observation
     /// buffer (same layout) where a training forward pass records what it saw (BatchNorm's batch
     /// mean and variance). Workers send observations with gradients; the coordinator averages
     /// them along the same tree and calls `applyObservations`, so running statistics evolve
-    /// identically however the micro-batches were spread.
+    /// identically however the micro-batches were spread. By default, slices to the sublayers.
     func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>)
     /// The layers inside this one, in the order their tensors are laid out (a block's path and
     /// projection, a chain's children, a concatenation's branches); empty for a plain layer.
@@ -98,7 +99,8 @@ public protocol Layer: AnyObject {
     /// gradient, rather than one per layer. The network binds before each call, never to the
     /// buffer holding that call's output gradient. A layer may ignore it and keep its own.
     func bind(inputGradient buffer: FloatBuffer)
-    /// Updates the state from the mean of one step's observations (`stateCount` values each).
+    /// Updates the state from the mean of one step's observations (`stateCount` values each). By
+    /// default the sublayers update theirs from their slices.
     func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>)
 
     func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float>
@@ -110,14 +112,37 @@ extension Layer {
     public var stateSpecs: [ParameterSpec] { [] }
     public var forwardFLOPs: Int { 0 }
     public var savedFloatsPerSample: Int { outputShape.count }
-    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {}
-    public func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>) {}
     public var sublayers: [Layer] { [] }
+
+    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+        var cursor = 0
+        for layer in sublayers {
+            layer.bind(parameters: parameters + cursor, gradients: gradients + cursor)
+            cursor += layer.parameterCount
+        }
+    }
+
+    public func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>) {
+        var cursor = 0
+        for layer in sublayers {
+            layer.bind(state: state + cursor, observations: observations + cursor)
+            cursor += layer.stateCount
+        }
+    }
+
+    public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {
+        var cursor = 0
+        for layer in sublayers {
+            layer.applyObservations(observed + cursor, to: state + cursor)
+            cursor += layer.stateCount
+        }
+    }
+
     public func bind(workspace: LayerWorkspace) {
         for layer in sublayers { layer.bind(workspace: workspace) }
     }
+
     public func bind(inputGradient buffer: FloatBuffer) {}
-    public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {}
     public var parameterCount: Int { parameterSpecs.reduce(0) { $0 + $1.count } }
     public var stateCount: Int { stateSpecs.reduce(0) { $0 + $1.count } }
 }

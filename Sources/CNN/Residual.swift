@@ -49,18 +49,6 @@ public final class Residual: Layer {
         path.savedFloatsPerSample + (projection?.savedFloatsPerSample ?? 0) + outputShape.count
     }
 
-    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
-        bindChildren(sublayers, parameters: parameters, gradients: gradients)
-    }
-
-    public func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>) {
-        bindChildren(sublayers, state: state, observations: observations)
-    }
-
-    public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {
-        applyChildObservations(sublayers, observed, to: state)
-    }
-
     public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {

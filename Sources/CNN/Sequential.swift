@@ -44,19 +44,7 @@ public final class Sequential: Layer {
     public var forwardFLOPs: Int { children.reduce(0) { $0 + $1.layer.forwardFLOPs } }
     public var savedFloatsPerSample: Int { children.reduce(0) { $0 + $1.layer.savedFloatsPerSample } }
 
-    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
-        bindChildren(children.map(\.layer), parameters: parameters, gradients: gradients)
-    }
-
-    public func bind(state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>) {
-        bindChildren(children.map(\.layer), state: state, observations: observations)
-    }
-
     public var sublayers: [Layer] { children.map(\.layer) }
-
-    public func applyObservations(_ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {
-        applyChildObservations(children.map(\.layer), observed, to: state)
-    }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         var activation = UnsafeMutablePointer(mutating: input)
@@ -81,32 +69,5 @@ func prefixed(_ children: [NamedLayer], _ specs: (Layer) -> [ParameterSpec]) -> 
         specs(child.layer).map { spec in
             ParameterSpec(name: "\(child.name).\(spec.name)", shape: spec.shape, initialiser: spec.initialiser)
         }
-    }
-}
-
-/// Hands each layer its consecutive slice of a composite's parameter and gradient buffers.
-func bindChildren(_ layers: [Layer], parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
-    var cursor = 0
-    for layer in layers {
-        layer.bind(parameters: parameters + cursor, gradients: gradients + cursor)
-        cursor += layer.parameterCount
-    }
-}
-
-/// Hands each layer its consecutive slice of a composite's state and observation buffers.
-func bindChildren(_ layers: [Layer], state: UnsafeMutablePointer<Float>, observations: UnsafeMutablePointer<Float>) {
-    var cursor = 0
-    for layer in layers {
-        layer.bind(state: state + cursor, observations: observations + cursor)
-        cursor += layer.stateCount
-    }
-}
-
-/// Passes each layer its slice of a composite's observations and state.
-func applyChildObservations(_ layers: [Layer], _ observed: UnsafePointer<Float>, to state: UnsafeMutablePointer<Float>) {
-    var cursor = 0
-    for layer in layers {
-        layer.applyObservations(observed + cursor, to: state + cursor)
-        cursor += layer.stateCount
     }
 }
