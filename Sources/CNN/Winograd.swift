@@ -24,9 +24,9 @@
 /// B dV B^T. V is recomputed in backward, block by block, rather than kept (it is four times the
 /// input). U is kept from forward (each layer its own, or one for all the replicas of a model:
 /// `SharedFilterTransforms`): computing it again in backward would save its memory but cost
-/// about 2 ms per AlexNet layer, 2% of a training step, as it writes all of U again. dU, V, M and the transforms' scratch live in the network's `LayerWorkspace`
-/// only during a call, so a network holds one of each, as large as its largest layer needs,
-/// instead of a set per layer.
+/// about 2 ms per AlexNet layer, 2% of a training step, as it writes all of U again. dU, V, M
+/// and the transforms' scratch live in the network's `LayerWorkspace` only during a call, so a
+/// network holds one of each, as large as its largest layer needs, instead of a set per layer.
 ///
 /// The batch is cut into blocks of samples whose V and M fit in the core's cache; sums across
 /// blocks run in block order and everything else in an order fixed by the shapes, so results
@@ -53,12 +53,12 @@ final class WinogradConvolution {
     let planeRows: Int
 
     /// Where the scratch of one call lives: dU [(m + 2)^2, K, C] (or a range of its filters, see
-    /// `weightGradientBytes`) in `weightGradientTotals`,
-    /// one block's V [(m + 2)^2, C, T] (then dV) in `unfoldedInput`, its M [(m + 2)^2, K, T]
-    /// (then dM) in `blockProducts`, and the general transforms' scratch in `gatheredTiles` and
-    /// `partialTransforms`. Nothing in it outlives a call. The buffers below stay the layer's
-    /// own: U lives from forward to backward, the others are small, and the planes count on
-    /// borders that only they ever leave zero.
+    /// `weightGradientBytes`) in `weightGradientTotals`, one block's V [(m + 2)^2, C, T] (then
+    /// dV) in `unfoldedInput`, its M [(m + 2)^2, K, T] (then dM) in `blockProducts`, and the
+    /// general transforms' scratch in `gatheredTiles` and `partialTransforms`. Nothing in it
+    /// outlives a call. The buffers below stay the layer's own: U lives from forward to
+    /// backward, the others are small, and the planes count on borders that only they ever
+    /// leave zero.
     var workspace: LayerWorkspace
 
     private let transformedWeights = FloatBuffer()         // U [(m + 2)^2, K, C] unless `sharedTransform` holds it
@@ -194,7 +194,11 @@ final class WinogradConvolution {
     }
 
     private func transformWeights(_ weights: UnsafePointer<Float>, into target: FloatBuffer) {
-        if tile.outputSize == 2 { transformWeightsSmall(weights, into: target) } else { transformWeightsGenerally(weights, into: target) }
+        if tile.outputSize == 2 {
+            transformWeightsSmall(weights, into: target)
+        } else {
+            transformWeightsGenerally(weights, into: target)
+        }
     }
 
     /// U[xi][k][c] = (G g G^T) for every 3x3 filter g = W[k][c], with

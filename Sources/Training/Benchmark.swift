@@ -501,7 +501,8 @@ public enum Benchmark {
         return ConvolutionMeasurement(
             model: model, layer: path, summary: geometry.summary, microBatch: batch, m: m, n: n, k: k, groups: groups,
             computesInputGradient: geometry.computesInputGradient,
-            flops: Double((geometry.computesInputGradient ? 3 : 2) * 2 * groups * m * n * k), seconds: convolutionSeconds, sgemmSeconds: sgemmSeconds)
+            flops: Double((geometry.computesInputGradient ? 3 : 2) * 2 * groups * m * n * k),
+            seconds: convolutionSeconds, sgemmSeconds: sgemmSeconds)
     }
 
     /// Median seconds of one call of `first` and of `second`, over the settings' repetitions,

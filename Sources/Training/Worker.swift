@@ -328,7 +328,10 @@ private final class ComputationSlot: @unchecked Sendable {
     // Sendable: every field is guarded by `lock`, which is signalled when a computation ends.
     private let lock = NSCondition()
     private var busy = false
-    private var result: (runID: UInt64, step: Int, message: Message, receivedAt: Double)?
+    /// A finished computation: its run, step and message, and when its assignment arrived.
+    typealias Outcome = (runID: UInt64, step: Int, message: Message, receivedAt: Double)
+
+    private var result: Outcome?
     private var runID: UInt64 = 0
 
     var isBusy: Bool { lock.withLock { busy } }
@@ -347,7 +350,7 @@ private final class ComputationSlot: @unchecked Sendable {
         }
     }
 
-    private func finish(with outcome: (runID: UInt64, step: Int, message: Message, receivedAt: Double)) {
+    private func finish(with outcome: Outcome) {
         lock.withLock {
             result = outcome
             busy = false
@@ -363,7 +366,7 @@ private final class ComputationSlot: @unchecked Sendable {
     }
 
     /// The finished result, if any (a failed computation comes back as an error message).
-    func take() -> (runID: UInt64, step: Int, message: Message, receivedAt: Double)? {
+    func take() -> Outcome? {
         lock.withLock {
             defer { result = nil }
             return result
