@@ -108,7 +108,7 @@ public struct ReductionTree: Sendable, Equatable {
     ) throws {
         if let values = known(node) {
             if let divisor {
-                for i in 0..<length { output[i] = values[i] / divisor }
+                TreeAddition.divide(values, into: output, count: length, by: divisor)
             } else if values != UnsafePointer(output) {
                 output.update(from: values, count: length)
             }
@@ -119,7 +119,7 @@ public struct ReductionTree: Sendable, Equatable {
         }
         try evaluate(node.leftChild, depth: depth + 1, length: length, into: output, scratch: scratch, known: known)
         guard contains(node.rightChild) else {
-            if let divisor { for i in 0..<length { output[i] /= divisor } }
+            if let divisor { TreeAddition.divide(output, count: length, by: divisor) }
             return
         }
         // A right child already known is added from where it lies: the same additions, no copy.
@@ -132,9 +132,9 @@ public struct ReductionTree: Sendable, Equatable {
             right = UnsafePointer(buffer)
         }
         if let divisor {
-            for i in 0..<length { output[i] = (output[i] + right[i]) / divisor }
+            TreeAddition.add(right, into: output, count: length, dividingBy: divisor)
         } else {
-            for i in 0..<length { output[i] += right[i] }
+            TreeAddition.add(right, into: output, count: length)
         }
     }
 }

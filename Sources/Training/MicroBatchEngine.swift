@@ -196,9 +196,7 @@ public final class MicroBatchEngine: @unchecked Sendable {
                     let left = held[held.count - 2], right = held[held.count - 1]
                     guard left.node.level == right.node.level, left.node.index % 2 == 0,
                           right.node.index == left.node.index + 1 else { break }
-                    // value(parent) = value(left) + value(right), element by element: the tree's addition.
-                    let sum = left.value.pointer, addend = UnsafePointer(right.value.pointer)
-                    for i in 0..<leafLength { sum[i] += addend[i] }
+                    TreeAddition.add(right.value.pointer, into: left.value.pointer, count: leafLength)
                     held.removeLast(2)
                     held.append((left.node.parent, left.value))
                 }

@@ -258,14 +258,14 @@ public struct NonFiniteGradientError: Error, CustomStringConvertible, Sendable {
     public var description: String
 }
 
-/// Applies the `NonFinitePolicy` over a step: remembers which workers got non-finite results
-/// for which micro-batches, keeps those micro-batches away from them, and says when to stop.
+/// Applies the `NonFinitePolicy` over a task: remembers which workers got non-finite results
+/// for which micro-batches (so that the scheduler gives them to others), and says when to stop.
 public final class NonFiniteGuard {
     /// What to do after a non-finite gradient.
     public enum Decision: Equatable, Sendable {
         /// Give the micro-batches to other workers; the text is the warning to log.
         case recompute(String)
-        /// Stop the run; the text is the report (throw it as `NonFiniteGradientError`).
+        /// Stop the run; the text is the report.
         case stop(String)
     }
 
@@ -281,16 +281,16 @@ public final class NonFiniteGuard {
         self.policy = policy
     }
 
-    /// Records that `workerLabel` (id `workerID`) sent a non-finite gradient for `microBatches`
-    /// of `step`, and decides. `aliveWorkerIDs` are the workers alive now (with this one, if it
-    /// is still in the pool).
-    public func record(step: Int, microBatches: [Int], workerID: UInt32, workerLabel: String, finding: NonFiniteFinding,
+    /// Records that `workerLabel` (id `workerID`) sent a non-finite result for `microBatches`
+    /// of `step`, `finding` saying where (a `NonFiniteFinding`, or that the loss is not finite),
+    /// and decides. `aliveWorkerIDs` are the workers alive now, this one included.
+    public func record(step: Int, microBatches: [Int], workerID: UInt32, workerLabel: String, finding: String,
                        aliveWorkerIDs: Set<UInt32>) -> Decision {
         if step != self.step { reset(step: step) }
         let batches = microBatches.sorted()
-        let what = "step \(step): worker \(workerLabel) sent a gradient with \(finding) for micro-batches \(listed(batches))"
+        let what = "step \(step): worker \(workerLabel) sent a gradient with NaN or infinity for micro-batches \(listed(batches)): \(finding)"
         if policy == .stop {
-            return .stop("\(what); stopping because distributed.nonfinite_gradients is 'stop'. The weights of step \(step) were not updated. "
+            return .stop("\(what) (distributed.nonfinite_gradients: stop). The weights of step \(step) were not updated. "
                 + "If the run diverged, lower train.optimizer.lr or add a warmup schedule; to recompute such micro-batches on "
                 + "other workers instead, set distributed.nonfinite_gradients: recompute")
         }
@@ -298,15 +298,15 @@ public final class NonFiniteGuard {
         for batch in batches {
             failed[batch, default: []].insert(workerID)
             failedLabels[batch, default: []].append(workerLabel)
-            if aliveWorkerIDs.isSubset(of: failed[batch]!) { exhausted.append(batch) }
+            if aliveWorkerIDs.union([workerID]).isSubset(of: failed[batch]!) { exhausted.append(batch) }
         }
         if let batch = exhausted.first {
             let workers = failedLabels[batch]!.joined(separator: ", ")
-            return .stop("step \(step): micro-batch \(batch) gave a non-finite gradient on every worker that computed it "
-                + "(\(workers)); the last had \(finding). Computation is deterministic, so the model itself diverged: start again "
-                + "with a lower train.optimizer.lr or a warmup schedule (or --init from the last checkpoint's model.safetensors)")
+            return .stop("step \(step): micro-batch \(batch) gave a gradient with NaN or infinity on every live worker that "
+                + "computed it (\(workers)); the last had \(finding). Computation is deterministic, so training diverged: "
+                + "start again with a lower train.optimizer.lr or a warmup schedule (or --init from the last checkpoint's model.safetensors)")
         }
-        return .recompute("\(what); refused, and those micro-batches go to other workers (distributed.nonfinite_gradients: recompute)")
+        return .recompute("\(what); recomputing them on another worker (distributed.nonfinite_gradients: recompute)")
     }
 
     /// Workers that must not be given `microBatch` of `step` again.
@@ -315,50 +315,11 @@ public final class NonFiniteGuard {
         return failed[microBatch] ?? []
     }
 
-    /// Forgets everything recorded for steps before `step`.
+    /// Forgets everything recorded before; `step` is the task now running.
     public func reset(step: Int) {
         self.step = step
         failed.removeAll()
         failedLabels.removeAll()
-    }
-
-    /// How `split(_:among:step:)` would cut `microBatches` among workers given as ids and thread
-    /// counts (the coordinator's own records stay internal).
-    public func split(_ microBatches: [Int], amongWorkers workers: [(id: UInt32, threads: Int)], step: Int) -> [(id: UInt32, microBatches: [Int])] {
-        let records = workers.map { WorkerRecord(id: $0.id, peer: PeerID(bytes: [1]), name: "", threads: $0.threads, now: 0) }
-        return split(microBatches, among: records, step: step).map { ($0.0.id, $0.1) }
-    }
-
-    /// `WorkerPool.split`, except that no worker gets a micro-batch it already failed in this
-    /// step; such micro-batches go to the least-loaded worker that may take them, or stay
-    /// unassigned (for a worker yet to join) when none may.
-    func split(_ microBatches: [Int], among workers: [WorkerRecord], step: Int) -> [(WorkerRecord, [Int])] {
-        guard step == self.step, !failed.isEmpty else { return WorkerPool.split(microBatches, among: workers) }
-        var pieces = WorkerPool.split(microBatches, among: workers)
-        var leftover: [Int] = []
-        for position in pieces.indices {
-            let id = pieces[position].0.id
-            let (kept, excluded) = pieces[position].1.reduce(into: ([Int](), [Int]())) { parts, batch in
-                if failed[batch]?.contains(id) == true { parts.1.append(batch) } else { parts.0.append(batch) }
-            }
-            leftover += excluded
-            pieces[position].1 = kept
-        }
-        for batch in leftover.sorted() {
-            let eligible = workers.filter { failed[batch]?.contains($0.id) != true }
-            guard let target = eligible.min(by: { load(of: $0, in: pieces) < load(of: $1, in: pieces) }) else { continue }
-            if let position = pieces.firstIndex(where: { $0.0 === target }) {
-                pieces[position].1.append(batch)
-                pieces[position].1.sort()
-            } else {
-                pieces.append((target, [batch]))
-            }
-        }
-        return pieces.filter { !$0.1.isEmpty }
-    }
-
-    private func load(of worker: WorkerRecord, in pieces: [(WorkerRecord, [Int])]) -> Double {
-        Double(pieces.first { $0.0 === worker }?.1.count ?? 0) / Double(worker.threads)
     }
 
     private func listed(_ values: [Int]) -> String {

@@ -35,8 +35,9 @@ public struct WorkerError: Error, CustomStringConvertible {
 public final class Worker {
     private let options: WorkerOptions
     private let logger: Logger
-    private let context: ZMQContext
-    private let socket: MessageSocket
+    private let transport: MessageTransport
+    /// Closes what the transport was opened with (the ZeroMQ socket and context).
+    private let closeTransport: () -> Void
 
     private var runID: UInt64 = 0
     private var engine: MicroBatchEngine?
@@ -50,28 +51,40 @@ public final class Worker {
     private let computation = ComputationSlot()
     private var weights: FloatPayload?
 
-    public init(options: WorkerOptions, logger: Logger) throws {
-        self.options = options
-        self.logger = logger
-        context = try ZMQContext()
+    /// A worker connected over ZeroMQ to `options.connect`.
+    public convenience init(options: WorkerOptions, logger: Logger) throws {
+        let context = try ZMQContext()
         let dealer = try ZMQSocket(context: context, kind: .dealer)
         try dealer.setLinger(milliseconds: 2000)
         // A refused CURVE handshake leaves the DEALER with no connection, where a send would
         // block for ever; with a timeout the join loop keeps its deadline and can say why.
         try dealer.setSendTimeout(milliseconds: 1000)
-        socket = MessageSocket(socket: dealer)
         try options.security?.apply(to: dealer)
         do {
             try dealer.connect(options.connect)
         } catch {
+            dealer.close()
+            context.close()
             throw UsageError("cannot connect to \(options.connect): \(error); "
                 + "give the coordinator's address as printed by cnn-coord, e.g. tcp://HOST:5555")
         }
+        self.init(options: options, logger: logger, transport: MessageSocket(socket: dealer)) {
+            dealer.close()
+            context.close()
+        }
+    }
+
+    /// A worker talking to its coordinator through `transport` (an in-memory one, in tests);
+    /// `close` runs when the worker is released.
+    public init(options: WorkerOptions, logger: Logger, transport: MessageTransport, close: @escaping () -> Void = {}) {
+        self.options = options
+        self.logger = logger
+        self.transport = transport
+        closeTransport = close
     }
 
     deinit {
-        socket.socket.close()
-        context.close()
+        closeTransport()
     }
 
     /// Serves until the coordinator says goodbye (returns normally) or fails. A coordinator that
@@ -100,7 +113,7 @@ public final class Worker {
             // Finished results wait for this loop to come round: while computing, look every
             // millisecond (a 5 ms wait here doubled the step time of a small model; the trace
             // showed it as the workers' "other" time); idle, wake only for messages and heartbeats.
-            if let incoming = try socket.receive(timeoutMilliseconds: computation.isBusy ? 1 : 5) {
+            if let incoming = try transport.receive(timeoutMilliseconds: computation.isBusy ? 1 : 5) {
                 switch try handle(incoming) {
                 case .carryOn: break
                 case .stop: return
@@ -149,7 +162,7 @@ public final class Worker {
                 nextHello = now + backoff
                 backoff = min(backoff * 2, 5)
             }
-            guard let incoming = try socket.receive(timeoutMilliseconds: 100) else { continue }
+            guard let incoming = try transport.receive(timeoutMilliseconds: 100) else { continue }
             guard case .success(let envelope) = incoming.result else { continue }
             switch envelope.message {
             case .welcome(let welcome):
@@ -315,7 +328,7 @@ public final class Worker {
 
     private func send(_ message: Message, step: Int) {
         do {
-            try socket.send(Envelope(runID: runID, step: UInt64(step), message: message))
+            try transport.send(Envelope(runID: runID, step: UInt64(step), message: message), to: nil)
             lastSent = monotonicSeconds()
         } catch {
             logger.warning("could not send \(message.typeName): \(error)")

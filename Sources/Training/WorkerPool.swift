@@ -1,80 +1,62 @@
 import Wire
 
-/// What the coordinator knows of one worker.
+/// What the coordinator knows of one worker's connection; who computes what is the
+/// `StepScheduler`'s to know.
 final class WorkerRecord {
     let id: UInt32
     let peer: PeerID
     let name: String
+    let host: String
+    /// Threads as the worker claimed them (the scheduler counts at most `StepScheduler.maximumThreads`).
     let threads: Int
-    var lastHeard: Double
     var lastSent: Double = 0
     /// The step whose weights the worker holds, if any.
     var weightsVersion: Int?
-    /// Micro-batches of the current task given to it and not yet received from anyone.
-    var outstanding: Set<Int> = []
-    /// Every micro-batch of the current task it was ever given (what it may send).
-    var assignedThisTask: Set<Int> = []
+    /// Micro-batches it delivered over the run (backup copies included).
     var microBatchesDone = 0
-    private var windowStart = 0.0
-    private var messagesInWindow = 0
+    /// Seconds from its first assignment to its last result in the last step it took part in.
+    var lastStepSeconds: Double?
 
-    /// Counts a message; returns how many arrived in the current one-second window.
-    func countMessage(now: Double) -> Int {
-        if now - windowStart >= 1 {
-            windowStart = now
-            messagesInWindow = 0
-        }
-        messagesInWindow += 1
-        return messagesInWindow
-    }
-
-    init(id: UInt32, peer: PeerID, name: String, threads: Int, now: Double) {
+    init(id: UInt32, peer: PeerID, name: String, host: String, threads: Int) {
         self.id = id
         self.peer = peer
         self.name = name
+        self.host = host
         self.threads = threads
-        lastHeard = now
     }
 
     var label: String { "w\(id) (\(name))" }
+
+    func status(alive: Bool) -> WorkerStatus {
+        WorkerStatus(id: id, name: name, host: host, threads: threads, alive: alive, microBatchesDone: microBatchesDone,
+                     lastStepSeconds: lastStepSeconds)
+    }
 }
 
-/// The live workers, and how a task's micro-batches are cut among them.
+/// The live workers by connection and by id.
 struct WorkerPool {
-    private(set) var workers: [PeerID: WorkerRecord] = [:]
+    private var byPeer: [PeerID: WorkerRecord] = [:]
+    private var byID: [UInt32: WorkerRecord] = [:]
     private var nextID: UInt32 = 0
 
-    var count: Int { workers.count }
-    var all: [WorkerRecord] { workers.values.sorted { $0.id < $1.id } }
+    var count: Int { byID.count }
+    var all: [WorkerRecord] { byID.values.sorted { $0.id < $1.id } }
 
-    subscript(peer: PeerID) -> WorkerRecord? { workers[peer] }
+    subscript(peer: PeerID) -> WorkerRecord? { byPeer[peer] }
+    subscript(id: UInt32) -> WorkerRecord? { byID[id] }
 
-    mutating func add(peer: PeerID, name: String, threads: Int, now: Double) -> WorkerRecord {
-        let record = WorkerRecord(id: nextID, peer: peer, name: name, threads: max(1, threads), now: now)
+    mutating func add(peer: PeerID, name: String, host: String, threads: Int) -> WorkerRecord {
+        let record = WorkerRecord(id: nextID, peer: peer, name: name, host: host, threads: threads)
         nextID += 1
-        workers[peer] = record
+        byPeer[peer] = record
+        byID[record.id] = record
         return record
     }
 
     @discardableResult
-    mutating func remove(_ peer: PeerID) -> WorkerRecord? {
-        workers.removeValue(forKey: peer)
-    }
-
-    /// Cuts `microBatches` (in order) into contiguous runs, one per worker, sized by threads.
-    /// Contiguous runs line up with the reduction tree, so workers send few, large partial sums.
-    static func split(_ microBatches: [Int], among workers: [WorkerRecord]) -> [(WorkerRecord, [Int])] {
-        guard !workers.isEmpty, !microBatches.isEmpty else { return [] }
-        let totalThreads = workers.reduce(0) { $0 + $1.threads }
-        var result: [(WorkerRecord, [Int])] = []
-        var start = 0
-        var threadsSoFar = 0
-        for worker in workers {
-            threadsSoFar += worker.threads
-            let end = microBatches.count * threadsSoFar / totalThreads
-            if end > start { result.append((worker, Array(microBatches[start..<end]))) }
-            start = end
-        }
-        return result
+    mutating func remove(_ id: UInt32) -> WorkerRecord? {
+        guard let record = byID.removeValue(forKey: id) else { return nil }
+        byPeer[record.peer] = nil
+        return record
     }
 }

@@ -69,7 +69,7 @@ struct CoordinatorCommand: ParsableCommand {
         options.resume = resume
         options.initialWeights = `init`
         options.workerExecutable = workerExecutable
-        options.quiet = quiet || screen != nil
+        options.progress = screen != nil ? .none : (quiet ? .finalLine : .everyLine)
         // Spawned workers write to this terminal too: keep them to warnings and errors when the
         // user asked for quiet, or when the live display owns the screen.
         options.quietLocalWorkers = quiet || screen != nil

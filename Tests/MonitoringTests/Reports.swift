@@ -31,7 +31,8 @@ enum Reports {
     }
 
     static func summary(steps: Int, accuracy: Double? = 0.8) -> RunSummary {
-        RunSummary(steps: steps, epochs: 1, testAccuracy: accuracy, imagesPerSecond: 1234, finalCheckpoint: "/tmp/run/checkpoints/step-1",
+        RunSummary(steps: steps, epochs: 1, testAccuracy: accuracy, imagesPerSecond: 1234, seconds: 12.5,
+                   finalCheckpoint: "/tmp/run/checkpoints/step-1",
                    interrupted: false)
     }
 }

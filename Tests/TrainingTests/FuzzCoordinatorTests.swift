@@ -21,7 +21,7 @@ final class FuzzCoordinatorTests: XCTestCase {
             - dense: 10
         data:
           dataset: synthetic
-          synthetic_train: 1024
+          synthetic_train: 3072
           synthetic_test: 128
         train:
           epochs: 1
@@ -37,7 +37,8 @@ final class FuzzCoordinatorTests: XCTestCase {
           join_timeout: 30
         """
 
-    private let steps = 40
+    /// Long enough for the rogue's flood to pass 50,000 messages while the run lasts.
+    private let steps = 96
 
     /// The bytes of the newest checkpoint's model file in `run`.
     static func finalModel(_ run: String) throws -> [UInt8] {

@@ -1,12 +1,63 @@
-/// How the gradients of one step's micro-batches become the step's mean gradient. Strategies
-/// (today the deterministic tree at the coordinator; later a ring between workers or sharded
-/// coordinators) sit behind this protocol and must keep its promise: the result depends only on
-/// the micro-batch gradients, never on which participant computed or sent what.
-public protocol GradientReduction: AnyObject {
-    /// Starts a step over `microBatches` gradients of `length` floats each.
+/// Where a part of a step's reduction happens: at the coordinator, or at one worker.
+public enum ReductionSite: Hashable, Sendable, CustomStringConvertible {
+    case coordinator
+    case worker(UInt32)
+
+    public var description: String {
+        switch self {
+        case .coordinator: return "the coordinator"
+        case .worker(let id): return "worker w\(id)"
+        }
+    }
+}
+
+/// A run of the flat gradient vector (parameter gradients, then state observations) and the site
+/// that owns it: partial sums of the slice go there, the owner completes the slice's tree, runs
+/// the optimiser on the slice's weights and sends the updated weights to every worker.
+public struct ReductionSlice: Equatable, Sendable {
+    /// Element offsets into the flat gradient vector.
+    public var range: Range<Int>
+    public var owner: ReductionSite
+
+    public init(range: Range<Int>, owner: ReductionSite) {
+        self.range = range
+        self.owner = owner
+    }
+}
+
+/// What a strategy decided for one step: the slices of the flat gradient vector, in order and
+/// covering it exactly once, each with its owner.
+public struct ReductionPlan: Equatable, Sendable {
+    public var slices: [ReductionSlice]
+
+    public init(slices: [ReductionSlice]) {
+        self.slices = slices
+    }
+
+    /// Elements of the flat vector whose partial sums go to `site`.
+    public func length(ownedBy site: ReductionSite) -> Int {
+        slices.filter { $0.owner == site }.reduce(0) { $0 + $1.range.count }
+    }
+
+    /// Every site that owns a slice.
+    public var owners: Set<ReductionSite> { Set(slices.map(\.owner)) }
+}
+
+/// How the gradients of one step's micro-batches become the step's mean gradient, and where that
+/// happens. Strategies (today `TreeReduction`, the tree completed at the coordinator; next a
+/// sharded one whose slices are owned by workers) sit behind this protocol and keep its promise:
+/// every addition is `TreeAddition` along the one fixed tree, so the result depends only on the
+/// micro-batch gradients, never on which participant computed or sent what, nor on the strategy.
+public protocol ReductionStrategy: AnyObject {
+    /// The config's name for the strategy (`distributed.reduction`).
+    var name: String { get }
+    /// Who owns which slice of a flat gradient of `length` elements when `workers` take part.
+    func plan(length: Int, workers: [UInt32]) -> ReductionPlan
+    /// Starts a step over `microBatches` gradients of `length` floats each (the part of the flat
+    /// vector this site owns).
     func begin(microBatches: Int, length: Int)
     /// Offers a partial result covering the micro-batches of `node`. `owner` keeps the memory
-    /// behind `values` alive until the step ends (a received message, for example).
+    /// behind `values` alive until `end()` (a received message, for example).
     func offer(_ node: TreeNodeID, values: UnsafePointer<Float>, owner: AnyObject) throws -> OfferOutcome
     /// Whether every micro-batch is covered.
     var isComplete: Bool { get }
@@ -16,6 +67,8 @@ public protocol GradientReduction: AnyObject {
     /// `output` may be the memory offered for the node that covers micro-batch 0 (whose holder
     /// no longer needs it): the mean then replaces it in place, sparing a buffer and a copy.
     func mean(into output: UnsafeMutablePointer<Float>) throws
+    /// Ends the step: drops every reference to offered memory.
+    func end()
 }
 
 public enum OfferOutcome: Equatable, Sendable {
@@ -26,8 +79,10 @@ public enum OfferOutcome: Equatable, Sendable {
     case duplicate
 }
 
-/// The deterministic tree of DESIGN.md, completed at the coordinator.
-public final class TreeReduction: GradientReduction {
+/// The `central` strategy: the coordinator owns the whole vector, completes the tree, applies
+/// the optimiser and sends the weights to every worker. Its traffic grows as N x W per step, fine
+/// on one host for small models.
+public final class TreeReduction: ReductionStrategy {
     public private(set) var tree = ReductionTree(leafCount: 1)
     private var length = 0
     private var received: [TreeNodeID: (values: UnsafePointer<Float>, owner: AnyObject)] = [:]
@@ -35,6 +90,12 @@ public final class TreeReduction: GradientReduction {
     private let scratch = ReductionScratch()
 
     public init() {}
+
+    public var name: String { "central" }
+
+    public func plan(length: Int, workers: [UInt32]) -> ReductionPlan {
+        ReductionPlan(slices: [ReductionSlice(range: 0..<length, owner: .coordinator)])
+    }
 
     public func begin(microBatches: Int, length: Int) {
         tree = ReductionTree(leafCount: microBatches)
@@ -76,7 +137,6 @@ public final class TreeReduction: GradientReduction {
         try tree.evaluate(tree.root, length: length, into: output, scratch: scratch, dividingBy: divisor) { received[$0]?.values }
     }
 
-    /// Drops the references to received buffers once the step is applied.
     public func end() {
         received.removeAll(keepingCapacity: true)
     }

@@ -1,0 +1,268 @@
+import AllReduce
+import CNN
+import Logging
+import Wire
+
+/// The coordinator's side of the conversation with its workers: what comes in is policed
+/// (`PeerGuard`), checked (`ResultCheck`) and turned into scheduler events; what the scheduler
+/// decides goes out as messages.
+extension Coordinator {
+    // MARK: Incoming
+
+    /// Receives and handles messages until none arrives within `timeout` seconds.
+    func pump(timeout: Double) throws {
+        link.logNewRefusals(logger)
+        var wait = Int(timeout * 1000)
+        while let incoming = try transport.receive(timeoutMilliseconds: wait) {
+            wait = 0
+            handle(incoming)
+        }
+    }
+
+    private func handle(_ incoming: Incoming) {
+        guard let peer = incoming.peer else { return }
+        switch peerGuard.admit(peer, now: monotonicSeconds()) {
+        case .accept: break
+        case .ignore: return
+        case .evict(let reason): return evict(peer, reason: reason)
+        }
+        let envelope: Envelope
+        switch incoming.result {
+        case .failure(let error):
+            return offence(peer, "a malformed message: \(error)", code: 400)
+        case .success(let decoded):
+            envelope = decoded
+        }
+        if case .hello(let hello) = envelope.message {
+            return admit(peer: peer, hello: hello)
+        }
+        guard envelope.runID == runID else {
+            return offence(peer, "a \(envelope.message.typeName) message for another run; this coordinator runs another run: send hello to join it", code: 409)
+        }
+        guard let worker = pool[peer] else {
+            return offence(peer, "a \(envelope.message.typeName) message from an unknown worker; send hello first", code: 401)
+        }
+        apply(scheduler.handle(.heard(worker: worker.id), at: monotonicSeconds()))
+        switch envelope.message {
+        case .gradients(let gradients):
+            receive(gradients, step: envelope.step, from: worker)
+        case .bye(let bye):
+            logger.info("worker \(worker.label) left: \(bye.reason)")
+            lose(worker, reason: "it said goodbye")
+        case .error(let failure):
+            logger.warning("worker \(worker.label) reported error \(failure.code): \(failure.text)")
+            lose(worker, reason: "it reported an error")
+        case .heartbeat:
+            break
+        default:
+            logger.warning("unexpected \(envelope.message.typeName) from worker \(worker.label); ignored")
+        }
+    }
+
+    /// Results of a worker: checked against the task and the model, then handed to the scheduler,
+    /// which says whether (and which of) them to take.
+    private func receive(_ gradients: Gradients, step: UInt64, from worker: WorkerRecord) {
+        guard let task, step == UInt64(task.step), gradients.kind == task.kind, UInt64(gradients.epoch) == UInt64(task.epoch) else {
+            logger.debug("ignored late \(gradients.kind) results of step \(step) from \(worker.label)")
+            return
+        }
+        let checked: CheckedResults
+        do {
+            checked = try ResultCheck.check(gradients, work: task.work, training: task.kind == .train, network: state.network)
+        } catch {
+            return apply([.refuse(worker: worker.id, reason: error.reason)]
+                + scheduler.handle(.left(worker: worker.id, reason: "it sent invalid results"), at: monotonicSeconds()))
+        }
+        let now = monotonicSeconds()
+        let decisions: [StepScheduler.Decision]
+        if let finding = checked.nonFinite {
+            // Everything in the message goes elsewhere at once, not only the bad part: the rest
+            // would otherwise wait for the straggler rule or the worker's timeout.
+            decisions = scheduler.handle(.nonFinite(worker: worker.id, microBatches: checked.microBatches, finding: finding), at: now)
+        } else {
+            decisions = scheduler.handle(.results(worker: worker.id, microBatches: checked.microBatches), at: now)
+            if !decisions.contains(where: { if case .refuse = $0 { return true } else { return false } }) {
+                let accepted = decisions.reduce(into: [Int]()) { if case .accept(_, let batches) = $1 { $0 += batches } }
+                do {
+                    try take(checked, of: accepted, from: worker, timings: gradients.timings)
+                } catch {
+                    stopError = CoordinatorError(description: "step \(task.step): the reduction refused checked results of \(worker.label): \(error)")
+                }
+            }
+        }
+        apply(decisions)
+    }
+
+    private func admit(peer: PeerID, hello: Hello) {
+        if pool[peer] == nil && pool.count >= config.distributed.maxWorkers {
+            logger.warning("turned away worker \(hello.name) from \(hello.hostName): already \(pool.count) workers (distributed.max_workers)")
+            reply(peer, code: 503, text: "the coordinator has its maximum of \(config.distributed.maxWorkers) workers")
+            return
+        }
+        if let existing = pool[peer] {
+            // The same connection saying hello again has restarted: its old work is lost.
+            lose(existing, reason: "it said hello again")
+        }
+        let worker = pool.add(peer: peer, name: hello.name, host: hello.hostName, threads: hello.threads)
+        let welcome = Welcome(
+            workerID: worker.id, configText: config.yaml, parameterCount: state.parameterCount,
+            heartbeatIntervalMilliseconds: UInt32(config.distributed.heartbeatInterval * 1000),
+            workerTimeoutMilliseconds: UInt32(config.distributed.workerTimeout * 1000))
+        guard send(.welcome(welcome), to: worker) else {
+            pool.remove(worker.id)
+            logger.warning("could not welcome \(worker.label)")
+            return
+        }
+        notify { $0.workerJoined(worker.status(alive: true)) }
+        logger.info("worker \(worker.label) joined from \(hello.hostName) (pid \(hello.processID), \(hello.threads) thread\(hello.threads == 1 ? "" : "s"), GEMM \(hello.coreType)); \(pool.count) alive")
+        if hello.coreType != BLAS.kernelName {
+            // Another library or kernel rounds differently: the run stays correct, but its
+            // results no longer match, bit for bit, a run on any other set of workers.
+            logger.warning("""
+                worker \(worker.label) multiplies with \(hello.coreType), this coordinator with \(BLAS.kernelName): \
+                its gradients can differ in the last bits; run every process with the same \(BLAS.libraryVariable) \
+                (and OPENBLAS_CORETYPE) for bit-identical runs
+                """)
+        }
+        apply(scheduler.handle(.joined(worker: worker.id, name: worker.name, threads: hello.threads), at: monotonicSeconds()))
+    }
+
+    /// A bad message from `peer`: logged and answered only the first few times, so a flood
+    /// cannot fill the log or the peer's queue; too many evict it.
+    private func offence(_ peer: PeerID, _ what: String, code: UInt16) {
+        let outcome = peerGuard.strike(peer, reason: what, now: monotonicSeconds())
+        if case .evict(let reason) = outcome.verdict { return evict(peer, reason: reason) }
+        if outcome.shouldLog {
+            let repeats = outcome.offences > 1 ? " (offence \(outcome.offences); only some are logged)" : ""
+            logger.warning("\(pool[peer]?.label ?? "unknown peer \(peer)") sent \(what)\(repeats)")
+        }
+        if outcome.shouldReply { reply(peer, code: code, text: what) }
+    }
+
+    /// Drops a misbehaving peer: a worker is declared dead (its micro-batches go to others) and
+    /// named; either way its messages are ignored for a while.
+    private func evict(_ peer: PeerID, reason: String) {
+        if let worker = pool[peer] {
+            logger.warning("evicted worker \(worker.label) (\(peer)): \(reason)")
+            reply(peer, code: 429, text: reason)
+            lose(worker, reason: "evicted: \(reason)")
+        } else {
+            logger.warning("ignoring \(peer): \(reason)")
+        }
+    }
+
+    // MARK: Decisions
+
+    /// Carries out the scheduler's decisions in order, and those that follow from them (a
+    /// worker found unreachable while being given work is reported back as gone).
+    func apply(_ decisions: [StepScheduler.Decision]) {
+        var queue = decisions[...]
+        while let decision = queue.popFirst() {
+            queue += perform(decision)
+        }
+    }
+
+    private func perform(_ decision: StepScheduler.Decision) -> [StepScheduler.Decision] {
+        let step = task?.step ?? state.step
+        switch decision {
+        case .assign(let id, let microBatches):
+            return give(microBatches, to: id)
+        case .backup(let id, let microBatches, let straggler, let waited, let firstFinished):
+            let slow = pool[straggler]?.label ?? "w\(straggler)"
+            let message = "step \(step): worker \(slow) is slow: micro-batches \(microBatches) not back after "
+                + "\(String(format: "%.1f", waited)) s (the first worker finished in \(String(format: "%.1f", firstFinished)) s); "
+                + "backup copies go to \(pool[id]?.label ?? "w\(id)")"
+            logger.warning("\(message)")
+            return give(microBatches, to: id)
+        case .accept, .complete:
+            return []
+        case .refuse(let id, let reason):
+            guard let worker = pool[id] else { return [] }
+            logger.warning("step \(step): refused results from worker \(worker.label): \(reason); its micro-batches go to others")
+            reply(worker.peer, code: 422, text: "results refused: \(reason)")
+        case .recompute(_, _, let report):
+            logger.warning("\(report)")
+        case .dead(let id, let reason, let reassigned):
+            guard let worker = pool.remove(id) else { return [] }
+            notify { $0.workerLeft(worker.status(alive: false), reason: reason) }
+            if reassigned.isEmpty {
+                logger.info("worker \(worker.label) is gone (\(reason)); \(pool.count) alive")
+            } else {
+                let others = pool.all.map(\.label).joined(separator: ", ")
+                let message = "step \(step): worker \(worker.label) is gone (\(reason)); its micro-batches \(reassigned) go to "
+                    + (others.isEmpty ? "the next worker to join" : others)
+                logger.warning("\(message)")
+            }
+        case .waitingForWorkers:
+            logger.warning("step \(step): no workers alive; waiting up to \(Int(config.distributed.joinTimeout)) s for one to join")
+        case .stop(.diverged(let report)):
+            stopError = RunStopped(reason: report)
+        case .stop(.noWorkers(let seconds)):
+            stopError = CoordinatorError(
+                description: "step \(step): no worker has been alive for \(Int(seconds)) s; the last checkpoint is in "
+                    + "\(options.runDirectory)/checkpoints. Start workers with `cnn-worker --connect \(connectAddress)`, then resume with --resume")
+        }
+        return []
+    }
+
+    /// Sends the weights the worker lacks and an assignment of `microBatches` of the task.
+    private func give(_ microBatches: [Int], to id: UInt32) -> [StepScheduler.Decision] {
+        guard let task, let worker = pool[id] else { return [] }
+        if worker.weightsVersion != state.step {
+            let start = monotonicSeconds()
+            guard send(.weights(Weights(values: currentWeights())), to: worker) else { return gone(worker) }
+            worker.weightsVersion = state.step
+            phases.append(PhaseTiming(name: "broadcast", workerID: worker.id, start: start, duration: monotonicSeconds() - start))
+        }
+        let assignment = Assignment(
+            kind: task.kind, epoch: UInt32(task.epoch), totalMicroBatches: UInt32(task.work.count),
+            microBatches: microBatches.map { MicroBatch(index: UInt32($0), samples: task.work[$0].samples.map(UInt32.init)) })
+        return send(.assign(assignment), to: worker) ? [] : gone(worker)
+    }
+
+    // MARK: Outgoing
+
+    /// Sends `message`; false when the worker cannot be reached (then it must be declared gone).
+    @discardableResult
+    func send(_ message: Message, to worker: WorkerRecord) -> Bool {
+        do {
+            try transport.send(Envelope(runID: runID, step: UInt64(state.step), message: message), to: worker.peer)
+            worker.lastSent = monotonicSeconds()
+            return true
+        } catch {
+            // Unroutable: the worker's connection is gone. A full queue means it does not read
+            // what it is sent: ignore it for a while too.
+            if (error as? ZMQError)?.isWouldBlock == true { peerGuard.ban(worker.peer, now: monotonicSeconds()) }
+            logger.warning("step \(state.step): cannot reach worker \(worker.label): \(error)")
+            return false
+        }
+    }
+
+    private func gone(_ worker: WorkerRecord) -> [StepScheduler.Decision] {
+        scheduler.handle(.left(worker: worker.id, reason: "its connection is gone"), at: monotonicSeconds())
+    }
+
+    /// Declares `worker` gone now and carries out what follows.
+    private func lose(_ worker: WorkerRecord, reason: String) {
+        apply(scheduler.handle(.left(worker: worker.id, reason: reason), at: monotonicSeconds()))
+    }
+
+    private func reply(_ peer: PeerID, code: UInt16, text: String) {
+        try? transport.send(Envelope(runID: runID, step: UInt64(state.step), message: .error(WireFailure(code: code, text: text))), to: peer)
+    }
+
+    func sendHeartbeats() {
+        let now = monotonicSeconds()
+        for worker in pool.all where now - worker.lastSent > config.distributed.heartbeatInterval {
+            if !send(.heartbeat(Heartbeat(sentAtMilliseconds: UInt64(now * 1000), busy: false)), to: worker) {
+                apply(gone(worker))
+            }
+        }
+    }
+
+    func sayGoodbye(reason: String) {
+        for worker in pool.all {
+            send(.bye(Bye(reason: reason)), to: worker)
+        }
+    }
+}

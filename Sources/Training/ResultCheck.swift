@@ -1,0 +1,69 @@
+import AllReduce
+import CNN
+import Wire
+
+/// A worker's results for the task in progress, checked against the task and the model before
+/// anything of them is used: which micro-batches they cover, their scores, their gradient
+/// partial sums, and where the first non-finite value is, if any.
+struct CheckedResults {
+    var microBatches: Set<Int> = []
+    var scores: [Int: BatchScore] = [:]
+    var partialSums: [(node: TreeNodeID, values: FloatPayload)] = []
+    /// Where the first NaN or infinity is (a gradient element or a loss); nil when all is finite.
+    var nonFinite: String?
+}
+
+/// Why results are refused: the worker sent something no honest worker sends.
+struct ResultRefusal: Error, Equatable {
+    var reason: String
+}
+
+enum ResultCheck {
+    /// Checks `message` as results for `work` (training ones carry one partial sum per tree node,
+    /// each `leafLength` floats of the model laid out as `network`'s leaves; evaluation ones
+    /// carry none). What was assigned to whom is the scheduler's to check.
+    static func check(_ message: Gradients, work: [MicroBatchWork], training: Bool, network: Network) throws(ResultRefusal) -> CheckedResults {
+        var checked = CheckedResults()
+        for result in message.results {
+            let index = Int(result.index)
+            guard work.indices.contains(index) else {
+                throw ResultRefusal(reason: "result for micro-batch \(index); the task has \(work.count)")
+            }
+            guard Int(result.samples) == work[index].samples.count, result.correct <= result.samples else {
+                throw ResultRefusal(reason: "impossible score for micro-batch \(index)")
+            }
+            checked.microBatches.insert(index)
+            checked.scores[index] = BatchScore(lossSum: result.lossSum, correct: Int(result.correct), samples: Int(result.samples))
+            if checked.nonFinite == nil && !result.lossSum.isFinite { checked.nonFinite = "the loss of micro-batch \(index) is not finite" }
+        }
+        guard training else {
+            guard message.tensors.isEmpty && message.nodes.isEmpty else {
+                throw ResultRefusal(reason: "gradients with evaluation results")
+            }
+            return checked
+        }
+        guard message.tensors.count == message.nodes.count else {
+            throw ResultRefusal(reason: "\(message.nodes.count) tree nodes but \(message.tensors.count) tensors")
+        }
+        let tree = ReductionTree(leafCount: work.count)
+        let leafLength = network.parameterCount + network.stateCount
+        var nodeLeaves = Set<Int>()
+        for (wireNode, tensor) in zip(message.nodes, message.tensors) {
+            let node = TreeNodeID(level: Int(wireNode.level), index: Int(wireNode.index))
+            guard tree.contains(node) else { throw ResultRefusal(reason: "\(node) is outside the tree of \(work.count) micro-batches") }
+            guard tensor.count == leafLength else {
+                throw ResultRefusal(reason: "a gradient of \(tensor.count) values; the model needs \(leafLength) "
+                    + "(\(network.parameterCount) parameters and \(network.stateCount) state values)")
+            }
+            if checked.nonFinite == nil, let finding = tensor.withUnsafeBufferPointer({ NonFiniteFinding.locate(in: $0, network: network) }) {
+                checked.nonFinite = finding.description
+            }
+            nodeLeaves.formUnion(tree.leaves(of: node))
+            checked.partialSums.append((node, tensor))
+        }
+        guard nodeLeaves == checked.microBatches else {
+            throw ResultRefusal(reason: "scores for micro-batches \(checked.microBatches.sorted()) but gradients for \(nodeLeaves.sorted())")
+        }
+        return checked
+    }
+}
