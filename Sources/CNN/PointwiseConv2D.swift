@@ -73,7 +73,7 @@ public final class PointwiseConv2D: Layer {
     }
 
     /// Samples per block: as many as let the block's gathered matrix and product fit
-    /// `Conv2D.blockBytes`, so the reorderings around each GEMM stay in cache; but one with
+    /// `Im2colConvolution.blockBytes`, so the reorderings around each GEMM stay in cache; but one with
     /// oneDNN from `oneDNNSampleGEMMPositions` output positions on, where a sample's own GEMM
     /// (written straight into the NCHW output) runs at full rate and the reorderings would only
     /// cost (ResNet-20's 16x16 projection: 81-82% of its shape's sgemm rate, against 64-77% in
@@ -81,7 +81,7 @@ public final class PointwiseConv2D: Layer {
     private func samplesPerBlock(batch: Int) -> Int {
         if BLAS.library == .oneDNN && positions >= PointwiseConv2D.oneDNNSampleGEMMPositions { return 1 }
         let perSample = (inputShape.channels + outputShape.channels) * positions * MemoryLayout<Float>.stride
-        return max(1, min(batch, Conv2D.blockBytes / max(perSample, 1)))
+        return max(1, min(batch, Im2colConvolution.blockBytes / max(perSample, 1)))
     }
 
     /// Whether forward keeps every block's gathered matrix for backward: where samples share
