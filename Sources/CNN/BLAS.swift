@@ -15,8 +15,8 @@ public enum BLAS {
     /// A library that multiplies matrices.
     public enum Library: String, CaseIterable, Sendable {
         /// oneDNN's `dnnl_sgemm`: kernels generated at run time for the widest vectors the CPU
-        /// has (AVX-512 where present), whatever OPENBLAS_CORETYPE says. On this project's
-        /// 2-core machines it multiplies 2-2.4x faster than OpenBLAS's preset Haswell kernel.
+        /// has (AVX-512 where present), whatever OPENBLAS_CORETYPE says, hence the default: faster
+        /// than OpenBLAS's preset Haswell kernel (`cnn bench` against `CNN_GEMM=openblas cnn bench`).
         case oneDNN = "onednn"
         /// OpenBLAS's `cblas_sgemm`, with the kernel OPENBLAS_CORETYPE names or OpenBLAS detects.
         case openBLAS = "openblas"

@@ -14,12 +14,11 @@ import CNonTemporal
 /// hundred thousand FLOPs) spent most of its time in the library's packing and call overhead.
 /// Blocks are sized as Conv2D's are, so the reordering between [K, S*P] and NCHW stays in cache.
 /// Backward uses the same layout and scatters the gradient back to the positions read. Where
-/// blocks share a GEMM it reads the gathered matrices forward kept; where each sample has its
-/// own, it gathers each sample again from the input (which the network keeps, as for every
-/// layer): on ResNet-20's 16-channel projection at micro-batch 128 the kept matrices were 2 MiB
-/// more for the two passes to carry through a cache they already overflow (60-68% of its
-/// shape's sgemm rate against 50-56%, alternating runs), while gathering 8x8 planes again cost
-/// its 64-channel projection 10%.
+/// blocks share a GEMM it reads the gathered matrices forward kept, as gathering small planes
+/// again costs more than keeping them; where each sample has its own, it gathers each sample
+/// again from the input (which the network keeps, as for every layer), as kept matrices would
+/// be more for the two passes to carry through a cache they already overflow
+/// (`cnn bench --model resnet20 --threads 1` shows the layer rates).
 public final class PointwiseConv2D: Layer {
     public let inputShape: FeatureShape
     public let outputShape: FeatureShape
@@ -57,11 +56,9 @@ public final class PointwiseConv2D: Layer {
     /// Output positions per sample from which, with oneDNN, each sample gets its own GEMM.
     static let oneDNNSampleGEMMPositions = 256
 
-    /// Input gradients from this size on are written with streaming stores, past the cache.
-    /// ResNet-20's 16-channel projection at micro-batch 128 (8 MiB): 77-79% of its shape's
-    /// sgemm rate against 59-63%, as its rows no longer have to be read before being written
-    /// (alternating runs); at 64 (4 MiB, where the residual block's sum still finds them in
-    /// cache) 79-81% against 82%, so smaller ones stay in the cache.
+    /// Input gradients from this size on are written with streaming stores, past the cache: their
+    /// rows then need not be read before being written, while smaller ones stay in the cache for
+    /// the residual block's sum (`cnn bench --model resnet20 --threads 1` shows the layer rates).
     public static let streamingGradientBytes = 6 << 20
 
     public var forwardFLOPs: Int { 2 * outputShape.channels * inputShape.channels * positions }
@@ -73,15 +70,14 @@ public final class PointwiseConv2D: Layer {
     }
 
     /// Samples per block: as many as let the block's gathered matrix and product fit
-    /// `Conv2D.blockBytes`, so the reorderings around each GEMM stay in cache; but one with
-    /// oneDNN from `oneDNNSampleGEMMPositions` output positions on, where a sample's own GEMM
+    /// `Im2colConvolution.blockBytes`, so the reorderings around each GEMM stay in cache; but one
+    /// with oneDNN from `oneDNNSampleGEMMPositions` output positions on, where a sample's own GEMM
     /// (written straight into the NCHW output) runs at full rate and the reorderings would only
-    /// cost (ResNet-20's 16x16 projection: 81-82% of its shape's sgemm rate, against 64-77% in
-    /// blocks; its 8x8 one stays in blocks, 99-107% either way).
+    /// cost (`cnn bench --model resnet20 --threads 1` shows the layer rates).
     private func samplesPerBlock(batch: Int) -> Int {
         if BLAS.library == .oneDNN && positions >= PointwiseConv2D.oneDNNSampleGEMMPositions { return 1 }
         let perSample = (inputShape.channels + outputShape.channels) * positions * MemoryLayout<Float>.stride
-        return max(1, min(batch, Conv2D.blockBytes / max(perSample, 1)))
+        return max(1, min(batch, Im2colConvolution.blockBytes / max(perSample, 1)))
     }
 
     /// Whether forward keeps every block's gathered matrix for backward: where samples share
@@ -231,8 +227,7 @@ public final class PointwiseConv2D: Layer {
             // Kept rows interleave the values with zeros. Skipped rows are never written: they are
             // zero since the buffer was made or last grown (it then reads zero), and nothing else
             // writes into it (a projection's gradient is only read, by its residual block). Half
-            // the writes of a memory-bound layer: ResNet-20's 16-channel projection 77-82% of its
-            // shape's sgemm rate at micro-batch 64 against 71-79% (alternating runs).
+            // the writes of a memory-bound layer (`cnn bench --model resnet20 --threads 1`).
             for c in 0..<inputShape.channels {
                 let plane = image + c * height * width
                 let source = columns + c * rowStride
