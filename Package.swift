@@ -44,10 +44,17 @@ let package = Package(
         .target(name: "Checkpoint", dependencies: ["Hashing"]),
         .target(name: "Wire", dependencies: ["CZMQ", "Hashing"], swiftSettings: optimised),
         .target(name: "AllReduce", swiftSettings: optimised),
+        // Reading YAML configs with errors that say file:line, what and the fix.
+        .target(name: "ConfigReading", dependencies: [.product(name: "Yams", package: "Yams")]),
+        // What a model is: layer lists, arrow notation, the zoo, and its summary.
+        .target(
+            name: "ModelDescription",
+            dependencies: ["CNN", "ConfigReading", .product(name: "Yams", package: "Yams")]
+        ),
         .target(
             name: "Training",
             dependencies: [
-                "CNN", "Data", "Checkpoint", "Wire", "AllReduce",
+                "CNN", "Data", "Checkpoint", "Wire", "AllReduce", "ConfigReading", "ModelDescription",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -75,7 +82,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "cnn",
-            dependencies: ["Training", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "ModelDescription", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         .target(name: "TestSupport", dependencies: ["CNN", "Randomness"], path: "Tests/TestSupport", swiftSettings: optimised),
@@ -85,7 +92,7 @@ let package = Package(
         .testTarget(name: "HashingTests", dependencies: ["Hashing"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "AllReduceTests", dependencies: ["AllReduce"]),
-        .testTarget(name: "LayerConfigTests", dependencies: ["Training", "CNN"]),
+        .testTarget(name: "LayerConfigTests", dependencies: ["Training", "ConfigReading", "CNN"]),
         .testTarget(
             name: "MonitoringTests",
             dependencies: [
@@ -93,6 +100,12 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "TestSupport", "CNN", "Checkpoint", "Data", "AllReduce", "Wire", "Hashing"]),
+        .testTarget(
+            name: "TrainingTests",
+            dependencies: [
+                "Training", "ModelDescription", "ConfigReading", "TestSupport", "CNN", "Checkpoint", "Data", "AllReduce", "Wire",
+                "Hashing",
+            ]
+        ),
     ]
 )

@@ -4,6 +4,7 @@ import Data
 import Dispatch
 import Foundation
 import Hashing
+import ModelDescription
 
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,7 @@
 import AllReduce
 import CNN
 import Checkpoint
+import ConfigReading
 import Foundation
 import Logging
 import Wire

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpoint
+import ConfigReading
 import Data
 import Foundation
 

@@ -1,4 +1,5 @@
 import Checkpoint
+import ConfigReading
 import Foundation
 
 /// A run's folder: `config.yaml` (as resolved), `metrics.jsonl`, `checkpoints/`.

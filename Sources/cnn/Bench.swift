@@ -1,6 +1,7 @@
 import ArgumentParser
 import CNN
 import Foundation
+import ModelDescription
 import Training
 
 /// `cnn bench`: training throughput, convolution layers against sgemm, and training memory.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ModelDescription
 import Training
 
 struct CNNTool: ParsableCommand {

@@ -1,4 +1,5 @@
 import CNN
+import ConfigReading
 
 // The arrow notation of the literature (CS231n, many papers) as a model description:
 //
