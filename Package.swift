@@ -44,8 +44,13 @@ let package = Package(
         .target(name: "Checkpoint", dependencies: ["Hashing"]),
         .target(name: "Wire", dependencies: ["CZMQ", "Hashing"], swiftSettings: optimised),
         .target(name: "AllReduce", swiftSettings: optimised),
+        // Errors that mean the program was used wrongly (exit code 2), for libraries to throw.
+        .target(name: "UsageErrors"),
         // Reading YAML configs with errors that say file:line, what and the fix.
         .target(name: "ConfigReading", dependencies: [.product(name: "Yams", package: "Yams")]),
+        // CURVE keys and key files, bind and authorisation policy, per-peer limits. (Not named
+        // Security: that is a system framework on Apple platforms.)
+        .target(name: "PeerSecurity", dependencies: ["Wire", "UsageErrors", .product(name: "Logging", package: "swift-log")]),
         // What a model is: layer lists, arrow notation, the zoo, and its summary.
         .target(
             name: "ModelDescription",
@@ -54,7 +59,7 @@ let package = Package(
         .target(
             name: "Training",
             dependencies: [
-                "CNN", "Data", "Checkpoint", "Wire", "AllReduce", "ConfigReading", "ModelDescription",
+                "CNN", "Data", "Checkpoint", "Wire", "AllReduce", "ConfigReading", "ModelDescription", "PeerSecurity", "UsageErrors",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -65,7 +70,7 @@ let package = Package(
         .target(
             name: "Monitoring",
             dependencies: [
-                "Training", "CNN", "Data", "Checkpoint", "CPNG",
+                "Training", "UsageErrors", "CNN", "Data", "Checkpoint", "CPNG",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -74,15 +79,15 @@ let package = Package(
         ),
         .executableTarget(
             name: "cnn-coord",
-            dependencies: ["Training", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "PeerSecurity", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "cnn-worker",
-            dependencies: ["Training", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "PeerSecurity", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "cnn",
-            dependencies: ["Training", "ModelDescription", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "ModelDescription", "PeerSecurity", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         .target(name: "TestSupport", dependencies: ["CNN", "Randomness"], path: "Tests/TestSupport", swiftSettings: optimised),
@@ -103,7 +108,7 @@ let package = Package(
         .testTarget(
             name: "TrainingTests",
             dependencies: [
-                "Training", "ModelDescription", "ConfigReading", "TestSupport", "CNN", "Checkpoint", "Data", "AllReduce", "Wire",
+                "Training", "ModelDescription", "ConfigReading", "PeerSecurity", "TestSupport", "CNN", "Checkpoint", "Data", "AllReduce", "Wire",
                 "Hashing",
             ]
         ),

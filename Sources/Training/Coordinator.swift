@@ -4,6 +4,7 @@ import Checkpoint
 import ConfigReading
 import Foundation
 import Logging
+import PeerSecurity
 import Wire
 
 /// How a coordinator runs: everything from the command line that is not in the config.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Monitoring
+import PeerSecurity
 import Training
 
 struct WorkerCommand: ParsableCommand {
