@@ -66,6 +66,12 @@ let package = Package(
             ],
             swiftSettings: optimised
         ),
+        // `cnn bench`: training throughput, convolution layers against sgemm, training memory.
+        .target(
+            name: "Benchmark",
+            dependencies: ["Training", "ModelDescription", "CNN", "Data", "AllReduce", "Hashing"],
+            swiftSettings: optimised
+        ),
         // Progress display, Prometheus endpoint, traces, plots, prediction: what operators see.
         .target(
             name: "Monitoring",
@@ -87,7 +93,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "cnn",
-            dependencies: ["Training", "ModelDescription", "PeerSecurity", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "ModelDescription", "PeerSecurity", "Benchmark", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         .target(name: "TestSupport", dependencies: ["CNN", "Randomness"], path: "Tests/TestSupport", swiftSettings: optimised),

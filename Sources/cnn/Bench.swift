@@ -1,4 +1,5 @@
 import ArgumentParser
+import Benchmark
 import CNN
 import Foundation
 import ModelDescription
@@ -77,7 +78,7 @@ struct Bench: ParsableCommand {
         if !json {
             emit("\(ProcessSetup.kernelDescription); \(ProcessInfo.processInfo.activeProcessorCount) CPUs; "
                 + "median of \(repetitions) repetitions of ~\(seconds) s after a warm-up")
-            if let advice = Benchmark.kernelAdvice { emit("note: \(advice)") }
+            if let advice = ProcessSetup.kernelAdvice { emit("note: \(advice)") }
         }
         try Benchmark.run(settings, report: { result in
             if json { emitJSON(result) } else { emitText(result) }
