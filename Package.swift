@@ -62,7 +62,6 @@ let package = Package(
                 "CNN", "Data", "Checkpoint", "Wire", "AllReduce", "ConfigReading", "ModelDescription", "PeerSecurity", "UsageErrors",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: optimised
         ),
@@ -83,17 +82,26 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // What only the executables use: exit codes from errors, and process start-up (which may
+        // execute the program again). Libraries throw; only this module and the executables exit.
+        .target(
+            name: "CommandLineSupport",
+            dependencies: [
+                "Training", "UsageErrors", "ConfigReading", "CNN", "Data", "Checkpoint",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .executableTarget(
             name: "cnn-coord",
-            dependencies: ["Training", "PeerSecurity", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "PeerSecurity", "Monitoring", "CommandLineSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "cnn-worker",
-            dependencies: ["Training", "PeerSecurity", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "PeerSecurity", "Monitoring", "CommandLineSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "cnn",
-            dependencies: ["Training", "ModelDescription", "PeerSecurity", "Benchmark", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "ModelDescription", "PeerSecurity", "Benchmark", "Monitoring", "CommandLineSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         .target(name: "TestSupport", dependencies: ["CNN", "Randomness"], path: "Tests/TestSupport", swiftSettings: optimised),
@@ -107,7 +115,7 @@ let package = Package(
         .testTarget(
             name: "MonitoringTests",
             dependencies: [
-                "Monitoring", "Training", "TestSupport", "CNN", "Checkpoint", "Data",
+                "Monitoring", "Training", "CommandLineSupport", "TestSupport", "CNN", "Checkpoint", "Data",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),

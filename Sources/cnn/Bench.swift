@@ -1,6 +1,7 @@
 import ArgumentParser
 import Benchmark
 import CNN
+import CommandLineSupport
 import Foundation
 import ModelDescription
 import Training

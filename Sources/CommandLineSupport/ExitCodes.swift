@@ -3,7 +3,7 @@ import Checkpoint
 import ConfigReading
 import Data
 import Foundation
-import PeerSecurity
+import Training
 import UsageErrors
 
 /// The exit-code contract of DESIGN.md: 0 done, 1 runtime failure, 2 bad usage or config.
