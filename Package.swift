@@ -41,7 +41,9 @@ let package = Package(
         .target(name: "CNN", dependencies: ["COpenBLAS", "COneDNN", "CNonTemporal", "Randomness"], swiftSettings: optimised),
         .target(name: "Data", dependencies: ["Randomness", "CZlib"], swiftSettings: optimised),
         .target(name: "Hashing", swiftSettings: optimised),
-        .target(name: "Checkpoint", dependencies: ["Hashing"]),
+        // The one writer of JSON text (metrics lines, bench lines, traces, safetensors headers).
+        .target(name: "JSONWriting"),
+        .target(name: "Checkpoint", dependencies: ["Hashing", "JSONWriting"]),
         .target(name: "Wire", dependencies: ["CZMQ", "Hashing"], swiftSettings: optimised),
         .target(name: "AllReduce", swiftSettings: optimised),
         // Errors that mean the program was used wrongly (exit code 2), for libraries to throw.
@@ -59,7 +61,7 @@ let package = Package(
         .target(
             name: "Training",
             dependencies: [
-                "CNN", "Data", "Checkpoint", "Wire", "AllReduce", "ConfigReading", "ModelDescription", "PeerSecurity", "UsageErrors",
+                "CNN", "Data", "Checkpoint", "Wire", "AllReduce", "ConfigReading", "ModelDescription", "PeerSecurity", "UsageErrors", "JSONWriting",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -75,7 +77,7 @@ let package = Package(
         .target(
             name: "Monitoring",
             dependencies: [
-                "Training", "UsageErrors", "CNN", "Data", "Checkpoint", "CPNG",
+                "Training", "UsageErrors", "JSONWriting", "CNN", "Data", "Checkpoint", "CPNG",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -101,7 +103,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "cnn",
-            dependencies: ["Training", "ModelDescription", "PeerSecurity", "Benchmark", "Monitoring", "CommandLineSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "ModelDescription", "PeerSecurity", "Benchmark", "Monitoring", "CommandLineSupport", "JSONWriting", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         .target(name: "TestSupport", dependencies: ["CNN", "Randomness"], path: "Tests/TestSupport", swiftSettings: optimised),
