@@ -61,7 +61,8 @@ let package = Package(
         .target(
             name: "Training",
             dependencies: [
-                "CNN", "Data", "Checkpoint", "Wire", "AllReduce", "ConfigReading", "ModelDescription", "PeerSecurity", "UsageErrors", "JSONWriting",
+                "CNN", "Data", "Checkpoint", "Wire", "AllReduce",
+                "ConfigReading", "ModelDescription", "PeerSecurity", "UsageErrors", "JSONWriting",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
