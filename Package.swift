@@ -41,41 +41,70 @@ let package = Package(
         .target(name: "CNN", dependencies: ["COpenBLAS", "COneDNN", "CNonTemporal", "Randomness"], swiftSettings: optimised),
         .target(name: "Data", dependencies: ["Randomness", "CZlib"], swiftSettings: optimised),
         .target(name: "Hashing", swiftSettings: optimised),
-        .target(name: "Checkpoint", dependencies: ["Hashing"]),
+        // The one writer of JSON text (metrics lines, bench lines, traces, safetensors headers).
+        .target(name: "JSONWriting"),
+        .target(name: "Checkpoint", dependencies: ["Hashing", "JSONWriting"]),
         .target(name: "Wire", dependencies: ["CZMQ", "Hashing"], swiftSettings: optimised),
         .target(name: "AllReduce", swiftSettings: optimised),
+        // Errors that mean the program was used wrongly (exit code 2), for libraries to throw.
+        .target(name: "UsageErrors"),
+        // Reading YAML configs with errors that say file:line, what and the fix.
+        .target(name: "ConfigReading", dependencies: [.product(name: "Yams", package: "Yams")]),
+        // CURVE keys and key files, bind and authorisation policy, per-peer limits. (Not named
+        // Security: that is a system framework on Apple platforms.)
+        .target(name: "PeerSecurity", dependencies: ["Wire", "UsageErrors", .product(name: "Logging", package: "swift-log")]),
+        // What a model is: layer lists, arrow notation, the zoo, and its summary.
+        .target(
+            name: "ModelDescription",
+            dependencies: ["CNN", "ConfigReading", .product(name: "Yams", package: "Yams")]
+        ),
         .target(
             name: "Training",
             dependencies: [
                 "CNN", "Data", "Checkpoint", "Wire", "AllReduce",
+                "ConfigReading", "ModelDescription", "PeerSecurity", "UsageErrors", "JSONWriting",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: optimised
+        ),
+        // `cnn bench`: training throughput, convolution layers against sgemm, training memory.
+        .target(
+            name: "Benchmark",
+            dependencies: ["Training", "ModelDescription", "CNN", "Data", "AllReduce", "Hashing"],
             swiftSettings: optimised
         ),
         // Progress display, Prometheus endpoint, traces, plots, prediction: what operators see.
         .target(
             name: "Monitoring",
             dependencies: [
-                "Training", "CNN", "Data", "Checkpoint", "CPNG",
+                "Training", "UsageErrors", "JSONWriting", "CNN", "Data", "Checkpoint", "CPNG",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // What only the executables use: exit codes from errors, and process start-up (which may
+        // execute the program again). Libraries throw; only this module and the executables exit.
+        .target(
+            name: "CommandLineSupport",
+            dependencies: [
+                "Training", "UsageErrors", "ConfigReading", "CNN", "Data", "Checkpoint",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .executableTarget(
             name: "cnn-coord",
-            dependencies: ["Training", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "PeerSecurity", "Monitoring", "CommandLineSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "cnn-worker",
-            dependencies: ["Training", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "PeerSecurity", "Monitoring", "CommandLineSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "cnn",
-            dependencies: ["Training", "Monitoring", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "ModelDescription", "PeerSecurity", "Benchmark", "Monitoring", "CommandLineSupport", "JSONWriting", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         .target(name: "TestSupport", dependencies: ["CNN", "Randomness"], path: "Tests/TestSupport", swiftSettings: optimised),
@@ -85,14 +114,20 @@ let package = Package(
         .testTarget(name: "HashingTests", dependencies: ["Hashing"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "AllReduceTests", dependencies: ["AllReduce"]),
-        .testTarget(name: "LayerConfigTests", dependencies: ["Training", "CNN"]),
+        .testTarget(name: "LayerConfigTests", dependencies: ["Training", "ConfigReading", "CNN"]),
         .testTarget(
             name: "MonitoringTests",
             dependencies: [
-                "Monitoring", "Training", "TestSupport", "CNN", "Checkpoint", "Data",
+                "Monitoring", "Training", "CommandLineSupport", "TestSupport", "CNN", "Checkpoint", "Data",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "TestSupport", "CNN", "Checkpoint", "Data", "AllReduce", "Wire", "Hashing"]),
+        .testTarget(
+            name: "TrainingTests",
+            dependencies: [
+                "Training", "ModelDescription", "ConfigReading", "PeerSecurity", "TestSupport", "CNN", "Checkpoint", "Data", "AllReduce", "Wire",
+                "Hashing",
+            ]
+        ),
     ]
 )

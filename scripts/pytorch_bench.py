@@ -26,7 +26,7 @@ CLASSES = {"lenet5": 10, "fashion-mnist": 10, "resnet20": 10, "alexnet": 1000}
 
 
 def build(name, nn):
-    """The model as `cnn bench` builds it (Sources/Training/BenchmarkModels.swift)."""
+    """The model as `cnn bench` builds it (Sources/Benchmark/BenchmarkModels.swift)."""
     if name == "lenet5":
         return nn.Sequential(
             nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2),

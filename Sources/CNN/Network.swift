@@ -282,20 +282,20 @@ public final class Network {
         loss: SoftmaxCrossEntropy = SoftmaxCrossEntropy()
     ) -> BatchScore {
         let classes = outputShape.count
-        let start = MonotonicClock.seconds()
+        let start = monotonicSeconds()
         if context.mode == .training { boundObservations.update(repeating: 0, count: stateCount) }
         let logits = forward(images, batch: batch, context: context)
         guard context.mode == .training else {
             let score = loss.evaluate(logits: logits, labels: labels, batch: batch, classes: classes, gradient: nil)
-            lastPassTiming = PassTiming(forwardSeconds: MonotonicClock.seconds() - start, backwardSeconds: 0)
+            lastPassTiming = PassTiming(forwardSeconds: monotonicSeconds() - start, backwardSeconds: 0)
             return score
         }
         let dLogits = lossGradient.reserve(batch * classes)
         let score = loss.evaluate(logits: logits, labels: labels, batch: batch, classes: classes, gradient: dLogits)
-        let forwardEnd = MonotonicClock.seconds()
+        let forwardEnd = monotonicSeconds()
         zeroGradients()
         backward(dLogits, batch: batch)
-        lastPassTiming = PassTiming(forwardSeconds: forwardEnd - start, backwardSeconds: MonotonicClock.seconds() - forwardEnd)
+        lastPassTiming = PassTiming(forwardSeconds: forwardEnd - start, backwardSeconds: monotonicSeconds() - forwardEnd)
         return score
     }
 
@@ -386,15 +386,12 @@ public struct PassTiming: Sendable, Equatable {
     }
 }
 
-/// The one monotonic clock of the project (pass timings here; deadlines and rates in Training
-/// through `monotonicSeconds()`).
-public enum MonotonicClock {
-    /// Seconds since an arbitrary fixed point; only differences mean anything.
-    public static func seconds() -> Double {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9
-    }
+/// Seconds on the project's one monotonic clock, since an arbitrary fixed point; only
+/// differences mean anything (pass timings here, deadlines and rates in Training and Monitoring).
+public func monotonicSeconds() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9
 }
 
 extension Initialiser {

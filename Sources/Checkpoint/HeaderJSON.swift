@@ -1,4 +1,4 @@
-/// A small strict JSON reader and writer for safetensors headers.
+/// A small strict JSON reader for safetensors headers (they are written with JSONWriting).
 ///
 /// Foundation's JSONSerialization silently keeps one of two repeated keys and reads integers through
 /// Double; the format needs both repeated tensor names rejected and byte offsets read exactly, so the
@@ -267,33 +267,5 @@ struct HeaderJSONParser {
                 throw failure("invalid escape '\\\(Character(Unicode.Scalar(escape)))' in a string")
             }
         }
-    }
-}
-
-enum HeaderJSONWriter {
-    /// Appends `text` as a JSON string literal, escaping what JSON requires.
-    static func appendQuoted(_ text: String, to output: inout [UInt8]) {
-        output.append(UInt8(ascii: "\""))
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
-            case UInt8(ascii: "\\"): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-            case 0x0A: output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-            case 0x0D: output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
-            case 0x09: output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
-            case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                output.append(contentsOf: Array("\\u00".utf8))
-                output.append(hex[Int(byte >> 4)])
-                output.append(hex[Int(byte & 0xF)])
-            default:
-                output.append(byte)
-            }
-        }
-        output.append(UInt8(ascii: "\""))
-    }
-
-    static func appendRaw(_ text: String, to output: inout [UInt8]) {
-        output.append(contentsOf: text.utf8)
     }
 }

@@ -1,3 +1,5 @@
+import JSONWriting
+
 /// The contents of a safetensors file: its tensors, in the order of their data in the file, and its
 /// `__metadata__` strings.
 public struct SafeTensorsFile: Sendable {
@@ -53,33 +55,18 @@ public enum SafeTensors {
             }
         }
 
-        var header: [UInt8] = [UInt8(ascii: "{")]
-        var needsComma = false
+        var object = JSONObject()
         if !metadata.isEmpty {
-            HeaderJSONWriter.appendQuoted(metadataKey, to: &header)
-            HeaderJSONWriter.appendRaw(":{", to: &header)
-            for (index, key) in metadata.keys.sorted().enumerated() {
-                if index > 0 { header.append(UInt8(ascii: ",")) }
-                HeaderJSONWriter.appendQuoted(key, to: &header)
-                header.append(UInt8(ascii: ":"))
-                HeaderJSONWriter.appendQuoted(metadata[key]!, to: &header)
-            }
-            header.append(UInt8(ascii: "}"))
-            needsComma = true
+            object = object.object(metadataKey, metadata.keys.sorted().reduce(JSONObject()) { $0.string($1, metadata[$1]!) })
         }
         var offset = 0
         for (tensor, byteCount) in zip(tensors, byteCounts) {
-            if needsComma { header.append(UInt8(ascii: ",")) }
-            needsComma = true
-            HeaderJSONWriter.appendQuoted(tensor.name, to: &header)
-            HeaderJSONWriter.appendRaw(":{\"dtype\":", to: &header)
-            HeaderJSONWriter.appendQuoted(tensor.dtype.rawValue, to: &header)
-            HeaderJSONWriter.appendRaw(",\"shape\":[", to: &header)
-            HeaderJSONWriter.appendRaw(tensor.shape.map(String.init).joined(separator: ","), to: &header)
-            HeaderJSONWriter.appendRaw("],\"data_offsets\":[\(offset),\(offset + byteCount)]}", to: &header)
+            object = object.object(tensor.name, JSONObject().string("dtype", tensor.dtype.rawValue)
+                .raw("shape", "[" + tensor.shape.map(String.init).joined(separator: ",") + "]")
+                .raw("data_offsets", "[\(offset),\(offset + byteCount)]"))
             offset += byteCount
         }
-        header.append(UInt8(ascii: "}"))
+        var header = Array(object.text.utf8)
         // Spaces after the JSON keep the data buffer 8-byte aligned, as the reference writer does;
         // readers skip them as JSON whitespace.
         while header.count % 8 != 0 { header.append(UInt8(ascii: " ")) }

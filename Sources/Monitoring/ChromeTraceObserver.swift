@@ -1,5 +1,6 @@
 import CNN
 import Foundation
+import JSONWriting
 import Training
 
 /// Writes a Chrome trace (the Trace Event Format read by chrome://tracing, Perfetto's UI and
@@ -46,9 +47,9 @@ public final class ChromeTraceObserver: RunObserver {
         self.report = report
         origin = clock()
         write("[\n")
-        emit(#"{"name":"process_name","ph":"M","pid":\#(Self.processID),"args":{"name":"cnn-coord"}}"#)
-        emit(#"{"name":"thread_name","ph":"M","pid":\#(Self.processID),"tid":0,"args":{"name":"coordinator"}}"#)
-        emit(#"{"name":"thread_sort_index","ph":"M","pid":\#(Self.processID),"tid":0,"args":{"sort_index":0}}"#)
+        emit(Self.object().string("name", "process_name").string("ph", "M").int("pid", Self.processID)
+            .object("args", Self.object().string("name", "cnn-coord")))
+        nameThread(0, label: "coordinator")
     }
 
     deinit {
@@ -56,33 +57,31 @@ public final class ChromeTraceObserver: RunObserver {
     }
 
     public func runStarted(_ start: RunStart) {
-        instant("run started: \(start.totalSteps - start.firstStep) steps to go", at: clock(), args: [
-            ("endpoint", Format.json(start.endpoint)), ("run_directory", Format.json(start.runDirectory)),
-            ("first_step", "\(start.firstStep)"), ("total_steps", "\(start.totalSteps)"),
-        ])
+        instant("run started: \(start.totalSteps - start.firstStep) steps to go", at: clock(), args: Self.object()
+            .string("endpoint", start.endpoint).string("run_directory", start.runDirectory)
+            .int("first_step", start.firstStep).int("total_steps", start.totalSteps))
     }
 
     public func workerJoined(_ worker: WorkerStatus) {
         nameTrack(worker)
-        instant("w\(worker.id) joined", at: clock(), thread: Self.thread(worker.id), args: [
-            ("name", Format.json(worker.name)), ("host", Format.json(worker.host)), ("threads", "\(worker.threads)"),
-        ])
+        instant("w\(worker.id) joined", at: clock(), thread: Self.thread(worker.id), args: Self.object()
+            .string("name", worker.name).string("host", worker.host).int("threads", worker.threads))
     }
 
     public func workerLeft(_ worker: WorkerStatus, reason: String) {
         nameTrack(worker)
-        instant("w\(worker.id) left", at: clock(), thread: Self.thread(worker.id), args: [("reason", Format.json(reason))])
+        instant("w\(worker.id) left", at: clock(), thread: Self.thread(worker.id), args: Self.object().string("reason", reason))
     }
 
     public func stepFinished(_ report: StepReport) {
         summary.add(report)
         for worker in report.workers { nameTrack(worker) }
         let samples = report.score.samples
-        emit(#"{"name":"step \#(report.step)","cat":"step","ph":"X","pid":\#(Self.processID),"tid":0,"#
-            + #""ts":\#(microseconds(report.start)),"dur":\#(duration(report.seconds)),"args":{"#
-            + #""epoch":\#(report.epoch + 1),"loss":\#(Format.jsonNumber(report.score.meanLoss)),"#
-            + #""accuracy":\#(Format.jsonNumber(report.score.accuracy)),"images":\#(samples),"#
-            + #""bytes_sent":\#(report.bytesSent),"bytes_received":\#(report.bytesReceived)}}"#)
+        emit(Self.object().string("name", "step \(report.step)").string("cat", "step").string("ph", "X")
+            .int("pid", Self.processID).int("tid", 0).raw("ts", microseconds(report.start)).raw("dur", duration(report.seconds))
+            .object("args", Self.object().int("epoch", report.epoch + 1).double("loss", report.score.meanLoss)
+                .double("accuracy", report.score.accuracy).int("images", samples)
+                .int("bytes_sent", report.bytesSent).int("bytes_received", report.bytesReceived)))
         for phase in report.phases { span(phase, step: report.step) }
         let end = report.start + report.seconds
         recent.add(end: end, seconds: report.seconds, samples: samples)
@@ -92,9 +91,8 @@ public final class ChromeTraceObserver: RunObserver {
 
     public func evaluationFinished(step: Int, epoch: Int, score: BatchScore) {
         let now = clock()
-        instant("evaluation after step \(step)", at: now, args: [
-            ("test_accuracy", Format.jsonNumber(score.accuracy)), ("test_loss", Format.jsonNumber(score.meanLoss)),
-        ])
+        instant("evaluation after step \(step)", at: now, args: Self.object()
+            .double("test_accuracy", score.accuracy).double("test_loss", score.meanLoss))
         counter("test accuracy", value: score.accuracy, at: now)
     }
 
@@ -104,9 +102,8 @@ public final class ChromeTraceObserver: RunObserver {
     }
 
     public func runFinished(_ summary: RunSummary) {
-        instant(summary.interrupted ? "run interrupted" : "run finished", at: clock(), args: [
-            ("steps", "\(summary.steps)"), ("checkpoint", Format.json(summary.finalCheckpoint)),
-        ])
+        instant(summary.interrupted ? "run interrupted" : "run finished", at: clock(), args: Self.object()
+            .int("steps", summary.steps).string("checkpoint", summary.finalCheckpoint))
         finish()
         report(self.summary.text + "\ntrace written to \(path) (open it in https://ui.perfetto.dev or chrome://tracing)")
     }
@@ -128,28 +125,39 @@ public final class ChromeTraceObserver: RunObserver {
         named.insert(worker.id)
         var label = "w\(worker.id) \(worker.name)"
         if !worker.host.isEmpty && !worker.name.hasPrefix(worker.host) { label += " @ \(worker.host)" }
-        let thread = Self.thread(worker.id)
-        emit(#"{"name":"thread_name","ph":"M","pid":\#(Self.processID),"tid":\#(thread),"args":{"name":\#(Format.json(label))}}"#)
-        emit(#"{"name":"thread_sort_index","ph":"M","pid":\#(Self.processID),"tid":\#(thread),"args":{"sort_index":\#(thread)}}"#)
+        nameThread(Self.thread(worker.id), label: label)
+    }
+
+    /// Names a track and sorts it by its number.
+    private func nameThread(_ thread: Int, label: String) {
+        emit(Self.object().string("name", "thread_name").string("ph", "M").int("pid", Self.processID).int("tid", thread)
+            .object("args", Self.object().string("name", label)))
+        emit(Self.object().string("name", "thread_sort_index").string("ph", "M").int("pid", Self.processID).int("tid", thread)
+            .object("args", Self.object().int("sort_index", thread)))
     }
 
     /// A complete event on the coordinator's track or the worker's.
     private func span(_ phase: PhaseTiming, step: Int) {
         let thread = phase.workerID.map(Self.thread) ?? 0
-        emit(#"{"name":\#(Format.json(phase.name)),"cat":"phase","ph":"X","pid":\#(Self.processID),"tid":\#(thread),"#
-            + #""ts":\#(microseconds(phase.start)),"dur":\#(duration(phase.duration)),"args":{"step":\#(step)}}"#)
+        emit(Self.object().string("name", phase.name).string("cat", "phase").string("ph", "X").int("pid", Self.processID)
+            .int("tid", thread).raw("ts", microseconds(phase.start)).raw("dur", duration(phase.duration))
+            .object("args", Self.object().int("step", step)))
     }
 
-    private func instant(_ name: String, at time: Double, thread: Int = 0, args: [(String, String)]) {
-        let body = args.map { "\(Format.json($0.0)):\($0.1)" }.joined(separator: ",")
-        emit(#"{"name":\#(Format.json(name)),"ph":"i","s":"t","pid":\#(Self.processID),"tid":\#(thread),"#
-            + #""ts":\#(microseconds(time)),"args":{\#(body)}}"#)
+    private func instant(_ name: String, at time: Double, thread: Int = 0, args: JSONObject) {
+        emit(Self.object().string("name", name).string("ph", "i").string("s", "t").int("pid", Self.processID).int("tid", thread)
+            .raw("ts", microseconds(time)).object("args", args))
     }
 
     private func counter(_ name: String, value: Double, at time: Double) {
         guard value.isFinite else { return }
-        emit(#"{"name":\#(Format.json(name)),"ph":"C","pid":\#(Self.processID),"ts":\#(microseconds(time)),"#
-            + #""args":{"value":\#(Format.jsonNumber(value))}}"#)
+        emit(Self.object().string("name", name).string("ph", "C").int("pid", Self.processID).raw("ts", microseconds(time))
+            .object("args", Self.object().double("value", value)))
+    }
+
+    /// An empty event or argument object: compact, whole numbers as integers, others to six digits.
+    private static func object() -> JSONObject {
+        JSONObject(numbers: .wholeOrSixSignificantDigits)
     }
 
     /// Microseconds since the observer started, with sub-microsecond digits kept.
@@ -161,8 +169,9 @@ public final class ChromeTraceObserver: RunObserver {
         String(format: "%.3f", max(seconds, 0) * 1e6)
     }
 
-    private func emit(_ event: String) {
+    private func emit(_ object: JSONObject) {
         guard !closed else { return }
+        let event = object.text
         write(first ? event : ",\n" + event)
         first = false
     }

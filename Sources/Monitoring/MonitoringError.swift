@@ -1,4 +1,4 @@
-import Training
+import UsageErrors
 
 /// A problem with what the user asked of the monitoring tools (a missing run directory, an
 /// unreadable image, a port in use), or a failure while serving them, said so the user can act

@@ -1,6 +1,8 @@
 import CNN
+import ConfigReading
 import Data
 import Hashing
+import ModelDescription
 import Yams
 
 /// Everything a run needs, resolved from the YAML file and the command line. Workers receive
@@ -51,6 +53,11 @@ public struct OptimizerConfig: Sendable, Equatable {
     public var epsilon: Double = 1e-8
 
     public init() {}
+}
+
+extension OptimizerConfig {
+    /// Floats of optimiser state per parameter (SGD with momentum: 1, plain SGD: 0, Adam: 2).
+    public var statePerParameter: Int { name == "sgd" ? (momentum > 0 ? 1 : 0) : 2 }
 }
 
 public struct TrainConfig: Sendable, Equatable {
@@ -108,6 +115,15 @@ public struct CheckpointConfig: Sendable, Equatable {
     public init() {}
 }
 
+extension ModelSummary {
+    /// The summary of `config`'s model, trained with its batch, micro-batch and optimiser.
+    public init(config: TrainingConfig) throws {
+        let optimizer = config.train.optimizer
+        try self.init(model: config.model, batch: config.train.batch, microBatch: config.train.microBatch,
+                      optimizerName: optimizer.name, optimizerStatePerParameter: optimizer.statePerParameter)
+    }
+}
+
 extension TrainingConfig {
     /// Parses a YAML config; `source` names it in errors (usually the file path).
     public static func parse(yaml text: String, source: String) throws -> TrainingConfig {
@@ -127,7 +143,7 @@ extension TrainingConfig {
         guard let modelNode = try top.child("model") else {
             throw top.error("the config has no 'model' section; add one with 'input' and 'layers'")
         }
-        var config = TrainingConfig(model: try parseModel(modelNode))
+        var config = TrainingConfig(model: try ModelConfig.parseModel(modelNode))
         config.source = source
         if let node = try top.child("data") { config.data = try parseData(node) }
         if let node = try top.child("train") { config.train = try parseTrain(node) }

@@ -1,4 +1,5 @@
 import CNN
+import ModelDescription
 
 extension TrainingConfig {
     /// The resolved config as YAML that `parse` reads back to an equal config: written to the run
@@ -9,7 +10,7 @@ extension TrainingConfig {
         lines.append("model:")
         lines.append("  input: [\(input.channels), \(input.height), \(input.width)]")
         lines.append("  layers:")
-        for layer in model.layers { lines.append("    - \(Self.render(layer))") }
+        for layer in model.layers { lines.append("    - \(ModelConfig.render(layer))") }
         lines.append("data:")
         lines.append("  dataset: \(data.dataset)")
         lines.append("  path: \"\(data.path)\"")

@@ -1,8 +1,10 @@
 import AllReduce
 import CNN
 import Checkpoint
+import ConfigReading
 import Foundation
 import Logging
+import PeerSecurity
 import Wire
 
 /// How a coordinator runs: everything from the command line that is not in the config.

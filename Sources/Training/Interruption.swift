@@ -1,4 +1,3 @@
-import CNN
 import Synchronization
 
 #if canImport(Glibc)
@@ -36,6 +35,3 @@ public enum Interruption {
     /// For tests: forget a previous request.
     public static func reset() { flag.store(0, ordering: .relaxed) }
 }
-
-/// Seconds on a monotonic clock, for deadlines and rates.
-public func monotonicSeconds() -> Double { MonotonicClock.seconds() }

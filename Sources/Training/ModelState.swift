@@ -1,5 +1,6 @@
 import CNN
 import Checkpoint
+import ConfigReading
 
 /// The coordinator's authoritative state: master weights, optimiser, and how far the run got.
 /// The single-process reference uses the same type, so both apply updates identically.

@@ -40,7 +40,7 @@ public final class ReferenceTrainer {
 /// Reduces a step's gradients along the tree, building the mean in the memory of the node that
 /// covers micro-batch 0 (the output's own, no longer needed), and returns it; valid while
 /// `output` lives.
-func reduceInPlace(
+package func reduceInPlace(
     _ output: MicroBatchOutput, microBatches: Int, length: Int, reduction: TreeReduction
 ) throws -> UnsafeMutablePointer<Float> {
     let sums = output.leafGradients.nodes

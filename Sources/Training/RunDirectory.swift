@@ -1,5 +1,7 @@
 import Checkpoint
+import ConfigReading
 import Foundation
+import JSONWriting
 
 /// A run's folder: `config.yaml` (as resolved), `metrics.jsonl`, `checkpoints/`.
 public final class RunDirectory {
@@ -32,8 +34,8 @@ public final class RunDirectory {
             metrics = FileHandle(forWritingAtPath: metricsPath)
             metrics?.seekToEndOfFile()
         }
-        let body = fields.map { "\"\($0.0)\": \($0.1.json)" }.joined(separator: ", ")
-        metrics?.write(Data(("{" + body + "}\n").utf8))
+        let line = fields.reduce(JSONObject(layout: .spaced, numbers: .sixSignificantDigits)) { $1.1.added(to: $0, as: $1.0) }
+        metrics?.write(Data((line.text + "\n").utf8))
     }
 
     /// Removes metrics lines past `step` (after a resume from an earlier checkpoint), so the file
@@ -55,11 +57,12 @@ public enum MetricValue {
     case double(Double)
     case string(String)
 
-    var json: String {
+    /// `object` with this value under `key` (Doubles as `%.6g`, non-finite ones as null).
+    func added(to object: JSONObject, as key: String) -> JSONObject {
         switch self {
-        case .int(let v): return "\(v)"
-        case .double(let v): return v.isFinite ? String(format: "%.6g", v) : "null"
-        case .string(let v): return "\"\(v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\""))\""
+        case .int(let v): return object.int(key, v)
+        case .double(let v): return object.double(key, v)
+        case .string(let v): return object.string(key, v)
         }
     }
 }

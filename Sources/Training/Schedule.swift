@@ -1,3 +1,4 @@
+import ConfigReading
 import Foundation
 
 /// The learning rate as a pure function of the step, so a resumed run continues exactly.

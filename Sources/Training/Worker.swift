@@ -2,6 +2,8 @@ import AllReduce
 import CNN
 import Foundation
 import Logging
+import PeerSecurity
+import UsageErrors
 import Wire
 
 /// How a worker runs.

@@ -1,5 +1,6 @@
 import CNN
 import Checkpoint
+import ConfigReading
 import Foundation
 
 // Transfer learning: start from weights trained elsewhere (`--init`, a safetensors file or a

@@ -1,5 +1,7 @@
 import ArgumentParser
+import CommandLineSupport
 import Monitoring
+import PeerSecurity
 import Training
 
 struct CoordinatorCommand: ParsableCommand {

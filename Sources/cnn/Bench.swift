@@ -1,6 +1,10 @@
 import ArgumentParser
+import Benchmark
 import CNN
+import CommandLineSupport
 import Foundation
+import JSONWriting
+import ModelDescription
 import Training
 
 /// `cnn bench`: training throughput, convolution layers against sgemm, and training memory.
@@ -76,13 +80,13 @@ struct Bench: ParsableCommand {
         if !json {
             emit("\(ProcessSetup.kernelDescription); \(ProcessInfo.processInfo.activeProcessorCount) CPUs; "
                 + "median of \(repetitions) repetitions of ~\(seconds) s after a warm-up")
-            if let advice = Benchmark.kernelAdvice { emit("note: \(advice)") }
+            if let advice = ProcessSetup.kernelAdvice { emit("note: \(advice)") }
         }
         try Benchmark.run(settings, report: { result in
             if json { emitJSON(result) } else { emitText(result) }
         }, unavailable: { why in
             if json {
-                emit(JSONLine().string("model", why.model).bool("available", false).string("reason", why.reason).text)
+                emit(JSONObject().string("model", why.model).bool("available", false).string("reason", why.reason).text)
             } else {
                 emit("\(why.model): \(why.reason)\n")
             }
@@ -94,7 +98,7 @@ struct Bench: ParsableCommand {
             throw ValidationError("--model \(model[0]) cannot be built in this build")
         }
         let measurement = try Benchmark.runMemoryProbe(model: chosen, threads: threads[0], microBatch: microBatch)
-        emit(JSONLine()
+        emit(JSONObject()
             .string("model", measurement.model).int("batch", measurement.batch).int("threads", measurement.threads)
             .int("micro_batch", microBatch ?? Benchmark.defaultMicroBatch(batch: chosen.batch, threads: threads[0]))
             .int("peak_resident_bytes", measurement.peakResidentBytes).text)
@@ -140,13 +144,13 @@ struct Bench: ParsableCommand {
 
     private func emitJSON(_ result: ModelBenchmark) {
         let convolutions = result.convolutions.map { c in
-            JSONLine().string("layer", c.layer).string("kind", c.summary).int("micro_batch", c.microBatch)
+            JSONObject().string("layer", c.layer).string("kind", c.summary).int("micro_batch", c.microBatch)
                 .int("m", c.m).int("n", c.n).int("k", c.k).int("groups", c.groups)
                 .double("gflops", c.gigaflopsPerSecond).double("sgemm_gflops", c.sgemmGigaflopsPerSecond)
                 .double("ratio", c.ratio).bool("input_gradient", c.computesInputGradient).text
         }
         for t in result.throughput {
-            var line = JSONLine()
+            var line = JSONObject()
                 .string("model", t.model).int("batch", t.batch).int("threads", t.threads)
                 .double("images_per_second", t.imagesPerSecond).int("micro_batch", t.microBatch)
                 .double("seconds_per_step", t.secondsPerStep).int("repetitions", t.repetitions)
@@ -170,38 +174,6 @@ struct Bench: ParsableCommand {
     private func emit(_ text: String) {
         // Flushed line by line: the output is often a pipe into a comparison script.
         printProgress(text)
-    }
-}
-
-/// A JSON object built field by field, keys in the order given.
-private struct JSONLine {
-    private var fields: [String] = []
-
-    func string(_ key: String, _ value: String) -> JSONLine { raw(key, quoted(value)) }
-    func int(_ key: String, _ value: Int) -> JSONLine { raw(key, "\(value)") }
-    func bool(_ key: String, _ value: Bool) -> JSONLine { raw(key, value ? "true" : "false") }
-    func double(_ key: String, _ value: Double) -> JSONLine { raw(key, value.isFinite ? "\(value)" : "null") }
-
-    func raw(_ key: String, _ json: String) -> JSONLine {
-        var copy = self
-        copy.fields.append("\(quoted(key)):\(json)")
-        return copy
-    }
-
-    var text: String { "{" + fields.joined(separator: ",") + "}" }
-
-    private func quoted(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default:
-                if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
-            }
-        }
-        return out + "\""
     }
 }
 

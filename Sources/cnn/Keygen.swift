@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PeerSecurity
 import Training
 
 /// `cnn keygen --out DIR [--name NAME]`: a CURVE key pair for a coordinator or a worker.

@@ -1,4 +1,6 @@
 import ArgumentParser
+import CommandLineSupport
+import ModelDescription
 import Training
 
 struct CNNTool: ParsableCommand {

@@ -1,4 +1,5 @@
 import CNN
+import ConfigReading
 import Training
 import XCTest
 

@@ -1,4 +1,6 @@
 import CNN
+import ConfigReading
+import ModelDescription
 import Training
 import XCTest
 

@@ -1,4 +1,5 @@
 import Foundation
+import PeerSecurity
 import TestSupport
 import Training
 import Wire

@@ -1,5 +1,6 @@
 import Checkpoint
 import Foundation
+import PeerSecurity
 import TestSupport
 import Training
 import XCTest

@@ -1,5 +1,6 @@
 import CNN
 import Foundation
+import PeerSecurity
 import Training
 import Wire
 import XCTest

@@ -1,5 +1,6 @@
 import CNN
 import Foundation
+import ModelDescription
 import Training
 import XCTest
 

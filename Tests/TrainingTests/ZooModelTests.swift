@@ -1,5 +1,7 @@
 import CNN
+import ConfigReading
 import Foundation
+import ModelDescription
 import Training
 import XCTest
 

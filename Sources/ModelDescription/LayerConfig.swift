@@ -1,10 +1,11 @@
 import CNN
+import ConfigReading
 
 /// How one entry of `model.layers` reads. A layer is its kind alone (`relu`), its kind with one
 /// value (`dropout: 0.5`, `maxpool: 2`, `basic_block: 64`), or its kind with options
 /// (`conv: {filters: 32, kernel: 3, padding: same}`). Blocks hold nested layer lists:
 /// `residual: {layers: [...], projection: auto}`, `concat: {branches: [[...], [...]]}`.
-extension TrainingConfig {
+extension ModelConfig {
     static let layerKinds = [
         "conv", "convtranspose", "separable", "maxpool", "avgpool", "l2pool", "globalavgpool",
         "relu", "leakyrelu", "prelu", "elu", "sigmoid", "tanh", "flatten", "dense",
@@ -286,8 +287,8 @@ extension TrainingConfig {
 
 /// How a layer is written back into the resolved YAML that workers receive: every option spelled
 /// out, so `parseLayer` reads back exactly the same `LayerSpec`.
-extension TrainingConfig {
-    static func render(_ layer: LayerSpec) -> String {
+extension ModelConfig {
+    package static func render(_ layer: LayerSpec) -> String {
         switch layer {
         case .relu: return "relu"
         case .sigmoid: return "sigmoid"

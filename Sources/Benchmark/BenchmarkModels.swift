@@ -1,4 +1,5 @@
 import CNN
+import ModelDescription
 
 /// The models `cnn bench` measures. LeNet-5, ResNet-20 and AlexNet come from the model zoo
 /// (`ModelZoo`); `scripts/pytorch_bench.py` builds the same networks layer for layer.

@@ -34,11 +34,14 @@ public struct ModelSummary: Sendable {
     public var optimizerStatePerParameter: Int
     public var optimizerName: String
 
-    public init(config: TrainingConfig) throws {
-        input = config.model.input
-        var shape = config.model.input
+    /// Summarises `model` trained in batches of `batch` samples cut into micro-batches of
+    /// `microBatch`, by an optimiser named `optimizerName` that keeps `optimizerStatePerParameter`
+    /// floats per parameter. (Training builds one from a whole config: `ModelSummary(config:)`.)
+    public init(model: ModelSpec, batch: Int, microBatch: Int, optimizerName: String, optimizerStatePerParameter: Int) throws {
+        input = model.input
+        var shape = model.input
         var summaries: [LayerSummary] = []
-        for (index, spec) in config.model.layers.enumerated() {
+        for (index, spec) in model.layers.enumerated() {
             let layer = try spec.makeLayer(input: shape, name: "model.layers[\(index)]")
             summaries.append(LayerSummary(
                 index: index, name: layer.summary, outputShape: layer.outputShape, parameters: layer.parameterCount,
@@ -48,11 +51,10 @@ public struct ModelSummary: Sendable {
         layers = summaries
         parameters = summaries.reduce(0) { $0 + $1.parameters }
         state = summaries.reduce(0) { $0 + $1.state }
-        batch = config.train.batch
-        microBatch = config.train.microBatch
-        let o = config.train.optimizer
-        optimizerName = o.name
-        optimizerStatePerParameter = o.name == "sgd" ? (o.momentum > 0 ? 1 : 0) : 2
+        self.batch = batch
+        self.microBatch = microBatch
+        self.optimizerName = optimizerName
+        self.optimizerStatePerParameter = optimizerStatePerParameter
     }
 
     private static let floatBytes = MemoryLayout<Float>.stride

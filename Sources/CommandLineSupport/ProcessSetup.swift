@@ -53,6 +53,17 @@ public enum ProcessSetup {
         }
     }
 
+    /// A warning when OpenBLAS multiplies and OPENBLAS_CORETYPE names another kernel than the one
+    /// this CPU's vector extensions suit (a preset `Haswell` on an AVX-512 machine halves the GEMM
+    /// rate), else nil.
+    public static var kernelAdvice: String? {
+        guard BLAS.library == .openBLAS, let preset = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"],
+              ProcessInfo.processInfo.environment["CNN_BLAS_REEXEC"] == nil,
+              let suitable = suitableCoreType(), suitable.lowercased() != preset.lowercased() else { return nil }
+        return "OPENBLAS_CORETYPE=\(preset) is set in the environment; this CPU suits \(suitable), "
+            + "whose GEMM may be faster (run with OPENBLAS_CORETYPE=\(suitable) to compare)"
+    }
+
     /// Which OpenBLAS kernel runs and why.
     static var openBLASDescription: String {
         let environment = ProcessInfo.processInfo.environment

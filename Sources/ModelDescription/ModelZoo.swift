@@ -1,4 +1,5 @@
 import CNN
+import ConfigReading
 
 /// Options a zoo model accepts in a config (`model: {zoo: resnet20, classes: 10, input: [3, 32, 32]}`);
 /// nil keeps the model's default. Which keys a model takes is in its `ZooEntry.optionKeys`.

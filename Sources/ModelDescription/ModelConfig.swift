@@ -1,4 +1,5 @@
 import CNN
+import ConfigReading
 
 /// How the `model` section of a config reads. A model is one of
 /// - a zoo name: `model: lenet5`, or with options `model: {zoo: resnet20, classes: 10, input: [3, 32, 32]}`;
@@ -6,8 +7,10 @@ import CNN
 ///   `model: {arrow: "INPUT => [CONV(F,3,p=1) => RELU]*N => FC(10)", input: [1, 28, 28], vars: {F: 32, N: 2}, optional: include}`;
 /// - a list of layers: `model: {input: [1, 28, 28], layers: [conv: {filters: 32, kernel: 3}, relu, ...]}`.
 /// Every form resolves to the same thing, a `ModelSpec`, whose shapes are checked here.
-extension TrainingConfig {
-    static func parseModel(_ node: ConfigNode) throws -> ModelSpec {
+/// (`LayerConfig.swift` reads and writes the entries of a layer list.)
+public enum ModelConfig {
+    /// Reads a config's `model` section; errors name the file and line of the offending entry.
+    package static func parseModel(_ node: ConfigNode) throws -> ModelSpec {
         let spec: ModelSpec
         var layerNodes: [ConfigNode] = []
         if node.isScalar {

@@ -20,30 +20,30 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable {
 
 /// A YAML node with the key path that led to it, so every error can say where it is.
 /// Reading a mapping records which keys were used; `finish()` rejects the rest as unknown.
-final class ConfigNode {
-    let node: Node
-    let path: String
-    let file: String
+package final class ConfigNode {
+    package let node: Node
+    package let path: String
+    package let file: String
     private var allowed: [String] = []
 
-    init(node: Node, path: String, file: String) {
+    package init(node: Node, path: String, file: String) {
         self.node = node
         self.path = path
         self.file = file
     }
 
-    var line: Int? { node.mark?.line }
+    package var line: Int? { node.mark?.line }
 
-    func error(_ message: String) -> ConfigError {
+    package func error(_ message: String) -> ConfigError {
         ConfigError(file: file, line: line, message: message)
     }
 
-    var isMapping: Bool { if case .mapping = node { return true } else { return false } }
-    var isSequence: Bool { if case .sequence = node { return true } else { return false } }
-    var isScalar: Bool { if case .scalar = node { return true } else { return false } }
+    package var isMapping: Bool { if case .mapping = node { return true } else { return false } }
+    package var isSequence: Bool { if case .sequence = node { return true } else { return false } }
+    package var isScalar: Bool { if case .scalar = node { return true } else { return false } }
 
     /// The keys of a mapping, in file order, with their nodes.
-    func entries() throws -> [(key: String, value: ConfigNode)] {
+    package func entries() throws -> [(key: String, value: ConfigNode)] {
         guard case .mapping(let mapping) = node else {
             throw error("\(path) must be a mapping of keys to values, found \(kindName)")
         }
@@ -54,7 +54,7 @@ final class ConfigNode {
     }
 
     /// Declares the keys this mapping may hold; unknown ones are errors naming the closest known key.
-    func expectKeys(_ keys: [String]) throws {
+    package func expectKeys(_ keys: [String]) throws {
         allowed = keys
         for (key, value) in try entries() where !keys.contains(key) {
             var message = "unknown key '\(key)' in \(path.isEmpty ? "the top level" : path)"
@@ -64,12 +64,12 @@ final class ConfigNode {
         }
     }
 
-    func child(_ key: String) throws -> ConfigNode? {
+    package func child(_ key: String) throws -> ConfigNode? {
         precondition(allowed.isEmpty || allowed.contains(key), "reading undeclared key \(key)")
         return try entries().first { $0.key == key }?.value
     }
 
-    var kindName: String {
+    package var kindName: String {
         switch node {
         case .scalar(let scalar): return "'\(scalar.string)'"
         case .mapping: return "a mapping"
@@ -78,19 +78,19 @@ final class ConfigNode {
         }
     }
 
-    func string() throws -> String {
+    package func string() throws -> String {
         guard case .scalar(let scalar) = node else { throw error("\(path) must be a single value, found \(kindName)") }
         return scalar.string
     }
 
-    func int(minimum: Int? = nil, maximum: Int? = nil) throws -> Int {
+    package func int(minimum: Int? = nil, maximum: Int? = nil) throws -> Int {
         guard let value = node.int else { throw error("\(path) must be a whole number, found \(kindName)") }
         if let minimum, value < minimum { throw error("\(path) must be at least \(minimum), found \(value)") }
         if let maximum, value > maximum { throw error("\(path) must be at most \(maximum), found \(value)") }
         return value
     }
 
-    func double(minimum: Double? = nil, maximum: Double? = nil, exclusiveMinimum: Bool = false) throws -> Double {
+    package func double(minimum: Double? = nil, maximum: Double? = nil, exclusiveMinimum: Bool = false) throws -> Double {
         guard let value = node.float, value.isFinite else { throw error("\(path) must be a number, found \(kindName)") }
         if let minimum {
             if exclusiveMinimum ? value <= minimum : value < minimum {
@@ -101,21 +101,21 @@ final class ConfigNode {
         return value
     }
 
-    func bool() throws -> Bool {
+    package func bool() throws -> Bool {
         guard let value = node.bool else { throw error("\(path) must be true or false, found \(kindName)") }
         return value
     }
 
-    func items() throws -> [ConfigNode] {
+    package func items() throws -> [ConfigNode] {
         guard case .sequence(let sequence) = node else { throw error("\(path) must be a list, found \(kindName)") }
         return sequence.enumerated().map { ConfigNode(node: $1, path: "\(path)[\($0)]", file: file) }
     }
 
-    func ints() throws -> [Int] {
+    package func ints() throws -> [Int] {
         try items().map { try $0.int() }
     }
 
-    func oneOf(_ choices: [String]) throws -> String {
+    package func oneOf(_ choices: [String]) throws -> String {
         let value = try string()
         guard choices.contains(value) else {
             var message = "\(path) must be one of \(choices.joined(separator: ", ")), found '\(value)'"
@@ -127,14 +127,14 @@ final class ConfigNode {
 }
 
 /// The candidate within edit distance 2 (or a third of the word) of `word`, if any.
-func closest(_ word: String, among candidates: [String]) -> String? {
+package func closest(_ word: String, among candidates: [String]) -> String? {
     let limit = max(2, word.count / 3)
     let scored = candidates.map { ($0, editDistance(word.lowercased(), $0.lowercased())) }
     guard let best = scored.min(by: { $0.1 < $1.1 }), best.1 <= limit else { return nil }
     return best.0
 }
 
-func editDistance(_ a: String, _ b: String) -> Int {
+package func editDistance(_ a: String, _ b: String) -> Int {
     let a = Array(a), b = Array(b)
     if a.isEmpty { return b.count }
     if b.isEmpty { return a.count }

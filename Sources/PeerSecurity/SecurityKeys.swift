@@ -1,4 +1,5 @@
 import Foundation
+import UsageErrors
 import Wire
 
 #if canImport(Glibc)
@@ -23,6 +24,8 @@ public struct SecurityError: Error, CustomStringConvertible, Equatable, Sendable
 
     public var description: String { "\(subject): \(message)" }
 }
+
+extension SecurityError: UsageFailure {}
 
 /// A CURVE key pair in Z85 text (40 characters each), as libzmq takes them.
 public struct CurveKeyPair: Sendable, Equatable {

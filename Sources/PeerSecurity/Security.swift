@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import UsageErrors
 import Wire
 
 #if canImport(Glibc)
