@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PeerSecurity
 import Wire
 
 /// The coordinator's side of the network: a transport, the address it listens on, and what the

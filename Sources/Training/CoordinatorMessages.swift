@@ -1,6 +1,7 @@
 import AllReduce
 import CNN
 import Logging
+import PeerSecurity
 import Wire
 
 /// The coordinator's side of the conversation with its workers: what comes in is policed
