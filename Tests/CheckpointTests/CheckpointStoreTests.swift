@@ -150,6 +150,50 @@ final class CheckpointStoreTests: XCTestCase {
         }
     }
 
+    /// Where each tensor's bytes lie in a safetensors file: the 8-byte header length, the JSON
+    /// header, then the data, with offsets relative to the data's start.
+    private func tensorRanges(ofSafeTensorsAt path: String) throws -> [String: Range<Int>] {
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        let headerLength = bytes.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        let header = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + headerLength)])) as? [String: Any])
+        var ranges: [String: Range<Int>] = [:]
+        for (name, entry) in header where name != "__metadata__" {
+            let offsets = try XCTUnwrap((entry as? [String: Any])?["data_offsets"] as? [Int])
+            ranges[name] = (8 + headerLength + offsets[0])..<(8 + headerLength + offsets[1])
+        }
+        return ranges
+    }
+
+    /// One flipped bit inside any tensor of either file, the size unchanged: every such damage is
+    /// caught (a momentum buffer resumed silently would change the run's bits without a word).
+    func testAFlippedByteInsideAnyTensorOfEitherFileFallsBack() throws {
+        for file in ["model.safetensors", "optimizer.safetensors"] {
+            let probe = try save(CheckpointStore(runDirectory: runDirectory + "/probe", keep: 1), step: 2)
+            for (name, range) in try tensorRanges(ofSafeTensorsAt: probe + "/" + file) where !range.isEmpty {
+                try? FileManager.default.removeItem(atPath: runDirectory + "/checkpoints")
+                try assertFallsBack(problem: "\(file) has xxh64") { directory in
+                    let path = directory + "/" + file
+                    var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+                    let size = bytes.count
+                    bytes[range.lowerBound + range.count / 2] ^= 0x10
+                    try bytes.write(to: URL(fileURLWithPath: path))
+                    XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path)).count, size, "\(file): \(name)")
+                }
+            }
+        }
+    }
+
+    func testAFlippedDigitInStateJSONsRecordedDigestFallsBack() throws {
+        try assertFallsBack(problem: "optimizer.safetensors has xxh64") { directory in
+            let path = directory + "/state.json"
+            var text = try String(contentsOfFile: path, encoding: .utf8)
+            let digest = try XCTUnwrap(text.range(of: #""optimizer.safetensors"[^}]*"xxh64" *: *"([0-9a-f])"#, options: .regularExpression))
+            let digit = text.index(before: digest.upperBound)
+            text.replaceSubrange(digit...digit, with: text[digit] == "0" ? "1" : "0")
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+        }
+    }
+
     func testMissingOptimizerFileFallsBackWithWarning() throws {
         try assertFallsBack(problem: "optimizer.safetensors is missing") { directory in
             try FileManager.default.removeItem(atPath: directory + "/optimizer.safetensors")
