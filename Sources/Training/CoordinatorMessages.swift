@@ -10,13 +10,17 @@ import Wire
 extension Coordinator {
     // MARK: Incoming
 
-    /// Receives and handles messages until none arrives within `timeout` seconds.
+    /// Receives and handles messages for up to `timeout` seconds, or until none is waiting. A
+    /// flood of messages cannot hold the loop longer: timeouts, backup copies and heartbeats come
+    /// round between two calls.
     func pump(timeout: Double) throws {
         link.logNewRefusals(logger)
+        let deadline = monotonicSeconds() + timeout
         var wait = Int(timeout * 1000)
         while let incoming = try transport.receive(timeoutMilliseconds: wait) {
-            wait = 0
             handle(incoming)
+            guard monotonicSeconds() < deadline else { return }
+            wait = 0
         }
     }
 
