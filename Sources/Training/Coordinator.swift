@@ -110,6 +110,8 @@ public final class Coordinator {
     private var weightsPayloadVersion = -1
     /// Spans of the step in progress, for observers.
     var phases: [PhaseTiming] = []
+    /// Hellos turned away for a full pool are logged at most every 10 s, however many peers try.
+    var turnedAway = RepeatedWarning(interval: 10)
 
     /// A coordinator listening where `options.bind` says.
     public convenience init(config: TrainingConfig, options: CoordinatorOptions, logger: Logger) throws {

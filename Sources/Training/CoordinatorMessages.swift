@@ -100,12 +100,19 @@ extension Coordinator {
 
     private func admit(peer: PeerID, hello: Hello) {
         if pool[peer] == nil && pool.count >= config.distributed.maxWorkers {
-            logger.warning("turned away worker \(hello.name) from \(hello.hostName): already \(pool.count) workers (distributed.max_workers)")
+            if let heldBack = turnedAway.shouldSay(now: monotonicSeconds()) {
+                let more = heldBack > 0 ? " (and \(heldBack) more hellos turned away since the last such line)" : ""
+                logger.warning("turned away worker \(hello.name) from \(hello.hostName): already \(pool.count) workers (distributed.max_workers)\(more)")
+            }
             reply(peer, code: 503, text: "the coordinator has its maximum of \(config.distributed.maxWorkers) workers")
             return
         }
         if let existing = pool[peer] {
-            // The same connection saying hello again has restarted: its old work is lost.
+            // The same connection saying hello again has restarted and its old work is lost; or
+            // it makes the coordinator send it the weights again and again for a few bytes each
+            // time. Honest workers do it rarely, so each time counts against the peer.
+            let outcome = peerGuard.strike(peer, reason: "hello again while already a worker", now: monotonicSeconds())
+            if case .evict(let reason) = outcome.verdict { return evict(peer, reason: reason) }
             lose(existing, reason: "it said hello again")
         }
         let worker = pool.add(peer: peer, name: hello.name, host: hello.hostName, threads: hello.threads)

@@ -96,3 +96,26 @@ final class ProgressLines: RunObserver {
         write(line + "; checkpoint \(summary.finalCheckpoint)")
     }
 }
+
+/// A warning that may repeat without end (one per hostile message, say): said at most once per
+/// `interval` seconds, with how many were held back in between.
+public struct RepeatedWarning {
+    public let interval: Double
+    private var lastSaid: Double?
+    private var heldBack = 0
+
+    public init(interval: Double) {
+        self.interval = interval
+    }
+
+    /// Whether to say it now: the number held back since it was last said, or nil to hold this one back.
+    public mutating func shouldSay(now: Double) -> Int? {
+        if let lastSaid, now - lastSaid < interval {
+            heldBack += 1
+            return nil
+        }
+        defer { heldBack = 0 }
+        lastSaid = now
+        return heldBack
+    }
+}

@@ -152,11 +152,19 @@ final class FaultToleranceTests: XCTestCase {
             "cnn-coord", ["--config", run.configPath, "--spawn-workers", "1", "--workers", "2", "--steps", "\(Self.steps)",
                           "--run-dir", run.run])
         let address = try endpoint(of: run.run)
-        let slow = try LocalCluster.Child("cnn-worker", ["--connect", address, "--name", "sluggish", "--compute-delay", "1.5"])
+        let delay = 3.0
+        let slow = try LocalCluster.Child("cnn-worker", ["--connect", address, "--name", "sluggish", "--compute-delay", "\(delay)"])
         let outcome = coordinator.wait(seconds: 120)
         XCTAssertFalse(outcome.timedOut, outcome.combined)
         XCTAssertEqual(outcome.status, 0, outcome.combined)
         XCTAssertTrue(outcome.error.contains("(sluggish) is slow"), outcome.error)
+        XCTAssertTrue(outcome.error.contains("backup copies go to w0"), outcome.error)
+        // Every step gives the slow worker part of its micro-batches: without the copies each
+        // step would wait out its delay. With them the steps end long before.
+        let done = try XCTUnwrap(outcome.output.range(of: #"done: \d+ steps in [0-9.]+ s"#, options: .regularExpression),
+                                 "no final line:\n\(outcome.output)")
+        let seconds = try XCTUnwrap(Double(outcome.output[done].split(separator: " ")[4]))
+        XCTAssertLessThan(seconds, Double(Self.steps) * delay / 2, "the steps waited for the slow worker:\n\(outcome.combined)")
         _ = slow.wait(seconds: 30)
         XCTAssertEqual(try Self.finalModel(run.run), Self.undisturbed)
     }

@@ -21,7 +21,7 @@ final class FuzzCoordinatorTests: XCTestCase {
             - dense: 10
         data:
           dataset: synthetic
-          synthetic_train: 3072
+          synthetic_train: 6144
           synthetic_test: 128
         train:
           epochs: 1
@@ -38,7 +38,7 @@ final class FuzzCoordinatorTests: XCTestCase {
         """
 
     /// Long enough for the rogue's flood to pass 50,000 messages while the run lasts.
-    private let steps = 96
+    private let steps = 192
 
     /// The bytes of the newest checkpoint's model file in `run`.
     static func finalModel(_ run: String) throws -> [UInt8] {
@@ -83,6 +83,14 @@ final class FuzzCoordinatorTests: XCTestCase {
             "cnn-coord", ["--config", configPath, "--spawn-workers", "2", "--steps", "\(steps)", "--run-dir", run,
                           "--bind", "tcp://127.0.0.1:0", "--quiet"])
         let endpoint = try Self.endpoint(fromRunDirectory: run, coordinator: coordinator)
+        // The rogue comes in once the run's own workers train: joining first, its Byzantine
+        // workers could be all the coordinator has (they count towards --spawn-workers' wait),
+        // and NaN from every live worker rightly stops a run as diverged.
+        let trainingBy = Date().addingTimeInterval(60)
+        while Date() < trainingBy, coordinator.process.isRunning,
+              !((try? String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8)) ?? "").contains("\"loss\"") {
+            usleep(10_000)
+        }
         var rogue = try Rogue(endpoint: endpoint)
         var peak = 0
         let started = Date()

@@ -1,6 +1,7 @@
 import CNN
 import Checkpoint
 import Foundation
+import PeerSecurity
 import Training
 import Wire
 import XCTest
@@ -79,5 +80,67 @@ final class InMemoryClusterTests: XCTestCase {
         XCTAssertEqual(metrics.filter { $0.contains("\"loss\"") }.count, 2, "a line at steps 4 and 6:\n\(metrics.joined(separator: "\n"))")
         XCTAssertEqual(metrics.filter { $0.contains("\"test_accuracy\"") }.count, 1)
         XCTAssertTrue(metrics.first?.contains("\"workers\": 3") ?? false, metrics.first.map(String.init) ?? "")
+    }
+
+    /// Counts the workers that join, by name.
+    private final class JoinCounter: RunObserver {
+        var joins: [String: Int] = [:]
+        var departures: [String: [String]] = [:]
+        var started: () -> Void = {}
+        func runStarted(_ start: RunStart) { started() }
+        func workerJoined(_ worker: WorkerStatus) { joins[worker.name, default: 0] += 1 }
+        func workerLeft(_ worker: WorkerStatus, reason: String) { departures[worker.name, default: []].append(reason) }
+    }
+
+    /// A peer saying hello again and again would have the coordinator send it the weights each
+    /// time for a few bytes of its own: after `max_strikes` repeats it is evicted and ignored.
+    func testAPeerThatKeepsSayingHelloIsEvictedAndTheRunMatchesTheReference() throws {
+        var parsed = try TrainingConfig.parse(yaml: config, source: "in-memory test")
+        parsed.train.maxSteps = 4
+        let run = NSTemporaryDirectory() + "in-memory-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: run) }
+        let network = InMemoryNetwork()
+        let coordinatorID = PeerID(bytes: Array("coordinator".utf8))
+        let counter = JoinCounter()
+        var options = CoordinatorOptions()
+        options.runDirectory = run
+        options.progress = .none
+        options.observers = [counter]
+        let coordinator = try Coordinator(
+            config: parsed, options: options, logger: makeLogger(label: "coord", level: .error),
+            transport: network.endpoint(coordinatorID), endpoint: "memory://coordinator")
+        let rogue = network.endpoint(PeerID(bytes: Array("rogue".utf8)), connectedTo: coordinatorID)
+        counter.started = {
+            let hello = Envelope(runID: 0, step: 0, message: .hello(Hello(name: "rogue", threads: 1, processID: 1, hostName: "h", coreType: BLAS.kernelName)))
+            for _ in 0..<60 { try? rogue.send(hello, to: nil) }
+        }
+        Thread {
+            let worker = Worker(
+                options: WorkerOptions(connect: "memory://coordinator", name: "honest"), logger: makeLogger(label: "honest", level: .error),
+                transport: network.endpoint(PeerID(bytes: Array("honest".utf8)), connectedTo: coordinatorID))
+            try? worker.run()
+        }.start()
+        let summary = try coordinator.run()
+        XCTAssertEqual(summary.steps, 4)
+        XCTAssertEqual(counter.joins["honest"], 1)
+        XCTAssertLessThanOrEqual(counter.joins["rogue", default: 0], PeerLimits().maxStrikes, "\(counter.joins)")
+        XCTAssertTrue(counter.departures["rogue", default: []].contains { $0.contains("evicted") && $0.contains("hello again") },
+                      "\(counter.departures)")
+        let reference = try ReferenceTrainer(config: parsed, data: DataSource.load(parsed))
+        try reference.train()
+        let saved = try CheckpointStore.load(directory: summary.finalCheckpoint)
+        for tensor in reference.state.modelTensors() {
+            XCTAssertEqual(saved.model[tensor.name]?.values.map(\.bitPattern), tensor.values.map(\.bitPattern), tensor.name)
+        }
+    }
+
+    func testARepeatedWarningIsSaidOncePerIntervalWithTheCountHeldBack() {
+        var warning = RepeatedWarning(interval: 10)
+        XCTAssertEqual(warning.shouldSay(now: 0), 0)
+        XCTAssertNil(warning.shouldSay(now: 1))
+        XCTAssertNil(warning.shouldSay(now: 9.9))
+        XCTAssertEqual(warning.shouldSay(now: 10), 2)
+        XCTAssertNil(warning.shouldSay(now: 11))
+        XCTAssertEqual(warning.shouldSay(now: 30), 1)
     }
 }
