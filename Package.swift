@@ -11,6 +11,10 @@ import PackageDescription
 let targetCPU = Context.environment["CNN_TARGET_CPU"].map { ["-target-cpu", $0] } ?? []
 let optimised: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"] + targetCPU)]
     + (targetCPU.isEmpty ? [] : [.define("CNN_CPU_SPECIFIC")])
+// What parses, schedules, reduces or indexes by values a peer sent keeps its overflow and bounds
+// checks: a hostile value must trap (or be refused), never wrap or read past an array. Its loops
+// over tensors run on unsafe pointers, which the checks do not touch.
+let optimisedChecked: [SwiftSetting] = [.unsafeFlags(["-O"])]
 
 let package = Package(
     name: "cnn",
@@ -44,8 +48,8 @@ let package = Package(
         // The one writer of JSON text (metrics lines, bench lines, traces, safetensors headers).
         .target(name: "JSONWriting"),
         .target(name: "Checkpoint", dependencies: ["Hashing", "JSONWriting"]),
-        .target(name: "Wire", dependencies: ["CZMQ", "Hashing"], swiftSettings: optimised),
-        .target(name: "AllReduce", swiftSettings: optimised),
+        .target(name: "Wire", dependencies: ["CZMQ", "Hashing"], swiftSettings: optimisedChecked),
+        .target(name: "AllReduce", swiftSettings: optimisedChecked),
         // Errors that mean the program was used wrongly (exit code 2), for libraries to throw.
         .target(name: "UsageErrors"),
         // Reading YAML configs with errors that say file:line, what and the fix.
@@ -66,7 +70,7 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: optimised
+            swiftSettings: optimisedChecked
         ),
         // `cnn bench`: training throughput, convolution layers against sgemm, training memory.
         .target(
