@@ -167,14 +167,138 @@ final class DeployTests: XCTestCase {
         for product in ["cnn-coord", "cnn-worker", "cnn"] { XCTAssertTrue(text.contains("--product \(product)"), product) }
         XCTAssertTrue(text.contains("COPY deploy/bin/cnn-train"))
         XCTAssertTrue(text.contains("dataset-fashion-mnist"), "workers need the data set at data.path")
-        // Every system library the package links has its runtime package in the final stage.
-        for library in ["libzmq5", "libopenblas0", "zlib1g", "libpng16-16"] { XCTAssertTrue(text.contains(library), library) }
+        // The packages of the libraries the executables link: testDockerfileInstallsEveryLinkedLibrary.
         let user = try XCTUnwrap(lines.last { $0.hasPrefix("USER ") })
         XCTAssertNotEqual(user, "USER root")
         // COPY sources exist in the repository.
         for line in lines where line.hasPrefix("COPY ") && !line.contains("--from") {
             let source = String(line.split(separator: " ")[1])
             XCTAssertTrue(FileManager.default.fileExists(atPath: Self.repository.appendingPathComponent(source).path), "COPY \(source): no such path")
+        }
+    }
+
+    /// The libraries the package links: the `link "NAME"` lines of the module maps of
+    /// Package.swift's `.systemLibrary` targets.
+    static func linkedLibraries() throws -> Set<String> {
+        let manifest = try String(contentsOf: repository.appendingPathComponent("Package.swift"), encoding: .utf8)
+        let target = try NSRegularExpression(pattern: #"\.systemLibrary\(\s*name:\s*"([^"]+)"(?:\s*,\s*path:\s*"([^"]+)")?"#)
+        var libraries: Set<String> = []
+        for match in target.matches(in: manifest, range: NSRange(manifest.startIndex..., in: manifest)) {
+            let name = String(manifest[Range(match.range(at: 1), in: manifest)!])
+            let path = Range(match.range(at: 2), in: manifest).map { String(manifest[$0]) } ?? "Sources/\(name)"
+            let map = try String(contentsOf: repository.appendingPathComponent(path).appendingPathComponent("module.modulemap"), encoding: .utf8)
+            let link = try NSRegularExpression(pattern: #"^\s*link\s+"([^"]+)""#, options: .anchorsMatchLines)
+            for line in link.matches(in: map, range: NSRange(map.startIndex..., in: map)) {
+                libraries.insert(String(map[Range(line.range(at: 1), in: map)!]))
+            }
+        }
+        return libraries
+    }
+
+    /// The packages each stage of the Dockerfile installs with apt-get, in stage order.
+    static func dockerfileStagePackages() throws -> [Set<String>] {
+        let text = try String(contentsOfFile: deploy + "/docker/Dockerfile", encoding: .utf8)
+            .replacingOccurrences(of: "\\\n", with: " ")
+        var stages: [Set<String>] = []
+        for line in text.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) where !line.hasPrefix("#") {
+            if line.hasPrefix("FROM ") { stages.append([]) }
+            guard line.hasPrefix("RUN "), !stages.isEmpty else { continue }
+            for command in line.components(separatedBy: "&&") where command.contains("apt-get install") {
+                let words = command.components(separatedBy: "apt-get install")[1].split(separator: " ").map(String.init)
+                stages[stages.count - 1].formUnion(words.filter { !$0.hasPrefix("-") })
+            }
+        }
+        return stages
+    }
+
+    /// The Debian package owning a file, trying the path as given and resolved, with and without
+    /// the /usr prefix (Debian's merged /usr makes /lib and /usr/lib the same folder, but dpkg
+    /// knows each file under one of them only).
+    static func owners(of path: String) throws -> [String] {
+        let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        var candidates: [String] = []
+        for candidate in [path, resolved] {
+            candidates.append(candidate)
+            candidates.append(candidate.hasPrefix("/usr/") ? String(candidate.dropFirst(4)) : "/usr" + candidate)
+        }
+        for candidate in candidates {
+            let result = try Shell.run("/usr/bin/dpkg", ["-S", candidate])
+            if result.status == 0 {
+                return result.output.split(separator: "\n").compactMap { $0.split(separator: ":").first.map(String.init) }
+            }
+        }
+        return []
+    }
+
+    /// A package and what it depends on (one level, every alternative), as installed here.
+    static func packageAndDependencies(_ package: String) throws -> Set<String> {
+        let result = try Shell.run("/usr/bin/dpkg-query", ["-W", "-f=${Depends}", package])
+        let names = result.output.split(whereSeparator: { $0 == "," || $0 == "|" })
+            .compactMap { $0.trimmingCharacters(in: .whitespaces).split(separator: " ").first?.split(separator: ":").first.map(String.init) }
+        return Set(names).union([package])
+    }
+
+    // Docker cannot run on the machines these tests run on (no engine), so the image is never
+    // built here: instead the Dockerfile is read and held against what the built executables link.
+    func testDockerfileInstallsEveryLinkedLibrary() throws {
+        let libraries = try Self.linkedLibraries()
+        XCTAssertTrue(libraries.isSuperset(of: ["zmq", "openblas", "dnnl", "gomp", "z", "png16"]), "\(libraries)")
+        let stages = try Self.dockerfileStagePackages()
+        XCTAssertEqual(stages.count, 2, "a build stage and a runtime stage")
+        let (build, runtime) = (stages[0], stages[1])
+
+        // scripts/setup's -dev packages are what a build needs on a developer's machine; the image's
+        // build stage needs them too.
+        let setup = try String(contentsOf: Self.repository.appendingPathComponent("scripts/setup"), encoding: .utf8)
+        let list = try XCTUnwrap(setup.split(separator: "\n").first { $0.hasPrefix("packages=(") })
+        for package in list.dropFirst("packages=(".count).dropLast().split(separator: " ").map(String.init) where package.hasSuffix("-dev") {
+            XCTAssertTrue(build.contains(package), "the Dockerfile's build stage does not install \(package) (scripts/setup does)")
+        }
+
+        // What the built executables need: besides the Swift runtime (linked statically into the
+        // image's executables) and the C library, exactly the module maps' libraries.
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/readelf"), FileManager.default.isExecutableFile(atPath: "/usr/bin/dpkg") else {
+            throw XCTSkip("readelf or dpkg is missing: the executables' libraries cannot be mapped to Debian packages here")
+        }
+        let release = try String(contentsOfFile: "/etc/os-release", encoding: .utf8)
+        let dockerfile = try String(contentsOfFile: Self.deploy + "/docker/Dockerfile", encoding: .utf8)
+        guard let codename = release.split(separator: "\n").first(where: { $0.hasPrefix("VERSION_CODENAME=") })?.split(separator: "=").last,
+              dockerfile.contains("-\(codename) AS build"), dockerfile.contains("FROM debian:\(codename)") else {
+            throw XCTSkip("this machine is not the Debian release the image is based on, so its package names may differ")
+        }
+        let system: Set<String> = ["libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1", "libstdc++.so.6", "libgcc_s.so.1"]
+        var needed: Set<String> = []
+        for program in ["cnn-coord", "cnn-worker", "cnn"] {
+            let dynamic = try Shell.run("/usr/bin/readelf", ["-d", LocalCluster.executable(program)])
+            XCTAssertEqual(dynamic.status, 0, dynamic.error)
+            for line in dynamic.output.split(separator: "\n") where line.contains("(NEEDED)") {
+                guard let name = line.split(separator: "[").last?.split(separator: "]").first.map(String.init) else { continue }
+                let swiftRuntime = name.hasPrefix("libswift") || name.hasPrefix("libFoundation") || name.hasPrefix("lib_Foundation")
+                    || name.hasPrefix("libdispatch") || name.hasPrefix("libBlocksRuntime")
+                if !swiftRuntime && !system.contains(name) { needed.insert(name) }
+            }
+        }
+        XCTAssertEqual(Set(needed.map { String($0.dropFirst(3).split(separator: ".so").first!) }), libraries,
+                       "the executables link \(needed.sorted()); the module maps name \(libraries.sorted())")
+
+        // Where the loader finds each library here, and the package that ships it.
+        let loader = try Shell.run("/usr/bin/ldd", [LocalCluster.executable("cnn-coord")])
+        for soname in needed.sorted() {
+            let line = try XCTUnwrap(loader.output.split(separator: "\n").first { $0.contains(soname + " => ") }, "ldd finds no \(soname)")
+            let path = try XCTUnwrap(line.components(separatedBy: " => ").last?.split(separator: " ").first.map(String.init))
+            let packages = try Self.owners(of: path)
+            XCTAssertFalse(packages.isEmpty, "dpkg knows no package holding \(path)")
+            XCTAssertTrue(packages.contains { runtime.contains($0) }, "the runtime stage installs none of \(packages) (for \(soname))")
+        }
+        // The linker's libNAME.so comes with the -dev package; the build stage installs it or a
+        // package that depends on it (libopenblas-dev picks one of OpenBLAS's -dev variants).
+        var built: Set<String> = []
+        for package in build { built.formUnion(try Self.packageAndDependencies(package)) }
+        for library in libraries.sorted() {
+            let found = try Shell.run("/usr/bin/dpkg", ["-S", "*/lib\(library).so"])
+            let packages = found.output.split(separator: "\n").compactMap { $0.split(separator: ":").first.map(String.init) }
+            XCTAssertFalse(packages.isEmpty, "dpkg knows no package holding lib\(library).so")
+            XCTAssertTrue(packages.contains { built.contains($0) }, "the build stage installs none of \(packages) (for -l\(library))")
         }
     }
 
@@ -193,8 +317,9 @@ final class DeployTests: XCTestCase {
         XCTAssertEqual(units.map { URL(fileURLWithPath: $0).lastPathComponent }, ["cnn-coord.service", "cnn-worker@.service"])
         for unit in units {
             let text = try String(contentsOfFile: unit, encoding: .utf8)
-            let exec = try XCTUnwrap(text.split(separator: "\n").first { $0.hasPrefix("ExecStart=") })
-            checkOptions(exec.dropFirst("ExecStart=".count).split(separator: " ").map(String.init), in: unit)
+            XCTAssertTrue(text.contains("ExecStart="), unit)
+            // With the unit's own defaults expanded ($CNN_SECURITY holds several options).
+            checkOptions(try SystemdUnit(path: unit).execStart(), in: unit)
         }
         guard let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"].first(where: FileManager.default.isExecutableFile) else {
             throw XCTSkip("systemd-analyze is not installed; the units' options were still checked")
@@ -233,6 +358,7 @@ final class DeployTests: XCTestCase {
                 shift
             done
             echo "srun runs $(basename "$1") on $nodes node(s)" >> "\(folder)/srun.log"
+            echo "srun command: $*" >> "\(folder)/srun.log"
             pids=()
             for _ in $(seq "$nodes"); do "$@" & pids+=($!); done
             trap 'kill -TERM "${pids[@]}" 2>/dev/null' TERM
@@ -241,7 +367,16 @@ final class DeployTests: XCTestCase {
             exit $status
             """, to: "srun", in: fakes)
         for tool in ["scontrol", "srun"] { chmod(fakes + "/" + tool, 0o755) }
+        // The keys the script requires, made as deploy/README.md says.
+        let keys = folder + "/keys"
+        for name in ["coordinator", "worker"] {
+            let made = try Shell.run(LocalCluster.executable("cnn"), ["keygen", "--out", keys, "--name", name])
+            XCTAssertEqual(made.status, 0, made.error)
+        }
+        try FileManager.default.createDirectory(atPath: keys + "/workers", withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
+        try FileManager.default.copyItem(atPath: keys + "/worker.key", toPath: keys + "/workers/worker.key")
         var environment = LocalCluster.environment
+        environment["KEYS"] = keys
         environment["PATH"] = fakes + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
         environment["SLURM_JOB_NODELIST"] = "node[1-2]"
         environment["SLURM_JOB_ID"] = "4242"
@@ -259,6 +394,10 @@ final class DeployTests: XCTestCase {
         XCTAssertTrue(log.contains("srun runs cnn-train on 1 node(s)"), log)
         XCTAssertTrue(log.contains("srun --nodelist=localhost"), log)
         XCTAssertTrue(log.contains("srun runs cnn-worker on 2 node(s)"), log)
+        // Authenticated by default: the coordinator with its key and the authorised folder, the workers with theirs.
+        XCTAssertTrue(log.contains("--curve-secret-key \(keys)/coordinator.key_secret --authorized-keys \(keys)/workers"), log)
+        XCTAssertTrue(log.contains("--curve-key \(keys)/worker.key_secret --server-public-key \(keys)/coordinator.key"), log)
+        XCTAssertFalse(log.contains("--insecure-bind"), log)
         let checkpoint = try XCTUnwrap(CheckpointStoreList.newest(folder + "/run"))
         XCTAssertTrue(checkpoint.hasSuffix("step-00000008"), checkpoint)
         XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/run/.finished"))
