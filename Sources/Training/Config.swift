@@ -225,7 +225,7 @@ extension TrainingConfig {
         try node.expectKeys(["epochs", "batch", "micro_batch", "seed", "optimizer", "schedule", "log_every", "eval_batch", "steps",
                              "clip_grad_norm", "freeze", "init_skip_mismatched"])
         var train = TrainConfig()
-        if let n = try node.child("epochs") { train.epochs = try n.int(minimum: 1) }
+        if let n = try node.child("epochs") { train.epochs = try n.int(minimum: 1, maximum: 1_000_000) }
         if let n = try node.child("batch") { train.batch = try n.int(minimum: 1) }
         train.microBatch = train.batch
         if let n = try node.child("micro_batch") { train.microBatch = try n.int(minimum: 1) }

@@ -57,7 +57,9 @@ public final class ModelState {
     /// run early and never changes the rate, so a run stopped and resumed with more steps matches
     /// one that ran straight through.
     public func learningRate(stepsPerEpoch: Int) -> Float {
-        let total = config.train.epochs * stepsPerEpoch
+        // Saturates: an open-ended run (the benchmark's Int.max steps per epoch) has no last step.
+        let (product, overflow) = config.train.epochs.multipliedReportingOverflow(by: stepsPerEpoch)
+        let total = overflow ? Int.max : product
         return Float(config.train.schedule.learningRate(
             base: config.train.optimizer.learningRate, step: step, epoch: epoch, totalSteps: total))
     }

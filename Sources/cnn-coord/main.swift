@@ -40,7 +40,7 @@ struct CoordinatorCommand: ParsableCommand {
         if spawnWorkers < 0 { throw ValidationError("--spawn-workers must be 0 or more, got \(spawnWorkers)") }
         if let workers, workers < 1 { throw ValidationError("--workers must be at least 1, got \(workers)") }
         if threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
-        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
+        if let epochs, !(1...1_000_000).contains(epochs) { throw ValidationError("--epochs must be 1 to 1000000, got \(epochs)") }
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1, got \(steps)") }
         if let seed, seed < 0 { throw ValidationError("--seed must not be negative, got \(seed)") }
         if let checkpointEvery, checkpointEvery < 0 { throw ValidationError("--checkpoint-every must be 0 or more") }
