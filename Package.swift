@@ -45,7 +45,7 @@ let package = Package(
         .target(name: "JSONWriting"),
         .target(name: "Checkpoint", dependencies: ["Hashing", "JSONWriting"]),
         .target(name: "Wire", dependencies: ["CZMQ", "Hashing"], swiftSettings: optimised),
-        .target(name: "AllReduce", swiftSettings: optimised),
+        .target(name: "AllReduce", dependencies: ["Wire"], swiftSettings: optimised),
         // Errors that mean the program was used wrongly (exit code 2), for libraries to throw.
         .target(name: "UsageErrors"),
         // Reading YAML configs with errors that say file:line, what and the fix.

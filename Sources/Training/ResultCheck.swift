@@ -8,7 +8,7 @@ import Wire
 struct CheckedResults {
     var microBatches: Set<Int> = []
     var scores: [Int: BatchScore] = [:]
-    var partialSums: [(node: TreeNodeID, values: FloatPayload)] = []
+    var partialSums: [(node: TreeNode, values: FloatPayload)] = []
     /// Where the first NaN or infinity is (a gradient element or a loss); nil when all is finite.
     var nonFinite: String?
 }
@@ -48,9 +48,8 @@ enum ResultCheck {
         let tree = ReductionTree(leafCount: work.count)
         let leafLength = network.parameterCount + network.stateCount
         var nodeLeaves = Set<Int>()
-        for (wireNode, tensor) in zip(message.nodes, message.tensors) {
-            let node = TreeNodeID(level: Int(wireNode.level), index: Int(wireNode.index))
-            guard tree.contains(node) else { throw ResultRefusal(reason: "\(node) is outside the tree of \(work.count) micro-batches") }
+        for (node, tensor) in zip(message.nodes, message.tensors) {
+            guard tree.contains(node) else { throw ResultRefusal(reason: "tree node \(node) is outside the tree of \(work.count) micro-batches") }
             guard tensor.count == leafLength else {
                 throw ResultRefusal(reason: "a gradient of \(tensor.count) values; the model needs \(leafLength) "
                     + "(\(network.parameterCount) parameters and \(network.stateCount) state values)")

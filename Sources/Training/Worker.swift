@@ -294,7 +294,7 @@ public final class Worker {
                         try MicroBatchEngine.sum(node, of: output.leafGradients, microBatchesInStep: total,
                                                  length: engine.leafLength, into: buffer.baseAddress!)
                     }
-                    nodes.append(TreeNode(level: UInt8(node.level), index: UInt32(node.index)))
+                    nodes.append(node)
                     tensors.append(payload)
                 }
             }

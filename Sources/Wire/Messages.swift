@@ -153,25 +153,26 @@ public struct Assignment: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// A node of the fixed reduction tree over micro-batch indices: it covers micro-batches
-/// `[index << level, (index + 1) << level)`. Level 0 is one micro-batch.
+/// A node of the fixed binary reduction tree over a step's micro-batch indices: it covers the
+/// micro-batches `[index * 2^level, (index + 1) * 2^level)`; level 0 is one micro-batch. The
+/// all-reduce adds what it needs to walk the tree (`firstLeaf`, children, parent, ordering). On
+/// the wire the level is a UInt8 of at most `WireCodec.maximumTreeLevel` and the index a UInt32,
+/// and a node covers no micro-batch past 2^32: the decoder checks that, and sending a node
+/// outside it is a programming error.
 public struct TreeNode: Hashable, Sendable, CustomStringConvertible {
-    /// Height in the tree: the node covers 2^level micro-batches (at most 31).
-    public var level: UInt8
+    /// Height in the tree: the node covers 2^level micro-batches.
+    public var level: Int
     /// Position among the nodes of its level.
-    public var index: UInt32
+    public var index: Int
 
     /// A value with every field given.
-    public init(level: UInt8, index: UInt32) {
+    public init(level: Int, index: Int) {
         self.level = level
         self.index = index
     }
 
-    /// The micro-batch indices the node covers (64-bit so the top node of level 31 fits).
-    public var microBatches: Range<UInt64> {
-        let width = UInt64(1) << UInt64(min(level, 63))
-        return UInt64(index) * width ..< (UInt64(index) + 1) * width
-    }
+    /// The micro-batch indices the node covers (a tree of fewer micro-batches ends inside it).
+    public var microBatches: Range<Int> { index << level ..< (index + 1) << level }
 
     /// The covered range, like `[4,8)`.
     public var description: String { "[\(microBatches.lowerBound),\(microBatches.upperBound))" }

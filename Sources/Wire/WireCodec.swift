@@ -131,8 +131,8 @@ public enum WireCodec {
             }
             meta.count(gradients.nodes.count)
             for node in gradients.nodes {
-                meta.u8(node.level)
-                meta.u32(node.index)
+                meta.u8(narrowed(node.level, "gradients.nodes.level"))
+                meta.u32(narrowed(node.index, "gradients.nodes.index"))
             }
             meta.u64(gradients.timings.forwardSeconds.bitPattern)
             meta.u64(gradients.timings.backwardSeconds.bitPattern)
@@ -364,11 +364,11 @@ public enum WireCodec {
                     throw .treeLevelTooHigh(field: "gradients.nodes[\(position)].level", level: level, maximum: maximumTreeLevel)
                 }
                 let index = try reader.u32("gradients.nodes[\(position)].index")
-                let node = TreeNode(level: level, index: index)
-                guard node.microBatches.upperBound <= UInt64(UInt32.max) + 1 else {
+                // In 64 bits the end of a level-31 node fits: (2^32 - 1 + 1) * 2^31 = 2^63.
+                guard (UInt64(index) + 1) << UInt64(level) <= UInt64(UInt32.max) + 1 else {
                     throw .treeNodeOutOfRange(field: "gradients.nodes[\(position)]", level: level, index: index)
                 }
-                nodes.append(node)
+                nodes.append(TreeNode(level: Int(level), index: Int(index)))
             }
             if kind == .evaluate, !nodes.isEmpty {
                 throw .invalidValue(field: "gradients.nodes", value: "\(nodes.count) node(s)",
@@ -421,6 +421,14 @@ extension WireCodec {
         }
         return timings
     }
+}
+
+/// One of our own values in its fixed-width wire field. The decoder keeps every received value
+/// in range, so one that does not fit was made here: a programming error, so this traps (also
+/// in `-Ounchecked` builds) rather than send a wrapped number.
+func narrowed<T: FixedWidthInteger>(_ value: Int, _ field: @autoclosure () -> String) -> T {
+    guard let narrow = T(exactly: value) else { fatalError("\(field()): \(value) does not fit the wire's \(T.self)") }
+    return narrow
 }
 
 /// Appends little-endian fields.

@@ -253,7 +253,7 @@ struct Rogue {
             let results = batches.map { MicroBatchResult(index: $0.index, lossSum: 0.5, correct: 0, samples: UInt32($0.samples.count)) }
             if assignment.kind == .train {
                 let tensors = batches.map { _ in FloatPayload(count: parameterCount) { $0.update(repeating: .nan) } }
-                let nodes = batches.map { TreeNode(level: 0, index: $0.index) }
+                let nodes = batches.map { TreeNode(level: 0, index: Int($0.index)) }
                 let delivered = send(socket, Envelope(runID: runID, step: assignedStep, message: .gradients(Gradients(
                     kind: .train, epoch: assignment.epoch, results: results, nodes: nodes, tensors: tensors))), "nan-gradients")
                 if name == "impostor" && delivered {
@@ -282,7 +282,7 @@ struct Rogue {
         if spentByImpostor.step == step, let spent = spentByImpostor.indices.first {
             let retry = Message.gradients(Gradients(
                 kind: .train, epoch: 0, results: [MicroBatchResult(index: spent, lossSum: 1, correct: 1, samples: 4)],
-                nodes: [TreeNode(level: 0, index: spent)], tensors: [finite]))
+                nodes: [TreeNode(level: 0, index: Int(spent))], tensors: [finite]))
             send(impostor, Envelope(runID: runID, step: step, message: retry), "unassigned")
         }
         send(impostor, Envelope(runID: runID ^ 0xFFFF, step: step, message: .heartbeat(Heartbeat(sentAtMilliseconds: 1, busy: true))), "other-run")

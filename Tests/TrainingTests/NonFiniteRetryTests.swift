@@ -104,7 +104,7 @@ final class NonFiniteRetryTests: XCTestCase {
                 let results = batches.map {
                     MicroBatchResult(index: $0.index, lossSum: 0.5, correct: 0, samples: UInt32($0.samples.count))
                 }
-                let nodes = batches.map { TreeNode(level: 0, index: $0.index) }
+                let nodes = batches.map { TreeNode(level: 0, index: Int($0.index)) }
                 for value in [Float.nan, 0.5] {
                     let tensors = batches.map { _ in FloatPayload(count: length) { $0.update(repeating: value) } }
                     try send(Envelope(runID: runID, step: envelope.step, message: .gradients(Gradients(
