@@ -217,7 +217,7 @@ extension Coordinator {
         }
         let assignment = Assignment(
             kind: task.kind, epoch: UInt32(task.epoch), totalMicroBatches: UInt32(task.work.count),
-            microBatches: microBatches.map { MicroBatch(index: UInt32($0), samples: task.work[$0].samples.map(UInt32.init)) })
+            microBatches: microBatches.map { task.work[$0] })
         return send(.assign(assignment), to: worker) ? [] : gone(worker)
     }
 

@@ -4,17 +4,6 @@ import Data
 import Dispatch
 import Wire
 
-/// One micro-batch of work: its number within the step and the data-set indices of its samples.
-public struct MicroBatchWork: Sendable, Equatable {
-    public var index: Int
-    public var samples: [Int]
-
-    public init(index: Int, samples: [Int]) {
-        self.index = index
-        self.samples = samples
-    }
-}
-
 /// The value of one node of the reduction tree: a micro-batch's gradient leaf (the gradient of
 /// its mean loss, `parameterCount` floats, then its state observations, `stateCount` floats), or
 /// the sum of the leaves of a whole aligned range. Backward writes straight into it, and the
@@ -172,7 +161,7 @@ public final class MicroBatchEngine: @unchecked Sendable {
     }
 
     /// Computes the given micro-batches: training ones with gradients, evaluation ones with scores only.
-    public func compute(_ work: [MicroBatchWork], training: Bool, epoch: Int, step: Int) -> MicroBatchOutput {
+    public func compute(_ work: [MicroBatch], training: Bool, epoch: Int, step: Int) -> MicroBatchOutput {
         let threads = min(replicas.count, work.count)
         // Each thread takes a run of consecutive micro-batches, so that it can add up whole tree
         // nodes as it goes.
@@ -215,7 +204,7 @@ public final class MicroBatchEngine: @unchecked Sendable {
     }
 
     /// Computes one micro-batch on `replica`; in training, back-propagates into `leaf`.
-    private func run(_ micro: MicroBatchWork, on replica: Replica, into leaf: GradientBuffer?, epoch: Int, step: Int) -> BatchScore {
+    private func run(_ micro: MicroBatch, on replica: Replica, into leaf: GradientBuffer?, epoch: Int, step: Int) -> BatchScore {
         let training = leaf != nil
         let set = training ? data.train : data.test
         let count = micro.samples.count

@@ -22,7 +22,7 @@ enum ResultCheck {
     /// Checks `message` as results for `work` (training ones carry one partial sum per tree node,
     /// each `leafLength` floats of the model laid out as `network`'s leaves; evaluation ones
     /// carry none). What was assigned to whom is the scheduler's to check.
-    static func check(_ message: Gradients, work: [MicroBatchWork], training: Bool, network: Network) throws(ResultRefusal) -> CheckedResults {
+    static func check(_ message: Gradients, work: [MicroBatch], training: Bool, network: Network) throws(ResultRefusal) -> CheckedResults {
         var checked = CheckedResults()
         for result in message.results {
             let index = Int(result.index)

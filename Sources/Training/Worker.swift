@@ -267,7 +267,7 @@ public final class Worker {
     private func startNextComputation() {
         guard !computation.isBusy, !queue.isEmpty, let engine else { return }
         let job = queue.removeFirst()
-        let work = job.assignment.microBatches.map { MicroBatchWork(index: Int($0.index), samples: $0.samples.map { Int($0) }) }
+        let work = job.assignment.microBatches
         let training = job.assignment.kind == .train
         let epoch = Int(job.assignment.epoch)
         let total = Int(job.assignment.totalMicroBatches)

@@ -113,15 +113,18 @@ public enum TaskKind: UInt8, Sendable, CustomStringConvertible {
     public var description: String { self == .train ? "train" : "evaluate" }
 }
 
-/// One micro-batch of a step: its index within the step and the sample indices it holds.
+/// One micro-batch of a step: its index within the step and the sample indices it holds. The
+/// engine computes it, the coordinator plans and assigns it, the worker receives it. On the wire
+/// both are UInt32: the decoder checks what it reads, and sending a value above `UInt32.max` is a
+/// programming error.
 public struct MicroBatch: Equatable, Sendable {
     /// Position within the step (below `Assignment.totalMicroBatches`).
-    public var index: UInt32
+    public var index: Int
     /// Indices into the data set, in the order the micro-batch processes them.
-    public var samples: [UInt32]
+    public var samples: [Int]
 
     /// A value with every field given.
-    public init(index: UInt32, samples: [UInt32]) {
+    public init(index: Int, samples: [Int]) {
         self.index = index
         self.samples = samples
     }

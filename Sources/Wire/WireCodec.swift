@@ -115,9 +115,9 @@ public enum WireCodec {
             meta.u32(assignment.totalMicroBatches)
             meta.count(assignment.microBatches.count)
             for microBatch in assignment.microBatches {
-                meta.u32(microBatch.index)
+                meta.u32(narrowed(microBatch.index, "assign.microBatches.index"))
                 meta.count(microBatch.samples.count)
-                meta.u32s(microBatch.samples)
+                meta.u32s(microBatch.samples, "assign.microBatches.samples")
             }
         case .gradients(let gradients):
             meta.u8(gradients.kind.rawValue)
@@ -330,7 +330,7 @@ public enum WireCodec {
                     throw .duplicateMicroBatch(field: "assign.microBatches[\(position)].index", index: index)
                 }
                 let samples = try reader.u32s("assign.microBatches[\(position)].samples", limit: limits.maxSamplesPerMicroBatch)
-                microBatches.append(MicroBatch(index: index, samples: samples))
+                microBatches.append(MicroBatch(index: Int(index), samples: samples))
             }
             return .complete(.assign(Assignment(kind: kind, epoch: epoch, totalMicroBatches: total, microBatches: microBatches)))
 
@@ -455,10 +455,10 @@ struct ByteWriter {
         bytes.append(contentsOf: utf8)
     }
 
-    mutating func u32s(_ values: [UInt32]) {
-        // The host is little-endian (checked at compile time in FloatPayload.swift), so the
-        // array's memory is already the wire format.
-        values.withUnsafeBytes { bytes.append(contentsOf: $0) }
+    /// Each value as a UInt32 (no count prefix).
+    mutating func u32s(_ values: [Int], _ field: @autoclosure () -> String) {
+        bytes.reserveCapacity(bytes.count + 4 * values.count)
+        for value in values { u32(narrowed(value, field())) }
     }
 }
 
@@ -523,11 +523,11 @@ struct ByteReader {
         }
     }
 
-    mutating func u32s(_ field: @autoclosure () -> String, limit: Int) throws(DecodeError) -> [UInt32] {
+    /// A count-prefixed array of UInt32, widened to Int.
+    mutating func u32s(_ field: @autoclosure () -> String, limit: Int) throws(DecodeError) -> [Int] {
         let count = try count(field(), elementBytes: 4, limit: limit)
-        let values = [UInt32](unsafeUninitializedCapacity: count) { destination, initialized in
-            UnsafeMutableRawBufferPointer(destination).copyMemory(from: UnsafeRawBufferPointer(rebasing: buffer[offset ..< offset + count * 4]))
-            initialized = count
+        let values = (0..<count).map { position in
+            Int(UInt32(littleEndian: buffer.loadUnaligned(fromByteOffset: offset + 4 * position, as: UInt32.self)))
         }
         offset += count * 4
         return values

@@ -40,8 +40,8 @@ final class EngineReuseTests: XCTestCase {
         UnsafeBufferPointer(start: pointer, count: count).map(\.bitPattern)
     }
 
-    private func work(_ indices: [Int], microBatch: Int = 4, offset: Int = 0) -> [MicroBatchWork] {
-        indices.map { j in MicroBatchWork(index: j, samples: Array((offset + j * microBatch)..<(offset + (j + 1) * microBatch))) }
+    private func work(_ indices: [Int], microBatch: Int = 4, offset: Int = 0) -> [MicroBatch] {
+        indices.map { j in MicroBatch(index: j, samples: Array((offset + j * microBatch)..<(offset + (j + 1) * microBatch))) }
     }
 
     /// The plain algorithm, written out with nothing reused: a new network per micro-batch with a

@@ -129,7 +129,7 @@ struct Rogue {
     /// and never back to it, so a later answer from it for them is certainly for work not given.
     /// (Any other index could be in an assignment still on its way to the impostor; a finite
     /// answer for work it was given is a Byzantine worker, which nothing here claims to stop.)
-    private var spentByImpostor: (step: UInt64, indices: [UInt32]) = (0, [])
+    private var spentByImpostor: (step: UInt64, indices: [Int]) = (0, [])
     private var seeds: [[[UInt8]]] = []
     private(set) var sent = 0
     private(set) var counts: [String: Int] = [:]
@@ -250,10 +250,10 @@ struct Rogue {
         }
         for (assignedStep, assignment) in assignments {
             let batches = assignment.microBatches
-            let results = batches.map { MicroBatchResult(index: $0.index, lossSum: 0.5, correct: 0, samples: UInt32($0.samples.count)) }
+            let results = batches.map { MicroBatchResult(index: UInt32($0.index), lossSum: 0.5, correct: 0, samples: UInt32($0.samples.count)) }
             if assignment.kind == .train {
                 let tensors = batches.map { _ in FloatPayload(count: parameterCount) { $0.update(repeating: .nan) } }
-                let nodes = batches.map { TreeNode(level: 0, index: Int($0.index)) }
+                let nodes = batches.map { TreeNode(level: 0, index: $0.index) }
                 let delivered = send(socket, Envelope(runID: runID, step: assignedStep, message: .gradients(Gradients(
                     kind: .train, epoch: assignment.epoch, results: results, nodes: nodes, tensors: tensors))), "nan-gradients")
                 if name == "impostor" && delivered {
@@ -281,8 +281,8 @@ struct Rogue {
         send(impostor, Envelope(runID: runID, step: step &- UInt64(int(1...3)), message: gradient), "stale-step")
         if spentByImpostor.step == step, let spent = spentByImpostor.indices.first {
             let retry = Message.gradients(Gradients(
-                kind: .train, epoch: 0, results: [MicroBatchResult(index: spent, lossSum: 1, correct: 1, samples: 4)],
-                nodes: [TreeNode(level: 0, index: Int(spent))], tensors: [finite]))
+                kind: .train, epoch: 0, results: [MicroBatchResult(index: UInt32(spent), lossSum: 1, correct: 1, samples: 4)],
+                nodes: [TreeNode(level: 0, index: spent)], tensors: [finite]))
             send(impostor, Envelope(runID: runID, step: step, message: retry), "unassigned")
         }
         send(impostor, Envelope(runID: runID ^ 0xFFFF, step: step, message: .heartbeat(Heartbeat(sentAtMilliseconds: 1, busy: true))), "other-run")

@@ -89,7 +89,7 @@ final class WireCodecTests: XCTestCase {
         XCTAssertTrue(descriptions[3].contains("assign train epoch=3 micro-batches=3/16 [4, 5, 15] samples=36"), descriptions[3])
         XCTAssertTrue(descriptions[5].contains("nodes=3 [[15,16), [4,6), [2147483648,4294967296)] tensors=3 (306 floats)"), descriptions[5])
         let many = Message.assign(Assignment(kind: .train, epoch: 0, totalMicroBatches: 100,
-                                             microBatches: (0..<20).map { MicroBatch(index: UInt32($0), samples: [1]) }))
+                                             microBatches: (0..<20).map { MicroBatch(index: $0, samples: [1]) }))
         XCTAssertTrue(many.description.contains("[0, 1, 2, 3, 4, 5, 6, 7, … +12]"), many.description)
     }
 
