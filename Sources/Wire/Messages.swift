@@ -9,8 +9,11 @@ public enum Message: Equatable, Sendable, CustomStringConvertible {
     case weights(Weights)
     /// Coordinator -> worker: micro-batches to compute.
     case assign(Assignment)
-    /// Worker -> coordinator: per-micro-batch results and gradient partial sums.
+    /// Worker -> coordinator: a training assignment's per-micro-batch results and gradient
+    /// partial sums.
     case gradients(Gradients)
+    /// Worker -> coordinator: an evaluation assignment's per-micro-batch results (no gradients).
+    case evaluation(Evaluation)
     /// Both ways: still alive.
     case heartbeat(Heartbeat)
     /// Both ways: leaving, and why.
@@ -26,6 +29,7 @@ public enum Message: Equatable, Sendable, CustomStringConvertible {
         case .weights(let weights): return weights.description
         case .assign(let assignment): return assignment.description
         case .gradients(let gradients): return gradients.description
+        case .evaluation(let evaluation): return evaluation.description
         case .heartbeat(let heartbeat): return heartbeat.description
         case .bye(let bye): return bye.description
         case .error(let failure): return failure.description
@@ -246,26 +250,23 @@ public struct WorkerTimings: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Worker -> coordinator: results of the micro-batches of the envelope's step, and for training
-/// the gradient partial sums of the tree nodes the worker could complete.
+/// Worker -> coordinator: results of the training micro-batches of the envelope's step, and the
+/// gradient partial sums of the tree nodes the worker could complete.
 public struct Gradients: Equatable, Sendable, CustomStringConvertible {
-    /// Train (tensors follow) or evaluate (results only).
-    public var kind: TaskKind
     /// The epoch of the assignment answered.
     public var epoch: UInt32
     /// One per micro-batch computed (distinct indices).
     public var results: [MicroBatchResult]
     /// The tree nodes whose partial gradient sums follow, in tensor order; they never overlap.
     public var nodes: [TreeNode]
-    /// One per node, same order; empty for evaluation.
+    /// One per node, same order.
     public var tensors: [FloatPayload]
     /// How long the worker took, and on what (for `--trace`).
     public var timings: WorkerTimings
 
     /// A value with every field given (`timings` zero when the sender did not measure them).
-    public init(kind: TaskKind, epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], tensors: [FloatPayload],
+    public init(epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], tensors: [FloatPayload],
                 timings: WorkerTimings = .zero) {
-        self.kind = kind
         self.epoch = epoch
         self.results = results
         self.nodes = nodes
@@ -276,7 +277,30 @@ public struct Gradients: Equatable, Sendable, CustomStringConvertible {
     /// A one-line summary for logs.
     public var description: String {
         let floats = tensors.reduce(0) { $0 + $1.count }
-        return "gradients \(kind) epoch=\(epoch) results=\(results.count) \(listPrefix(results.map { $0.index })) nodes=\(nodes.count) \(listPrefix(nodes)) tensors=\(tensors.count) (\(floats) floats) \(timings)"
+        return "gradients epoch=\(epoch) results=\(results.count) \(listPrefix(results.map { $0.index })) nodes=\(nodes.count) \(listPrefix(nodes)) tensors=\(tensors.count) (\(floats) floats) \(timings)"
+    }
+}
+
+/// Worker -> coordinator: results of the evaluation micro-batches of the envelope's step (scores
+/// only: an evaluation computes no gradients).
+public struct Evaluation: Equatable, Sendable, CustomStringConvertible {
+    /// The epoch of the assignment answered.
+    public var epoch: UInt32
+    /// One per micro-batch computed (distinct indices).
+    public var results: [MicroBatchResult]
+    /// How long the worker took, and on what (for `--trace`).
+    public var timings: WorkerTimings
+
+    /// A value with every field given (`timings` zero when the sender did not measure them).
+    public init(epoch: UInt32, results: [MicroBatchResult], timings: WorkerTimings = .zero) {
+        self.epoch = epoch
+        self.results = results
+        self.timings = timings
+    }
+
+    /// A one-line summary for logs.
+    public var description: String {
+        "evaluation epoch=\(epoch) results=\(results.count) \(listPrefix(results.map { $0.index })) \(timings)"
     }
 }
 
@@ -348,7 +372,7 @@ public struct Envelope: Equatable, Sendable, CustomStringConvertible {
 
 /// The message type byte of the header.
 enum MessageType: UInt8 {
-    case hello = 1, welcome, weights, assign, gradients, heartbeat, bye, error
+    case hello = 1, welcome, weights, assign, gradients, heartbeat, bye, error, evaluation
 
     init(_ message: Message) {
         switch message {
@@ -360,6 +384,7 @@ enum MessageType: UInt8 {
         case .heartbeat: self = .heartbeat
         case .bye: self = .bye
         case .error: self = .error
+        case .evaluation: self = .evaluation
         }
     }
 
@@ -373,6 +398,7 @@ enum MessageType: UInt8 {
         case .heartbeat: return "heartbeat"
         case .bye: return "bye"
         case .error: return "error"
+        case .evaluation: return "evaluation"
         }
     }
 }

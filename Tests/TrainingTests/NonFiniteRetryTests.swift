@@ -108,7 +108,7 @@ final class NonFiniteRetryTests: XCTestCase {
                 for value in [Float.nan, 0.5] {
                     let tensors = batches.map { _ in FloatPayload(count: length) { $0.update(repeating: value) } }
                     try send(Envelope(runID: runID, step: envelope.step, message: .gradients(Gradients(
-                        kind: .train, epoch: assignment.epoch, results: results, nodes: nodes, tensors: tensors))))
+                        epoch: assignment.epoch, results: results, nodes: nodes, tensors: tensors))))
                 }
                 retries += 1
             case .bye, .error:

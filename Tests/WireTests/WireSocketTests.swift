@@ -95,7 +95,7 @@ final class WireSocketTests: XCTestCase {
 
         let tensors = (0..<5).map { tensor in FloatPayload(copying: (0..<(1000 * tensor + 1)).map { Float(tensor * 100_000 + $0) }) }
         let nodes = (0..<5).map { TreeNode(level: 1, index: $0) }
-        let gradients = Envelope(runID: 5, step: 6, message: .gradients(Gradients(kind: .train, epoch: 1, results: [], nodes: nodes, tensors: tensors)))
+        let gradients = Envelope(runID: 5, step: 6, message: .gradients(Gradients(epoch: 1, results: [], nodes: nodes, tensors: tensors)))
         try router.send(gradients, to: XCTUnwrap(peer))
         XCTAssertEqual(try receiveEnvelope(dealer).1, gradients)
     }
