@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "JSONWriting"),
         .target(name: "Checkpoint", dependencies: ["Hashing", "JSONWriting"]),
         .target(name: "Wire", dependencies: ["CZMQ", "Hashing"], swiftSettings: optimisedChecked),
-        .target(name: "AllReduce", swiftSettings: optimisedChecked),
+        .target(name: "AllReduce", dependencies: ["Wire"], swiftSettings: optimisedChecked),
         // Errors that mean the program was used wrongly (exit code 2), for libraries to throw.
         .target(name: "UsageErrors"),
         // Reading YAML configs with errors that say file:line, what and the fix.

@@ -1,3 +1,5 @@
+import Wire
+
 /// Where a part of a step's reduction happens: at the coordinator, or at one worker.
 public enum ReductionSite: Hashable, Sendable, CustomStringConvertible {
     case coordinator
@@ -58,7 +60,7 @@ public protocol ReductionStrategy: AnyObject {
     func begin(microBatches: Int, length: Int)
     /// Offers a partial result covering the micro-batches of `node`. `owner` keeps the memory
     /// behind `values` alive until `end()` (a received message, for example).
-    func offer(_ node: TreeNodeID, values: UnsafePointer<Float>, owner: AnyObject) throws -> OfferOutcome
+    func offer(_ node: TreeNode, values: UnsafePointer<Float>, owner: AnyObject) throws -> OfferOutcome
     /// Whether every micro-batch is covered.
     var isComplete: Bool { get }
     /// Micro-batches not yet covered, in order.
@@ -85,7 +87,7 @@ public enum OfferOutcome: Equatable, Sendable {
 public final class TreeReduction: ReductionStrategy {
     public private(set) var tree = ReductionTree(leafCount: 1)
     private var length = 0
-    private var received: [TreeNodeID: (values: UnsafePointer<Float>, owner: AnyObject)] = [:]
+    private var received: [TreeNode: (values: UnsafePointer<Float>, owner: AnyObject)] = [:]
     private var covered: [Bool] = []
     private let scratch = ReductionScratch()
 
@@ -104,9 +106,9 @@ public final class TreeReduction: ReductionStrategy {
         covered = [Bool](repeating: false, count: microBatches)
     }
 
-    public func offer(_ node: TreeNodeID, values: UnsafePointer<Float>, owner: AnyObject) throws -> OfferOutcome {
+    public func offer(_ node: TreeNode, values: UnsafePointer<Float>, owner: AnyObject) throws -> OfferOutcome {
         guard tree.contains(node) else {
-            throw ReductionError(description: "\(node) is outside the tree of \(tree.leafCount) micro-batches")
+            throw ReductionError(description: "tree node \(node) is outside the tree of \(tree.leafCount) micro-batches")
         }
         if received[node] != nil { return .duplicate }
         let range = tree.leaves(of: node)

@@ -1,24 +1,17 @@
-/// A node of the fixed binary tree over a step's micro-batches: it covers the micro-batches
-/// [index * 2^level, (index + 1) * 2^level), cut at the number of micro-batches.
-public struct TreeNodeID: Hashable, Sendable, Comparable, CustomStringConvertible {
-    public var level: Int
-    public var index: Int
+import Wire
 
-    public init(level: Int, index: Int) {
-        self.level = level
-        self.index = index
-    }
-
+/// What the reduction needs of a tree node besides the micro-batches it covers (the node itself
+/// is the wire's, so that what a worker sends is what the reduction takes): where it starts, its
+/// neighbours in the tree, and an order (by first micro-batch, the larger node first).
+extension TreeNode: Comparable {
     public var firstLeaf: Int { index << level }
-    public var leftChild: TreeNodeID { TreeNodeID(level: level - 1, index: index * 2) }
-    public var rightChild: TreeNodeID { TreeNodeID(level: level - 1, index: index * 2 + 1) }
-    public var parent: TreeNodeID { TreeNodeID(level: level + 1, index: index / 2) }
+    public var leftChild: TreeNode { TreeNode(level: level - 1, index: index * 2) }
+    public var rightChild: TreeNode { TreeNode(level: level - 1, index: index * 2 + 1) }
+    public var parent: TreeNode { TreeNode(level: level + 1, index: index / 2) }
 
-    public static func < (a: TreeNodeID, b: TreeNodeID) -> Bool {
+    public static func < (a: TreeNode, b: TreeNode) -> Bool {
         a.firstLeaf != b.firstLeaf ? a.firstLeaf < b.firstLeaf : a.level > b.level
     }
-
-    public var description: String { "node(level \(level), index \(index))" }
 }
 
 public struct ReductionError: Error, CustomStringConvertible, Equatable {
@@ -47,24 +40,24 @@ public struct ReductionTree: Sendable, Equatable {
         self.height = height
     }
 
-    public var root: TreeNodeID { TreeNodeID(level: height, index: 0) }
+    public var root: TreeNode { TreeNode(level: height, index: 0) }
 
     /// The micro-batches a node covers.
-    public func leaves(of node: TreeNodeID) -> Range<Int> {
+    public func leaves(of node: TreeNode) -> Range<Int> {
         let first = node.firstLeaf
         return first..<min(first + (1 << node.level), leafCount)
     }
 
     /// Whether the node exists in this tree (and covers at least one micro-batch).
-    public func contains(_ node: TreeNodeID) -> Bool {
+    public func contains(_ node: TreeNode) -> Bool {
         node.level >= 0 && node.level <= height && node.index >= 0 && node.firstLeaf < leafCount
     }
 
     /// The largest nodes whose micro-batches all lie in `held`: what a worker holding those
     /// micro-batches sends, so that it does as much of the sum as it can. Sorted by first leaf.
-    public func maximalNodes(covering held: Set<Int>) -> [TreeNodeID] {
-        var result: [TreeNodeID] = []
-        func visit(_ node: TreeNodeID) {
+    public func maximalNodes(covering held: Set<Int>) -> [TreeNode] {
+        var result: [TreeNode] = []
+        func visit(_ node: TreeNode) {
             let range = leaves(of: node)
             if range.allSatisfy({ held.contains($0) }) {
                 result.append(node)
@@ -85,8 +78,8 @@ public struct ReductionTree: Sendable, Equatable {
     /// holding its first micro-batch): the sum is then built there in place, sparing a copy. That
     /// memory is read before anything is written to it, and only once.
     public func evaluate(
-        _ node: TreeNodeID, length: Int, into output: UnsafeMutablePointer<Float>,
-        known: (TreeNodeID) -> UnsafePointer<Float>?
+        _ node: TreeNode, length: Int, into output: UnsafeMutablePointer<Float>,
+        known: (TreeNode) -> UnsafePointer<Float>?
     ) throws {
         try evaluate(node, length: length, into: output, scratch: ReductionScratch(), known: known)
     }
@@ -96,15 +89,15 @@ public struct ReductionTree: Sendable, Equatable {
     /// the value divided by `divisor`: each element is rounded as the sum is, then divided, so the
     /// bits equal a division pass after the sum, done here in the same pass as the last addition.
     func evaluate(
-        _ node: TreeNodeID, length: Int, into output: UnsafeMutablePointer<Float>, scratch: ReductionScratch,
-        dividingBy divisor: Float? = nil, known: (TreeNodeID) -> UnsafePointer<Float>?
+        _ node: TreeNode, length: Int, into output: UnsafeMutablePointer<Float>, scratch: ReductionScratch,
+        dividingBy divisor: Float? = nil, known: (TreeNode) -> UnsafePointer<Float>?
     ) throws {
         try evaluate(node, depth: 0, length: length, into: output, scratch: scratch, divisor: divisor, known: known)
     }
 
     private func evaluate(
-        _ node: TreeNodeID, depth: Int, length: Int, into output: UnsafeMutablePointer<Float>,
-        scratch: ReductionScratch, divisor: Float? = nil, known: (TreeNodeID) -> UnsafePointer<Float>?
+        _ node: TreeNode, depth: Int, length: Int, into output: UnsafeMutablePointer<Float>,
+        scratch: ReductionScratch, divisor: Float? = nil, known: (TreeNode) -> UnsafePointer<Float>?
     ) throws {
         if let values = known(node) {
             if let divisor {

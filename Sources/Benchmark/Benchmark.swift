@@ -6,6 +6,7 @@ import Foundation
 import Hashing
 import ModelDescription
 import Training
+import Wire
 
 #if canImport(Glibc)
 import Glibc
@@ -538,7 +539,7 @@ public enum Benchmark {
 final class BenchmarkTrainer {
     let state: ModelState
     let engine: MicroBatchEngine
-    let work: [MicroBatchWork]
+    let work: [MicroBatch]
     private let reduction = TreeReduction()
 
     init(model: BenchmarkModel, microBatch: Int, threads: Int) throws {
@@ -547,7 +548,7 @@ final class BenchmarkTrainer {
         engine = try MicroBatchEngine(config: config, data: try Benchmark.syntheticData(for: model), threads: threads)
         engine.shareWeights(of: state.network)
         work = (0..<(model.batch / microBatch)).map { j in
-            MicroBatchWork(index: j, samples: Array((j * microBatch)..<((j + 1) * microBatch)))
+            MicroBatch(index: j, samples: Array((j * microBatch)..<((j + 1) * microBatch)))
         }
     }
 

@@ -222,7 +222,7 @@ public final class Coordinator {
 
     /// One optimiser step: assign the micro-batches, collect their gradients, reduce, update.
     /// Nil when interrupted; the weights then stay those of the last whole step.
-    private func trainStep(_ work: [MicroBatchWork], epoch: Int, stepsPerEpoch: Int) throws -> StepReport? {
+    private func trainStep(_ work: [MicroBatch], epoch: Int, stepsPerEpoch: Int) throws -> StepReport? {
         let stepStart = monotonicSeconds()
         let bytesBefore = (transport.bytesSent, transport.bytesReceived)
         let learningRate = Double(state.learningRate(stepsPerEpoch: stepsPerEpoch))
@@ -268,7 +268,7 @@ public final class Coordinator {
         let kind: TaskKind
         let epoch: Int
         let step: Int
-        let work: [MicroBatchWork]
+        let work: [MicroBatch]
         var scores: [Int: BatchScore] = [:]
         /// What each worker reported of its own time, summed over its results in this task.
         var timings: [UInt32: WorkerTimings] = [:]
@@ -276,7 +276,7 @@ public final class Coordinator {
 
     /// Runs one task to completion over whatever workers are alive, as the scheduler decides.
     /// Returns nil when interrupted.
-    private func runTask(_ kind: TaskKind, epoch: Int, work: [MicroBatchWork]) throws -> [BatchScore]? {
+    private func runTask(_ kind: TaskKind, epoch: Int, work: [MicroBatch]) throws -> [BatchScore]? {
         task = Task(kind: kind, epoch: epoch, step: state.step, work: work)
         defer { task = nil }
         apply(scheduler.begin(step: state.step, microBatches: work.count, at: monotonicSeconds()))

@@ -50,7 +50,13 @@ extension Coordinator {
         apply(scheduler.handle(.heard(worker: worker.id), at: monotonicSeconds()))
         switch envelope.message {
         case .gradients(let gradients):
-            receive(gradients, step: envelope.step, from: worker)
+            receive(.train, epoch: gradients.epoch, timings: gradients.timings, step: envelope.step, from: worker) { task throws(ResultRefusal) in
+                try ResultCheck.check(gradients, work: task.work, network: state.network)
+            }
+        case .evaluation(let evaluation):
+            receive(.evaluate, epoch: evaluation.epoch, timings: evaluation.timings, step: envelope.step, from: worker) { task throws(ResultRefusal) in
+                try ResultCheck.check(evaluation, work: task.work)
+            }
         case .bye(let bye):
             logger.info("worker \(worker.label) left: \(bye.reason)")
             lose(worker, reason: "it said goodbye")
@@ -64,16 +70,19 @@ extension Coordinator {
         }
     }
 
-    /// Results of a worker: checked against the task and the model, then handed to the scheduler,
-    /// which says whether (and which of) them to take.
-    private func receive(_ gradients: Gradients, step: UInt64, from worker: WorkerRecord) {
-        guard let task, step == UInt64(task.step), gradients.kind == task.kind, UInt64(gradients.epoch) == UInt64(task.epoch) else {
-            logger.debug("ignored late \(gradients.kind) results of step \(step) from \(worker.label)")
+    /// Results of a worker for a `kind` task: ignored as late unless they answer the task in
+    /// progress (training results a training task, evaluation results an evaluation), then checked
+    /// (`check`) against the task and the model and handed to the scheduler, which says whether
+    /// (and which of) them to take.
+    private func receive(_ kind: TaskKind, epoch: UInt32, timings: WorkerTimings, step: UInt64, from worker: WorkerRecord,
+                         check: (Task) throws(ResultRefusal) -> CheckedResults) {
+        guard let task, step == UInt64(task.step), kind == task.kind, UInt64(epoch) == UInt64(task.epoch) else {
+            logger.debug("ignored late \(kind) results of step \(step) from \(worker.label)")
             return
         }
         let checked: CheckedResults
         do {
-            checked = try ResultCheck.check(gradients, work: task.work, training: task.kind == .train, network: state.network)
+            checked = try check(task)
         } catch {
             return apply([.refuse(worker: worker.id, reason: error.reason)]
                 + scheduler.handle(.left(worker: worker.id, reason: "it sent invalid results"), at: monotonicSeconds()))
@@ -89,7 +98,7 @@ extension Coordinator {
             if !decisions.contains(where: { if case .refuse = $0 { return true } else { return false } }) {
                 let accepted = decisions.reduce(into: [Int]()) { if case .accept(_, let batches) = $1 { $0 += batches } }
                 do {
-                    try take(checked, of: accepted, from: worker, timings: gradients.timings)
+                    try take(checked, of: accepted, from: worker, timings: timings)
                 } catch {
                     stopError = CoordinatorError(description: "step \(task.step): the reduction refused checked results of \(worker.label): \(error)")
                 }
@@ -228,7 +237,7 @@ extension Coordinator {
         }
         let assignment = Assignment(
             kind: task.kind, epoch: UInt32(task.epoch), totalMicroBatches: UInt32(task.work.count),
-            microBatches: microBatches.map { MicroBatch(index: UInt32($0), samples: task.work[$0].samples.map(UInt32.init)) })
+            microBatches: microBatches.map { task.work[$0] })
         return send(.assign(assignment), to: worker) ? [] : gone(worker)
     }
 

@@ -2,17 +2,7 @@ import AllReduce
 import CNN
 import Data
 import Dispatch
-
-/// One micro-batch of work: its number within the step and the data-set indices of its samples.
-public struct MicroBatchWork: Sendable, Equatable {
-    public var index: Int
-    public var samples: [Int]
-
-    public init(index: Int, samples: [Int]) {
-        self.index = index
-        self.samples = samples
-    }
-}
+import Wire
 
 /// The value of one node of the reduction tree: a micro-batch's gradient leaf (the gradient of
 /// its mean loss, `parameterCount` floats, then its state observations, `stateCount` floats), or
@@ -44,13 +34,13 @@ public final class GradientBuffer: @unchecked Sendable {
 public struct GradientSums {
     /// The value of each node held; the nodes are disjoint and each is whole (all its micro-batches
     /// were computed here).
-    public var nodes: [TreeNodeID: GradientBuffer] = [:]
+    public var nodes: [TreeNode: GradientBuffer] = [:]
 
     public init() {}
 
     /// The micro-batches the nodes cover.
     public var microBatches: Set<Int> {
-        Set(nodes.keys.flatMap { $0.firstLeaf..<($0.firstLeaf + (1 << $0.level)) })
+        Set(nodes.keys.flatMap(\.microBatches))
     }
 
     public var isEmpty: Bool { nodes.isEmpty }
@@ -171,7 +161,7 @@ public final class MicroBatchEngine: @unchecked Sendable {
     }
 
     /// Computes the given micro-batches: training ones with gradients, evaluation ones with scores only.
-    public func compute(_ work: [MicroBatchWork], training: Bool, epoch: Int, step: Int) -> MicroBatchOutput {
+    public func compute(_ work: [MicroBatch], training: Bool, epoch: Int, step: Int) -> MicroBatchOutput {
         let threads = min(replicas.count, work.count)
         // Each thread takes a run of consecutive micro-batches, so that it can add up whole tree
         // nodes as it goes.
@@ -185,13 +175,13 @@ public final class MicroBatchEngine: @unchecked Sendable {
             let first = t * ordered.count / threads, end = (t + 1) * ordered.count / threads
             var mine = MicroBatchOutput()
             // Nodes computed so far, in micro-batch order; the last two merge when they are siblings.
-            var held: [(node: TreeNodeID, value: GradientBuffer)] = []
+            var held: [(node: TreeNode, value: GradientBuffer)] = []
             for micro in ordered[first..<end] {
                 let buffer = training ? replica.takeBuffer(count: leafLength) : nil
                 mine.scores[micro.index] = run(micro, on: replica, into: buffer, epoch: epoch, step: step)
                 mine.timings[micro.index] = replica.network.lastPassTiming
                 guard let buffer else { continue }
-                held.append((TreeNodeID(level: 0, index: micro.index), buffer))
+                held.append((TreeNode(level: 0, index: micro.index), buffer))
                 while held.count >= 2 {
                     let left = held[held.count - 2], right = held[held.count - 1]
                     guard left.node.level == right.node.level, left.node.index % 2 == 0,
@@ -214,7 +204,7 @@ public final class MicroBatchEngine: @unchecked Sendable {
     }
 
     /// Computes one micro-batch on `replica`; in training, back-propagates into `leaf`.
-    private func run(_ micro: MicroBatchWork, on replica: Replica, into leaf: GradientBuffer?, epoch: Int, step: Int) -> BatchScore {
+    private func run(_ micro: MicroBatch, on replica: Replica, into leaf: GradientBuffer?, epoch: Int, step: Int) -> BatchScore {
         let training = leaf != nil
         let set = training ? data.train : data.test
         let count = micro.samples.count
@@ -243,13 +233,13 @@ public final class MicroBatchEngine: @unchecked Sendable {
     /// The partial sums a participant holding `leafGradients` sends: one per maximal tree node.
     public static func partialSums(
         of leafGradients: GradientSums, microBatchesInStep: Int
-    ) -> [TreeNodeID] {
+    ) -> [TreeNode] {
         ReductionTree(leafCount: microBatchesInStep).maximalNodes(covering: leafGradients.microBatches)
     }
 
     /// Writes the value of `node` (a sum of leaf gradients along the fixed tree) into `output`.
     public static func sum(
-        _ node: TreeNodeID, of leafGradients: GradientSums, microBatchesInStep: Int, length: Int,
+        _ node: TreeNode, of leafGradients: GradientSums, microBatchesInStep: Int, length: Int,
         into output: UnsafeMutablePointer<Float>
     ) throws {
         let tree = ReductionTree(leafCount: microBatchesInStep)

@@ -8,7 +8,7 @@ import Wire
 struct CheckedResults {
     var microBatches: Set<Int> = []
     var scores: [Int: BatchScore] = [:]
-    var partialSums: [(node: TreeNodeID, values: FloatPayload)] = []
+    var partialSums: [(node: TreeNode, values: FloatPayload)] = []
     /// Where the first NaN or infinity is (a gradient element or a loss); nil when all is finite.
     var nonFinite: String?
 }
@@ -19,38 +19,20 @@ struct ResultRefusal: Error, Equatable {
 }
 
 enum ResultCheck {
-    /// Checks `message` as results for `work` (training ones carry one partial sum per tree node,
-    /// each `leafLength` floats of the model laid out as `network`'s leaves; evaluation ones
-    /// carry none). What was assigned to whom is the scheduler's to check.
-    static func check(_ message: Gradients, work: [MicroBatchWork], training: Bool, network: Network) throws(ResultRefusal) -> CheckedResults {
-        var checked = CheckedResults()
-        for result in message.results {
-            let index = Int(result.index)
-            guard work.indices.contains(index) else {
-                throw ResultRefusal(reason: "result for micro-batch \(index); the task has \(work.count)")
-            }
-            guard Int(result.samples) == work[index].samples.count, result.correct <= result.samples else {
-                throw ResultRefusal(reason: "impossible score for micro-batch \(index)")
-            }
-            checked.microBatches.insert(index)
-            checked.scores[index] = BatchScore(lossSum: result.lossSum, correct: Int(result.correct), samples: Int(result.samples))
-            if checked.nonFinite == nil && !result.lossSum.isFinite { checked.nonFinite = "the loss of micro-batch \(index) is not finite" }
-        }
-        guard training else {
-            guard message.tensors.isEmpty && message.nodes.isEmpty else {
-                throw ResultRefusal(reason: "gradients with evaluation results")
-            }
-            return checked
-        }
+    /// Checks `message` as a training task's results for `work`: a score per micro-batch and one
+    /// partial sum per tree node, each `leafLength` floats of the model laid out as `network`'s
+    /// leaves, the nodes covering exactly the scored micro-batches. What was assigned to whom is
+    /// the scheduler's to check.
+    static func check(_ message: Gradients, work: [MicroBatch], network: Network) throws(ResultRefusal) -> CheckedResults {
+        var checked = try scores(message.results, work: work)
         guard message.tensors.count == message.nodes.count else {
             throw ResultRefusal(reason: "\(message.nodes.count) tree nodes but \(message.tensors.count) tensors")
         }
         let tree = ReductionTree(leafCount: work.count)
         let leafLength = network.parameterCount + network.stateCount
         var nodeLeaves = Set<Int>()
-        for (wireNode, tensor) in zip(message.nodes, message.tensors) {
-            let node = TreeNodeID(level: Int(wireNode.level), index: Int(wireNode.index))
-            guard tree.contains(node) else { throw ResultRefusal(reason: "\(node) is outside the tree of \(work.count) micro-batches") }
+        for (node, tensor) in zip(message.nodes, message.tensors) {
+            guard tree.contains(node) else { throw ResultRefusal(reason: "tree node \(node) is outside the tree of \(work.count) micro-batches") }
             guard tensor.count == leafLength else {
                 throw ResultRefusal(reason: "a gradient of \(tensor.count) values; the model needs \(leafLength) "
                     + "(\(network.parameterCount) parameters and \(network.stateCount) state values)")
@@ -63,6 +45,29 @@ enum ResultCheck {
         }
         guard nodeLeaves == checked.microBatches else {
             throw ResultRefusal(reason: "scores for micro-batches \(checked.microBatches.sorted()) but gradients for \(nodeLeaves.sorted())")
+        }
+        return checked
+    }
+
+    /// Checks `message` as an evaluation task's results for `work`: scores only.
+    static func check(_ message: Evaluation, work: [MicroBatch]) throws(ResultRefusal) -> CheckedResults {
+        try scores(message.results, work: work)
+    }
+
+    /// The scores of `results`, each for a micro-batch of `work` and possible for its size.
+    private static func scores(_ results: [MicroBatchResult], work: [MicroBatch]) throws(ResultRefusal) -> CheckedResults {
+        var checked = CheckedResults()
+        for result in results {
+            let index = Int(result.index)
+            guard work.indices.contains(index) else {
+                throw ResultRefusal(reason: "result for micro-batch \(index); the task has \(work.count)")
+            }
+            guard Int(result.samples) == work[index].samples.count, result.correct <= result.samples else {
+                throw ResultRefusal(reason: "impossible score for micro-batch \(index)")
+            }
+            checked.microBatches.insert(index)
+            checked.scores[index] = BatchScore(lossSum: result.lossSum, correct: Int(result.correct), samples: Int(result.samples))
+            if checked.nonFinite == nil && !result.lossSum.isFinite { checked.nonFinite = "the loss of micro-batch \(index) is not finite" }
         }
         return checked
     }

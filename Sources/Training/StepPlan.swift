@@ -1,4 +1,5 @@
 import Data
+import Wire
 
 /// Which samples each micro-batch of each step uses: a pure function of the config and the epoch.
 public struct EpochPlan: Sendable {
@@ -20,17 +21,17 @@ public struct EpochPlan: Sendable {
     public var microBatchesPerStep: Int { batch / microBatch }
 
     /// The micro-batches of step `step` (0-based within the epoch).
-    public func work(step: Int) -> [MicroBatchWork] {
+    public func work(step: Int) -> [MicroBatch] {
         (0..<microBatchesPerStep).map { j in
             let start = step * batch + j * microBatch
-            return MicroBatchWork(index: j, samples: Array(order[start..<(start + microBatch)]))
+            return MicroBatch(index: j, samples: Array(order[start..<(start + microBatch)]))
         }
     }
 }
 
 /// The test set cut into evaluation micro-batches, in file order (the last may be shorter).
-public func evaluationWork(testCount: Int, microBatch: Int) -> [MicroBatchWork] {
+public func evaluationWork(testCount: Int, microBatch: Int) -> [MicroBatch] {
     stride(from: 0, to: testCount, by: microBatch).enumerated().map { index, start in
-        MicroBatchWork(index: index, samples: Array(start..<min(start + microBatch, testCount)))
+        MicroBatch(index: index, samples: Array(start..<min(start + microBatch, testCount)))
     }
 }

@@ -49,7 +49,7 @@ public final class Worker {
     private var lastHeard = monotonicSeconds()
     private var lastSent = 0.0
     /// Assignments waiting for the computation thread, with when each arrived (for its timings).
-    private var queue: [(step: Int, assignment: Assignment, weights: FloatPayload?, receivedAt: Double)] = []
+    private var queue: [Job] = []
     private let computation = ComputationSlot()
     private var weights: FloatPayload?
 
@@ -258,53 +258,79 @@ public final class Worker {
             return .stop
         case .error(let failure):
             logger.warning("coordinator reported error \(failure.code): \(failure.text)")
-        case .heartbeat, .welcome, .hello, .gradients:
+        case .heartbeat, .welcome, .hello, .gradients, .evaluation:
             break
         }
         return .carryOn
     }
 
+    /// An assignment waiting for the computation thread: its step, the weights it starts from,
+    /// and when it arrived (for its timings).
+    private typealias Job = (step: Int, assignment: Assignment, weights: FloatPayload?, receivedAt: Double)
+
+    /// Starts the first queued assignment when the computation thread is free.
     private func startNextComputation() {
         guard !computation.isBusy, !queue.isEmpty, let engine else { return }
         let job = queue.removeFirst()
-        let work = job.assignment.microBatches.map { MicroBatchWork(index: Int($0.index), samples: $0.samples.map { Int($0) }) }
-        let training = job.assignment.kind == .train
-        let epoch = Int(job.assignment.epoch)
-        let total = Int(job.assignment.totalMicroBatches)
-        let step = job.step
-        let weights = job.weights
         let delay = options.computeDelay
         computation.start(runID: runID, receivedAt: job.receivedAt) {
             if delay > 0 { Thread.sleep(forTimeInterval: delay) }
-            // The replicas read the received weights where they lie (no 4-bytes-per-parameter copy
-            // each step); the engine keeps the payload alive until the next weights replace it.
-            if let weights { weights.withUnsafeBufferPointer { engine.shareWeights($0.baseAddress!, owner: weights) } }
-            let output = engine.compute(work, training: training, epoch: epoch, step: step)
-            let packStart = monotonicSeconds()
-            let results = work.map { item -> MicroBatchResult in
-                let score = output.scores[item.index]!
-                return MicroBatchResult(index: UInt32(item.index), lossSum: score.lossSum, correct: UInt32(score.correct), samples: UInt32(score.samples))
+            switch job.assignment.kind {
+            case .train: return (job.step, try Self.train(job, on: engine))
+            case .evaluate: return (job.step, Self.evaluate(job, on: engine))
             }
-            var nodes: [TreeNode] = []
-            var tensors: [FloatPayload] = []
-            if training {
-                for node in MicroBatchEngine.partialSums(of: output.leafGradients, microBatchesInStep: total) {
-                    // The partial sum is written straight into the buffer that will be sent.
-                    let payload = try FloatPayload(count: engine.leafLength) { buffer in
-                        try MicroBatchEngine.sum(node, of: output.leafGradients, microBatchesInStep: total,
-                                                 length: engine.leafLength, into: buffer.baseAddress!)
-                    }
-                    nodes.append(TreeNode(level: UInt8(node.level), index: UInt32(node.index)))
-                    tensors.append(payload)
-                }
-            }
-            let pass = Self.wallTime(of: output.timings, threads: min(engine.threads, work.count))
-            let timings = WorkerTimings(forwardSeconds: pass.forwardSeconds, backwardSeconds: pass.backwardSeconds,
-                                        packSeconds: monotonicSeconds() - packStart, totalSeconds: 0)
-            let gradients = Gradients(kind: job.assignment.kind, epoch: job.assignment.epoch, results: results, nodes: nodes,
-                                      tensors: tensors, timings: timings)
-            return (step, Message.gradients(gradients))
         }
+    }
+
+    /// A training assignment: the scores of its micro-batches and their gradients, summed along
+    /// the fixed tree into one partial sum per largest tree node this worker holds.
+    private static func train(_ job: Job, on engine: MicroBatchEngine) throws -> Message {
+        let (output, results, packStart) = compute(job, on: engine, training: true)
+        let total = Int(job.assignment.totalMicroBatches)
+        var nodes: [TreeNode] = []
+        var tensors: [FloatPayload] = []
+        for node in MicroBatchEngine.partialSums(of: output.leafGradients, microBatchesInStep: total) {
+            // The partial sum is written straight into the buffer that will be sent.
+            let payload = try FloatPayload(count: engine.leafLength) { buffer in
+                try MicroBatchEngine.sum(node, of: output.leafGradients, microBatchesInStep: total,
+                                         length: engine.leafLength, into: buffer.baseAddress!)
+            }
+            nodes.append(node)
+            tensors.append(payload)
+        }
+        let timings = timings(of: output, on: engine, job: job, packStart: packStart)
+        return .gradients(Gradients(epoch: job.assignment.epoch, results: results, nodes: nodes, tensors: tensors, timings: timings))
+    }
+
+    /// An evaluation assignment: the scores of its micro-batches, nothing else.
+    private static func evaluate(_ job: Job, on engine: MicroBatchEngine) -> Message {
+        let (output, results, packStart) = compute(job, on: engine, training: false)
+        let timings = timings(of: output, on: engine, job: job, packStart: packStart)
+        return .evaluation(Evaluation(epoch: job.assignment.epoch, results: results, timings: timings))
+    }
+
+    /// What training and evaluation share: the job's micro-batches computed from its weights and
+    /// scored, and when the packing of the results began.
+    private static func compute(_ job: Job, on engine: MicroBatchEngine, training: Bool)
+        -> (output: MicroBatchOutput, results: [MicroBatchResult], packStart: Double) {
+        // The replicas read the received weights where they lie (no 4-bytes-per-parameter copy
+        // each step); the engine keeps the payload alive until the next weights replace it.
+        if let weights = job.weights { weights.withUnsafeBufferPointer { engine.shareWeights($0.baseAddress!, owner: weights) } }
+        let work = job.assignment.microBatches
+        let output = engine.compute(work, training: training, epoch: Int(job.assignment.epoch), step: job.step)
+        let packStart = monotonicSeconds()
+        let results = work.map { item -> MicroBatchResult in
+            let score = output.scores[item.index]!
+            return MicroBatchResult(index: UInt32(item.index), lossSum: score.lossSum, correct: UInt32(score.correct), samples: UInt32(score.samples))
+        }
+        return (output, results, packStart)
+    }
+
+    /// The worker's timings of `job` up to now; the total is stamped when the results are sent.
+    private static func timings(of output: MicroBatchOutput, on engine: MicroBatchEngine, job: Job, packStart: Double) -> WorkerTimings {
+        let pass = wallTime(of: output.timings, threads: min(engine.threads, job.assignment.microBatches.count))
+        return WorkerTimings(forwardSeconds: pass.forwardSeconds, backwardSeconds: pass.backwardSeconds,
+                             packSeconds: monotonicSeconds() - packStart, totalSeconds: 0)
     }
 
     /// Forward and backward wall time of one `compute` call on `threads` threads: the per-thread
@@ -319,13 +345,25 @@ public final class Worker {
         return PassTiming(forwardSeconds: sum.forwardSeconds * share, backwardSeconds: sum.backwardSeconds * share)
     }
 
-    /// Gradients with their total time filled in at the moment of sending (the computation thread
-    /// cannot know when the main thread will send them). Never less than the parts, whatever the
-    /// clock's rounding, so the message always passes the coordinator's check.
+    /// Results (gradients or evaluation) with their total time filled in at the moment of sending
+    /// (the computation thread cannot know when the main thread will send them). Never less than
+    /// the parts, whatever the clock's rounding, so the message always passes the coordinator's check.
     static func stampingTotal(_ message: Message, receivedAt: Double) -> Message {
-        guard case .gradients(var gradients) = message else { return message }
-        gradients.timings.totalSeconds = max(monotonicSeconds() - receivedAt, gradients.timings.accountedSeconds)
-        return .gradients(gradients)
+        func stamped(_ timings: WorkerTimings) -> WorkerTimings {
+            var timings = timings
+            timings.totalSeconds = max(monotonicSeconds() - receivedAt, timings.accountedSeconds)
+            return timings
+        }
+        switch message {
+        case .gradients(var gradients):
+            gradients.timings = stamped(gradients.timings)
+            return .gradients(gradients)
+        case .evaluation(var evaluation):
+            evaluation.timings = stamped(evaluation.timings)
+            return .evaluation(evaluation)
+        default:
+            return message
+        }
     }
 
     private func send(_ message: Message, step: Int) {

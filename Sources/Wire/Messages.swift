@@ -9,8 +9,11 @@ public enum Message: Equatable, Sendable, CustomStringConvertible {
     case weights(Weights)
     /// Coordinator -> worker: micro-batches to compute.
     case assign(Assignment)
-    /// Worker -> coordinator: per-micro-batch results and gradient partial sums.
+    /// Worker -> coordinator: a training assignment's per-micro-batch results and gradient
+    /// partial sums.
     case gradients(Gradients)
+    /// Worker -> coordinator: an evaluation assignment's per-micro-batch results (no gradients).
+    case evaluation(Evaluation)
     /// Both ways: still alive.
     case heartbeat(Heartbeat)
     /// Both ways: leaving, and why.
@@ -26,6 +29,7 @@ public enum Message: Equatable, Sendable, CustomStringConvertible {
         case .weights(let weights): return weights.description
         case .assign(let assignment): return assignment.description
         case .gradients(let gradients): return gradients.description
+        case .evaluation(let evaluation): return evaluation.description
         case .heartbeat(let heartbeat): return heartbeat.description
         case .bye(let bye): return bye.description
         case .error(let failure): return failure.description
@@ -113,15 +117,18 @@ public enum TaskKind: UInt8, Sendable, CustomStringConvertible {
     public var description: String { self == .train ? "train" : "evaluate" }
 }
 
-/// One micro-batch of a step: its index within the step and the sample indices it holds.
+/// One micro-batch of a step: its index within the step and the sample indices it holds. The
+/// engine computes it, the coordinator plans and assigns it, the worker receives it. On the wire
+/// both are UInt32: the decoder checks what it reads, and sending a value above `UInt32.max` is a
+/// programming error.
 public struct MicroBatch: Equatable, Sendable {
     /// Position within the step (below `Assignment.totalMicroBatches`).
-    public var index: UInt32
+    public var index: Int
     /// Indices into the data set, in the order the micro-batch processes them.
-    public var samples: [UInt32]
+    public var samples: [Int]
 
     /// A value with every field given.
-    public init(index: UInt32, samples: [UInt32]) {
+    public init(index: Int, samples: [Int]) {
         self.index = index
         self.samples = samples
     }
@@ -153,25 +160,26 @@ public struct Assignment: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// A node of the fixed reduction tree over micro-batch indices: it covers micro-batches
-/// `[index << level, (index + 1) << level)`. Level 0 is one micro-batch.
+/// A node of the fixed binary reduction tree over a step's micro-batch indices: it covers the
+/// micro-batches `[index * 2^level, (index + 1) * 2^level)`; level 0 is one micro-batch. The
+/// all-reduce adds what it needs to walk the tree (`firstLeaf`, children, parent, ordering). On
+/// the wire the level is a UInt8 of at most `WireCodec.maximumTreeLevel` and the index a UInt32,
+/// and a node covers no micro-batch past 2^32: the decoder checks that, and sending a node
+/// outside it is a programming error.
 public struct TreeNode: Hashable, Sendable, CustomStringConvertible {
-    /// Height in the tree: the node covers 2^level micro-batches (at most 31).
-    public var level: UInt8
+    /// Height in the tree: the node covers 2^level micro-batches.
+    public var level: Int
     /// Position among the nodes of its level.
-    public var index: UInt32
+    public var index: Int
 
     /// A value with every field given.
-    public init(level: UInt8, index: UInt32) {
+    public init(level: Int, index: Int) {
         self.level = level
         self.index = index
     }
 
-    /// The micro-batch indices the node covers (64-bit so the top node of level 31 fits).
-    public var microBatches: Range<UInt64> {
-        let width = UInt64(1) << UInt64(min(level, 63))
-        return UInt64(index) * width ..< (UInt64(index) + 1) * width
-    }
+    /// The micro-batch indices the node covers (a tree of fewer micro-batches ends inside it).
+    public var microBatches: Range<Int> { index << level ..< (index + 1) << level }
 
     /// The covered range, like `[4,8)`.
     public var description: String { "[\(microBatches.lowerBound),\(microBatches.upperBound))" }
@@ -242,26 +250,23 @@ public struct WorkerTimings: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Worker -> coordinator: results of the micro-batches of the envelope's step, and for training
-/// the gradient partial sums of the tree nodes the worker could complete.
+/// Worker -> coordinator: results of the training micro-batches of the envelope's step, and the
+/// gradient partial sums of the tree nodes the worker could complete.
 public struct Gradients: Equatable, Sendable, CustomStringConvertible {
-    /// Train (tensors follow) or evaluate (results only).
-    public var kind: TaskKind
     /// The epoch of the assignment answered.
     public var epoch: UInt32
     /// One per micro-batch computed (distinct indices).
     public var results: [MicroBatchResult]
     /// The tree nodes whose partial gradient sums follow, in tensor order; they never overlap.
     public var nodes: [TreeNode]
-    /// One per node, same order; empty for evaluation.
+    /// One per node, same order.
     public var tensors: [FloatPayload]
     /// How long the worker took, and on what (for `--trace`).
     public var timings: WorkerTimings
 
     /// A value with every field given (`timings` zero when the sender did not measure them).
-    public init(kind: TaskKind, epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], tensors: [FloatPayload],
+    public init(epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], tensors: [FloatPayload],
                 timings: WorkerTimings = .zero) {
-        self.kind = kind
         self.epoch = epoch
         self.results = results
         self.nodes = nodes
@@ -272,7 +277,30 @@ public struct Gradients: Equatable, Sendable, CustomStringConvertible {
     /// A one-line summary for logs.
     public var description: String {
         let floats = tensors.reduce(0) { $0 + $1.count }
-        return "gradients \(kind) epoch=\(epoch) results=\(results.count) \(listPrefix(results.map { $0.index })) nodes=\(nodes.count) \(listPrefix(nodes)) tensors=\(tensors.count) (\(floats) floats) \(timings)"
+        return "gradients epoch=\(epoch) results=\(results.count) \(listPrefix(results.map { $0.index })) nodes=\(nodes.count) \(listPrefix(nodes)) tensors=\(tensors.count) (\(floats) floats) \(timings)"
+    }
+}
+
+/// Worker -> coordinator: results of the evaluation micro-batches of the envelope's step (scores
+/// only: an evaluation computes no gradients).
+public struct Evaluation: Equatable, Sendable, CustomStringConvertible {
+    /// The epoch of the assignment answered.
+    public var epoch: UInt32
+    /// One per micro-batch computed (distinct indices).
+    public var results: [MicroBatchResult]
+    /// How long the worker took, and on what (for `--trace`).
+    public var timings: WorkerTimings
+
+    /// A value with every field given (`timings` zero when the sender did not measure them).
+    public init(epoch: UInt32, results: [MicroBatchResult], timings: WorkerTimings = .zero) {
+        self.epoch = epoch
+        self.results = results
+        self.timings = timings
+    }
+
+    /// A one-line summary for logs.
+    public var description: String {
+        "evaluation epoch=\(epoch) results=\(results.count) \(listPrefix(results.map { $0.index })) \(timings)"
     }
 }
 
@@ -344,7 +372,7 @@ public struct Envelope: Equatable, Sendable, CustomStringConvertible {
 
 /// The message type byte of the header.
 enum MessageType: UInt8 {
-    case hello = 1, welcome, weights, assign, gradients, heartbeat, bye, error
+    case hello = 1, welcome, weights, assign, gradients, heartbeat, bye, error, evaluation
 
     init(_ message: Message) {
         switch message {
@@ -356,6 +384,7 @@ enum MessageType: UInt8 {
         case .heartbeat: self = .heartbeat
         case .bye: self = .bye
         case .error: self = .error
+        case .evaluation: self = .evaluation
         }
     }
 
@@ -369,6 +398,7 @@ enum MessageType: UInt8 {
         case .heartbeat: return "heartbeat"
         case .bye: return "bye"
         case .error: return "error"
+        case .evaluation: return "evaluation"
         }
     }
 }

@@ -5,8 +5,9 @@ import Hashing
 /// Header, 40 bytes, little-endian:
 /// ```
 ///  0 magic        UInt32  0x574E4E43 ("CNNW" in memory)
-///  4 version      UInt16  2 (1 lacked the worker timings of gradients)
-///  6 type         UInt8   1 hello, 2 welcome, 3 weights, 4 assign, 5 gradients, 6 heartbeat, 7 bye, 8 error
+///  4 version      UInt16  3 (2 sent evaluation results as gradients; 1 also lacked their timings)
+///  6 type         UInt8   1 hello, 2 welcome, 3 weights, 4 assign, 5 gradients, 6 heartbeat, 7 bye, 8 error,
+///                         9 evaluation
 ///  7 reserved     UInt8   0
 ///  8 run id       UInt64
 /// 16 step         UInt64
@@ -23,9 +24,10 @@ import Hashing
 /// weights    (nothing; one tensor)
 /// assign     kind UInt8, epoch UInt32, totalMicroBatches UInt32,
 ///            [index UInt32, [sample UInt32]]
-/// gradients  kind UInt8, epoch UInt32, [index UInt32, lossSum Double, correct UInt32, samples UInt32],
-///            [level UInt8, index UInt32]  (one tensor per node),
-///            forward s Double, backward s Double, pack s Double, total s Double
+/// gradients  epoch UInt32, results, [level UInt8, index UInt32]  (one tensor per node), timings
+/// evaluation epoch UInt32, results, timings
+///            where results  = [index UInt32, lossSum Double, correct UInt32, samples UInt32]
+///            and   timings  = forward s Double, backward s Double, pack s Double, total s Double
 /// heartbeat  sentAt ms UInt64, busy Bool
 /// bye        reason
 /// error      code UInt16, text
@@ -35,10 +37,11 @@ public enum WireCodec {
     /// "CNNW" read as a little-endian UInt32.
     public static let magic: UInt32 = 0x574E_4E43
     /// The protocol version this build writes.
-    public static let version: UInt16 = 2
-    /// The protocol versions this build reads. Version 1 gradients carry no timings; rather
-    /// than guess them, a version-1 peer is refused and told to run the same release.
-    public static let understoodVersions: [UInt16] = [2]
+    public static let version: UInt16 = 3
+    /// The protocol versions this build reads. Version 2 sends evaluation results as gradients
+    /// and version 1 also lacks their timings; rather than translate, an older peer is refused
+    /// and told to run the same release (a coordinator and its workers come from one build).
+    public static let understoodVersions: [UInt16] = [3]
     /// Slack allowed when checking that a worker's timed parts fit in its total: they come from
     /// one monotonic clock, so only rounding separates them.
     public static let timingTolerance: Double = 1e-3
@@ -115,29 +118,23 @@ public enum WireCodec {
             meta.u32(assignment.totalMicroBatches)
             meta.count(assignment.microBatches.count)
             for microBatch in assignment.microBatches {
-                meta.u32(microBatch.index)
+                meta.u32(narrowed(microBatch.index, "assign.microBatches.index"))
                 meta.count(microBatch.samples.count)
-                meta.u32s(microBatch.samples)
+                meta.u32s(microBatch.samples, "assign.microBatches.samples")
             }
         case .gradients(let gradients):
-            meta.u8(gradients.kind.rawValue)
             meta.u32(gradients.epoch)
-            meta.count(gradients.results.count)
-            for result in gradients.results {
-                meta.u32(result.index)
-                meta.u64(result.lossSum.bitPattern)
-                meta.u32(result.correct)
-                meta.u32(result.samples)
-            }
+            meta.results(gradients.results)
             meta.count(gradients.nodes.count)
             for node in gradients.nodes {
-                meta.u8(node.level)
-                meta.u32(node.index)
+                meta.u8(narrowed(node.level, "gradients.nodes.level"))
+                meta.u32(narrowed(node.index, "gradients.nodes.index"))
             }
-            meta.u64(gradients.timings.forwardSeconds.bitPattern)
-            meta.u64(gradients.timings.backwardSeconds.bitPattern)
-            meta.u64(gradients.timings.packSeconds.bitPattern)
-            meta.u64(gradients.timings.totalSeconds.bitPattern)
+            meta.timings(gradients.timings)
+        case .evaluation(let evaluation):
+            meta.u32(evaluation.epoch)
+            meta.results(evaluation.results)
+            meta.timings(evaluation.timings)
         case .heartbeat(let heartbeat):
             meta.u64(heartbeat.sentAtMilliseconds)
             meta.u8(heartbeat.busy ? 1 : 0)
@@ -252,13 +249,13 @@ public enum WireCodec {
     private enum Body {
         case complete(Message)
         case weights
-        case gradients(kind: TaskKind, epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], timings: WorkerTimings)
+        case gradients(epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], timings: WorkerTimings)
 
         var expectedTensorCount: Int {
             switch self {
             case .complete: return 0
             case .weights: return 1
-            case .gradients(let kind, _, _, let nodes, _): return kind == .train ? nodes.count : 0
+            case .gradients(_, _, let nodes, _): return nodes.count
             }
         }
 
@@ -268,8 +265,7 @@ public enum WireCodec {
                 let name = message.typeName
                 return ("aeiou".contains(name.first!) ? "an " : "a ") + name + " message"
             case .weights: return "a weights message"
-            case .gradients(let kind, _, _, _, _):
-                return kind == .train ? "a train gradients message (one tensor per tree node)" : "an evaluate gradients message"
+            case .gradients: return "a gradients message (one tensor per tree node)"
             }
         }
 
@@ -279,8 +275,8 @@ public enum WireCodec {
                 return message
             case .weights:
                 return .weights(Weights(values: tensors[0]))
-            case .gradients(let kind, let epoch, let results, let nodes, let timings):
-                return .gradients(Gradients(kind: kind, epoch: epoch, results: results, nodes: nodes, tensors: tensors, timings: timings))
+            case .gradients(let epoch, let results, let nodes, let timings):
+                return .gradients(Gradients(epoch: epoch, results: results, nodes: nodes, tensors: tensors, timings: timings))
             }
         }
     }
@@ -330,31 +326,13 @@ public enum WireCodec {
                     throw .duplicateMicroBatch(field: "assign.microBatches[\(position)].index", index: index)
                 }
                 let samples = try reader.u32s("assign.microBatches[\(position)].samples", limit: limits.maxSamplesPerMicroBatch)
-                microBatches.append(MicroBatch(index: index, samples: samples))
+                microBatches.append(MicroBatch(index: Int(index), samples: samples))
             }
             return .complete(.assign(Assignment(kind: kind, epoch: epoch, totalMicroBatches: total, microBatches: microBatches)))
 
         case .gradients:
-            let kind = try reader.taskKind("gradients.kind")
             let epoch = try reader.u32("gradients.epoch")
-            let resultCount = try reader.count("gradients.results", elementBytes: 20, limit: limits.maxMicroBatches)
-            var results: [MicroBatchResult] = []
-            results.reserveCapacity(resultCount)
-            var seen = Set<UInt32>(minimumCapacity: resultCount)
-            for position in 0..<resultCount {
-                let index = try reader.u32("gradients.results[\(position)].index")
-                guard seen.insert(index).inserted else {
-                    throw .duplicateMicroBatch(field: "gradients.results[\(position)].index", index: index)
-                }
-                let lossSum = Double(bitPattern: try reader.u64("gradients.results[\(position)].lossSum"))
-                let correct = try reader.u32("gradients.results[\(position)].correct")
-                let samples = try reader.u32("gradients.results[\(position)].samples")
-                guard correct <= samples else {
-                    throw .invalidValue(field: "gradients.results[\(position)].correct", value: String(correct),
-                                        requirement: "cannot exceed the micro-batch's \(samples) samples")
-                }
-                results.append(MicroBatchResult(index: index, lossSum: lossSum, correct: correct, samples: samples))
-            }
+            let results = try readResults("gradients", from: &reader, limits: limits)
             let nodeCount = try reader.count("gradients.nodes", elementBytes: 5, limit: limits.maxTensorFrames)
             var nodes: [TreeNode] = []
             nodes.reserveCapacity(nodeCount)
@@ -364,22 +342,24 @@ public enum WireCodec {
                     throw .treeLevelTooHigh(field: "gradients.nodes[\(position)].level", level: level, maximum: maximumTreeLevel)
                 }
                 let index = try reader.u32("gradients.nodes[\(position)].index")
-                let node = TreeNode(level: level, index: index)
-                guard node.microBatches.upperBound <= UInt64(UInt32.max) + 1 else {
+                // In 64 bits the end of a level-31 node fits: (2^32 - 1 + 1) * 2^31 = 2^63.
+                guard (UInt64(index) + 1) << UInt64(level) <= UInt64(UInt32.max) + 1 else {
                     throw .treeNodeOutOfRange(field: "gradients.nodes[\(position)]", level: level, index: index)
                 }
-                nodes.append(node)
-            }
-            if kind == .evaluate, !nodes.isEmpty {
-                throw .invalidValue(field: "gradients.nodes", value: "\(nodes.count) node(s)",
-                                    requirement: "an evaluate task has no gradients, so no tree nodes")
+                nodes.append(TreeNode(level: Int(level), index: Int(index)))
             }
             let ordered = nodes.sorted { $0.microBatches.lowerBound < $1.microBatches.lowerBound }
             for (left, right) in zip(ordered, ordered.dropFirst()) where left.microBatches.upperBound > right.microBatches.lowerBound {
                 throw .overlappingTreeNodes(field: "gradients.nodes", first: left, second: right)
             }
-            let timings = try readTimings(from: &reader)
-            return .gradients(kind: kind, epoch: epoch, results: results, nodes: nodes, timings: timings)
+            let timings = try readTimings("gradients", from: &reader)
+            return .gradients(epoch: epoch, results: results, nodes: nodes, timings: timings)
+
+        case .evaluation:
+            let epoch = try reader.u32("evaluation.epoch")
+            let results = try readResults("evaluation", from: &reader, limits: limits)
+            let timings = try readTimings("evaluation", from: &reader)
+            return .complete(.evaluation(Evaluation(epoch: epoch, results: results, timings: timings)))
 
         case .heartbeat:
             let sentAt = try reader.u64("heartbeat.sentAtMilliseconds")
@@ -398,9 +378,35 @@ public enum WireCodec {
 }
 
 extension WireCodec {
-    /// The worker timings at the end of a gradients meta frame: each a finite, non-negative
-    /// number of seconds, and forward + backward + pack no more than the total they are part of.
-    fileprivate static func readTimings(from reader: inout ByteReader) throws(DecodeError) -> WorkerTimings {
+    /// The per-micro-batch results of a gradients or evaluation message (`message` names it in
+    /// errors): distinct indices, and no more correct answers than samples.
+    fileprivate static func readResults(_ message: String, from reader: inout ByteReader, limits: DecodeLimits) throws(DecodeError) -> [MicroBatchResult] {
+        let count = try reader.count("\(message).results", elementBytes: 20, limit: limits.maxMicroBatches)
+        var results: [MicroBatchResult] = []
+        results.reserveCapacity(count)
+        var seen = Set<UInt32>(minimumCapacity: count)
+        for position in 0..<count {
+            let field = "\(message).results[\(position)]"
+            let index = try reader.u32("\(field).index")
+            guard seen.insert(index).inserted else {
+                throw .duplicateMicroBatch(field: "\(field).index", index: index)
+            }
+            let lossSum = Double(bitPattern: try reader.u64("\(field).lossSum"))
+            let correct = try reader.u32("\(field).correct")
+            let samples = try reader.u32("\(field).samples")
+            guard correct <= samples else {
+                throw .invalidValue(field: "\(field).correct", value: String(correct),
+                                    requirement: "cannot exceed the micro-batch's \(samples) samples")
+            }
+            results.append(MicroBatchResult(index: index, lossSum: lossSum, correct: correct, samples: samples))
+        }
+        return results
+    }
+
+    /// The worker timings at the end of a gradients or evaluation meta frame: each a finite,
+    /// non-negative number of seconds, and forward + backward + pack no more than the total they
+    /// are part of.
+    fileprivate static func readTimings(_ message: String, from reader: inout ByteReader) throws(DecodeError) -> WorkerTimings {
         func seconds(_ field: String) throws(DecodeError) -> Double {
             let value = Double(bitPattern: try reader.u64(field))
             guard value.isFinite, value >= 0 else {
@@ -410,17 +416,25 @@ extension WireCodec {
             return value
         }
         let timings = WorkerTimings(
-            forwardSeconds: try seconds("gradients.timings.forwardSeconds"),
-            backwardSeconds: try seconds("gradients.timings.backwardSeconds"),
-            packSeconds: try seconds("gradients.timings.packSeconds"),
-            totalSeconds: try seconds("gradients.timings.totalSeconds"))
+            forwardSeconds: try seconds("\(message).timings.forwardSeconds"),
+            backwardSeconds: try seconds("\(message).timings.backwardSeconds"),
+            packSeconds: try seconds("\(message).timings.packSeconds"),
+            totalSeconds: try seconds("\(message).timings.totalSeconds"))
         guard timings.accountedSeconds <= timings.totalSeconds + timingTolerance else {
             throw .invalidValue(
-                field: "gradients.timings.totalSeconds", value: String(timings.totalSeconds),
+                field: "\(message).timings.totalSeconds", value: String(timings.totalSeconds),
                 requirement: "forward + backward + pack (\(timings.accountedSeconds) s) must fit in the total from assignment to results")
         }
         return timings
     }
+}
+
+/// One of our own values in its fixed-width wire field. The decoder keeps every received value
+/// in range, so one that does not fit was made here: a programming error, so this traps (also
+/// in `-Ounchecked` builds) rather than send a wrapped number.
+func narrowed<T: FixedWidthInteger>(_ value: Int, _ field: @autoclosure () -> String) -> T {
+    guard let narrow = T(exactly: value) else { fatalError("\(field()): \(value) does not fit the wire's \(T.self)") }
+    return narrow
 }
 
 /// Appends little-endian fields.
@@ -447,10 +461,29 @@ struct ByteWriter {
         bytes.append(contentsOf: utf8)
     }
 
-    mutating func u32s(_ values: [UInt32]) {
-        // The host is little-endian (checked at compile time in FloatPayload.swift), so the
-        // array's memory is already the wire format.
-        values.withUnsafeBytes { bytes.append(contentsOf: $0) }
+    /// Per-micro-batch results, count first.
+    mutating func results(_ results: [MicroBatchResult]) {
+        count(results.count)
+        for result in results {
+            u32(result.index)
+            u64(result.lossSum.bitPattern)
+            u32(result.correct)
+            u32(result.samples)
+        }
+    }
+
+    /// Worker timings: forward, backward, pack and total seconds.
+    mutating func timings(_ timings: WorkerTimings) {
+        u64(timings.forwardSeconds.bitPattern)
+        u64(timings.backwardSeconds.bitPattern)
+        u64(timings.packSeconds.bitPattern)
+        u64(timings.totalSeconds.bitPattern)
+    }
+
+    /// Each value as a UInt32 (no count prefix).
+    mutating func u32s(_ values: [Int], _ field: @autoclosure () -> String) {
+        bytes.reserveCapacity(bytes.count + 4 * values.count)
+        for value in values { u32(narrowed(value, field())) }
     }
 }
 
@@ -515,11 +548,11 @@ struct ByteReader {
         }
     }
 
-    mutating func u32s(_ field: @autoclosure () -> String, limit: Int) throws(DecodeError) -> [UInt32] {
+    /// A count-prefixed array of UInt32, widened to Int.
+    mutating func u32s(_ field: @autoclosure () -> String, limit: Int) throws(DecodeError) -> [Int] {
         let count = try count(field(), elementBytes: 4, limit: limit)
-        let values = [UInt32](unsafeUninitializedCapacity: count) { destination, initialized in
-            UnsafeMutableRawBufferPointer(destination).copyMemory(from: UnsafeRawBufferPointer(rebasing: buffer[offset ..< offset + count * 4]))
-            initialized = count
+        let values = (0..<count).map { position in
+            Int(UInt32(littleEndian: buffer.loadUnaligned(fromByteOffset: offset + 4 * position, as: UInt32.self)))
         }
         offset += count * 4
         return values

@@ -1,4 +1,5 @@
 import AllReduce
+import Wire
 import XCTest
 
 /// The mean may be built in the memory of micro-batch 0's leaf, and a reduction reused from step
@@ -45,7 +46,7 @@ final class InPlaceReductionTests: XCTestCase {
                 defer { buffers.forEach { $0.deallocate() } }
                 reduction.begin(microBatches: count, length: length)
                 for (index, buffer) in buffers.enumerated().reversed() {
-                    XCTAssertEqual(try reduction.offer(TreeNodeID(level: 0, index: index), values: buffer, owner: self), .accepted)
+                    XCTAssertEqual(try reduction.offer(TreeNode(level: 0, index: index), values: buffer, owner: self), .accepted)
                 }
                 try reduction.mean(into: buffers[0])
                 reduction.end()
@@ -63,7 +64,7 @@ final class InPlaceReductionTests: XCTestCase {
         // Seven micro-batches arriving as the nodes a worker would send: [0, 4), [4, 6) and 6.
         let values = leaves(7, length: 29, seed: 5)
         let tree = ReductionTree(leafCount: 7)
-        let nodes = [TreeNodeID(level: 2, index: 0), TreeNodeID(level: 1, index: 2), TreeNodeID(level: 0, index: 6)]
+        let nodes = [TreeNode(level: 2, index: 0), TreeNode(level: 1, index: 2), TreeNode(level: 0, index: 6)]
         let sums = nodes.map { node in treeSum(values, first: node.firstLeaf, level: node.level) }
         XCTAssertEqual(nodes.map { tree.leaves(of: $0) }, [0..<4, 4..<6, 6..<7])
         let buffers = sums.map { sum -> UnsafeMutablePointer<Float> in
@@ -119,7 +120,7 @@ final class InPlaceReductionTests: XCTestCase {
             try withExtendedLifetime(values) {
                 reduction.begin(microBatches: count, length: length)
                 for (index, pointer) in pointers.enumerated() {
-                    _ = try reduction.offer(TreeNodeID(level: 0, index: index), values: pointer, owner: self)
+                    _ = try reduction.offer(TreeNode(level: 0, index: index), values: pointer, owner: self)
                 }
                 try mean.withUnsafeMutableBufferPointer { try reduction.mean(into: $0.baseAddress!) }
                 reduction.end()

@@ -1,4 +1,5 @@
 import AllReduce
+import Wire
 import XCTest
 
 final class TreeReductionTests: XCTestCase {
@@ -9,20 +10,20 @@ final class TreeReductionTests: XCTestCase {
 
     func testMaximalNodesOfAlignedRangesAreSingleNodes() {
         let tree = ReductionTree(leafCount: 8)
-        XCTAssertEqual(tree.maximalNodes(covering: Set(0..<8)), [TreeNodeID(level: 3, index: 0)])
-        XCTAssertEqual(tree.maximalNodes(covering: Set(4..<8)), [TreeNodeID(level: 2, index: 1)])
+        XCTAssertEqual(tree.maximalNodes(covering: Set(0..<8)), [TreeNode(level: 3, index: 0)])
+        XCTAssertEqual(tree.maximalNodes(covering: Set(4..<8)), [TreeNode(level: 2, index: 1)])
         XCTAssertEqual(
             tree.maximalNodes(covering: Set([1, 2, 3, 6])),
-            [TreeNodeID(level: 0, index: 1), TreeNodeID(level: 1, index: 1), TreeNodeID(level: 0, index: 6)])
+            [TreeNode(level: 0, index: 1), TreeNode(level: 1, index: 1), TreeNode(level: 0, index: 6)])
     }
 
     func testUnevenLeafCountsCutTheLastNode() {
         let tree = ReductionTree(leafCount: 5)
         XCTAssertEqual(tree.height, 3)
-        XCTAssertEqual(tree.leaves(of: TreeNodeID(level: 2, index: 1)), 4..<5)
+        XCTAssertEqual(tree.leaves(of: TreeNode(level: 2, index: 1)), 4..<5)
         XCTAssertEqual(tree.maximalNodes(covering: Set(0..<5)), [tree.root])
-        XCTAssertFalse(tree.contains(TreeNodeID(level: 0, index: 5)))
-        XCTAssertFalse(tree.contains(TreeNodeID(level: 1, index: 3)))
+        XCTAssertFalse(tree.contains(TreeNode(level: 0, index: 5)))
+        XCTAssertFalse(tree.contains(TreeNode(level: 1, index: 3)))
     }
 
     func testSumOverParticipantsIsTriangularNumberForEveryCount() throws {
@@ -34,7 +35,7 @@ final class TreeReductionTests: XCTestCase {
             let pointers = leaves.map { $0.withUnsafeBufferPointer { UnsafePointer($0.baseAddress!) } }
             for r in 0..<participants {
                 withExtendedLifetime(leaves) {
-                    XCTAssertEqual(try? reduction.offer(TreeNodeID(level: 0, index: r), values: pointers[r], owner: self), .accepted)
+                    XCTAssertEqual(try? reduction.offer(TreeNode(level: 0, index: r), values: pointers[r], owner: self), .accepted)
                 }
             }
             XCTAssertTrue(reduction.isComplete)
@@ -53,7 +54,7 @@ final class TreeReductionTests: XCTestCase {
             (0..<length).map { j in Float(i % 2 == 0 ? 1e8 : 1) * (j % 2 == 0 ? 1 : -1) + Float(i) * 0.1 + Float(j) * 1e-3 }
         }
         let tree = ReductionTree(leafCount: count)
-        func node(_ id: TreeNodeID) -> [Float] {
+        func node(_ id: TreeNode) -> [Float] {
             var out = [Float](repeating: 0, count: length)
             withExtendedLifetime(leaves) {
                 try! out.withUnsafeMutableBufferPointer { o in
@@ -95,14 +96,14 @@ final class TreeReductionTests: XCTestCase {
         try values.withUnsafeBufferPointer { p in
             let reduction = TreeReduction()
             reduction.begin(microBatches: 4, length: 4)
-            XCTAssertEqual(try reduction.offer(TreeNodeID(level: 0, index: 2), values: p.baseAddress!, owner: self), .accepted)
-            XCTAssertEqual(try reduction.offer(TreeNodeID(level: 0, index: 2), values: p.baseAddress!, owner: self), .duplicate)
+            XCTAssertEqual(try reduction.offer(TreeNode(level: 0, index: 2), values: p.baseAddress!, owner: self), .accepted)
+            XCTAssertEqual(try reduction.offer(TreeNode(level: 0, index: 2), values: p.baseAddress!, owner: self), .duplicate)
             XCTAssertEqual(reduction.missingMicroBatches, [0, 1, 3])
             // A straggler's node over 2..<4 arrives: it replaces the single leaf.
-            XCTAssertEqual(try reduction.offer(TreeNodeID(level: 1, index: 1), values: p.baseAddress!, owner: self), .accepted)
+            XCTAssertEqual(try reduction.offer(TreeNode(level: 1, index: 1), values: p.baseAddress!, owner: self), .accepted)
             XCTAssertEqual(reduction.missingMicroBatches, [0, 1])
-            XCTAssertEqual(try reduction.offer(TreeNodeID(level: 0, index: 3), values: p.baseAddress!, owner: self), .duplicate)
-            XCTAssertThrowsError(try reduction.offer(TreeNodeID(level: 0, index: 4), values: p.baseAddress!, owner: self))
+            XCTAssertEqual(try reduction.offer(TreeNode(level: 0, index: 3), values: p.baseAddress!, owner: self), .duplicate)
+            XCTAssertThrowsError(try reduction.offer(TreeNode(level: 0, index: 4), values: p.baseAddress!, owner: self))
             XCTAssertFalse(reduction.isComplete)
             var out = [Float](repeating: 0, count: 4)
             XCTAssertThrowsError(try out.withUnsafeMutableBufferPointer { try reduction.mean(into: $0.baseAddress!) })

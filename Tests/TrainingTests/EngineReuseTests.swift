@@ -2,6 +2,7 @@ import AllReduce
 import CNN
 import Data
 import Training
+import Wire
 import XCTest
 
 /// The engine reuses its leaf memory from step to step, lets replicas share weights and builds the
@@ -39,8 +40,8 @@ final class EngineReuseTests: XCTestCase {
         UnsafeBufferPointer(start: pointer, count: count).map(\.bitPattern)
     }
 
-    private func work(_ indices: [Int], microBatch: Int = 4, offset: Int = 0) -> [MicroBatchWork] {
-        indices.map { j in MicroBatchWork(index: j, samples: Array((offset + j * microBatch)..<(offset + (j + 1) * microBatch))) }
+    private func work(_ indices: [Int], microBatch: Int = 4, offset: Int = 0) -> [MicroBatch] {
+        indices.map { j in MicroBatch(index: j, samples: Array((offset + j * microBatch)..<(offset + (j + 1) * microBatch))) }
     }
 
     /// The plain algorithm, written out with nothing reused: a new network per micro-batch with a
@@ -213,8 +214,8 @@ final class EngineReuseTests: XCTestCase {
         let master = try ModelState(config: config)
         var weights = [Float](repeating: 0, count: master.weightsCount)
         weights.withUnsafeMutableBufferPointer { master.copyWeights(into: $0.baseAddress!) }
-        let node = TreeNodeID.init(level:index:)
-        let cases: [(threads: Int, indices: [Int], nodes: Set<TreeNodeID>)] = [
+        let node = TreeNode.init(level:index:)
+        let cases: [(threads: Int, indices: [Int], nodes: Set<TreeNode>)] = [
             (1, Array(0..<6), [node(2, 0), node(1, 2)]),
             (1, [4, 2, 3], [node(1, 1), node(0, 4)]),
             (2, Array(0..<4), [node(1, 0), node(1, 1)]),

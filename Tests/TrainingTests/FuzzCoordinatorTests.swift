@@ -120,7 +120,7 @@ final class FuzzCoordinatorTests: XCTestCase {
 /// - `flood` never reads and sends random and mutated frames as fast as the socket takes them;
 /// - `hellos` never reads and says hello over and over (so it is given work it never does);
 /// - `byzantine` joins politely and answers every assignment with NaN gradients (or, for an
-///   evaluation, with more correct answers than samples);
+///   evaluation, with more correct answers than samples), after results of the other kind;
 /// - `impostor` does the same, and also sends gradients for other runs, steps and micro-batches.
 struct Rogue {
     private let context: ZMQContext
@@ -137,7 +137,7 @@ struct Rogue {
     /// and never back to it, so a later answer from it for them is certainly for work not given.
     /// (Any other index could be in an assignment still on its way to the impostor; a finite
     /// answer for work it was given is a Byzantine worker, which nothing here claims to stop.)
-    private var spentByImpostor: (step: UInt64, indices: [UInt32]) = (0, [])
+    private var spentByImpostor: (step: UInt64, indices: [Int]) = (0, [])
     private var seeds: [[[UInt8]]] = []
     private(set) var sent = 0
     private(set) var counts: [String: Int] = [:]
@@ -179,10 +179,9 @@ struct Rogue {
         let messages: [Message] = [
             .hello(Hello(name: "x", threads: 1, processID: 2, hostName: "h", coreType: "c")),
             .heartbeat(Heartbeat(sentAtMilliseconds: 5, busy: false)),
-            .gradients(Gradients(kind: .train, epoch: 0, results: [MicroBatchResult(index: 0, lossSum: 1, correct: 1, samples: 4)],
+            .gradients(Gradients(epoch: 0, results: [MicroBatchResult(index: 0, lossSum: 1, correct: 1, samples: 4)],
                                  nodes: [TreeNode(level: 0, index: 0)], tensors: [nan])),
-            .gradients(Gradients(kind: .evaluate, epoch: 0, results: [MicroBatchResult(index: 0, lossSum: .nan, correct: 9, samples: 1)],
-                                 nodes: [], tensors: [])),
+            .evaluation(Evaluation(epoch: 0, results: [MicroBatchResult(index: 0, lossSum: .nan, correct: 9, samples: 1)])),
             .weights(Weights(values: FloatPayload(copying: [1, 2, 3]))),
             .assign(Assignment(kind: .train, epoch: 0, totalMicroBatches: 8, microBatches: [MicroBatch(index: 1, samples: [1, 2])])),
             .welcome(Welcome(workerID: 1, configText: "model: x", parameterCount: 3, heartbeatIntervalMilliseconds: 1, workerTimeoutMilliseconds: 1)),
@@ -258,12 +257,19 @@ struct Rogue {
         }
         for (assignedStep, assignment) in assignments {
             let batches = assignment.microBatches
-            let results = batches.map { MicroBatchResult(index: $0.index, lossSum: 0.5, correct: 0, samples: UInt32($0.samples.count)) }
+            let results = batches.map { MicroBatchResult(index: UInt32($0.index), lossSum: 0.5, correct: 0, samples: UInt32($0.samples.count)) }
+            // Well-formed results of the other kind than the task's: to be ignored as late. Taken,
+            // an evaluation would leave the step's gradients incomplete, and the run would stop.
+            let nodes = batches.map { TreeNode(level: 0, index: $0.index) }
+            let otherKind: Message = assignment.kind == .train
+                ? .evaluation(Evaluation(epoch: assignment.epoch, results: results))
+                : .gradients(Gradients(epoch: assignment.epoch, results: results, nodes: nodes,
+                                       tensors: batches.map { _ in FloatPayload(count: parameterCount) { $0.update(repeating: 1) } }))
+            send(socket, Envelope(runID: runID, step: assignedStep, message: otherKind), "other-kind")
             if assignment.kind == .train {
                 let tensors = batches.map { _ in FloatPayload(count: parameterCount) { $0.update(repeating: .nan) } }
-                let nodes = batches.map { TreeNode(level: 0, index: $0.index) }
                 let delivered = send(socket, Envelope(runID: runID, step: assignedStep, message: .gradients(Gradients(
-                    kind: .train, epoch: assignment.epoch, results: results, nodes: nodes, tensors: tensors))), "nan-gradients")
+                    epoch: assignment.epoch, results: results, nodes: nodes, tensors: tensors))), "nan-gradients")
                 if name == "impostor" && delivered {
                     if spentByImpostor.step != assignedStep { spentByImpostor = (assignedStep, []) }
                     spentByImpostor.indices += batches.map(\.index)
@@ -271,8 +277,8 @@ struct Rogue {
             } else {
                 // Evaluation results that claim more correct answers than samples.
                 let lies = results.map { MicroBatchResult(index: $0.index, lossSum: 0, correct: $0.samples + 1, samples: $0.samples) }
-                send(socket, Envelope(runID: runID, step: assignedStep, message: .gradients(Gradients(
-                    kind: .evaluate, epoch: assignment.epoch, results: lies, nodes: [], tensors: []))), "false-scores")
+                send(socket, Envelope(runID: runID, step: assignedStep, message: .evaluation(Evaluation(
+                    epoch: assignment.epoch, results: lies))), "false-scores")
             }
         }
     }
@@ -282,14 +288,14 @@ struct Rogue {
     private mutating func impersonate() {
         guard runID != 0 else { return }
         let finite = FloatPayload(count: parameterCount) { $0.update(repeating: 1) }
-        let gradient = Message.gradients(Gradients(kind: .train, epoch: 0, results: [MicroBatchResult(index: 3, lossSum: 1, correct: 1, samples: 4)],
+        let gradient = Message.gradients(Gradients(epoch: 0, results: [MicroBatchResult(index: 3, lossSum: 1, correct: 1, samples: 4)],
                                                    nodes: [TreeNode(level: 0, index: 3)], tensors: [finite]))
         send(impostor, Envelope(runID: runID &+ 1, step: step, message: gradient), "other-run")
         send(impostor, Envelope(runID: runID, step: step &+ UInt64(int(1...3)), message: gradient), "future-step")
         send(impostor, Envelope(runID: runID, step: step &- UInt64(int(1...3)), message: gradient), "stale-step")
         if spentByImpostor.step == step, let spent = spentByImpostor.indices.first {
             let retry = Message.gradients(Gradients(
-                kind: .train, epoch: 0, results: [MicroBatchResult(index: spent, lossSum: 1, correct: 1, samples: 4)],
+                epoch: 0, results: [MicroBatchResult(index: UInt32(spent), lossSum: 1, correct: 1, samples: 4)],
                 nodes: [TreeNode(level: 0, index: spent)], tensors: [finite]))
             send(impostor, Envelope(runID: runID, step: step, message: retry), "unassigned")
         }

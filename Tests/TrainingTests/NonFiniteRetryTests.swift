@@ -102,13 +102,13 @@ final class NonFiniteRetryTests: XCTestCase {
             case .assign(let assignment) where assignment.kind == .train && envelope.runID == runID:
                 let batches = assignment.microBatches
                 let results = batches.map {
-                    MicroBatchResult(index: $0.index, lossSum: 0.5, correct: 0, samples: UInt32($0.samples.count))
+                    MicroBatchResult(index: UInt32($0.index), lossSum: 0.5, correct: 0, samples: UInt32($0.samples.count))
                 }
                 let nodes = batches.map { TreeNode(level: 0, index: $0.index) }
                 for value in [Float.nan, 0.5] {
                     let tensors = batches.map { _ in FloatPayload(count: length) { $0.update(repeating: value) } }
                     try send(Envelope(runID: runID, step: envelope.step, message: .gradients(Gradients(
-                        kind: .train, epoch: assignment.epoch, results: results, nodes: nodes, tensors: tensors))))
+                        epoch: assignment.epoch, results: results, nodes: nodes, tensors: tensors))))
                 }
                 retries += 1
             case .bye, .error:

@@ -4,7 +4,7 @@ import XCTest
 final class WireCodecTests: XCTestCase {
     func testEveryMessageTypeRoundTripsThroughBytes() throws {
         let envelopes = sampleEnvelopes()
-        XCTAssertEqual(Set(envelopes.map { $0.message.typeName }).count, 8, "the samples must cover all eight types")
+        XCTAssertEqual(Set(envelopes.map { $0.message.typeName }).count, 9, "the samples must cover all nine types")
         for envelope in envelopes {
             let frames = WireCodec.encodeToBytes(envelope)
             let decoded = try WireCodec.decode(bytes: frames)
@@ -19,7 +19,7 @@ final class WireCodecTests: XCTestCase {
         XCTAssertEqual(frames.count, 2)
         XCTAssertEqual(frames[0].count, 40)
         XCTAssertEqual(Array(frames[0][0..<4]), Array("CNNW".utf8))
-        XCTAssertEqual(Array(frames[0][4..<8]), [2, 0, 7, 0], "version 2, type 7 (bye), reserved 0")
+        XCTAssertEqual(Array(frames[0][4..<8]), [3, 0, 7, 0], "version 3, type 7 (bye), reserved 0")
         XCTAssertEqual(Array(frames[0][8..<16]), [8, 7, 6, 5, 4, 3, 2, 1])
         XCTAssertEqual(Array(frames[0][16..<24]), [42, 0, 0, 0, 0, 0, 0, 0])
         XCTAssertEqual(Array(frames[0][24..<32]), [8, 0, 0, 0, 0, 0, 0, 0], "meta of 8 bytes, no tensors")
@@ -31,17 +31,32 @@ final class WireCodecTests: XCTestCase {
 
     func testHandBuiltGradientsDecodeToTheirFields() throws {
         let meta = Bytes()
-        meta.u8(0).u32(5)                                               // train, epoch 5
+        meta.u32(5)                                                     // epoch 5
         meta.u32(1).u32(6).u64((2.5 as Double).bitPattern).u32(7).u32(8)   // one result
         meta.u32(2).u8(1).u32(3).u8(0).u32(8)                           // nodes [6,8) and [8,9)
         meta.timings(0.5, 1.25, 0.125, total: 2)                        // forward, backward, pack, total
         let tensors = [floatBytes([1, 2]), floatBytes([3])]
         let envelope = try WireCodec.decode(bytes: rawMessage(type: 5, meta: meta.bytes, tensors: tensors, runID: 9, step: 10))
         XCTAssertEqual(envelope, Envelope(runID: 9, step: 10, message: .gradients(Gradients(
-            kind: .train, epoch: 5, results: [MicroBatchResult(index: 6, lossSum: 2.5, correct: 7, samples: 8)],
+            epoch: 5, results: [MicroBatchResult(index: 6, lossSum: 2.5, correct: 7, samples: 8)],
             nodes: [TreeNode(level: 1, index: 3), TreeNode(level: 0, index: 8)],
             tensors: [FloatPayload(copying: [1, 2]), FloatPayload(copying: [3])],
             timings: WorkerTimings(forwardSeconds: 0.5, backwardSeconds: 1.25, packSeconds: 0.125, totalSeconds: 2)))))
+    }
+
+    func testHandBuiltEvaluationDecodesToItsFields() throws {
+        let meta = Bytes()
+        meta.u32(4)                                                     // epoch 4
+        meta.u32(2)                                                     // two results
+        meta.u32(3).u64((1.5 as Double).bitPattern).u32(2).u32(5)
+        meta.u32(0).u64((0.25 as Double).bitPattern).u32(1).u32(1)
+        meta.timings(0.5, 0, 0.125, total: 1)                           // forward, backward, pack, total
+        let envelope = try WireCodec.decode(bytes: rawMessage(type: 9, meta: meta.bytes, runID: 9, step: 10))
+        XCTAssertEqual(envelope, Envelope(runID: 9, step: 10, message: .evaluation(Evaluation(
+            epoch: 4, results: [MicroBatchResult(index: 3, lossSum: 1.5, correct: 2, samples: 5),
+                                MicroBatchResult(index: 0, lossSum: 0.25, correct: 1, samples: 1)],
+            timings: WorkerTimings(forwardSeconds: 0.5, backwardSeconds: 0, packSeconds: 0.125, totalSeconds: 1)))))
+        XCTAssertEqual(envelope.message.typeName, "evaluation")
     }
 
     func testFourMebibyteTensorRoundTripsThroughBytes() throws {
@@ -87,15 +102,16 @@ final class WireCodecTests: XCTestCase {
         XCTAssertTrue(descriptions[2].hasPrefix("run=deadbeef00000002 step=2000 weights 1000 floats, xxh64 "), descriptions[2])
         XCTAssertFalse(descriptions[2].contains("-7.0"), "weights must not be printed")
         XCTAssertTrue(descriptions[3].contains("assign train epoch=3 micro-batches=3/16 [4, 5, 15] samples=36"), descriptions[3])
-        XCTAssertTrue(descriptions[5].contains("nodes=3 [[15,16), [4,6), [2147483648,4294967296)] tensors=3 (306 floats)"), descriptions[5])
+        XCTAssertTrue(descriptions[5].contains("gradients epoch=3 results=3 [4, 5, 15] nodes=3 [[15,16), [4,6), [2147483648,4294967296)] tensors=3 (306 floats)"), descriptions[5])
+        XCTAssertTrue(descriptions[6].contains("evaluation epoch=9 results=2 [0, 78] forward=500.0ms backward=0.0ms pack=0.001ms total=750.0ms"), descriptions[6])
         let many = Message.assign(Assignment(kind: .train, epoch: 0, totalMicroBatches: 100,
-                                             microBatches: (0..<20).map { MicroBatch(index: UInt32($0), samples: [1]) }))
+                                             microBatches: (0..<20).map { MicroBatch(index: $0, samples: [1]) }))
         XCTAssertTrue(many.description.contains("[0, 1, 2, 3, 4, 5, 6, 7, … +12]"), many.description)
     }
 
     func testDecodeErrorsDescribeWhatWhereAndTheNumbers() {
-        XCTAssertEqual(DecodeError.unsupportedVersion(got: 1, understood: [2]).description,
-                       "protocol version 1 is not understood (this build speaks 2): run coordinator and workers from the same release")
+        XCTAssertEqual(DecodeError.unsupportedVersion(got: 2, understood: [3]).description,
+                       "protocol version 2 is not understood (this build speaks 3): run coordinator and workers from the same release")
         let truncated = DecodeError.truncated(field: "assign.microBatches[3].samples", needed: 400, remaining: 12).description
         XCTAssertTrue(truncated.contains("assign.microBatches[3].samples") && truncated.contains("400") && truncated.contains("12"), truncated)
         let checksum = DecodeError.tensorChecksumMismatch(tensor: 2, expected: 0xAB, computed: 0xCD).description

@@ -47,7 +47,7 @@ final class WireFuzzTests: XCTestCase {
     private func seeds() -> [(envelope: Envelope, frames: [[UInt8]])] {
         let special: [Float] = [.nan, -.nan, Float(bitPattern: 0x7FA0_0001), Float(bitPattern: 0xFFC1_2345), .infinity, -.infinity, 1, -0.0]
         let nonFinite = [
-            Envelope(runID: 77, step: 5, message: .gradients(Gradients(kind: .train, epoch: 0, results: [
+            Envelope(runID: 77, step: 5, message: .gradients(Gradients(epoch: 0, results: [
                 MicroBatchResult(index: 0, lossSum: .nan, correct: 1, samples: 2),
                 MicroBatchResult(index: 1, lossSum: .infinity, correct: 0, samples: 2),
             ], nodes: [TreeNode(level: 1, index: 0)], tensors: [FloatPayload(copying: special)]))),

@@ -94,8 +94,8 @@ final class WireSocketTests: XCTestCase {
         XCTAssertEqual(receivedWeights.values.toArray(), big.toArray())
 
         let tensors = (0..<5).map { tensor in FloatPayload(copying: (0..<(1000 * tensor + 1)).map { Float(tensor * 100_000 + $0) }) }
-        let nodes = (0..<5).map { TreeNode(level: 1, index: UInt32($0)) }
-        let gradients = Envelope(runID: 5, step: 6, message: .gradients(Gradients(kind: .train, epoch: 1, results: [], nodes: nodes, tensors: tensors)))
+        let nodes = (0..<5).map { TreeNode(level: 1, index: $0) }
+        let gradients = Envelope(runID: 5, step: 6, message: .gradients(Gradients(epoch: 1, results: [], nodes: nodes, tensors: tensors)))
         try router.send(gradients, to: XCTUnwrap(peer))
         XCTAssertEqual(try receiveEnvelope(dealer).1, gradients)
     }

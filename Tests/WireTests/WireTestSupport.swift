@@ -20,15 +20,18 @@ func sampleEnvelopes() -> [Envelope] {
             MicroBatch(index: 15, samples: Array(0..<32)),
         ])),
         .assign(Assignment(kind: .evaluate, epoch: 0, totalMicroBatches: 1, microBatches: [])),
-        .gradients(Gradients(kind: .train, epoch: 3, results: [
+        .gradients(Gradients(epoch: 3, results: [
             MicroBatchResult(index: 4, lossSum: 12.5, correct: 3, samples: 4),
             MicroBatchResult(index: 5, lossSum: -0.0, correct: 0, samples: 0),
             MicroBatchResult(index: 15, lossSum: 1e-300, correct: 32, samples: 32),
         ], nodes: [TreeNode(level: 0, index: 15), TreeNode(level: 1, index: 2), TreeNode(level: 31, index: 1)],
         tensors: [gradientA, gradientB, gradientC],
         timings: WorkerTimings(forwardSeconds: 0.012_5, backwardSeconds: 0.031_25, packSeconds: 1e-6, totalSeconds: 0.25))),
-        .gradients(Gradients(kind: .evaluate, epoch: 9, results: [MicroBatchResult(index: 0, lossSum: 3, correct: 1, samples: 2)],
-                             nodes: [], tensors: [])),
+        .evaluation(Evaluation(epoch: 9, results: [
+            MicroBatchResult(index: 0, lossSum: 3, correct: 1, samples: 2),
+            MicroBatchResult(index: 78, lossSum: .infinity, correct: 0, samples: 1),
+        ], timings: WorkerTimings(forwardSeconds: 0.5, backwardSeconds: 0, packSeconds: 1e-6, totalSeconds: 0.75))),
+        .evaluation(Evaluation(epoch: 0, results: [])),
         .heartbeat(Heartbeat(sentAtMilliseconds: UInt64.max - 1, busy: true)),
         .heartbeat(Heartbeat(sentAtMilliseconds: 0, busy: false)),
         .bye(Bye(reason: "")),
@@ -51,7 +54,7 @@ final class Bytes {
     @discardableResult func u64(_ value: UInt64) -> Bytes { append(value) }
     @discardableResult func string(_ text: String) -> Bytes { u32(UInt32(text.utf8.count)).raw(Array(text.utf8)) }
     @discardableResult func raw(_ more: [UInt8]) -> Bytes { bytes += more; return self }
-    /// The four worker timings that end a gradients meta frame (seconds, as Double bit patterns).
+    /// The four worker timings that end a gradients or evaluation meta frame (seconds, as Double bit patterns).
     @discardableResult func timings(_ forward: Double = 0, _ backward: Double = 0, _ pack: Double = 0, total: Double = 0) -> Bytes {
         u64(forward.bitPattern).u64(backward.bitPattern).u64(pack.bitPattern).u64(total.bitPattern)
     }

@@ -1,24 +1,31 @@
 import Wire
 import XCTest
 
-/// The worker timings carried by gradients: they round-trip exactly, sit where the format says,
-/// and every impossible duration is refused naming its field.
+/// The worker timings carried by gradients and evaluation results: they round-trip exactly, sit
+/// where the format says, and every impossible duration is refused naming its field.
 final class WireTimingTests: XCTestCase {
-    private func gradients(_ timings: WorkerTimings, kind: TaskKind = .train) -> Envelope {
-        let train = kind == .train
-        return Envelope(runID: 3, step: 4, message: .gradients(Gradients(
-            kind: kind, epoch: 1, results: [MicroBatchResult(index: 2, lossSum: 1.5, correct: 1, samples: 2)],
-            nodes: train ? [TreeNode(level: 0, index: 2)] : [], tensors: train ? [FloatPayload(copying: [1, 2, 3])] : [],
-            timings: timings)))
+    /// The two messages with timings, named as their fields are.
+    private static let messages = ["gradients", "evaluation"]
+
+    private func gradients(_ timings: WorkerTimings) -> Envelope {
+        Envelope(runID: 3, step: 4, message: .gradients(Gradients(
+            epoch: 1, results: [MicroBatchResult(index: 2, lossSum: 1.5, correct: 1, samples: 2)],
+            nodes: [TreeNode(level: 0, index: 2)], tensors: [FloatPayload(copying: [1, 2, 3])], timings: timings)))
     }
 
-    /// A gradients meta frame by hand (one result for micro-batch 0, no nodes, evaluation) ending
-    /// in the given timing bit patterns.
-    private func handBuilt(_ forward: Double, _ backward: Double, _ pack: Double, total: Double) -> [[UInt8]] {
+    private func evaluation(_ timings: WorkerTimings) -> Envelope {
+        Envelope(runID: 3, step: 4, message: .evaluation(Evaluation(
+            epoch: 1, results: [MicroBatchResult(index: 2, lossSum: 1.5, correct: 1, samples: 2)], timings: timings)))
+    }
+
+    /// A gradients (no nodes) or evaluation meta frame by hand, with one result for micro-batch 0,
+    /// ending in the given timing bit patterns.
+    private func handBuilt(_ message: String, _ forward: Double, _ backward: Double, _ pack: Double, total: Double) -> [[UInt8]] {
         let meta = Bytes()
-        meta.u8(1).u32(0).u32(1).u32(0).u64((0.5 as Double).bitPattern).u32(1).u32(1).u32(0)
+        meta.u32(0).u32(1).u32(0).u64((0.5 as Double).bitPattern).u32(1).u32(1)
+        if message == "gradients" { meta.u32(0) }
         meta.timings(forward, backward, pack, total: total)
-        return rawMessage(type: 5, meta: meta.bytes)
+        return rawMessage(type: message == "gradients" ? 5 : 9, meta: meta.bytes)
     }
 
     private func assertRefused(_ frames: [[UInt8]], field: String, mentioning words: [String],
@@ -45,14 +52,18 @@ final class WireTimingTests: XCTestCase {
             WorkerTimings(forwardSeconds: 1, backwardSeconds: 2, packSeconds: 3.000_5, totalSeconds: 6),
         ]
         for timings in cases {
-            for kind in [TaskKind.train, .evaluate] {
-                let envelope = gradients(timings, kind: kind)
+            for envelope in [gradients(timings), evaluation(timings)] {
                 let decoded = try WireCodec.decode(bytes: WireCodec.encodeToBytes(envelope))
-                guard case .gradients(let back) = decoded.message else { return XCTFail("not gradients: \(decoded)") }
-                XCTAssertEqual(back.timings.forwardSeconds.bitPattern, timings.forwardSeconds.bitPattern, "\(timings)")
-                XCTAssertEqual(back.timings.backwardSeconds.bitPattern, timings.backwardSeconds.bitPattern, "\(timings)")
-                XCTAssertEqual(back.timings.packSeconds.bitPattern, timings.packSeconds.bitPattern, "\(timings)")
-                XCTAssertEqual(back.timings.totalSeconds.bitPattern, timings.totalSeconds.bitPattern, "\(timings)")
+                let back: WorkerTimings
+                switch decoded.message {
+                case .gradients(let gradients): back = gradients.timings
+                case .evaluation(let evaluation): back = evaluation.timings
+                default: return XCTFail("neither gradients nor evaluation: \(decoded)")
+                }
+                XCTAssertEqual(back.forwardSeconds.bitPattern, timings.forwardSeconds.bitPattern, "\(timings)")
+                XCTAssertEqual(back.backwardSeconds.bitPattern, timings.backwardSeconds.bitPattern, "\(timings)")
+                XCTAssertEqual(back.packSeconds.bitPattern, timings.packSeconds.bitPattern, "\(timings)")
+                XCTAssertEqual(back.totalSeconds.bitPattern, timings.totalSeconds.bitPattern, "\(timings)")
                 XCTAssertEqual(decoded, envelope)
             }
         }
@@ -60,30 +71,37 @@ final class WireTimingTests: XCTestCase {
 
     func testTimingsAreTheLastFourDoublesOfTheMetaBeforeTheTensorChecksums() throws {
         let timings = WorkerTimings(forwardSeconds: 0.25, backwardSeconds: 0.5, packSeconds: 0.125, totalSeconds: 1)
-        let frames = WireCodec.encodeToBytes(gradients(timings))
-        let meta = frames[1]
+        let meta = WireCodec.encodeToBytes(gradients(timings))[1]
         // One tensor: its xxh64 is the last 8 bytes; the 32 before it are the timings.
         let fields = Array(meta[(meta.count - 40)..<(meta.count - 8)])
         XCTAssertEqual(fields, Bytes().timings(0.25, 0.5, 0.125, total: 1).bytes)
-        XCTAssertTrue(gradients(timings).description.contains("forward=250.0ms backward=500.0ms pack=125.0ms total=1000.0ms"),
-                      gradients(timings).description)
+        // No tensors: the timings end the meta frame.
+        let evaluationMeta = WireCodec.encodeToBytes(evaluation(timings))[1]
+        XCTAssertEqual(Array(evaluationMeta.suffix(32)), Bytes().timings(0.25, 0.5, 0.125, total: 1).bytes)
+        for envelope in [gradients(timings), evaluation(timings)] {
+            XCTAssertTrue(envelope.description.contains("forward=250.0ms backward=500.0ms pack=125.0ms total=1000.0ms"), envelope.description)
+        }
     }
 
     func testNonFiniteOrNegativeDurationsAreRefusedNamingTheField() {
         let bad: [(Double, String)] = [(.nan, "nan"), (-.nan, "nan"), (.infinity, "inf"), (-.infinity, "-inf"), (-1e-9, "-1e-09"), (-5, "-5.0")]
-        for (value, shown) in bad {
-            assertRefused(handBuilt(value, 0, 0, total: 1), field: "gradients.timings.forwardSeconds", mentioning: [shown, "finite", "0 or more"])
-            assertRefused(handBuilt(0, value, 0, total: 1), field: "gradients.timings.backwardSeconds", mentioning: [shown])
-            assertRefused(handBuilt(0, 0, value, total: 1), field: "gradients.timings.packSeconds", mentioning: [shown])
-            assertRefused(handBuilt(0, 0, 0, total: value), field: "gradients.timings.totalSeconds", mentioning: [shown])
+        for message in Self.messages {
+            for (value, shown) in bad {
+                assertRefused(handBuilt(message, value, 0, 0, total: 1), field: "\(message).timings.forwardSeconds", mentioning: [shown, "finite", "0 or more"])
+                assertRefused(handBuilt(message, 0, value, 0, total: 1), field: "\(message).timings.backwardSeconds", mentioning: [shown])
+                assertRefused(handBuilt(message, 0, 0, value, total: 1), field: "\(message).timings.packSeconds", mentioning: [shown])
+                assertRefused(handBuilt(message, 0, 0, 0, total: value), field: "\(message).timings.totalSeconds", mentioning: [shown])
+            }
+            XCTAssertNoThrow(try WireCodec.decode(bytes: handBuilt(message, 0.1, 0.2, 0.3, total: 0.7)), "the hand-built \(message) itself is valid")
         }
-        XCTAssertNoThrow(try WireCodec.decode(bytes: handBuilt(0.1, 0.2, 0.3, total: 0.7)), "the hand-built frame itself is valid")
     }
 
     func testPartsLongerThanTheTotalAreRefused() {
-        assertRefused(handBuilt(1, 2, 3, total: 5.9), field: "gradients.timings.totalSeconds",
-                      mentioning: ["5.9", "forward + backward + pack (6.0 s)", "must fit in the total"])
-        assertRefused(handBuilt(0, 0, 0.5, total: 0), field: "gradients.timings.totalSeconds", mentioning: ["0.0"])
+        for message in Self.messages {
+            assertRefused(handBuilt(message, 1, 2, 3, total: 5.9), field: "\(message).timings.totalSeconds",
+                          mentioning: ["5.9", "forward + backward + pack (6.0 s)", "must fit in the total"])
+            assertRefused(handBuilt(message, 0, 0, 0.5, total: 0), field: "\(message).timings.totalSeconds", mentioning: ["0.0"])
+        }
     }
 
     func testTimingsOfSeveralResultsAddFieldByField() {
@@ -95,13 +113,15 @@ final class WireTimingTests: XCTestCase {
     }
 
     func testTimingsCutShortAreRefusedAsTruncated() {
-        var frames = handBuilt(0.1, 0.2, 0.3, total: 0.7)
-        frames[1].removeLast(8)
-        do {
-            _ = try WireCodec.decode(bytes: resealed(frames))
-            XCTFail("decoded gradients without a total")
-        } catch {
-            XCTAssertEqual(error, .truncated(field: "gradients.timings.totalSeconds", needed: 8, remaining: 0))
+        for message in Self.messages {
+            var frames = handBuilt(message, 0.1, 0.2, 0.3, total: 0.7)
+            frames[1].removeLast(8)
+            do {
+                _ = try WireCodec.decode(bytes: resealed(frames))
+                XCTFail("decoded \(message) without a total")
+            } catch {
+                XCTAssertEqual(error, .truncated(field: "\(message).timings.totalSeconds", needed: 8, remaining: 0))
+            }
         }
     }
 }

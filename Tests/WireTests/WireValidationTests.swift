@@ -30,7 +30,7 @@ final class WireValidationTests: XCTestCase {
     }
 
     func testFlippedTensorByteFailsTheTensorChecksum() {
-        let envelope = sampleEnvelopes().first { if case .gradients(let g) = $0.message { return g.kind == .train } else { return false } }!
+        let envelope = sampleEnvelopes().first { if case .gradients = $0.message { return true } else { return false } }!
         var frames = WireCodec.encodeToBytes(envelope)
         let good = WireCodec.checksum(frames[4])
         frames[4][17] ^= 0x01
@@ -42,15 +42,17 @@ final class WireValidationTests: XCTestCase {
                        as: .badMagic(expected: 0x574E_4E43, got: 0x5A4D_5451))
     }
 
-    func testVersionOneAndThreeAreRejectedNamingTheUnderstoodVersion() {
-        // Version 1 is an older release whose gradients carry no timings.
-        assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: 1), as: .unsupportedVersion(got: 1, understood: [2]))
-        assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: 3), as: .unsupportedVersion(got: 3, understood: [2]))
+    func testVersionsOtherThanThreeAreRejectedNamingTheUnderstoodVersion() {
+        // Versions 1 and 2 are older releases that send evaluation results as gradients (and
+        // version 1 gradients carry no timings).
+        assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: 1), as: .unsupportedVersion(got: 1, understood: [3]))
+        assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: 2), as: .unsupportedVersion(got: 2, understood: [3]))
+        assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: 4), as: .unsupportedVersion(got: 4, understood: [3]))
     }
 
     func testUnknownMessageTypesAreRejected() {
         assertRejected(rawMessage(type: 0, meta: heartbeatMeta), as: .unknownMessageType(0))
-        assertRejected(rawMessage(type: 9, meta: heartbeatMeta), as: .unknownMessageType(9))
+        assertRejected(rawMessage(type: 10, meta: heartbeatMeta), as: .unknownMessageType(10))
     }
 
     func testNonZeroReservedByteIsRejected() {
@@ -123,6 +125,15 @@ final class WireValidationTests: XCTestCase {
         limits.maxMicroBatches = 1
         assertRejected(rawMessage(type: 4, meta: assignMeta(total: 9, indices: [1, 2])), limits: limits,
                        as: .lengthOverLimit(field: "assign.microBatches", length: 2, limit: 1))
+        for (type, message) in [(UInt8(5), "gradients"), (9, "evaluation")] {
+            let results = Bytes()
+            results.u32(0).u32(2).raw([UInt8](repeating: 0, count: 40))
+            assertRejected(rawMessage(type: type, meta: results.bytes), limits: limits,
+                           as: .lengthOverLimit(field: "\(message).results", length: 2, limit: 1))
+            let lying = Bytes()
+            lying.u32(0).u32(1).u32(0)
+            assertRejected(rawMessage(type: type, meta: lying.bytes), as: .truncated(field: "\(message).results", needed: 20, remaining: 4))
+        }
         limits = .default
         limits.maxMetaBytes = 8
         assertRejected(rawMessage(type: 6, meta: heartbeatMeta), limits: limits, as: .metaTooLarge(bytes: 9, limit: 8))
@@ -157,18 +168,26 @@ final class WireValidationTests: XCTestCase {
                        as: .wrongTensorCount(message: "a heartbeat message", expected: 0, got: 1))
         assertRejected(rawMessage(type: 8, meta: Bytes().u16(3).string("no").bytes, tensors: [floatBytes([1])]),
                        as: .wrongTensorCount(message: "an error message", expected: 0, got: 1))
-        let train = Bytes()
-        train.u8(0).u32(0).u32(0).u32(2).u8(0).u32(0).u8(0).u32(1).timings()
-        assertRejected(rawMessage(type: 5, meta: train.bytes, tensors: [floatBytes([1])]),
-                       as: .wrongTensorCount(message: "a train gradients message (one tensor per tree node)", expected: 2, got: 1))
-        let evaluate = Bytes()
-        evaluate.u8(1).u32(0).u32(0).u32(0).timings()
-        assertRejected(rawMessage(type: 5, meta: evaluate.bytes, tensors: [floatBytes([1])]),
-                       as: .wrongTensorCount(message: "an evaluate gradients message", expected: 0, got: 1))
-        let evaluateWithNodes = Bytes()
-        evaluateWithNodes.u8(1).u32(0).u32(0).u32(1).u8(0).u32(0)
-        assertRejected(rawMessage(type: 5, meta: evaluateWithNodes.bytes, tensors: [floatBytes([1])]),
-                       as: .invalidValue(field: "gradients.nodes", value: "1 node(s)", requirement: "an evaluate task has no gradients, so no tree nodes"))
+        let gradients = Bytes()
+        gradients.u32(0).u32(0).u32(2).u8(0).u32(0).u8(0).u32(1).timings()
+        assertRejected(rawMessage(type: 5, meta: gradients.bytes, tensors: [floatBytes([1])]),
+                       as: .wrongTensorCount(message: "a gradients message (one tensor per tree node)", expected: 2, got: 1))
+        let evaluation = Bytes()
+        evaluation.u32(0).u32(0).timings()
+        XCTAssertNoThrow(try WireCodec.decode(bytes: rawMessage(type: 9, meta: evaluation.bytes)))
+        assertRejected(rawMessage(type: 9, meta: evaluation.bytes, tensors: [floatBytes([1])]),
+                       as: .wrongTensorCount(message: "an evaluation message", expected: 0, got: 1))
+    }
+
+    func testEvaluationCarriesNoTreeNodes() {
+        // A gradients meta frame (with its node list) sent as an evaluation: the node count and
+        // node are left over after the timings are read from the wrong place, or fail them.
+        let withNode = Bytes()
+        withNode.u32(0).u32(0).u32(1).u8(0).u32(0).timings()
+        XCTAssertThrowsError(try WireCodec.decode(bytes: rawMessage(type: 9, meta: withNode.bytes)))
+        let withoutNode = Bytes()
+        withoutNode.u32(0).u32(0).u32(0).timings()
+        assertRejected(rawMessage(type: 9, meta: withoutNode.bytes), as: .trailingBytes(count: 4))
     }
 
     func testMicroBatchIndexAtOrAboveTheTotalIsRejected() {
@@ -181,9 +200,11 @@ final class WireValidationTests: XCTestCase {
     func testDuplicateMicroBatchesAreRejected() {
         assertRejected(rawMessage(type: 4, meta: assignMeta(total: 4, indices: [2, 2])),
                        as: .duplicateMicroBatch(field: "assign.microBatches[1].index", index: 2))
-        let meta = Bytes()
-        meta.u8(1).u32(0).u32(2).u32(3).u64(0).u32(0).u32(1).u32(3).u64(0).u32(0).u32(1).u32(0)
-        assertRejected(rawMessage(type: 5, meta: meta.bytes), as: .duplicateMicroBatch(field: "gradients.results[1].index", index: 3))
+        for (type, message) in [(UInt8(5), "gradients"), (9, "evaluation")] {
+            let meta = Bytes()
+            meta.u32(0).u32(2).u32(3).u64(0).u32(0).u32(1).u32(3).u64(0).u32(0).u32(1).u32(0)
+            assertRejected(rawMessage(type: type, meta: meta.bytes), as: .duplicateMicroBatch(field: "\(message).results[1].index", index: 3))
+        }
     }
 
     func testTrailingBytesAfterTheLastFieldAreRejected() {
@@ -214,7 +235,7 @@ final class WireValidationTests: XCTestCase {
     func testTreeLevelAboveThirtyOneAndNodesPastTwoToTheThirtyTwoAreRejected() {
         func gradients(level: UInt8, index: UInt32) -> [[UInt8]] {
             let meta = Bytes()
-            meta.u8(0).u32(0).u32(0).u32(1).u8(level).u32(index).timings()
+            meta.u32(0).u32(0).u32(1).u8(level).u32(index).timings()
             return rawMessage(type: 5, meta: meta.bytes, tensors: [floatBytes([1])])
         }
         XCTAssertNoThrow(try WireCodec.decode(bytes: gradients(level: 31, index: 1)))
@@ -226,16 +247,18 @@ final class WireValidationTests: XCTestCase {
 
     func testOverlappingTreeNodesAreRejected() {
         let meta = Bytes()
-        meta.u8(0).u32(0).u32(0).u32(2).u8(2).u32(1).u8(0).u32(6)   // [4,8) contains [6,7)
+        meta.u32(0).u32(0).u32(2).u8(2).u32(1).u8(0).u32(6)   // [4,8) contains [6,7)
         assertRejected(rawMessage(type: 5, meta: meta.bytes, tensors: [floatBytes([1]), floatBytes([2])]),
                        as: .overlappingTreeNodes(field: "gradients.nodes", first: TreeNode(level: 2, index: 1), second: TreeNode(level: 0, index: 6)))
     }
 
     func testImpossibleCountsAreRejected() {
-        let meta = Bytes()
-        meta.u8(0).u32(0).u32(1).u32(4).u64(0).u32(5).u32(4).u32(0)
-        assertRejected(rawMessage(type: 5, meta: meta.bytes),
-                       as: .invalidValue(field: "gradients.results[0].correct", value: "5", requirement: "cannot exceed the micro-batch's 4 samples"))
+        for (type, message) in [(UInt8(5), "gradients"), (9, "evaluation")] {
+            let meta = Bytes()
+            meta.u32(0).u32(1).u32(4).u64(0).u32(5).u32(4).u32(0)
+            assertRejected(rawMessage(type: type, meta: meta.bytes),
+                           as: .invalidValue(field: "\(message).results[0].correct", value: "5", requirement: "cannot exceed the micro-batch's 4 samples"))
+        }
         let hello = Bytes()
         hello.string("w").u64(0).u32(1).string("h").string("c")
         assertRejected(rawMessage(type: 1, meta: hello.bytes),
