@@ -130,7 +130,7 @@ let package = Package(
             name: "TrainingTests",
             dependencies: [
                 "Training", "ModelDescription", "ConfigReading", "PeerSecurity", "TestSupport", "CNN", "Checkpoint", "Data", "AllReduce", "Wire",
-                "Hashing",
+                "Hashing", .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ]

@@ -58,10 +58,10 @@ extension Coordinator {
                 try ResultCheck.check(evaluation, work: task.work)
             }
         case .bye(let bye):
-            logger.info("worker \(worker.label) left: \(bye.reason)")
+            logger.info("worker \(worker.label) left: \(PeerText.printable(bye.reason))")
             lose(worker, reason: "it said goodbye")
         case .error(let failure):
-            logger.warning("worker \(worker.label) reported error \(failure.code): \(failure.text)")
+            logger.warning("worker \(worker.label) reported error \(failure.code): \(PeerText.printable(failure.text))")
             lose(worker, reason: "it reported an error")
         case .heartbeat:
             break
@@ -108,10 +108,14 @@ extension Coordinator {
     }
 
     private func admit(peer: PeerID, hello: Hello) {
+        // Everything a peer names itself is shown escaped and cut: one hello, one log line.
+        let name = PeerText.printable(hello.name, limit: 64)
+        let host = PeerText.printable(hello.hostName, limit: 64)
+        let kernel = PeerText.printable(hello.coreType, limit: 64)
         if pool[peer] == nil && pool.count >= config.distributed.maxWorkers {
             if let heldBack = turnedAway.shouldSay(now: monotonicSeconds()) {
                 let more = heldBack > 0 ? " (and \(heldBack) more hellos turned away since the last such line)" : ""
-                logger.warning("turned away worker \(hello.name) from \(hello.hostName): already \(pool.count) workers (distributed.max_workers)\(more)")
+                logger.warning("turned away worker \(name) from \(host): already \(pool.count) workers (distributed.max_workers)\(more)")
             }
             reply(peer, code: 503, text: "the coordinator has its maximum of \(config.distributed.maxWorkers) workers")
             return
@@ -124,7 +128,7 @@ extension Coordinator {
             if case .evict(let reason) = outcome.verdict { return evict(peer, reason: reason) }
             lose(existing, reason: "it said hello again")
         }
-        let worker = pool.add(peer: peer, name: hello.name, host: hello.hostName, threads: hello.threads)
+        let worker = pool.add(peer: peer, name: name, host: host, threads: hello.threads)
         let welcome = Welcome(
             workerID: worker.id, configText: config.yaml, parameterCount: state.parameterCount,
             heartbeatIntervalMilliseconds: UInt32(config.distributed.heartbeatInterval * 1000),
@@ -135,12 +139,12 @@ extension Coordinator {
             return
         }
         notify { $0.workerJoined(worker.status(alive: true)) }
-        logger.info("worker \(worker.label) joined from \(hello.hostName) (pid \(hello.processID), \(hello.threads) thread\(hello.threads == 1 ? "" : "s"), GEMM \(hello.coreType)); \(pool.count) alive")
+        logger.info("worker \(worker.label) joined from \(host) (pid \(hello.processID), \(hello.threads) thread\(hello.threads == 1 ? "" : "s"), GEMM \(kernel)); \(pool.count) alive")
         if hello.coreType != BLAS.kernelName {
             // Another library or kernel rounds differently: the run stays correct, but its
             // results no longer match, bit for bit, a run on any other set of workers.
             logger.warning("""
-                worker \(worker.label) multiplies with \(hello.coreType), this coordinator with \(BLAS.kernelName): \
+                worker \(worker.label) multiplies with \(kernel), this coordinator with \(BLAS.kernelName): \
                 its gradients can differ in the last bits; run every process with the same \(BLAS.libraryVariable) \
                 (and OPENBLAS_CORETYPE) for bit-identical runs
                 """)
@@ -155,7 +159,7 @@ extension Coordinator {
         if case .evict(let reason) = outcome.verdict { return evict(peer, reason: reason) }
         if outcome.shouldLog {
             let repeats = outcome.offences > 1 ? " (offence \(outcome.offences); only some are logged)" : ""
-            logger.warning("\(pool[peer]?.label ?? "unknown peer \(peer)") sent \(what)\(repeats)")
+            logger.warning("\(pool[peer]?.label ?? "unknown peer \(peer)") sent \(PeerText.printable(what, limit: 400))\(repeats)")
         }
         if outcome.shouldReply { reply(peer, code: code, text: what) }
     }

@@ -175,7 +175,7 @@ public final class Worker {
                 // restarted): the hello itself is still on its way.
                 continue
             case .error(let failure):
-                throw WorkerError(description: "the coordinator refused this worker: \(failure.text)")
+                throw WorkerError(description: "the coordinator refused this worker: \(PeerText.printable(failure.text))")
             default:
                 continue
             }
@@ -228,36 +228,39 @@ public final class Worker {
         }
         if case .error(let failure) = envelope.message, failure.code == 401 || failure.code == 409 {
             // The coordinator does not know us: it restarted, or declared us dead.
-            return .rejoin("the coordinator no longer knows this worker (\(failure.text))")
+            return .rejoin("the coordinator no longer knows this worker (\(PeerText.printable(failure.text)))")
         }
         guard envelope.runID == runID else {
             logger.debug("ignored a message of another run")
+            return .carryOn
+        }
+        guard let step = Int(exactly: envelope.step) else {
+            logger.warning("dropped a \(envelope.message.typeName) message for step \(envelope.step), past any step a run can reach")
             return .carryOn
         }
         lastHeard = monotonicSeconds()
         switch envelope.message {
         case .weights(let message):
             guard let engine, message.values.count == engine.parameterCount + engine.stateCount else {
-                send(.error(WireFailure(code: 422, text: "weights of \(message.values.count) values do not fit this model")), step: Int(envelope.step))
+                send(.error(WireFailure(code: 422, text: "weights of \(message.values.count) values do not fit this model")), step: step)
                 return .carryOn
             }
             weights = message.values
-            weightsVersion = Int(envelope.step)
+            weightsVersion = step
         case .assign(let assignment):
-            guard weightsVersion == Int(envelope.step), let weights else {
-                send(.error(WireFailure(code: 428, text: "assignment for step \(envelope.step) but this worker holds weights of step \(weightsVersion.map(String.init) ?? "none")")), step: Int(envelope.step))
+            guard weightsVersion == step, let weights else {
+                send(.error(WireFailure(code: 428, text: "assignment for step \(step) but this worker holds weights of step \(weightsVersion.map(String.init) ?? "none")")), step: step)
                 return .carryOn
             }
             // Work of an older step still waiting here is no longer wanted: its step is over.
-            let step = Int(envelope.step)
             queue.removeAll { $0.step < step || ($0.step == step && $0.assignment.kind != assignment.kind) }
             queue.append((step, assignment, weights, monotonicSeconds()))
             startNextComputation()
         case .bye(let bye):
-            logger.info("coordinator says goodbye: \(bye.reason)")
+            logger.info("coordinator says goodbye: \(PeerText.printable(bye.reason))")
             return .stop
         case .error(let failure):
-            logger.warning("coordinator reported error \(failure.code): \(failure.text)")
+            logger.warning("coordinator reported error \(failure.code): \(PeerText.printable(failure.text))")
         case .heartbeat, .welcome, .hello, .gradients, .evaluation:
             break
         }

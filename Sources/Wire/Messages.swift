@@ -405,9 +405,7 @@ enum MessageType: UInt8 {
 
 /// A string in quotes, cut at 80 characters so a log line stays a line.
 func quoted(_ text: String) -> String {
-    let limit = 80
-    if text.count <= limit { return "\"\(text)\"" }
-    return "\"\(text.prefix(limit))…\" (\(text.utf8.count) bytes)"
+    "\"\(PeerText.printable(text, limit: 80))\""
 }
 
 /// The first few items of a list in brackets, with how many more there are.
