@@ -185,39 +185,58 @@ public final class Coordinator {
             : config.train.epochs * stepsPerEpoch
         notify { $0.runStarted(RunStart(config: config, endpoint: endpoint, runDirectory: directory.path, firstStep: state.step,
                                         stepsPerEpoch: stepsPerEpoch, totalSteps: totalSteps)) }
-        var plan = EpochPlan(config: config, trainCount: trainCount, epoch: state.epoch)
-        var interrupted = false
         let runStart = monotonicSeconds()
+        var progress = RunProgress()
+        do {
+            try train(stepsPerEpoch: stepsPerEpoch, progress: &progress)
+        } catch let stopped as RunStopped {
+            // The weights of the last whole step are good: keep them, then report.
+            let path = try saveCheckpoint()
+            sayGoodbye(reason: "run stopped")
+            throw CoordinatorError(description: stopped.reason + " (last good weights: \(path))")
+        }
+        if progress.interrupted {
+            logger.notice("\(Interruption.signalName) received: stopping after step \(state.step) and writing a checkpoint")
+        }
+        let final = try saveCheckpoint()
+        sayGoodbye(reason: progress.interrupted ? "coordinator interrupted" : "training finished")
+        let elapsed = monotonicSeconds() - runStart
+        let summary = RunSummary(
+            steps: state.step, epochs: state.epoch, testAccuracy: progress.lastTestAccuracy,
+            imagesPerSecond: Double(progress.trainedImages) / max(elapsed, 1e-9), seconds: elapsed, finalCheckpoint: final,
+            interrupted: progress.interrupted)
+        notify { $0.runFinished(summary) }
+        return summary
+    }
+
+    /// What the training loop has done so far.
+    private struct RunProgress {
+        var interrupted = false
         var trainedImages = 0
         var lastTestAccuracy: Double?
+    }
+
+    /// The loop: the next step, its report, an evaluation at the end of each epoch, a checkpoint
+    /// when one is due. Returns when the run is done or interrupted.
+    private func train(stepsPerEpoch: Int, progress: inout RunProgress) throws {
+        var plan = EpochPlan(config: config, trainCount: trainCount, epoch: state.epoch)
         while !state.isFinished(stepsPerEpoch: stepsPerEpoch) {
-            if Interruption.requested != nil { interrupted = true; break }
+            if Interruption.requested != nil { progress.interrupted = true; return }
             if plan.epoch != state.epoch { plan = EpochPlan(config: config, trainCount: trainCount, epoch: state.epoch) }
             guard let report = try trainStep(plan.work(step: state.stepInEpoch), epoch: plan.epoch, stepsPerEpoch: stepsPerEpoch) else {
-                interrupted = true
-                break
+                progress.interrupted = true
+                return
             }
             notify { $0.stepFinished(report) }
-            trainedImages += report.score.samples
+            progress.trainedImages += report.score.samples
             if state.stepInEpoch == 0 || state.isFinished(stepsPerEpoch: stepsPerEpoch) {
-                guard let test = try evaluate(epoch: report.epoch) else { interrupted = true; break }
-                lastTestAccuracy = test.accuracy
+                guard let test = try evaluate(epoch: report.epoch) else { progress.interrupted = true; return }
+                progress.lastTestAccuracy = test.accuracy
             }
             if config.checkpoint.every > 0 && state.step % config.checkpoint.every == 0 && !state.isFinished(stepsPerEpoch: stepsPerEpoch) {
                 try saveCheckpoint()
             }
         }
-        if interrupted {
-            logger.notice("\(Interruption.signalName) received: stopping after step \(state.step) and writing a checkpoint")
-        }
-        let final = try saveCheckpoint()
-        sayGoodbye(reason: interrupted ? "coordinator interrupted" : "training finished")
-        let elapsed = monotonicSeconds() - runStart
-        let summary = RunSummary(
-            steps: state.step, epochs: state.epoch, testAccuracy: lastTestAccuracy, imagesPerSecond: Double(trainedImages) / max(elapsed, 1e-9),
-            seconds: elapsed, finalCheckpoint: final, interrupted: interrupted)
-        notify { $0.runFinished(summary) }
-        return summary
     }
 
     /// One optimiser step: assign the micro-batches, collect their gradients, reduce, update.
@@ -232,16 +251,7 @@ public final class Coordinator {
         }
         reduction.begin(microBatches: work.count, length: plan.length(ownedBy: .coordinator))
         defer { reduction.end() }
-        let scores: [BatchScore]
-        do {
-            guard let done = try runTask(.train, epoch: epoch, work: work) else { return nil }
-            scores = done
-        } catch let stopped as RunStopped {
-            // The weights of the last whole step are good: keep them, then report.
-            let path = try saveCheckpoint()
-            sayGoodbye(reason: "run stopped")
-            throw CoordinatorError(description: stopped.reason + " (last good weights: \(path))")
-        }
+        guard let scores = try runTask(.train, epoch: epoch, work: work) else { return nil }
         try timed("reduce") { try reduction.mean(into: meanGradient.pointer) }
         timed("optimizer") { state.apply(meanGradient: meanGradient.pointer, stepsPerEpoch: stepsPerEpoch) }
         defer { phases.removeAll(keepingCapacity: true) }

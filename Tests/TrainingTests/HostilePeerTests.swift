@@ -149,4 +149,75 @@ final class HostilePeerTests: XCTestCase {
             XCTAssertLessThan(line.utf8.count, 2000, "a log line carries a peer's megabyte: \(line.prefix(300))")
         }
     }
+
+    /// A worker whose losses are finite but whose gradient holds a NaN: refused, its micro-batches
+    /// recomputed by the honest worker, the bits those of the reference.
+    func testANaNInsideAGradientWithFiniteLossesIsRefusedAndRecomputedElsewhere() throws {
+        var parsed = try TrainingConfig.parse(yaml: config, source: "hostile test")
+        parsed.train.maxSteps = 4
+        let run = NSTemporaryDirectory() + "hostile-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: run) }
+        let network = InMemoryNetwork()
+        let coordinatorID = PeerID(bytes: Array("coordinator".utf8))
+        let lines = LogLines()
+        let trigger = Trigger()
+        var options = CoordinatorOptions()
+        options.runDirectory = run
+        options.progress = .none
+        options.observers = [trigger]
+        let coordinator = try Coordinator(
+            config: parsed, options: options, logger: Logger(label: "coord") { _ in CapturingLogHandler(lines: lines) },
+            transport: network.endpoint(coordinatorID), endpoint: "memory://coordinator")
+        let answered = LogLines()
+        trigger.started = {
+            Thread {
+                let endpoint = network.endpoint(PeerID(bytes: Array("poisoner".utf8)), connectedTo: coordinatorID)
+                let hello = Hello(name: "poisoner", threads: 1, processID: 1, hostName: "h", coreType: BLAS.kernelName)
+                try? endpoint.send(Envelope(runID: 0, step: 0, message: .hello(hello)), to: nil)
+                var parameters = 0
+                let deadline = Date().addingTimeInterval(10)
+                while Date() < deadline, let incoming = try? endpoint.receive(timeoutMilliseconds: 200) {
+                    guard case .success(let envelope) = incoming.result else { continue }
+                    switch envelope.message {
+                    case .welcome(let welcome):
+                        parameters = welcome.parameterCount
+                    case .assign(let assignment) where assignment.kind == .train:
+                        let results = assignment.microBatches.map {
+                            MicroBatchResult(index: UInt32($0.index), lossSum: 1, correct: 0, samples: UInt32($0.samples.count))
+                        }
+                        let nodes = assignment.microBatches.map { TreeNode(level: 0, index: $0.index) }
+                        let tensors = nodes.map { _ in
+                            FloatPayload(count: parameters) { values in
+                                for i in values.indices { values[i] = 0 }
+                                values[values.count / 2] = .nan
+                            }
+                        }
+                        let gradients = Gradients(epoch: assignment.epoch, results: results, nodes: nodes, tensors: tensors)
+                        try? endpoint.send(Envelope(runID: envelope.runID, step: envelope.step, message: .gradients(gradients)), to: nil)
+                        answered.append("\(envelope.step)")
+                    default:
+                        break
+                    }
+                }
+            }.start()
+        }
+        Thread {
+            let worker = Worker(
+                options: WorkerOptions(connect: "memory://coordinator", name: "honest"), logger: Logger(label: "honest") { _ in SwiftLogNoOpLogHandler() },
+                transport: network.endpoint(PeerID(bytes: Array("honest".utf8)), connectedTo: coordinatorID))
+            try? worker.run()
+        }.start()
+        let summary = try coordinator.run()
+        XCTAssertEqual(summary.steps, 4)
+        XCTAssertFalse(answered.all.isEmpty, "the poisoner was never given work")
+        let refusals = lines.all.filter { $0.contains("NaN or infinity") && $0.contains("recomputing them on another worker") }
+        XCTAssertFalse(refusals.isEmpty, lines.all.joined(separator: "\n"))
+        XCTAssertTrue(refusals.allSatisfy { $0.contains("poisoner") && $0.contains("NaN at ") }, refusals.joined(separator: "\n"))
+        let reference = try ReferenceTrainer(config: parsed, data: DataSource.load(parsed))
+        try reference.train()
+        let saved = try CheckpointStore.load(directory: summary.finalCheckpoint)
+        for tensor in reference.state.modelTensors() {
+            XCTAssertEqual(saved.model[tensor.name]?.values.map(\.bitPattern), tensor.values.map(\.bitPattern), tensor.name)
+        }
+    }
 }
