@@ -111,6 +111,7 @@ final class FuzzCoordinatorTests: XCTestCase {
         XCTAssertFalse(outcome.combined.contains("Fatal error"), String(outcome.combined.suffix(4000)))
         XCTAssertGreaterThan(rogue.sent, 50_000, "the rogue must actually have fired a flood (\(counts))")
         XCTAssertGreaterThan(rogue.counts["nan-gradients", default: 0], 0, "the rogue never got work to answer with NaN (\(counts))")
+        XCTAssertEqual(rogue.counts["million-frames"], 1, "the rogue never sent its million-frame message (\(counts))")
         XCTAssertEqual(try Self.finalModel(run), try Self.finalModel(reference), "the rogue changed the weights")
         XCTAssertLessThan(peak, referencePeak + (256 << 20), "the coordinator's memory grew under the flood")
     }
@@ -125,6 +126,9 @@ final class FuzzCoordinatorTests: XCTestCase {
 struct Rogue {
     private let context: ZMQContext
     private let flood: ZMQSocket
+    /// Sends one message of a million empty frames.
+    private let frames: ZMQSocket
+    private var sentMillionFrames = false
     private let hellos: ZMQSocket
     private let impostor: ZMQSocket
     private let byzantine: ZMQSocket
@@ -155,6 +159,7 @@ struct Rogue {
             return socket
         }
         flood = try connect("rogue-flood")
+        frames = try connect("rogue-frames")
         hellos = try connect("rogue-hellos")
         impostor = try connect("rogue-impostor")
         byzantine = try connect("rogue-byzantine")
@@ -163,6 +168,7 @@ struct Rogue {
 
     mutating func close() {
         flood.close()
+        frames.close()
         hellos.close()
         impostor.close()
         byzantine.close()
@@ -217,6 +223,11 @@ struct Rogue {
     mutating func fire(for seconds: Double) {
         let deadline = Date().addingTimeInterval(seconds)
         var round = 0
+        if !sentMillionFrames {
+            // libzmq hands a message over only whole and limits the size of each frame, not their
+            // number: the coordinator holds all of it until it reads (and drops) the frames.
+            sentMillionFrames = send(frames, [[UInt8]](repeating: [], count: 1_000_000), "million-frames")
+        }
         while Date() < deadline {
             round += 1
             listen(impostor, "impostor")
