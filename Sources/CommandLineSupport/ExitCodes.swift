@@ -1,4 +1,5 @@
 import ArgumentParser
+import CNN
 import Checkpoint
 import ConfigReading
 import Data
@@ -62,6 +63,8 @@ public enum ExitCodes {
         case let error as DataError: return error.description
         case let error as CheckpointError: return error.description
         case let error as SafeTensorsError: return error.description
+        // A CNN_GEMM naming no library is a bad setting like a bad option (the README's contract).
+        case let error as BLASError: return error.description
         case let error as any UsageFailure where error.isBadUsage: return error.description
         default: return nil
         }

@@ -29,8 +29,8 @@ struct CoordinatorCommand: ParsableCommand {
     var authorizedKeys: String?
     @Flag(help: "Without CURVE keys, listen on an address other hosts can reach anyway: unencrypted and unauthenticated, for trusted networks only.")
     var insecureBind = false
-    @Flag(help: "Only warnings and the final line.") var quiet = false
-    @Flag(help: "Also debug messages (every ignored or late message, for example).") var verbose = false
+    @Flag(help: "Only warnings and errors, then the closing lines: the trace summary (with --trace) and the final 'done: ...' line.") var quiet = false
+    @Flag(help: "Also debug lines: results that arrive after their step is complete (a straggler's, or a backup copy's), which are ignored.") var verbose = false
     @Flag(help: "Plain progress lines even on a terminal (no live display).") var plain = false
     @Option(help: "Serve Prometheus metrics over HTTP on this port (0 picks a free one; off by default).") var metricsPort: Int?
     @Option(help: "The address the metrics endpoint listens on (0.0.0.0 for every interface).") var metricsAddress: String = "127.0.0.1"

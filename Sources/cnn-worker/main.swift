@@ -21,8 +21,8 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "This worker's CURVE secret key file (NAME.key_secret from `cnn keygen`; its NAME.key goes into the coordinator's --authorized-keys folder).")
     var curveKey: String?
     @Option(help: "The coordinator's CURVE public key file (its NAME.key); needs --curve-key.") var serverPublicKey: String?
-    @Flag(help: "Only warnings.") var quiet = false
-    @Flag(help: "Also debug messages.") var verbose = false
+    @Flag(help: "Only warnings and errors.") var quiet = false
+    @Flag(help: "Also debug lines: messages of another run, which are ignored.") var verbose = false
 
     func validate() throws {
         if threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
