@@ -7,6 +7,12 @@ import Wire
 // its bytes (cut short when the input ends); the last frame takes whatever remains. Every input
 // must either decode or throw a `DecodeError`; what decodes must re-encode to the same frames
 // (the format is canonical), or the target traps and libFuzzer keeps the input.
+//
+// Two modes, chosen when the process starts. By default the frames are decoded as given, so the
+// target proves that damaged checksums are rejected; but a random mutation almost never leaves
+// the meta checksum right, so few inputs get past it. With CNN_FUZZ_FIX_CHECKSUMS=1 every checksum
+// the decoder verifies is first recomputed and written back (`fixingChecksums`), so mutations
+// reach the field checks behind it.
 
 /// Small limits, so that inputs the fuzzer can write reach every limit check.
 private let limits = DecodeLimits(maxMetaBytes: 4096, maxTensorFrames: 4, maxTensorValues: 256, maxStringBytes: 64,
@@ -45,9 +51,43 @@ func input(for frames: [[UInt8]]) -> [UInt8] {
     return bytes
 }
 
+/// Whether this process recomputes checksums before decoding (CNN_FUZZ_FIX_CHECKSUMS=1).
+private let fixesChecksums = ProcessInfo.processInfo.environment["CNN_FUZZ_FIX_CHECKSUMS"] == "1"
+
+/// `frames` with every checksum the decoder verifies recomputed as the encoder computes it:
+/// first each tensor frame's xxh64 into its slot in the meta frame, then the meta frame's xxh64
+/// into the header. Lengths and counts are left as they are, so their checks still see the
+/// fuzzer's values.
+///
+/// The tensor checksums are the meta frame's last 8 bytes per tensor frame: the decoder reads
+/// them after the fields and refuses trailing bytes, so in any meta frame that can pass, that is
+/// where they are. A slot that does not fit (meta shorter than the checksums) is left alone, as
+/// is a header that is not 40 bytes; the decoder rejects those before any checksum.
+func fixingChecksums(_ frames: [[UInt8]]) -> [[UInt8]] {
+    guard frames.count >= 2 else { return frames }
+    var fixed = frames
+    let tensorCount = frames.count - 2
+    let firstSlot = fixed[1].count - 8 * tensorCount
+    if firstSlot >= 0 {
+        for tensor in 0..<tensorCount {
+            store(WireCodec.checksum(fixed[2 + tensor]), into: &fixed[1], at: firstSlot + 8 * tensor)
+        }
+    }
+    if fixed[0].count == WireCodec.headerSize {
+        store(WireCodec.checksum(fixed[1]), into: &fixed[0], at: 32)  // header offset 32: meta xxh64
+    }
+    return fixed
+}
+
+/// Writes `value` little-endian into `bytes[offset ..< offset + 8]`.
+private func store(_ value: UInt64, into bytes: inout [UInt8], at offset: Int) {
+    for byte in 0..<8 { bytes[offset + byte] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(byte))) }
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    let given = frames(from: UnsafeRawBufferPointer(start: data, count: size))
+    let cut = frames(from: UnsafeRawBufferPointer(start: data, count: size))
+    let given = fixesChecksums ? fixingChecksums(cut) : cut
     do {
         let envelope = try WireCodec.decode(bytes: given, limits: limits)
         let again = WireCodec.encodeToBytes(envelope)
@@ -57,6 +97,16 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     } catch {
         // A rejection must always say why.
         if error.description.isEmpty { fatalError("a DecodeError with no description") }
+        // With checksums fixed, none can be wrong: one that is means the fix-up and the codec
+        // disagree on which bytes a checksum covers, and this mode would be testing nothing.
+        if fixesChecksums {
+            switch error {
+            case .metaChecksumMismatch, .tensorChecksumMismatch:
+                fatalError("checksum mode: \(error) after the checksums were recomputed")
+            default:
+                break
+            }
+        }
     }
     return 0
 }
