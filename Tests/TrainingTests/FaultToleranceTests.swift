@@ -228,12 +228,6 @@ final class FaultToleranceTests: XCTestCase {
         XCTAssertTrue(resumed.error.contains("another config"), resumed.error)
     }
 
-    func testAWorkerWithoutCoordinatorGivesUpWithTheAddressItTried() throws {
-        let outcome = try LocalCluster.run(
-            "cnn-worker", ["--connect", "tcp://127.0.0.1:9", "--join-timeout", "1"], seconds: 20)
-        XCTAssertEqual(outcome.status, 1, outcome.combined)
-        XCTAssertTrue(outcome.error.contains("tcp://127.0.0.1:9"), outcome.error)
-    }
 }
 
 extension FaultToleranceTests {

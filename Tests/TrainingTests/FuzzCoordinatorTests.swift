@@ -37,7 +37,7 @@ final class FuzzCoordinatorTests: XCTestCase {
           join_timeout: 30
         """
 
-    /// Long enough for the rogue's flood to pass 50,000 messages while the run lasts.
+    /// Long enough for the rogue's flood to pass 20,000 messages while the run lasts.
     private let steps = 192
 
     /// The bytes of the newest checkpoint's model file in `run`.
@@ -109,7 +109,12 @@ final class FuzzCoordinatorTests: XCTestCase {
         XCTAssertFalse(outcome.timedOut, "the attacked run did not finish:\n\(outcome.combined.suffix(4000))")
         XCTAssertEqual(outcome.status, 0, String(outcome.combined.suffix(4000)))
         XCTAssertFalse(outcome.combined.contains("Fatal error"), String(outcome.combined.suffix(4000)))
-        XCTAssertGreaterThan(rogue.sent, 50_000, "the rogue must actually have fired a flood (\(counts))")
+        // A flood, in every kind: the run it attacks lasts a second or two here, so the count is a
+        // matter of rate (tens of thousands of messages a second), not of a fixed total.
+        XCTAssertGreaterThan(rogue.sent, 20_000, "the rogue must actually have fired a flood (\(counts))")
+        for kind in ["bad-header", "mutated", "random", "hello", "other-run", "stale-step", "future-step"] {
+            XCTAssertGreaterThan(rogue.counts[kind, default: 0], 100, "the rogue sent few '\(kind)' messages (\(counts))")
+        }
         XCTAssertGreaterThan(rogue.counts["nan-gradients", default: 0], 0, "the rogue never got work to answer with NaN (\(counts))")
         XCTAssertEqual(rogue.counts["million-frames"], 1, "the rogue never sent its million-frame message (\(counts))")
         XCTAssertEqual(try Self.finalModel(run), try Self.finalModel(reference), "the rogue changed the weights")
