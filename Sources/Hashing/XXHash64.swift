@@ -14,10 +14,29 @@ public struct XXHash64: Sendable {
         var offset = 0
         var h: UInt64
         if count >= 32 {
-            var v1 = seed &+ prime1 &+ prime2
-            var v2 = seed &+ prime2
-            var v3 = seed
-            var v4 = seed &- prime1
+            var lanes = Lanes(seed: seed)
+            offset = lanes.consumeStripes(bytes, count: count)
+            h = lanes.merged()
+        } else {
+            h = seed &+ prime5
+        }
+        return finish(h, remaining: UnsafeRawBufferPointer(start: bytes + offset, count: count - offset), total: count)
+    }
+
+    /// The four accumulators of the 32-byte stripe loop.
+    private struct Lanes {
+        var v1, v2, v3, v4: UInt64
+
+        init(seed: UInt64) {
+            v1 = seed &+ prime1 &+ prime2
+            v2 = seed &+ prime2
+            v3 = seed
+            v4 = seed &- prime1
+        }
+
+        /// Consumes every whole 32-byte stripe of `count` bytes; returns the bytes consumed.
+        @inline(__always) mutating func consumeStripes(_ bytes: UnsafeRawPointer, count: Int) -> Int {
+            var offset = 0
             while offset + 32 <= count {
                 v1 = round(v1, load(bytes, offset))
                 v2 = round(v2, load(bytes, offset + 8))
@@ -25,15 +44,55 @@ public struct XXHash64: Sendable {
                 v4 = round(v4, load(bytes, offset + 24))
                 offset += 32
             }
-            h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
+            return offset
+        }
+
+        func merged() -> UInt64 {
+            var h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
             h = merge(h, v1)
             h = merge(h, v2)
             h = merge(h, v3)
             h = merge(h, v4)
-        } else {
-            h = seed &+ prime5
+            return h
         }
-        return finish(h, remaining: UnsafeRawBufferPointer(start: bytes + offset, count: count - offset), total: count)
+    }
+
+    /// The hash of bytes that arrive in pieces, equal to `hash` of all of them at once: so a
+    /// producer can hash each block of a buffer right after writing it, while it is still in
+    /// cache, instead of reading the whole buffer again afterwards. Every piece but the last must
+    /// be a whole number of 32-byte stripes (64 KB blocks are); the last may have any length.
+    public struct Stream: Sendable {
+        private var lanes: Lanes
+        private let seed: UInt64
+        private var total = 0
+        /// The last piece's bytes past its last whole stripe (fewer than 32).
+        private var tail: [UInt8] = []
+        private var closed = false
+
+        /// An empty stream with the given seed (0, the wire's, by default).
+        public init(seed: UInt64 = 0) {
+            self.seed = seed
+            lanes = Lanes(seed: seed)
+        }
+
+        /// Adds `count` bytes at `bytes` (no particular alignment needed). Only the last piece
+        /// may end inside a stripe.
+        public mutating func update(_ bytes: UnsafeRawPointer?, count: Int) {
+            precondition(!closed, "XXHash64.Stream: a piece after one whose length is not a multiple of 32 bytes")
+            guard let bytes, count > 0 else { return }
+            let consumed = lanes.consumeStripes(bytes, count: count)
+            total += count
+            if consumed < count {
+                tail = Array(UnsafeRawBufferPointer(start: bytes + consumed, count: count - consumed))
+                closed = true
+            }
+        }
+
+        /// The hash of all bytes added so far.
+        public func digest() -> UInt64 {
+            let h = total >= 32 ? lanes.merged() : seed &+ prime5
+            return tail.withUnsafeBytes { finish(h, remaining: $0, total: total) }
+        }
     }
 
     /// The hash of a byte buffer.

@@ -333,10 +333,24 @@ public final class Coordinator {
         self.task = task
     }
 
-    /// The weights of the current step, encoded once for every worker that needs them.
+    /// The weights of the current step, encoded once for every worker that needs them: one copy
+    /// into the buffer that is sent, hashed block by block as it is written.
     func currentWeights() -> FloatPayload {
         if weightsPayloadVersion != state.step {
-            weightsPayload = FloatPayload(count: state.weightsCount) { state.copyWeights(into: $0.baseAddress!) }
+            let network = state.network
+            let parameters = network.parameters.pointer, parameterCount = network.parameterCount
+            let stateValues = network.state.pointer
+            // The payload is parameters then state, as `ModelState.copyWeights(into:)` writes them.
+            weightsPayload = FloatPayload(count: state.weightsCount, fillingBlocks: { range, block in
+                let split = min(max(parameterCount, range.lowerBound), range.upperBound)
+                let output = block.baseAddress!
+                if range.lowerBound < split {
+                    output.update(from: parameters + range.lowerBound, count: split - range.lowerBound)
+                }
+                if split < range.upperBound {
+                    (output + (split - range.lowerBound)).update(from: stateValues + (split - parameterCount), count: range.upperBound - split)
+                }
+            })
             weightsPayloadVersion = state.step
         }
         return weightsPayload!

@@ -242,10 +242,20 @@ public final class MicroBatchEngine: @unchecked Sendable {
         _ node: TreeNode, of leafGradients: GradientSums, microBatchesInStep: Int, length: Int,
         into output: UnsafeMutablePointer<Float>
     ) throws {
+        try sum(node, of: leafGradients, microBatchesInStep: microBatchesInStep, elements: 0..<length, into: output)
+    }
+
+    /// Writes elements `elements` of the value of `node` into `output` (`elements.count` floats).
+    /// The tree adds element by element, so a sum built block by block has the same bits as one
+    /// built whole; a sender uses this to hash each block of its payload while it is in cache.
+    public static func sum(
+        _ node: TreeNode, of leafGradients: GradientSums, microBatchesInStep: Int, elements: Range<Int>,
+        into output: UnsafeMutablePointer<Float>
+    ) throws {
         let tree = ReductionTree(leafCount: microBatchesInStep)
         try withExtendedLifetime(leafGradients) {
-            try tree.evaluate(node, length: length, into: output) { id in
-                leafGradients.nodes[id].map { UnsafePointer($0.pointer) }
+            try tree.evaluate(node, length: elements.count, into: output) { id in
+                leafGradients.nodes[id].map { UnsafePointer($0.pointer + elements.lowerBound) }
             }
         }
     }

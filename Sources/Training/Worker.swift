@@ -293,10 +293,19 @@ public final class Worker {
         var nodes: [TreeNode] = []
         var tensors: [FloatPayload] = []
         for node in MicroBatchEngine.partialSums(of: output.leafGradients, microBatchesInStep: total) {
-            // The partial sum is written straight into the buffer that will be sent.
-            let payload = try FloatPayload(count: engine.leafLength) { buffer in
-                try MicroBatchEngine.sum(node, of: output.leafGradients, microBatchesInStep: total,
-                                         length: engine.leafLength, into: buffer.baseAddress!)
+            let payload: FloatPayload
+            if let held = output.leafGradients.nodes[node] {
+                // The engine computed this node whole: its buffer is sent as it lies, and hashing it
+                // is the only pass over it. The engine reuses a buffer only once nobody else
+                // holds it, so it cannot change while libzmq sends it.
+                payload = FloatPayload(wrapping: held.pointer, count: engine.leafLength, owner: held)
+            } else {
+                // The partial sum is written straight into the buffer that will be sent, 64 KB at
+                // a time, each block hashed while it is still in cache.
+                payload = try FloatPayload(count: engine.leafLength, fillingBlocks: { range, block in
+                    try MicroBatchEngine.sum(node, of: output.leafGradients, microBatchesInStep: total,
+                                             elements: range, into: block.baseAddress!)
+                })
             }
             nodes.append(node)
             tensors.append(payload)

@@ -24,22 +24,74 @@ public final class FloatPayload: @unchecked Sendable {
     private let base: UnsafePointer<Float>
     private let allocation: UnsafeMutableRawPointer?
     private let frame: ReceivedFrame?
+    /// Whatever keeps the memory of a wrapping payload (`init(wrapping:count:owner:)`) alive.
+    private let owner: AnyObject?
 
     /// Buffers start on a cache line, which SIMD code and memcpy like.
     private static let alignment = 64
 
+    /// Floats per block of `init(count:fillingBlocks:)`: 64 KB, which stays in L2 cache between
+    /// being written and being hashed, and is a whole number of the hash's 32-byte stripes.
+    public static let blockFloats = 16_384
+
     /// A payload holding a copy of `values`.
     public convenience init(copying values: [Float]) {
-        self.init(count: values.count) { buffer in
-            _ = buffer.update(fromContentsOf: values)
-        }
+        self.init(count: values.count, fillingBlocks: { range, block in
+            values.withUnsafeBufferPointer { block.baseAddress!.update(from: $0.baseAddress! + range.lowerBound, count: range.count) }
+        })
     }
 
     /// A payload holding a copy of `count` floats at `pointer`.
     public convenience init(copying pointer: UnsafePointer<Float>, count: Int) {
-        self.init(count: count) { buffer in
-            buffer.baseAddress!.update(from: pointer, count: count)
+        self.init(count: count, fillingBlocks: { range, block in
+            block.baseAddress!.update(from: pointer + range.lowerBound, count: range.count)
+        })
+    }
+
+    /// A payload of `count` floats that `fill` writes straight into the buffer that will be sent,
+    /// one block of `blockFloats` floats at a time (the last may be shorter), in order: `fill`
+    /// gets the block's range of float indices and the block's memory, and must write every float
+    /// of it (the buffer is not zeroed first). Each block is hashed right after it is written,
+    /// while it is still in cache, so building the payload reads and writes its bytes once.
+    public init(count: Int, fillingBlocks fill: (_ range: Range<Int>, _ block: UnsafeMutableBufferPointer<Float>) throws -> Void) rethrows {
+        precondition(count >= 0, "a payload cannot have a negative count (\(count))")
+        let allocation = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.size, alignment: Self.alignment)
+        let floats = allocation.bindMemory(to: Float.self, capacity: max(count, 1))
+        if count == 0 { floats.initialize(to: 0) }
+        var hash = XXHash64.Stream()
+        var start = 0
+        do {
+            while start < count {
+                let end = min(start + Self.blockFloats, count)
+                let block = UnsafeMutableBufferPointer(start: floats + start, count: end - start)
+                try fill(start..<end, block)
+                hash.update(block.baseAddress, count: block.count * MemoryLayout<Float>.size)
+                start = end
+            }
+        } catch {
+            allocation.deallocate()
+            throw error
         }
+        self.count = count
+        self.allocation = allocation
+        self.base = UnsafePointer(floats)
+        self.frame = nil
+        self.owner = nil
+        self.checksum = hash.digest()
+    }
+
+    /// A payload over `count` floats at `pointer` that are not copied: `owner` is kept alive while
+    /// the payload lives and must keep the memory valid and unchanged meanwhile (a buffer the
+    /// producer will not reuse while anyone else holds it, say). Hashing them is the one pass over
+    /// the bytes before they are sent.
+    public init(wrapping pointer: UnsafePointer<Float>, count: Int, owner: AnyObject) {
+        precondition(count >= 0, "a payload cannot have a negative count (\(count))")
+        self.count = count
+        self.base = pointer
+        self.allocation = nil
+        self.frame = nil
+        self.owner = owner
+        self.checksum = XXHash64.hash(pointer, count: count * MemoryLayout<Float>.size)
     }
 
     /// A payload of `count` floats that `fill` writes straight into the buffer that will be sent,
@@ -60,6 +112,7 @@ public final class FloatPayload: @unchecked Sendable {
         self.allocation = allocation
         self.base = UnsafePointer(floats)
         self.frame = nil
+        self.owner = nil
         self.checksum = XXHash64.hash(allocation, count: count * MemoryLayout<Float>.size)
     }
 
@@ -73,6 +126,7 @@ public final class FloatPayload: @unchecked Sendable {
             self.base = start.assumingMemoryBound(to: Float.self)
             self.allocation = nil
             self.frame = frame
+            self.owner = nil
         } else {
             let allocation = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.size, alignment: Self.alignment)
             let floats = allocation.initializeMemory(as: Float.self, repeating: 0, count: max(count, 1))
@@ -82,6 +136,7 @@ public final class FloatPayload: @unchecked Sendable {
             self.base = UnsafePointer(floats)
             self.allocation = allocation
             self.frame = nil
+            self.owner = nil
         }
     }
 

@@ -26,3 +26,35 @@ final class XXHash64Tests: XCTestCase {
         XCTAssertNotEqual(XXHash64.hash(array: bytes), before)
     }
 }
+
+final class XXHash64StreamTests: XCTestCase {
+    /// Pieces of whole stripes and a last piece of any length hash as the whole buffer does.
+    func testStreamInPiecesEqualsOneShotHash() {
+        let bytes = (0..<(3 * 65_536 + 45)).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ $0 >> 9) }
+        bytes.withUnsafeBytes { raw in
+            for length in [0, 1, 31, 32, 33, 64, 100, 65_536, 65_537, raw.count] {
+                for piece in [32, 96, 65_536] {
+                    var stream = XXHash64.Stream()
+                    var offset = 0
+                    while offset < length {
+                        let size = min(piece, length - offset)
+                        stream.update(raw.baseAddress! + offset, count: size)
+                        offset += size
+                    }
+                    XCTAssertEqual(stream.digest(), XXHash64.hash(raw.baseAddress, count: length),
+                                   "\(length) bytes in pieces of \(piece)")
+                }
+            }
+        }
+    }
+
+    func testStreamWithSeedEqualsSeededHash() {
+        let bytes = [UInt8](repeating: 0xA5, count: 200)
+        bytes.withUnsafeBytes { raw in
+            var stream = XXHash64.Stream(seed: 42)
+            stream.update(raw.baseAddress, count: 128)
+            stream.update(raw.baseAddress! + 128, count: 72)
+            XCTAssertEqual(stream.digest(), XXHash64.hash(raw, seed: 42))
+        }
+    }
+}
