@@ -319,8 +319,16 @@ public enum KeyFiles {
     static func fileInfo(_ path: String, what: String, wantDirectory: Bool = false) throws -> FileInfo {
         var status = stat()
         guard stat(path, &status) == 0 else {
-            let reason = String(cString: strerror(errno))
-            throw SecurityError(path, "cannot use this \(what): \(reason); check the path")
+            let code = errno
+            let reason = String(cString: strerror(code))
+            var fix = "check the path"
+            if code == ENOENT, what == "secret key file" {
+                fix += ", or make a key pair with `cnn keygen --out DIR --name NAME` (it writes NAME.key_secret, the secret this side keeps, "
+                    + "and NAME.key, the public key the other side needs)"
+            } else if code == ENOENT, what == "public key file" {
+                fix += "; a public key file is the NAME.key that `cnn keygen --out DIR --name NAME` wrote next to NAME.key_secret"
+            }
+            throw SecurityError(path, "cannot use this \(what): \(reason); \(fix)")
         }
         let type = UInt32(status.st_mode) & UInt32(S_IFMT)
         if wantDirectory {

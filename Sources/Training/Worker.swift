@@ -52,6 +52,8 @@ public final class Worker {
     private var queue: [Job] = []
     private let computation = ComputationSlot()
     private var weights: FloatPayload?
+    /// Failed handshakes on the ZeroMQ connection (nil for other transports).
+    private var handshakeMonitor: SocketMonitor?
 
     /// A worker connected over ZeroMQ to `options.connect`.
     public convenience init(options: WorkerOptions, logger: Logger) throws {
@@ -62,18 +64,24 @@ public final class Worker {
         // block for ever; with a timeout the join loop keeps its deadline and can say why.
         try dealer.setSendTimeout(milliseconds: 1000)
         try options.security?.apply(to: dealer)
+        // libzmq tells a refused client only through a monitor, once per connection: watch from
+        // before the connect so the first refusal is not missed.
+        let monitor = try SocketMonitor(watching: dealer, events: HandshakeRefusal.monitoredEvents)
         do {
             try dealer.connect(options.connect)
         } catch {
+            monitor.close()
             dealer.close()
             context.close()
             throw UsageError("cannot connect to \(options.connect): \(error); "
                 + "give the coordinator's address as printed by cnn-coord, e.g. tcp://HOST:5555")
         }
         self.init(options: options, logger: logger, transport: MessageSocket(socket: dealer)) {
+            monitor.close()
             dealer.close()
             context.close()
         }
+        handshakeMonitor = monitor
     }
 
     /// A worker talking to its coordinator through `transport` (an in-memory one, in tests);
@@ -145,13 +153,22 @@ public final class Worker {
         let deadline = start + options.joinTimeout
         var nextHello = 0.0
         var backoff = 0.25
+        // What the coordinator's handshake said, each cause logged once and repeated in the final error.
+        var refusals = HandshakeRefusalLog(coordinator: options.connect, security: options.security)
+        var helloFailed = false
         while true {
             if Interruption.requested != nil { throw WorkerError(description: "stopped by \(Interruption.signalName) before joining") }
             if let parent = options.parentProcess, getppid() != parent {
                 throw WorkerError(description: "the coordinator that started this worker is gone")
             }
             let now = monotonicSeconds()
+            for refusal in refusals.record((try handshakeMonitor?.poll()) ?? [], at: now) {
+                logger.warning("\(refusal); still trying for up to \(Int((deadline - now).rounded(.up))) s")
+            }
             if now > deadline {
+                if let refusal = refusals.cause {
+                    throw WorkerError(description: "could not join the coordinator at \(options.connect) within \(Int(options.joinTimeout)) s: \(refusal)")
+                }
                 throw WorkerError(description: "no coordinator answered at \(options.connect) within \(Int(options.joinTimeout)) s; "
                     + "check the address and that cnn-coord is running (it prints the address to use)"
                     + (options.security.map { "; \($0.joinHint)" } ?? ""))
@@ -160,7 +177,15 @@ public final class Worker {
                 let hello = Hello(
                     name: options.name, threads: options.threads, processID: getpid(),
                     hostName: ProcessInfo.processInfo.hostName, coreType: BLAS.kernelName)
-                send(.hello(hello), step: 0)
+                do {
+                    try transport.send(Envelope(runID: runID, step: 0, message: .hello(hello)), to: nil)
+                    lastSent = monotonicSeconds()
+                } catch {
+                    // A refused handshake leaves no connection, so every hello times out; the
+                    // monitor names the cause, and this detail is said once, at debug level.
+                    if !helloFailed { logger.debug("could not send hello (will keep trying): \(error)") }
+                    helloFailed = true
+                }
                 nextHello = now + backoff
                 backoff = min(backoff * 2, 5)
             }
@@ -169,6 +194,8 @@ public final class Worker {
             switch envelope.message {
             case .welcome(let welcome):
                 try accept(welcome, runID: envelope.runID)
+                // Failures from before the welcome are settled; a later join must not report them.
+                _ = try handshakeMonitor?.poll()
                 return
             case .error(let failure) where [400, 401, 409].contains(failure.code):
                 // Answers to messages sent before this hello (heartbeats to a coordinator that

@@ -110,6 +110,51 @@ final class SecuritySocketTests: XCTestCase {
         XCTAssertEqual(gate.newRefusals(), [], "neither reaches the authenticator: the handshake fails before it")
     }
 
+    /// The first failed-handshake event a monitored client sees within `seconds`.
+    private func firstHandshakeFailure(_ security: WorkerSecurity?, endpoint: String, seconds: Double = 5) throws -> SocketEvent? {
+        let dealer = try socket(.dealer)
+        try security?.apply(to: dealer)
+        let monitor = try SocketMonitor(watching: dealer, events: SocketMonitor.handshakeFailures)
+        defer { monitor.close() }
+        try dealer.connect(endpoint)
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let event = try monitor.poll().first { return event }
+            usleep(10_000)
+        }
+        return nil
+    }
+
+    func testTheClientsMonitorSeesWhyItsHandshakeFailed() throws {
+        let (security, files) = try coordinator(authorising: ["worker-1"])
+        let (_, _, keyed) = try server(security)
+        let plain = try socket(.router).bind("tcp://127.0.0.1:0")
+        let stranger = try WorkerSecurity.load(keyFile: files["stranger"]!, serverPublicKeyFile: files["coordinator.key"]!)
+        let listed = try WorkerSecurity.load(keyFile: files["worker-1"]!, serverPublicKeyFile: files["coordinator.key"]!)
+
+        let refused = try XCTUnwrap(try firstHandshakeFailure(stranger, endpoint: keyed), "no event for an unlisted key")
+        XCTAssertEqual(refused.kind, .handshakeFailedAuth)
+        XCTAssertEqual(refused.value, 400, "the ZAP status of a refused key")
+        XCTAssertEqual(refused.endpoint, keyed)
+        // libzmq may first see the connection close (no detail) before it reports the mismatch.
+        for (client, endpoint) in [(nil, keyed), (listed, plain)] as [(WorkerSecurity?, String)] {
+            let dealer = try socket(.dealer)
+            try client?.apply(to: dealer)
+            let monitor = try SocketMonitor(watching: dealer, events: SocketMonitor.handshakeFailures)
+            defer { monitor.close() }
+            try dealer.connect(endpoint)
+            var events: [SocketEvent] = []
+            let deadline = Date().addingTimeInterval(5)
+            while Date() < deadline, !events.contains(where: { $0.kind == .handshakeFailedProtocol }) {
+                events += try monitor.poll()
+                usleep(10_000)
+            }
+            let mismatch = try XCTUnwrap(events.first { $0.kind == .handshakeFailedProtocol }, "no protocol failure: \(events)")
+            XCTAssertEqual(mismatch.value, ProtocolError.mechanismMismatch, ProtocolError.name(mismatch.value))
+        }
+        XCTAssertNil(try firstHandshakeFailure(listed, endpoint: keyed, seconds: 1), "an authorised worker's handshake does not fail")
+    }
+
     func testSpawnedWorkersGetAPrivateKeyAuthorisedForThisRunOnly() throws {
         let (base, _) = try coordinator(authorising: ["worker-1"])
         let (security, credentials) = try base.addingLocalWorkerCredentials()
