@@ -54,6 +54,9 @@ public final class Worker {
     private var weights: FloatPayload?
     /// Failed handshakes on the ZeroMQ connection (nil for other transports).
     private var handshakeMonitor: SocketMonitor?
+    /// Opens a fresh connection to the coordinator: libzmq never tries again on a connection whose
+    /// handshake was refused.
+    private var reconnect: (() throws -> Void)?
 
     /// A worker connected over ZeroMQ to `options.connect`.
     public convenience init(options: WorkerOptions, logger: Logger) throws {
@@ -82,6 +85,11 @@ public final class Worker {
             context.close()
         }
         handshakeMonitor = monitor
+        let endpoint = options.connect
+        reconnect = {
+            try dealer.disconnect(endpoint)
+            try dealer.connect(endpoint)
+        }
     }
 
     /// A worker talking to its coordinator through `transport` (an in-memory one, in tests);
@@ -143,6 +151,9 @@ public final class Worker {
         }
     }
 
+    /// Seconds between fresh connections while the coordinator's handshake refuses this worker.
+    static let reconnectInterval = 3.0
+
     /// Says hello until welcomed, with backoff, so a worker may start before its coordinator or
     /// outlive a coordinator that restarts.
     private func join() throws {
@@ -156,6 +167,7 @@ public final class Worker {
         // What the coordinator's handshake said, each cause logged once and repeated in the final error.
         var refusals = HandshakeRefusalLog(coordinator: options.connect, security: options.security)
         var helloFailed = false
+        var lastReconnect = start
         while true {
             if Interruption.requested != nil { throw WorkerError(description: "stopped by \(Interruption.signalName) before joining") }
             if let parent = options.parentProcess, getppid() != parent {
@@ -164,6 +176,12 @@ public final class Worker {
             let now = monotonicSeconds()
             for refusal in refusals.record((try handshakeMonitor?.poll()) ?? [], at: now) {
                 logger.warning("\(refusal); still trying for up to \(Int((deadline - now).rounded(.up))) s")
+            }
+            // After a refusal, a fresh connection every few seconds lets a coordinator that was
+            // put right meanwhile (the key authorised, keys given or dropped) take this worker.
+            if refusals.cause != nil, now - lastReconnect >= Self.reconnectInterval, let reconnect {
+                do { try reconnect() } catch { logger.debug("could not reconnect to \(options.connect): \(error)") }
+                lastReconnect = now
             }
             if now > deadline {
                 if let refusal = refusals.cause {

@@ -154,6 +154,44 @@ final class TurnedAwayWorkerTests: XCTestCase {
         }
     }
 
+    /// libzmq never retries a connection whose handshake was refused: the worker opens fresh ones,
+    /// so once the coordinator is put right (here: restarted with the worker's key authorised) it
+    /// joins within its join timeout instead of waiting it out.
+    func testARefusedWorkerJoinsACoordinatorRestartedWithItsKeyAuthorised() throws {
+        let coordinatorKeys = try keygen("coordinator")
+        let late = try keygen("late")
+        let other = try keygen("other")
+        let authorised = folder + "/authorised"
+        try FileManager.default.createDirectory(atPath: authorised, withIntermediateDirectories: false)
+        try FileManager.default.copyItem(atPath: other.public, toPath: authorised + "/other.key")
+        let config = try configPath()
+        func coordinator(bind: String, run: String) throws -> LocalCluster.Child {
+            try LocalCluster.Child("cnn-coord", [
+                "--config", config, "--curve-secret-key", coordinatorKeys.secret, "--authorized-keys", authorised,
+                "--bind", bind, "--workers", "1", "--steps", "1", "--run-dir", folder + "/" + run])
+        }
+        let first = try coordinator(bind: "tcp://127.0.0.1:0", run: "first")
+        defer { first.signal(SIGKILL); _ = first.wait(seconds: 10) }
+        let endpoint = try FuzzCoordinatorTests.endpoint(fromRunDirectory: folder + "/first", coordinator: first)
+        let worker = try LocalCluster.Child("cnn-worker", [
+            "--connect", endpoint, "--curve-key", late.secret, "--server-public-key", coordinatorKeys.public,
+            "--name", "late", "--join-timeout", "60"])
+        defer { worker.signal(SIGKILL); _ = worker.wait(seconds: 10) }
+        let refusedBy = Date().addingTimeInterval(20)
+        while Date() < refusedBy, !worker.error.contains("refused this worker's key") { usleep(20_000) }
+        XCTAssertTrue(worker.error.contains("refused this worker's key"), worker.error)
+
+        first.signal(SIGKILL)
+        _ = first.wait(seconds: 10)
+        try FileManager.default.copyItem(atPath: late.public, toPath: authorised + "/late.key")
+        let second = try coordinator(bind: endpoint, run: "second")
+        let outcome = second.wait(seconds: 40)
+        XCTAssertEqual(outcome.status, 0, "the restarted coordinator must train with the late worker:\n\(outcome.combined)")
+        let served = worker.wait(seconds: 20)
+        XCTAssertEqual(served.status, 0, served.combined)
+        XCTAssertTrue(served.error.contains("joined as w0"), served.error)
+    }
+
     func testAMissingWorkerKeyFileSuggestsKeygen() throws {
         let coordinatorKeys = try keygen("coordinator")
         let outcome = try LocalCluster.run("cnn-worker", [
