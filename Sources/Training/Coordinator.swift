@@ -334,14 +334,16 @@ public final class Coordinator {
     }
 
     /// The weights of the current step, encoded once for every worker that needs them: one copy
-    /// into the buffer that is sent, hashed block by block as it is written.
+    /// into the buffer that is sent, hashed block by block as it is written. The last step's
+    /// buffer is rewritten when every send of it has finished (`FloatPayload.refill`), so a step
+    /// does not page-fault a fresh allocation of the whole model; one still in flight is left alone.
     func currentWeights() -> FloatPayload {
         if weightsPayloadVersion != state.step {
             let network = state.network
             let parameters = network.parameters.pointer, parameterCount = network.parameterCount
             let stateValues = network.state.pointer
             // The payload is parameters then state, as `ModelState.copyWeights(into:)` writes them.
-            weightsPayload = FloatPayload(count: state.weightsCount, fillingBlocks: { range, block in
+            FloatPayload.refill(&weightsPayload, count: state.weightsCount, fillingBlocks: { range, block in
                 let split = min(max(parameterCount, range.lowerBound), range.upperBound)
                 let output = block.baseAddress!
                 if range.lowerBound < split {

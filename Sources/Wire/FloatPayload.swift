@@ -14,13 +14,15 @@ import Darwin
 /// changed once sent, which the API makes impossible after `init(count:fill:)` returns) or
 /// received (keeps the zmq message alive and reads the floats in place).
 ///
-/// Why it is `Sendable`: nothing in it changes after `init`.
+/// Why it is `Sendable`: nothing in it changes while more than one reference to it exists. The
+/// one change, `refill(_:count:fillingBlocks:)`, rewrites a payload only when its caller's
+/// reference is the only one, so no other thread (a socket's I/O thread included) can be reading it.
 public final class FloatPayload: @unchecked Sendable {
     /// Number of floats.
     public let count: Int
-    /// xxh64 of the bytes (little-endian floats), computed once when the payload is built (or
-    /// while a received frame is verified).
-    public let checksum: UInt64
+    /// xxh64 of the bytes (little-endian floats), computed when the payload is built or refilled
+    /// (or while a received frame is verified).
+    public private(set) var checksum: UInt64
     private let base: UnsafePointer<Float>
     private let allocation: UnsafeMutableRawPointer?
     private let frame: ReceivedFrame?
@@ -58,16 +60,9 @@ public final class FloatPayload: @unchecked Sendable {
         let allocation = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.size, alignment: Self.alignment)
         let floats = allocation.bindMemory(to: Float.self, capacity: max(count, 1))
         if count == 0 { floats.initialize(to: 0) }
-        var hash = XXHash64.Stream()
-        var start = 0
+        let checksum: UInt64
         do {
-            while start < count {
-                let end = min(start + Self.blockFloats, count)
-                let block = UnsafeMutableBufferPointer(start: floats + start, count: end - start)
-                try fill(start..<end, block)
-                hash.update(block.baseAddress, count: block.count * MemoryLayout<Float>.size)
-                start = end
-            }
+            checksum = try Self.fillBlocks(floats, count: count, fill)
         } catch {
             allocation.deallocate()
             throw error
@@ -77,7 +72,60 @@ public final class FloatPayload: @unchecked Sendable {
         self.base = UnsafePointer(floats)
         self.frame = nil
         self.owner = nil
-        self.checksum = hash.digest()
+        self.checksum = checksum
+    }
+
+    /// Calls `fill` on consecutive blocks of `count` floats at `floats` and returns the xxh64 of
+    /// the bytes, each block hashed right after it is written.
+    private static func fillBlocks(_ floats: UnsafeMutablePointer<Float>, count: Int,
+                                   _ fill: (_ range: Range<Int>, _ block: UnsafeMutableBufferPointer<Float>) throws -> Void) rethrows -> UInt64 {
+        var hash = XXHash64.Stream()
+        var start = 0
+        while start < count {
+            let end = min(start + blockFloats, count)
+            let block = UnsafeMutableBufferPointer(start: floats + start, count: end - start)
+            try fill(start..<end, block)
+            hash.update(block.baseAddress, count: block.count * MemoryLayout<Float>.size)
+            start = end
+        }
+        return hash.digest()
+    }
+
+    /// The payload of `count` floats that `fill` writes block by block, as
+    /// `init(count:fillingBlocks:)` does, copy-on-write style: when `held` is the only reference
+    /// to a payload that owns a buffer of `count` floats, that buffer is rewritten (and its
+    /// checksum recomputed as the blocks are written) instead of allocating fresh memory, whose
+    /// page faults cost more than the copy for a large model; otherwise a new payload is built.
+    /// Either way `held` then holds the result, which is also returned.
+    ///
+    /// Why rewriting is safe: `isKnownUniquelyReferenced` sees every strong reference, and
+    /// whoever reads a payload's memory holds one while it does: a message being built or
+    /// decoded, a caller of `withUnsafeBufferPointer` that keeps the pointer (which its documentation
+    /// allows only while it holds the payload), and a zero-copy send, for which `ZMQSocket.send`
+    /// retains the payload until libzmq's free callback, called once the bytes have left
+    /// (or the message is dropped), releases it. That release is a release-ordered atomic
+    /// decrement, so the I/O thread's reads of the buffer come before it, and the writes here
+    /// depend on the check having seen it: the ordering Swift's own copy-on-write collections rely
+    /// on when another thread drops its copy. A payload wrapping memory it does not own is never
+    /// rewritten.
+    /// If `fill` throws, `held` is left nil (a half-written buffer is never kept).
+    @discardableResult
+    public static func refill(_ held: inout FloatPayload?, count: Int,
+                              fillingBlocks fill: (_ range: Range<Int>, _ block: UnsafeMutableBufferPointer<Float>) throws -> Void) rethrows -> FloatPayload {
+        if isKnownUniquelyReferenced(&held), let payload = held, payload.count == count, let allocation = payload.allocation {
+            let floats = allocation.assumingMemoryBound(to: Float.self)
+            do {
+                payload.checksum = try fillBlocks(floats, count: count, fill)
+            } catch {
+                held = nil
+                throw error
+            }
+            return payload
+        }
+        held = nil
+        let payload = try FloatPayload(count: count, fillingBlocks: fill)
+        held = payload
+        return payload
     }
 
     /// A payload over `count` floats at `pointer` that are not copied: `owner` is kept alive while
