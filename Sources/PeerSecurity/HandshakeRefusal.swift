@@ -99,7 +99,7 @@ public struct HandshakeRefusalLog {
     private var vague: (refusal: HandshakeRefusal, since: Double)?
     private var told: Set<String> = []
 
-    public init(coordinator: String, security: WorkerSecurity?, vagueDelay: Double = 1.5) {
+    public init(coordinator: String, security: WorkerSecurity?, vagueDelay: Double = 5) {
         self.coordinator = coordinator
         self.security = security
         self.vagueDelay = vagueDelay
@@ -107,6 +107,9 @@ public struct HandshakeRefusalLog {
 
     /// The best cause known so far, for the final error; nil when no handshake failed.
     public var cause: HandshakeRefusal? { precise ?? vague?.refusal }
+
+    /// Whether a failure said exactly why (not only that the connection closed).
+    public var knowsThePreciseCause: Bool { precise != nil }
 
     /// Takes the events read at `now` (seconds, any monotonic clock) and returns the causes to
     /// tell now: each cause once, however often it recurs.

@@ -153,6 +153,8 @@ public final class Worker {
 
     /// Seconds between fresh connections while the coordinator's handshake refuses this worker.
     static let reconnectInterval = 3.0
+    /// Seconds before a fresh connection after a handshake that failed without saying why.
+    static let probeInterval = 0.4
 
     /// Says hello until welcomed, with backoff, so a worker may start before its coordinator or
     /// outlive a coordinator that restarts.
@@ -177,9 +179,12 @@ public final class Worker {
             for refusal in refusals.record((try handshakeMonitor?.poll()) ?? [], at: now) {
                 logger.warning("\(refusal); still trying for up to \(Int((deadline - now).rounded(.up))) s")
             }
-            // After a refusal, a fresh connection every few seconds lets a coordinator that was
-            // put right meanwhile (the key authorised, keys given or dropped) take this worker.
-            if refusals.cause != nil, now - lastReconnect >= Self.reconnectInterval, let reconnect {
+            // libzmq never tries again on a refused connection, and may be slow to after one that
+            // only closed: a fresh connection soon after a vague failure gets the precise cause
+            // before the vague one is told, and one every few seconds after a refusal lets a
+            // coordinator put right meanwhile (the key authorised, keys given or dropped) take it.
+            let interval = refusals.knowsThePreciseCause ? Self.reconnectInterval : Self.probeInterval
+            if refusals.cause != nil, now - lastReconnect >= interval, let reconnect {
                 do { try reconnect() } catch { logger.debug("could not reconnect to \(options.connect): \(error)") }
                 lastReconnect = now
             }
