@@ -25,6 +25,28 @@ final class InMemoryClusterTests: XCTestCase {
         XCTAssertTrue(metrics.first?.contains("\"workers\": 3") ?? false, metrics.first.map(String.init) ?? "")
     }
 
+    /// Each metrics line's learning rate is the one its own step's update used (a cosine
+    /// schedule changes it every step, so the next step's would differ).
+    func testTheMetricsLineCarriesTheLearningRateOfItsOwnStep() throws {
+        let run = try InMemoryRun(steps: 4, schedule: "cosine")
+        let coordinator = try run.coordinator(logger: makeLogger(label: "coord", level: .warning))
+        run.startWorker(name: "w")
+        _ = try coordinator.run()
+        let lines = try String(contentsOfFile: run.directory + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        let line = try XCTUnwrap(lines.first { $0.contains("\"loss\"") })
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        XCTAssertEqual(object["step"] as? Int, 4)
+        let logged = try XCTUnwrap(object["learning_rate"] as? Double)
+        let train = run.config.train
+        let stepsPerEpoch = 256 / train.batch
+        func rate(_ step: Int) -> Double {
+            Double(Float(train.schedule.learningRate(base: train.optimizer.learningRate, step: step, epoch: 0,
+                                                     totalSteps: train.epochs * stepsPerEpoch)))
+        }
+        XCTAssertEqual(logged, rate(3), accuracy: 1e-6, "the fourth step (index 3) used \(rate(3)); the next one uses \(rate(4))")
+        XCTAssertGreaterThan(abs(rate(3) - rate(4)), 1e-4, "the schedule must tell the two apart")
+    }
+
     /// A peer saying hello again and again would have the coordinator send it the weights each
     /// time for a few bytes of its own: after `max_strikes` repeats it is evicted and ignored.
     func testAPeerThatKeepsSayingHelloIsEvictedAndTheRunMatchesTheReference() throws {

@@ -18,7 +18,7 @@ final class InMemoryRun: Sendable {
     let directory = NSTemporaryDirectory() + "in-memory-\(UUID().uuidString)"
 
     /// The model of the tests: a convolution (with batch norm when asked), pooling, a classifier.
-    init(steps: Int, seed: Int = 5, batchNorm: Bool = false, workerTimeout: Double = 5) throws {
+    init(steps: Int, seed: Int = 5, batchNorm: Bool = false, workerTimeout: Double = 5, schedule: String = "constant") throws {
         var config = try TrainingConfig.parse(yaml: """
             model:
               input: [1, 12, 12]
@@ -38,6 +38,7 @@ final class InMemoryRun: Sendable {
               batch: 32
               micro_batch: 4
               seed: \(seed)
+              schedule: \(schedule)
               optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
               eval_batch: 64
               log_every: 4
