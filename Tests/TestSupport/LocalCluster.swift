@@ -15,8 +15,9 @@ public enum LocalCluster {
         return url
     }
 
+    /// One of the built executables by name; an absolute path is taken as it is.
     public static func executable(_ name: String) -> String {
-        binaries.appendingPathComponent(name).path
+        name.hasPrefix("/") ? name : binaries.appendingPathComponent(name).path
     }
 
     /// The environment for children: the BLAS kernel pinned to the one this process runs, so a
