@@ -15,15 +15,27 @@ struct Predict: ParsableCommand {
     @Option(help: "A checkpoint directory (runs/NAME/checkpoints/step-...).") var checkpoint: String
     @Option(help: "The config (default: config.yaml of the checkpoint's run).") var config: String?
     @Option(help: "How many classes to show per image.") var top: Int = 5
+    @Option(parsing: .upToNextOption,
+            help: "H W: run a fully convolutional model (`cnn convert --fully-convolutional`) on H x W images; prints the grid of top classes and the averaged prediction.")
+    var inputSize: [Int] = []
     @Argument(help: "Images: FILE.png, FILE.pgm, FILE.ppm or IDX-FILE:N.") var images: [String]
 
     func validate() throws {
         if images.isEmpty { throw ValidationError("give at least one IMAGE (a PNG/PGM/PPM file or IDX-FILE:N)") }
         if top < 1 { throw ValidationError("--top must be at least 1, got \(top)") }
+        if !inputSize.isEmpty && (inputSize.count != 2 || inputSize.contains { $0 < 1 }) {
+            throw ValidationError("--input-size takes two positive numbers, H W, got \(inputSize)")
+        }
     }
 
     func run() throws {
         try ProcessSetup.prepare()
+        if inputSize.count == 2 {
+            let model = try CheckpointModel(checkpoint: checkpoint, configPath: config, inputSize: (inputSize[0], inputSize[1]))
+            let texts = try images.map { try GridPrediction.run(model, image: ImageReference($0)).text(classNames: model.classNames, top: top) }
+            print(texts.joined(separator: "\n\n"))
+            return
+        }
         let model = try CheckpointModel(checkpoint: checkpoint, configPath: config)
         var texts: [String] = []
         for image in images {

@@ -1,4 +1,6 @@
 import ArgumentParser
+import CNN
+import ConfigReading
 import CommandLineSupport
 import ModelDescription
 import Training
@@ -8,7 +10,7 @@ struct CNNTool: ParsableCommand {
         commandName: "cnn",
         abstract: "Tools for models and runs of the distributed CNN trainer.",
         version: Version.current,
-        subcommands: [Summary.self, Evaluate.self, Predict.self, Plot.self, Viz.self, Bench.self, Keygen.self])
+        subcommands: [Summary.self, Evaluate.self, Predict.self, Convert.self, Plot.self, Viz.self, Bench.self, Keygen.self])
 }
 
 struct Summary: ParsableCommand {
@@ -17,9 +19,29 @@ struct Summary: ParsableCommand {
 
     @Argument(help: "A YAML config.") var config: String
     @Flag(help: "The same figures as one JSON object.") var json = false
+    @Flag(help: "The model with its dense layers as convolutions (`cnn convert --fully-convolutional`).")
+    var fullyConvolutional = false
+    @Option(parsing: .upToNextOption, help: "H W: the (fully convolutional) model on H x W images.") var inputSize: [Int] = []
+
+    func validate() throws {
+        if !inputSize.isEmpty && (inputSize.count != 2 || inputSize.contains { $0 < 1 }) {
+            throw ValidationError("--input-size takes two positive numbers, H W, got \(inputSize)")
+        }
+    }
 
     func run() throws {
-        let config = try TrainingConfig.load(path: self.config)
+        var config = try TrainingConfig.load(path: self.config)
+        if fullyConvolutional {
+            do {
+                config.model = try FullyConvolutionalModel(converting: config.model).model
+            } catch let error as ModelError {
+                throw ConfigError(file: self.config, line: nil, message: "cannot make the model fully convolutional: \(error)")
+            }
+        }
+        if inputSize.count == 2 {
+            config.model.input.height = inputSize[0]
+            config.model.input.width = inputSize[1]
+        }
         let summary = try ModelSummary(config: config)
         print(json ? summary.json : summary.table)
     }
