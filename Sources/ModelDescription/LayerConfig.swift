@@ -199,7 +199,7 @@ extension ModelConfig {
         guard node.isSequence else { return [try node.int(minimum: 1)] }
         let sizes = try node.ints()
         guard axes.contains(sizes.count), sizes.allSatisfy({ $0 >= 1 }) else {
-            let counts = axes.map(String.init).joined(separator: " or ")
+            let counts = Array(Set(axes)).sorted().map(String.init).joined(separator: " or ")
             throw node.error("\(node.path) must be one size or a list of \(counts) sizes (one per spatial axis) of at least 1, found \(sizes)")
         }
         return sizes
@@ -213,7 +213,7 @@ extension ModelConfig {
         guard let filters = try options.child("filters") else { throw options.error("\(options.path) needs 'filters'") }
         guard let kernel = try options.child("kernel") else { throw options.error("\(options.path) needs 'kernel'") }
         var spec = VolumeConvolutionSpec(
-            rank: rank, filters: try filters.int(minimum: 1), kernel: try parseKernelSizes(kernel, axes: [1, rank]))
+            rank: rank, filters: try filters.int(minimum: 1), kernel: try parseKernelSizes(kernel, axes: rank == 1 ? [1] : [1, rank]))
         spec.stride = try options.child("stride")?.int(minimum: 1) ?? 1
         spec.dilation = try options.child("dilation")?.int(minimum: 1) ?? 1
         spec.groups = try options.child("groups")?.int(minimum: 1) ?? 1

@@ -182,7 +182,7 @@ final class FullyConvolutionalTests: XCTestCase {
         let pixels: [UInt8] = (0..<(38 * 38)).map { (i: Int) -> UInt8 in UInt8((i * 37 + i / 38 * 11) % 256) }
         try Data(Array("P5\n38 38\n255\n".utf8) + pixels).write(to: URL(fileURLWithPath: folder + "/large.pgm"))
         let predicted = try LocalCluster.run(
-            "cnn", ["predict", "--checkpoint", written, "--input-size", "38", "38", "--top", "2", folder + "/large.pgm"], seconds: 60)
+            "cnn", ["predict", "--checkpoint", written, "--top", "2", "--input-size", "38", "38", folder + "/large.pgm"], seconds: 60)
         XCTAssertEqual(predicted.status, 0, predicted.combined)
         let lines = predicted.output.split(separator: "\n").map(String.init)
         XCTAssertTrue(lines.first?.contains("6x6 grid") == true, predicted.output)
