@@ -46,9 +46,15 @@ public struct DataSource: Sendable {
             let input = config.model.input
             let classes = modelClasses(config)
             // One set cut in two, so the test samples share the training samples' class patterns.
-            let all = try SyntheticImages.make(
-                count: data.syntheticTrain + data.syntheticTest, channels: input.channels, height: input.height,
+            // A volume's slices are made as channels of one image, then given their depth back.
+            var all = try SyntheticImages.make(
+                count: data.syntheticTrain + data.syntheticTest, channels: input.channels * input.depth, height: input.height,
                 width: input.width, classes: classes, seed: config.train.seed)
+            if input.depth > 1 {
+                all = try ImageSet(
+                    name: all.name, channels: input.channels, depth: input.depth, height: all.height, width: all.width,
+                    classes: all.classes, pixels: all.pixels, labels: all.labels)
+            }
             source = DataSource(
                 train: try all.subset(0..<data.syntheticTrain, name: "synthetic/train"),
                 test: try all.subset(data.syntheticTrain..<all.count, name: "synthetic/test"))
@@ -56,6 +62,12 @@ public struct DataSource: Sendable {
         let input = config.model.input
         let set = source.train
         guard set.channels == input.channels, set.depth == input.depth, set.height == input.height, set.width == input.width else {
+            if input.spatialRank != 2 || set.depth != 1 {
+                let found = [set.channels] + (set.depth > 1 ? [set.depth] : []) + (input.spatialRank == 1 && set.height == 1 ? [] : [set.height]) + [set.width]
+                throw ConfigError(
+                    file: config.source, line: nil,
+                    message: "model.input is \(input.dimensions) but \(set.name) has samples of \(found); set model.input to \(found)")
+            }
             throw ConfigError(
                 file: config.source, line: nil,
                 message: "model.input is [\(input.channels), \(input.height), \(input.width)] but \(set.name) has "

@@ -122,3 +122,23 @@ final class VolumeTrainingTests: XCTestCase {
             tensors: ["0.weight": [4, 1, 3, 3, 3], "1.running_mean": [4], "4.weight": [4, 2, 1, 3, 3], "7.weight": [3, 4 * 3 * 1 * 1]])
     }
 }
+
+/// The synthetic data set makes samples of any input shape, volumes included.
+final class SyntheticVolumeTests: XCTestCase {
+    func testSyntheticDataSetMakesVolumesAndSequencesOfTheModelsShape() throws {
+        for (input, layers) in [("[2, 4, 6, 5]", "[conv3d: {filters: 2, kernel: 3, padding: 1}, flatten, dense: 3]"),
+                                ("[3, 20]", "[conv1d: {filters: 2, kernel: 3}, flatten, dense: 4]")] {
+            let config = try TrainingConfig.parse(yaml: """
+                model: {input: \(input), layers: \(layers)}
+                data: {dataset: synthetic, synthetic_train: 12, synthetic_test: 4}
+                train: {batch: 4, micro_batch: 2}
+                """, source: "synthetic.yaml")
+            let data = try DataSource.load(config)
+            let shape = config.model.input
+            XCTAssertEqual([data.train.channels, data.train.depth, data.train.height, data.train.width],
+                           [shape.channels, shape.depth, shape.height, shape.width], input)
+            XCTAssertEqual(data.train.count, 12)
+            XCTAssertEqual(data.test.pixels.count, 4 * shape.count)
+        }
+    }
+}
