@@ -47,6 +47,11 @@ extension Coordinator {
             return offence(peer, "a \(envelope.message.typeName) message of run \(String(envelope.runID, radix: 16)), not of this coordinator's run \(String(runID, radix: 16)) (a coordinator restarted, or a worker of another run): send hello to join", code: 409)
         }
         guard let worker = pool[peer] else {
+            if pool.wasGivenUp(peer, at: monotonicSeconds()) {
+                // This coordinator's own decision, not the peer's fault: no strike, so that a
+                // worker stopped or cut off past the timeout several times a minute is not banned.
+                return reply(peer, code: 401, text: "this coordinator gave up on this worker (silent too long, or unreachable); send hello to join again")
+            }
             return offence(peer, "a \(envelope.message.typeName) message from an unknown worker; send hello first", code: 401)
         }
         apply(scheduler.handle(.heard(worker: worker.id), at: monotonicSeconds()))
@@ -125,12 +130,16 @@ extension Coordinator {
         if let existing = pool[peer] {
             // The same connection saying hello again has restarted and its old work is lost; or
             // it makes the coordinator send it the weights again and again for a few bytes each
-            // time. Honest workers do it rarely, so each time counts against the peer.
-            let outcome = peerGuard.strike(peer, reason: "hello again while already a worker", now: monotonicSeconds())
-            if case .evict(let reason) = outcome.verdict { return evict(peer, reason: reason) }
+            // time. An honest worker does it only after hearing nothing for the worker timeout
+            // (it thinks the coordinator gone), so once per timeout is free and more is an offence.
+            if monotonicSeconds() - existing.joinedAt < config.distributed.workerTimeout {
+                let outcome = peerGuard.strike(peer, reason: "hello again while already a worker", now: monotonicSeconds())
+                if case .evict(let reason) = outcome.verdict { return evict(peer, reason: reason) }
+            }
             lose(existing, reason: "it said hello again")
         }
         let worker = pool.add(peer: peer, name: name, host: host, threads: hello.threads)
+        worker.joinedAt = monotonicSeconds()
         let welcome = Welcome(
             workerID: worker.id, configText: config.yaml, parameterCount: state.parameterCount,
             heartbeatIntervalMilliseconds: UInt32(config.distributed.heartbeatInterval * 1000),
@@ -173,6 +182,7 @@ extension Coordinator {
             logger.warning("evicted worker \(worker.label) (\(peer)): \(reason)")
             reply(peer, code: 429, text: reason)
             lose(worker, reason: "evicted: \(reason)")
+            pool.forgetGivenUp(peer)
         } else {
             logger.warning("ignoring \(peer): \(reason)")
         }
@@ -211,6 +221,7 @@ extension Coordinator {
             logger.warning("\(report)")
         case .dead(let id, let reason, let reassigned):
             guard let worker = pool.remove(id) else { return [] }
+            pool.rememberGivenUp(worker.peer, at: monotonicSeconds())
             notify { $0.workerLeft(worker.status(alive: false), reason: reason) }
             if reassigned.isEmpty {
                 logger.info("worker \(worker.label) is gone (\(reason)); \(pool.count) alive")

@@ -16,6 +16,8 @@ final class WorkerRecord {
     var microBatchesDone = 0
     /// Seconds from its first assignment to its last result in the last step it took part in.
     var lastStepSeconds: Double?
+    /// When its hello was taken.
+    var joinedAt: Double = 0
 
     init(id: UInt32, peer: PeerID, name: String, host: String, threads: Int) {
         self.id = id
@@ -50,7 +52,34 @@ struct WorkerPool {
         nextID += 1
         byPeer[peer] = record
         byID[record.id] = record
+        givenUp[peer] = nil
         return record
+    }
+
+    /// Connections whose worker this coordinator declared dead itself, and when: such a worker
+    /// may well be alive (stopped for a while, cut off, slow) and keep talking until told to join
+    /// again, which is no offence.
+    private var givenUp: [PeerID: Double] = [:]
+    /// How long a given-up connection is remembered, and how many at most (the oldest go first).
+    static let givenUpMemory = 60.0
+    static let givenUpLimit = 4096
+
+    mutating func rememberGivenUp(_ peer: PeerID, at now: Double) {
+        givenUp = givenUp.filter { now - $0.value < Self.givenUpMemory }
+        if givenUp.count >= Self.givenUpLimit, let oldest = givenUp.min(by: { $0.value < $1.value }) {
+            givenUp[oldest.key] = nil
+        }
+        givenUp[peer] = now
+    }
+
+    /// A connection evicted for what it sent is the peer's fault: it gets no such allowance.
+    mutating func forgetGivenUp(_ peer: PeerID) {
+        givenUp[peer] = nil
+    }
+
+    func wasGivenUp(_ peer: PeerID, at now: Double) -> Bool {
+        guard let at = givenUp[peer] else { return false }
+        return now - at < Self.givenUpMemory
     }
 
     @discardableResult

@@ -1,0 +1,142 @@
+import CNN
+import Foundation
+import Logging
+import Training
+import Wire
+import XCTest
+
+/// A worker the coordinator gave up on may be alive: stopped for a while, cut off, or slow. What
+/// it says next is answered with "join again", never held against it, however often it happens;
+/// a worker that is declared dead every few seconds must not end up banned (the chaos soak found
+/// honest workers ignored for 60 s after twenty messages sent while given up).
+final class FalseDeathTests: XCTestCase {
+    override class func setUp() {
+        BLAS.useSingleThread()
+    }
+
+    func testAWorkerGivenUpOnIsToldToJoinAgainAndIsNeverBannedForWhatItSaysMeanwhile() throws {
+        let run = try InMemoryRun(steps: 8, seed: 4, workerTimeout: 0.5)
+        let lines = LogLines()
+        let events = RunEvents()
+        let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), observers: [events], expectedWorkers: 2)
+        let welcomes = Counter()
+        let rejoinAnswers = Counter()
+        // The sleeper joins, takes its work and falls silent past the timeout; then, given up,
+        // says 30 things (each answered "join again"), says hello again, and falls silent again.
+        Thread {
+            let endpoint = run.endpoint("sleeper")
+            let hello = Hello(name: "sleeper", threads: 1, processID: 1, hostName: "h", coreType: BLAS.kernelName)
+            func join() -> UInt64? {
+                try? endpoint.send(Envelope(runID: 0, step: 0, message: .hello(hello)), to: nil)
+                let deadline = Date().addingTimeInterval(5)
+                while Date() < deadline, let incoming = try? endpoint.receive(timeoutMilliseconds: 100) {
+                    if case .success(let envelope) = incoming.result, case .welcome = envelope.message {
+                        welcomes.add()
+                        return envelope.runID
+                    }
+                }
+                return nil
+            }
+            guard let runID = join() else { return }
+            Thread.sleep(forTimeInterval: 1.0)
+            while (try? endpoint.receive(timeoutMilliseconds: 0)) != nil {}
+            for _ in 0..<30 {
+                try? endpoint.send(Envelope(runID: runID, step: 0, message: .heartbeat(Heartbeat(sentAtMilliseconds: 1, busy: false))), to: nil)
+            }
+            let deadline = Date().addingTimeInterval(2)
+            while Date() < deadline, let incoming = try? endpoint.receive(timeoutMilliseconds: 100) {
+                if case .success(let envelope) = incoming.result, case .error(let failure) = envelope.message, failure.code == 401 {
+                    rejoinAnswers.add()
+                }
+            }
+            _ = join()
+        }.start()
+        startSlowWorker(run, name: "honest")
+        let summary = try coordinator.run()
+        XCTAssertEqual(summary.steps, 8)
+        try run.assertMatchesReference(summary)
+        XCTAssertEqual(welcomes.value, 2, "the sleeper was not welcomed back:\n" + lines.all.joined(separator: "\n"))
+        XCTAssertEqual(rejoinAnswers.value, 30, "every message of a given-up worker is answered 'join again'")
+        XCTAssertFalse(lines.all.contains { $0.contains("ignoring") || $0.contains("evicted") || $0.contains("offence") },
+                       lines.all.joined(separator: "\n"))
+    }
+
+    func testAHelloAgainAfterTheTimeoutIsFreeWhileRapidOnesAreOffences() throws {
+        // An honest worker says hello again only when it heard nothing for the worker timeout
+        // (the coordinator was busy, say writing a large checkpoint): at most once per timeout.
+        // Nineteen rapid ones are nineteen strikes; one more, after the timeout, must not be the
+        // twentieth (which would ban the worker for a minute).
+        let run = try InMemoryRun(steps: 8, seed: 4, workerTimeout: 0.5)
+        let lines = LogLines()
+        let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
+        let welcomes = Counter()
+        Thread {
+            let endpoint = run.endpoint("rejoiner")
+            let hello = Hello(name: "rejoiner", threads: 1, processID: 1, hostName: "h", coreType: BLAS.kernelName)
+            func join() -> UInt64? {
+                try? endpoint.send(Envelope(runID: 0, step: 0, message: .hello(hello)), to: nil)
+                let deadline = Date().addingTimeInterval(5)
+                while Date() < deadline, let incoming = try? endpoint.receive(timeoutMilliseconds: 100) {
+                    if case .success(let envelope) = incoming.result, case .welcome = envelope.message {
+                        welcomes.add()
+                        return envelope.runID
+                    }
+                }
+                return nil
+            }
+            guard let runID = join() else { return }
+            for _ in 0..<19 { _ = join() }
+            // Alive (heartbeats) for longer than the timeout, then hello again.
+            for _ in 0..<7 {
+                try? endpoint.send(Envelope(runID: runID, step: 0, message: .heartbeat(Heartbeat(sentAtMilliseconds: 1, busy: true))), to: nil)
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+            _ = join()
+        }.start()
+        startSlowWorker(run, name: "honest")
+        let summary = try coordinator.run()
+        try run.assertMatchesReference(summary)
+        XCTAssertEqual(welcomes.value, 21, lines.all.joined(separator: "\n"))
+        XCTAssertFalse(lines.all.contains { $0.contains("evicted") }, lines.all.joined(separator: "\n"))
+    }
+
+    func testTwentyRapidHellosAgainStillEvict() throws {
+        let run = try InMemoryRun(steps: 8, seed: 4, workerTimeout: 0.5)
+        let lines = LogLines()
+        let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
+        Thread {
+            let endpoint = run.endpoint("rejoiner")
+            let hello = Hello(name: "rejoiner", threads: 1, processID: 1, hostName: "h", coreType: BLAS.kernelName)
+            for _ in 0..<21 {
+                try? endpoint.send(Envelope(runID: 0, step: 0, message: .hello(hello)), to: nil)
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+        }.start()
+        startSlowWorker(run, name: "honest")
+        let summary = try coordinator.run()
+        try run.assertMatchesReference(summary)
+        XCTAssertTrue(lines.all.contains { $0.contains("evicted") && $0.contains("hello again while already a worker") },
+                      lines.all.joined(separator: "\n"))
+    }
+
+    /// A real worker slowed down, so that the run lasts while the sleeper does its part.
+    private func startSlowWorker(_ run: InMemoryRun, name: String) {
+        let network = run.network
+        Thread {
+            var options = WorkerOptions(connect: InMemoryRun.coordinatorAddress, threads: 1, name: name)
+            options.computeDelay = 0.25
+            let worker = Worker(options: options, logger: Logger(label: name) { _ in SwiftLogNoOpLogHandler() },
+                                transport: network.endpoint(PeerID(bytes: Array(name.utf8)), connectedTo: InMemoryRun.coordinatorID))
+            try? worker.run()
+        }.start()
+    }
+}
+
+/// A count shared between threads.
+private final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+
+    func add() { lock.withLock { count += 1 } }
+    var value: Int { lock.withLock { count } }
+}
