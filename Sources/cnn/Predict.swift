@@ -12,9 +12,11 @@ struct Predict: ParsableCommand {
             true class is shown too. Pixels are normalised as the run's data set was.
             """)
 
-    @Option(help: "A checkpoint directory (runs/NAME/checkpoints/step-...).") var checkpoint: String
-    @Option(help: "The config (default: config.yaml of the checkpoint's run).") var config: String?
+    @Option(help: "A checkpoint directory (runs/NAME/checkpoints/step-...) or a .safetensors weights file (with --config).")
+    var checkpoint: String
+    @Option(help: "The config (default: config.yaml of the checkpoint's run; required for a weights file).") var config: String?
     @Option(help: "How many classes to show per image.") var top: Int = 5
+    @Flag(help: "One JSON object per image and line, with every class's probability.") var json = false
     @Argument(help: "Images: FILE.png, FILE.pgm, FILE.ppm or IDX-FILE:N.") var images: [String]
 
     func validate() throws {
@@ -28,8 +30,8 @@ struct Predict: ParsableCommand {
         var texts: [String] = []
         for image in images {
             let prediction = try Prediction.run(model, image: ImageReference(image), top: top)
-            texts.append(prediction.text(classNames: model.classNames))
+            texts.append(json ? prediction.json(classNames: model.classNames) : prediction.text(classNames: model.classNames))
         }
-        print(texts.joined(separator: "\n\n"))
+        print(texts.joined(separator: json ? "\n" : "\n\n"))
     }
 }

@@ -22,6 +22,38 @@ final class ONNXExportTests: XCTestCase {
             print(model_path, y.shape)
         """
 
+    /// One model with every layer kind of the engine (and a ceil-mode pool, a dilated grouped
+    /// convolution, an identity branch, a batch norm and a PReLU on features).
+    static let everyLayerKind = """
+        model:
+          input: [3, 12, 12]
+          layers:
+            - conv: {filters: 6, kernel: 3, padding: 1}
+            - batchnorm
+            - prelu: {per_channel: true}
+            - conv: {filters: 6, kernel: 3, padding: 2, dilation: 2, groups: 3, bias: false}
+            - leakyrelu: 0.1
+            - separable: {filters: 8, kernel: 3, padding: 1}
+            - elu: 0.5
+            - lrn: {size: 3, alpha: 0.001, beta: 0.75, k: 2}
+            - convtranspose: {filters: 4, kernel: 3, stride: 2, padding: 1, output_padding: 1}
+            - avgpool: {size: 3, stride: 2, padding: 1}
+            - residual: {layers: [conv: {filters: 8, kernel: 3, padding: 1}, batchnorm, relu], projection: auto, relu: true}
+            - bottleneck: {filters: 2, stride: 2, expansion: 4}
+            - concat: {branches: [[], [conv: {filters: 4, kernel: 1}, sigmoid], [maxpool: {size: 3, stride: 1, padding: 1}]]}
+            - spatial_dropout: 0.2
+            - maxpool: {size: 3, stride: 2, ceil_mode: true}
+            - basic_block: {filters: 8, stride: 1}
+            - l2pool: 3
+            - tanh
+            - flatten
+            - dense: {units: 16, bias: false}
+            - batchnorm
+            - prelu: {per_channel: true}
+            - dropout: 0.3
+            - dense: 5
+        """
+
     func testONNXRunByOnnxruntimeEqualsOurForwardForLeNetFashionMNISTResNet20AndGoogLeNet() throws {
         try ExportSupport.requirePython()
         let folder = try LocalCluster.temporaryDirectory("onnx")
@@ -29,7 +61,7 @@ final class ONNXExportTests: XCTestCase {
         let fashion = try String(contentsOf: ExportSupport.configsDirectory.appendingPathComponent("fashion-mnist.yaml"), encoding: .utf8)
         let models: [(name: String, yaml: String)] = [
             ("lenet5", "model: lenet5\n"), ("fashion-mnist", fashion), ("resnet20", "model: resnet20\n"),
-            ("googlenet", "model: {zoo: googlenet, classes: 10}\n"),
+            ("googlenet", "model: {zoo: googlenet, classes: 10}\n"), ("every-layer-kind", Self.everyLayerKind),
         ]
         let batch = 2
         var arguments: [String] = []
