@@ -18,8 +18,9 @@ public struct TrainedModel {
 
     /// Loads `path` (a checkpoint directory or a `.safetensors` file) with `configPath` or, for a
     /// checkpoint, the config of its run. A file must name every parameter of the model with its
-    /// shape; running statistics it lacks keep their initial values, tensors the model does not
-    /// use (torchvision GoogLeNet's auxiliary heads) are ignored.
+    /// shape (unless the config sets `train.init_skip_mismatched`); running statistics it lacks keep
+    /// their initial values, tensors the model does not use (torchvision GoogLeNet's auxiliary
+    /// heads) are ignored.
     public static func load(_ path: String, configPath: String?) throws -> TrainedModel {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
@@ -43,7 +44,9 @@ public struct TrainedModel {
         }
         let config = try TrainingConfig.load(path: configPath)
         let state = try ModelState(config: config)
-        _ = try state.loadInitialWeights(from: path, skipMismatched: false)
+        // As `--init` would start a run of this config: with `train.init_skip_mismatched`, a head of
+        // another shape keeps its fresh initialisation (the model before fine-tuning).
+        _ = try state.loadInitialWeights(from: path, skipMismatched: config.train.initSkipMismatched)
         return TrainedModel(config: config, state: state, step: nil)
     }
 }

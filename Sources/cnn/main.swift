@@ -29,8 +29,9 @@ struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval", abstract: "Test accuracy of a checkpoint, computed in this process.")
 
-    @Option(help: "A checkpoint directory (runs/NAME/checkpoints/step-...).") var checkpoint: String
-    @Option(help: "The config (default: config.yaml of the checkpoint's run).") var config: String?
+    @Option(help: "A checkpoint directory (runs/NAME/checkpoints/step-...) or a .safetensors weights file (with --config).")
+    var checkpoint: String
+    @Option(help: "The config (default: config.yaml of the checkpoint's run; required for a weights file).") var config: String?
 
     func run() throws {
         try ProcessSetup.prepare()
