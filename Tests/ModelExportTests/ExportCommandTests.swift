@@ -10,7 +10,7 @@ final class ExportCommandTests: XCTestCase {
     static let config = """
         model: lenet5
         data: {dataset: synthetic, synthetic_train: 16, synthetic_test: 16}
-        train: {seed: 3}
+        train: {seed: 3, batch: 8, micro_batch: 8, eval_batch: 8}
         """
 
     func testExportPredictAndEvalTakeAWeightsFileWithItsConfig() throws {
@@ -32,7 +32,8 @@ final class ExportCommandTests: XCTestCase {
 
         // A 32x32 greyscale PGM of a diagonal gradient.
         var pgm = Data("P5\n32 32\n255\n".utf8)
-        pgm.append(contentsOf: (0..<(32 * 32)).map { UInt8(($0 % 32 + $0 / 32) * 4) })
+        let pixels: [UInt8] = (0..<(32 * 32)).map { (index: Int) -> UInt8 in UInt8((index % 32 + index / 32) * 4) }
+        pgm.append(contentsOf: pixels)
         try pgm.write(to: URL(fileURLWithPath: "\(folder)/image.pgm"))
         let predict = try LocalCluster.run(
             LocalCluster.executable("cnn"), ["predict", "--checkpoint", weights, "--config", configPath, "--json", "\(folder)/image.pgm"])
