@@ -8,7 +8,8 @@ import Darwin
 
 /// Where one named tensor lives in a network's flat buffer.
 public struct TensorSlot: Sendable, Equatable {
-    /// PyTorch `nn.Sequential` naming: "0.weight", "3.bias".
+    /// PyTorch naming: "0.weight", "3.bias" as an `nn.Sequential` would name them, or the layer's
+    /// given name ("features.0.weight", "layer1.0.conv1.weight", "fc.bias"; see `LayerSpec.named`).
     public var name: String
     public var shape: [Int]
     public var offset: Int

@@ -5,6 +5,8 @@ import ConfigReading
 /// value (`dropout: 0.5`, `maxpool: 2`, `basic_block: 64`), or its kind with options
 /// (`conv: {filters: 32, kernel: 3, padding: same}`). Blocks hold nested layer lists:
 /// `residual: {layers: [...], projection: auto}`, `concat: {branches: [[...], [...]]}`.
+/// Any layer may name its tensors beside its kind: `{name: fc, dense: 10}` gives `fc.weight`,
+/// `{name: features.1, batchnorm}` gives `features.1.running_mean` (else they are numbered).
 extension ModelConfig {
     static let layerKinds = [
         "conv", "convtranspose", "separable", "maxpool", "avgpool", "l2pool", "globalavgpool",

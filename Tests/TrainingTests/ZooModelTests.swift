@@ -117,6 +117,21 @@ final class ZooModelTests: XCTestCase {
         XCTAssertEqual(spec.layers[31], .flatten)
     }
 
+    func testLayerListsNameTensorsWithNameAndRefuseMalformedNames() throws {
+        let config = try TrainingConfig.parse(yaml: """
+            model:
+              input: [1, 8, 8]
+              layers: [{name: features.0, conv: {filters: 2, kernel: 3}}, {name: features.1, batchnorm}, relu, flatten, {name: fc, dense: 3}]
+            """, source: "named.yaml")
+        let network = try Network(config.model)
+        XCTAssertEqual(network.parameterSlots.map(\.name), ["features.0.weight", "features.0.bias", "features.1.weight", "features.1.bias",
+                                                           "fc.weight", "fc.bias"])
+        XCTAssertEqual(network.layerNames, ["features.0", "features.1", "2", "3", "fc"])
+        XCTAssertEqual(try TrainingConfig.parse(yaml: config.yaml, source: "rendered.yaml").model, config.model)
+        let error = try XCTUnwrap(configError("model: {input: [1, 8, 8], layers: [flatten, {name: \"fc..x\", dense: 3}]}\n"))
+        XCTAssertTrue(error.description.contains("must be a tensor name prefix such as 'fc' or 'features.0'"), error.description)
+    }
+
     func testCeilModePoolsSizeLikeTorchvisionsGoogLeNet() throws {
         let network = try Network(try ModelZoo.model("googlenet"))
         // 224 -> conv 112 -> pool 56 -> pool 28 -> pool 14 -> pool 7, as torchvision's.
