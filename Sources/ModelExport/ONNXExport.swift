@@ -22,7 +22,8 @@ extension ExportError: UsageFailure {}
 
 /// `cnn export --onnx`: a network as an ONNX inference graph (opset 13): batch normalisation with
 /// its running statistics, no dropout, weights as initialisers named as in the checkpoint
-/// (`features.0.weight`). Input "input" [N, C, H, W], output "logits" [N, classes].
+/// (`features.0.weight`). Input "input" [N, C, H, W] (or the model's own input dimensions),
+/// output "logits" [N, classes].
 ///
 /// Each layer kind the engine has is written as the ONNX operator that computes the same function
 /// (convolutions, pools, activations, Gemm, BatchNormalization, LRN, residual Add, Concat); a kind
@@ -51,7 +52,7 @@ public enum ONNXExport {
         onnxGraph.name = "cnn"
         onnxGraph.node = graph.nodes
         onnxGraph.initializer = graph.initializers
-        onnxGraph.input = [batchedValueInfo(name: "input", dimensions: [input.channels, input.height, input.width])]
+        onnxGraph.input = [batchedValueInfo(name: "input", dimensions: input.dimensions)]
         onnxGraph.output = [batchedValueInfo(name: output, dimensions: [network.outputShape.count])]
         var opset = Onnx_OperatorSetIdProto()
         opset.domain = ""
@@ -232,11 +233,10 @@ struct LayerWriter {
         return Value(name: graph.add("Flatten", inputs: [value.name], attributes: [ONNXAttribute.int("axis", 1)], output: stem), flat: true)
     }
 
-    /// `value` as [N, C, H, W] for `layer`'s input shape (a [N, features] value is reshaped).
+    /// `value` as [N, C, ...] for `layer`'s input shape (a [N, features] value is reshaped).
     private mutating func spatial(_ value: Value, layer: Layer) -> Value {
         guard value.flat else { return value }
-        let shape = layer.inputShape
-        let target = graph.addInitializer(name: value.name + ".shape", int64: [-1, Int64(shape.channels), Int64(shape.height), Int64(shape.width)])
+        let target = graph.addInitializer(name: value.name + ".shape", int64: [-1] + layer.inputShape.dimensions.map(Int64.init))
         return Value(name: graph.add("Reshape", inputs: [value.name, target], output: value.name + ".reshaped"), flat: false)
     }
 

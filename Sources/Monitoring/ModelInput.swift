@@ -129,9 +129,14 @@ public final class CheckpointModel {
     public let normalisation: InputNormalisation
 
     /// Loads `checkpoint` (a checkpoint directory, or a safetensors weights file such as
-    /// torchvision's) with the config beside it (`RUN_DIR/config.yaml`) or `configPath`.
-    public init(checkpoint: String, configPath: String?) throws {
-        let loaded = try TrainedModel.load(checkpoint, configPath: configPath)
+    /// torchvision's) with the config beside it (`RUN_DIR/config.yaml`) or `configPath`; with
+    /// `inputSize`, a fully convolutional model is built for images of that height and width.
+    public init(checkpoint: String, configPath: String?, inputSize: (height: Int, width: Int)? = nil) throws {
+        let loaded = try TrainedModel.load(checkpoint, configPath: configPath) { config in
+            if let inputSize {
+                try config.resizeInput(height: inputSize.height, width: inputSize.width, checkpoint: checkpoint)
+            }
+        }
         config = loaded.config
         network = loaded.network
         checkpointStep = loaded.step ?? 0

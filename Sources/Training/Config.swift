@@ -27,7 +27,8 @@ public struct TrainingConfig: Sendable, Equatable {
 }
 
 public struct DataConfig: Sendable, Equatable {
-    /// fashion-mnist, mnist (IDX files), cifar10 (binary batches) or synthetic.
+    /// fashion-mnist, mnist (IDX files), cifar10 (binary batches), synthetic, or idx (samples of the
+    /// model's input shape, sequences and volumes too: `IDXSamples`).
     public var dataset: String = "fashion-mnist"
     /// Folder holding the data set's files.
     public var path: String = FashionMNIST.defaultDirectory
@@ -198,7 +199,7 @@ extension TrainingConfig {
     private static func parseData(_ node: ConfigNode) throws -> DataConfig {
         try node.expectKeys(["dataset", "path", "shuffle", "augment", "synthetic_train", "synthetic_test"])
         var data = DataConfig()
-        if let n = try node.child("dataset") { data.dataset = try n.oneOf(["fashion-mnist", "mnist", "cifar10", "synthetic"]) }
+        if let n = try node.child("dataset") { data.dataset = try n.oneOf(["fashion-mnist", "mnist", "cifar10", "synthetic", "idx"]) }
         if let n = try node.child("path") { data.path = try n.string() }
         if let n = try node.child("shuffle") { data.shuffle = try n.bool() }
         if let n = try node.child("synthetic_train") { data.syntheticTrain = try n.int(minimum: 1) }

@@ -21,7 +21,10 @@ public struct TrainedModel {
     /// shape (unless the config sets `train.init_skip_mismatched`); running statistics it lacks keep
     /// their initial values, tensors the model does not use (torchvision GoogLeNet's auxiliary
     /// heads) are ignored.
-    public static func load(_ path: String, configPath: String?) throws -> TrainedModel {
+    /// `adjust` may change the config before the model is built (`cnn predict --input-size`).
+    public static func load(
+        _ path: String, configPath: String?, adjust: (inout TrainingConfig) throws -> Void = { _ in }
+    ) throws -> TrainedModel {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw UsageError("\(path): no such checkpoint directory or safetensors file")
@@ -33,7 +36,8 @@ public struct TrainedModel {
             guard FileManager.default.fileExists(atPath: configFile) else {
                 throw UsageError("\(configFile): no config beside the checkpoint; pass the run's config with --config")
             }
-            let config = try TrainingConfig.load(path: configFile)
+            var config = try TrainingConfig.load(path: configFile)
+            try adjust(&config)
             let state = try ModelState(config: config)
             try state.loadWeights(loaded.model, source: path)
             return TrainedModel(config: config, state: state, step: loaded.state.step)
@@ -42,7 +46,8 @@ public struct TrainedModel {
             throw UsageError("\(path) is a weights file, which does not say what the model is; "
                 + "pass the model's config with --config (for torchvision's weights, a config with model: {zoo: resnet18} or the like)")
         }
-        let config = try TrainingConfig.load(path: configPath)
+        var config = try TrainingConfig.load(path: configPath)
+        try adjust(&config)
         let state = try ModelState(config: config)
         // As `--init` would start a run of this config: with `train.init_skip_mismatched`, a head of
         // another shape keeps its fresh initialisation (the model before fine-tuning).

@@ -31,8 +31,9 @@ struct Export: ParsableCommand {
         let onnxData = try onnx.map { _ in try ONNXExport.data(of: network, producerVersion: Version.current) }
         if let onnx, let onnxData {
             try onnxData.write(to: URL(fileURLWithPath: onnx), options: .atomic)
-            print("wrote \(onnx): ONNX opset \(ONNXExport.opset), \(network.parameterCount) parameters, input [N, "
-                + "\(network.inputShape.channels), \(network.inputShape.height), \(network.inputShape.width)], output [N, \(network.outputShape.count)]")
+            let input = network.inputShape.dimensions.map(String.init).joined(separator: ", ")
+            print("wrote \(onnx): ONNX opset \(ONNXExport.opset), \(network.parameterCount) parameters, input [N, \(input)], "
+                + "output [N, \(network.outputShape.count)]")
         }
         if let safetensors {
             let tensors = model.state.modelTensors()

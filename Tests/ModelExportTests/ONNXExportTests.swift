@@ -124,6 +124,16 @@ final class ONNXExportTests: XCTestCase {
         }
     }
 
+    func testTheEnginesSequenceAndVolumeLayersAreRefusedNamingTheLayer() throws {
+        let network = try ExportSupport.model("""
+            model: {input: [2, 16], layers: [{conv1d: {filters: 3, kernel: 3}}, relu, flatten, dense: 2]}
+            """).network
+        XCTAssertThrowsError(try ONNXExport.model(of: network, producerVersion: "test")) { error in
+            XCTAssertTrue("\(error)".contains("model.layers[0] ("), "\(error)")
+            XCTAssertTrue("\(error)".contains("cannot be exported to ONNX: the exporter does not know layer kind"), "\(error)")
+        }
+    }
+
     func testAnEvenLocalResponseNormIsRefusedBecauseONNXCentresItsWindowElsewhere() throws {
         let network = try ExportSupport.model("""
             model: {input: [4, 5, 5], layers: [conv: {filters: 6, kernel: 3}, {lrn: {size: 4}}, flatten, dense: 3]}

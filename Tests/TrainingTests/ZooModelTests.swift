@@ -132,6 +132,23 @@ final class ZooModelTests: XCTestCase {
         XCTAssertTrue(error.description.contains("must be a tensor name prefix such as 'fc' or 'features.0'"), error.description)
     }
 
+    func testANamedHeadStillGivesSyntheticDataItsClassesAndConvertsKeepingItsName() throws {
+        let config = try TrainingConfig.parse(
+            yaml: "model: {zoo: resnet18, classes: 7, input: [3, 32, 32]}\ndata: {dataset: synthetic, synthetic_train: 8, synthetic_test: 8}\ntrain: {batch: 8, micro_batch: 8}\n",
+            source: "named-head.yaml")
+        XCTAssertEqual(try DataSource.load(config).train.classes, 7)
+        let named = try TrainingConfig.parse(yaml: """
+            model:
+              input: [1, 8, 8]
+              layers: [{name: features.0, conv: {filters: 2, kernel: 3}}, relu, flatten, {name: fc, dense: 3}]
+            """, source: "named.yaml").model
+        let converted = try FullyConvolutionalModel(converting: named)
+        let slots = try Network(converted.model).parameterSlots
+        XCTAssertEqual(slots.map(\.name), ["features.0.weight", "features.0.bias", "fc.weight", "fc.bias"])
+        XCTAssertEqual(slots[2].shape, [3, 2, 6, 6])
+        XCTAssertEqual(converted.originalName(of: "fc.weight"), "fc.weight")
+    }
+
     func testCeilModePoolsSizeLikeTorchvisionsGoogLeNet() throws {
         let network = try Network(try ModelZoo.model("googlenet"))
         // 224 -> conv 112 -> pool 56 -> pool 28 -> pool 14 -> pool 7, as torchvision's.
