@@ -25,9 +25,10 @@ extension ExportError: UsageFailure {}
 /// (`features.0.weight`). Input "input" [N, C, H, W] (or the model's own input dimensions),
 /// output "logits" [N, classes].
 ///
-/// Each layer kind the engine has is written as the ONNX operator that computes the same function
-/// (convolutions, pools, activations, Gemm, BatchNormalization, LRN, residual Add, Concat); a kind
-/// this file does not know, or an option ONNX cannot say, is an `ExportError` naming the layer.
+/// Each image layer kind the engine has is written as the ONNX operator that computes the same
+/// function (convolutions, pools, activations, Gemm, BatchNormalization, LRN, residual Add, Concat);
+/// a kind this file does not know (the sequence and volume layers, for now), or an option ONNX
+/// cannot say, is an `ExportError` naming the layer.
 public enum ONNXExport {
     /// The operator set the graph is written for.
     public static let opset = 13
