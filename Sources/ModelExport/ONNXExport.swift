@@ -25,9 +25,10 @@ extension ExportError: UsageFailure {}
 /// (`features.0.weight`). Input "input" [N, C, H, W] (or the model's own input dimensions),
 /// output "logits" [N, classes].
 ///
-/// Each image layer kind the engine has is written as the ONNX operator that computes the same
-/// function (convolutions, pools, activations, Gemm, BatchNormalization, LRN, residual Add, Concat);
-/// a kind this file does not know (the sequence and volume layers, for now), or an option ONNX
+/// Each layer kind the engine has is written as the ONNX operator that computes the same function
+/// (convolutions, pools, activations, Gemm, BatchNormalization, LRN, residual Add, Concat); the
+/// 1-D and 3-D convolutions and pools as their N-D forms; a locally connected layer from a one-hot
+/// unfolding convolution and a batched MatMul. A kind this file does not know, or an option ONNX
 /// cannot say, is an `ExportError` naming the layer.
 public enum ONNXExport {
     /// The operator set the graph is written for.
@@ -219,6 +220,20 @@ struct LayerWriter {
                                          attributes: [ONNXAttribute.int("transB", 1)], output: prefix), flat: true)
         case is Flatten:
             return flattened(input, stem: prefix)
+        case let conv as ConvolutionND:
+            return spatialNode("Conv", [initializer("weight")] + (conv.hasBias ? [initializer("bias")] : []),
+                               [ONNXAttribute.ints("kernel_shape", conv.kernel), ONNXAttribute.ints("strides", conv.stride),
+                                ONNXAttribute.ints("pads", conv.padding + conv.padding), ONNXAttribute.ints("dilations", conv.dilation),
+                                ONNXAttribute.int("group", conv.groups)])
+        case let pool as PoolingND:
+            let rank = pool.inputShape.spatialRank
+            let attributes = [ONNXAttribute.ints("kernel_shape", Array(repeating: pool.size, count: rank)),
+                              ONNXAttribute.ints("strides", Array(repeating: pool.stride, count: rank)),
+                              ONNXAttribute.ints("pads", Array(repeating: pool.padding, count: 2 * rank))]
+            return pool.kind == .max ? spatialNode("MaxPool", [], attributes)
+                : spatialNode("AveragePool", [], attributes + [ONNXAttribute.int("count_include_pad", 1)])
+        case let local as LocallyConnected:
+            return try writeLocallyConnected(local, input: spatial(input, layer: layer), tensors: tensors, prefix: prefix)
         case is Dropout:
             // An inference graph: dropout is the identity.
             return input
@@ -226,6 +241,48 @@ struct LayerWriter {
             throw ExportError(layer: path, summary: layer.summary,
                               reason: "the exporter does not know layer kind \(type(of: layer)); add it to ModelExport/ONNXExport.swift")
         }
+    }
+
+    /// A locally connected layer, which ONNX has no operator for, from operators it has: the
+    /// patches unfolded by a convolution with one-hot filters (filter j copies input channel
+    /// j / taps at tap j % taps, so patch entry j is channel-major then taps, as `F.unfold`), then
+    /// each position's patch times its own filters as one batched MatMul over positions, plus the
+    /// per-output bias. The weight keeps its checkpoint layout [P, K, J] and is transposed in the graph.
+    private mutating func writeLocallyConnected(
+        _ layer: LocallyConnected, input: Value, tensors: [String: (dims: [Int], values: UnsafeBufferPointer<Float>)], prefix: String
+    ) throws -> Value {
+        let channels = layer.inputShape.channels
+        let taps = layer.kernel.reduce(1, *)
+        let patch = channels * taps                                   // J
+        let positions = layer.outputShape.spatialCount                // P
+        var oneHot = [Float](repeating: 0, count: patch * patch)      // [J, C, k...]
+        for j in 0..<patch { oneHot[j * patch + j] = 1 }
+        let unfoldWeight = oneHot.withUnsafeBufferPointer {
+            graph.addInitializer(name: "\(prefix).unfold", dims: [patch, channels] + layer.kernel, values: $0)
+        }
+        let patches = graph.add(
+            "Conv", inputs: [input.name, unfoldWeight],
+            attributes: [ONNXAttribute.ints("kernel_shape", layer.kernel), ONNXAttribute.ints("strides", layer.stride),
+                         ONNXAttribute.ints("pads", layer.padding + layer.padding), ONNXAttribute.ints("dilations", layer.dilation)],
+            output: prefix + ".patches")                               // [N, J, out spatial...]
+        let flatShape = graph.addInitializer(name: prefix + ".patches.shape", int64: [0, Int64(patch), Int64(positions)])
+        let columns = graph.add("Reshape", inputs: [patches, flatShape], output: prefix + ".columns")    // [N, J, P]
+        let byPosition = graph.add("Transpose", inputs: [columns], attributes: [ONNXAttribute.ints("perm", [2, 0, 1])],
+                                   output: prefix + ".by_position")                                       // [P, N, J]
+        let weight = tensors["weight"]!
+        let weightName = graph.addInitializer(name: "\(prefix).weight", dims: weight.dims, values: weight.values)    // [P, K, J]
+        let filters = graph.add("Transpose", inputs: [weightName], attributes: [ONNXAttribute.ints("perm", [0, 2, 1])],
+                                output: prefix + ".filters")                                               // [P, J, K]
+        let products = graph.add("MatMul", inputs: [byPosition, filters], output: prefix + ".products")   // [P, N, K]
+        let channelMajor = graph.add("Transpose", inputs: [products], attributes: [ONNXAttribute.ints("perm", [1, 2, 0])],
+                                     output: prefix + ".channel_major")                                   // [N, K, P]
+        let outputShape = graph.addInitializer(name: prefix + ".shape", int64: [-1] + layer.outputShape.dimensions.map(Int64.init))
+        var output = graph.add("Reshape", inputs: [channelMajor, outputShape], output: prefix + ".unbiased")  // [N, K, out spatial...]
+        if let bias = tensors["bias"] {
+            let biasName = graph.addInitializer(name: "\(prefix).bias", dims: bias.dims, values: bias.values)  // [K, out spatial...]
+            output = graph.add("Add", inputs: [output, biasName], output: prefix)
+        }
+        return Value(name: output, flat: false)
     }
 
     /// `value` as [N, features].

@@ -24,8 +24,15 @@ enum ExportSupport {
     }
 
     /// Running statistics away from their initial 0 and 1 (and num_batches_tracked left alone), so
-    /// an inference pass shows whether they are used: mean in [-0.5, 0.5), variance in [0.5, 1.5).
+    /// an inference pass shows whether they are used: mean in [-0.5, 0.5), variance in [0.5, 1.5);
+    /// biases (zero at first) in [-0.5, 0.5), so their layout shows too.
     static func randomiseRunningStatistics(_ network: Network, seed: UInt64) {
+        for (t, slot) in network.parameterSlots.enumerated() where slot.name.hasSuffix("bias") {
+            let values = network.parameters.pointer + slot.offset
+            for e in 0..<slot.count {
+                values[e] = Float(CounterRandom.uniform(seed: seed, purpose: .initialisation, UInt64(t), 8, 0, UInt64(e))) - 0.5
+            }
+        }
         for (t, slot) in network.stateSlots.enumerated() {
             let values = network.state.pointer + slot.offset
             for e in 0..<slot.count {

@@ -54,6 +54,37 @@ final class ONNXExportTests: XCTestCase {
             - dense: 5
         """
 
+    /// The sequence layers: a dilated grouped conv1d with padding, both 1-D pools, a batch norm and a
+    /// locally connected layer (with its per-output bias).
+    static let sequenceLayers = """
+        model:
+          input: [2, 20]
+          layers:
+            - conv1d: {filters: 4, kernel: 3, padding: 2, dilation: 2, groups: 2}
+            - batchnorm
+            - relu
+            - maxpool1d: {size: 3, stride: 1, padding: 1}
+            - locally_connected: {filters: 3, kernel: 3, stride: 2, padding: 1}
+            - tanh
+            - avgpool1d: {size: 2, padding: 1}
+            - flatten
+            - dense: 4
+        """
+
+    /// The volume layers: conv3d, max and average 3-D pools and a locally connected layer on volumes.
+    static let volumeLayers = """
+        model:
+          input: [1, 4, 6, 6]
+          layers:
+            - conv3d: {filters: 3, kernel: 3, padding: 1}
+            - relu
+            - maxpool3d: 2
+            - locally_connected: {filters: 2, kernel: [1, 2, 2], bias: false}
+            - avgpool3d: {size: 1}
+            - flatten
+            - dense: 3
+        """
+
     func testONNXRunByOnnxruntimeEqualsOurForwardForLeNetFashionMNISTResNet20AndGoogLeNet() throws {
         try ExportSupport.requirePython()
         let folder = try LocalCluster.temporaryDirectory("onnx")
@@ -62,6 +93,7 @@ final class ONNXExportTests: XCTestCase {
         let models: [(name: String, yaml: String)] = [
             ("lenet5", "model: lenet5\n"), ("fashion-mnist", fashion), ("resnet20", "model: resnet20\n"),
             ("googlenet", "model: {zoo: googlenet, classes: 10}\n"), ("every-layer-kind", Self.everyLayerKind),
+            ("sequence-layers", Self.sequenceLayers), ("volume-layers", Self.volumeLayers),
         ]
         let batch = 2
         var arguments: [String] = []
@@ -75,9 +107,8 @@ final class ONNXExportTests: XCTestCase {
             let onnx = "\(folder)/\(model.name).onnx"
             try ONNXExport.data(of: network, producerVersion: "test").write(to: URL(fileURLWithPath: onnx))
             try ExportSupport.writeFloats(input, to: "\(folder)/\(model.name).input")
-            let shape = network.inputShape
-            arguments += [onnx, "\(folder)/\(model.name).input", "\(folder)/\(model.name).output",
-                          "\(batch),\(shape.channels),\(shape.height),\(shape.width)"]
+            let dimensions = network.inputShape.dimensions.map(String.init).joined(separator: ",")
+            arguments += [onnx, "\(folder)/\(model.name).input", "\(folder)/\(model.name).output", "\(batch),\(dimensions)"]
         }
         let outcome = try PythonEnvironment.run(Self.onnxRuntimeScript, arguments: arguments)
         XCTAssertEqual(outcome.status, 0, outcome.combined)
@@ -121,16 +152,6 @@ final class ONNXExportTests: XCTestCase {
             let text = "\(error)"
             XCTAssertTrue(text.contains("model.layers[4] (Conv3D(8, 3x3x3)) cannot be exported to ONNX"), text)
             XCTAssertTrue(text.contains("does not know layer kind Unknown"), text)
-        }
-    }
-
-    func testTheEnginesSequenceAndVolumeLayersAreRefusedNamingTheLayer() throws {
-        let network = try ExportSupport.model("""
-            model: {input: [2, 16], layers: [{conv1d: {filters: 3, kernel: 3}}, relu, flatten, dense: 2]}
-            """).network
-        XCTAssertThrowsError(try ONNXExport.model(of: network, producerVersion: "test")) { error in
-            XCTAssertTrue("\(error)".contains("model.layers[0] ("), "\(error)")
-            XCTAssertTrue("\(error)".contains("cannot be exported to ONNX: the exporter does not know layer kind"), "\(error)")
         }
     }
 
