@@ -30,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // System libraries, linked plainly from module maps (see shared FACTS: pkg-config for
@@ -78,6 +79,14 @@ let package = Package(
             dependencies: ["Training", "ModelDescription", "CNN", "Data", "AllReduce", "Hashing"],
             swiftSettings: optimised
         ),
+        // ONNX's schema (onnx.proto of onnx 1.23.2) as Swift, generated once by
+        // scripts/generate-onnx-swift and committed; only SwiftProtobuf's runtime is linked.
+        .target(
+            name: "ONNXSchema", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")], exclude: ["onnx.proto"]),
+        // `cnn export`: a network as an ONNX inference graph.
+        .target(
+            name: "ModelExport",
+            dependencies: ["CNN", "ONNXSchema", "UsageErrors", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // Progress display, Prometheus endpoint, traces, plots, prediction: what operators see.
         .target(
             name: "Monitoring",
@@ -108,13 +117,16 @@ let package = Package(
         ),
         .executableTarget(
             name: "cnn",
-            dependencies: ["Training", "ModelDescription", "PeerSecurity", "Benchmark", "Monitoring", "CommandLineSupport", "JSONWriting", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "ModelDescription", "PeerSecurity", "Benchmark", "Monitoring", "CommandLineSupport", "JSONWriting", "ModelExport", "Checkpoint", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         .target(name: "TestSupport", dependencies: ["CNN", "Randomness"], path: "Tests/TestSupport", swiftSettings: optimised),
         .testTarget(name: "CNNTests", dependencies: ["CNN", "TestSupport"]),
         .testTarget(name: "DataTests", dependencies: ["Data"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
+        .testTarget(
+            name: "ModelExportTests",
+            dependencies: ["ModelExport", "ModelDescription", "Training", "Checkpoint", "CNN", "TestSupport", "ONNXSchema", "Randomness"]),
         .testTarget(name: "HashingTests", dependencies: ["Hashing"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "AllReduceTests", dependencies: ["AllReduce"]),

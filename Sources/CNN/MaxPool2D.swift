@@ -2,28 +2,36 @@
 
 /// Max pooling over F x F windows with stride S and padding P (padding never wins: it is -inf).
 /// Remembers each output's argmax ("switches") so backward routes the gradient to that input.
+/// In ceil mode (PyTorch's `ceil_mode=True`, as torchvision's GoogLeNet pools) a last window may run
+/// past the input; it takes the maximum of what it covers.
 public final class MaxPool2D: Layer {
     public let inputShape: FeatureShape
     public let outputShape: FeatureShape
     public let size: Int
     public let stride: Int
     public let padding: Int
+    public let ceilMode: Bool
+    /// Whether ceil mode added a window past the input, which the 2x2 kernels do not handle.
+    private let hasPartialWindows: Bool
 
     private let output = FloatBuffer()          // [N, C, OH, OW]
     private let switches = IndexBuffer()        // [N, C, OH, OW]: index into the input plane
     private var inputGradient = FloatBuffer()   // [N, C, H, W]
 
-    public init(input: FeatureShape, size: Int, stride: Int? = nil, padding: Int = 0, name: String = "MaxPool2D") throws {
+    public init(input: FeatureShape, size: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false,
+                name: String = "MaxPool2D") throws {
         let stride = stride ?? size
-        self.outputShape = try pooledShape(input: input, size: size, stride: stride, padding: padding, layer: name)
+        self.outputShape = try pooledShape(input: input, size: size, stride: stride, padding: padding, ceilMode: ceilMode, layer: name)
         self.inputShape = input
         self.size = size
         self.stride = stride
         self.padding = padding
+        self.ceilMode = ceilMode
+        hasPartialWindows = try outputShape != pooledShape(input: input, size: size, stride: stride, padding: padding, layer: name)
     }
 
     public var summary: String {
-        "MaxPool2D(\(size)" + (stride != size ? ", s\(stride)" : "") + (padding != 0 ? ", p\(padding)" : "") + ")"
+        "MaxPool2D(\(size)" + (stride != size ? ", s\(stride)" : "") + (padding != 0 ? ", p\(padding)" : "") + (ceilMode ? ", ceil" : "") + ")"
     }
 
     public var forwardFLOPs: Int { outputShape.count * size * size }
@@ -45,7 +53,7 @@ public final class MaxPool2D: Layer {
         let out = output.reserve(batch * outputShape.count)
         let argmax = switches.reserve(batch * outputShape.count)
         let planes = batch * inputShape.channels
-        if size == 2 && stride == 2 && padding == 0 {
+        if size == 2 && stride == 2 && padding == 0 && !hasPartialWindows {
             // Each loop passes the flag as a constant, so the inlined kernels are compiled without it.
             if rectified {
                 for plane in 0..<planes { forwardTwoByTwo(plane, input: input, output: out, switches: argmax, rectified: true) }
@@ -217,7 +225,7 @@ public final class MaxPool2D: Layer {
 
     private func scatter(_ outputGradient: UnsafePointer<Float>, batch: Int, rectified: Bool) -> UnsafeMutablePointer<Float> {
         let dInput = inputGradient.reserve(batch * inputShape.count)
-        if size == 2 && stride == 2 && padding == 0 && outputShape.width >= 4 {
+        if size == 2 && stride == 2 && padding == 0 && !hasPartialWindows && outputShape.width >= 4 {
             for plane in 0..<(batch * inputShape.channels) {
                 // The flag as a constant in each branch, as in `pool`.
                 if rectified {

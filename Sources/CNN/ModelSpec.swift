@@ -252,7 +252,8 @@ public enum LayerSpec: Sendable, Equatable {
     /// Upsampling convolution; weight [C_in, filters / groups, kh, kw] as in PyTorch.
     case transposedConvolution(TransposedConvolutionSpec)
     case separableConvolution(SeparableConvolutionSpec)
-    case maxPool(size: Int, stride: Int?, padding: Int)
+    /// Max pooling; with `ceilMode` sizes round up as PyTorch's `ceil_mode=True` (see `MaxPool2D`).
+    case maxPool(size: Int, stride: Int?, padding: Int, ceilMode: Bool = false)
     /// Average pooling; padding counts as zeros in the average (PyTorch's `count_include_pad`).
     case averagePool(size: Int, stride: Int?, padding: Int)
     /// sqrt(sum of squares) over each window (PyTorch's `LPPool2d(2, ...)`).
@@ -292,6 +293,23 @@ public enum LayerSpec: Sendable, Equatable {
     /// Parallel branches on the same input, their outputs concatenated along channels (inception).
     /// Branch b's tensors are named `branch<b+1>.<i>.<tensor>`.
     case concat(branches: [[LayerSpec]])
+    /// A layer whose tensors are named `name.<tensor>` ("features.0.weight", "layer1.0.conv1.weight",
+    /// "fc.bias") instead of by its position in the list that holds it: torchvision's module paths,
+    /// given by the structure a model is built from (see `ModuleNaming`). Only names change; the
+    /// layer, its path in errors and its random keys are those of the layer inside.
+    indirect case named(String, LayerSpec)
+
+    /// The name given by `.named`, if any (the outermost one).
+    public var tensorName: String? {
+        if case .named(let name, _) = self { return name }
+        return nil
+    }
+
+    /// The layer without its `.named` wrappers.
+    public var unnamed: LayerSpec {
+        if case .named(_, let inner) = self { return inner.unnamed }
+        return self
+    }
 
     /// Builds the layer for a given input shape. `name` is its path in the model ("model.layers[3]",
     /// "model.layers[3].residual.layers[0]", "model.layers[5].conv1"): errors cite it, and layers
@@ -311,8 +329,8 @@ public enum LayerSpec: Sendable, Equatable {
             return try ConvTranspose2D(input: input, spec: spec, name: name)
         case .separableConvolution(let spec):
             return try makeSeparableConvolution(input: input, spec: spec, name: name)
-        case .maxPool(let size, let stride, let padding):
-            return try MaxPool2D(input: input, size: size, stride: stride, padding: padding, name: name)
+        case .maxPool(let size, let stride, let padding, let ceilMode):
+            return try MaxPool2D(input: input, size: size, stride: stride, padding: padding, ceilMode: ceilMode, name: name)
         case .averagePool(let size, let stride, let padding):
             return try AvgPool2D(input: input, size: size, stride: stride, padding: padding, name: name)
         case .l2Pool(let size, let stride):
@@ -368,6 +386,8 @@ public enum LayerSpec: Sendable, Equatable {
                 input: input, filters: spec.filters, kernel: kernel, stride: Array(repeating: spec.stride, count: rank),
                 padding: try spec.padding.resolved(kernel: kernel, dilation: spec.dilation, layer: name),
                 dilation: Array(repeating: spec.dilation, count: rank), bias: spec.bias, name: name)
+        case .named(_, let inner):
+            return try inner.makeLayer(input: input, name: name)
         }
     }
 
@@ -427,14 +447,15 @@ public enum LayerSpec: Sendable, Equatable {
     }
 }
 
-/// Builds `specs` one after another from `input`, naming child i `"\(prefix)\(i)"` for its
-/// tensors and `"\(path)[\(i)]"` in errors and random keys.
+/// Builds `specs` one after another from `input`, naming child i `"\(prefix)\(i)"` (or
+/// `"\(prefix)\(name)"` when it is `.named`) for its tensors and `"\(path)[\(i)]"` in errors and
+/// random keys.
 func makeChain(_ specs: [LayerSpec], input: FeatureShape, tensorPrefix prefix: String, path: String) throws -> [NamedLayer] {
     var children: [NamedLayer] = []
     var shape = input
     for (index, spec) in specs.enumerated() {
         let layer = try spec.makeLayer(input: shape, name: "\(path)[\(index)]")
-        children.append(NamedLayer(name: "\(prefix)\(index)", layer: layer))
+        children.append(NamedLayer(name: prefix + (spec.tensorName ?? "\(index)"), layer: layer))
         shape = layer.outputShape
     }
     return children

@@ -8,7 +8,8 @@ import Darwin
 
 /// Where one named tensor lives in a network's flat buffer.
 public struct TensorSlot: Sendable, Equatable {
-    /// PyTorch `nn.Sequential` naming: "0.weight", "3.bias".
+    /// PyTorch naming: "0.weight", "3.bias" as an `nn.Sequential` would name them, or the layer's
+    /// given name ("features.0.weight", "layer1.0.conv1.weight", "fc.bias"; see `LayerSpec.named`).
     public var name: String
     public var shape: [Int]
     public var offset: Int
@@ -60,6 +61,10 @@ public final class Network {
     /// How long the last `computeGradients` spent in each half, for timelines (`--trace`).
     public private(set) var lastPassTiming = PassTiming()
 
+    /// The prefix of each top-level layer's tensors: its position ("3") or the name the spec
+    /// gives it ("features.3", "fc").
+    public var layerNames: [String] { spec.layers.enumerated().map { $0.element.tensorName ?? "\($0.offset)" } }
+
     public var inputShape: FeatureShape { spec.input }
     public var outputShape: FeatureShape { layers.last?.outputShape ?? spec.input }
 
@@ -80,15 +85,16 @@ public final class Network {
         var parameterOffset = 0
         var stateOffset = 0
         for (index, layer) in layers.enumerated() {
+            let prefix = spec.layers[index].tensorName ?? "\(index)"
             for p in layer.parameterSpecs {
                 parameterSlots.append(TensorSlot(
-                    name: "\(index).\(p.name)", shape: p.shape, offset: parameterOffset, count: p.count,
+                    name: "\(prefix).\(p.name)", shape: p.shape, offset: parameterOffset, count: p.count,
                     initialiser: p.initialiser))
                 parameterOffset += p.count
             }
             for s in layer.stateSpecs {
                 stateSlots.append(TensorSlot(
-                    name: "\(index).\(s.name)", shape: s.shape, offset: stateOffset, count: s.count,
+                    name: "\(prefix).\(s.name)", shape: s.shape, offset: stateOffset, count: s.count,
                     initialiser: s.initialiser))
                 stateOffset += s.count
             }

@@ -146,8 +146,12 @@ func format2(_ value: Double) -> String {
 
 /// The output shape of F x F pooling windows moved by `stride` over `padding` zeros (PyTorch's
 /// rules: sizes are floored, and padding may be at most half the window), or a `ModelError`
-/// naming the value that is wrong.
-public func pooledShape(input: FeatureShape, size: Int, stride: Int, padding: Int, layer: String) throws -> FeatureShape {
+/// naming the value that is wrong. With `ceilMode` (PyTorch's `ceil_mode=True`) sizes are rounded
+/// up instead, keeping a last window that starts inside the input (or its left padding) and runs
+/// past its end; that window sees only the values it covers.
+public func pooledShape(
+    input: FeatureShape, size: Int, stride: Int, padding: Int, ceilMode: Bool = false, layer: String
+) throws -> FeatureShape {
     guard size > 0 else { throw ModelError(layer: layer, message: "pool size must be at least 1, found \(size)") }
     guard stride > 0 else { throw ModelError(layer: layer, message: "pool stride must be at least 1, found \(stride)") }
     guard padding >= 0 else { throw ModelError(layer: layer, message: "pool padding must not be negative, found \(padding)") }
@@ -159,5 +163,17 @@ public func pooledShape(input: FeatureShape, size: Int, stride: Int, padding: In
         input: input.height, kernel: size, stride: stride, padding: padding, axis: "height", layer: layer, strict: false)
     let width = try slidingOutputSize(
         input: input.width, kernel: size, stride: stride, padding: padding, axis: "width", layer: layer, strict: false)
-    return FeatureShape(channels: input.channels, height: height, width: width)
+    guard ceilMode else { return FeatureShape(channels: input.channels, height: height, width: width) }
+    return FeatureShape(
+        channels: input.channels,
+        height: ceiledPoolSize(input: input.height, floored: height, size: size, stride: stride, padding: padding),
+        width: ceiledPoolSize(input: input.width, floored: width, size: size, stride: stride, padding: padding))
+}
+
+/// PyTorch's ceil-mode size: one more window than the floored size when a remainder is left, unless
+/// that window would start past the input and its left padding.
+private func ceiledPoolSize(input: Int, floored: Int, size: Int, stride: Int, padding: Int) -> Int {
+    let span = input - size + 2 * padding
+    guard span % stride != 0 else { return floored }
+    return floored * stride >= input + padding ? floored : floored + 1
 }

@@ -31,7 +31,7 @@ public struct FullyConvolutionalModel: Sendable, Equatable {
         for (index, layer) in original.layers.enumerated() {
             let name = "model.layers[\(index)]"
             var replacement = layer
-            switch layer {
+            switch layer.unnamed {
             case .flatten:
                 guard shape.spatialRank == 2 else {
                     throw ModelError(layer: name, message: "only image models ([C, H, W] inputs) can be made fully convolutional; this flatten sees \(shape)")
@@ -42,7 +42,8 @@ public struct FullyConvolutionalModel: Sendable, Equatable {
                 // A dense layer on C x H x W (after a flatten, or flattening itself) is an H x W convolution.
                 var spec = ConvolutionSpec(filters: units, kernel: shape.height, bias: bias)
                 spec.kernelWidth = shape.width
-                replacement = .convolution(spec)
+                // A named layer (torchvision's `fc`, `classifier.1`) keeps its name.
+                replacement = layer.tensorName.map { .named($0, .convolution(spec)) } ?? .convolution(spec)
                 flattened = false
                 converted += 1
             case .relu, .leakyReLU, .elu, .sigmoid, .tanh, .dropout:
@@ -54,7 +55,7 @@ public struct FullyConvolutionalModel: Sendable, Equatable {
                         message: "a flatten of \(shape) is followed by \(ModelConfig.render(layer)) before a dense layer; "
                             + "only element-wise layers (relu, dropout, ...) may stand between them for the dense layer to become a convolution")
                 }
-                if case .prelu(true, _) = layer, flattened {
+                if case .prelu(true, _) = layer.unnamed, flattened {
                     throw ModelError(layer: name, message: "a per-channel PReLU on flattened features cannot follow the dense layers into convolutions")
                 }
             }
@@ -71,7 +72,7 @@ public struct FullyConvolutionalModel: Sendable, Equatable {
     }
 
     /// The original model's name of a tensor of the converted model: "5.weight" -> "6.weight"
-    /// when the flatten at 5 was dropped.
+    /// when the flatten at 5 was dropped; a named layer's ("fc.weight") is unchanged.
     public func originalName(of name: String) -> String {
         guard let dot = name.firstIndex(of: "."), let index = Int(name[..<dot]), index < originalIndex.count else { return name }
         return "\(originalIndex[index])" + name[dot...]

@@ -5,6 +5,8 @@ import ConfigReading
 /// value (`dropout: 0.5`, `maxpool: 2`, `basic_block: 64`), or its kind with options
 /// (`conv: {filters: 32, kernel: 3, padding: same}`). Blocks hold nested layer lists:
 /// `residual: {layers: [...], projection: auto}`, `concat: {branches: [[...], [...]]}`.
+/// Any layer may name its tensors beside its kind: `{name: fc, dense: 10}` gives `fc.weight`,
+/// `{name: features.1, batchnorm}` gives `features.1.running_mean` (else they are numbered).
 extension ModelConfig {
     static let layerKinds = [
         "conv", "convtranspose", "separable", "maxpool", "avgpool", "l2pool", "globalavgpool",
@@ -19,16 +21,40 @@ extension ModelConfig {
     static func parseLayer(_ node: ConfigNode) throws -> LayerSpec {
         let kind: String
         var options: ConfigNode?
+        var tensorName: String?
         if node.isScalar {
             kind = try node.string()
         } else {
-            let entries = try node.entries()
+            var entries = try node.entries()
+            // `name: fc` beside the kind names the layer's tensors ("fc.weight"), as torchvision's
+            // module paths do, instead of by position.
+            if let index = entries.firstIndex(where: { $0.key == "name" }) {
+                tensorName = try parseTensorName(entries.remove(at: index).value)
+            }
             guard entries.count == 1 else {
-                throw node.error("\(node.path) must name one layer kind, like 'conv: {filters: 32, kernel: 3}' or 'relu'")
+                throw node.error("\(node.path) must name one layer kind, like 'conv: {filters: 32, kernel: 3}' or 'relu'"
+                    + " (and optionally 'name: fc' for its tensors)")
             }
             kind = entries[0].key
-            options = entries[0].value
+            // `{name: fc, relu: null}`: a bare kind written as a key.
+            options = entries[0].value.node.null == nil ? entries[0].value : nil
         }
+        let layer = try parseLayer(kind: kind, options: options, node: node)
+        return tensorName.map { .named($0, layer) } ?? layer
+    }
+
+    /// A tensor name prefix: dot-separated parts of letters, digits and '_' ("features.0", "layer1.0.conv1").
+    private static func parseTensorName(_ node: ConfigNode) throws -> String {
+        let name = try node.string()
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard !parts.contains(where: { $0.isEmpty || !$0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" } }) else {
+            throw node.error("\(node.path) must be a tensor name prefix such as 'fc' or 'features.0' "
+                + "(parts of letters, digits and '_' joined by dots), found '\(name)'")
+        }
+        return name
+    }
+
+    private static func parseLayer(kind: String, options: ConfigNode?, node: ConfigNode) throws -> LayerSpec {
         guard layerKinds.contains(kind) else {
             var message = "unknown layer '\(kind)' in \(node.path)"
             if let guess = closest(kind, among: layerKinds) { message += " (did you mean '\(guess)'?)" }
@@ -52,7 +78,7 @@ extension ModelConfig {
         case "maxpool", "avgpool":
             let (size, stride, padding) = try parsePool(options, kind: kind, allowsPadding: true)
             return kind == "maxpool"
-                ? .maxPool(size: size, stride: stride, padding: padding)
+                ? .maxPool(size: size, stride: stride, padding: padding, ceilMode: try parseCeilMode(options))
                 : .averagePool(size: size, stride: stride, padding: padding)
         case "maxpool1d", "maxpool3d", "avgpool1d", "avgpool3d":
             let (size, stride, padding) = try parsePool(options, kind: kind, allowsPadding: true)
@@ -105,11 +131,17 @@ extension ModelConfig {
     private static func parsePool(_ options: ConfigNode?, kind: String, allowsPadding: Bool) throws -> (Int, Int?, Int) {
         guard let options else { return (2, nil, 0) }
         if options.isScalar { return (try options.int(minimum: 1), nil, 0) }
-        try options.expectKeys(allowsPadding ? ["size", "stride", "padding"] : ["size", "stride"])
+        try options.expectKeys((allowsPadding ? ["size", "stride", "padding"] : ["size", "stride"]) + (kind == "maxpool" ? ["ceil_mode"] : []))
         return (
             try options.child("size")?.int(minimum: 1) ?? 2,
             try options.child("stride")?.int(minimum: 1),
             allowsPadding ? try options.child("padding")?.int(minimum: 0) ?? 0 : 0)
+    }
+
+    /// A max pool's `ceil_mode` (PyTorch's: sizes round up), false unless given.
+    private static func parseCeilMode(_ options: ConfigNode?) throws -> Bool {
+        guard let options, !options.isScalar else { return false }
+        return try options.child("ceil_mode")?.bool() ?? false
     }
 
     /// `kind` (the default), `kind: x`, or `kind: {key: x}`.
@@ -347,8 +379,8 @@ extension ModelConfig {
         case .flatten: return "flatten"
         case .globalAveragePool: return "globalavgpool"
         case .dense(let units, let bias): return "dense: {units: \(units), bias: \(bias)}"
-        case .maxPool(let size, let stride, let padding):
-            return "maxpool: {size: \(size)\(strideOption(stride)), padding: \(padding)}"
+        case .maxPool(let size, let stride, let padding, let ceilMode):
+            return "maxpool: {size: \(size)\(strideOption(stride)), padding: \(padding)\(ceilMode ? ", ceil_mode: true" : "")}"
         case .averagePool(let size, let stride, let padding):
             return "avgpool: {size: \(size)\(strideOption(stride)), padding: \(padding)}"
         case .l2Pool(let size, let stride):
@@ -388,6 +420,9 @@ extension ModelConfig {
         case .locallyConnected(let l):
             return "locally_connected: {filters: \(l.filters), kernel: \(kernelSizes(l.kernel)), stride: \(l.stride), "
                 + "padding: \(padding(l.padding)), dilation: \(l.dilation), bias: \(l.bias)}"
+        case .named(let name, let inner):
+            let text = render(inner)
+            return "{name: \"\(name)\", " + (text.contains(":") ? text : "\(text): null") + "}"
         }
     }
 
@@ -395,7 +430,7 @@ extension ModelConfig {
     private static func renderList(_ layers: [LayerSpec]) -> String {
         "[" + layers.map { layer in
             let text = render(layer)
-            return text.contains(":") ? "{\(text)}" : text
+            return text.contains(":") && !text.hasPrefix("{") ? "{\(text)}" : text
         }.joined(separator: ", ") + "]"
     }
 

@@ -52,10 +52,13 @@ struct ResolvedZooOptions {
 
 /// Models from the literature, laid out as their papers or torchvision build them.
 ///
-/// Tensor names are those of a flat `nn.Sequential` of the listed layers ("0.weight",
-/// "4.conv1.weight", "4.downsample.0.weight"): inside blocks they match torchvision's
-/// (`conv1`, `bn1`, `conv2`, `bn2`, `downsample.0`, `downsample.1`), while top-level modules are
-/// numbered, not named (`features.0`, `layer1.0` in torchvision).
+/// The torchvision models (alexnet, vgg16, resnet18/34/50, googlenet) name and lay out their tensors
+/// as torchvision does (`features.0.weight`, `layer1.0.conv1.weight`, `inception3a.branch2.1.bn.bias`,
+/// `fc.weight`; see `ModuleNaming`), so a torchvision `state_dict` saved with safetensors loads by
+/// `--init` as it is, and a checkpoint loads into the torchvision model with
+/// `load_state_dict(strict=True)` (googlenet: built with `aux_logits=False`). The others (lenet5,
+/// resnet20, alexnet2012) have no torchvision counterpart and are named as a flat `nn.Sequential`
+/// of their layers ("0.weight", "4.conv1.weight").
 public enum ModelZoo {
     public static let entries: [ZooEntry] = [
         ZooEntry(
@@ -65,9 +68,15 @@ public enum ModelZoo {
             optionKeys: ["activation", "pooling", "batch_norm", "first_padding"], parameters: 61_706, build: lenet5),
         ZooEntry(
             name: "alexnet",
+            title: "AlexNet as torchvision builds it (Krizhevsky 2014, \"one weird trick\"): 64/192/384/256/256 filters, "
+                + "no LRN, dropout before the first two FC layers, 224x224 input",
+            defaultInput: FeatureShape(channels: 3, height: 224, width: 224), defaultClasses: 1000,
+            optionKeys: ["dropout"], parameters: 61_100_840, build: alexnet),
+        ZooEntry(
+            name: "alexnet2012",
             title: "AlexNet (Krizhevsky et al. 2012), one tower without grouping, 227x227 input, LRN after conv1 and conv2",
             defaultInput: FeatureShape(channels: 3, height: 227, width: 227), defaultClasses: 1000,
-            optionKeys: ["dropout", "lrn"], parameters: 62_378_344, build: alexnet),
+            optionKeys: ["dropout", "lrn"], parameters: 62_378_344, build: alexnet2012),
         ZooEntry(
             name: "vgg16",
             title: "VGG-16 (Simonyan & Zisserman 2015, configuration D) as torchvision builds it",
@@ -97,7 +106,7 @@ public enum ModelZoo {
         ZooEntry(
             name: "googlenet",
             title: "GoogLeNet (Szegedy et al. 2015) as torchvision builds it: conv+BN units, nine inception modules, "
-                + "no auxiliary classifiers",
+                + "ceil-mode pooling, no auxiliary classifiers (they only train)",
             defaultInput: FeatureShape(channels: 3, height: 224, width: 224), defaultClasses: 1000,
             optionKeys: ["dropout"], parameters: 6_624_904, build: googlenet),
     ]
@@ -159,52 +168,75 @@ private func convolution(_ filters: Int, _ kernel: Int, stride: Int = 1, padding
     return layers
 }
 
+/// torchvision's AlexNet: `features` (convolutions, ReLUs, pools), then `classifier`. torchvision's
+/// adaptive average pool to 6x6 between them is the identity on 224x224 input (and on 227x227) and
+/// is left out, as in vgg16.
 @Sendable private func alexnet(_ o: ResolvedZooOptions) throws -> [LayerSpec] {
+    let p = try dropoutProbability(o, default: 0.5)
+    let pool = LayerSpec.maxPool(size: 3, stride: 2, padding: 0)
+    let features: [LayerSpec] = [
+        convolution(64, 11, stride: 4, padding: 2), .relu, pool, convolution(192, 5, padding: 2), .relu, pool,
+        convolution(384, 3, padding: 1), .relu, convolution(256, 3, padding: 1), .relu, convolution(256, 3, padding: 1), .relu, pool,
+    ]
+    let classifier: [LayerSpec] = [
+        .dropout(probability: p), .dense(units: 4096, bias: true), .relu,
+        .dropout(probability: p), .dense(units: 4096, bias: true), .relu, .dense(units: o.classes, bias: true),
+    ]
+    return ModuleNaming.sequential("features", layers: features) + [.flatten] + ModuleNaming.sequential("classifier", layers: classifier)
+}
+
+/// The paper's AlexNet, laid out in the same two modules (`features`, `classifier`).
+@Sendable private func alexnet2012(_ o: ResolvedZooOptions) throws -> [LayerSpec] {
     let p = try dropoutProbability(o, default: 0.5)
     // The paper's alpha = 1e-4 multiplies the plain sum of squares; PyTorch's convention divides
     // alpha by the size, so the same normalisation is alpha = 5 * 1e-4 here. k = 2 as in the paper.
     let lrn: [LayerSpec] = (o.given.localResponseNorm ?? true)
         ? [.localResponseNorm(LocalResponseNormSpec(size: 5, alpha: 5e-4, beta: 0.75, k: 2))] : []
     let pool = LayerSpec.maxPool(size: 3, stride: 2, padding: 0)
-    var layers: [LayerSpec] = [convolution(96, 11, stride: 4), .relu] + lrn + [pool]
-    layers += [convolution(256, 5, padding: 2), .relu] + lrn + [pool]
-    layers += [convolution(384, 3, padding: 1), .relu, convolution(384, 3, padding: 1), .relu, convolution(256, 3, padding: 1), .relu, pool]
+    var features: [LayerSpec] = [convolution(96, 11, stride: 4), .relu] + lrn + [pool]
+    features += [convolution(256, 5, padding: 2), .relu] + lrn + [pool]
+    features += [convolution(384, 3, padding: 1), .relu, convolution(384, 3, padding: 1), .relu, convolution(256, 3, padding: 1), .relu, pool]
     // "We use dropout in the first two fully-connected layers": on their outputs.
-    layers += [.flatten, .dense(units: 4096, bias: true), .relu, .dropout(probability: p),
-               .dense(units: 4096, bias: true), .relu, .dropout(probability: p), .dense(units: o.classes, bias: true)]
-    return layers
+    let classifier: [LayerSpec] = [.dense(units: 4096, bias: true), .relu, .dropout(probability: p),
+                                   .dense(units: 4096, bias: true), .relu, .dropout(probability: p), .dense(units: o.classes, bias: true)]
+    return ModuleNaming.sequential("features", layers: features) + [.flatten] + ModuleNaming.sequential("classifier", layers: classifier)
 }
 
 @Sendable private func vgg16(_ o: ResolvedZooOptions) throws -> [LayerSpec] {
     let p = try dropoutProbability(o, default: 0.5)
     let norm = o.given.batchNorm ?? false
-    var layers: [LayerSpec] = []
+    var features: [LayerSpec] = []
     for (filters, count) in [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)] {
         for _ in 0..<count {
-            layers.append(convolution(filters, 3, padding: 1))
-            if norm { layers.append(.batchNorm(BatchNormSpec())) }
-            layers.append(.relu)
+            features.append(convolution(filters, 3, padding: 1))
+            if norm { features.append(.batchNorm(BatchNormSpec())) }
+            features.append(.relu)
         }
-        layers.append(.maxPool(size: 2, stride: 2, padding: 0))
+        features.append(.maxPool(size: 2, stride: 2, padding: 0))
     }
     // torchvision's adaptive average pool to 7x7 is the identity on 224x224 input and is left out.
-    layers += [.flatten, .dense(units: 4096, bias: true), .relu, .dropout(probability: p),
-               .dense(units: 4096, bias: true), .relu, .dropout(probability: p), .dense(units: o.classes, bias: true)]
-    return layers
+    let classifier: [LayerSpec] = [.dense(units: 4096, bias: true), .relu, .dropout(probability: p),
+                                   .dense(units: 4096, bias: true), .relu, .dropout(probability: p), .dense(units: o.classes, bias: true)]
+    return ModuleNaming.sequential("features", layers: features) + [.flatten] + ModuleNaming.sequential("classifier", layers: classifier)
 }
 
+/// torchvision's ResNet: stem `conv1` `bn1` `relu` `maxpool`, stages `layer1`..`layer4` (each an
+/// `nn.Sequential` of blocks), `avgpool`, `fc`.
 @Sendable private func imagenetResNet(_ o: ResolvedZooOptions, blocks: [Int], bottleneck: Bool) throws -> [LayerSpec] {
-    var layers: [LayerSpec] = [convolution(64, 7, stride: 2, padding: 3, bias: false), .batchNorm(BatchNormSpec()), .relu,
-                               .maxPool(size: 3, stride: 2, padding: 1)]
+    var layers = ModuleNaming.module("conv1", [convolution(64, 7, stride: 2, padding: 3, bias: false)])
+        + ModuleNaming.module("bn1", [.batchNorm(BatchNormSpec())]) + ModuleNaming.module("relu", [.relu])
+        + ModuleNaming.module("maxpool", [.maxPool(size: 3, stride: 2, padding: 1)])
     for (stage, count) in blocks.enumerated() {
         let filters = 64 << stage
-        for index in 0..<count {
+        let stageBlocks: [LayerSpec] = (0..<count).map { index in
             let stride = stage > 0 && index == 0 ? 2 : 1
-            layers.append(bottleneck ? .bottleneck(filters: filters, stride: stride, expansion: 4, projection: .auto)
-                : .basicBlock(filters: filters, stride: stride, projection: .auto))
+            return bottleneck ? .bottleneck(filters: filters, stride: stride, expansion: 4, projection: .auto)
+                : .basicBlock(filters: filters, stride: stride, projection: .auto)
         }
+        layers += ModuleNaming.sequential("layer\(stage + 1)", layers: stageBlocks)
     }
-    layers += [.globalAveragePool, .flatten, .dense(units: o.classes, bias: true)]
+    layers += ModuleNaming.module("avgpool", [.globalAveragePool]) + [.flatten]
+        + ModuleNaming.module("fc", [.dense(units: o.classes, bias: true)])
     return layers
 }
 
@@ -225,30 +257,38 @@ private func convolution(_ filters: Int, _ kernel: Int, stride: Int = 1, padding
     return layers
 }
 
+/// torchvision's GoogLeNet: `BasicConv2d` units (`conv`, `bn`, then ReLU as a function), inception
+/// modules of four branches (`branch1` a unit, the others `nn.Sequential`s of units and a pool),
+/// ceil-mode pools, `avgpool`, `dropout`, `fc`.
 @Sendable private func googlenet(_ o: ResolvedZooOptions) throws -> [LayerSpec] {
     let p = try dropoutProbability(o, default: 0.2)
-    // torchvision's BasicConv2d: convolution without bias, batch norm (eps 0.001), ReLU.
+    // BasicConv2d: convolution without bias, batch norm (eps 0.001), ReLU.
     func unit(_ filters: Int, _ kernel: Int, stride: Int = 1, padding: Int = 0) -> [LayerSpec] {
-        [convolution(filters, kernel, stride: stride, padding: padding, bias: false), .batchNorm(BatchNormSpec(epsilon: 0.001)), .relu]
+        ModuleNaming.module("conv", [convolution(filters, kernel, stride: stride, padding: padding, bias: false)])
+            + ModuleNaming.module("bn", [.batchNorm(BatchNormSpec(epsilon: 0.001))]) + [.relu]
     }
-    func inception(_ c1: Int, _ c3r: Int, _ c3: Int, _ c5r: Int, _ c5: Int, _ pool: Int) -> LayerSpec {
+    func pool(_ size: Int) -> LayerSpec { .maxPool(size: size, stride: 2, padding: 0, ceilMode: true) }
+    func inception(_ name: String, _ c1: Int, _ c3r: Int, _ c3: Int, _ c5r: Int, _ c5: Int, _ poolProjection: Int) -> [LayerSpec] {
         // torchvision's third branch uses a 3x3 convolution where the paper has 5x5 (kept for
         // compatibility with its published weights); so does this one, to match its tensors.
-        .concat(branches: [
+        ModuleNaming.module(name, [.concat(branches: [
             unit(c1, 1),
-            unit(c3r, 1) + unit(c3, 3, padding: 1),
-            unit(c5r, 1) + unit(c5, 3, padding: 1),
-            [.maxPool(size: 3, stride: 1, padding: 1)] + unit(pool, 1),
-        ])
+            ModuleNaming.sequential("", [unit(c3r, 1), unit(c3, 3, padding: 1)]),
+            ModuleNaming.sequential("", [unit(c5r, 1), unit(c5, 3, padding: 1)]),
+            ModuleNaming.sequential("", [[.maxPool(size: 3, stride: 1, padding: 1, ceilMode: true)], unit(poolProjection, 1)]),
+        ])])
     }
-    // torchvision pools with ceil_mode; padding 1 gives the same sizes (112 -> 56 -> 28 -> 14) here.
-    let pool = LayerSpec.maxPool(size: 3, stride: 2, padding: 1)
-    var layers = unit(64, 7, stride: 2, padding: 3) + [pool] + unit(64, 1) + unit(192, 3, padding: 1) + [pool]
-    layers += [inception(64, 96, 128, 16, 32, 32), inception(128, 128, 192, 32, 96, 64), pool]
-    layers += [inception(192, 96, 208, 16, 48, 64), inception(160, 112, 224, 24, 64, 64), inception(128, 128, 256, 24, 64, 64),
-               inception(112, 144, 288, 32, 64, 64), inception(256, 160, 320, 32, 128, 128), .maxPool(size: 2, stride: 2, padding: 0)]
-    layers += [inception(256, 160, 320, 32, 128, 128), inception(384, 192, 384, 48, 128, 128)]
-    layers += [.globalAveragePool, .flatten, .dropout(probability: p), .dense(units: o.classes, bias: true)]
+    var layers = ModuleNaming.module("conv1", unit(64, 7, stride: 2, padding: 3)) + ModuleNaming.module("maxpool1", [pool(3)])
+    layers += ModuleNaming.module("conv2", unit(64, 1)) + ModuleNaming.module("conv3", unit(192, 3, padding: 1))
+        + ModuleNaming.module("maxpool2", [pool(3)])
+    layers += inception("inception3a", 64, 96, 128, 16, 32, 32) + inception("inception3b", 128, 128, 192, 32, 96, 64)
+        + ModuleNaming.module("maxpool3", [pool(3)])
+    layers += inception("inception4a", 192, 96, 208, 16, 48, 64) + inception("inception4b", 160, 112, 224, 24, 64, 64)
+        + inception("inception4c", 128, 128, 256, 24, 64, 64) + inception("inception4d", 112, 144, 288, 32, 64, 64)
+        + inception("inception4e", 256, 160, 320, 32, 128, 128) + ModuleNaming.module("maxpool4", [pool(2)])
+    layers += inception("inception5a", 256, 160, 320, 32, 128, 128) + inception("inception5b", 384, 192, 384, 48, 128, 128)
+    layers += ModuleNaming.module("avgpool", [.globalAveragePool]) + [.flatten]
+        + ModuleNaming.module("dropout", [.dropout(probability: p)]) + ModuleNaming.module("fc", [.dense(units: o.classes, bias: true)])
     return layers
 }
 

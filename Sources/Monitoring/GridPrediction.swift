@@ -10,7 +10,7 @@ extension TrainingConfig {
         guard model.input.spatialRank == 2 else {
             throw MonitoringError("--input-size is for image models; this one takes \(model.input)")
         }
-        if model.layers.contains(where: { if case .dense = $0 { return true }; if case .flatten = $0 { return true }; return false }) {
+        if model.layers.contains(where: { if case .dense = $0.unnamed { return true }; if case .flatten = $0.unnamed { return true }; return false }) {
             throw MonitoringError("the model has dense layers, so it takes only \(model.input.height)x\(model.input.width) images; "
                 + "convert it first with `cnn convert --fully-convolutional \(checkpoint) --out DIR` and predict with DIR's checkpoint")
         }

@@ -66,7 +66,7 @@ public struct LayerVisualisation: Sendable {
 
         // The first convolution's filters, [K, C/groups, kh, kw].
         let convolution = layers[firstConvolution] as! Conv2D
-        let slot = network.parameterSlots.first { $0.name == "\(firstConvolution).weight" }!
+        let slot = network.parameterSlots.first { $0.name == "\(network.layerNames[firstConvolution]).weight" }!
         let weights = Array(UnsafeBufferPointer(start: network.parameters.pointer + slot.offset, count: slot.count))
         let (k, c, kh, kw) = (slot.shape[0], slot.shape[1], slot.shape[2], slot.shape[3])
         var filterTiles: [Tile] = []

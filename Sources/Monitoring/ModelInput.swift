@@ -122,30 +122,24 @@ public struct ImageReference: Sendable, Equatable {
 public final class CheckpointModel {
     public let config: TrainingConfig
     public let network: Network
-    /// The step the checkpoint was written at.
+    /// The step the checkpoint was written at (0 for a plain weights file).
     public let checkpointStep: Int
     /// Class names by output index (the data set's, or "class N").
     public let classNames: [String]
     public let normalisation: InputNormalisation
 
-    /// Loads `checkpoint` with the config beside it (`RUN_DIR/config.yaml`) or `configPath`; with
+    /// Loads `checkpoint` (a checkpoint directory, or a safetensors weights file such as
+    /// torchvision's) with the config beside it (`RUN_DIR/config.yaml`) or `configPath`; with
     /// `inputSize`, a fully convolutional model is built for images of that height and width.
     public init(checkpoint: String, configPath: String?, inputSize: (height: Int, width: Int)? = nil) throws {
-        let loaded = try CheckpointStore.load(directory: checkpoint)
-        let configFile = configPath ?? URL(fileURLWithPath: checkpoint).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("config.yaml").path
-        guard FileManager.default.fileExists(atPath: configFile) else {
-            throw MonitoringError("\(configFile): no config beside the checkpoint; pass the run's config with --config")
+        let loaded = try TrainedModel.load(checkpoint, configPath: configPath) { config in
+            if let inputSize {
+                try config.resizeInput(height: inputSize.height, width: inputSize.width, checkpoint: checkpoint)
+            }
         }
-        var config = try TrainingConfig.load(path: configFile)
-        if let inputSize {
-            try config.resizeInput(height: inputSize.height, width: inputSize.width, checkpoint: checkpoint)
-        }
-        self.config = config
-        let state = try ModelState(config: config)
-        try state.loadWeights(loaded.model, source: checkpoint)
-        network = state.network
-        checkpointStep = loaded.state.step
+        config = loaded.config
+        network = loaded.network
+        checkpointStep = loaded.step ?? 0
         let classes = network.outputShape.count
         switch config.data.dataset {
         case "fashion-mnist": classNames = FashionMNIST.classNames

@@ -1,5 +1,6 @@
 import CNN
 import Foundation
+import JSONWriting
 
 /// `cnn predict`: the most probable classes of one image under a checkpoint's model.
 public struct Prediction: Sendable {
@@ -41,6 +42,19 @@ public struct Prediction: Sendable {
         let exponentials = logits.map { exp(Double($0) - highest) }
         let total = exponentials.reduce(0, +)
         return exponentials.map { $0 / total }
+    }
+
+    /// `cnn predict --json`: one JSON object for this image, with every class's probability in
+    /// class order (`probabilities`) and the top candidates.
+    public func json(classNames: [String]) -> String {
+        func name(_ index: Int) -> String { index < classNames.count ? classNames[index] : "class \(index)" }
+        let all = probabilities.indices.map {
+            JSONObject().int("class", $0).string("name", name($0)).double("probability", probabilities[$0]).text
+        }
+        let top = candidates.map { JSONObject().int("class", $0.classIndex).string("name", $0.name).double("probability", $0.probability).text }
+        var object = JSONObject().string("image", source)
+        if let trueClass { object = object.int("true_class", trueClass) }
+        return object.raw("top", "[" + top.joined(separator: ",") + "]").raw("probabilities", "[" + all.joined(separator: ",") + "]").text
     }
 
     /// The lines `cnn predict` prints for this image.

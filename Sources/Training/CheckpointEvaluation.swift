@@ -12,13 +12,11 @@ public struct CheckpointEvaluation: Sendable {
     public var confusion: [[Int]]
     public var checkpointStep: Int
 
+    /// Evaluates a checkpoint directory, or a safetensors weights file with `configPath` (see `TrainedModel`).
     public static func run(checkpoint path: String, configPath: String?) throws -> CheckpointEvaluation {
-        let loaded = try CheckpointStore.load(directory: path)
-        let configFile = configPath ?? URL(fileURLWithPath: path).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("config.yaml").path
-        let config = try TrainingConfig.load(path: configFile)
-        let state = try ModelState(config: config)
-        try state.loadWeights(loaded.model, source: path)
+        let loaded = try TrainedModel.load(path, configPath: configPath)
+        let config = loaded.config
+        let state = loaded.state
         let data = try DataSource.load(config)
         let test = data.test
         let network = state.network
@@ -46,7 +44,7 @@ public struct CheckpointEvaluation: Sendable {
         }
         return CheckpointEvaluation(
             accuracy: total.accuracy, meanLoss: total.meanLoss, classNames: names, confusion: confusion,
-            checkpointStep: loaded.state.step)
+            checkpointStep: loaded.step ?? 0)
     }
 
     public var text: String {

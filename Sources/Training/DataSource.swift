@@ -85,7 +85,7 @@ public struct DataSource: Sendable {
 /// The classes of the model's last dense layer (10 without one).
 private func modelClasses(_ config: TrainingConfig) -> Int {
     config.model.layers.reversed().compactMap { layer -> Int? in
-        if case .dense(let units, _) = layer { return units }
+        if case .dense(let units, _) = layer.unnamed { return units }
         return nil
     }.first ?? 10
 }

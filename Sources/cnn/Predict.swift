@@ -12,9 +12,11 @@ struct Predict: ParsableCommand {
             true class is shown too. Pixels are normalised as the run's data set was.
             """)
 
-    @Option(help: "A checkpoint directory (runs/NAME/checkpoints/step-...).") var checkpoint: String
-    @Option(help: "The config (default: config.yaml of the checkpoint's run).") var config: String?
+    @Option(help: "A checkpoint directory (runs/NAME/checkpoints/step-...) or a .safetensors weights file (with --config).")
+    var checkpoint: String
+    @Option(help: "The config (default: config.yaml of the checkpoint's run; required for a weights file).") var config: String?
     @Option(help: "How many classes to show per image.") var top: Int = 5
+    @Flag(help: "One JSON object per image and line, with every class's probability.") var json = false
     @Option(parsing: .upToNextOption,
             help: "H W: run a fully convolutional model (`cnn convert --fully-convolutional`) on H x W images; prints the grid of top classes and the averaged prediction.")
     var inputSize: [String] = []
@@ -26,6 +28,7 @@ struct Predict: ParsableCommand {
     func validate() throws {
         if allImages.isEmpty { throw ValidationError("give at least one IMAGE (a PNG/PGM/PPM file or IDX-FILE:N)") }
         if top < 1 { throw ValidationError("--top must be at least 1, got \(top)") }
+        if json && !inputSize.isEmpty { throw ValidationError("--json prints one prediction per image; it does not go with --input-size's grid") }
         _ = try InputSizeOption(inputSize)
     }
 
@@ -41,8 +44,8 @@ struct Predict: ParsableCommand {
         var texts: [String] = []
         for image in allImages {
             let prediction = try Prediction.run(model, image: ImageReference(image), top: top)
-            texts.append(prediction.text(classNames: model.classNames))
+            texts.append(json ? prediction.json(classNames: model.classNames) : prediction.text(classNames: model.classNames))
         }
-        print(texts.joined(separator: "\n\n"))
+        print(texts.joined(separator: json ? "\n" : "\n\n"))
     }
 }

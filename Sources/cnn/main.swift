@@ -10,7 +10,7 @@ struct CNNTool: ParsableCommand {
         commandName: "cnn",
         abstract: "Tools for models and runs of the distributed CNN trainer.",
         version: Version.current,
-        subcommands: [Summary.self, Evaluate.self, Predict.self, Convert.self, Plot.self, Viz.self, Bench.self, Keygen.self])
+        subcommands: [Summary.self, Evaluate.self, Predict.self, Convert.self, Export.self, Plot.self, Viz.self, Bench.self, Keygen.self])
 }
 
 struct Summary: ParsableCommand {
@@ -55,8 +55,9 @@ struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval", abstract: "Test accuracy of a checkpoint, computed in this process.")
 
-    @Option(help: "A checkpoint directory (runs/NAME/checkpoints/step-...).") var checkpoint: String
-    @Option(help: "The config (default: config.yaml of the checkpoint's run).") var config: String?
+    @Option(help: "A checkpoint directory (runs/NAME/checkpoints/step-...) or a .safetensors weights file (with --config).")
+    var checkpoint: String
+    @Option(help: "The config (default: config.yaml of the checkpoint's run; required for a weights file).") var config: String?
 
     func run() throws {
         try ProcessSetup.prepare()

@@ -146,6 +146,25 @@ final class MaxPool2DTests: XCTestCase {
         }
     }
 
+    func testCeilModeKeepsAPartialLastWindowAndItsGradientMatchesNumericalGradient() throws {
+        // 2x2 stride 2 on 5x5 (the fast kernels' case but for the extra window) and 3x3 stride 2 on 6x7.
+        let cases: [(FeatureShape, Int, Int, FeatureShape)] = [
+            (FeatureShape(channels: 2, height: 5, width: 5), 2, 2, FeatureShape(channels: 2, height: 3, width: 3)),
+            (FeatureShape(channels: 1, height: 6, width: 7), 3, 2, FeatureShape(channels: 1, height: 3, width: 3)),
+        ]
+        for (index, (shape, size, stride, expected)) in cases.enumerated() {
+            let layer = try MaxPool2D(input: shape, size: size, stride: stride, ceilMode: true)
+            XCTAssertEqual(layer.outputShape, expected, layer.summary)
+            let input = TestArrays.distinct(count: 2 * shape.count, seed: UInt64(index))
+            let report = checkLayerGradients(BoundLayer(layer), input: input, batch: 2, options: GradientCheckOptions(step: 1e-3))
+            XCTAssertTrue(report.passed, "\(layer.summary) on \(shape)\n\(report)")
+        }
+        // A window that would start in the right padding is not added (PyTorch's rule): 3x3
+        // stride 3 padding 1 on 5 is (5 - 3 + 2) / 3 + 1 = 2.33, and a third window would start at 6 - 1 = 5.
+        XCTAssertEqual(try MaxPool2D(input: FeatureShape(channels: 1, height: 5, width: 5), size: 3, stride: 3, padding: 1, ceilMode: true)
+            .outputShape.height, 2)
+    }
+
     func testPaddingLargerThanHalfThePoolIsRejected() {
         XCTAssertThrowsError(try MaxPool2D(input: FeatureShape(channels: 1, height: 8, width: 8), size: 2, padding: 2)) { error in
             XCTAssertTrue(String(describing: error).contains("at most half"), String(describing: error))

@@ -30,7 +30,11 @@ final class ZooModelTests: XCTestCase {
     }
 
     func testAlexNetInItsSingleTower227FormHas62378344Parameters() throws {
-        XCTAssertEqual(try parameterCount("alexnet"), 62_378_344)
+        XCTAssertEqual(try parameterCount("alexnet2012"), 62_378_344)
+    }
+
+    func testTorchvisionsAlexNetHas61100840Parameters() throws {
+        XCTAssertEqual(try parameterCount("alexnet"), 61_100_840)
     }
 
     func testVGG16Has138357544Parameters() throws {
@@ -83,12 +87,79 @@ final class ZooModelTests: XCTestCase {
     func testResNetBlocksUseTorchvisionsTensorNames() throws {
         let network = try Network(try ModelZoo.model("resnet18", options: ZooOptions(classes: 10, input: FeatureShape(channels: 3, height: 64, width: 64))))
         let names = Set(network.parameterSlots.map(\.name) + network.stateSlots.map(\.name))
-        for name in ["0.weight", "1.weight", "1.running_mean", "4.conv1.weight", "4.bn1.weight", "4.conv2.weight", "4.bn2.bias",
-                     "6.downsample.0.weight", "6.downsample.1.weight", "6.downsample.1.running_var", "14.weight", "14.bias"] {
+        for name in ["conv1.weight", "bn1.weight", "bn1.running_mean", "bn1.num_batches_tracked", "layer1.0.conv1.weight",
+                     "layer1.0.bn1.weight", "layer1.1.conv2.weight", "layer1.0.bn2.bias", "layer2.0.downsample.0.weight",
+                     "layer2.0.downsample.1.weight", "layer4.0.downsample.1.running_var", "fc.weight", "fc.bias"] {
             XCTAssertTrue(names.contains(name), "missing \(name)")
         }
-        XCTAssertFalse(names.contains("4.downsample.0.weight"), "the first stage keeps the identity shortcut")
+        XCTAssertFalse(names.contains("layer1.0.downsample.0.weight"), "the first stage keeps the identity shortcut")
         XCTAssertEqual(network.outputShape, .vector(10))
+        XCTAssertEqual(network.freezableNames.prefix(6), ["conv1", "bn1", "layer1", "layer1.0", "layer1.0.conv1", "layer1.0.bn1"])
+    }
+
+    func testSequentialModulesNumberEveryChildAndBasicConvUnitsNameConvAndBN() throws {
+        let alexnet = try Network(try ModelZoo.model("alexnet")).parameterSlots.map(\.name)
+        XCTAssertEqual(alexnet, ["features.0.weight", "features.0.bias", "features.3.weight", "features.3.bias", "features.6.weight",
+                                 "features.6.bias", "features.8.weight", "features.8.bias", "features.10.weight", "features.10.bias",
+                                 "classifier.1.weight", "classifier.1.bias", "classifier.4.weight", "classifier.4.bias",
+                                 "classifier.6.weight", "classifier.6.bias"])
+        let googlenet = try Network(try ModelZoo.model("googlenet", options: ZooOptions(classes: 10)))
+        let names = Set(googlenet.parameterSlots.map(\.name) + googlenet.stateSlots.map(\.name))
+        for name in ["conv1.conv.weight", "conv1.bn.running_var", "conv3.bn.bias", "inception3a.branch1.conv.weight",
+                     "inception3a.branch2.1.conv.weight", "inception4e.branch3.0.bn.weight", "inception5b.branch4.1.conv.weight",
+                     "fc.weight"] {
+            XCTAssertTrue(names.contains(name), "missing \(name)")
+        }
+        // Names only: the layers, their order and their input shapes are those of an unnamed list.
+        let spec = try ModelZoo.model("vgg16")
+        XCTAssertEqual(spec.layers.count, 31 + 1 + 7)
+        XCTAssertEqual(spec.layers.map(\.tensorName).compactMap { $0 }.count, 31 + 7)
+        XCTAssertEqual(spec.layers[31], .flatten)
+    }
+
+    func testLayerListsNameTensorsWithNameAndRefuseMalformedNames() throws {
+        let config = try TrainingConfig.parse(yaml: """
+            model:
+              input: [1, 8, 8]
+              layers: [{name: features.0, conv: {filters: 2, kernel: 3}}, {name: features.1, batchnorm}, relu, flatten, {name: fc, dense: 3}]
+            """, source: "named.yaml")
+        let network = try Network(config.model)
+        XCTAssertEqual(network.parameterSlots.map(\.name), ["features.0.weight", "features.0.bias", "features.1.weight", "features.1.bias",
+                                                           "fc.weight", "fc.bias"])
+        XCTAssertEqual(network.layerNames, ["features.0", "features.1", "2", "3", "fc"])
+        XCTAssertEqual(try TrainingConfig.parse(yaml: config.yaml, source: "rendered.yaml").model, config.model)
+        let error = try XCTUnwrap(configError("model: {input: [1, 8, 8], layers: [flatten, {name: \"fc..x\", dense: 3}]}\n"))
+        XCTAssertTrue(error.description.contains("must be a tensor name prefix such as 'fc' or 'features.0'"), error.description)
+    }
+
+    func testANamedHeadStillGivesSyntheticDataItsClassesAndConvertsKeepingItsName() throws {
+        let config = try TrainingConfig.parse(
+            yaml: "model: {zoo: resnet18, classes: 7, input: [3, 32, 32]}\ndata: {dataset: synthetic, synthetic_train: 8, synthetic_test: 8}\ntrain: {batch: 8, micro_batch: 8}\n",
+            source: "named-head.yaml")
+        XCTAssertEqual(try DataSource.load(config).train.classes, 7)
+        let named = try TrainingConfig.parse(yaml: """
+            model:
+              input: [1, 8, 8]
+              layers: [{name: features.0, conv: {filters: 2, kernel: 3}}, relu, flatten, {name: fc, dense: 3}]
+            """, source: "named.yaml").model
+        let converted = try FullyConvolutionalModel(converting: named)
+        let slots = try Network(converted.model).parameterSlots
+        XCTAssertEqual(slots.map(\.name), ["features.0.weight", "features.0.bias", "fc.weight", "fc.bias"])
+        XCTAssertEqual(slots[2].shape, [3, 2, 6, 6])
+        XCTAssertEqual(converted.originalName(of: "fc.weight"), "fc.weight")
+    }
+
+    func testCeilModePoolsSizeLikeTorchvisionsGoogLeNet() throws {
+        let network = try Network(try ModelZoo.model("googlenet"))
+        // 224 -> conv 112 -> pool 56 -> pool 28 -> pool 14 -> pool 7, as torchvision's.
+        let sizes = network.layers.filter { $0 is MaxPool2D }.map(\.outputShape.height)
+        XCTAssertEqual(sizes, [56, 28, 14, 7])
+        let pool = try MaxPool2D(input: FeatureShape(channels: 1, height: 4, width: 4), size: 3, stride: 2, ceilMode: true)
+        XCTAssertEqual(pool.outputShape, FeatureShape(channels: 1, height: 2, width: 2))
+        // A 4x4 arange: windows start at 0 and 2; the second covers rows/columns 2...3 only.
+        let input: [Float] = (0..<16).map(Float.init)
+        let output = input.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: pool.forward($0.baseAddress!, batch: 1, context: .inference), count: 4)) }
+        XCTAssertEqual(output, [10, 11, 14, 15])
     }
 
     func testClassesAndInputOptionsChangeTheHead() throws {
@@ -98,7 +169,7 @@ final class ZooModelTests: XCTestCase {
     }
 
     func testAlexNetOn224InputCitesTheFormulaAndSuggests227() throws {
-        let error = try XCTUnwrap(configError("model: {zoo: alexnet, input: [3, 224, 224]}\n"))
+        let error = try XCTUnwrap(configError("model: {zoo: alexnet2012, input: [3, 224, 224]}\n"))
         XCTAssertEqual(error.line, 1)
         XCTAssertTrue(error.description.contains("model.layers[0]"), error.description)
         XCTAssertTrue(error.description.contains("(224 - 11 + 2*0) / 4 + 1 = 54.25"), error.description)
