@@ -27,7 +27,8 @@ public struct TrainingConfig: Sendable, Equatable {
 }
 
 public struct DataConfig: Sendable, Equatable {
-    /// fashion-mnist, mnist (IDX files), cifar10 (binary batches) or synthetic.
+    /// fashion-mnist, mnist (IDX files), cifar10 (binary batches), folder (JPEG and PNG files in
+    /// torchvision's ImageFolder layout: path/train/CLASS/..., path/val/CLASS/...) or synthetic.
     public var dataset: String = "fashion-mnist"
     /// Folder holding the data set's files.
     public var path: String = FashionMNIST.defaultDirectory
@@ -37,6 +38,11 @@ public struct DataConfig: Sendable, Equatable {
     /// Sizes of the synthetic data set.
     public var syntheticTrain: Int = 2048
     public var syntheticTest: Int = 512
+    /// Image folders: per-channel normalisation (nil: ImageNet's for RGB), and whether a file that
+    /// does not decode is left out with a warning instead of stopping the run.
+    public var mean: [Float]?
+    public var standardDeviation: [Float]?
+    public var skipBadFiles: Bool = false
 
     public init() {}
 }
@@ -196,9 +202,13 @@ extension TrainingConfig {
     }
 
     private static func parseData(_ node: ConfigNode) throws -> DataConfig {
-        try node.expectKeys(["dataset", "path", "shuffle", "augment", "synthetic_train", "synthetic_test"])
+        try node.expectKeys(["dataset", "path", "shuffle", "augment", "synthetic_train", "synthetic_test",
+                             "mean", "std", "skip_bad_files"])
         var data = DataConfig()
-        if let n = try node.child("dataset") { data.dataset = try n.oneOf(["fashion-mnist", "mnist", "cifar10", "synthetic"]) }
+        if let n = try node.child("dataset") { data.dataset = try n.oneOf(["fashion-mnist", "mnist", "cifar10", "folder", "synthetic"]) }
+        if let n = try node.child("mean") { data.mean = try n.items().map { Float(try $0.double(minimum: 0, maximum: 1)) } }
+        if let n = try node.child("std") { data.standardDeviation = try n.items().map { Float(try $0.double(minimum: 0, exclusiveMinimum: true)) } }
+        if let n = try node.child("skip_bad_files") { data.skipBadFiles = try n.bool() }
         if let n = try node.child("path") { data.path = try n.string() }
         if let n = try node.child("shuffle") { data.shuffle = try n.bool() }
         if let n = try node.child("synthetic_train") { data.syntheticTrain = try n.int(minimum: 1) }

@@ -25,6 +25,10 @@ extension TrainingConfig {
         }
         lines.append("  synthetic_train: \(data.syntheticTrain)")
         lines.append("  synthetic_test: \(data.syntheticTest)")
+        // Only when set, so the rendering (and hash) of every earlier config stays as it was.
+        if let mean = data.mean { lines.append("  mean: \(mean)") }
+        if let deviation = data.standardDeviation { lines.append("  std: \(deviation)") }
+        if data.skipBadFiles { lines.append("  skip_bad_files: true") }
         let o = train.optimizer
         lines.append("train:")
         lines.append("  epochs: \(train.epochs)")

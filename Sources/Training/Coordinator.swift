@@ -144,6 +144,9 @@ public final class Coordinator {
         meanGradient = FloatBuffer(count: state.leafLength)
         // The coordinator reads the data only to know the set sizes; workers load it themselves.
         let data = try DataSource.load(config)
+        if !data.skippedFiles.isEmpty {
+            logger.warning("left out \(data.skippedFiles.count) image file(s) that do not decode (data.skip_bad_files), first \(data.skippedFiles[0])")
+        }
         trainCount = data.train.count
         testCount = data.test.count
         // The largest honest message is a worker's partial sums for a whole step.

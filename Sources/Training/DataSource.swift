@@ -6,10 +6,15 @@ import Foundation
 public struct DataSource: Sendable {
     public let train: ImageSet
     public let test: ImageSet
+    /// Class names by label, when the data set has them (image folders: the class folders).
+    public var classNames: [String]?
+    /// Image files left out because they do not decode (`data.skip_bad_files`).
+    public var skippedFiles: [String] = []
 
-    public init(train: ImageSet, test: ImageSet) {
+    public init(train: ImageSet, test: ImageSet, classNames: [String]? = nil) {
         self.train = train
         self.test = test
+        self.classNames = classNames
     }
 
     /// Loads the data set named in `config`, checking that its images fit the model's input.
@@ -30,6 +35,8 @@ public struct DataSource: Sendable {
                     mean: 0.1307, standardDeviation: 0.3081, name: "mnist/\(name)")
             }
             source = DataSource(train: try load("train", "train"), test: try load("t10k", "test"))
+        case "folder":
+            source = try loadFolder(config)
         case "cifar10":
             source = DataSource(
                 train: try CIFAR10.load(.train, directory: data.path),
@@ -63,6 +70,36 @@ public struct DataSource: Sendable {
         }
         return source
     }
+}
+
+/// Both splits of an image folder (`path/train`, `path/val`), decoded to the model's input shape.
+private func loadFolder(_ config: TrainingConfig) throws -> DataSource {
+    let data = config.data, input = config.model.input
+    let mean = data.mean ?? (input.channels == 1 ? ImageFolder.greyMean : ImageFolder.imageNetMean)
+    let deviation = data.standardDeviation
+        ?? (input.channels == 1 ? ImageFolder.greyStandardDeviation : ImageFolder.imageNetStandardDeviation)
+    let threads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    func load(_ split: String) throws -> ImageFolder.Loaded {
+        let listing = try ImageFolderListing.list(joinedPath(data.path, split))
+        return try ImageFolder.load(
+            listing, name: "folder:\(listing.directory)", channels: input.channels, height: input.height,
+            width: input.width, mean: mean, standardDeviation: deviation, skipBadFiles: data.skipBadFiles,
+            threads: threads)
+    }
+    let train = try load("train"), test = try load("val")
+    guard train.classNames == test.classNames else {
+        throw ConfigError(
+            file: config.source, line: nil,
+            message: "\(data.path)/train has classes \(train.classNames) but \(data.path)/val has \(test.classNames); "
+                + "both splits need the same class folders")
+    }
+    var source = DataSource(train: train.images, test: test.images, classNames: train.classNames)
+    source.skippedFiles = train.skipped + test.skipped
+    return source
+}
+
+private func joinedPath(_ directory: String, _ name: String) -> String {
+    directory.hasSuffix("/") ? directory + name : directory + "/" + name
 }
 
 /// The gzipped file if present, else the plain one (whose absence the reader then reports).
