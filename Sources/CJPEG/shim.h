@@ -48,3 +48,30 @@ static inline int cnn_jpeg_decode(const unsigned char *bytes, unsigned long coun
     *pixels = buffer;
     return 0;
 }
+
+/// Encodes 8-bit grey (channels 1) or RGB (channels 3) pixels as a baseline JPEG in memory with
+/// the given quality (1-100; colour with 4:2:0 chroma subsampling, as Pillow's default). On
+/// success returns 0 and sets *bytes (free with tjFree()) and *count.
+static inline int cnn_jpeg_encode(const unsigned char *pixels, int width, int height, int channels, int quality,
+                                  unsigned char **bytes, unsigned long *count,
+                                  char *message, size_t message_size) {
+    tjhandle handle = tjInitCompress();
+    if (handle == NULL) {
+        strncpy(message, tjGetErrorStr2(NULL), message_size - 1);
+        message[message_size - 1] = 0;
+        return -1;
+    }
+    *bytes = NULL;
+    *count = 0;
+    if (tjCompress2(handle, pixels, width, 0, height, channels == 1 ? TJPF_GRAY : TJPF_RGB, bytes, count,
+                    channels == 1 ? TJSAMP_GRAY : TJSAMP_420, quality, 0) != 0) {
+        strncpy(message, tjGetErrorStr2(handle), message_size - 1);
+        message[message_size - 1] = 0;
+        tjDestroy(handle);
+        return -1;
+    }
+    tjDestroy(handle);
+    return 0;
+}
+
+static inline void cnn_jpeg_free(unsigned char *bytes) { tjFree(bytes); }

@@ -1,0 +1,117 @@
+import Data
+import Foundation
+import TestSupport
+import XCTest
+
+/// Folders of real PNG and JPEG files (Fashion-MNIST written out by the test) in torchvision's
+/// ImageFolder layout, loaded as training sets.
+final class ImageFolderTests: XCTestCase {
+    override func setUpWithError() throws {
+        guard ImageFolderFixture.available else {
+            throw XCTSkip("Fashion-MNIST IDX files are not in \(ImageFolderFixture.idxDirectory) (apt-get install dataset-fashion-mnist)")
+        }
+    }
+
+    private func load(_ directory: String, threads: Int = 2, skipBadFiles: Bool = false) throws -> ImageFolder.Loaded {
+        try ImageFolder.load(
+            try ImageFolderListing.list(directory), name: "folder", channels: 1, height: 28, width: 28,
+            mean: [FashionMNIST.mean], standardDeviation: [FashionMNIST.standardDeviation],
+            skipBadFiles: skipBadFiles, threads: threads)
+    }
+
+    /// The PNG copy (grey, RGB and RGBA files mixed) loads to exactly the IDX loader's floats and
+    /// labels, in ImageFolder's order (class by class, by file name within a class).
+    func testPNGFolderLoadsBitForBitAsTheIDXSetInImageFolderOrder() throws {
+        let directory = try TemporaryDirectory()
+        let order = try ImageFolderFixture.write(to: directory.path, format: .png, trainCount: 400, testCount: 100)
+        let idx = try FashionMNIST.load(.train)
+        for threads in [1, 3] {
+            let loaded = try load(directory.path + "/train", threads: threads)
+            let set = loaded.images
+            XCTAssertEqual(loaded.classNames, ImageFolderFixture.classFolders)
+            XCTAssertEqual([set.count, set.channels, set.height, set.width, set.classes], [400, 1, 28, 28, 10])
+            let expected = try idx.subset(order["train"]!)
+            XCTAssertEqual(set.labels, expected.labels)
+            XCTAssertTrue(set.pixels.elementsEqual(expected.pixels) { $0.bitPattern == $1.bitPattern },
+                          "the PNG folder's pixels differ from the IDX set's (threads \(threads))")
+        }
+        XCTAssertEqual(try load(directory.path + "/val").images.count, 100)
+    }
+
+    /// JPEG files decode (lossily) close to the IDX pixels, grey and RGB alike.
+    func testJPEGFolderDecodesCloseToTheOriginalPixels() throws {
+        let directory = try TemporaryDirectory()
+        let order = try ImageFolderFixture.write(to: directory.path, format: .jpeg, trainCount: 60, testCount: 10, quality: 95)
+        let set = try load(directory.path + "/train").images
+        let expected = try FashionMNIST.load(.train).subset(order["train"]!)
+        XCTAssertEqual(set.labels, expected.labels)
+        // Mean absolute error in 0...255 units: JPEG at quality 95 is within a few levels.
+        var error: Double = 0
+        for (a, b) in zip(set.pixels, expected.pixels) { error += Double(abs(a - b)) * Double(FashionMNIST.standardDeviation) * 255 }
+        let meanError = error / Double(set.pixels.count)
+        XCTAssertLessThan(meanError, 3, "JPEG pixels are \(meanError) levels away on average")
+        XCTAssertGreaterThan(meanError, 0, "the JPEG copy cannot be lossless")
+    }
+
+    /// Empty, truncated, garbage and mis-named files: an error naming the file, or with
+    /// skip_bad_files each left out and reported.
+    func testBadFilesAreNamedOrLeftOut() throws {
+        let directory = try TemporaryDirectory()
+        try ImageFolderFixture.write(to: directory.path, format: .png, trainCount: 30, testCount: 10)
+        let train = directory.path + "/train/"
+        let good = try Foundation.Data(contentsOf: URL(fileURLWithPath: train + "9-ankle-boot/00000.png"))
+        let jpeg = try ImageEncoding.jpeg(width: 28, height: 28, channels: 1, pixels: [UInt8](repeating: 99, count: 784))
+        let bad: [(String, Foundation.Data)] = [
+            ("0-tshirt/empty.png", Foundation.Data()),
+            ("0-tshirt/truncated.png", good.prefix(good.count / 2)),
+            ("1-trouser/garbage.jpg", Foundation.Data("this is not an image".utf8)),
+            ("2-pullover/truncated.jpeg", Foundation.Data(jpeg.prefix(jpeg.count / 2))),
+        ]
+        for (name, bytes) in bad {
+            let path = train + name
+            try bytes.write(to: URL(fileURLWithPath: path))
+            XCTAssertThrowsError(try load(directory.path + "/train")) { error in
+                XCTAssertTrue("\(error)".contains(path), "the error does not name \(path): \(error)")
+                XCTAssertTrue("\(error)".contains("skip_bad_files"), "the error does not offer the fix: \(error)")
+            }
+            try FileManager.default.removeItem(atPath: path)
+        }
+        for (name, bytes) in bad { try bytes.write(to: URL(fileURLWithPath: train + name)) }
+        let loaded = try load(directory.path + "/train", skipBadFiles: true)
+        XCTAssertEqual(loaded.images.count, 30)
+        XCTAssertEqual(Set(loaded.skipped), Set(bad.map { train + $0.0 }))
+    }
+
+    /// A missing folder, one without class folders and a class without images: errors naming
+    /// the path.
+    func testEmptyFoldersAndClassesAreNamed() throws {
+        let directory = try TemporaryDirectory()
+        XCTAssertThrowsError(try ImageFolderListing.list(directory.path + "/nothing")) {
+            XCTAssertTrue("\($0)".contains(directory.path + "/nothing: no such folder"), "\($0)")
+        }
+        XCTAssertThrowsError(try ImageFolderListing.list(directory.path)) {
+            XCTAssertTrue("\($0)".contains("holds no class folders"), "\($0)")
+        }
+        try FileManager.default.createDirectory(atPath: directory.path + "/cat", withIntermediateDirectories: true)
+        try directory.write("cat/notes.txt", Array("not an image".utf8))
+        XCTAssertThrowsError(try ImageFolderListing.list(directory.path)) {
+            XCTAssertTrue("\($0)".contains(directory.path + "/cat: class 'cat' holds no images"), "\($0)")
+        }
+    }
+
+    /// Nested folders, upper-case extensions and other files: listed as torchvision lists them.
+    func testListingFollowsImageFolderOrder() throws {
+        let directory = try TemporaryDirectory()
+        let png = try ImageEncoding.png(width: 1, height: 1, channels: 1, pixels: [7])
+        for name in ["b/2.png", "b/10.PNG", "b/sub/1.png", "b/a.txt", "a/z.jpg", "a/y.JPEG", "B/x.png"] {
+            let folder = (directory.path + "/" + name as NSString).deletingLastPathComponent
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            try directory.write(name, png)
+        }
+        let listing = try ImageFolderListing.list(directory.path)
+        XCTAssertEqual(listing.classNames, ["B", "a", "b"])
+        XCTAssertEqual(listing.paths.map { String($0.dropFirst(directory.path.count + 1)) },
+                       ["B/x.png", "a/y.JPEG", "a/z.jpg", "b/10.PNG", "b/2.png", "b/sub/1.png"])
+        XCTAssertEqual(listing.labels, [0, 1, 1, 2, 2, 2])
+    }
+}
