@@ -1,0 +1,83 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// Training from a folder of image files (torchvision's ImageFolder layout) with the real
+/// executables: bit-identical for any number of workers with every augmentation on, and a
+/// broken folder stops the run at start with exit code 2 and the path.
+final class FolderTrainingTests: XCTestCase {
+    private var folder = ""
+
+    override func setUpWithError() throws {
+        guard ImageFolderFixture.available else {
+            throw XCTSkip("Fashion-MNIST IDX files are not in \(ImageFolderFixture.idxDirectory) (apt-get install dataset-fashion-mnist)")
+        }
+        folder = try LocalCluster.temporaryDirectory("folder-training")
+    }
+
+    override func tearDown() {
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+
+    private func config(path: String) throws -> String {
+        try LocalCluster.write("""
+            model:
+              input: [1, 28, 28]
+              layers:
+                - conv: {filters: 8, kernel: 3, padding: 1}
+                - batchnorm
+                - relu
+                - maxpool: 2
+                - flatten
+                - dropout: 0.25
+                - dense: 10
+            data:
+              dataset: folder
+              path: \(path)
+              mean: [0.286]
+              std: [0.353]
+              augment: {crop_padding: 2, horizontal_flip: true, vertical_flip: true, max_translation: 1, brightness: 0.1, contrast: 0.2}
+            train:
+              epochs: 1
+              batch: 48
+              micro_batch: 8
+              optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+              eval_batch: 64
+              log_every: 1
+            """, to: "folder.yaml", in: folder)
+    }
+
+    /// One worker and three workers (one and two threads) give the same weights, bit for bit,
+    /// from a PNG folder of grey, RGB and RGBA files with every augmentation on.
+    func testOneAndThreeWorkersTrainBitIdenticallyFromAFolder() throws {
+        try ImageFolderFixture.write(to: folder + "/images", format: .png, trainCount: 288, testCount: 64)
+        let config = try config(path: folder + "/images")
+        var digests: [Foundation.Data] = []
+        for (workers, threads) in [(1, 1), (3, 2)] {
+            let run = "\(folder)/run-\(workers)"
+            let outcome = try LocalCluster.run(
+                "cnn-coord", ["--config", config, "--spawn-workers", "\(workers)", "--threads", "\(threads)",
+                              "--steps", "6", "--quiet", "--run-dir", run], seconds: 120)
+            XCTAssertEqual(outcome.status, 0, outcome.combined)
+            let checkpoint = try FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints").sorted().last!
+            digests.append(try Foundation.Data(contentsOf: URL(fileURLWithPath: "\(run)/checkpoints/\(checkpoint)/model.safetensors")))
+            let metrics = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8)
+            XCTAssertTrue(metrics.contains("\"step\": 6,"), metrics)
+        }
+        XCTAssertEqual(digests[0], digests[1], "1 worker and 3 workers trained different weights from the folder")
+    }
+
+    /// A class folder without images in val/: exit 2 naming it, before any worker starts.
+    func testAFolderWithAnEmptyClassStopsWithItsPath() throws {
+        try ImageFolderFixture.write(to: folder + "/images", format: .png, trainCount: 30, testCount: 20)
+        let empty = folder + "/images/val/5-sandal"
+        for file in try FileManager.default.contentsOfDirectory(atPath: empty) {
+            try FileManager.default.removeItem(atPath: empty + "/" + file)
+        }
+        let outcome = try LocalCluster.run(
+            "cnn-coord", ["--config", try config(path: folder + "/images"), "--spawn-workers", "1", "--steps", "1",
+                          "--quiet", "--run-dir", folder + "/run"], seconds: 60)
+        XCTAssertEqual(outcome.status, 2, outcome.combined)
+        XCTAssertTrue(outcome.error.contains("\(empty): class '5-sandal' holds no images"), outcome.combined)
+    }
+}
