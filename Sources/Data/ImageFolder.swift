@@ -134,39 +134,55 @@ public enum ImageFolder {
         let tables = try (0..<channels).map {
             try Normalisation.table(mean: mean[$0], standardDeviation: standardDeviation[$0], name: name)
         }
-        let count = listing.paths.count
         let sampleSize = channels * height * width
         let plane = height * width
-        var pixels = [Float](repeating: 0, count: count * sampleSize)
-        let failures = Failures(count: count)
-        pixels.withUnsafeMutableBufferPointer { buffer in
+        var pixels = [Float](repeating: 0, count: listing.paths.count * sampleSize)
+        let (kept, skipped, keptIndices) = try pixels.withUnsafeMutableBufferPointer { buffer in
             // Each thread writes only its own files' slots.
             nonisolated(unsafe) let base = buffer.baseAddress!
-            let workers = max(1, min(threads, count))
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                for index in stride(from: worker, to: count, by: workers) {
-                    let path = listing.paths[index]
-                    do {
-                        let image = try ImageFile.decode(path: path, channels: channels)
-                        guard image.width == width, image.height == height else {
-                            throw ImageFolderError(
-                                path: path,
-                                problem: "is \(image.width)x\(image.height) but model.input is \(width)x\(height); "
-                                    + "resize the images or set model.input to their size")
+            return try scan(listing, channels: channels, skipBadFiles: skipBadFiles, threads: threads) { index, image in
+                guard image.width == width, image.height == height else {
+                    throw ImageFolderError(
+                        path: listing.paths[index],
+                        problem: "is \(image.width)x\(image.height) but model.input is \(width)x\(height); "
+                            + "resize the images, set model.input to their size, or add data.transforms (resize, center_crop)")
+                }
+                let destination = base + index * sampleSize
+                image.pixels.withUnsafeBufferPointer { source in
+                    for c in 0..<channels {
+                        tables[c].withUnsafeBufferPointer { table in
+                            for p in 0..<plane { destination[c * plane + p] = table[Int(source[p * channels + c])] }
                         }
-                        let destination = base + index * sampleSize
-                        image.pixels.withUnsafeBufferPointer { source in
-                            for c in 0..<channels {
-                                tables[c].withUnsafeBufferPointer { table in
-                                    for p in 0..<plane {
-                                        destination[c * plane + p] = table[Int(source[p * channels + c])]
-                                    }
-                                }
-                            }
-                        }
-                    } catch {
-                        failures.set(index, error)
                     }
+                }
+            }
+        }
+        if keptIndices.count != listing.paths.count {
+            pixels = keptIndices.flatMap { pixels[$0 * sampleSize..<($0 + 1) * sampleSize] }
+        }
+        let images = ImageSet(
+            unchecked: name, channels: channels, height: height, width: width, classes: kept.classNames.count,
+            pixels: pixels, labels: kept.labels)
+        return Loaded(images: images, classNames: kept.classNames, skipped: skipped)
+    }
+
+    /// Decodes every file of `listing` once on `threads` threads and hands each image to `body`
+    /// (called concurrently, each index once). A file that does not decode is an error naming it
+    /// or, with `skipBadFiles`, left out; any other error from `body` stops the scan. Returns the
+    /// listing without the files left out, their paths, and the indices kept.
+    public static func scan(
+        _ listing: ImageFolderListing, channels: Int, skipBadFiles: Bool, threads: Int,
+        _ body: @Sendable (Int, DecodedImage) throws -> Void
+    ) throws -> (listing: ImageFolderListing, skipped: [String], kept: [Int]) {
+        let count = listing.paths.count
+        let failures = Failures(count: count)
+        let workers = max(1, min(threads, count))
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            for index in stride(from: worker, to: count, by: workers) {
+                do {
+                    try body(index, try ImageFile.decode(path: listing.paths[index], channels: channels))
+                } catch {
+                    failures.set(index, error)
                 }
             }
         }
@@ -174,19 +190,12 @@ public enum ImageFolder {
         if let first = failed.first(where: { !skipBadFiles || !isDecodeFailure($0.error) }) {
             throw first.error
         }
-        var kept = listing
-        if !failed.isEmpty {
-            let excluded = Set(failed.map(\.index))
-            kept = listing.removing(excluded)
-            pixels = (0..<count).filter { !excluded.contains($0) }.flatMap { pixels[$0 * sampleSize..<($0 + 1) * sampleSize] }
-        }
+        let excluded = Set(failed.map(\.index))
+        let kept = listing.removing(excluded)
         guard !kept.paths.isEmpty else {
             throw ImageFolderError(path: listing.directory, problem: "no file could be decoded; check the images")
         }
-        let images = ImageSet(
-            unchecked: name, channels: channels, height: height, width: width, classes: kept.classNames.count,
-            pixels: pixels, labels: kept.labels)
-        return Loaded(images: images, classNames: kept.classNames, skipped: failed.map { listing.paths[$0.index] })
+        return (kept, failed.map { listing.paths[$0.index] }, (0..<count).filter { !excluded.contains($0) })
     }
 
     /// A file that is there but does not decode; size mismatches and unreadable files are not skipped.

@@ -43,6 +43,9 @@ public struct DataConfig: Sendable, Equatable {
     public var mean: [Float]?
     public var standardDeviation: [Float]?
     public var skipBadFiles: Bool = false
+    /// Image folders: torchvision's transforms (`data.transforms`); nil: none. Its mean and std
+    /// are unused here (`mean`, `standardDeviation` above hold them).
+    public var transforms: ImagePipeline?
 
     public init() {}
 }
@@ -203,12 +206,13 @@ extension TrainingConfig {
 
     private static func parseData(_ node: ConfigNode) throws -> DataConfig {
         try node.expectKeys(["dataset", "path", "shuffle", "augment", "synthetic_train", "synthetic_test",
-                             "mean", "std", "skip_bad_files"])
+                             "mean", "std", "skip_bad_files", "transforms"])
         var data = DataConfig()
         if let n = try node.child("dataset") { data.dataset = try n.oneOf(["fashion-mnist", "mnist", "cifar10", "folder", "synthetic"]) }
         if let n = try node.child("mean") { data.mean = try n.items().map { Float(try $0.double(minimum: 0, maximum: 1)) } }
         if let n = try node.child("std") { data.standardDeviation = try n.items().map { Float(try $0.double(minimum: 0, exclusiveMinimum: true)) } }
         if let n = try node.child("skip_bad_files") { data.skipBadFiles = try n.bool() }
+        if let n = try node.child("transforms") { data.transforms = try parseTransforms(n) }
         if let n = try node.child("path") { data.path = try n.string() }
         if let n = try node.child("shuffle") { data.shuffle = try n.bool() }
         if let n = try node.child("synthetic_train") { data.syntheticTrain = try n.int(minimum: 1) }

@@ -4,14 +4,14 @@ import Foundation
 
 /// The training and test sets a config names, loaded once per process.
 public struct DataSource: Sendable {
-    public let train: ImageSet
-    public let test: ImageSet
+    public let train: any SampleSet
+    public let test: any SampleSet
     /// Class names by label, when the data set has them (image folders: the class folders).
     public var classNames: [String]?
     /// Image files left out because they do not decode (`data.skip_bad_files`).
     public var skippedFiles: [String] = []
 
-    public init(train: ImageSet, test: ImageSet, classNames: [String]? = nil) {
+    public init(train: any SampleSet, test: any SampleSet, classNames: [String]? = nil) {
         self.train = train
         self.test = test
         self.classNames = classNames
@@ -72,28 +72,30 @@ public struct DataSource: Sendable {
     }
 }
 
-/// Both splits of an image folder (`path/train`, `path/val`), decoded to the model's input shape.
+/// Both splits of an image folder (`path/train`, `path/val`), streamed: each batch's files are
+/// decoded and transformed when it is asked for.
 private func loadFolder(_ config: TrainingConfig) throws -> DataSource {
     let data = config.data, input = config.model.input
-    let mean = data.mean ?? (input.channels == 1 ? ImageFolder.greyMean : ImageFolder.imageNetMean)
-    let deviation = data.standardDeviation
+    var pipeline = data.transforms ?? ImagePipeline(mean: [], standardDeviation: [])
+    pipeline.mean = data.mean ?? (input.channels == 1 ? ImageFolder.greyMean : ImageFolder.imageNetMean)
+    pipeline.standardDeviation = data.standardDeviation
         ?? (input.channels == 1 ? ImageFolder.greyStandardDeviation : ImageFolder.imageNetStandardDeviation)
     let threads = max(1, ProcessInfo.processInfo.activeProcessorCount)
-    func load(_ split: String) throws -> ImageFolder.Loaded {
+    func open(_ split: String) throws -> ImageFolderStream {
         let listing = try ImageFolderListing.list(joinedPath(data.path, split))
-        return try ImageFolder.load(
-            listing, name: "folder:\(listing.directory)", channels: input.channels, height: input.height,
-            width: input.width, mean: mean, standardDeviation: deviation, skipBadFiles: data.skipBadFiles,
+        return try ImageFolderStream(
+            listing, name: "folder:\(listing.directory)", pipeline: pipeline, training: split == "train",
+            channels: input.channels, height: input.height, width: input.width, skipBadFiles: data.skipBadFiles,
             threads: threads)
     }
-    let train = try load("train"), test = try load("val")
-    guard train.classNames == test.classNames else {
+    let train = try open("train"), test = try open("val")
+    guard train.listing.classNames == test.listing.classNames else {
         throw ConfigError(
             file: config.source, line: nil,
-            message: "\(data.path)/train has classes \(train.classNames) but \(data.path)/val has \(test.classNames); "
+            message: "\(data.path)/train has classes \(train.listing.classNames) but \(data.path)/val has \(test.listing.classNames); "
                 + "both splits need the same class folders")
     }
-    var source = DataSource(train: train.images, test: test.images, classNames: train.classNames)
+    var source = DataSource(train: train, test: test, classNames: train.listing.classNames)
     source.skippedFiles = train.skipped + test.skipped
     return source
 }

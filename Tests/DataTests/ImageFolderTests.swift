@@ -38,6 +38,46 @@ final class ImageFolderTests: XCTestCase {
         XCTAssertEqual(try load(directory.path + "/val").images.count, 100)
     }
 
+    /// The streamed split (decoded as batches are asked for) gives the same bits as the IDX
+    /// loader too, in any order of indices; with transforms, a sample depends only on (seed,
+    /// epoch, index), not on the batch it comes in.
+    func testStreamedFolderMatchesTheIDXSetAndDependsOnlyOnTheSample() throws {
+        let directory = try TemporaryDirectory()
+        let order = try ImageFolderFixture.write(to: directory.path, format: .png, trainCount: 120, testCount: 10)
+        let listing = try ImageFolderListing.list(directory.path + "/train")
+        let plain = ImagePipeline(mean: [FashionMNIST.mean], standardDeviation: [FashionMNIST.standardDeviation])
+        let stream = try ImageFolderStream(
+            listing, name: "stream", pipeline: plain, training: true, channels: 1, height: 28, width: 28,
+            skipBadFiles: false, threads: 2)
+        let expected = try FashionMNIST.load(.train).subset(order["train"]!)
+        let indices = [17, 3, 99, 3, 0, 119]
+        var ours = [Float](repeating: 0, count: indices.count * 784), theirs = ours
+        var labels = [Int32](repeating: 0, count: indices.count), theirLabels = labels
+        stream.copyBatch(indices, images: &ours, labels: &labels, augmentation: .none, seed: 5, epoch: 2)
+        expected.copyBatch(indices, images: &theirs, labels: &theirLabels)
+        XCTAssertEqual(labels, theirLabels)
+        XCTAssertTrue(ours.elementsEqual(theirs) { $0.bitPattern == $1.bitPattern })
+
+        var random = plain
+        random.randomResizedCrop = .init(size: 28, scale: 0.3...1)
+        random.horizontalFlip = 0.5
+        random.colorJitter = .init(brightness: 0.5, contrast: 0.5)
+        random.randomErasing = 0.7
+        let augmented = try ImageFolderStream(
+            listing, name: "stream", pipeline: random, training: true, channels: 1, height: 28, width: 28,
+            skipBadFiles: false, threads: 1)
+        var batch = [Float](repeating: 0, count: 3 * 784), single = [Float](repeating: 0, count: 784)
+        var three = [Int32](repeating: 0, count: 3), one: Int32 = 0
+        augmented.copyBatch([5, 42, 7], images: &batch, labels: &three, augmentation: .none, seed: 9, epoch: 1)
+        augmented.copyBatch([42], images: &single, labels: &one, augmentation: .none, seed: 9, epoch: 1)
+        XCTAssertEqual(Array(batch[784..<1568]), single, "sample 42 differs by its place in the batch")
+        var untouched = [Float](repeating: 0, count: 784)
+        stream.copyBatch([42], images: &untouched, labels: &one, augmentation: .none, seed: 9, epoch: 1)
+        XCTAssertNotEqual(single, untouched, "the transforms changed nothing")
+        augmented.copyBatch([42], images: &single, labels: &one, augmentation: .none, seed: 9, epoch: 2)
+        XCTAssertNotEqual(Array(batch[784..<1568]), single, "epoch 2 repeats epoch 1's augmentation")
+    }
+
     /// JPEG files decode (lossily) close to the IDX pixels, grey and RGB alike.
     func testJPEGFolderDecodesCloseToTheOriginalPixels() throws {
         let directory = try TemporaryDirectory()

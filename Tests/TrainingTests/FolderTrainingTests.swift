@@ -36,7 +36,13 @@ final class FolderTrainingTests: XCTestCase {
               path: \(path)
               mean: [0.286]
               std: [0.353]
-              augment: {crop_padding: 2, horizontal_flip: true, vertical_flip: true, max_translation: 1, brightness: 0.1, contrast: 0.2}
+              transforms:
+                random_resized_crop: {size: 28, scale: [0.5, 1.0], ratio: [0.75, 1.3333]}
+                horizontal_flip: 0.5
+                vertical_flip: 0.5
+                color_jitter: {brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1}
+                random_erasing: 0.5
+              augment: {crop_padding: 2, max_translation: 1, brightness: 0.1, contrast: 0.2}
             train:
               epochs: 1
               batch: 48
@@ -48,7 +54,8 @@ final class FolderTrainingTests: XCTestCase {
     }
 
     /// One worker and three workers (one and two threads) give the same weights, bit for bit,
-    /// from a PNG folder of grey, RGB and RGBA files with every augmentation on.
+    /// from a PNG folder of grey, RGB and RGBA files with every augmentation on (torchvision's
+    /// transforms and the older float-domain ones).
     func testOneAndThreeWorkersTrainBitIdenticallyFromAFolder() throws {
         try ImageFolderFixture.write(to: folder + "/images", format: .png, trainCount: 288, testCount: 64)
         let config = try config(path: folder + "/images")
