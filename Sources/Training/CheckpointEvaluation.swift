@@ -38,12 +38,13 @@ public struct CheckpointEvaluation: Sendable {
                 confusion[Int(labels.pointer[i])][best] += 1
             }
         }
-        let names: [String]
+        var names: [String]
         switch config.data.dataset {
         case "fashion-mnist": names = FashionMNIST.classNames
         case "cifar10": names = CIFAR10.classNames
         default: names = (0..<classes).map { "class \($0)" }
         }
+        if let recorded = loaded.state.classNames ?? data.classNames { names = recorded }
         return CheckpointEvaluation(
             accuracy: total.accuracy, meanLoss: total.meanLoss, classNames: names, confusion: confusion,
             checkpointStep: loaded.state.step)

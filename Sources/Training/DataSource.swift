@@ -76,10 +76,7 @@ public struct DataSource: Sendable {
 /// decoded and transformed when it is asked for.
 private func loadFolder(_ config: TrainingConfig) throws -> DataSource {
     let data = config.data, input = config.model.input
-    var pipeline = data.transforms ?? ImagePipeline(mean: [], standardDeviation: [])
-    pipeline.mean = data.mean ?? (input.channels == 1 ? ImageFolder.greyMean : ImageFolder.imageNetMean)
-    pipeline.standardDeviation = data.standardDeviation
-        ?? (input.channels == 1 ? ImageFolder.greyStandardDeviation : ImageFolder.imageNetStandardDeviation)
+    let pipeline = data.imagePipeline(channels: input.channels)
     let threads = max(1, ProcessInfo.processInfo.activeProcessorCount)
     func open(_ split: String) throws -> ImageFolderStream {
         let listing = try ImageFolderListing.list(joinedPath(data.path, split))
@@ -102,6 +99,18 @@ private func loadFolder(_ config: TrainingConfig) throws -> DataSource {
 
 private func joinedPath(_ directory: String, _ name: String) -> String {
     directory.hasSuffix("/") ? directory + name : directory + "/" + name
+}
+
+extension DataConfig {
+    /// The image pipeline of a folder data set: `transforms` with `mean` and `std` (ImageNet's
+    /// for RGB by default).
+    public func imagePipeline(channels: Int) -> ImagePipeline {
+        var pipeline = transforms ?? ImagePipeline(mean: [], standardDeviation: [])
+        pipeline.mean = mean ?? (channels == 1 ? ImageFolder.greyMean : ImageFolder.imageNetMean)
+        pipeline.standardDeviation = standardDeviation
+            ?? (channels == 1 ? ImageFolder.greyStandardDeviation : ImageFolder.imageNetStandardDeviation)
+        return pipeline
+    }
 }
 
 /// The gzipped file if present, else the plain one (whose absence the reader then reports).

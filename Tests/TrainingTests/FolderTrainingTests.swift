@@ -72,6 +72,17 @@ final class FolderTrainingTests: XCTestCase {
             XCTAssertTrue(metrics.contains("\"step\": 6,"), metrics)
         }
         XCTAssertEqual(digests[0], digests[1], "1 worker and 3 workers trained different weights from the folder")
+
+        // The class folders' names travel in the checkpoint: eval and predict print them.
+        let checkpoint = try FileManager.default.contentsOfDirectory(atPath: folder + "/run-1/checkpoints").sorted().last!
+        let path = "\(folder)/run-1/checkpoints/\(checkpoint)"
+        let evaluation = try LocalCluster.run("cnn", ["eval", "--checkpoint", path], seconds: 60)
+        XCTAssertEqual(evaluation.status, 0, evaluation.combined)
+        XCTAssertTrue(evaluation.output.contains("9-ankle-boot") && evaluation.output.contains("0-tshirt"), evaluation.combined)
+        let image = folder + "/images/val/1-trouser/" + (try FileManager.default.contentsOfDirectory(atPath: folder + "/images/val/1-trouser").sorted()[0])
+        let prediction = try LocalCluster.run("cnn", ["predict", "--checkpoint", path, image], seconds: 60)
+        XCTAssertEqual(prediction.status, 0, prediction.combined)
+        XCTAssertTrue(ImageFolderFixture.classFolders.contains { prediction.output.contains($0) }, prediction.combined)
     }
 
     /// A class folder without images in val/: exit 2 naming it, before any worker starts.
