@@ -1,5 +1,6 @@
 import Foundation
 import TestSupport
+import Training
 import XCTest
 
 /// Training from a folder of image files (torchvision's ImageFolder layout) with the real
@@ -79,6 +80,7 @@ final class FolderTrainingTests: XCTestCase {
         let evaluation = try LocalCluster.run("cnn", ["eval", "--checkpoint", path], seconds: 60)
         XCTAssertEqual(evaluation.status, 0, evaluation.combined)
         XCTAssertTrue(evaluation.output.contains("9-ankle-boot") && evaluation.output.contains("0-tshirt"), evaluation.combined)
+        XCTAssertTrue(evaluation.output.contains("(top-1), top-5 "), evaluation.combined)
         let image = folder + "/images/val/1-trouser/" + (try FileManager.default.contentsOfDirectory(atPath: folder + "/images/val/1-trouser").sorted()[0])
         let prediction = try LocalCluster.run("cnn", ["predict", "--checkpoint", path, image], seconds: 60)
         XCTAssertEqual(prediction.status, 0, prediction.combined)
@@ -97,5 +99,20 @@ final class FolderTrainingTests: XCTestCase {
                           "--quiet", "--run-dir", folder + "/run"], seconds: 60)
         XCTAssertEqual(outcome.status, 2, outcome.combined)
         XCTAssertTrue(outcome.error.contains("\(empty): class '5-sandal' holds no images"), outcome.combined)
+    }
+}
+
+/// Top-5 accuracy's ranking: the true class counts when at most four classes score higher.
+final class TopFiveRankTests: XCTestCase {
+    func testRankCountsOnlyStrictlyHigherScores() {
+        let scores: [Float] = [0.1, 0.9, 0.3, 0.3, 0.8, -1, 0.7, 0.2]
+        scores.withUnsafeBufferPointer { row in
+            XCTAssertEqual(CheckpointEvaluation.rank(of: 1, in: row), 0)
+            XCTAssertEqual(CheckpointEvaluation.rank(of: 6, in: row), 2)
+            XCTAssertEqual(CheckpointEvaluation.rank(of: 2, in: row), 3)
+            XCTAssertEqual(CheckpointEvaluation.rank(of: 3, in: row), 3)
+            XCTAssertEqual(CheckpointEvaluation.rank(of: 7, in: row), 5)
+            XCTAssertEqual(CheckpointEvaluation.rank(of: 5, in: row), 7)
+        }
     }
 }
