@@ -110,7 +110,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "cnn",
-            dependencies: ["Training", "ModelDescription", "PeerSecurity", "Benchmark", "Monitoring", "CommandLineSupport", "JSONWriting", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "ModelDescription", "PeerSecurity", "Benchmark", "Monitoring", "CommandLineSupport", "JSONWriting", "Data", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         .target(name: "TestSupport", dependencies: ["CNN", "Randomness", "Data"], path: "Tests/TestSupport", swiftSettings: optimised),

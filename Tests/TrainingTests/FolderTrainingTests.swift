@@ -1,5 +1,6 @@
 import Foundation
 import TestSupport
+import Data
 import Training
 import XCTest
 
@@ -85,6 +86,40 @@ final class FolderTrainingTests: XCTestCase {
         let prediction = try LocalCluster.run("cnn", ["predict", "--checkpoint", path, image], seconds: 60)
         XCTAssertEqual(prediction.status, 0, prediction.combined)
         XCTAssertTrue(ImageFolderFixture.classFolders.contains { prediction.output.contains($0) }, prediction.combined)
+    }
+
+    /// `cnn data stats` measures the folder's mean and std as a direct count of the IDX bytes
+    /// gives them; `cnn data show` writes a grid whose tiles are the samples (no augmentation:
+    /// the files' own pixels).
+    func testDataStatsAndShowOnAFolder() throws {
+        try ImageFolderFixture.write(to: folder + "/images", format: .png, trainCount: 50, testCount: 60)
+        let (images, _, _) = try ImageFolderFixture.idx("train", count: 50)
+        let values = images.flatMap { $0 }.map { Double($0) / 255 }
+        let mean = values.reduce(0, +) / Double(values.count)
+        let deviation = (values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(values.count)).squareRoot()
+        let stats = try LocalCluster.run("cnn", ["data", "stats", folder + "/images", "--channels", "1"], seconds: 60)
+        XCTAssertEqual(stats.status, 0, stats.combined)
+        XCTAssertTrue(stats.output.contains(String(format: "mean: [%.4f]", mean)), "expected mean \(mean): \(stats.output)")
+        XCTAssertTrue(stats.output.contains(String(format: "std:  [%.4f]", deviation)), "expected std \(deviation): \(stats.output)")
+        XCTAssertTrue(stats.output.contains("50 images in 10 classes"), stats.output)
+
+        let plain = try LocalCluster.write("""
+            model: {input: [1, 28, 28], layers: [flatten, {dense: 10}]}
+            data: {dataset: folder, path: \(folder)/images, shuffle: false, mean: [0.5], std: [0.25]}
+            train: {batch: 10, micro_batch: 10}
+            """, to: "show.yaml", in: folder)
+        let grid = folder + "/grid.png"
+        let show = try LocalCluster.run("cnn", ["data", "show", plain, "--samples", "4", "--output", grid], seconds: 60)
+        XCTAssertEqual(show.status, 0, show.combined)
+        let picture = try ImageFile.decode(path: grid, channels: 1)
+        // Two tiles a row: 2 + 28 + 2 + 28 + 2 pixels each way.
+        XCTAssertEqual([picture.width, picture.height], [62, 62])
+        // Unshuffled, the first sample is the first file of the first class folder.
+        let first = try ImageFolderListing.list(folder + "/images/train").paths[0]
+        let expected = try ImageFile.decode(path: first, channels: 1)
+        for y in 0..<28 {
+            XCTAssertEqual(Array(picture.pixels[(2 + y) * 62 + 2..<(2 + y) * 62 + 30]), Array(expected.pixels[y * 28..<(y + 1) * 28]))
+        }
     }
 
     /// A class folder without images in val/: exit 2 naming it, before any worker starts.
