@@ -9,7 +9,7 @@ import Training
 struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "data", abstract: "Look at a data set: per-channel statistics, augmented samples.",
-        subcommands: [DataStats.self, DataShow.self])
+        subcommands: [DataStats.self, DataShow.self, DataBench.self])
 }
 
 struct DataStats: ParsableCommand {
@@ -81,5 +81,39 @@ struct DataShow: ParsableCommand {
         try Foundation.Data(png).write(to: URL(fileURLWithPath: output))
         let names = labels.map { label in data.classNames.map { $0[Int(label)] } ?? "\(label)" }
         print("wrote \(output): \(n) samples of \(set.name), epoch \(epoch), \(columns) per row; labels \(names.joined(separator: ", "))")
+    }
+}
+
+struct DataBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Time the training data pipeline alone: decode, augment and normalise batches on one thread.",
+        discussion: "Prints one JSON line: images, seconds, images_per_second (scripts/folder_bench.py compares it with torchvision).")
+
+    @Argument(help: "The training config.") var config: String
+    @Option(help: "Images to time (after a warm-up batch).") var images: Int = 512
+    @Option(help: "Images per batch.") var batch: Int = 64
+
+    func run() throws {
+        try ProcessSetup.prepare()
+        let config = try TrainingConfig.load(path: config)
+        let set = try DataSource.load(config).train
+        let order = DataOrder.epochOrder(count: set.count, seed: config.train.seed, epoch: 0, shuffle: config.data.shuffle)
+        var pixels = [Float](repeating: 0, count: batch * set.sampleSize)
+        var labels = [Int32](repeating: 0, count: batch)
+        func run(_ start: Int) {
+            let indices = (start..<start + batch).map { order[$0 % order.count] }
+            set.copyBatch(indices, images: &pixels, labels: &labels, augmentation: config.data.augmentation,
+                          seed: config.train.seed, epoch: 0)
+        }
+        run(0)
+        let started = DispatchTime.now().uptimeNanoseconds
+        var done = 0
+        while done < images {
+            run(batch + done)
+            done += batch
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        print("{\"images\": \(done), \"seconds\": \(String(format: "%.3f", seconds)), \"images_per_second\": \(String(format: "%.1f", Double(done) / seconds))}")
     }
 }
