@@ -15,7 +15,11 @@ public struct ImageFolderStream: SampleSet {
     public let skipped: [String]
     /// True for a training split (random transforms), false for evaluation.
     public let training: Bool
-    private let failures = DecodeFailureLog()
+    private let failures: DecodeFailureLog
+    /// Prepares announced micro-batches on a background thread (nil: depth 0).
+    private let prefetcher: SamplePrefetcher?
+    /// Evaluation samples have no seed or epoch; they are prefetched under this key.
+    private static let evaluationKey: (seed: UInt64, epoch: Int) = (0, -1)
 
     public var classes: Int { listing.classNames.count }
     public var count: Int { listing.paths.count }
@@ -24,7 +28,7 @@ public struct ImageFolderStream: SampleSet {
     /// `threads` threads) to check that it decodes and that `pipeline` makes it that size.
     public init(
         _ listing: ImageFolderListing, name: String, pipeline: ImagePipeline, training: Bool,
-        channels: Int, height: Int, width: Int, skipBadFiles: Bool, threads: Int
+        channels: Int, height: Int, width: Int, skipBadFiles: Bool, threads: Int, prefetchDepth: Int = 0
     ) throws {
         guard channels == 1 || channels == 3 else {
             throw ImageFolderError(path: listing.directory, problem: "images load as 1 (grey) or 3 (RGB) channels, not \(channels); set model.input's first number to 1 or 3")
@@ -52,17 +56,56 @@ public struct ImageFolderStream: SampleSet {
         self.height = height
         self.width = width
         self.skipped = skipped
+        let failures = DecodeFailureLog()
+        self.failures = failures
+        let size = channels * height * width
+        prefetcher = prefetchDepth < 1 ? nil : SamplePrefetcher(depth: prefetchDepth, sampleSize: size) { index, seed, epoch, output in
+            Self.makeSample(index, listing: kept, pipeline: pipeline, training: training && epoch >= 0, channels: channels,
+                            size: size, seed: seed, epoch: epoch, failures: failures, into: output)
+        }
+    }
+
+    /// Samples copied from the background prefetcher rather than made on the spot.
+    public var prefetchedSamplesTaken: Int { prefetcher?.samplesTaken ?? 0 }
+
+    public func prefetch(_ batches: [[Int]], training: Bool, seed: UInt64, epoch: Int) {
+        let key = training && self.training ? (seed, epoch) : Self.evaluationKey
+        prefetcher?.prefetch(batches, seed: key.0, epoch: key.1)
+    }
+
+    /// One sample as the pipeline makes it (before the float-domain `Augmentation`): decoded,
+    /// transformed, normalised; zeros with a warning when the file no longer decodes.
+    private static func makeSample(
+        _ index: Int, listing: ImageFolderListing, pipeline: ImagePipeline, training: Bool, channels: Int, size: Int,
+        seed: UInt64, epoch: Int, failures: DecodeFailureLog, into output: UnsafeMutablePointer<Float>
+    ) {
+        let image: DecodedImage
+        do {
+            image = try ImageFile.decode(path: listing.paths[index], channels: channels)
+        } catch {
+            failures.report(listing.paths[index], error)
+            output.update(repeating: 0, count: size)
+            return
+        }
+        if training {
+            pipeline.training(image, seed: seed, epoch: epoch, sample: index, into: output)
+        } else {
+            pipeline.evaluation(image, into: output)
+        }
+    }
+
+    /// One sample, from the prefetcher when it was announced.
+    private func sample(_ index: Int, training: Bool, seed: UInt64, epoch: Int, into output: UnsafeMutablePointer<Float>) {
+        let key = training ? (seed, epoch) : Self.evaluationKey
+        if prefetcher?.take(index, seed: key.0, epoch: key.1, into: output) == true { return }
+        Self.makeSample(index, listing: listing, pipeline: pipeline, training: training, channels: channels, size: sampleSize,
+                        seed: seed, epoch: epoch, failures: failures, into: output)
     }
 
     public func copyBatch(_ indices: [Int], images: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Int32>) {
         for (slot, index) in indices.enumerated() {
             labels[slot] = listing.labels[index]
-            let output = images + slot * sampleSize
-            guard let image = decode(index) else {
-                output.update(repeating: 0, count: sampleSize)
-                continue
-            }
-            pipeline.evaluation(image, into: output)
+            sample(index, training: false, seed: 0, epoch: 0, into: images + slot * sampleSize)
         }
     }
 
@@ -73,29 +116,10 @@ public struct ImageFolderStream: SampleSet {
         for (slot, index) in indices.enumerated() {
             labels[slot] = listing.labels[index]
             let output = images + slot * sampleSize
-            guard let image = decode(index) else {
-                output.update(repeating: 0, count: sampleSize)
-                continue
-            }
-            if training {
-                pipeline.training(image, seed: seed, epoch: epoch, sample: index, into: output)
-            } else {
-                pipeline.evaluation(image, into: output)
-            }
+            sample(index, training: training, seed: seed, epoch: epoch, into: output)
             // The older float-domain augmentations (crop_padding, translation, ...) still apply after.
             augmentation.apply(
                 to: output, channels: channels, height: height, width: width, seed: seed, epoch: epoch, sampleIndex: index)
-        }
-    }
-
-    /// The decoded file, or nil (its sample left as zeros, the mean colour, with a warning) when
-    /// a file that decoded at start no longer does: a run is not stopped by a file changed under it.
-    private func decode(_ index: Int) -> DecodedImage? {
-        do {
-            return try ImageFile.decode(path: listing.paths[index], channels: channels)
-        } catch {
-            failures.report(listing.paths[index], error)
-            return nil
         }
     }
 }

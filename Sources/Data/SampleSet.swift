@@ -20,11 +20,18 @@ public protocol SampleSet: Sendable {
     func copyBatch(
         _ indices: [Int], images: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Int32>,
         augmentation: Augmentation, seed: UInt64, epoch: Int)
+
+    /// Says which micro-batches will be copied next (training ones with `seed` and `epoch`), in
+    /// order, so a set that reads files can prepare them in the background. Changes no sample.
+    func prefetch(_ batches: [[Int]], training: Bool, seed: UInt64, epoch: Int)
 }
 
 extension SampleSet {
     /// Floats per image: channels * height * width.
     public var sampleSize: Int { channels * height * width }
+
+    /// Nothing to prepare for a set in memory.
+    public func prefetch(_ batches: [[Int]], training: Bool, seed: UInt64, epoch: Int) {}
 }
 
 extension ImageSet: SampleSet {

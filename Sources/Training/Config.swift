@@ -46,6 +46,8 @@ public struct DataConfig: Sendable, Equatable {
     /// Image folders: torchvision's transforms (`data.transforms`); nil: none. Its mean and std
     /// are unused here (`mean`, `standardDeviation` above hold them).
     public var transforms: ImagePipeline?
+    /// Image folders: micro-batches a worker decodes ahead, on a background thread (0: none).
+    public var prefetch: Int = 2
 
     public init() {}
 }
@@ -206,13 +208,14 @@ extension TrainingConfig {
 
     private static func parseData(_ node: ConfigNode) throws -> DataConfig {
         try node.expectKeys(["dataset", "path", "shuffle", "augment", "synthetic_train", "synthetic_test",
-                             "mean", "std", "skip_bad_files", "transforms"])
+                             "mean", "std", "skip_bad_files", "transforms", "prefetch"])
         var data = DataConfig()
         if let n = try node.child("dataset") { data.dataset = try n.oneOf(["fashion-mnist", "mnist", "cifar10", "folder", "synthetic"]) }
         if let n = try node.child("mean") { data.mean = try n.items().map { Float(try $0.double(minimum: 0, maximum: 1)) } }
         if let n = try node.child("std") { data.standardDeviation = try n.items().map { Float(try $0.double(minimum: 0, exclusiveMinimum: true)) } }
         if let n = try node.child("skip_bad_files") { data.skipBadFiles = try n.bool() }
         if let n = try node.child("transforms") { data.transforms = try parseTransforms(n) }
+        if let n = try node.child("prefetch") { data.prefetch = try n.int(minimum: 0, maximum: 64) }
         if let n = try node.child("path") { data.path = try n.string() }
         if let n = try node.child("shuffle") { data.shuffle = try n.bool() }
         if let n = try node.child("synthetic_train") { data.syntheticTrain = try n.int(minimum: 1) }

@@ -29,6 +29,7 @@ extension TrainingConfig {
         if let mean = data.mean { lines.append("  mean: \(mean)") }
         if let deviation = data.standardDeviation { lines.append("  std: \(deviation)") }
         if data.skipBadFiles { lines.append("  skip_bad_files: true") }
+        if data.prefetch != DataConfig().prefetch { lines.append("  prefetch: \(data.prefetch)") }
         if let transforms = data.transforms { lines.append("  transforms: \(Self.renderTransforms(transforms))") }
         let o = train.optimizer
         lines.append("train:")

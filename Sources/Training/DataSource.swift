@@ -83,7 +83,7 @@ private func loadFolder(_ config: TrainingConfig) throws -> DataSource {
         return try ImageFolderStream(
             listing, name: "folder:\(listing.directory)", pipeline: pipeline, training: split == "train",
             channels: input.channels, height: input.height, width: input.width, skipBadFiles: data.skipBadFiles,
-            threads: threads)
+            threads: threads, prefetchDepth: data.prefetch)
     }
     let train = try open("train"), test = try open("val")
     guard train.listing.classNames == test.listing.classNames else {

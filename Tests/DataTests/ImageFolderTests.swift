@@ -78,6 +78,41 @@ final class ImageFolderTests: XCTestCase {
         XCTAssertNotEqual(Array(batch[784..<1568]), single, "epoch 2 repeats epoch 1's augmentation")
     }
 
+    /// Samples prepared in the background (announced micro-batches) equal samples made on the
+    /// spot, announced or not, taken in order or not, for training and evaluation.
+    func testPrefetchedSamplesEqualSamplesMadeOnTheSpot() throws {
+        let directory = try TemporaryDirectory()
+        try ImageFolderFixture.write(to: directory.path, format: .png, trainCount: 100, testCount: 10)
+        let listing = try ImageFolderListing.list(directory.path + "/train")
+        var pipeline = ImagePipeline(mean: [0.3], standardDeviation: [0.35])
+        pipeline.randomResizedCrop = .init(size: 28, scale: 0.4...1)
+        pipeline.colorJitter = .init(brightness: 0.3, contrast: 0.3)
+        pipeline.randomErasing = 0.5
+        func open(_ depth: Int, training: Bool) throws -> ImageFolderStream {
+            try ImageFolderStream(listing, name: "s", pipeline: pipeline, training: training, channels: 1, height: 28,
+                                  width: 28, skipBadFiles: false, threads: 1, prefetchDepth: depth)
+        }
+        let batches = [[4, 8, 15], [16, 23, 42], [1, 2, 3], [99, 0, 50]]
+        for training in [true, false] {
+            let plain = try open(0, training: training), ahead = try open(2, training: training)
+            ahead.prefetch(batches, training: training, seed: 7, epoch: 3)
+            for batch in batches.reversed() + [[5, 6, 7]] {
+                var a = [Float](repeating: 0, count: batch.count * 784), b = a
+                var la = [Int32](repeating: 0, count: batch.count), lb = la
+                if training {
+                    plain.copyBatch(batch, images: &a, labels: &la, augmentation: .none, seed: 7, epoch: 3)
+                    ahead.copyBatch(batch, images: &b, labels: &lb, augmentation: .none, seed: 7, epoch: 3)
+                } else {
+                    plain.copyBatch(batch, images: &a, labels: &la)
+                    ahead.copyBatch(batch, images: &b, labels: &lb)
+                }
+                XCTAssertEqual(la, lb)
+                XCTAssertTrue(a.elementsEqual(b) { $0.bitPattern == $1.bitPattern }, "batch \(batch) (training \(training))")
+            }
+            XCTAssertGreaterThan(ahead.prefetchedSamplesTaken, 0, "nothing came from the prefetcher")
+        }
+    }
+
     /// JPEG files decode (lossily) close to the IDX pixels, grey and RGB alike.
     func testJPEGFolderDecodesCloseToTheOriginalPixels() throws {
         let directory = try TemporaryDirectory()

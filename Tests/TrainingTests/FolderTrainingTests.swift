@@ -21,7 +21,7 @@ final class FolderTrainingTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: folder)
     }
 
-    private func config(path: String) throws -> String {
+    private func config(path: String, prefetch: Int = 2) throws -> String {
         try LocalCluster.write("""
             model:
               input: [1, 28, 28]
@@ -36,6 +36,7 @@ final class FolderTrainingTests: XCTestCase {
             data:
               dataset: folder
               path: \(path)
+              prefetch: \(prefetch)
               mean: [0.286]
               std: [0.353]
               transforms:
@@ -52,17 +53,18 @@ final class FolderTrainingTests: XCTestCase {
               optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
               eval_batch: 64
               log_every: 1
-            """, to: "folder.yaml", in: folder)
+            """, to: "folder-\(prefetch).yaml", in: folder)
     }
 
-    /// One worker and three workers (one and two threads) give the same weights, bit for bit,
+    /// One worker and three workers (one and two threads; prefetch depth 0 and 4) give the same weights, bit for bit,
     /// from a PNG folder of grey, RGB and RGBA files with every augmentation on (torchvision's
     /// transforms and the older float-domain ones).
     func testOneAndThreeWorkersTrainBitIdenticallyFromAFolder() throws {
         try ImageFolderFixture.write(to: folder + "/images", format: .png, trainCount: 288, testCount: 64)
-        let config = try config(path: folder + "/images")
         var digests: [Foundation.Data] = []
-        for (workers, threads) in [(1, 1), (3, 2)] {
+        // Prefetch depths differ too: decoding ahead must not change a sample.
+        for (workers, threads, prefetch) in [(1, 1, 0), (3, 2, 4)] {
+            let config = try config(path: folder + "/images", prefetch: prefetch)
             let run = "\(folder)/run-\(workers)"
             let outcome = try LocalCluster.run(
                 "cnn-coord", ["--config", config, "--spawn-workers", "\(workers)", "--threads", "\(threads)",
