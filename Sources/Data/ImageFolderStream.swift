@@ -65,6 +65,9 @@ public struct ImageFolderStream: SampleSet {
         }
     }
 
+    /// Samples the background prefetcher has made and not yet handed over.
+    public var prefetchedSamplesReady: Int { prefetcher?.samplesReady ?? 0 }
+
     /// Samples copied from the background prefetcher rather than made on the spot.
     public var prefetchedSamplesTaken: Int { prefetcher?.samplesTaken ?? 0 }
 

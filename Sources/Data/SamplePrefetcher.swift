@@ -25,6 +25,12 @@ final class SamplePrefetcher: @unchecked Sendable {
     private var running = false
     private var taken = 0
 
+    /// How many samples are made and waiting to be taken.
+    var samplesReady: Int {
+        condition.lock(); defer { condition.unlock() }
+        return entries.values.filter { if case .ready = $0 { return true } else { return false } }.count
+    }
+
     /// How many samples `take` has handed over so far (for tests and reports).
     var samplesTaken: Int { condition.lock(); defer { condition.unlock() }; return taken }
     private let make: @Sendable (Int, UInt64, Int, UnsafeMutablePointer<Float>) -> Void

@@ -96,6 +96,10 @@ final class ImageFolderTests: XCTestCase {
         for training in [true, false] {
             let plain = try open(0, training: training), ahead = try open(2, training: training)
             ahead.prefetch(batches, training: training, seed: 7, epoch: 3)
+            // Under load the background thread may not have started yet: give it a moment, so
+            // the copies below meet prefetched samples (they must equal either way).
+            let deadline = Date().addingTimeInterval(10)
+            while ahead.prefetchedSamplesReady < 3 && Date() < deadline { usleep(1000) }
             for batch in batches.reversed() + [[5, 6, 7]] {
                 var a = [Float](repeating: 0, count: batch.count * 784), b = a
                 var la = [Int32](repeating: 0, count: batch.count), lb = la
