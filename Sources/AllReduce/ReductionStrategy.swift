@@ -15,15 +15,19 @@ public enum ReductionSite: Hashable, Sendable, CustomStringConvertible {
 
 /// A run of the flat gradient vector (parameter gradients, then state observations) and the site
 /// that owns it: partial sums of the slice go there, the owner completes the slice's tree, runs
-/// the optimiser on the slice's weights and sends the updated weights to every worker.
+/// the optimiser on the slice's weights and sends the updated weights to every worker. A replica,
+/// where there is one, keeps a copy of the slice's optimiser state, so that the slice survives
+/// its owner.
 public struct ReductionSlice: Equatable, Sendable {
     /// Element offsets into the flat gradient vector.
     public var range: Range<Int>
     public var owner: ReductionSite
+    public var replica: ReductionSite?
 
-    public init(range: Range<Int>, owner: ReductionSite) {
+    public init(range: Range<Int>, owner: ReductionSite, replica: ReductionSite? = nil) {
         self.range = range
         self.owner = owner
+        self.replica = replica
     }
 }
 

@@ -104,7 +104,7 @@ public final class GlobalAvgPool2D: Layer {
     public var forwardFLOPs: Int { inputShape.count }
     public var savedFloatsPerSample: Int { 0 }
 
-    private var plane: Int { inputShape.height * inputShape.width }
+    private var plane: Int { inputShape.spatialCount }
 
     public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 

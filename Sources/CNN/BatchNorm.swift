@@ -55,9 +55,12 @@ public final class BatchNorm: Layer {
     }
 
     private var channels: Int { inputShape.channels }
-    private var plane: Int { inputShape.height * inputShape.width }
+    private var plane: Int { inputShape.spatialCount }
 
-    public var summary: String { (plane == 1 ? "BatchNorm1d" : "BatchNorm2d") + "(\(channels))" }
+    public var summary: String {
+        let kind = plane == 1 || inputShape.spatialRank == 1 ? "BatchNorm1d" : inputShape.spatialRank == 3 ? "BatchNorm3d" : "BatchNorm2d"
+        return kind + "(\(channels))"
+    }
 
     public var parameterSpecs: [ParameterSpec] {
         guard affine else { return [] }

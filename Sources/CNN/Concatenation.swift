@@ -26,8 +26,8 @@ public final class Concatenation: Layer {
                 throw ModelError(layer: name, message: "branch \(b + 1) expects input \(branch.inputShape), the block receives \(input)")
             }
             let shape = branch.outputShape
-            guard shape.height == first.outputShape.height, shape.width == first.outputShape.width else {
-                let sizes = branches.map { "\($0.outputShape.height)x\($0.outputShape.width)" }.joined(separator: ", ")
+            guard shape.spatial == first.outputShape.spatial, shape.spatialRank == first.outputShape.spatialRank else {
+                let sizes = branches.map { $0.outputShape.spatial.map(String.init).joined(separator: "x") }.joined(separator: ", ")
                 throw ModelError(
                     layer: name,
                     message: "branches must give outputs of one height and width to be concatenated along channels, "
@@ -36,9 +36,9 @@ public final class Concatenation: Layer {
         }
         self.branches = branches
         self.inputShape = input
-        self.outputShape = FeatureShape(
-            channels: branches.reduce(0) { $0 + $1.outputShape.channels },
-            height: first.outputShape.height, width: first.outputShape.width)
+        var shape = first.outputShape
+        shape.channels = branches.reduce(0) { $0 + $1.outputShape.channels }
+        self.outputShape = shape
     }
 
     public var summary: String {

@@ -52,7 +52,7 @@ public final class Dropout: Layer {
     public var savedFloatsPerSample: Int { spatial ? inputShape.channels : inputShape.count }
 
     private var unitsPerSample: Int { spatial ? inputShape.channels : inputShape.count }
-    private var valuesPerUnit: Int { spatial ? inputShape.height * inputShape.width : 1 }
+    private var valuesPerUnit: Int { spatial ? inputShape.spatialCount : 1 }
 
     public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 

@@ -62,7 +62,7 @@ public final class LocalResponseNorm: Layer {
         savedInput = input
         let count = batch * inputShape.count
         let out = output.reserve(count), s = base.reserve(count), p = power.reserve(count)
-        let channels = inputShape.channels, plane = inputShape.height * inputShape.width
+        let channels = inputShape.channels, plane = inputShape.spatialCount
         let squares = work.reserve(inputShape.count)
         let scale = alpha / Float(size), k = self.k, negativeBeta = -beta
         typealias Lanes = VectorKernels.Lanes
@@ -118,7 +118,7 @@ public final class LocalResponseNorm: Layer {
     public func backward(_ outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafeMutablePointer<Float> {
         let count = batch * inputShape.count
         let dInput = inputGradient.reserve(count)
-        let channels = inputShape.channels, plane = inputShape.height * inputShape.width
+        let channels = inputShape.channels, plane = inputShape.spatialCount
         let s = base.pointer, p = power.pointer, y = output.pointer
         let t = work.reserve(inputShape.count)
         // dx_j = dy_j s_j^-beta - (2 alpha beta / size) x_j * sum over the c whose window holds j of dy_c y_c / s_c

@@ -49,6 +49,85 @@ public struct ConvolutionSpec: Sendable, Equatable {
     }
 }
 
+/// The options of a 1-D or 3-D convolution (PyTorch's `nn.Conv1d` and `nn.Conv3d`, with their
+/// defaults): the kernel is one size for every axis or one per axis; stride, padding and dilation
+/// are the same on every axis.
+public struct VolumeConvolutionSpec: Sendable, Equatable {
+    /// 1 (inputs [C, L]) or 3 (inputs [C, D, H, W]).
+    public var rank: Int
+    public var filters: Int
+    /// One size, or one per spatial axis.
+    public var kernel: [Int]
+    public var stride: Int = 1
+    public var padding: Padding = .explicit(0)
+    public var dilation: Int = 1
+    public var groups: Int = 1
+    public var bias: Bool = true
+
+    public init(rank: Int, filters: Int, kernel: [Int], stride: Int = 1, padding: Padding = .explicit(0),
+                dilation: Int = 1, groups: Int = 1, bias: Bool = true) {
+        self.rank = rank
+        self.filters = filters
+        self.kernel = kernel
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
+        self.bias = bias
+    }
+}
+
+/// The options of a locally connected layer (`LocallyConnected`): a convolution's windows with
+/// filters of their own at every output position. For inputs of any spatial rank.
+public struct LocallyConnectedSpec: Sendable, Equatable {
+    public var filters: Int
+    /// One size, or one per spatial axis.
+    public var kernel: [Int]
+    public var stride: Int = 1
+    public var padding: Padding = .explicit(0)
+    public var dilation: Int = 1
+    public var bias: Bool = true
+
+    public init(filters: Int, kernel: [Int], stride: Int = 1, padding: Padding = .explicit(0), dilation: Int = 1, bias: Bool = true) {
+        self.filters = filters
+        self.kernel = kernel
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.bias = bias
+    }
+}
+
+extension Padding {
+    /// The padding on each of `kernel.count` axes, for taps spaced `dilation` apart.
+    func resolved(kernel: [Int], dilation: Int, layer name: String) throws -> [Int] {
+        switch self {
+        case .explicit(let p): return Array(repeating: p, count: kernel.count)
+        case .valid: return Array(repeating: 0, count: kernel.count)
+        case .same:
+            return try kernel.map { size in
+                let effective = dilation * (size - 1) + 1
+                guard effective % 2 == 1 else {
+                    throw ModelError(
+                        layer: name,
+                        message: "padding SAME needs an odd kernel on every axis (effective size \(effective)); give an explicit padding instead")
+                }
+                return (effective - 1) / 2
+            }
+        }
+    }
+}
+
+/// The per-axis kernel sizes of a layer over `input`: one size repeated, or one per spatial axis.
+func perAxisKernel(_ kernel: [Int], input: FeatureShape, layer name: String) throws -> [Int] {
+    let rank = input.spatialRank
+    if kernel.count == 1 { return Array(repeating: kernel[0], count: rank) }
+    guard kernel.count == rank else {
+        throw ModelError(layer: name, message: "kernel \(kernel) needs one size or \(rank) (one per spatial axis of the input \(input))")
+    }
+    return kernel
+}
+
 /// The options of a transposed convolution (PyTorch's `nn.ConvTranspose2d`, with its defaults).
 public struct TransposedConvolutionSpec: Sendable, Equatable {
     public var filters: Int
@@ -204,6 +283,12 @@ public enum LayerSpec: Sendable, Equatable {
     /// torchvision's `Bottleneck`: conv1x1 BN ReLU conv3x3(stride) BN ReLU conv1x1(filters * expansion)
     /// BN, plus shortcut, then ReLU.
     case bottleneck(filters: Int, stride: Int, expansion: Int, projection: Projection)
+    /// 1-D or 3-D convolution.
+    case volumeConvolution(VolumeConvolutionSpec)
+    /// 1-D or 3-D max or average pooling (PyTorch's `MaxPool1d/3d`, `AvgPool1d/3d`).
+    case volumePool(rank: Int, kind: PoolingND.Kind, size: Int, stride: Int?, padding: Int)
+    /// Convolution's windows without parameter sharing.
+    case locallyConnected(LocallyConnectedSpec)
     /// Parallel branches on the same input, their outputs concatenated along channels (inception).
     /// Branch b's tensors are named `branch<b+1>.<i>.<tensor>`.
     case concat(branches: [[LayerSpec]])
@@ -213,6 +298,7 @@ public enum LayerSpec: Sendable, Equatable {
     /// that draw random numbers (dropout) derive their key from it, so a layer's randomness
     /// depends only on where it sits in the model.
     public func makeLayer(input: FeatureShape, name: String) throws -> Layer {
+        try checkSpatialRank(of: input, name: name)
         switch self {
         case .convolution(let spec):
             let padding = try spec.padding.resolved(
@@ -266,7 +352,54 @@ public enum LayerSpec: Sendable, Equatable {
                 input: input, filters: filters, stride: stride, expansion: expansion, projection: projection, name: name)
         case .concat(let branches):
             return try Concatenation.make(input: input, branches: branches, name: name)
+        case .volumeConvolution(let spec):
+            let kernel = try perAxisKernel(spec.kernel, input: input, layer: name)
+            let rank = kernel.count
+            return try ConvolutionND(
+                input: input, filters: spec.filters, kernel: kernel, stride: Array(repeating: spec.stride, count: rank),
+                padding: try spec.padding.resolved(kernel: kernel, dilation: spec.dilation, layer: name),
+                dilation: Array(repeating: spec.dilation, count: rank), groups: spec.groups, bias: spec.bias, name: name)
+        case .volumePool(_, let kind, let size, let stride, let padding):
+            return try PoolingND(input: input, kind: kind, size: size, stride: stride, padding: padding, name: name)
+        case .locallyConnected(let spec):
+            let kernel = try perAxisKernel(spec.kernel, input: input, layer: name)
+            let rank = kernel.count
+            return try LocallyConnected(
+                input: input, filters: spec.filters, kernel: kernel, stride: Array(repeating: spec.stride, count: rank),
+                padding: try spec.padding.resolved(kernel: kernel, dilation: spec.dilation, layer: name),
+                dilation: Array(repeating: spec.dilation, count: rank), bias: spec.bias, name: name)
         }
+    }
+
+    /// The layer's kind as written in a config, and the spatial rank of the inputs it takes (nil
+    /// for any rank).
+    private var expectedSpatialRank: (kind: String, rank: Int)? {
+        switch self {
+        case .convolution: return ("conv", 2)
+        case .transposedConvolution: return ("convtranspose", 2)
+        case .separableConvolution: return ("separable", 2)
+        case .maxPool: return ("maxpool", 2)
+        case .averagePool: return ("avgpool", 2)
+        case .l2Pool: return ("l2pool", 2)
+        case .basicBlock: return ("basic_block", 2)
+        case .bottleneck: return ("bottleneck", 2)
+        case .volumeConvolution(let spec): return ("conv\(spec.rank)d", spec.rank)
+        case .volumePool(let rank, let kind, _, _, _): return ((kind == .max ? "maxpool" : "avgpool") + "\(rank)d", rank)
+        default: return nil
+        }
+    }
+
+    /// A sequence given to an image layer (or the other way round) is an error naming both shapes
+    /// and the layer that fits.
+    private func checkSpatialRank(of input: FeatureShape, name: String) throws {
+        guard let (kind, rank) = expectedSpatialRank, input.spatialRank != rank else { return }
+        let forms = [1: "[C, L] (a sequence)", 2: "[C, H, W] (an image)", 3: "[C, D, H, W] (a volume)"]
+        var message = "\(kind) takes inputs \(forms[rank]!), but its input is \(input), of the form \(forms[input.spatialRank]!)"
+        let base = kind.hasSuffix("1d") || kind.hasSuffix("3d") ? String(kind.dropLast(2)) : kind
+        if ["conv", "maxpool", "avgpool"].contains(base) {
+            message += "; use \(base)\(input.spatialRank == 2 ? "" : "\(input.spatialRank)d")"
+        }
+        throw ModelError(layer: name, message: message)
     }
 
     private func makeSeparableConvolution(input: FeatureShape, spec: SeparableConvolutionSpec, name: String) throws -> Layer {

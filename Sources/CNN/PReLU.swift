@@ -35,7 +35,7 @@ public final class PReLU: Layer {
         weightGradient = gradients
     }
 
-    private var plane: Int { inputShape.height * inputShape.width }
+    private var plane: Int { inputShape.spatialCount }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         savedInput = input

@@ -1,14 +1,55 @@
-/// The shape of one sample as it flows between layers: channels x height x width.
-/// Dense outputs are `C x 1 x 1`, so one type serves every layer.
+/// The shape of one sample as it flows between layers: channels, then one, two or three spatial
+/// axes. Images are [C, H, W] (`spatialRank` 2); sequences [C, L] are stored as height 1 and
+/// width L (`spatialRank` 1); volumes [C, D, H, W] add a depth (`spatialRank` 3). Every layout is
+/// the contiguous row-major one, so a sequence is exactly an image of one row and a volume is D
+/// images one after another per channel. Dense outputs are `C x 1 x 1`, so one type serves every
+/// layer.
 public struct FeatureShape: Hashable, Sendable, CustomStringConvertible {
     public var channels: Int
+    /// 1 unless `spatialRank` is 3.
+    public var depth: Int
+    /// 1 when `spatialRank` is 1.
     public var height: Int
     public var width: Int
+    /// How many spatial axes the shape has: 1 (sequence), 2 (image) or 3 (volume).
+    public var spatialRank: Int
 
+    /// An image [C, H, W].
     public init(channels: Int, height: Int, width: Int) {
         self.channels = channels
+        self.depth = 1
         self.height = height
         self.width = width
+        self.spatialRank = 2
+    }
+
+    /// A sequence [C, L].
+    public init(channels: Int, length: Int) {
+        self.channels = channels
+        self.depth = 1
+        self.height = 1
+        self.width = length
+        self.spatialRank = 1
+    }
+
+    /// A volume [C, D, H, W].
+    public init(channels: Int, depth: Int, height: Int, width: Int) {
+        self.channels = channels
+        self.depth = depth
+        self.height = height
+        self.width = width
+        self.spatialRank = 3
+    }
+
+    /// The shape from its dimensions, channels first: [C, L], [C, H, W] or [C, D, H, W]; nil for
+    /// any other count.
+    public init?(dimensions: [Int]) {
+        switch dimensions.count {
+        case 2: self.init(channels: dimensions[0], length: dimensions[1])
+        case 3: self.init(channels: dimensions[0], height: dimensions[1], width: dimensions[2])
+        case 4: self.init(channels: dimensions[0], depth: dimensions[1], height: dimensions[2], width: dimensions[3])
+        default: return nil
+        }
     }
 
     /// A flat vector of `count` features.
@@ -16,10 +57,25 @@ public struct FeatureShape: Hashable, Sendable, CustomStringConvertible {
         FeatureShape(channels: count, height: 1, width: 1)
     }
 
-    /// Elements per sample.
-    public var count: Int { channels * height * width }
+    /// The spatial sizes, outermost first: [L], [H, W] or [D, H, W].
+    public var spatial: [Int] {
+        switch spatialRank {
+        case 1: return [width]
+        case 3: return [depth, height, width]
+        default: return [height, width]
+        }
+    }
 
-    public var description: String { "\(channels)x\(height)x\(width)" }
+    /// Channels, then the spatial sizes: PyTorch's shape of one sample.
+    public var dimensions: [Int] { [channels] + spatial }
+
+    /// Values per channel.
+    public var spatialCount: Int { depth * height * width }
+
+    /// Elements per sample.
+    public var count: Int { channels * spatialCount }
+
+    public var description: String { dimensions.map(String.init).joined(separator: "x") }
 }
 
 /// A model that cannot be built as written: says which layer, the formula, the numbers and a fix.

@@ -9,6 +9,9 @@ public enum CheckpointError: Error, CustomStringConvertible {
     case stepMismatch(step: Int, stateStep: Int)
     /// A system call failed while saving or pruning.
     case fileSystem(operation: String, path: String, reason: String)
+    /// The file system of the checkpoints directory has no room for the checkpoint: nothing of it
+    /// was kept. `needed` and `available` are bytes.
+    case noSpace(directory: String, needed: Int, available: Int)
     /// A file the checkpoint needs is absent.
     case missingFile(directory: String, file: String)
     /// A file's size differs from the one recorded in `state.json`.
@@ -39,6 +42,13 @@ public enum CheckpointError: Error, CustomStringConvertible {
             return "checkpoint store: asked to save step \(step) with a state recording step \(stateStep); pass the same step to both"
         case .fileSystem(let operation, let path, let reason):
             return "checkpoint store: \(operation) failed for '\(path)': \(reason); check free space and permissions of the run directory"
+        case .noSpace(let directory, let needed, let available):
+            // Bytes to spare and still full: out of inodes, or a quota.
+            let room = available < needed ? "free at least \(megabytes(needed - available))"
+                : "the file system ran out of files (inodes) or reached a quota: make room"
+            return "checkpoint store: no space for a checkpoint of \(megabytes(needed)) in '\(directory)' (\(megabytes(available)) free there); "
+                + "nothing of it was kept, and the newest complete checkpoint is still there: \(room) "
+                + "(or move the run directory to a larger disk) and continue with --resume"
         case .missingFile(let directory, let file):
             return "checkpoint '\(directory)': \(file) is missing; the checkpoint is incomplete: resume from an older one or delete this directory"
         case .sizeMismatch(let directory, let file, let recorded, let actual):
@@ -60,4 +70,10 @@ public enum CheckpointError: Error, CustomStringConvertible {
             return "no valid checkpoint in '\(directory)'; every one is corrupt:\(list)\nstart the run afresh without --resume, or restore a checkpoint from a backup"
         }
     }
+}
+
+/// Bytes as megabytes with one decimal ("12.5 MB"), rounded up so that "free 0.1 MB" is enough.
+private func megabytes(_ bytes: Int) -> String {
+    let tenths = (bytes + 99_999) / 100_000
+    return "\(tenths / 10).\(tenths % 10) MB"
 }

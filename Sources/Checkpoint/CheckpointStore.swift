@@ -97,17 +97,23 @@ public final class CheckpointStore {
         let temporary = path(Self.temporaryPrefix + name)
         let final = path(name)
         try removeIfPresent(temporary)
-        try fileSystem { () throws(POSIXFailure) in try POSIXFile.makeDirectory(temporary) }
+        // The state file and the directory entries are small; a page each is room enough.
+        let needed = modelBytes.count + optimizerBytes.count + 3 * 4096
+        let available = POSIXFile.availableBytes(checkpointsDirectory)
+        if let available, available < needed {
+            throw CheckpointError.noSpace(directory: checkpointsDirectory, needed: needed, available: available)
+        }
         do {
+            try fileSystem(needing: needed) { () throws(POSIXFailure) in try POSIXFile.makeDirectory(temporary) }
             var recorded = state
             recorded.files = [
-                Self.modelFileName: try writeSynced(modelBytes, to: temporary + "/" + Self.modelFileName),
-                Self.optimizerFileName: try writeSynced(optimizerBytes, to: temporary + "/" + Self.optimizerFileName),
+                Self.modelFileName: try writeSynced(modelBytes, to: temporary + "/" + Self.modelFileName, needing: needed),
+                Self.optimizerFileName: try writeSynced(optimizerBytes, to: temporary + "/" + Self.optimizerFileName, needing: needed),
             ]
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            _ = try writeSynced(Array(try encoder.encode(recorded)) + [0x0A], to: temporary + "/" + Self.stateFileName)
-            try fileSystem { () throws(POSIXFailure) in try POSIXFile.syncDirectory(temporary) }
+            _ = try writeSynced(Array(try encoder.encode(recorded)) + [0x0A], to: temporary + "/" + Self.stateFileName, needing: needed)
+            try fileSystem(needing: needed) { () throws(POSIXFailure) in try POSIXFile.syncDirectory(temporary) }
             try moveIntoPlace(temporary, final: final)
         } catch {
             try? removeIfPresent(temporary)
@@ -179,9 +185,9 @@ public final class CheckpointStore {
         }
     }
 
-    private func writeSynced(_ bytes: [UInt8], to path: String) throws -> FileDigest {
+    private func writeSynced(_ bytes: [UInt8], to path: String, needing needed: Int) throws -> FileDigest {
         try bytes.withUnsafeBytes { buffer in
-            try fileSystem { () throws(POSIXFailure) in try POSIXFile.writeFile(buffer, to: path, sync: true) }
+            try fileSystem(needing: needed) { () throws(POSIXFailure) in try POSIXFile.writeFile(buffer, to: path, sync: true) }
             return FileDigest(of: buffer)
         }
     }
@@ -195,10 +201,17 @@ public final class CheckpointStore {
         }
     }
 
-    private func fileSystem(_ body: () throws(POSIXFailure) -> Void) throws(CheckpointError) {
+    /// Runs `body`, whose failure becomes a `CheckpointError`: `noSpace` when the file system is
+    /// full (or a quota reached) while writing a checkpoint of `needed` bytes, which the free
+    /// space check before it cannot rule out (another writer, a quota).
+    private func fileSystem(needing needed: Int? = nil, _ body: () throws(POSIXFailure) -> Void) throws(CheckpointError) {
         do {
             try body()
         } catch {
+            if let needed, error.code == ENOSPC || error.code == EDQUOT {
+                throw CheckpointError.noSpace(directory: checkpointsDirectory, needed: needed,
+                                              available: POSIXFile.availableBytes(checkpointsDirectory) ?? 0)
+            }
             throw CheckpointError.fileSystem(operation: error.operation, path: error.path, reason: error.systemMessage)
         }
     }

@@ -23,6 +23,15 @@ struct POSIXFailure: Error {
 /// Whole-file reads and writes through POSIX calls, so the checkpoint store controls exactly when
 /// data reaches the disk (fsync) and when names change (rename).
 enum POSIXFile {
+    /// Bytes an unprivileged writer can still write on the file system holding `path`; nil where
+    /// the system cannot tell.
+    static func availableBytes(_ path: String) -> Int? {
+        var status = statvfs()
+        guard statvfs(path, &status) == 0 else { return nil }
+        let (bytes, overflow) = Int(status.f_bavail).multipliedReportingOverflow(by: Int(status.f_frsize))
+        return overflow ? Int.max : bytes
+    }
+
     /// The whole content of the regular file at `path`.
     static func readAll(path: String) throws(POSIXFailure) -> [UInt8] {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)

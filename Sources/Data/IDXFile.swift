@@ -27,10 +27,14 @@ struct IDXHeader {
 
     let dimensions: [Int]
     let headerBytes: Int
+    /// The element type: 0x08 unsigned byte, 0x0D big-endian Float32.
+    let typeCode: UInt8
 
     /// Validates the header against the whole (decompressed) contents, so that afterwards the data
-    /// can be read without bounds checks.
-    init(parsing contents: UnsafeRawBufferPointer, path: String, expectedDimensions: Int? = nil) throws {
+    /// can be read without bounds checks. `elementTypes` maps the accepted type codes to their
+    /// sizes in bytes (by default unsigned bytes only).
+    init(parsing contents: UnsafeRawBufferPointer, path: String, expectedDimensions: Int? = nil,
+         elementTypes: [UInt8: Int] = [0x08: 1]) throws {
         guard contents.count >= 4 else {
             if contents.count >= 2, contents[0] != 0 || contents[1] != 0 {
                 throw DataError.badMagic(path: path, found: Array(contents))
@@ -41,7 +45,7 @@ struct IDXHeader {
             throw DataError.badMagic(path: path, found: Array(contents[0..<4]))
         }
         let typeCode = contents[2]
-        guard typeCode == 0x08 else {
+        guard let elementBytes = elementTypes[typeCode] else {
             throw DataError.unsupportedElementType(path: path, typeCode: typeCode)
         }
         let rank = Int(contents[3])
@@ -56,7 +60,7 @@ struct IDXHeader {
             throw DataError.truncated(path: path, expectedBytes: headerBytes, actualBytes: contents.count)
         }
         var dimensions: [Int] = []
-        var payload = 1
+        var payload = elementBytes
         var overflow = false
         for axis in 0..<rank {
             let offset = 4 + 4 * axis
@@ -78,5 +82,6 @@ struct IDXHeader {
         }
         self.dimensions = dimensions
         self.headerBytes = headerBytes
+        self.typeCode = typeCode
     }
 }

@@ -22,6 +22,8 @@ public struct ImageFolderStream: SampleSet {
     private static let evaluationKey: (seed: UInt64, epoch: Int) = (0, -1)
 
     public var classes: Int { listing.classNames.count }
+    /// Images are one slice deep.
+    public var depth: Int { 1 }
     public var count: Int { listing.paths.count }
 
     /// Opens `listing` for samples of channels x height x width: every file is decoded once (on

@@ -5,6 +5,9 @@ public struct ImageSet: Sendable {
     public let name: String
     /// Channels per image (1 for greyscale, 3 for RGB).
     public let channels: Int
+    /// Slices per sample of a volume [C, D, H, W]; 1 for images, and for sequences [C, L], which
+    /// are held as images of height 1.
+    public let depth: Int
     /// Image height in pixels.
     public let height: Int
     /// Image width in pixels.
@@ -18,41 +21,42 @@ public struct ImageSet: Sendable {
     /// Class indices, [count], each below `classes`.
     public let labels: [Int32]
 
-    /// Floats per image: channels * height * width.
-    public var sampleSize: Int { channels * height * width }
+    /// Floats per image: channels * depth * height * width.
+    public var sampleSize: Int { channels * depth * height * width }
 
     /// Builds a set from pixels and labels, checking that the shapes agree and every label is in range.
     public init(
-        name: String, channels: Int, height: Int, width: Int, classes: Int,
+        name: String, channels: Int, depth: Int = 1, height: Int, width: Int, classes: Int,
         pixels: [Float], labels: [Int32]
     ) throws {
-        for (setting, value) in [("channels", channels), ("height", height), ("width", width)] where value < 1 {
+        for (setting, value) in [("channels", channels), ("depth", depth), ("height", height), ("width", width)] where value < 1 {
             throw DataError.invalidSetting(name: "\(name).\(setting)", value: "\(value)", allowed: "a positive size")
         }
         guard (1...Int(Int32.max)).contains(classes) else {
             throw DataError.invalidSetting(name: "\(name).classes", value: "\(classes)", allowed: "1 or more")
         }
-        let sampleSize = channels * height * width
+        let sampleSize = channels * depth * height * width
         guard pixels.count == labels.count * sampleSize else {
             throw DataError.invalidSetting(
                 name: "\(name).pixels.count", value: "\(pixels.count)",
-                allowed: "labels.count * channels * height * width = \(labels.count * sampleSize)")
+                allowed: "labels.count * channels * depth * height * width = \(labels.count * sampleSize)")
         }
         if let index = labels.firstIndex(where: { $0 < 0 || Int($0) >= classes }) {
             throw DataError.labelOutOfRange(path: name, index: index, label: Int(labels[index]), classes: classes)
         }
         self.init(
-            unchecked: name, channels: channels, height: height, width: width, classes: classes,
+            unchecked: name, channels: channels, depth: depth, height: height, width: width, classes: classes,
             pixels: pixels, labels: labels)
     }
 
     /// For loaders that have already validated everything.
     init(
-        unchecked name: String, channels: Int, height: Int, width: Int, classes: Int,
+        unchecked name: String, channels: Int, depth: Int = 1, height: Int, width: Int, classes: Int,
         pixels: [Float], labels: [Int32]
     ) {
         self.name = name
         self.channels = channels
+        self.depth = depth
         self.height = height
         self.width = width
         self.classes = classes
@@ -95,8 +99,9 @@ public struct ImageSet: Sendable {
         let size = sampleSize
         var slot = 0
         for index in indices {
+            // A volume's slices are augmented alike, as channels of one image.
             augmentation.apply(
-                to: images + slot * size, channels: channels, height: height, width: width,
+                to: images + slot * size, channels: channels * depth, height: height, width: width,
                 seed: seed, epoch: epoch, sampleIndex: index)
             slot += 1
         }
@@ -126,7 +131,7 @@ public struct ImageSet: Sendable {
             initialised = indices.count * size
         }
         return ImageSet(
-            unchecked: name ?? self.name, channels: channels, height: height, width: width, classes: classes,
+            unchecked: name ?? self.name, channels: channels, depth: depth, height: height, width: width, classes: classes,
             pixels: newPixels, labels: newLabels)
     }
 

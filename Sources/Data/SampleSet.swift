@@ -5,6 +5,8 @@ public protocol SampleSet: Sendable {
     /// Where the set came from, for logs and errors.
     var name: String { get }
     var channels: Int { get }
+    /// Slices per sample of a volume; 1 for images and sequences.
+    var depth: Int { get }
     var height: Int { get }
     var width: Int { get }
     /// The number of classes; every label is below it.
@@ -27,8 +29,8 @@ public protocol SampleSet: Sendable {
 }
 
 extension SampleSet {
-    /// Floats per image: channels * height * width.
-    public var sampleSize: Int { channels * height * width }
+    /// Floats per sample: channels * depth * height * width.
+    public var sampleSize: Int { channels * depth * height * width }
 
     /// Nothing to prepare for a set in memory.
     public func prefetch(_ batches: [[Int]], training: Bool, seed: UInt64, epoch: Int) {}

@@ -253,14 +253,16 @@ private struct ArrowParser {
                 guard argument.label == nil, case .number(let value) = argument.value, value == value.rounded(), value >= 1 else {
                     throw ArrowNotationError(
                         text: text, line: argument.position.line, column: argument.position.column,
-                        message: "INPUT takes three positive whole numbers: INPUT(channels,height,width)")
+                        message: "INPUT takes positive whole numbers: INPUT(channels,height,width), INPUT(channels,length) "
+                            + "or INPUT(channels,depth,height,width)")
                 }
                 return Int(value)
             }
-            guard numbers.count == 3 else {
-                throw fail(inputToken, "INPUT takes three numbers, INPUT(channels,height,width), found \(numbers.count)")
+            guard let shape = FeatureShape(dimensions: numbers) else {
+                throw fail(inputToken, "INPUT takes three numbers, INPUT(channels,height,width), two for a sequence, "
+                    + "INPUT(channels,length), or four for a volume, INPUT(channels,depth,height,width); found \(numbers.count)")
             }
-            input = FeatureShape(channels: numbers[0], height: numbers[1], width: numbers[2])
+            input = shape
         }
         var items: [ArrowItem] = []
         if current.kind == .arrow {

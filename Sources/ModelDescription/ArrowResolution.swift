@@ -18,8 +18,8 @@ extension ArrowModel {
         let shape: FeatureShape
         switch (self.input, input) {
         case let (written?, given?) where written != given:
-            throw error(at: start, "INPUT(\(written.channels),\(written.height),\(written.width)) disagrees with model.input "
-                + "[\(given.channels), \(given.height), \(given.width)]; give the shape in one place only")
+            throw error(at: start, "INPUT(\(written.dimensions.map(String.init).joined(separator: ","))) disagrees with model.input "
+                + "[\(given.dimensions.map(String.init).joined(separator: ", "))]; give the shape in one place only")
         case let (written?, _): shape = written
         case let (nil, given?): shape = given
         case (nil, nil):
@@ -48,6 +48,7 @@ enum ArrowVocabulary {
         "RELU", "LRELU", "LEAKYRELU", "PRELU", "ELU", "SIGMOID", "TANH", "FLATTEN", "FC", "DENSE", "LINEAR",
         "BN", "BATCHNORM", "DO", "DROPOUT", "DO2D", "DROPOUT2D", "LRN", "BASIC", "BASICBLOCK", "BOTTLENECK",
         "RES", "RESIDUAL", "CONCAT", "INCEPTION", "SOFTMAX",
+        "CONV1D", "CONV3D", "POOL1D", "POOL3D", "MAXPOOL1D", "MAXPOOL3D", "AVGPOOL1D", "AVGPOOL3D", "LC", "LOCAL",
     ]
 }
 
@@ -246,7 +247,8 @@ private struct ArrowResolver {
             switch spec {
             case .flatten, .dense: chain.flat = true
             case .convolution, .transposedConvolution, .separableConvolution, .maxPool, .averagePool, .l2Pool,
-                 .globalAveragePool, .residual, .basicBlock, .bottleneck, .concat:
+                 .globalAveragePool, .residual, .basicBlock, .bottleneck, .concat, .volumeConvolution, .volumePool,
+                 .locallyConnected:
                 chain.flat = false
             default: break
             }
@@ -359,6 +361,34 @@ private struct ArrowResolver {
             let padding = try a.int("padding", minimum: 0, default: 0)
             return layer.name == "AVGPOOL" ? .averagePool(size: size, stride: stride, padding: padding)
                 : .maxPool(size: size, stride: stride, padding: padding)
+        case "CONV1D", "CONV3D":
+            let a = try reader([("filters", ["f"]), ("kernel", ["k"]), ("stride", ["s"]), ("padding", ["p"]),
+                                ("dilation", ["d"]), ("groups", ["g"]), ("bias", [])])
+            let example = "\(layer.name)(32,3) for 32 filters of size 3"
+            var spec = VolumeConvolutionSpec(
+                rank: layer.name == "CONV1D" ? 1 : 3, filters: try a.int("filters", minimum: 1, example: example),
+                kernel: [try a.int("kernel", minimum: 1, example: example)])
+            spec.stride = try a.int("stride", minimum: 1, default: 1)
+            spec.padding = try a.padding(default: .explicit(0))
+            spec.dilation = try a.int("dilation", minimum: 1, default: 1)
+            spec.groups = try a.int("groups", minimum: 1, default: 1)
+            spec.bias = try a.bool("bias", default: true)
+            return .volumeConvolution(spec)
+        case "POOL1D", "POOL3D", "MAXPOOL1D", "MAXPOOL3D", "AVGPOOL1D", "AVGPOOL3D":
+            let a = try reader([("size", ["k", "kernel"]), ("stride", ["s"]), ("padding", ["p"])])
+            return .volumePool(
+                rank: layer.name.hasSuffix("1D") ? 1 : 3, kind: layer.name.hasPrefix("AVG") ? .average : .max,
+                size: try a.int("size", minimum: 1, default: 2), stride: a.has("stride") ? try a.int("stride", minimum: 1) : nil,
+                padding: try a.int("padding", minimum: 0, default: 0))
+        case "LC", "LOCAL":
+            let a = try reader([("filters", ["f"]), ("kernel", ["k"]), ("stride", ["s"]), ("padding", ["p"]), ("dilation", ["d"]), ("bias", [])])
+            var spec = LocallyConnectedSpec(
+                filters: try a.int("filters", minimum: 1, example: "LC(32,3)"), kernel: [try a.int("kernel", minimum: 1, example: "LC(32,3)")])
+            spec.stride = try a.int("stride", minimum: 1, default: 1)
+            spec.padding = try a.padding(default: .explicit(0))
+            spec.dilation = try a.int("dilation", minimum: 1, default: 1)
+            spec.bias = try a.bool("bias", default: true)
+            return .locallyConnected(spec)
         case "L2POOL":
             let a = try reader([("size", ["k", "kernel"]), ("stride", ["s"])])
             return .l2Pool(size: try a.int("size", minimum: 1, default: 2), stride: a.has("stride") ? try a.int("stride", minimum: 1) : nil)

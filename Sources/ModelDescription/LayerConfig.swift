@@ -10,6 +10,7 @@ extension ModelConfig {
         "conv", "convtranspose", "separable", "maxpool", "avgpool", "l2pool", "globalavgpool",
         "relu", "leakyrelu", "prelu", "elu", "sigmoid", "tanh", "flatten", "dense",
         "batchnorm", "dropout", "spatial_dropout", "lrn", "residual", "basic_block", "bottleneck", "concat",
+        "conv1d", "conv3d", "maxpool1d", "maxpool3d", "avgpool1d", "avgpool3d", "locally_connected",
     ]
 
     /// Kinds written alone, without options.
@@ -53,6 +54,13 @@ extension ModelConfig {
             return kind == "maxpool"
                 ? .maxPool(size: size, stride: stride, padding: padding)
                 : .averagePool(size: size, stride: stride, padding: padding)
+        case "maxpool1d", "maxpool3d", "avgpool1d", "avgpool3d":
+            let (size, stride, padding) = try parsePool(options, kind: kind, allowsPadding: true)
+            return .volumePool(
+                rank: kind.hasSuffix("1d") ? 1 : 3, kind: kind.hasPrefix("max") ? .max : .average,
+                size: size, stride: stride, padding: padding)
+        case "conv1d", "conv3d": return try parseVolumeConvolution(node, options, rank: kind == "conv1d" ? 1 : 3)
+        case "locally_connected": return try parseLocallyConnected(node, options)
         case "l2pool":
             let (size, stride, _) = try parsePool(options, kind: kind, allowsPadding: false)
             return .l2Pool(size: size, stride: stride)
@@ -184,6 +192,49 @@ extension ModelConfig {
         spec.bias = try options.child("bias")?.bool() ?? true
         if let padding = try options.child("padding") { spec.padding = try parsePadding(padding) }
         return .convolution(spec)
+    }
+
+    /// `kernel: 3` or one size per axis, `kernel: [kd, kh, kw]`.
+    private static func parseKernelSizes(_ node: ConfigNode, axes: [Int]) throws -> [Int] {
+        guard node.isSequence else { return [try node.int(minimum: 1)] }
+        let sizes = try node.ints()
+        guard axes.contains(sizes.count), sizes.allSatisfy({ $0 >= 1 }) else {
+            let counts = Array(Set(axes)).sorted().map(String.init).joined(separator: " or ")
+            throw node.error("\(node.path) must be one size or a list of \(counts) sizes (one per spatial axis) of at least 1, found \(sizes)")
+        }
+        return sizes
+    }
+
+    private static func parseVolumeConvolution(_ node: ConfigNode, _ options: ConfigNode?, rank: Int) throws -> LayerSpec {
+        guard let options, options.isMapping else {
+            throw node.error("\(node.path): conv\(rank)d needs options, e.g. 'conv\(rank)d: {filters: 32, kernel: 3, padding: same}'")
+        }
+        try options.expectKeys(["filters", "kernel", "stride", "padding", "dilation", "groups", "bias"])
+        guard let filters = try options.child("filters") else { throw options.error("\(options.path) needs 'filters'") }
+        guard let kernel = try options.child("kernel") else { throw options.error("\(options.path) needs 'kernel'") }
+        var spec = VolumeConvolutionSpec(
+            rank: rank, filters: try filters.int(minimum: 1), kernel: try parseKernelSizes(kernel, axes: rank == 1 ? [1] : [1, rank]))
+        spec.stride = try options.child("stride")?.int(minimum: 1) ?? 1
+        spec.dilation = try options.child("dilation")?.int(minimum: 1) ?? 1
+        spec.groups = try options.child("groups")?.int(minimum: 1) ?? 1
+        spec.bias = try options.child("bias")?.bool() ?? true
+        if let padding = try options.child("padding") { spec.padding = try parsePadding(padding) }
+        return .volumeConvolution(spec)
+    }
+
+    private static func parseLocallyConnected(_ node: ConfigNode, _ options: ConfigNode?) throws -> LayerSpec {
+        guard let options, options.isMapping else {
+            throw node.error("\(node.path): locally_connected needs options, e.g. 'locally_connected: {filters: 16, kernel: 3}'")
+        }
+        try options.expectKeys(["filters", "kernel", "stride", "padding", "dilation", "bias"])
+        guard let filters = try options.child("filters") else { throw options.error("\(options.path) needs 'filters'") }
+        guard let kernel = try options.child("kernel") else { throw options.error("\(options.path) needs 'kernel'") }
+        var spec = LocallyConnectedSpec(filters: try filters.int(minimum: 1), kernel: try parseKernelSizes(kernel, axes: [1, 2, 3]))
+        spec.stride = try options.child("stride")?.int(minimum: 1) ?? 1
+        spec.dilation = try options.child("dilation")?.int(minimum: 1) ?? 1
+        spec.bias = try options.child("bias")?.bool() ?? true
+        if let padding = try options.child("padding") { spec.padding = try parsePadding(padding) }
+        return .locallyConnected(spec)
     }
 
     private static func parseTransposedConvolution(_ node: ConfigNode, _ options: ConfigNode?) throws -> LayerSpec {
@@ -329,6 +380,14 @@ extension ModelConfig {
             return "bottleneck: {filters: \(filters), stride: \(stride), expansion: \(expansion), projection: \(projection(p))}"
         case .concat(let branches):
             return "concat: {branches: [" + branches.map(renderList).joined(separator: ", ") + "]}"
+        case .volumeConvolution(let c):
+            return "conv\(c.rank)d: {filters: \(c.filters), kernel: \(kernelSizes(c.kernel)), stride: \(c.stride), "
+                + "padding: \(padding(c.padding)), dilation: \(c.dilation), groups: \(c.groups), bias: \(c.bias)}"
+        case .volumePool(let rank, let kind, let size, let stride, let padding):
+            return "\(kind == .max ? "maxpool" : "avgpool")\(rank)d: {size: \(size)\(strideOption(stride)), padding: \(padding)}"
+        case .locallyConnected(let l):
+            return "locally_connected: {filters: \(l.filters), kernel: \(kernelSizes(l.kernel)), stride: \(l.stride), "
+                + "padding: \(padding(l.padding)), dilation: \(l.dilation), bias: \(l.bias)}"
         }
     }
 
@@ -347,6 +406,10 @@ extension ModelConfig {
 
     private static func kernel(_ height: Int, _ width: Int) -> String {
         height == width ? "\(height)" : "[\(height), \(width)]"
+    }
+
+    private static func kernelSizes(_ sizes: [Int]) -> String {
+        sizes.count == 1 ? "\(sizes[0])" : "[" + sizes.map(String.init).joined(separator: ", ") + "]"
     }
 
     private static func padding(_ padding: Padding) -> String {

@@ -60,10 +60,11 @@ public enum ModelConfig {
 
     private static func parseInput(_ node: ConfigNode) throws -> FeatureShape {
         let dims = try node.ints()
-        guard dims.count == 3, dims.allSatisfy({ $0 > 0 }) else {
-            throw node.error("\(node.path) must be three positive numbers [channels, height, width], found \(dims)")
+        guard dims.allSatisfy({ $0 > 0 }), let shape = FeatureShape(dimensions: dims) else {
+            throw node.error("\(node.path) must be positive numbers [channels, height, width] for images, [channels, length] "
+                + "for sequences or [channels, depth, height, width] for volumes, found \(dims)")
         }
-        return FeatureShape(channels: dims[0], height: dims[1], width: dims[2])
+        return shape
     }
 
     // MARK: Zoo

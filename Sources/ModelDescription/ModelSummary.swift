@@ -118,10 +118,10 @@ public struct ModelSummary: Sendable {
         Self.floatBytes * (layer.parameters * (2 + optimizerStatePerParameter) + layer.state)
     }
 
-    /// The same figures as JSON (`cnn summary --json`): sizes in bytes, shapes as [C, H, W].
+    /// The same figures as JSON (`cnn summary --json`): sizes in bytes, shapes as [C, H, W] ([C, L], [C, D, H, W] for sequences, volumes).
     public var json: String {
         let document = SummaryDocument(
-            input: [input.channels, input.height, input.width],
+            input: input.dimensions,
             batch: batch,
             microBatch: microBatch,
             optimizer: optimizerName,
@@ -130,7 +130,7 @@ public struct ModelSummary: Sendable {
                 let saved = Self.floatBytes * layer.savedFloatsPerSample
                 return SummaryDocument.Layer(
                     index: layer.index, layer: layer.name,
-                    output: [layer.outputShape.channels, layer.outputShape.height, layer.outputShape.width],
+                    output: layer.outputShape.dimensions,
                     parameters: layer.parameters, state: layer.state, forwardFLOPs: layer.forwardFLOPs,
                     activationBytesPerSample: saved, activationBytesPerBatch: batch * saved,
                     parameterBytes: Self.floatBytes * layer.parameters, gradientBytes: Self.floatBytes * layer.parameters,

@@ -131,15 +131,20 @@ public final class CheckpointModel {
     /// normalisation) applied to JPEG and PNG files, as in training.
     public let folderPipeline: ImagePipeline?
 
-    /// Loads `checkpoint` with the config beside it (`RUN_DIR/config.yaml`) or `configPath`.
-    public init(checkpoint: String, configPath: String?) throws {
+    /// Loads `checkpoint` with the config beside it (`RUN_DIR/config.yaml`) or `configPath`; with
+    /// `inputSize`, a fully convolutional model is built for images of that height and width.
+    public init(checkpoint: String, configPath: String?, inputSize: (height: Int, width: Int)? = nil) throws {
         let loaded = try CheckpointStore.load(directory: checkpoint)
         let configFile = configPath ?? URL(fileURLWithPath: checkpoint).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("config.yaml").path
         guard FileManager.default.fileExists(atPath: configFile) else {
             throw MonitoringError("\(configFile): no config beside the checkpoint; pass the run's config with --config")
         }
-        config = try TrainingConfig.load(path: configFile)
+        var config = try TrainingConfig.load(path: configFile)
+        if let inputSize {
+            try config.resizeInput(height: inputSize.height, width: inputSize.width, checkpoint: checkpoint)
+        }
+        self.config = config
         let state = try ModelState(config: config)
         try state.loadWeights(loaded.model, source: checkpoint)
         network = state.network

@@ -27,8 +27,9 @@ public struct TrainingConfig: Sendable, Equatable {
 }
 
 public struct DataConfig: Sendable, Equatable {
-    /// fashion-mnist, mnist (IDX files), cifar10 (binary batches), folder (JPEG and PNG files in
-    /// torchvision's ImageFolder layout: path/train/CLASS/..., path/val/CLASS/...) or synthetic.
+    /// fashion-mnist, mnist (IDX files), cifar10 (binary batches), synthetic, idx (samples of the
+    /// model's input shape, sequences and volumes too: `IDXSamples`) or folder (JPEG and PNG files in
+    /// torchvision's ImageFolder layout: path/train/CLASS/..., path/val/CLASS/...).
     public var dataset: String = "fashion-mnist"
     /// Folder holding the data set's files.
     public var path: String = FashionMNIST.defaultDirectory
@@ -210,7 +211,7 @@ extension TrainingConfig {
         try node.expectKeys(["dataset", "path", "shuffle", "augment", "synthetic_train", "synthetic_test",
                              "mean", "std", "skip_bad_files", "transforms", "prefetch"])
         var data = DataConfig()
-        if let n = try node.child("dataset") { data.dataset = try n.oneOf(["fashion-mnist", "mnist", "cifar10", "folder", "synthetic"]) }
+        if let n = try node.child("dataset") { data.dataset = try n.oneOf(["fashion-mnist", "mnist", "cifar10", "synthetic", "idx", "folder"]) }
         if let n = try node.child("mean") { data.mean = try n.items().map { Float(try $0.double(minimum: 0, maximum: 1)) } }
         if let n = try node.child("std") { data.standardDeviation = try n.items().map { Float(try $0.double(minimum: 0, exclusiveMinimum: true)) } }
         if let n = try node.child("skip_bad_files") { data.skipBadFiles = try n.bool() }

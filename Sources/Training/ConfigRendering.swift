@@ -8,7 +8,7 @@ extension TrainingConfig {
         var lines: [String] = []
         let input = model.input
         lines.append("model:")
-        lines.append("  input: [\(input.channels), \(input.height), \(input.width)]")
+        lines.append("  input: [" + input.dimensions.map(String.init).joined(separator: ", ") + "]")
         lines.append("  layers:")
         for layer in model.layers { lines.append("    - \(ModelConfig.render(layer))") }
         lines.append("data:")

@@ -234,15 +234,25 @@ public final class Coordinator {
                 return
             }
             notify { $0.stepFinished(report) }
+            try checkMetricsWritten()
             progress.trainedImages += report.score.samples
             if state.stepInEpoch == 0 || state.isFinished(stepsPerEpoch: stepsPerEpoch) {
                 guard let test = try evaluate(epoch: report.epoch) else { progress.interrupted = true; return }
+                try checkMetricsWritten()
                 progress.lastTestAccuracy = test.accuracy
             }
             if config.checkpoint.every > 0 && state.step % config.checkpoint.every == 0 && !state.isFinished(stepsPerEpoch: stepsPerEpoch) {
                 try saveCheckpoint()
             }
         }
+    }
+
+    /// Stops the run when metrics.jsonl could not be written (a full disk): training on would
+    /// leave steps without their lines, and the next checkpoint would fail the same way.
+    private func checkMetricsWritten() throws {
+        guard let failure = directory.metricsFailure else { return }
+        let newest = directory.checkpoints.list().last.map { "the newest checkpoint, \($0), is kept" } ?? "no checkpoint was written yet"
+        throw CoordinatorError(description: "\(failure); stopped after step \(state.step): free space in \(directory.path) and continue with --resume (\(newest))")
     }
 
     /// One optimiser step: assign the micro-batches, collect their gradients, reduce, update.

@@ -42,7 +42,9 @@ extension Coordinator {
             return admit(peer: peer, hello: hello)
         }
         guard envelope.runID == runID else {
-            return offence(peer, "a \(envelope.message.typeName) message for another run; this coordinator runs another run: send hello to join it", code: 409)
+            // Most often a worker of this coordinator's previous life (killed and resumed): told
+            // so, it sends hello again.
+            return offence(peer, "a \(envelope.message.typeName) message of run \(String(envelope.runID, radix: 16)), not of this coordinator's run \(String(runID, radix: 16)) (a coordinator restarted, or a worker of another run): send hello to join", code: 409)
         }
         guard let worker = pool[peer] else {
             return offence(peer, "a \(envelope.message.typeName) message from an unknown worker; send hello first", code: 401)

@@ -41,23 +41,40 @@ public struct DataSource: Sendable {
             source = DataSource(
                 train: try CIFAR10.load(.train, directory: data.path),
                 test: try CIFAR10.load(.test, directory: data.path))
+        case "idx":
+            // Sequences, images or volumes of the model's input shape (IDXSamples).
+            func load(_ split: String) throws -> ImageSet {
+                try IDXSamples.load(
+                    samplesPath: locate("\(split)-samples.idx", in: data.path), labelsPath: locate("\(split)-labels.idx", in: data.path),
+                    dimensions: config.model.input.dimensions, classes: modelClasses(config), name: "idx/\(split)")
+            }
+            source = DataSource(train: try load("train"), test: try load("test"))
         default:
             let input = config.model.input
-            let classes = config.model.layers.reversed().compactMap { layer -> Int? in
-                if case .dense(let units, _) = layer { return units }
-                return nil
-            }.first ?? 10
+            let classes = modelClasses(config)
             // One set cut in two, so the test samples share the training samples' class patterns.
-            let all = try SyntheticImages.make(
-                count: data.syntheticTrain + data.syntheticTest, channels: input.channels, height: input.height,
+            // A volume's slices are made as channels of one image, then given their depth back.
+            var all = try SyntheticImages.make(
+                count: data.syntheticTrain + data.syntheticTest, channels: input.channels * input.depth, height: input.height,
                 width: input.width, classes: classes, seed: config.train.seed)
+            if input.depth > 1 {
+                all = try ImageSet(
+                    name: all.name, channels: input.channels, depth: input.depth, height: all.height, width: all.width,
+                    classes: all.classes, pixels: all.pixels, labels: all.labels)
+            }
             source = DataSource(
                 train: try all.subset(0..<data.syntheticTrain, name: "synthetic/train"),
                 test: try all.subset(data.syntheticTrain..<all.count, name: "synthetic/test"))
         }
         let input = config.model.input
         let set = source.train
-        guard set.channels == input.channels, set.height == input.height, set.width == input.width else {
+        guard set.channels == input.channels, set.depth == input.depth, set.height == input.height, set.width == input.width else {
+            if input.spatialRank != 2 || set.depth != 1 {
+                let found = [set.channels] + (set.depth > 1 ? [set.depth] : []) + (input.spatialRank == 1 && set.height == 1 ? [] : [set.height]) + [set.width]
+                throw ConfigError(
+                    file: config.source, line: nil,
+                    message: "model.input is \(input.dimensions) but \(set.name) has samples of \(found); set model.input to \(found)")
+            }
             throw ConfigError(
                 file: config.source, line: nil,
                 message: "model.input is [\(input.channels), \(input.height), \(input.width)] but \(set.name) has "
@@ -70,6 +87,14 @@ public struct DataSource: Sendable {
         }
         return source
     }
+}
+
+/// The classes of the model's last dense layer (10 without one).
+private func modelClasses(_ config: TrainingConfig) -> Int {
+    config.model.layers.reversed().compactMap { layer -> Int? in
+        if case .dense(let units, _) = layer { return units }
+        return nil
+    }.first ?? 10
 }
 
 /// Both splits of an image folder (`path/train`, `path/val`), streamed: each batch's files are

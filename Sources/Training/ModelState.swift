@@ -30,15 +30,19 @@ public final class ModelState {
         }
         if start < network.parameterCount { trainable.append(start..<network.parameterCount) }
         trainableRanges = trainable
-        let o = config.train.optimizer
+        optimizer = ModelState.makeOptimizer(config.train.optimizer, parameterCount: network.parameterCount)
+    }
+
+    /// The configured rule over `parameterCount` parameters (all of them, or one slice's).
+    static func makeOptimizer(_ o: OptimizerConfig, parameterCount: Int) -> Optimizer {
         switch o.name {
         case "adam", "adamw":
-            optimizer = Adam(
-                parameterCount: network.parameterCount, beta1: Float(o.beta1), beta2: Float(o.beta2),
+            return Adam(
+                parameterCount: parameterCount, beta1: Float(o.beta1), beta2: Float(o.beta2),
                 epsilon: Float(o.epsilon), weightDecay: Float(o.weightDecay), decoupled: o.name == "adamw")
         default:
-            optimizer = SGD(
-                parameterCount: network.parameterCount, momentum: Float(o.momentum), nesterov: o.nesterov,
+            return SGD(
+                parameterCount: parameterCount, momentum: Float(o.momentum), nesterov: o.nesterov,
                 weightDecay: Float(o.weightDecay))
         }
     }

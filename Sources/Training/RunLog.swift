@@ -47,13 +47,14 @@ final class MetricsLog: RunObserver {
             ("step", .int(report.step)), ("epoch", .int(report.epoch + 1)), ("loss", .double(score.meanLoss)),
             ("accuracy", .double(score.accuracy)), ("images_per_second", .double(rate)),
             ("workers", .int(report.workers.count)), ("learning_rate", .double(report.learningRate)),
+            ("time", .wallTime(Date().timeIntervalSince1970)),
         ])
     }
 
     func evaluationFinished(step: Int, epoch: Int, score: BatchScore) {
         directory.appendMetrics([
             ("step", .int(step)), ("epoch", .int(epoch + 1)), ("test_loss", .double(score.meanLoss)),
-            ("test_accuracy", .double(score.accuracy)), ("workers", .int(workers)),
+            ("test_accuracy", .double(score.accuracy)), ("workers", .int(workers)), ("time", .wallTime(Date().timeIntervalSince1970)),
         ])
     }
 }

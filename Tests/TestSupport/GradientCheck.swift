@@ -210,7 +210,7 @@ public func checkLayerGradients(
         centralDifference(at: bound.parameters.pointer + i, step: options.step, evaluate: loss)
     }
 
-    let inputShape = [batch, layer.inputShape.channels, layer.inputShape.height, layer.inputShape.width]
+    let inputShape = [batch] + layer.inputShape.dimensions
     var comparisons = [GradientComparison(
         tensor: "input", shape: inputShape, analytic: analyticInput, numerical: numericalInput, options: options)]
     for tensor in bound.tensors {

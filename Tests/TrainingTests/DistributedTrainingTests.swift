@@ -65,16 +65,24 @@ final class DistributedTrainingTests: XCTestCase {
     }
 
     func testRunDirectoryHoldsConfigMetricsAndFinalCheckpoint() throws {
+        let started = Date().timeIntervalSince1970
         let result = try train(workers: 2, steps: 10, config: Fixtures.fashionConfig(), label: "rundir")
+        let ended = Date().timeIntervalSince1970
         let config = try String(contentsOfFile: result.run + "/config.yaml", encoding: .utf8)
         XCTAssertNoThrow(try TrainingConfig.parse(yaml: config, source: "config.yaml"))
         let lines = try String(contentsOfFile: result.run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
         let objects = try lines.map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         let steps = objects.filter { $0["loss"] != nil }
         XCTAssertEqual(steps.map { $0["step"] as? Int }, [5, 10])
-        for key in ["step", "epoch", "loss", "accuracy", "images_per_second", "workers"] {
+        for key in ["step", "epoch", "loss", "accuracy", "images_per_second", "workers", "time"] {
             XCTAssertNotNil(steps.last?[key], "metrics line lacks \(key)")
         }
+        // Wall time to the millisecond, within the run and in order.
+        let times = try objects.map { try XCTUnwrap($0["time"] as? Double, "a line without time") }
+        XCTAssertEqual(times, times.sorted())
+        XCTAssertGreaterThanOrEqual(times.first!, (started * 1000).rounded(.down) / 1000)
+        XCTAssertLessThanOrEqual(times.last!, ended)
+        XCTAssertTrue(lines.allSatisfy { $0.range(of: #""time": \d{10}\.\d{3}\}"#, options: .regularExpression) != nil }, "\(lines)")
         let evaluation = try XCTUnwrap(objects.last { $0["test_accuracy"] != nil })
         let accuracy = try XCTUnwrap(evaluation["test_accuracy"] as? Double)
         XCTAssertGreaterThan(accuracy, 0.3, "10 steps should beat chance on Fashion-MNIST")

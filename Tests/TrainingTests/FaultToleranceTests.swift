@@ -91,6 +91,27 @@ final class FaultToleranceTests: XCTestCase {
         XCTAssertEqual(try Self.finalModel(run.run), Self.undisturbed)
     }
 
+    func testAKilledWorkerOnItsOwnIsGivenUpLongBeforeTheTimeout() throws {
+        // Not spawned by the coordinator (whose children are watched as processes): what tells is
+        // that its connection is gone (a send to it fails at once, heartbeats included). With a
+        // 30 s timeout, waiting for silence would miss the deadline.
+        let config = Self.config.replacingOccurrences(of: "worker_timeout: 5", with: "worker_timeout: 30")
+        let run = try prepare("killexternal", config: config)
+        let coordinator = try LocalCluster.Child(
+            "cnn-coord", ["--config", run.configPath, "--bind", "tcp://127.0.0.1:0", "--workers", "2", "--steps", "\(Self.steps)",
+                          "--run-dir", run.run])
+        let address = try endpoint(of: run.run)
+        let workers = try (0..<2).map { _ in try LocalCluster.Child("cnn-worker", ["--connect", address, "--quiet"]) }
+        defer { workers.forEach { $0.signal(SIGKILL) } }
+        waitForStep(3, in: run.run)
+        workers[1].signal(SIGKILL)
+        let outcome = coordinator.wait(seconds: 25)
+        XCTAssertFalse(outcome.timedOut, outcome.combined)
+        XCTAssertEqual(outcome.status, 0, outcome.combined)
+        XCTAssertTrue(outcome.error.contains("is gone (its connection is gone)"), outcome.error)
+        XCTAssertEqual(try Self.finalModel(run.run), Self.undisturbed)
+    }
+
     func testAWorkerJoiningMidRunChangesNoBits() throws {
         let run = try prepare("join")
         let coordinator = try LocalCluster.Child(
