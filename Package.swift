@@ -40,11 +40,13 @@ let package = Package(
         .systemLibrary(name: "COneDNN", path: "Sources/COneDNN"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
+        // libjpeg-turbo's TurboJPEG API (Debian: libturbojpeg0-dev), for folders of JPEG images.
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG"),
         .systemLibrary(name: "CNonTemporal", path: "Sources/CNonTemporal"),
 
         .target(name: "Randomness", swiftSettings: optimised),
         .target(name: "CNN", dependencies: ["COpenBLAS", "COneDNN", "CNonTemporal", "Randomness"], swiftSettings: optimised),
-        .target(name: "Data", dependencies: ["Randomness", "CZlib"], swiftSettings: optimised),
+        .target(name: "Data", dependencies: ["Randomness", "CZlib", "CPNG", "CJPEG", "UsageErrors"], swiftSettings: optimised),
         .target(name: "Hashing", swiftSettings: optimised),
         // The one writer of JSON text (metrics lines, bench lines, traces, safetensors headers).
         .target(name: "JSONWriting"),
@@ -117,12 +119,12 @@ let package = Package(
         ),
         .executableTarget(
             name: "cnn",
-            dependencies: ["Training", "ModelDescription", "PeerSecurity", "Benchmark", "Monitoring", "CommandLineSupport", "JSONWriting", "ModelExport", "Checkpoint", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Training", "ModelDescription", "PeerSecurity", "Benchmark", "Monitoring", "CommandLineSupport", "JSONWriting", "ModelExport", "Checkpoint", "Data", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
-        .target(name: "TestSupport", dependencies: ["CNN", "Randomness"], path: "Tests/TestSupport", swiftSettings: optimised),
+        .target(name: "TestSupport", dependencies: ["CNN", "Randomness", "Data"], path: "Tests/TestSupport", swiftSettings: optimised),
         .testTarget(name: "CNNTests", dependencies: ["CNN", "TestSupport"]),
-        .testTarget(name: "DataTests", dependencies: ["Data"]),
+        .testTarget(name: "DataTests", dependencies: ["Data", "TestSupport"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
         .testTarget(
             name: "ModelExportTests",

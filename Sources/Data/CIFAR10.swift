@@ -65,7 +65,7 @@ public enum CIFAR10 {
         }
         let plane = height * width
         let sampleSize = channels * plane
-        var labels: [UInt8] = []
+        var labels: [Int32] = []
         var pixels: [Float] = []
         // The standard files hold 10,000 records each; reserving avoids regrowing 600 MB of floats.
         labels.reserveCapacity(10_000 * paths.count)
@@ -91,7 +91,7 @@ public enum CIFAR10 {
                     let base = destination.baseAddress! + start
                     for record in 0..<records {
                         let recordStart = record * recordBytes
-                        labels.append(contents[recordStart])
+                        labels.append(Int32(contents[recordStart]))
                         for channel in 0..<channels {
                             let planeStart = recordStart + 1 + channel * plane
                             Normalisation.decode(

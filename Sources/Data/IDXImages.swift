@@ -54,7 +54,7 @@ public enum IDXImages {
             let pixels = Normalisation.decode(source, table: table)
             return ImageSet(
                 unchecked: name, channels: 1, height: height, width: width, classes: classes,
-                pixels: pixels, labels: labels)
+                pixels: pixels, labels: labels.map { Int32($0) })
         }
     }
 }

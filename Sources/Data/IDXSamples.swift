@@ -51,7 +51,7 @@ public enum IDXSamples {
                 : spatial.count == 2 ? (1, spatial[0], spatial[1]) : (spatial[0], spatial[1], spatial[2])
             return try ImageSet(
                 name: name, channels: dimensions[0], depth: depth, height: height, width: width, classes: classes,
-                pixels: values, labels: labels)
+                pixels: values, labels: labels.map { Int32($0) })
         }
     }
 

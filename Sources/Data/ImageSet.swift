@@ -1,5 +1,5 @@
-/// A labelled image set held in memory: normalised Float32 pixels in NCHW order, one byte label per
-/// image. Loaders build it once; the trainer copies batches out of it.
+/// A labelled image set held in memory: normalised Float32 pixels in NCHW order, one class index
+/// per image (any class count: ImageNet's 1,000 and more). Loaders build it once; the trainer copies batches out of it.
 public struct ImageSet: Sendable {
     /// Where the set came from, for logs and errors ("fashion-mnist/train").
     public let name: String
@@ -19,7 +19,7 @@ public struct ImageSet: Sendable {
     /// Normalised pixels, [count, channels, height, width].
     public let pixels: [Float]
     /// Class indices, [count], each below `classes`.
-    public let labels: [UInt8]
+    public let labels: [Int32]
 
     /// Floats per image: channels * depth * height * width.
     public var sampleSize: Int { channels * depth * height * width }
@@ -27,14 +27,13 @@ public struct ImageSet: Sendable {
     /// Builds a set from pixels and labels, checking that the shapes agree and every label is in range.
     public init(
         name: String, channels: Int, depth: Int = 1, height: Int, width: Int, classes: Int,
-        pixels: [Float], labels: [UInt8]
+        pixels: [Float], labels: [Int32]
     ) throws {
         for (setting, value) in [("channels", channels), ("depth", depth), ("height", height), ("width", width)] where value < 1 {
             throw DataError.invalidSetting(name: "\(name).\(setting)", value: "\(value)", allowed: "a positive size")
         }
-        guard (1...256).contains(classes) else {
-            throw DataError.invalidSetting(
-                name: "\(name).classes", value: "\(classes)", allowed: "1...256 (labels are single bytes)")
+        guard (1...Int(Int32.max)).contains(classes) else {
+            throw DataError.invalidSetting(name: "\(name).classes", value: "\(classes)", allowed: "1 or more")
         }
         let sampleSize = channels * depth * height * width
         guard pixels.count == labels.count * sampleSize else {
@@ -42,7 +41,7 @@ public struct ImageSet: Sendable {
                 name: "\(name).pixels.count", value: "\(pixels.count)",
                 allowed: "labels.count * channels * depth * height * width = \(labels.count * sampleSize)")
         }
-        if let index = labels.firstIndex(where: { Int($0) >= classes }) {
+        if let index = labels.firstIndex(where: { $0 < 0 || Int($0) >= classes }) {
             throw DataError.labelOutOfRange(path: name, index: index, label: Int(labels[index]), classes: classes)
         }
         self.init(
@@ -53,7 +52,7 @@ public struct ImageSet: Sendable {
     /// For loaders that have already validated everything.
     init(
         unchecked name: String, channels: Int, depth: Int = 1, height: Int, width: Int, classes: Int,
-        pixels: [Float], labels: [UInt8]
+        pixels: [Float], labels: [Int32]
     ) {
         self.name = name
         self.channels = channels
@@ -82,7 +81,7 @@ public struct ImageSet: Sendable {
             var slot = 0
             for index in indices {
                 (images + slot * size).update(from: base + index * size, count: size)
-                labels[slot] = Int32(self.labels[index])
+                labels[slot] = self.labels[index]
                 slot += 1
             }
         }
@@ -112,7 +111,7 @@ public struct ImageSet: Sendable {
     /// images, or a held-out split).
     public func subset(_ indices: some Collection<Int>, name: String? = nil) throws -> ImageSet {
         let size = sampleSize
-        var newLabels = [UInt8]()
+        var newLabels = [Int32]()
         newLabels.reserveCapacity(indices.count)
         for index in indices {
             guard (0..<count).contains(index) else {

@@ -20,16 +20,15 @@ public enum SyntheticImages {
         where value < 1 {
             throw DataError.invalidSetting(name: "\(name).\(setting)", value: "\(value)", allowed: "a positive number")
         }
-        guard (1...256).contains(classes) else {
-            throw DataError.invalidSetting(
-                name: "\(name).classes", value: "\(classes)", allowed: "1...256 (labels are single bytes)")
+        guard (1...Int(Int32.max)).contains(classes) else {
+            throw DataError.invalidSetting(name: "\(name).classes", value: "\(classes)", allowed: "1 or more")
         }
         let sampleSize = channels * height * width
         let patterns = (0..<classes).map {
             pattern(forClass: $0, channels: channels, height: height, width: width, seed: seed)
         }
         let order = CounterRandom.permutation(count: count, seed: seed, purpose: .synthetic, 1)
-        let labels = order.map { UInt8($0 % classes) }
+        let labels = order.map { Int32($0 % classes) }
         // sqrt(12) scales a uniform [-0.5, 0.5) draw to unit variance.
         let noiseScale = noiseWeight * Float(12.0.squareRoot())
         let pixels = [Float](unsafeUninitializedCapacity: count * sampleSize) { buffer, initialised in

@@ -127,6 +127,9 @@ public final class CheckpointModel {
     /// Class names by output index (the data set's, or "class N").
     public let classNames: [String]
     public let normalisation: InputNormalisation
+    /// For a model trained on an image folder: the evaluation transforms (resize, centre crop,
+    /// normalisation) applied to JPEG and PNG files, as in training.
+    public let folderPipeline: ImagePipeline?
 
     /// Loads `checkpoint` (a checkpoint directory, or a safetensors weights file such as
     /// torchvision's) with the config beside it (`RUN_DIR/config.yaml`) or `configPath`; with
@@ -145,14 +148,26 @@ public final class CheckpointModel {
         case "fashion-mnist": classNames = FashionMNIST.classNames
         case "cifar10": classNames = CIFAR10.classNames
         case "mnist": classNames = (0..<classes).map(String.init)
-        default: classNames = (0..<classes).map { "class \($0)" }
+        default: classNames = loaded.classNames ?? (0..<classes).map { "class \($0)" }
         }
         normalisation = InputNormalisation.forDataset(config.data.dataset, channels: network.inputShape.channels)
+        folderPipeline = config.data.dataset == "folder" ? config.data.imagePipeline(channels: network.inputShape.channels) : nil
     }
 
     /// The model input for an image reference, checked against the model's input size.
     public func input(for reference: ImageReference) throws -> [Float] {
         let shape = network.inputShape
+        if let folderPipeline, reference.index == nil {
+            let image = try ImageFile.decode(path: reference.path, channels: shape.channels)
+            let size = folderPipeline.outputSize(width: image.width, height: image.height, training: false)
+            guard size == (shape.width, shape.height) else {
+                throw MonitoringError("\(reference.path) is \(image.width)x\(image.height), which the config's transforms make "
+                    + "\(size.width)x\(size.height), but the model takes \(shape.width)x\(shape.height) images; resize it first")
+            }
+            var input = [Float](repeating: 0, count: shape.channels * shape.height * shape.width)
+            input.withUnsafeMutableBufferPointer { folderPipeline.evaluation(image, into: $0.baseAddress!) }
+            return input
+        }
         let image = try reference.load(channels: shape.channels)
         guard image.width == shape.width, image.height == shape.height else {
             throw MonitoringError("\(reference.description) is \(image.width)x\(image.height) but the model takes "

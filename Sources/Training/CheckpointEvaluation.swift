@@ -6,6 +6,9 @@ import Foundation
 /// `cnn eval`: a checkpoint's accuracy on the test set, per class, with the confusion matrix.
 public struct CheckpointEvaluation: Sendable {
     public var accuracy: Double
+    /// The share of samples whose true class is among the five highest scores (ILSVRC's
+    /// figure); nil with five classes or fewer, where it is always 100%.
+    public var topFiveAccuracy: Double?
     public var meanLoss: Double
     public var classNames: [String]
     /// confusion[truth][prediction]
@@ -23,6 +26,7 @@ public struct CheckpointEvaluation: Sendable {
         let classes = network.outputShape.count
         var confusion = [[Int]](repeating: [Int](repeating: 0, count: classes), count: classes)
         var total = BatchScore()
+        var topFive = 0
         let images = FloatBuffer(), labels = IndexBuffer()
         for work in evaluationWork(testCount: test.count, microBatch: config.train.evalBatch) {
             let n = work.samples.count
@@ -33,22 +37,36 @@ public struct CheckpointEvaluation: Sendable {
                 let row = logits + i * classes
                 var best = 0
                 for j in 1..<classes where row[j] > row[best] { best = j }
-                confusion[Int(labels.pointer[i])][best] += 1
+                let truth = Int(labels.pointer[i])
+                confusion[truth][best] += 1
+                if rank(of: truth, in: UnsafeBufferPointer(start: row, count: classes)) < 5 { topFive += 1 }
             }
         }
-        let names: [String]
+        var names: [String]
         switch config.data.dataset {
         case "fashion-mnist": names = FashionMNIST.classNames
         case "cifar10": names = CIFAR10.classNames
         default: names = (0..<classes).map { "class \($0)" }
         }
+        if let recorded = loaded.classNames ?? data.classNames { names = recorded }
         return CheckpointEvaluation(
-            accuracy: total.accuracy, meanLoss: total.meanLoss, classNames: names, confusion: confusion,
+            accuracy: total.accuracy,
+            topFiveAccuracy: classes > 5 && test.count > 0 ? Double(topFive) / Double(test.count) : nil,
+            meanLoss: total.meanLoss, classNames: names, confusion: confusion,
             checkpointStep: loaded.step ?? 0)
     }
 
+    /// The true class's place among the scores, from 0: how many classes score strictly higher
+    /// (a tie counts for the true class, as torch.topk's ordering may put it either way).
+    public static func rank(of truth: Int, in scores: UnsafeBufferPointer<Float>) -> Int {
+        var higher = 0
+        for score in scores where score > scores[truth] { higher += 1 }
+        return higher
+    }
+
     public var text: String {
-        var lines = ["checkpoint at step \(checkpointStep): test accuracy \(String(format: "%.2f", accuracy * 100))%, "
+        let topFive = topFiveAccuracy.map { ", top-5 \(String(format: "%.2f", $0 * 100))%" } ?? ""
+        var lines = ["checkpoint at step \(checkpointStep): test accuracy \(String(format: "%.2f", accuracy * 100))% (top-1)\(topFive), "
             + "loss \(String(format: "%.4f", meanLoss))", "", "per class:"]
         let width = classNames.map(\.count).max() ?? 5
         for (index, row) in confusion.enumerated() {

@@ -27,8 +27,9 @@ public struct TrainingConfig: Sendable, Equatable {
 }
 
 public struct DataConfig: Sendable, Equatable {
-    /// fashion-mnist, mnist (IDX files), cifar10 (binary batches), synthetic, or idx (samples of the
-    /// model's input shape, sequences and volumes too: `IDXSamples`).
+    /// fashion-mnist, mnist (IDX files), cifar10 (binary batches), synthetic, idx (samples of the
+    /// model's input shape, sequences and volumes too: `IDXSamples`) or folder (JPEG and PNG files in
+    /// torchvision's ImageFolder layout: path/train/CLASS/..., path/val/CLASS/...).
     public var dataset: String = "fashion-mnist"
     /// Folder holding the data set's files.
     public var path: String = FashionMNIST.defaultDirectory
@@ -38,6 +39,16 @@ public struct DataConfig: Sendable, Equatable {
     /// Sizes of the synthetic data set.
     public var syntheticTrain: Int = 2048
     public var syntheticTest: Int = 512
+    /// Image folders: per-channel normalisation (nil: ImageNet's for RGB), and whether a file that
+    /// does not decode is left out with a warning instead of stopping the run.
+    public var mean: [Float]?
+    public var standardDeviation: [Float]?
+    public var skipBadFiles: Bool = false
+    /// Image folders: torchvision's transforms (`data.transforms`); nil: none. Its mean and std
+    /// are unused here (`mean`, `standardDeviation` above hold them).
+    public var transforms: ImagePipeline?
+    /// Image folders: micro-batches a worker decodes ahead, on a background thread (0: none).
+    public var prefetch: Int = 2
 
     public init() {}
 }
@@ -197,9 +208,15 @@ extension TrainingConfig {
     }
 
     private static func parseData(_ node: ConfigNode) throws -> DataConfig {
-        try node.expectKeys(["dataset", "path", "shuffle", "augment", "synthetic_train", "synthetic_test"])
+        try node.expectKeys(["dataset", "path", "shuffle", "augment", "synthetic_train", "synthetic_test",
+                             "mean", "std", "skip_bad_files", "transforms", "prefetch"])
         var data = DataConfig()
-        if let n = try node.child("dataset") { data.dataset = try n.oneOf(["fashion-mnist", "mnist", "cifar10", "synthetic", "idx"]) }
+        if let n = try node.child("dataset") { data.dataset = try n.oneOf(["fashion-mnist", "mnist", "cifar10", "synthetic", "idx", "folder"]) }
+        if let n = try node.child("mean") { data.mean = try n.items().map { Float(try $0.double(minimum: 0, maximum: 1)) } }
+        if let n = try node.child("std") { data.standardDeviation = try n.items().map { Float(try $0.double(minimum: 0, exclusiveMinimum: true)) } }
+        if let n = try node.child("skip_bad_files") { data.skipBadFiles = try n.bool() }
+        if let n = try node.child("transforms") { data.transforms = try parseTransforms(n) }
+        if let n = try node.child("prefetch") { data.prefetch = try n.int(minimum: 0, maximum: 64) }
         if let n = try node.child("path") { data.path = try n.string() }
         if let n = try node.child("shuffle") { data.shuffle = try n.bool() }
         if let n = try node.child("synthetic_train") { data.syntheticTrain = try n.int(minimum: 1) }

@@ -25,6 +25,12 @@ extension TrainingConfig {
         }
         lines.append("  synthetic_train: \(data.syntheticTrain)")
         lines.append("  synthetic_test: \(data.syntheticTest)")
+        // Only when set, so the rendering (and hash) of every earlier config stays as it was.
+        if let mean = data.mean { lines.append("  mean: \(mean)") }
+        if let deviation = data.standardDeviation { lines.append("  std: \(deviation)") }
+        if data.skipBadFiles { lines.append("  skip_bad_files: true") }
+        if data.prefetch != DataConfig().prefetch { lines.append("  prefetch: \(data.prefetch)") }
+        if let transforms = data.transforms { lines.append("  transforms: \(Self.renderTransforms(transforms))") }
         let o = train.optimizer
         lines.append("train:")
         lines.append("  epochs: \(train.epochs)")

@@ -99,6 +99,8 @@ public final class Coordinator {
     private let local: LocalWorkers
     private let observers: [RunObserver]
     private let trainCount: Int
+    /// The data set's class names, recorded in checkpoints (image folders).
+    private let classNames: [String]?
     private let testCount: Int
 
     /// The task in progress (a training step or an evaluation), while it runs.
@@ -144,8 +146,12 @@ public final class Coordinator {
         meanGradient = FloatBuffer(count: state.leafLength)
         // The coordinator reads the data only to know the set sizes; workers load it themselves.
         let data = try DataSource.load(config)
+        if !data.skippedFiles.isEmpty {
+            logger.warning("left out \(data.skippedFiles.count) image file(s) that do not decode (data.skip_bad_files), first \(data.skippedFiles[0])")
+        }
         trainCount = data.train.count
         testCount = data.test.count
+        classNames = data.classNames
         // The largest honest message is a worker's partial sums for a whole step.
         let microBatches = config.train.microBatchesPerStep
         let limits = DecodeLimits.forModel(weights: max(state.weightsCount, state.leafLength), microBatches: microBatches,
@@ -424,7 +430,7 @@ public final class Coordinator {
             formatVersion: CheckpointState.currentFormatVersion, step: state.step, epoch: state.epoch,
             positionInEpoch: state.stepInEpoch * config.train.batch, configHash: config.hash,
             createdBy: "cnn-coord \(Version.current)", createdAt: CheckpointState.timestampNow(), files: [:],
-            extra: ["run_id": String(runID, radix: 16), "blas_core": BLAS.kernelName])
+            extra: CheckpointState.extra(["run_id": String(runID, radix: 16), "blas_core": BLAS.kernelName], classNames: classNames))
         let path = try timed("checkpoint") {
             try directory.checkpoints.save(
                 step: state.step, model: state.modelTensors(), optimizer: state.optimizerTensors(), state: checkpointState)

@@ -4,12 +4,17 @@ import Foundation
 
 /// The training and test sets a config names, loaded once per process.
 public struct DataSource: Sendable {
-    public let train: ImageSet
-    public let test: ImageSet
+    public let train: any SampleSet
+    public let test: any SampleSet
+    /// Class names by label, when the data set has them (image folders: the class folders).
+    public var classNames: [String]?
+    /// Image files left out because they do not decode (`data.skip_bad_files`).
+    public var skippedFiles: [String] = []
 
-    public init(train: ImageSet, test: ImageSet) {
+    public init(train: any SampleSet, test: any SampleSet, classNames: [String]? = nil) {
         self.train = train
         self.test = test
+        self.classNames = classNames
     }
 
     /// Loads the data set named in `config`, checking that its images fit the model's input.
@@ -30,6 +35,8 @@ public struct DataSource: Sendable {
                     mean: 0.1307, standardDeviation: 0.3081, name: "mnist/\(name)")
             }
             source = DataSource(train: try load("train", "train"), test: try load("t10k", "test"))
+        case "folder":
+            source = try loadFolder(config)
         case "cifar10":
             source = DataSource(
                 train: try CIFAR10.load(.train, directory: data.path),
@@ -88,6 +95,47 @@ private func modelClasses(_ config: TrainingConfig) -> Int {
         if case .dense(let units, _) = layer.unnamed { return units }
         return nil
     }.first ?? 10
+}
+
+/// Both splits of an image folder (`path/train`, `path/val`), streamed: each batch's files are
+/// decoded and transformed when it is asked for.
+private func loadFolder(_ config: TrainingConfig) throws -> DataSource {
+    let data = config.data, input = config.model.input
+    let pipeline = data.imagePipeline(channels: input.channels)
+    let threads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    func open(_ split: String) throws -> ImageFolderStream {
+        let listing = try ImageFolderListing.list(joinedPath(data.path, split))
+        return try ImageFolderStream(
+            listing, name: "folder:\(listing.directory)", pipeline: pipeline, training: split == "train",
+            channels: input.channels, height: input.height, width: input.width, skipBadFiles: data.skipBadFiles,
+            threads: threads, prefetchDepth: data.prefetch)
+    }
+    let train = try open("train"), test = try open("val")
+    guard train.listing.classNames == test.listing.classNames else {
+        throw ConfigError(
+            file: config.source, line: nil,
+            message: "\(data.path)/train has classes \(train.listing.classNames) but \(data.path)/val has \(test.listing.classNames); "
+                + "both splits need the same class folders")
+    }
+    var source = DataSource(train: train, test: test, classNames: train.listing.classNames)
+    source.skippedFiles = train.skipped + test.skipped
+    return source
+}
+
+private func joinedPath(_ directory: String, _ name: String) -> String {
+    directory.hasSuffix("/") ? directory + name : directory + "/" + name
+}
+
+extension DataConfig {
+    /// The image pipeline of a folder data set: `transforms` with `mean` and `std` (ImageNet's
+    /// for RGB by default).
+    public func imagePipeline(channels: Int) -> ImagePipeline {
+        var pipeline = transforms ?? ImagePipeline(mean: [], standardDeviation: [])
+        pipeline.mean = mean ?? (channels == 1 ? ImageFolder.greyMean : ImageFolder.imageNetMean)
+        pipeline.standardDeviation = standardDeviation
+            ?? (channels == 1 ? ImageFolder.greyStandardDeviation : ImageFolder.imageNetStandardDeviation)
+        return pipeline
+    }
 }
 
 /// The gzipped file if present, else the plain one (whose absence the reader then reports).

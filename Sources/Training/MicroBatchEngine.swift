@@ -169,6 +169,7 @@ public final class MicroBatchEngine: @unchecked Sendable {
         if training { replicas.forEach { $0.releaseHeldBuffers() } }
         // The weights may have changed since the last call (an optimiser step, new weights).
         filterTransforms.invalidate()
+        announceLaterMicroBatches(ordered, threads: threads, training: training, epoch: epoch)
         let outputs = (0..<max(threads, 1)).map { _ in Box(MicroBatchOutput()) }
         DispatchQueue.concurrentPerform(iterations: threads) { t in
             let replica = replicas[t]
@@ -201,6 +202,18 @@ public final class MicroBatchEngine: @unchecked Sendable {
             merged.timings.merge(output.value.timings) { a, _ in a }
         }
         return merged
+    }
+
+    /// Tells the data set which micro-batches each thread takes after its first, soonest first, so
+    /// a set read from files prepares them while the first ones compute. Changes no sample.
+    private func announceLaterMicroBatches(_ ordered: [MicroBatch], threads: Int, training: Bool, epoch: Int) {
+        guard threads > 0 else { return }
+        let runs = (0..<threads).map { t in ordered[(t * ordered.count / threads)..<((t + 1) * ordered.count / threads)] }
+        var later: [[Int]] = []
+        for position in 1..<max(runs.map(\.count).max() ?? 1, 1) {
+            for run in runs where position < run.count { later.append(run[run.startIndex + position].samples) }
+        }
+        (training ? data.train : data.test).prefetch(later, training: training, seed: config.train.seed, epoch: epoch)
     }
 
     /// Computes one micro-batch on `replica`; in training, back-propagates into `leaf`.

@@ -13,6 +13,8 @@ public struct TrainedModel {
     public var state: ModelState
     /// The step of the checkpoint, nil for a plain weights file.
     public var step: Int?
+    /// The class names the checkpoint records (a folder data set's), nil where it records none.
+    public var classNames: [String]?
 
     public var network: Network { state.network }
 
@@ -40,7 +42,7 @@ public struct TrainedModel {
             try adjust(&config)
             let state = try ModelState(config: config)
             try state.loadWeights(loaded.model, source: path)
-            return TrainedModel(config: config, state: state, step: loaded.state.step)
+            return TrainedModel(config: config, state: state, step: loaded.state.step, classNames: loaded.state.classNames)
         }
         guard let configPath else {
             throw UsageError("\(path) is a weights file, which does not say what the model is; "
@@ -52,6 +54,6 @@ public struct TrainedModel {
         // As `--init` would start a run of this config: with `train.init_skip_mismatched`, a head of
         // another shape keeps its fresh initialisation (the model before fine-tuning).
         _ = try state.loadInitialWeights(from: path, skipMismatched: config.train.initSkipMismatched)
-        return TrainedModel(config: config, state: state, step: nil)
+        return TrainedModel(config: config, state: state, step: nil, classNames: nil)
     }
 }

@@ -34,8 +34,11 @@ struct Viz: ParsableCommand {
             guard index < test.count else {
                 throw ValidationError("--index \(index) is past the \(test.count) test samples of \(test.name)")
             }
-            input = Array(test.pixels[(index * test.sampleSize)..<((index + 1) * test.sampleSize)])
-            title = "\(test.name) sample \(index) (\(model.className(Int(test.labels[index]))))"
+            var pixels = [Float](repeating: 0, count: test.sampleSize)
+            var label: Int32 = 0
+            pixels.withUnsafeMutableBufferPointer { test.copyBatch([index], images: $0.baseAddress!, labels: &label) }
+            input = pixels
+            title = "\(test.name) sample \(index) (\(model.className(Int(label))))"
         }
         let picture = try LayerVisualisation.make(model: model, layer: layer, input: input, inputTitle: title)
         let path = output ?? "viz-layer-\(layer ?? "conv1").png"

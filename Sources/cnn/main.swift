@@ -10,7 +10,8 @@ struct CNNTool: ParsableCommand {
         commandName: "cnn",
         abstract: "Tools for models and runs of the distributed CNN trainer.",
         version: Version.current,
-        subcommands: [Summary.self, Evaluate.self, Predict.self, Convert.self, Export.self, Plot.self, Viz.self, Bench.self, Keygen.self])
+        subcommands: [Summary.self, Evaluate.self, Predict.self, Convert.self, Export.self, Plot.self, Viz.self, Bench.self, Keygen.self,
+                      DataCommand.self])
 }
 
 struct Summary: ParsableCommand {

@@ -39,7 +39,7 @@ final class IDXTests: XCTestCase {
         XCTAssertEqual(set.name, "hand-built")
         XCTAssertEqual([set.count, set.channels, set.height, set.width, set.classes], [3, 1, 2, 3, 10])
         XCTAssertEqual(set.sampleSize, 6)
-        XCTAssertEqual(set.labels, labelBytes)
+        XCTAssertEqual(set.labels, labelBytes.map { Int32($0) })
         XCTAssertEqual(set.pixels.count, imageBytes.count)
         for (value, byte) in zip(set.pixels, imageBytes) {
             XCTAssertEqual(value, normalised(byte), accuracy: 1e-6)

@@ -62,7 +62,14 @@ final class SyntheticImagesTests: XCTestCase {
         }) else { return XCTFail("channels 0 should be rejected") }
         XCTAssertTrue(name.hasSuffix("channels"))
         guard case .invalidSetting = dataError({
-            _ = try SyntheticImages.make(count: 10, channels: 1, height: 4, width: 4, classes: 300, seed: 0)
-        }) else { return XCTFail("300 classes should be rejected") }
+            _ = try SyntheticImages.make(count: 10, channels: 1, height: 4, width: 4, classes: 0, seed: 0)
+        }) else { return XCTFail("0 classes should be rejected") }
+    }
+
+    /// Labels hold any class count (ImageNet's 1,000 did not fit the single bytes they once were).
+    func testAThousandClassesKeepEveryLabel() throws {
+        let set = try SyntheticImages.make(count: 2000, channels: 1, height: 2, width: 2, classes: 1000, seed: 3)
+        XCTAssertEqual(Set(set.labels).count, 1000)
+        XCTAssertEqual(set.classCounts(), [Int](repeating: 2, count: 1000))
     }
 }

@@ -138,7 +138,7 @@ final class SyntheticVolumeTests: XCTestCase {
             XCTAssertEqual([data.train.channels, data.train.depth, data.train.height, data.train.width],
                            [shape.channels, shape.depth, shape.height, shape.width], input)
             XCTAssertEqual(data.train.count, 12)
-            XCTAssertEqual(data.test.pixels.count, 4 * shape.count)
+            XCTAssertEqual(data.test.count * data.test.sampleSize, 4 * shape.count)
         }
     }
 }
