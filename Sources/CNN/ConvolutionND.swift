@@ -41,31 +41,17 @@ public final class ConvolutionND: Layer {
         guard rank == 1 || rank == 3 else {
             throw ModelError(layer: name, message: "conv1d and conv3d take inputs [C, L] or [C, D, H, W], found \(input); use conv for images")
         }
-        for (values, what) in [(kernel, "kernel"), (stride, "stride"), (padding, "padding"), (dilation, "dilation")]
-        where values.count != rank {
-            throw ModelError(layer: name, message: "\(what) needs \(rank) size\(rank == 1 ? "" : "s") (one per spatial axis of \(input)), found \(values)")
-        }
-        for (value, what) in [(filters, "filters"), (groups, "groups")] where value < 1 {
-            throw ModelError(layer: name, message: "\(what) must be at least 1, found \(value)")
-        }
-        for (values, what) in [(kernel, "kernel"), (stride, "stride"), (dilation, "dilation")] where values.contains(where: { $0 < 1 }) {
-            throw ModelError(layer: name, message: "\(what) must be at least 1 on every axis, found \(values)")
-        }
-        guard padding.allSatisfy({ $0 >= 0 }) else {
-            throw ModelError(layer: name, message: "padding must not be negative, found \(padding)")
-        }
+        guard groups >= 1 else { throw ModelError(layer: name, message: "groups must be at least 1, found \(groups)") }
+        let window = try VolumeGeometry.window(
+            input: input, filters: filters, kernel: kernel, stride: stride, padding: padding, dilation: dilation, layer: name)
         guard input.channels % groups == 0, filters % groups == 0 else {
             throw ModelError(
                 layer: name,
                 message: "groups = \(groups) must divide both the input channels (\(input.channels)) and the filters (\(filters))")
         }
-        geometry = try VolumeGeometry(
-            shape: input, kernel: kernel, stride: stride, padding: padding, dilation: dilation, strict: true, layer: name)
-        var outputShape = input
-        outputShape.channels = filters
-        (outputShape.depth, outputShape.height, outputShape.width) = (geometry.output[0], geometry.output[1], geometry.output[2])
+        geometry = window.geometry
         self.inputShape = input
-        self.outputShape = outputShape
+        self.outputShape = window.output
         self.filters = filters
         self.kernel = kernel
         self.stride = stride
@@ -76,12 +62,8 @@ public final class ConvolutionND: Layer {
     }
 
     public var summary: String {
-        var text = "Conv\(inputShape.spatialRank)d(\(filters), \(VolumeGeometry.text(kernel))"
-        if stride.contains(where: { $0 != 1 }) { text += ", s\(VolumeGeometry.text(stride))" }
-        if padding.contains(where: { $0 != 0 }) { text += ", p\(VolumeGeometry.text(padding))" }
-        if dilation.contains(where: { $0 != 1 }) { text += ", d\(VolumeGeometry.text(dilation))" }
-        if groups != 1 { text += ", g\(groups)" }
-        return text + ")"
+        "Conv\(inputShape.spatialRank)d(\(filters), \(VolumeGeometry.text(kernel))"
+            + VolumeGeometry.optionsText(stride: stride, padding: padding, dilation: dilation) + (groups != 1 ? ", g\(groups)" : "") + ")"
     }
 
     /// Inputs each filter sees: C/groups * taps.

@@ -36,25 +36,11 @@ public final class LocallyConnected: Layer {
         input: FeatureShape, filters: Int, kernel: [Int], stride: [Int], padding: [Int], dilation: [Int],
         bias: Bool = true, name: String = "LocallyConnected"
     ) throws {
-        let rank = input.spatialRank
-        for (values, what) in [(kernel, "kernel"), (stride, "stride"), (padding, "padding"), (dilation, "dilation")]
-        where values.count != rank {
-            throw ModelError(layer: name, message: "\(what) needs \(rank) size\(rank == 1 ? "" : "s") (one per spatial axis of \(input)), found \(values)")
-        }
-        guard filters >= 1 else { throw ModelError(layer: name, message: "filters must be at least 1, found \(filters)") }
-        for (values, what) in [(kernel, "kernel"), (stride, "stride"), (dilation, "dilation")] where values.contains(where: { $0 < 1 }) {
-            throw ModelError(layer: name, message: "\(what) must be at least 1 on every axis, found \(values)")
-        }
-        guard padding.allSatisfy({ $0 >= 0 }) else {
-            throw ModelError(layer: name, message: "padding must not be negative, found \(padding)")
-        }
-        geometry = try VolumeGeometry(
-            shape: input, kernel: kernel, stride: stride, padding: padding, dilation: dilation, strict: true, layer: name)
-        var outputShape = input
-        outputShape.channels = filters
-        (outputShape.depth, outputShape.height, outputShape.width) = (geometry.output[0], geometry.output[1], geometry.output[2])
+        let window = try VolumeGeometry.window(
+            input: input, filters: filters, kernel: kernel, stride: stride, padding: padding, dilation: dilation, layer: name)
+        geometry = window.geometry
         self.inputShape = input
-        self.outputShape = outputShape
+        self.outputShape = window.output
         self.filters = filters
         self.kernel = kernel
         self.stride = stride
@@ -64,11 +50,8 @@ public final class LocallyConnected: Layer {
     }
 
     public var summary: String {
-        var text = "LocallyConnected\(inputShape.spatialRank)d(\(filters), \(VolumeGeometry.text(kernel))"
-        if stride.contains(where: { $0 != 1 }) { text += ", s\(VolumeGeometry.text(stride))" }
-        if padding.contains(where: { $0 != 0 }) { text += ", p\(VolumeGeometry.text(padding))" }
-        if dilation.contains(where: { $0 != 1 }) { text += ", d\(VolumeGeometry.text(dilation))" }
-        return text + ")"
+        "LocallyConnected\(inputShape.spatialRank)d(\(filters), \(VolumeGeometry.text(kernel))"
+            + VolumeGeometry.optionsText(stride: stride, padding: padding, dilation: dilation) + ")"
     }
 
     public var parameterSpecs: [ParameterSpec] {

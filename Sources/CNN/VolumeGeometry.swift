@@ -105,4 +105,40 @@ struct VolumeGeometry: Sendable, Equatable {
 
     /// "3x3", "3x3x3", "5": per-axis sizes of the spatial axes of a rank.
     static func text(_ values: [Int]) -> String { values.map(String.init).joined(separator: "x") }
+
+    /// A sliding window's options checked (one size per spatial axis of `input`, sizes at least 1,
+    /// padding not negative, `filters` at least 1), its geometry, and the output shape with
+    /// `filters` channels: what every layer with such windows (convolution, locally connected)
+    /// builds on.
+    static func window(
+        input: FeatureShape, filters: Int, kernel: [Int], stride: [Int], padding: [Int], dilation: [Int], layer name: String
+    ) throws -> (geometry: VolumeGeometry, output: FeatureShape) {
+        let rank = input.spatialRank
+        for (values, what) in [(kernel, "kernel"), (stride, "stride"), (padding, "padding"), (dilation, "dilation")]
+        where values.count != rank {
+            throw ModelError(layer: name, message: "\(what) needs \(rank) size\(rank == 1 ? "" : "s") (one per spatial axis of \(input)), found \(values)")
+        }
+        guard filters >= 1 else { throw ModelError(layer: name, message: "filters must be at least 1, found \(filters)") }
+        for (values, what) in [(kernel, "kernel"), (stride, "stride"), (dilation, "dilation")] where values.contains(where: { $0 < 1 }) {
+            throw ModelError(layer: name, message: "\(what) must be at least 1 on every axis, found \(values)")
+        }
+        guard padding.allSatisfy({ $0 >= 0 }) else {
+            throw ModelError(layer: name, message: "padding must not be negative, found \(padding)")
+        }
+        let geometry = try VolumeGeometry(
+            shape: input, kernel: kernel, stride: stride, padding: padding, dilation: dilation, strict: true, layer: name)
+        var output = input
+        output.channels = filters
+        (output.depth, output.height, output.width) = (geometry.output[0], geometry.output[1], geometry.output[2])
+        return (geometry, output)
+    }
+
+    /// A window's options for a layer's summary, those that differ from the default: ", s2, p1".
+    static func optionsText(stride: [Int], padding: [Int], dilation: [Int]) -> String {
+        var text = ""
+        if stride.contains(where: { $0 != 1 }) { text += ", s\(Self.text(stride))" }
+        if padding.contains(where: { $0 != 0 }) { text += ", p\(Self.text(padding))" }
+        if dilation.contains(where: { $0 != 1 }) { text += ", d\(Self.text(dilation))" }
+        return text
+    }
 }

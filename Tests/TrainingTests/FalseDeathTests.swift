@@ -24,32 +24,18 @@ final class FalseDeathTests: XCTestCase {
         // The sleeper joins, takes its work and falls silent past the timeout; then, given up,
         // says 30 things (each answered "join again"), says hello again, and falls silent again.
         Thread {
-            let endpoint = run.endpoint("sleeper")
-            let hello = Hello(name: "sleeper", threads: 1, processID: 1, hostName: "h", coreType: BLAS.kernelName)
-            func join() -> UInt64? {
-                try? endpoint.send(Envelope(runID: 0, step: 0, message: .hello(hello)), to: nil)
-                let deadline = Date().addingTimeInterval(5)
-                while Date() < deadline, let incoming = try? endpoint.receive(timeoutMilliseconds: 100) {
-                    if case .success(let envelope) = incoming.result, case .welcome = envelope.message {
-                        welcomes.add()
-                        return envelope.runID
-                    }
-                }
-                return nil
-            }
-            guard let runID = join() else { return }
+            let sleeper = ScriptedPeer(run, name: "sleeper", welcomes: welcomes)
+            guard let runID = sleeper.join() else { return }
             Thread.sleep(forTimeInterval: 1.0)
-            while (try? endpoint.receive(timeoutMilliseconds: 0)) != nil {}
-            for _ in 0..<30 {
-                try? endpoint.send(Envelope(runID: runID, step: 0, message: .heartbeat(Heartbeat(sentAtMilliseconds: 1, busy: false))), to: nil)
-            }
+            while (try? sleeper.endpoint.receive(timeoutMilliseconds: 0)) != nil {}
+            for _ in 0..<30 { sleeper.heartbeat(runID) }
             let deadline = Date().addingTimeInterval(2)
-            while Date() < deadline, let incoming = try? endpoint.receive(timeoutMilliseconds: 100) {
+            while Date() < deadline, let incoming = try? sleeper.endpoint.receive(timeoutMilliseconds: 100) {
                 if case .success(let envelope) = incoming.result, case .error(let failure) = envelope.message, failure.code == 401 {
                     rejoinAnswers.add()
                 }
             }
-            _ = join()
+            _ = sleeper.join()
         }.start()
         startSlowWorker(run, name: "honest")
         let summary = try coordinator.run()
@@ -71,27 +57,15 @@ final class FalseDeathTests: XCTestCase {
         let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
         let welcomes = Counter()
         Thread {
-            let endpoint = run.endpoint("rejoiner")
-            let hello = Hello(name: "rejoiner", threads: 1, processID: 1, hostName: "h", coreType: BLAS.kernelName)
-            func join() -> UInt64? {
-                try? endpoint.send(Envelope(runID: 0, step: 0, message: .hello(hello)), to: nil)
-                let deadline = Date().addingTimeInterval(5)
-                while Date() < deadline, let incoming = try? endpoint.receive(timeoutMilliseconds: 100) {
-                    if case .success(let envelope) = incoming.result, case .welcome = envelope.message {
-                        welcomes.add()
-                        return envelope.runID
-                    }
-                }
-                return nil
-            }
-            guard let runID = join() else { return }
-            for _ in 0..<19 { _ = join() }
+            let rejoiner = ScriptedPeer(run, name: "rejoiner", welcomes: welcomes)
+            guard let runID = rejoiner.join() else { return }
+            for _ in 0..<19 { _ = rejoiner.join() }
             // Alive (heartbeats) for longer than the timeout, then hello again.
             for _ in 0..<7 {
-                try? endpoint.send(Envelope(runID: runID, step: 0, message: .heartbeat(Heartbeat(sentAtMilliseconds: 1, busy: true))), to: nil)
+                rejoiner.heartbeat(runID)
                 Thread.sleep(forTimeInterval: 0.1)
             }
-            _ = join()
+            _ = rejoiner.join()
         }.start()
         startSlowWorker(run, name: "honest")
         let summary = try coordinator.run()
@@ -129,6 +103,36 @@ final class FalseDeathTests: XCTestCase {
                                 transport: network.endpoint(PeerID(bytes: Array(name.utf8)), connectedTo: InMemoryRun.coordinatorID))
             try? worker.run()
         }.start()
+    }
+}
+
+/// A peer that speaks the protocol by hand: joins, and says what a test wants it to say.
+private struct ScriptedPeer {
+    let endpoint: InMemoryTransport
+    let hello: Hello
+    let welcomes: Counter
+
+    init(_ run: InMemoryRun, name: String, welcomes: Counter) {
+        endpoint = run.endpoint(name)
+        hello = Hello(name: name, threads: 1, processID: 1, hostName: "h", coreType: BLAS.kernelName)
+        self.welcomes = welcomes
+    }
+
+    /// Says hello and waits for the welcome; the run's id, or nil without one within 5 s.
+    func join() -> UInt64? {
+        try? endpoint.send(Envelope(runID: 0, step: 0, message: .hello(hello)), to: nil)
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline, let incoming = try? endpoint.receive(timeoutMilliseconds: 100) {
+            if case .success(let envelope) = incoming.result, case .welcome = envelope.message {
+                welcomes.add()
+                return envelope.runID
+            }
+        }
+        return nil
+    }
+
+    func heartbeat(_ runID: UInt64) {
+        try? endpoint.send(Envelope(runID: runID, step: 0, message: .heartbeat(Heartbeat(sentAtMilliseconds: 1, busy: true))), to: nil)
     }
 }
 
