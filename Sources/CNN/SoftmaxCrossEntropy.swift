@@ -3,20 +3,34 @@
 public struct BatchScore: Sendable, Equatable {
     public var lossSum: Double
     public var correct: Int
+    /// Samples whose true class is among the five highest scores (ILSVRC's top-5; every sample
+    /// when there are five classes or fewer).
+    public var topFiveCorrect: Int
     public var samples: Int
 
-    public init(lossSum: Double = 0, correct: Int = 0, samples: Int = 0) {
+    public init(lossSum: Double = 0, correct: Int = 0, topFiveCorrect: Int = 0, samples: Int = 0) {
         self.lossSum = lossSum
         self.correct = correct
+        self.topFiveCorrect = topFiveCorrect
         self.samples = samples
     }
 
     public static func + (a: BatchScore, b: BatchScore) -> BatchScore {
-        BatchScore(lossSum: a.lossSum + b.lossSum, correct: a.correct + b.correct, samples: a.samples + b.samples)
+        BatchScore(lossSum: a.lossSum + b.lossSum, correct: a.correct + b.correct,
+                   topFiveCorrect: a.topFiveCorrect + b.topFiveCorrect, samples: a.samples + b.samples)
     }
 
     public var meanLoss: Double { samples == 0 ? 0 : lossSum / Double(samples) }
     public var accuracy: Double { samples == 0 ? 0 : Double(correct) / Double(samples) }
+    public var topFiveAccuracy: Double { samples == 0 ? 0 : Double(topFiveCorrect) / Double(samples) }
+
+    /// The true class's place among `scores` from 0: how many classes score strictly higher (a
+    /// tie counts for the true class, as `torch.topk` may order ties either way).
+    public static func rank(of truth: Int, in scores: UnsafePointer<Float>, classes: Int) -> Int {
+        var higher = 0
+        for j in 0..<classes where scores[j] > scores[truth] { higher += 1 }
+        return higher
+    }
 }
 
 /// Softmax followed by cross-entropy against integer labels, fused for numerical stability:
@@ -50,6 +64,7 @@ public struct SoftmaxCrossEntropy: Sendable {
                 best = j
             }
             if best == label { score.correct += 1 }
+            if BatchScore.rank(of: label, in: row, classes: classes) < 5 { score.topFiveCorrect += 1 }
             var sum: Float = 0
             for j in 0..<classes { sum += expf(row[j] - maximum) }
             let logSum = logf(sum)

@@ -12,6 +12,8 @@ public struct MetricsHistory: Sendable, Equatable {
         public var loss: Double?
         /// Training accuracy over the window, 0...1.
         public var accuracy: Double?
+        /// Top-5 training accuracy over the window, 0...1 (runs of more than five classes).
+        public var topFiveAccuracy: Double?
         public var imagesPerSecond: Double?
         public var learningRate: Double?
         public var workers: Int?
@@ -24,6 +26,8 @@ public struct MetricsHistory: Sendable, Equatable {
         public var testLoss: Double?
         /// 0...1.
         public var testAccuracy: Double?
+        /// Top-5, 0...1 (runs of more than five classes).
+        public var testTopFiveAccuracy: Double?
     }
 
     public var training: [TrainingPoint] = []
@@ -71,11 +75,12 @@ public struct MetricsHistory: Sendable, Equatable {
             let epoch = integer(object["epoch"]) ?? 0
             if object["test_accuracy"] != nil || object["test_loss"] != nil {
                 history.evaluations.append(EvaluationPoint(
-                    step: step, epoch: epoch, testLoss: number(object["test_loss"]), testAccuracy: number(object["test_accuracy"])))
+                    step: step, epoch: epoch, testLoss: number(object["test_loss"]), testAccuracy: number(object["test_accuracy"]),
+                    testTopFiveAccuracy: number(object["test_top5_accuracy"])))
             } else {
                 history.training.append(TrainingPoint(
                     step: step, epoch: epoch, loss: number(object["loss"]), accuracy: number(object["accuracy"]),
-                    imagesPerSecond: number(object["images_per_second"]), learningRate: number(object["learning_rate"]),
+                    topFiveAccuracy: number(object["top5_accuracy"]), imagesPerSecond: number(object["images_per_second"]), learningRate: number(object["learning_rate"]),
                     workers: integer(object["workers"])))
             }
         }

@@ -20,13 +20,21 @@ public enum RunPlot {
             ], xMinimum: 0, yMinimum: 0, rules: rules)
         let accuracyPoints = training.compactMap { p in p.accuracy.map { (Double(p.step), $0 * 100) } }
         let testPoints = history.evaluations.compactMap { p in p.testAccuracy.map { (Double(p.step), $0 * 100) } }
+        // Top-5 (runs of more than five classes) dashed beside top-1, in the same colours.
+        let topFivePoints = training.compactMap { p in p.topFiveAccuracy.map { (Double(p.step), $0 * 100) } }
+        let testTopFivePoints = history.evaluations.compactMap { p in p.testTopFiveAccuracy.map { (Double(p.step), $0 * 100) } }
         let lowest = (accuracyPoints + testPoints).map(\.1).min() ?? 0
+        var accuracySeries: [LineChart.Series] = [
+            .init(name: "training accuracy", color: "#1f77b4", points: accuracyPoints),
+            .init(name: "test accuracy", color: "#ff7f0e", points: testPoints, markers: true),
+        ]
+        if !topFivePoints.isEmpty { accuracySeries.append(.init(name: "training top-5", color: "#1f77b4", points: topFivePoints, dashed: true)) }
+        if !testTopFivePoints.isEmpty {
+            accuracySeries.append(.init(name: "test top-5", color: "#ff7f0e", points: testTopFivePoints, dashed: true, markers: true))
+        }
         let accuracy = LineChart(
             title: "Accuracy", xLabel: "step", yLabel: "accuracy (%)",
-            series: [
-                .init(name: "training accuracy", color: "#1f77b4", points: accuracyPoints),
-                .init(name: "test accuracy", color: "#ff7f0e", points: testPoints, markers: true),
-            ], xMinimum: 0, yMinimum: max(floor(lowest / 10) * 10, 0), yMaximum: 100, rules: rules)
+            series: accuracySeries, xMinimum: 0, yMinimum: max(floor(lowest / 10) * 10, 0), yMaximum: 100, rules: rules)
         let throughput = LineChart(
             title: "Throughput", xLabel: "step", yLabel: "images per second",
             series: [

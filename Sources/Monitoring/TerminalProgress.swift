@@ -18,6 +18,8 @@ public final class TerminalProgressObserver: RunObserver {
     private var last: StepReport?
     private var recent = RecentSteps(capacity: 20)
     private var testAccuracy: Double?
+    /// Top-5 test accuracy, with more than five classes.
+    private var testTopFive: Double?
     /// The step of the newest checkpoint written, and how long writing it took.
     private var checkpoint: (step: Int, seconds: Double)?
     private var workers: [UInt32: WorkerStatus] = [:]
@@ -68,7 +70,9 @@ public final class TerminalProgressObserver: RunObserver {
 
     public func evaluationFinished(step: Int, epoch: Int, score: BatchScore) {
         testAccuracy = score.accuracy
-        screen.print("epoch \(epoch + 1) step \(step): test accuracy \(Format.percent(score.accuracy)) "
+        testTopFive = start?.reportsTopFive == true ? score.topFiveAccuracy : nil
+        let topFive = testTopFive.map { ", top-5 \(Format.percent($0))" } ?? ""
+        screen.print("epoch \(epoch + 1) step \(step): test accuracy \(Format.percent(score.accuracy))\(topFive) "
             + "(loss \(Format.fixed(score.meanLoss, 4)), \(score.samples) images)")
         draw(force: true)
     }
@@ -112,8 +116,10 @@ public final class TerminalProgressObserver: RunObserver {
         if let last {
             figures.append("loss \(Format.fixed(last.score.meanLoss, 4))")
             figures.append("accuracy \(Format.percent(last.score.accuracy))")
+            if start.reportsTopFive { figures.append("top-5 \(Format.percent(last.score.topFiveAccuracy))") }
         }
         if let testAccuracy { figures.append("test \(Format.percent(testAccuracy))") }
+        if let testTopFive { figures.append("test top-5 \(Format.percent(testTopFive))") }
         if let rate = recent.imagesPerSecond { figures.append("\(Int(rate.rounded())) img/s") }
         if let last { figures.append("lr \(String(format: "%.4g", last.learningRate))") }
         if let checkpoint { figures.append("checkpoint step \(checkpoint.step) (\(Format.duration(checkpoint.seconds)))") }

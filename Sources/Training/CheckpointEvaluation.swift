@@ -59,9 +59,7 @@ public struct CheckpointEvaluation: Sendable {
     /// The true class's place among the scores, from 0: how many classes score strictly higher
     /// (a tie counts for the true class, as torch.topk's ordering may put it either way).
     public static func rank(of truth: Int, in scores: UnsafeBufferPointer<Float>) -> Int {
-        var higher = 0
-        for score in scores where score > scores[truth] { higher += 1 }
-        return higher
+        BatchScore.rank(of: truth, in: scores.baseAddress!, classes: scores.count)
     }
 
     public var text: String {

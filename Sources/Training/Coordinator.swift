@@ -190,7 +190,7 @@ public final class Coordinator {
         let totalSteps = config.train.maxSteps > 0 ? min(config.train.maxSteps, config.train.epochs * stepsPerEpoch)
             : config.train.epochs * stepsPerEpoch
         notify { $0.runStarted(RunStart(config: config, endpoint: endpoint, runDirectory: directory.path, firstStep: state.step,
-                                        stepsPerEpoch: stepsPerEpoch, totalSteps: totalSteps)) }
+                                        stepsPerEpoch: stepsPerEpoch, totalSteps: totalSteps, classes: state.network.outputShape.count)) }
         let runStart = monotonicSeconds()
         var progress = RunProgress()
         do {

@@ -66,7 +66,8 @@ enum ResultCheck {
                 throw ResultRefusal(reason: "impossible score for micro-batch \(index)")
             }
             checked.microBatches.insert(index)
-            checked.scores[index] = BatchScore(lossSum: result.lossSum, correct: Int(result.correct), samples: Int(result.samples))
+            checked.scores[index] = BatchScore(lossSum: result.lossSum, correct: Int(result.correct),
+                                               topFiveCorrect: Int(result.topFiveCorrect), samples: Int(result.samples))
             if checked.nonFinite == nil && !result.lossSum.isFinite { checked.nonFinite = "the loss of micro-batch \(index) is not finite" }
         }
         return checked

@@ -43,18 +43,21 @@ final class MetricsLog: RunObserver {
         guard let start, let (score, rate) = window.add(report, logEvery: start.config.train.logEvery, totalSteps: start.totalSteps) else {
             return
         }
+        let topFive: [(String, MetricValue)] = start.reportsTopFive ? [("top5_accuracy", .double(score.topFiveAccuracy))] : []
         directory.appendMetrics([
             ("step", .int(report.step)), ("epoch", .int(report.epoch + 1)), ("loss", .double(score.meanLoss)),
-            ("accuracy", .double(score.accuracy)), ("images_per_second", .double(rate)),
+            ("accuracy", .double(score.accuracy))] + topFive + [("images_per_second", .double(rate)),
             ("workers", .int(report.workers.count)), ("learning_rate", .double(report.learningRate)),
             ("time", .wallTime(Date().timeIntervalSince1970)),
         ])
     }
 
     func evaluationFinished(step: Int, epoch: Int, score: BatchScore) {
+        let topFive: [(String, MetricValue)] = start?.reportsTopFive == true ? [("test_top5_accuracy", .double(score.topFiveAccuracy))] : []
         directory.appendMetrics([
             ("step", .int(step)), ("epoch", .int(epoch + 1)), ("test_loss", .double(score.meanLoss)),
-            ("test_accuracy", .double(score.accuracy)), ("workers", .int(workers)), ("time", .wallTime(Date().timeIntervalSince1970)),
+            ("test_accuracy", .double(score.accuracy))] + topFive + [("workers", .int(workers)),
+            ("time", .wallTime(Date().timeIntervalSince1970)),
         ])
     }
 }

@@ -35,15 +35,22 @@ public struct RunStart: Sendable {
     public var firstStep: Int
     public var stepsPerEpoch: Int
     public var totalSteps: Int
+    /// The model's classes: top-5 accuracy is reported only with more than five.
+    public var classes: Int
 
-    public init(config: TrainingConfig, endpoint: String, runDirectory: String, firstStep: Int, stepsPerEpoch: Int, totalSteps: Int) {
+    public init(config: TrainingConfig, endpoint: String, runDirectory: String, firstStep: Int, stepsPerEpoch: Int, totalSteps: Int,
+                classes: Int = 0) {
         self.config = config
         self.endpoint = endpoint
         self.runDirectory = runDirectory
         self.firstStep = firstStep
         self.stepsPerEpoch = stepsPerEpoch
         self.totalSteps = totalSteps
+        self.classes = classes
     }
+
+    /// Whether top-5 accuracy means anything: with five classes or fewer it is always 100%.
+    public var reportsTopFive: Bool { classes > 5 }
 }
 
 /// One worker as the coordinator sees it.

@@ -383,7 +383,8 @@ public final class Worker {
         let packStart = monotonicSeconds()
         let results = work.map { item -> MicroBatchResult in
             let score = output.scores[item.index]!
-            return MicroBatchResult(index: UInt32(item.index), lossSum: score.lossSum, correct: UInt32(score.correct), samples: UInt32(score.samples))
+            return MicroBatchResult(index: UInt32(item.index), lossSum: score.lossSum, correct: UInt32(score.correct),
+                                    topFiveCorrect: UInt32(score.topFiveCorrect), samples: UInt32(score.samples))
         }
         return (output, results, packStart)
     }

@@ -193,14 +193,17 @@ public struct MicroBatchResult: Equatable, Sendable {
     public var lossSum: Double
     /// Correctly classified samples.
     public var correct: UInt32
+    /// Samples whose true class is among the five highest scores.
+    public var topFiveCorrect: UInt32
     /// Samples in the micro-batch.
     public var samples: UInt32
 
-    /// A value with every field given.
-    public init(index: UInt32, lossSum: Double, correct: UInt32, samples: UInt32) {
+    /// A value with every field given (`topFiveCorrect` defaults to `correct`: the least it can be).
+    public init(index: UInt32, lossSum: Double, correct: UInt32, topFiveCorrect: UInt32? = nil, samples: UInt32) {
         self.index = index
         self.lossSum = lossSum
         self.correct = correct
+        self.topFiveCorrect = topFiveCorrect ?? correct
         self.samples = samples
     }
 }

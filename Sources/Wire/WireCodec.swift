@@ -5,7 +5,7 @@ import Hashing
 /// Header, 40 bytes, little-endian:
 /// ```
 ///  0 magic        UInt32  0x574E4E43 ("CNNW" in memory)
-///  4 version      UInt16  3 (2 sent evaluation results as gradients; 1 also lacked their timings)
+///  4 version      UInt16  4 (3 lacked top-5 counts; 2 sent evaluation results as gradients; 1 also lacked their timings)
 ///  6 type         UInt8   1 hello, 2 welcome, 3 weights, 4 assign, 5 gradients, 6 heartbeat, 7 bye, 8 error,
 ///                         9 evaluation
 ///  7 reserved     UInt8   0
@@ -26,7 +26,7 @@ import Hashing
 ///            [index UInt32, [sample UInt32]]
 /// gradients  epoch UInt32, results, [level UInt8, index UInt32]  (one tensor per node), timings
 /// evaluation epoch UInt32, results, timings
-///            where results  = [index UInt32, lossSum Double, correct UInt32, samples UInt32]
+///            where results  = [index UInt32, lossSum Double, correct UInt32, topFiveCorrect UInt32, samples UInt32]
 ///            and   timings  = forward s Double, backward s Double, pack s Double, total s Double
 /// heartbeat  sentAt ms UInt64, busy Bool
 /// bye        reason
@@ -37,11 +37,12 @@ public enum WireCodec {
     /// "CNNW" read as a little-endian UInt32.
     public static let magic: UInt32 = 0x574E_4E43
     /// The protocol version this build writes.
-    public static let version: UInt16 = 3
-    /// The protocol versions this build reads. Version 2 sends evaluation results as gradients
-    /// and version 1 also lacks their timings; rather than translate, an older peer is refused
-    /// and told to run the same release (a coordinator and its workers come from one build).
-    public static let understoodVersions: [UInt16] = [3]
+    public static let version: UInt16 = 4
+    /// The protocol versions this build reads. Version 3 lacks the top-5 counts, version 2 sends
+    /// evaluation results as gradients and version 1 also lacks their timings; rather than
+    /// translate, an older peer is refused and told to run the same release (a coordinator and
+    /// its workers come from one build).
+    public static let understoodVersions: [UInt16] = [4]
     /// Slack allowed when checking that a worker's timed parts fit in its total: they come from
     /// one monotonic clock, so only rounding separates them.
     public static let timingTolerance: Double = 1e-3
@@ -379,9 +380,9 @@ public enum WireCodec {
 
 extension WireCodec {
     /// The per-micro-batch results of a gradients or evaluation message (`message` names it in
-    /// errors): distinct indices, and no more correct answers than samples.
+    /// errors): distinct indices, and correct answers within the top five within the samples.
     fileprivate static func readResults(_ message: String, from reader: inout ByteReader, limits: DecodeLimits) throws(DecodeError) -> [MicroBatchResult] {
-        let count = try reader.count("\(message).results", elementBytes: 20, limit: limits.maxMicroBatches)
+        let count = try reader.count("\(message).results", elementBytes: 24, limit: limits.maxMicroBatches)
         var results: [MicroBatchResult] = []
         results.reserveCapacity(count)
         var seen = Set<UInt32>(minimumCapacity: count)
@@ -393,12 +394,19 @@ extension WireCodec {
             }
             let lossSum = Double(bitPattern: try reader.u64("\(field).lossSum"))
             let correct = try reader.u32("\(field).correct")
+            let topFiveCorrect = try reader.u32("\(field).topFiveCorrect")
             let samples = try reader.u32("\(field).samples")
             guard correct <= samples else {
                 throw .invalidValue(field: "\(field).correct", value: String(correct),
                                     requirement: "cannot exceed the micro-batch's \(samples) samples")
             }
-            results.append(MicroBatchResult(index: index, lossSum: lossSum, correct: correct, samples: samples))
+            // A sample right at the top is also among the top five.
+            guard topFiveCorrect >= correct, topFiveCorrect <= samples else {
+                throw .invalidValue(field: "\(field).topFiveCorrect", value: String(topFiveCorrect),
+                                    requirement: "must lie from the \(correct) correct to the micro-batch's \(samples) samples")
+            }
+            results.append(MicroBatchResult(index: index, lossSum: lossSum, correct: correct, topFiveCorrect: topFiveCorrect,
+                                            samples: samples))
         }
         return results
     }
@@ -468,6 +476,7 @@ struct ByteWriter {
             u32(result.index)
             u64(result.lossSum.bitPattern)
             u32(result.correct)
+            u32(result.topFiveCorrect)
             u32(result.samples)
         }
     }

@@ -116,4 +116,16 @@ final class SoftmaxCrossEntropyTests: XCTestCase {
         XCTAssertEqual(sum.correct, whole.correct)
         XCTAssertEqual(sum.lossSum, whole.lossSum, accuracy: 1e-9)
     }
+
+    func testTopFiveCountsTheTrueClassAmongTheFiveHighestScoresAndTiesForIt() {
+        // Seven classes, scores 0...6 by class; the true class ranks 0 (class 6), 4 (class 2),
+        // 5 (class 1); and a tie with the fifth highest counts for the true class.
+        let row: [Float] = [0, 1, 2, 3, 4, 5, 6]
+        let tie: [Float] = [0, 2, 2, 3, 4, 5, 6]
+        let (score, _) = evaluate(SoftmaxCrossEntropy(), logits: row + row + row + tie, labels: [6, 2, 1, 1], classes: 7)
+        XCTAssertEqual(score.correct, 1)
+        XCTAssertEqual(score.topFiveCorrect, 3)
+        XCTAssertEqual(score.topFiveAccuracy, 0.75)
+        XCTAssertEqual((score + score).topFiveCorrect, 6, "top-5 counts add up with the rest of a score")
+    }
 }

@@ -27,6 +27,20 @@ final class PlotTests: XCTestCase {
         XCTAssertEqual(history.evaluations.map(\.testAccuracy), [0.55, 0.74])
     }
 
+    func testTopFiveIsReadAndDrawnDashedBesideTopOne() throws {
+        let metrics = """
+            {"step": 5, "epoch": 1, "loss": 2.1, "accuracy": 0.2, "top5_accuracy": 0.6, "images_per_second": 900}
+            {"step": 5, "epoch": 1, "test_loss": 1.2, "test_accuracy": 0.55, "test_top5_accuracy": 0.9, "workers": 2}
+            """
+        let history = try MetricsHistory.parse(metrics, source: "m.jsonl")
+        XCTAssertEqual(history.training.map(\.topFiveAccuracy), [0.6])
+        XCTAssertEqual(history.evaluations.map(\.testTopFiveAccuracy), [0.9])
+        let svg = RunPlot.svg(history, title: "run")
+        XCTAssertTrue(svg.contains("training top-5") && svg.contains("test top-5"), "no top-5 curves in the accuracy chart")
+        XCTAssertFalse(RunPlot.svg(try MetricsHistory.parse(Self.metrics, source: "m.jsonl"), title: "run").contains("top-5"),
+                       "a run without top-5 figures draws none")
+    }
+
     func testMalformedLineIsRejectedWithFileAndLineNumber() {
         XCTAssertThrowsError(try MetricsHistory.parse("{\"step\": 1, \"loss\": 2}\n{\"step\": 2, \"loss\": \n", source: "run/metrics.jsonl")) { error in
             XCTAssertTrue("\(error)".hasPrefix("run/metrics.jsonl:2: not a JSON object"), "\(error)")

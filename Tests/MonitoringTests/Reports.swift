@@ -5,11 +5,11 @@ import Training
 
 /// Synthetic coordinator reports with exactly known numbers, for observer unit tests.
 enum Reports {
-    static func start(epochs: Int = 2, stepsPerEpoch: Int = 100, firstStep: Int = 0) -> RunStart {
+    static func start(epochs: Int = 2, stepsPerEpoch: Int = 100, firstStep: Int = 0, classes: Int = 0) -> RunStart {
         var config = TrainingConfig(model: ModelSpec(input: FeatureShape(channels: 1, height: 4, width: 4), layers: []))
         config.train.epochs = epochs
         return RunStart(config: config, endpoint: "tcp://127.0.0.1:5555", runDirectory: "/tmp/run", firstStep: firstStep,
-                        stepsPerEpoch: stepsPerEpoch, totalSteps: epochs * stepsPerEpoch)
+                        stepsPerEpoch: stepsPerEpoch, totalSteps: epochs * stepsPerEpoch, classes: classes)
     }
 
     static func worker(_ id: UInt32, done: Int = 0, last: Double? = nil, alive: Bool = true) -> WorkerStatus {
@@ -22,7 +22,7 @@ enum Reports {
     static func step(_ step: Int, start: Double, seconds: Double, stepsPerEpoch: Int = 100, workers: [WorkerStatus] = [],
                      phases: [PhaseTiming] = [], sent: Int = 1000, received: Int = 2000) -> StepReport {
         StepReport(step: step, epoch: (step - 1) / stepsPerEpoch, stepInEpoch: (step - 1) % stepsPerEpoch + 1,
-                   stepsPerEpoch: stepsPerEpoch, score: BatchScore(lossSum: 32, correct: 48, samples: 64), learningRate: 0.05,
+                   stepsPerEpoch: stepsPerEpoch, score: BatchScore(lossSum: 32, correct: 48, topFiveCorrect: 60, samples: 64), learningRate: 0.05,
                    start: start, seconds: seconds, workers: workers, phases: phases, bytesSent: sent, bytesReceived: received)
     }
 

@@ -30,6 +30,19 @@ final class TerminalProgressTests: XCTestCase {
         XCTAssertTrue(lines[4].contains("w1") && lines[4].contains("last step 380.0 ms"), lines[4])
     }
 
+    func testTopFiveIsShownBesideTopOneOnlyWithMoreThanFiveClasses() {
+        for (classes, shown) in [(10, true), (5, false)] {
+            let recorder = ScreenRecorder()
+            let observer = TerminalProgressObserver(screen: recorder.screen(), minimumInterval: 0, clock: ManualClock().read)
+            observer.runStarted(Reports.start(classes: classes))
+            observer.stepFinished(Reports.step(1, start: 0, seconds: 0.4))
+            observer.evaluationFinished(step: 1, epoch: 0, score: BatchScore(lossSum: 10, correct: 80, topFiveCorrect: 97, samples: 100))
+            let figures = observer.lines[1]
+            XCTAssertEqual(figures.contains("top-5 93.75%"), shown, figures)
+            XCTAssertEqual(figures.contains("test top-5 97.00%"), shown, figures)
+        }
+    }
+
     func testWorkerThatLeftIsShownGoneWithItsReason() {
         let recorder = ScreenRecorder()
         let observer = TerminalProgressObserver(screen: recorder.screen(), minimumInterval: 0)

@@ -25,6 +25,27 @@ final class InMemoryClusterTests: XCTestCase {
         XCTAssertTrue(metrics.first?.contains("\"workers\": 3") ?? false, metrics.first.map(String.init) ?? "")
     }
 
+    /// With ten classes, every metrics line has top-5 beside top-1, and the last evaluation's
+    /// top-5 is what `cnn eval` computes from the final checkpoint.
+    func testMetricsCarryTopFiveAndTheEvaluationsEqualsCnnEvals() throws {
+        let run = try InMemoryRun(steps: 8)
+        let coordinator = try run.coordinator(logger: makeLogger(label: "coord", level: .warning), expectedWorkers: 2)
+        for name in ["a", "b"] { run.startWorker(name: name) }
+        let summary = try coordinator.run()
+        let objects = try String(contentsOfFile: run.directory + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try XCTUnwrap(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+        for object in objects where object["loss"] != nil {
+            let top1 = try XCTUnwrap(object["accuracy"] as? Double), top5 = try XCTUnwrap(object["top5_accuracy"] as? Double, "\(object)")
+            XCTAssertTrue(top1 <= top5 && top5 <= 1, "\(object)")
+        }
+        let evaluation = try XCTUnwrap(objects.last { $0["test_accuracy"] != nil })
+        let logged = try XCTUnwrap(evaluation["test_top5_accuracy"] as? Double, "\(evaluation)")
+        let eval = try CheckpointEvaluation.run(checkpoint: summary.finalCheckpoint, configPath: nil)
+        // metrics.jsonl keeps six significant digits.
+        XCTAssertEqual(logged, try XCTUnwrap(eval.topFiveAccuracy), accuracy: 1e-5)
+        XCTAssertEqual(evaluation["test_accuracy"] as? Double ?? -1, eval.accuracy, accuracy: 1e-5)
+    }
+
     /// Each metrics line's learning rate is the one its own step's update used (a cosine
     /// schedule changes it every step, so the next step's would differ).
     func testTheMetricsLineCarriesTheLearningRateOfItsOwnStep() throws {

@@ -19,7 +19,7 @@ final class WireCodecTests: XCTestCase {
         XCTAssertEqual(frames.count, 2)
         XCTAssertEqual(frames[0].count, 40)
         XCTAssertEqual(Array(frames[0][0..<4]), Array("CNNW".utf8))
-        XCTAssertEqual(Array(frames[0][4..<8]), [3, 0, 7, 0], "version 3, type 7 (bye), reserved 0")
+        XCTAssertEqual(Array(frames[0][4..<8]), [4, 0, 7, 0], "version 4, type 7 (bye), reserved 0")
         XCTAssertEqual(Array(frames[0][8..<16]), [8, 7, 6, 5, 4, 3, 2, 1])
         XCTAssertEqual(Array(frames[0][16..<24]), [42, 0, 0, 0, 0, 0, 0, 0])
         XCTAssertEqual(Array(frames[0][24..<32]), [8, 0, 0, 0, 0, 0, 0, 0], "meta of 8 bytes, no tensors")
@@ -32,13 +32,13 @@ final class WireCodecTests: XCTestCase {
     func testHandBuiltGradientsDecodeToTheirFields() throws {
         let meta = Bytes()
         meta.u32(5)                                                     // epoch 5
-        meta.u32(1).u32(6).u64((2.5 as Double).bitPattern).u32(7).u32(8)   // one result
+        meta.u32(1).u32(6).u64((2.5 as Double).bitPattern).u32(7).u32(8).u32(8)   // one result
         meta.u32(2).u8(1).u32(3).u8(0).u32(8)                           // nodes [6,8) and [8,9)
         meta.timings(0.5, 1.25, 0.125, total: 2)                        // forward, backward, pack, total
         let tensors = [floatBytes([1, 2]), floatBytes([3])]
         let envelope = try WireCodec.decode(bytes: rawMessage(type: 5, meta: meta.bytes, tensors: tensors, runID: 9, step: 10))
         XCTAssertEqual(envelope, Envelope(runID: 9, step: 10, message: .gradients(Gradients(
-            epoch: 5, results: [MicroBatchResult(index: 6, lossSum: 2.5, correct: 7, samples: 8)],
+            epoch: 5, results: [MicroBatchResult(index: 6, lossSum: 2.5, correct: 7, topFiveCorrect: 8, samples: 8)],
             nodes: [TreeNode(level: 1, index: 3), TreeNode(level: 0, index: 8)],
             tensors: [FloatPayload(copying: [1, 2]), FloatPayload(copying: [3])],
             timings: WorkerTimings(forwardSeconds: 0.5, backwardSeconds: 1.25, packSeconds: 0.125, totalSeconds: 2)))))
@@ -48,12 +48,12 @@ final class WireCodecTests: XCTestCase {
         let meta = Bytes()
         meta.u32(4)                                                     // epoch 4
         meta.u32(2)                                                     // two results
-        meta.u32(3).u64((1.5 as Double).bitPattern).u32(2).u32(5)
-        meta.u32(0).u64((0.25 as Double).bitPattern).u32(1).u32(1)
+        meta.u32(3).u64((1.5 as Double).bitPattern).u32(2).u32(4).u32(5)
+        meta.u32(0).u64((0.25 as Double).bitPattern).u32(1).u32(1).u32(1)
         meta.timings(0.5, 0, 0.125, total: 1)                           // forward, backward, pack, total
         let envelope = try WireCodec.decode(bytes: rawMessage(type: 9, meta: meta.bytes, runID: 9, step: 10))
         XCTAssertEqual(envelope, Envelope(runID: 9, step: 10, message: .evaluation(Evaluation(
-            epoch: 4, results: [MicroBatchResult(index: 3, lossSum: 1.5, correct: 2, samples: 5),
+            epoch: 4, results: [MicroBatchResult(index: 3, lossSum: 1.5, correct: 2, topFiveCorrect: 4, samples: 5),
                                 MicroBatchResult(index: 0, lossSum: 0.25, correct: 1, samples: 1)],
             timings: WorkerTimings(forwardSeconds: 0.5, backwardSeconds: 0, packSeconds: 0.125, totalSeconds: 1)))))
         XCTAssertEqual(envelope.message.typeName, "evaluation")

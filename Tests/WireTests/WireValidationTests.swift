@@ -42,12 +42,12 @@ final class WireValidationTests: XCTestCase {
                        as: .badMagic(expected: 0x574E_4E43, got: 0x5A4D_5451))
     }
 
-    func testVersionsOtherThanThreeAreRejectedNamingTheUnderstoodVersion() {
-        // Versions 1 and 2 are older releases that send evaluation results as gradients (and
-        // version 1 gradients carry no timings).
-        assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: 1), as: .unsupportedVersion(got: 1, understood: [3]))
-        assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: 2), as: .unsupportedVersion(got: 2, understood: [3]))
-        assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: 4), as: .unsupportedVersion(got: 4, understood: [3]))
+    func testVersionsOtherThanFourAreRejectedNamingTheUnderstoodVersion() {
+        // Version 3 results carry no top-5 count; versions 1 and 2 are older releases that send
+        // evaluation results as gradients (and version 1 gradients carry no timings).
+        for version: UInt16 in [1, 2, 3, 5] {
+            assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: version), as: .unsupportedVersion(got: version, understood: [4]))
+        }
     }
 
     func testUnknownMessageTypesAreRejected() {
@@ -127,12 +127,12 @@ final class WireValidationTests: XCTestCase {
                        as: .lengthOverLimit(field: "assign.microBatches", length: 2, limit: 1))
         for (type, message) in [(UInt8(5), "gradients"), (9, "evaluation")] {
             let results = Bytes()
-            results.u32(0).u32(2).raw([UInt8](repeating: 0, count: 40))
+            results.u32(0).u32(2).raw([UInt8](repeating: 0, count: 48))
             assertRejected(rawMessage(type: type, meta: results.bytes), limits: limits,
                            as: .lengthOverLimit(field: "\(message).results", length: 2, limit: 1))
             let lying = Bytes()
             lying.u32(0).u32(1).u32(0)
-            assertRejected(rawMessage(type: type, meta: lying.bytes), as: .truncated(field: "\(message).results", needed: 20, remaining: 4))
+            assertRejected(rawMessage(type: type, meta: lying.bytes), as: .truncated(field: "\(message).results", needed: 24, remaining: 4))
         }
         limits = .default
         limits.maxMetaBytes = 8
@@ -202,7 +202,7 @@ final class WireValidationTests: XCTestCase {
                        as: .duplicateMicroBatch(field: "assign.microBatches[1].index", index: 2))
         for (type, message) in [(UInt8(5), "gradients"), (9, "evaluation")] {
             let meta = Bytes()
-            meta.u32(0).u32(2).u32(3).u64(0).u32(0).u32(1).u32(3).u64(0).u32(0).u32(1).u32(0)
+            meta.u32(0).u32(2).u32(3).u64(0).u32(0).u32(0).u32(1).u32(3).u64(0).u32(0).u32(0).u32(1).u32(0)
             assertRejected(rawMessage(type: type, meta: meta.bytes), as: .duplicateMicroBatch(field: "\(message).results[1].index", index: 3))
         }
     }
@@ -255,9 +255,17 @@ final class WireValidationTests: XCTestCase {
     func testImpossibleCountsAreRejected() {
         for (type, message) in [(UInt8(5), "gradients"), (9, "evaluation")] {
             let meta = Bytes()
-            meta.u32(0).u32(1).u32(4).u64(0).u32(5).u32(4).u32(0)
+            meta.u32(0).u32(1).u32(4).u64(0).u32(5).u32(5).u32(4).u32(0)
             assertRejected(rawMessage(type: type, meta: meta.bytes),
                            as: .invalidValue(field: "\(message).results[0].correct", value: "5", requirement: "cannot exceed the micro-batch's 4 samples"))
+            // Top-5 counts at least the correct ones and at most the samples.
+            for (correct, topFive) in [(UInt32(3), UInt32(2)), (1, 5)] {
+                let counts = Bytes()
+                counts.u32(0).u32(1).u32(4).u64(0).u32(correct).u32(topFive).u32(4).u32(0)
+                assertRejected(rawMessage(type: type, meta: counts.bytes),
+                               as: .invalidValue(field: "\(message).results[0].topFiveCorrect", value: String(topFive),
+                                                 requirement: "must lie from the \(correct) correct to the micro-batch's 4 samples"))
+            }
         }
         let hello = Bytes()
         hello.string("w").u64(0).u32(1).string("h").string("c")
