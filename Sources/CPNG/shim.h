@@ -115,37 +115,3 @@ static inline int cnn_png_encode_any(const unsigned char *pixels, unsigned int w
     *count = size;
     return 0;
 }
-
-/// Encodes 8-bit greyscale (channels 1) or RGB (channels 3) pixels, rows top to bottom, as PNG in
-/// memory. On success returns 0 and sets *bytes (malloc'ed, free with free()) and *count.
-static inline int cnn_png_encode(const unsigned char *pixels, unsigned int width, unsigned int height,
-                                 int channels, unsigned char **bytes, size_t *count,
-                                 char *message, size_t message_size) {
-    png_image image;
-    memset(&image, 0, sizeof image);
-    image.version = PNG_IMAGE_VERSION;
-    image.width = width;
-    image.height = height;
-    image.format = channels == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
-    png_alloc_size_t size = 0;
-    if (!png_image_write_get_memory_size(image, size, 0, pixels, 0, NULL)) {
-        strncpy(message, image.message, message_size - 1);
-        message[message_size - 1] = 0;
-        return -1;
-    }
-    unsigned char *buffer = malloc(size);
-    if (buffer == NULL) {
-        strncpy(message, "out of memory", message_size - 1);
-        message[message_size - 1] = 0;
-        return -1;
-    }
-    if (!png_image_write_to_memory(&image, buffer, &size, 0, pixels, 0, NULL)) {
-        strncpy(message, image.message, message_size - 1);
-        message[message_size - 1] = 0;
-        free(buffer);
-        return -1;
-    }
-    *bytes = buffer;
-    *count = size;
-    return 0;
-}

@@ -85,3 +85,19 @@ struct IDXHeader {
         self.typeCode = typeCode
     }
 }
+
+extension IDXHeader {
+    /// The labels of an IDX label file (one byte per sample), each below `classes`; not empty.
+    static func labels(path: String, classes: Int, notFoundFix: String) throws -> [UInt8] {
+        let labels = try FileContents.withBytes(path: path, notFoundFix: notFoundFix) { contents in
+            let header = try IDXHeader(parsing: contents, path: path, expectedDimensions: 1)
+            let labels = [UInt8](UnsafeRawBufferPointer(rebasing: contents[header.headerBytes...]))
+            if let index = labels.firstIndex(where: { Int($0) >= classes }) {
+                throw DataError.labelOutOfRange(path: path, index: index, label: Int(labels[index]), classes: classes)
+            }
+            return labels
+        }
+        guard !labels.isEmpty else { throw DataError.empty(path: path) }
+        return labels
+    }
+}

@@ -32,15 +32,7 @@ public enum IDXImages {
                 name: "\(name).classes", value: "\(classes)", allowed: "1...256 (labels are single bytes)")
         }
 
-        let labels = try FileContents.withBytes(path: labelsPath, notFoundFix: notFoundFix) { contents in
-            let header = try IDXHeader(parsing: contents, path: labelsPath, expectedDimensions: 1)
-            let labels = [UInt8](UnsafeRawBufferPointer(rebasing: contents[header.headerBytes...]))
-            if let index = labels.firstIndex(where: { Int($0) >= classes }) {
-                throw DataError.labelOutOfRange(path: labelsPath, index: index, label: Int(labels[index]), classes: classes)
-            }
-            return labels
-        }
-        guard !labels.isEmpty else { throw DataError.empty(path: labelsPath) }
+        let labels = try IDXHeader.labels(path: labelsPath, classes: classes, notFoundFix: notFoundFix)
 
         return try FileContents.withBytes(path: imagesPath, notFoundFix: notFoundFix) { contents in
             let header = try IDXHeader(parsing: contents, path: imagesPath, expectedDimensions: 3)

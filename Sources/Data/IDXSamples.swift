@@ -14,15 +14,7 @@ public enum IDXSamples {
         guard (1...256).contains(classes) else {
             throw DataError.invalidSetting(name: "\(name).classes", value: "\(classes)", allowed: "1...256 (labels are single bytes)")
         }
-        let labels = try FileContents.withBytes(path: labelsPath, notFoundFix: notFoundFix) { contents in
-            let header = try IDXHeader(parsing: contents, path: labelsPath, expectedDimensions: 1)
-            let labels = [UInt8](UnsafeRawBufferPointer(rebasing: contents[header.headerBytes...]))
-            if let index = labels.firstIndex(where: { Int($0) >= classes }) {
-                throw DataError.labelOutOfRange(path: labelsPath, index: index, label: Int(labels[index]), classes: classes)
-            }
-            return labels
-        }
-        guard !labels.isEmpty else { throw DataError.empty(path: labelsPath) }
+        let labels = try IDXHeader.labels(path: labelsPath, classes: classes, notFoundFix: notFoundFix)
 
         return try FileContents.withBytes(path: samplesPath, notFoundFix: notFoundFix) { contents in
             let header = try IDXHeader(parsing: contents, path: samplesPath, elementTypes: [0x08: 1, 0x0D: 4])

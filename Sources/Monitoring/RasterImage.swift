@@ -63,7 +63,7 @@ public enum PNGCodec {
         var count = 0
         var message = [CChar](repeating: 0, count: 256)
         let status = image.pixels.withUnsafeBufferPointer { pixels in
-            cnn_png_encode(pixels.baseAddress, UInt32(image.width), UInt32(image.height), Int32(image.channels), &bytes, &count,
+            cnn_png_encode_any(pixels.baseAddress, UInt32(image.width), UInt32(image.height), Int32(image.channels), &bytes, &count,
                            &message, message.count)
         }
         guard status == 0, let bytes else {

@@ -26,7 +26,6 @@ public struct CheckpointEvaluation: Sendable {
         let classes = network.outputShape.count
         var confusion = [[Int]](repeating: [Int](repeating: 0, count: classes), count: classes)
         var total = BatchScore()
-        var topFive = 0
         let images = FloatBuffer(), labels = IndexBuffer()
         for work in evaluationWork(testCount: test.count, microBatch: config.train.evalBatch) {
             let n = work.samples.count
@@ -39,7 +38,6 @@ public struct CheckpointEvaluation: Sendable {
                 for j in 1..<classes where row[j] > row[best] { best = j }
                 let truth = Int(labels.pointer[i])
                 confusion[truth][best] += 1
-                if rank(of: truth, in: UnsafeBufferPointer(start: row, count: classes)) < 5 { topFive += 1 }
             }
         }
         var names: [String]
@@ -51,7 +49,7 @@ public struct CheckpointEvaluation: Sendable {
         if let recorded = loaded.classNames ?? data.classNames { names = recorded }
         return CheckpointEvaluation(
             accuracy: total.accuracy,
-            topFiveAccuracy: classes > 5 && test.count > 0 ? Double(topFive) / Double(test.count) : nil,
+            topFiveAccuracy: classes > 5 && test.count > 0 ? total.topFiveAccuracy : nil,
             meanLoss: total.meanLoss, classNames: names, confusion: confusion,
             checkpointStep: loaded.step ?? 0)
     }
