@@ -41,6 +41,12 @@ final class ShardRole {
     /// Optimisers of the owned slices; their state is the committed one until `applied`.
     private var updaters: [Int: ParameterSliceUpdate] = [:]
     private var doneSent: UInt64?
+    /// A checkpoint's request for the owned slices, and which were sent.
+    private var gatherWanted: UInt64?
+    private var gatherSent: Set<Int> = []
+    /// Weight slices and state from peers that the current plan does not let them send: kept
+    /// until the next plan (the coordinator's plan can reach this worker after a peer acted on it).
+    private var deferred: [(envelope: Envelope, sender: UInt32)] = []
     /// Whether a computation may still read `current` (then a commit does not reuse it).
     private let isComputing: () -> Bool
 
@@ -68,14 +74,15 @@ final class ShardRole {
     // MARK: Weights
 
     /// The weights step `step` starts from, when this worker holds all of them.
-    func weights(forStep wanted: Int) -> FloatPayload? {
+    func weights(forStep wanted: Int) throws -> FloatPayload? {
+        try commitIfDue(wanted)
         guard step == wanted, current.isComplete else { return nil }
         return current.payload
     }
 
     /// The coordinator's whole weights for `step` (the start of a run, or after a gather).
-    func receiveWholeWeights(_ values: FloatPayload, step: Int) {
-        commitIfDue(step)
+    func receiveWholeWeights(_ values: FloatPayload, step: Int) throws {
+        try commitIfDue(step)
         if self.step != step { startStep(step) }
         values.withUnsafeBufferPointer { current.pointer.update(from: $0.baseAddress!, count: min($0.count, current.count)) }
         current.markAll()
@@ -91,6 +98,7 @@ final class ShardRole {
         next.clear()
         partials.removeAll()
         received.removeAll()
+        deferred.removeAll()
         cover = nil
         norm = nil
         blockSumsSent.removeAll()
@@ -100,15 +108,11 @@ final class ShardRole {
 
     /// Moves to `step` when it is the one after the current and the current one is done: the
     /// assembled weights become current, pending optimiser state becomes committed.
-    private func commitIfDue(_ newStep: Int) {
+    private func commitIfDue(_ newStep: Int) throws {
         guard let step, newStep == step + 1 else { return }
         guard next.isComplete else {
-            logger.warning("step \(newStep) began before this worker held every weight of it; waiting for them from the owners")
-            swap(&current, &next)
-            self.step = newStep
-            current.clear()
-            resetStep()
-            return
+            let missing = layout.slices.indices.filter { !next.has($0) }
+            throw ShardOutOfStep(description: "step \(newStep) began before this worker held every weight of it (slices \(missing) missing)")
         }
         for index in holdings.keys where holdings[index]!.pending != nil {
             holdings[index]!.committed = holdings[index]!.pending
@@ -127,7 +131,7 @@ final class ShardRole {
         guard newPlan.slices.count == layout.slices.count else {
             throw WorkerError(description: "the coordinator's plan has \(newPlan.slices.count) slices; this model has \(layout.slices.count)")
         }
-        commitIfDue(step)
+        try commitIfDue(step)
         if self.step == nil { startStep(step) }
         let old = plan
         plan = newPlan
@@ -150,12 +154,15 @@ final class ShardRole {
             if !isOwner && !isReplica { holdings[index] = nil }
             if isOwner || isReplica, holdings[index] == nil { holdings[index] = SliceHolding() }
             if layout.isStateSlice(index) && (isOwner || isReplica) && holdings[index]!.committed == nil { holdings[index]!.committed = [] }
-            if let old, old.slices[index].owner != slice.owner, !isOwner { sendPartials(of: index, to: slice.owner) }
+            if let old, old.slices[index].owner != slice.owner { sendPartials(of: index, to: slice.owner) }
             if isOwner, wasOwner, let replica = slice.replica, replica != old?.slices[index].replica,
                let pending = holdings[index]?.pending {
                 sendState(index, pending, weights: false, to: replica, step: self.step! + 1)
             }
         }
+        let replay = deferred
+        deferred.removeAll()
+        for held in replay { try handlePeer(held.envelope, from: held.sender) }
         try progress()
     }
 
@@ -197,7 +204,10 @@ final class ShardRole {
         let slice = plan.slices[index]
         let state = zip(message.names, message.tensors).map { (name: $0, values: $1.toArray()) }
         if messageStep == step + 1 {
-            guard sender != nil, sender == slice.owner, slice.replica == selfID else { return }
+            guard let sender, sender == slice.owner, slice.replica == selfID else {
+                if let sender { deferred.append((Envelope(runID: 0, step: UInt64(messageStep), message: .sliceState(message)), sender)) }
+                return
+            }
             holdings[index, default: SliceHolding()].pending = state
         } else if messageStep == step {
             guard sender == nil || sender == slice.source, slice.owner == selfID || slice.replica == selfID else { return }
@@ -207,14 +217,22 @@ final class ShardRole {
         try progress()
     }
 
-    /// Sends the weights and optimiser state of every owned slice to the coordinator.
-    func gather(planVersion: UInt64) throws {
-        guard let plan, plan.version == planVersion, let step else { return }
-        for (index, slice) in plan.slices.enumerated() where slice.owner == selfID {
-            guard let state = holdings[index]?.committed else {
-                throw WorkerError(description: "asked for slice \(index) of step \(step) but this worker holds no state of it")
-            }
+    /// Sends the weights and optimiser state of every owned slice to the coordinator, as soon as
+    /// this worker holds them (a new owner may still wait for its source).
+    func gather(planVersion: UInt64, step: Int) throws {
+        try commitIfDue(step)
+        guard plan?.version == planVersion else { return }
+        gatherWanted = planVersion
+        gatherSent = []
+        sendGathered()
+    }
+
+    private func sendGathered() {
+        guard let plan, let step = self.step, gatherWanted == plan.version else { return }
+        for (index, slice) in plan.slices.enumerated() where slice.owner == selfID && !gatherSent.contains(index) {
+            guard let state = holdings[index]?.committed, current.has(index) else { continue }
             sendState(index, state, weights: true, to: nil, step: step)
+            gatherSent.insert(index)
         }
     }
 
@@ -272,8 +290,10 @@ final class ShardRole {
         guard let plan, let step, let messageStep = Int(exactly: envelope.step) else { return }
         switch envelope.message {
         case .slicePartials(let message):
+            // Kept whoever owns the slice now: a sender may act on a plan that has not reached
+            // this worker yet. Only the nodes the cover names from their senders are used.
             let index = Int(message.slice)
-            guard messageStep == step, index < layout.slices.count, plan.slices[index].owner == selfID else { return }
+            guard messageStep == step, index < layout.slices.count else { return }
             let length = layout.slices[index].count
             for (node, tensor) in zip(message.nodes, message.tensors) where tensor.count == length {
                 received[index, default: [:]][CoverNode(node: node, worker: sender)] = tensor
@@ -284,9 +304,11 @@ final class ShardRole {
             let slice = plan.slices[index]
             // Only the owner writes a slice's next weights; only the source a new member's current ones.
             if messageStep == step + 1 && sender == slice.owner {
-                next.write(message.values, at: layout.slices[index], slice: index)
-            } else if messageStep == step && sender == slice.source && !current.has(index) {
-                current.write(message.values, at: layout.slices[index], slice: index)
+                if !next.has(index) { next.write(message.values, at: layout.slices[index], slice: index) }
+            } else if messageStep == step && sender == slice.source {
+                if !current.has(index) { current.write(message.values, at: layout.slices[index], slice: index) }
+            } else if messageStep >= step {
+                deferred.append((envelope, sender))
             }
         case .sliceState(let message):
             guard Int(message.slice) < layout.slices.count else { return }
@@ -301,6 +323,7 @@ final class ShardRole {
 
     /// Completes whatever can be completed now, and says so to the coordinator when all is done.
     func progress() throws {
+        sendGathered()
         guard let plan, let step, let cover else { return }
         for (index, slice) in plan.slices.enumerated() where slice.owner == selfID && holdings[index]?.applied != true {
             try complete(index, cover: cover, step: step)
@@ -398,6 +421,11 @@ final class ShardRole {
             logger.warning("step \(step): could not send \(message.typeName) to worker w\(member): \(error)")
         }
     }
+}
+
+/// The coordinator started a step this worker is not ready for: it must join again.
+struct ShardOutOfStep: Error, CustomStringConvertible {
+    var description: String
 }
 
 /// Weights laid out as the flat vector, filled slice by slice.

@@ -56,6 +56,8 @@ public final class Worker {
     private var weights: FloatPayload?
     /// This worker's part in the sharded reduction (nil under `central`).
     private var shard: ShardRole?
+    /// Set when the sharded reduction finds this worker out of step: it joins again.
+    private var shardFailure: Error?
     /// Failed handshakes on the ZeroMQ connection (nil for other transports).
     private var handshakeMonitor: SocketMonitor?
     /// Opens a fresh connection to the coordinator: libzmq never tries again on a connection whose
@@ -133,20 +135,30 @@ public final class Worker {
                 startNextComputation()
             }
             if let shard {
-                try shard.poll(timeoutMilliseconds: 0)
+                do {
+                    try shard.poll(timeoutMilliseconds: 0)
+                } catch let outOfStep as ShardOutOfStep {
+                    shardFailure = outOfStep
+                }
                 startNextComputation()
             }
             // Finished results wait for this loop to come round: while computing, look every
             // millisecond (a 5 ms wait here doubled the step time of a small model; the trace
             // showed it as the workers' "other" time); idle, wake only for messages and heartbeats.
-            if let incoming = try transport.receive(timeoutMilliseconds: computation.isBusy ? 1 : 5) {
-                switch try handle(incoming) {
-                case .carryOn: break
-                case .stop: return
-                case .rejoin(let why):
-                    logger.warning("\(why); joining again")
-                    try join()
+            do {
+                if let incoming = try transport.receive(timeoutMilliseconds: computation.isBusy ? 1 : 5) {
+                    switch try handle(incoming) {
+                    case .carryOn: break
+                    case .stop: return
+                    case .rejoin(let why):
+                        logger.warning("\(why); joining again")
+                        try join()
+                    }
                 }
+                if let failure = shardFailure { throw failure }
+            } catch let outOfStep as ShardOutOfStep {
+                logger.warning("\(outOfStep); joining again")
+                try join()
             }
             let now = monotonicSeconds()
             if now - lastSent > heartbeatInterval {
@@ -168,6 +180,9 @@ public final class Worker {
     /// outlive a coordinator that restarts.
     private func join() throws {
         queue.removeAll()
+        shard?.mesh.close()
+        shard = nil
+        shardFailure = nil
         weights = nil
         weightsVersion = nil
         let start = monotonicSeconds()
@@ -326,7 +341,7 @@ public final class Worker {
                 send(.error(WireFailure(code: 422, text: "weights of \(message.values.count) values do not fit this model")), step: step)
                 return .carryOn
             }
-            if let shard { shard.receiveWholeWeights(message.values, step: step) }
+            if let shard { try shard.receiveWholeWeights(message.values, step: step) }
             weights = message.values
             weightsVersion = step
         case .assign(let assignment) where shard != nil:
@@ -343,7 +358,7 @@ public final class Worker {
         case .sliceState(let state):
             try shard?.receiveState(state, step: step, from: nil)
         case .gather(let gather):
-            try shard?.gather(planVersion: gather.planVersion)
+            try shard?.gather(planVersion: gather.planVersion, step: step)
         case .assign(let assignment):
             guard weightsVersion == step, let weights else {
                 send(.error(WireFailure(code: 428, text: "assignment for step \(step) but this worker holds weights of step \(weightsVersion.map(String.init) ?? "none")")), step: step)
@@ -373,7 +388,9 @@ public final class Worker {
         guard !computation.isBusy, !queue.isEmpty, let engine else { return }
         var waiting = queue[0]
         if let shard, waiting.weights == nil {
-            guard let held = shard.weights(forStep: waiting.step) else { return }
+            let held: FloatPayload?
+            do { held = try shard.weights(forStep: waiting.step) } catch { shardFailure = error; return }
+            guard let held else { return }
             waiting.weights = held
         }
         queue.removeFirst()
