@@ -67,7 +67,8 @@ public struct CurveRefusal: Sendable, Equatable, CustomStringConvertible {
 /// This runs one background thread with a REP socket on `inproc://zeromq.zap.01` in the given
 /// context; create it before binding the CURVE server socket and `stop()` it (or drop it) before
 /// closing the context. A refused client gets no error from libzmq (it just retries), so refusals
-/// are kept here for logging.
+/// are kept here for logging. An admitted client's messages carry its Z85 public key as their
+/// "User-Id" property.
 public final class CurveAuthenticator: Sendable {
     private let state: State
     private let finished = DispatchSemaphore(value: 0)
@@ -77,11 +78,7 @@ public final class CurveAuthenticator: Sendable {
 
     /// Starts authenticating in `context`, allowing the listed Z85 client public keys.
     public init(context: ZMQContext, allowedClientKeys: [String]) throws {
-        var keys = Set<[UInt8]>()
-        for (index, key) in allowedClientKeys.enumerated() {
-            try CurveKeys.validate(key, role: "allowed client key #\(index + 1)")
-            keys.insert(CurveKeys.decode(key)!)
-        }
+        let keys = try Self.keySet(allowedClientKeys)
         let socket = try ZMQSocket(context: context, kind: .rep)
         try socket.setLinger(milliseconds: 0)
         do {
@@ -105,6 +102,22 @@ public final class CurveAuthenticator: Sendable {
         thread.start()
     }
 
+    /// Replaces the allowed client keys (Z85); later handshakes are checked against the new list,
+    /// connections already admitted stay open. Safe to call from any thread while the handler runs.
+    public func setAllowedClientKeys(_ keys: [String]) throws {
+        let keys = try Self.keySet(keys)
+        state.lock.withLock { state.allowed = keys }
+    }
+
+    private static func keySet(_ keys: [String]) throws -> Set<[UInt8]> {
+        var set = Set<[UInt8]>()
+        for (index, key) in keys.enumerated() {
+            try CurveKeys.validate(key, role: "allowed client key #\(index + 1)")
+            set.insert(CurveKeys.decode(key)!)
+        }
+        return set
+    }
+
     /// The clients refused so far (most recent last, at most `refusalMemory`).
     public var refusals: [CurveRefusal] { state.lock.withLock { state.refused } }
 
@@ -119,13 +132,13 @@ public final class CurveAuthenticator: Sendable {
 
     deinit { stop() }
 
-    /// What the handler thread shares with the owner. Why it is `Sendable`: `allowed` is
-    /// immutable and everything else is read and written under `lock`.
+    /// What the handler thread shares with the owner. Why it is `Sendable`: every field is read
+    /// and written under `lock`.
     private final class State: @unchecked Sendable {
         let lock = Mutex()
         var stopRequested = false
         var refused: [CurveRefusal] = []
-        let allowed: Set<[UInt8]>
+        var allowed: Set<[UInt8]>
 
         init(allowed: Set<[UInt8]>) { self.allowed = allowed }
 
@@ -141,8 +154,11 @@ public final class CurveAuthenticator: Sendable {
             // RFC 27 request: version, request id, domain, address, routing id, mechanism, credentials...
             guard request.count >= 6 else { return nil }
             let version = request[0], requestID = request[1]
-            func reply(_ code: String, _ text: String) -> [[UInt8]] {
-                [version, requestID, Array(code.utf8), Array(text.utf8), [], []]
+            // The user id of an admitted client is its Z85 public key: libzmq attaches it to every
+            // message of that connection as the "User-Id" property, so a receiver can tell which
+            // key sent a message (`ZMQSocket.receive(..., readingProperty:)`).
+            func reply(_ code: String, _ text: String, userID: String = "") -> [[UInt8]] {
+                [version, requestID, Array(code.utf8), Array(text.utf8), Array(userID.utf8), []]
             }
             guard version == Array("1.0".utf8) else { return reply("500", "unsupported ZAP version") }
             let address = String(decoding: request[3], as: UTF8.self)
@@ -151,7 +167,9 @@ public final class CurveAuthenticator: Sendable {
                 remember(CurveRefusal(address: address, publicKey: "(mechanism \(mechanism))"))
                 return reply("400", "CURVE required")
             }
-            if allowed.contains(request[6]) { return reply("200", "OK") }
+            if lock.withLock({ allowed.contains(request[6]) }) {
+                return reply("200", "OK", userID: CurveKeys.encode(request[6]) ?? "")
+            }
             remember(CurveRefusal(address: address, publicKey: CurveKeys.encode(request[6]) ?? "?"))
             return reply("400", "unknown client key")
         }

@@ -371,7 +371,18 @@ public final class ZMQSocket {
     /// message and releases the rest as they arrive, so a peer sending a message of a million
     /// frames cannot make us hold them. `totalFrames` says how many there were.
     public func receive(timeoutMilliseconds: Int, keepingAtMost maxFrames: Int) throws -> (frames: [ReceivedFrame], totalFrames: Int)? {
+        try receive(timeoutMilliseconds: timeoutMilliseconds, keepingAtMost: maxFrames, readingProperty: nil)
+            .map { ($0.frames, $0.totalFrames) }
+    }
+
+    /// Like `receive(timeoutMilliseconds:keepingAtMost:)`, and also reads the message's metadata
+    /// `property` (`zmq_msg_gets`), such as "User-Id" (the authenticated CURVE client key when a
+    /// `CurveAuthenticator` admitted the connection) or "Peer-Address"; nil when the message has
+    /// no such property.
+    public func receive(timeoutMilliseconds: Int, keepingAtMost maxFrames: Int, readingProperty property: String?) throws
+        -> (frames: [ReceivedFrame], totalFrames: Int, property: String?)? {
         let handle = try liveHandle("receive")
+        var propertyValue: String?
         let clock = ContinuousClock()
         let deadline = timeoutMilliseconds < 0 ? nil : clock.now.advanced(by: .milliseconds(timeoutMilliseconds))
         var first: ReceivedFrame?
@@ -379,6 +390,7 @@ public final class ZMQSocket {
             let message = UnsafeMutablePointer<zmq_msg_t>.allocate(capacity: 1)
             zmq_msg_init(message)
             if zmq_msg_recv(message, handle, ZMQ_DONTWAIT) >= 0 {
+                if let property, let value = zmq_msg_gets(message, property) { propertyValue = String(cString: value) }
                 first = ReceivedFrame(takingMessage: message)
                 break
             }
@@ -417,6 +429,11 @@ public final class ZMQSocket {
                 throw ZMQError(operation: "receive (frame \(total + 1))", endpoint: endpoints.first, code: code)
             }
             more = zmq_msg_more(message) != 0
+            // A ROUTER's routing id frame may come without the connection's metadata (the first
+            // message of a connection does), so the property is looked for in the later frames too.
+            if let property, propertyValue == nil, let value = zmq_msg_gets(message, property) {
+                propertyValue = String(cString: value)
+            }
             total += 1
             if frames.count < maxFrames {
                 frames.append(ReceivedFrame(takingMessage: message))
@@ -426,7 +443,7 @@ public final class ZMQSocket {
             }
         }
         if frames.count > maxFrames { frames.removeLast(frames.count - maxFrames) }
-        return (frames, total)
+        return (frames, total, propertyValue)
     }
 }
 
