@@ -23,14 +23,18 @@ public struct ShardPlanner {
     public let layout: ShardLayout
     /// The current plan's slices (nil before the first plan).
     public private(set) var slices: [SliceAssignment]?
+    /// The slices of the last plan under which a step completed: its owners and replicas hold
+    /// the committed state (a later plan's transfers may not have arrived). Nil until then.
+    public private(set) var settled: [SliceAssignment]?
 
     public init(layout: ShardLayout) {
         self.layout = layout
     }
 
     /// The plan for `members` after the current one; `newMembers` are those that hold no weights
-    /// yet. The first plan moves nothing (the coordinator sends weights and state itself).
-    /// Throws `SliceLost` when a slice has no living holder left among `members`.
+    /// yet. Until a plan is settled nothing moves (the coordinator sends weights and state
+    /// itself); after, each slice's source is a holder under the settled plan. Throws
+    /// `SliceLost` when a slice has no living holder left among `members`.
     public mutating func replan(members: [UInt32], newMembers: Set<UInt32>) throws -> [SliceAssignment] {
         let base = layout.plan(workers: members).slices
         let alive = Set(members)
@@ -38,7 +42,7 @@ public struct ShardPlanner {
         for (index, slice) in base.enumerated() {
             guard case .worker(let owner) = slice.owner else { preconditionFailure("a sharded plan gives every slice to a worker") }
             let replica: UInt32? = slice.replica.map { if case .worker(let id) = $0 { return id } else { preconditionFailure() } }
-            guard let previous = slices?[index] else {
+            guard let previous = settled?[index] else {
                 next.append(SliceAssignment(owner: owner, replica: replica))
                 continue
             }
@@ -55,9 +59,15 @@ public struct ShardPlanner {
         return next
     }
 
-    /// Forgets the plan (the coordinator holds every slice again, after a gather or on resume).
+    /// A step completed under the current plan: its holders hold every slice's state.
+    public mutating func settle() {
+        settled = slices
+    }
+
+    /// Forgets the plans: the coordinator holds every slice again and hands them out itself.
     public mutating func reset() {
         slices = nil
+        settled = nil
     }
 }
 

@@ -72,6 +72,8 @@ extension Coordinator {
             receiveListening(listening, from: worker)
         case .stepDone(let done):
             receiveStepDone(done, step: envelope.step, from: worker)
+        case .planAdopted(let adopted):
+            receivePlanAdopted(adopted, from: worker)
         case .blockSums(let sums):
             receiveBlockSums(sums, step: envelope.step, from: worker)
         case .sliceState(let slice):

@@ -41,6 +41,8 @@ final class ShardRole {
     /// Optimisers of the owned slices; their state is the committed one until `applied`.
     private var updaters: [Int: ParameterSliceUpdate] = [:]
     private var doneSent: UInt64?
+    /// The plan before the last one adopted, until that one is in force.
+    private var handover: (old: ShardPlan?, new: ShardPlan)?
     /// A checkpoint's request for the owned slices, and which were sent.
     private var gatherWanted: UInt64?
     private var gatherSent: Set<Int> = []
@@ -117,6 +119,13 @@ final class ShardRole {
         for index in holdings.keys where holdings[index]!.pending != nil {
             holdings[index]!.committed = holdings[index]!.pending
         }
+        // State kept as a source of the settled plan is no longer needed: a step completed
+        // under the current plan, whose holders now hold it.
+        if let plan {
+            for index in plan.slices.indices where plan.slices[index].owner != selfID && plan.slices[index].replica != selfID {
+                holdings[index] = nil
+            }
+        }
         // A computation of the old step may still read the old weights: give them up rather than overwrite them.
         let old = current
         current = next
@@ -127,6 +136,9 @@ final class ShardRole {
 
     // MARK: Messages from the coordinator
 
+    /// Follows `newPlan` from now on: knows its members (and accepts their messages), takes up
+    /// the slices it now owns or mirrors, and says so to the coordinator. What moves to others
+    /// waits for `planInForce`, when every member follows the plan too.
     func adopt(_ newPlan: ShardPlan, step: Int) throws {
         guard newPlan.slices.count == layout.slices.count else {
             throw WorkerError(description: "the coordinator's plan has \(newPlan.slices.count) slices; this model has \(layout.slices.count)")
@@ -143,7 +155,6 @@ final class ShardRole {
             let wasOwner = old?.slices[index].owner == selfID
             let isOwner = slice.owner == selfID
             let isReplica = slice.replica == selfID
-            if slice.source == selfID { handOver(index, slice, newMembers: newPlan.newMembers) }
             if isOwner && !wasOwner {
                 // Redone from the committed state, whatever a previous owner may have sent.
                 updaters[index] = nil
@@ -151,18 +162,32 @@ final class ShardRole {
                 holdings[index]!.applied = false
             }
             if !isOwner { updaters[index] = nil; received[index] = nil }
-            if !isOwner && !isReplica { holdings[index] = nil }
             if isOwner || isReplica, holdings[index] == nil { holdings[index] = SliceHolding() }
             if layout.isStateSlice(index) && (isOwner || isReplica) && holdings[index]!.committed == nil { holdings[index]!.committed = [] }
-            if let old, old.slices[index].owner != slice.owner { sendPartials(of: index, to: slice.owner) }
-            if isOwner, wasOwner, let replica = slice.replica, replica != old?.slices[index].replica,
-               let pending = holdings[index]?.pending {
-                sendState(index, pending, weights: false, to: replica, step: self.step! + 1)
-            }
         }
+        handover = (old, newPlan)
+        tellCoordinator(.planAdopted(PlanAdopted(planVersion: newPlan.version)), self.step!)
         let replay = deferred
         deferred.removeAll()
         for held in replay { try handlePeer(held.envelope, from: held.sender) }
+        try progress()
+    }
+
+    /// Every member follows the plan: as a slice's source, send its state and weights where
+    /// they lack; send this worker's partial sums to slices' new owners, and an owned slice's
+    /// state to its new replica.
+    func planInForce(_ version: UInt64) throws {
+        guard let (old, newPlan) = handover, newPlan.version == version, plan?.version == version, let step else { return }
+        handover = nil
+        for (index, slice) in newPlan.slices.enumerated() {
+            if slice.source == selfID { handOver(index, slice, newMembers: newPlan.newMembers) }
+            guard let old else { continue }
+            if old.slices[index].owner != slice.owner { sendPartials(of: index, to: slice.owner) }
+            if slice.owner == selfID, old.slices[index].owner == selfID, let replica = slice.replica,
+               replica != old.slices[index].replica, let pending = holdings[index]?.pending {
+                sendState(index, pending, weights: false, to: replica, step: step + 1)
+            }
+        }
         try progress()
     }
 

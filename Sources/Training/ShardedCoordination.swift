@@ -27,6 +27,9 @@ final class ShardedReduction {
     var blockSums: [Int: [Double]] = [:]
     var norm: Double?
     var needsReplan = false
+    /// Members that follow the current plan, and whether it was declared in force.
+    var adopted: Set<UInt32> = []
+    var inForceSent: UInt64?
     /// Slices gathered for a checkpoint.
     var gathered: [Int: SliceState] = [:]
 
@@ -45,10 +48,15 @@ final class ShardedReduction {
         norm = nil
     }
 
+    /// Whether the next plan is handed out by the coordinator itself (it holds the current
+    /// weights and state) rather than by the members.
+    var handsOutItself: Bool { holdsWeights || planner.settled == nil }
+
     /// A new plan over the members and whoever waits; throws `SliceLost`.
     func replan(step: Int) throws -> ShardPlan {
         let joining = Set(waiting.keys)
-        let isFirst = planner.slices == nil
+        if holdsWeights { planner.reset() }
+        let isFirst = planner.settled == nil
         for (id, member) in waiting { members[id] = member }
         waiting = [:]
         let ids = members.keys.sorted()
@@ -59,7 +67,14 @@ final class ShardedReduction {
         plan = next
         needsReplan = false
         done = []
+        adopted = []
         return next
+    }
+
+    /// Whether every member follows the current plan and it has not been declared in force yet.
+    var isReadyToEnforce: Bool {
+        guard let plan else { return false }
+        return inForceSent != plan.version && Set(plan.members.map(\.workerID)).isSubset(of: adopted)
     }
 }
 
@@ -75,6 +90,7 @@ extension Coordinator {
         guard let scores = try runTask(.train, epoch: epoch, work: work, until: { try self.shardedStepDone(sharding, learningRate: learningRate) }) else {
             return nil
         }
+        sharding.planner.settle()
         state.advance(stepsPerEpoch: stepsPerEpoch)
         sharding.holdsWeights = false
         defer { phases.removeAll(keepingCapacity: true) }
@@ -99,15 +115,42 @@ extension Coordinator {
         }
         guard sharding.plan == nil || !sharding.waiting.isEmpty else { return }
         let joining = sharding.waiting.keys.sorted()
-        let isFirst = sharding.planner.slices == nil
-        let plan = try sharding.replan(step: state.step)
-        broadcast(.plan(plan), to: sharding)
-        if isFirst { sendWeightsAndState(plan, sharding) }
-        for id in joining {
+        let plan = try issuePlan(sharding)
+        // Nothing moves between workers before every member knows every other.
+        while !sharding.isReadyToEnforce {
+            if let error = stopError { stopError = nil; throw error }
+            if sharding.needsReplan { _ = try issuePlan(sharding) }
+            try pump(timeout: 0.05)
+            apply(scheduler.handle(.tick, at: monotonicSeconds()))
+            sendHeartbeats()
+        }
+        enforce(sharding)
+        for id in joining where sharding.members[id] != nil {
             guard let worker = pool.worker(id: id) else { continue }
             apply(scheduler.handle(.joined(worker: id, name: worker.name, threads: worker.threads), at: monotonicSeconds()))
         }
         logger.info("step \(state.step): sharded plan \(plan.version): \(plan.members.count) member(s), \(plan.slices.count) slices")
+    }
+
+    /// A plan over the members and whoever waits, sent to every member, with the coordinator's
+    /// weights and state when it hands them out itself.
+    private func issuePlan(_ sharding: ShardedReduction) throws -> ShardPlan {
+        let handsOut = sharding.handsOutItself
+        let plan: ShardPlan
+        do {
+            plan = try sharding.replan(step: state.step)
+        } catch let lost as SliceLost {
+            throw CoordinatorError(description: "step \(state.step): \(lost); the run cannot go on. Resume from the last checkpoint in \(options.runDirectory)/checkpoints with --resume")
+        }
+        broadcast(.plan(plan), to: sharding)
+        if handsOut { sendWeightsAndState(plan, sharding) }
+        return plan
+    }
+
+    private func enforce(_ sharding: ShardedReduction) {
+        guard let plan = sharding.plan else { return }
+        sharding.inForceSent = plan.version
+        broadcast(.planInForce(PlanInForce(planVersion: plan.version)), to: sharding)
     }
 
     /// The coordinator's weights to every member, and each slice's optimiser state to its owner
@@ -135,7 +178,8 @@ extension Coordinator {
     /// result, the norm once every slice's block sums are in, and a new plan after a death.
     private func shardedStepDone(_ sharding: ShardedReduction, learningRate: Float) throws -> Bool {
         if sharding.needsReplan { try replanAfterLoss(sharding) }
-        guard scheduler.isTaskComplete, let plan = sharding.plan else { return false }
+        if sharding.isReadyToEnforce { enforce(sharding) }
+        guard scheduler.isTaskComplete, let plan = sharding.plan, sharding.inForceSent == plan.version else { return false }
         if !sharding.coverSent {
             sharding.coverVersion += 1
             let cover = ReduceCover(version: sharding.coverVersion, totalMicroBatches: UInt32(sharding.cover.microBatches),
@@ -156,13 +200,8 @@ extension Coordinator {
     /// After a member died: a plan over the survivors (replicas take over its slices), and its
     /// micro-batches whose partial sums may not have reached the new owners computed again.
     private func replanAfterLoss(_ sharding: ShardedReduction) throws {
-        let plan: ShardPlan
-        do {
-            plan = try sharding.replan(step: state.step)
-        } catch let lost as SliceLost {
-            throw CoordinatorError(description: "step \(state.step): \(lost); the run cannot go on. Resume from the last checkpoint in \(options.runDirectory)/checkpoints with --resume")
-        }
-        broadcast(.plan(plan), to: sharding)
+        guard !sharding.members.isEmpty || !sharding.waiting.isEmpty else { return }
+        let plan = try issuePlan(sharding)
         if let norm = sharding.norm { broadcast(.norm(GlobalNorm(value: norm)), to: sharding) }
         let again = sharding.cover.uncovered
         if task != nil, !again.isEmpty {
@@ -208,6 +247,11 @@ extension Coordinator {
         sharding.waiting[worker.id] = ShardMember(workerID: worker.id, endpoint: listening.endpoint, publicKey: listening.publicKey)
     }
 
+    func receivePlanAdopted(_ adopted: PlanAdopted, from worker: WorkerRecord) {
+        guard let sharding, adopted.planVersion == sharding.plan?.version else { return }
+        sharding.adopted.insert(worker.id)
+    }
+
     func receiveStepDone(_ done: StepDone, step: UInt64, from worker: WorkerRecord) {
         guard let sharding, let plan = sharding.plan, step == UInt64(state.step), done.planVersion == plan.version else { return }
         sharding.done.insert(worker.id)
@@ -247,15 +291,9 @@ extension Coordinator {
         var askedVersion: UInt64 = 0
         let deadline = monotonicSeconds() + max(60, config.distributed.workerTimeout * 4)
         while sharding.gathered.count < sharding.layout.slices.count {
-            if sharding.needsReplan {
-                do {
-                    let plan = try sharding.replan(step: state.step)
-                    broadcast(.plan(plan), to: sharding)
-                } catch let lost as SliceLost {
-                    throw CoordinatorError(description: "step \(state.step): \(lost); cannot write a checkpoint of this step. The last checkpoint is in \(options.runDirectory)/checkpoints")
-                }
-            }
-            if let plan = sharding.plan, plan.version != askedVersion {
+            if sharding.needsReplan { _ = try issuePlan(sharding) }
+            if sharding.isReadyToEnforce { enforce(sharding) }
+            if let plan = sharding.plan, plan.version != askedVersion, sharding.inForceSent == plan.version {
                 askedVersion = plan.version
                 sharding.gathered = sharding.gathered.filter { plan.slices[$0.key].owner == plan.slices[$0.key].owner }
                 broadcast(.gather(Gather(planVersion: plan.version)), to: sharding)

@@ -85,6 +85,17 @@ public final class Worker {
             throw UsageError("cannot connect to \(options.connect): \(error); "
                 + "give the coordinator's address as printed by cnn-coord, e.g. tcp://HOST:5555")
         }
+        var options = options
+        if options.peerTransport == nil {
+            let coordinator = options.connect, security = options.security
+            options.peerTransport = { id in
+                // Peers connect where this worker reaches the coordinator: the bind policy's
+                // interface, never a wildcard.
+                let bind = try PeerMesh.bindAddress(reaching: coordinator)
+                return try PeerMesh(selfID: id, bind: bind, security: try security.map { try PeerMeshSecurity(keyPair: $0.keyPair) },
+                                    limits: .default)
+            }
+        }
         self.init(options: options, logger: logger, transport: MessageSocket(socket: dealer)) {
             monitor.close()
             dealer.close()
@@ -359,6 +370,8 @@ public final class Worker {
             try shard?.receiveState(state, step: step, from: nil)
         case .gather(let gather):
             try shard?.gather(planVersion: gather.planVersion, step: step)
+        case .planInForce(let inForce):
+            try shard?.planInForce(inForce.planVersion)
         case .assign(let assignment):
             guard weightsVersion == step, let weights else {
                 send(.error(WireFailure(code: 428, text: "assignment for step \(step) but this worker holds weights of step \(weightsVersion.map(String.init) ?? "none")")), step: step)
@@ -373,7 +386,7 @@ public final class Worker {
             return .stop
         case .error(let failure):
             logger.warning("coordinator reported error \(failure.code): \(PeerText.printable(failure.text))")
-        case .heartbeat, .welcome, .hello, .gradients, .evaluation, .listening, .computed, .slicePartials, .blockSums, .weightSlice, .stepDone:
+        case .heartbeat, .welcome, .hello, .gradients, .evaluation, .listening, .computed, .slicePartials, .blockSums, .weightSlice, .stepDone, .planAdopted:
             break
         }
         return .carryOn

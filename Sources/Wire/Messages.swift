@@ -32,6 +32,8 @@ public enum Message: Equatable, Sendable, CustomStringConvertible {
     case sliceState(SliceState)
     case stepDone(StepDone)
     case gather(Gather)
+    case planAdopted(PlanAdopted)
+    case planInForce(PlanInForce)
 
     /// A readable one-liner for logs (counts and first indices, never tensor contents).
     public var description: String {
@@ -56,6 +58,8 @@ public enum Message: Equatable, Sendable, CustomStringConvertible {
         case .sliceState(let state): return state.description
         case .stepDone(let done): return done.description
         case .gather(let gather): return gather.description
+        case .planAdopted(let adopted): return adopted.description
+        case .planInForce(let inForce): return inForce.description
         }
     }
 
@@ -399,7 +403,7 @@ public struct Envelope: Equatable, Sendable, CustomStringConvertible {
 /// The message type byte of the header.
 enum MessageType: UInt8 {
     case hello = 1, welcome, weights, assign, gradients, heartbeat, bye, error, evaluation
-    case listening, plan, computed, slicePartials, reduce, blockSums, norm, weightSlice, sliceState, stepDone, gather
+    case listening, plan, computed, slicePartials, reduce, blockSums, norm, weightSlice, sliceState, stepDone, gather, planAdopted, planInForce
 
     init(_ message: Message) {
         switch message {
@@ -423,6 +427,8 @@ enum MessageType: UInt8 {
         case .sliceState: self = .sliceState
         case .stepDone: self = .stepDone
         case .gather: self = .gather
+        case .planAdopted: self = .planAdopted
+        case .planInForce: self = .planInForce
         }
     }
 
@@ -448,6 +454,8 @@ enum MessageType: UInt8 {
         case .sliceState: return "slice-state"
         case .stepDone: return "step-done"
         case .gather: return "gather"
+        case .planAdopted: return "plan-adopted"
+        case .planInForce: return "plan-in-force"
         }
     }
 }

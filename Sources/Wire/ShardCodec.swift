@@ -1,4 +1,4 @@
-/// The meta fields of the sharded reduction's messages (types 10-20), in the conventions of
+/// The meta fields of the sharded reduction's messages (types 10-22), in the conventions of
 /// `WireCodec` (optional ids are a presence byte then a UInt32):
 /// ```
 /// listening       endpoint, publicKey
@@ -13,6 +13,8 @@
 /// slice-state     slice UInt32, hasWeights Bool, [name]   (the weights if present, then one tensor per name)
 /// step-done       planVersion UInt64
 /// gather          planVersion UInt64
+/// plan-adopted    planVersion UInt64
+/// plan-in-force   planVersion UInt64
 /// ```
 /// where node = level UInt8, index UInt32. Everything is checked as it is read: ids of a plan
 /// belong to its members, covers cover every micro-batch exactly once, sums and norms are finite.
@@ -84,6 +86,10 @@ extension WireCodec {
             meta.u64(done.planVersion)
         case .gather(let gather):
             meta.u64(gather.planVersion)
+        case .planAdopted(let adopted):
+            meta.u64(adopted.planVersion)
+        case .planInForce(let inForce):
+            meta.u64(inForce.planVersion)
         default:
             preconditionFailure("\(message.typeName) is not a message of the sharded reduction")
         }
@@ -183,6 +189,12 @@ extension WireCodec {
 
         case .gather:
             return .complete(.gather(Gather(planVersion: try reader.u64("gather.planVersion"))))
+
+        case .planAdopted:
+            return .complete(.planAdopted(PlanAdopted(planVersion: try reader.u64("planAdopted.planVersion"))))
+
+        case .planInForce:
+            return .complete(.planInForce(PlanInForce(planVersion: try reader.u64("planInForce.planVersion"))))
 
         default:
             preconditionFailure("\(type.name) is not a message of the sharded reduction")

@@ -219,6 +219,25 @@ public struct StepDone: Equatable, Sendable, CustomStringConvertible {
     public var description: String { "step-done plan=\(planVersion)" }
 }
 
+/// Worker -> coordinator: this worker follows plan `planVersion` now (it knows the members and
+/// accepts their messages).
+public struct PlanAdopted: Equatable, Sendable, CustomStringConvertible {
+    public var planVersion: UInt64
+
+    public init(planVersion: UInt64) { self.planVersion = planVersion }
+
+    public var description: String { "plan-adopted plan=\(planVersion)" }
+}
+
+/// Coordinator -> worker: every member follows plan `planVersion`: hand over what moves.
+public struct PlanInForce: Equatable, Sendable, CustomStringConvertible {
+    public var planVersion: UInt64
+
+    public init(planVersion: UInt64) { self.planVersion = planVersion }
+
+    public var description: String { "plan-in-force plan=\(planVersion)" }
+}
+
 /// Coordinator -> worker: send the weights and optimiser state of every slice you own under
 /// plan `planVersion` (a checkpoint is due).
 public struct Gather: Equatable, Sendable, CustomStringConvertible {

@@ -7,7 +7,7 @@ import Hashing
 ///  0 magic        UInt32  0x574E4E43 ("CNNW" in memory)
 ///  4 version      UInt16  5 (4 lacked the sharded reduction's messages; 3 lacked top-5 counts; 2 sent evaluation results as gradients; 1 also lacked their timings)
 ///  6 type         UInt8   1 hello, 2 welcome, 3 weights, 4 assign, 5 gradients, 6 heartbeat, 7 bye, 8 error,
-///                         9 evaluation, 10-20 the sharded reduction's (see `ShardCodec.swift`)
+///                         9 evaluation, 10-22 the sharded reduction's (see `ShardCodec.swift`)
 ///  7 reserved     UInt8   0
 ///  8 run id       UInt64
 /// 16 step         UInt64
@@ -147,7 +147,8 @@ public enum WireCodec {
         case .error(let failure):
             meta.u16(failure.code)
             meta.string(failure.text)
-        case .listening, .plan, .computed, .slicePartials, .reduce, .blockSums, .norm, .weightSlice, .sliceState, .stepDone, .gather:
+        case .listening, .plan, .computed, .slicePartials, .reduce, .blockSums, .norm, .weightSlice, .sliceState, .stepDone, .gather,
+             .planAdopted, .planInForce:
             writeShardFields(of: message, into: &meta)
         }
     }
@@ -368,7 +369,8 @@ public enum WireCodec {
             let text = try reader.string("error.text", limit: limits.maxStringBytes)
             return .complete(.error(WireFailure(code: code, text: text)))
 
-        case .listening, .plan, .computed, .slicePartials, .reduce, .blockSums, .norm, .weightSlice, .sliceState, .stepDone, .gather:
+        case .listening, .plan, .computed, .slicePartials, .reduce, .blockSums, .norm, .weightSlice, .sliceState, .stepDone, .gather,
+             .planAdopted, .planInForce:
             return try readShardFields(type, from: &reader, limits: limits)
         }
     }

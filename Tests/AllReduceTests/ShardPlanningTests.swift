@@ -17,6 +17,7 @@ final class ShardPlanningTests: XCTestCase {
     func testWhenAnOwnerDiesItsReplicaHandsTheStateOver() throws {
         var planner = ShardPlanner(layout: layout)
         _ = try planner.replan(members: [0, 1, 2], newMembers: [])
+        planner.settle()
         let after = try planner.replan(members: [0, 2], newMembers: [])
         // Slice 1 was owned by w1 (dead), mirrored by w2: w2 is its source.
         XCTAssertEqual(after[1].source, 2)
@@ -36,6 +37,7 @@ final class ShardPlanningTests: XCTestCase {
     func testASliceWhoseOwnerAndReplicaBothDiedIsLost() throws {
         var planner = ShardPlanner(layout: layout)
         _ = try planner.replan(members: [0, 1, 2], newMembers: [])
+        planner.settle()
         XCTAssertThrowsError(try planner.replan(members: [2], newMembers: [])) { error in
             let lost = error as? SliceLost
             XCTAssertEqual(lost?.slice, 0, "slice 0 lived on w0 and w1")
@@ -46,10 +48,22 @@ final class ShardPlanningTests: XCTestCase {
     func testANewMemberGetsWeightsFromEverySliceAndNeverCountsAsAHolder() throws {
         var planner = ShardPlanner(layout: layout)
         _ = try planner.replan(members: [0, 1], newMembers: [])
+        planner.settle()
         let after = try planner.replan(members: [0, 1, 5], newMembers: [5])
         XCTAssertTrue(after.allSatisfy { $0.source != nil && $0.source != 5 }, "every slice has a source among the old members")
         for slice in after where slice.owner == 5 { XCTAssertTrue(slice.ownerNeedsState) }
         for slice in after where slice.replica == 5 { XCTAssertTrue(slice.replicaNeedsState) }
+    }
+
+    func testSourcesComeFromTheSettledPlanNotFromOneWhoseTransfersMayNotHaveArrived() throws {
+        var planner = ShardPlanner(layout: layout)
+        _ = try planner.replan(members: [0, 1, 2], newMembers: [])
+        planner.settle()
+        _ = try planner.replan(members: [0, 1, 2, 3], newMembers: [3])   // w3 may own slices, not yet holding them
+        // w3 and w0 die before a step completes: slice 0 (w0, w1 settled) still has w1.
+        let after = try planner.replan(members: [1, 2], newMembers: [])
+        XCTAssertEqual(after[0].source, 1)
+        XCTAssertTrue(after.allSatisfy { $0.source != 3 })
     }
 
     func testACoverTakesTheLargestNodesAndReportsWhatADeadWorkerLeavesUncovered() {

@@ -14,6 +14,8 @@ final class InMemoryRun: Sendable {
     static let coordinatorID = PeerID(bytes: Array("coordinator".utf8))
 
     let network = InMemoryNetwork()
+    /// Where workers of a sharded run reach each other.
+    let peers = InMemoryPeerHub()
     let config: TrainingConfig
     let directory = NSTemporaryDirectory() + "in-memory-\(UUID().uuidString)"
 
@@ -51,6 +53,13 @@ final class InMemoryRun: Sendable {
         self.config = config
     }
 
+    /// A run of `yaml` (a whole config) for `steps` steps.
+    init(yaml: String, steps: Int) throws {
+        var config = try TrainingConfig.parse(yaml: yaml, source: "in-memory test")
+        config.train.maxSteps = steps
+        self.config = config
+    }
+
     deinit {
         try? FileManager.default.removeItem(atPath: directory)
     }
@@ -74,9 +83,12 @@ final class InMemoryRun: Sendable {
     /// Starts a real worker on a thread of its own; it serves until the coordinator says goodbye.
     func startWorker(name: String, threads: Int = 1) {
         let network = network
+        let peers = peers
         Thread {
+            var options = WorkerOptions(connect: InMemoryRun.coordinatorAddress, threads: threads, name: name)
+            options.peerTransport = { id in try peers.transport(workerID: id) }
             let worker = Worker(
-                options: WorkerOptions(connect: InMemoryRun.coordinatorAddress, threads: threads, name: name),
+                options: options,
                 logger: Logger(label: name) { _ in SwiftLogNoOpLogHandler() },
                 transport: network.endpoint(PeerID(bytes: Array(name.utf8)), connectedTo: InMemoryRun.coordinatorID))
             try? worker.run()

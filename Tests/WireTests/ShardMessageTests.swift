@@ -32,6 +32,8 @@ func shardSampleMessages() -> [Message] {
                                tensors: [FloatPayload(copying: [1]), FloatPayload(copying: [2]), FloatPayload(copying: [7])])),
         .stepDone(StepDone(planVersion: 3)),
         .gather(Gather(planVersion: UInt64.max)),
+        .planAdopted(PlanAdopted(planVersion: 9)),
+        .planInForce(PlanInForce(planVersion: 0)),
     ]
 }
 

@@ -53,7 +53,7 @@ final class WireValidationTests: XCTestCase {
 
     func testUnknownMessageTypesAreRejected() {
         assertRejected(rawMessage(type: 0, meta: heartbeatMeta), as: .unknownMessageType(0))
-        assertRejected(rawMessage(type: 21, meta: heartbeatMeta), as: .unknownMessageType(21))
+        assertRejected(rawMessage(type: 23, meta: heartbeatMeta), as: .unknownMessageType(23))
     }
 
     func testNonZeroReservedByteIsRejected() {

@@ -145,6 +145,8 @@ public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>?, _ argv: UnsafeMu
         .sliceState(SliceState(slice: 0, names: ["momentum_buffer"], weights: FloatPayload(copying: [1]), tensors: [FloatPayload(copying: [2])])),
         .stepDone(StepDone(planVersion: 4)),
         .gather(Gather(planVersion: 4)),
+        .planAdopted(PlanAdopted(planVersion: 4)),
+        .planInForce(PlanInForce(planVersion: 4)),
     ]
     for (index, message) in messages.enumerated() {
         let frames = WireCodec.encodeToBytes(Envelope(runID: 0xC0FFEE, step: 3, message: message))

@@ -1,0 +1,87 @@
+import CNN
+import Checkpoint
+import Foundation
+import Training
+import Wire
+import XCTest
+
+/// The sharded reduction with the real coordinator and workers in one process (in-memory
+/// transports for the coordinator and between workers), held to the single-process reference:
+/// owners among the workers must compute exactly the central strategy's bits.
+final class ShardedTrainingTests: XCTestCase {
+    override class func setUp() {
+        BLAS.useSingleThread()
+    }
+
+    /// 176,190 parameters: three norm blocks, so three parameter slices, and batch norm's state slice.
+    static func yaml(optimizer: String = "{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.0005}",
+                     clip: Double? = nil) -> String {
+        """
+        model:
+          input: [1, 12, 12]
+          layers:
+            - conv: {filters: 4, kernel: 3, padding: 1}
+            - batchnorm
+            - relu
+            - flatten
+            - dense: 300
+            - relu
+            - dense: 10
+        data:
+          dataset: synthetic
+          synthetic_train: 256
+          synthetic_test: 64
+        train:
+          epochs: 1
+          batch: 24
+          micro_batch: 4
+          seed: 11
+          optimizer: \(optimizer)
+          eval_batch: 64
+          log_every: 2
+        \(clip.map { "  clip_grad_norm: \($0)" } ?? "")
+        distributed:
+          worker_timeout: 5
+          heartbeat_interval: 0.2
+          join_timeout: 30
+          reduction: sharded
+        """
+    }
+
+    private func runSharded(_ yaml: String, steps: Int, workers threads: [Int]) throws -> (InMemoryRun, RunSummary) {
+        let run = try InMemoryRun(yaml: yaml, steps: steps)
+        let coordinator = try run.coordinator(logger: makeLogger(label: "coord", level: .debug), expectedWorkers: threads.count)
+        for (index, count) in threads.enumerated() { run.startWorker(name: "s\(index)", threads: count) }
+        let summary = try coordinator.run()
+        XCTAssertEqual(summary.steps, steps)
+        return (run, summary)
+    }
+
+    func testThreeWorkersOwningSlicesMatchTheReferenceBitForBit() throws {
+        let (run, summary) = try runSharded(Self.yaml(), steps: 5, workers: [1, 2, 1])
+        try run.assertMatchesReference(summary)
+        try assertOptimizerMatchesReference(run, summary)
+    }
+
+    func testOneWorkerOwningEverySliceMatchesTheReference() throws {
+        let (run, summary) = try runSharded(Self.yaml(), steps: 3, workers: [2])
+        try run.assertMatchesReference(summary)
+    }
+
+    func testClippedAdamWWithOwnersMatchesTheReference() throws {
+        let (run, summary) = try runSharded(Self.yaml(optimizer: "{name: adamw, lr: 0.001, weight_decay: 0.01}", clip: 0.5), steps: 4,
+                                            workers: [1, 1])
+        try run.assertMatchesReference(summary)
+        try assertOptimizerMatchesReference(run, summary)
+    }
+
+    private func assertOptimizerMatchesReference(_ run: InMemoryRun, _ summary: RunSummary, file: StaticString = #filePath, line: UInt = #line) throws {
+        let reference = try ReferenceTrainer(config: run.config, data: DataSource.load(run.config))
+        try reference.train()
+        let saved = try CheckpointStore.load(directory: summary.finalCheckpoint)
+        for tensor in reference.state.optimizerTensors() {
+            let values = try XCTUnwrap(saved.optimizer[tensor.name], "the checkpoint lacks \(tensor.name)", file: file, line: line).values
+            XCTAssertEqual(values.map(\.bitPattern), tensor.values.map(\.bitPattern), "\(tensor.name) differs", file: file, line: line)
+        }
+    }
+}
