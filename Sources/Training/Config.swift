@@ -114,8 +114,19 @@ public struct DistributedConfig: Sendable, Equatable {
     public var maxWorkers: Int = 256
     /// Messages a second a worker may send (heartbeats and results); a worker above it is evicted.
     public var maxMessagesPerSecond: Int = 2000
+    /// Where gradients are reduced and the optimiser runs: `central` at the coordinator, or
+    /// `sharded` among the workers (docs/scaling.md). Both give the same bits.
+    public var reduction: ReductionKind = .central
 
     public init() {}
+}
+
+/// The reduction strategies a config can name (`distributed.reduction`).
+public enum ReductionKind: String, Sendable, CaseIterable, Equatable {
+    /// The coordinator completes the tree, runs the optimiser and sends the weights.
+    case central
+    /// Slice owners among the workers do, and send each other the weights (docs/scaling.md).
+    case sharded
 }
 
 public struct CheckpointConfig: Sendable, Equatable {
@@ -280,7 +291,7 @@ extension TrainingConfig {
 
     private static func parseDistributed(_ node: ConfigNode) throws -> DistributedConfig {
         try node.expectKeys(["worker_timeout", "heartbeat_interval", "join_timeout", "nonfinite_gradients", "max_workers",
-                             "max_messages_per_second"])
+                             "max_messages_per_second", "reduction"])
         var d = DistributedConfig()
         if let n = try node.child("worker_timeout") { d.workerTimeout = try n.double(minimum: 0.1) }
         if let n = try node.child("heartbeat_interval") { d.heartbeatInterval = try n.double(minimum: 0.01) }
@@ -288,6 +299,7 @@ extension TrainingConfig {
         if let n = try node.child("nonfinite_gradients") { d.nonFinite = NonFinitePolicy(rawValue: try n.oneOf(["recompute", "stop"]))! }
         if let n = try node.child("max_workers") { d.maxWorkers = try n.int(minimum: 1) }
         if let n = try node.child("max_messages_per_second") { d.maxMessagesPerSecond = try n.int(minimum: 10) }
+        if let n = try node.child("reduction") { d.reduction = ReductionKind(rawValue: try n.oneOf(ReductionKind.allCases.map(\.rawValue)))! }
         if d.heartbeatInterval >= d.workerTimeout {
             throw node.error("distributed.heartbeat_interval (\(d.heartbeatInterval) s) must be shorter than worker_timeout (\(d.workerTimeout) s)")
         }

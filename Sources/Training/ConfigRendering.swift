@@ -53,6 +53,8 @@ extension TrainingConfig {
         lines.append("  nonfinite_gradients: \(distributed.nonFinite.rawValue)")
         lines.append("  max_workers: \(distributed.maxWorkers)")
         lines.append("  max_messages_per_second: \(distributed.maxMessagesPerSecond)")
+        // Only when set, so that every earlier run's config.yaml reads as it did.
+        if distributed.reduction != .central { lines.append("  reduction: \(distributed.reduction.rawValue)") }
         lines.append("checkpoint:")
         lines.append("  every: \(checkpoint.every)")
         lines.append("  keep: \(checkpoint.keep)")

@@ -95,6 +95,8 @@ public final class Coordinator {
     /// Message rate, strikes and bans per peer.
     let peerGuard: PeerGuard
     private let reduction: ReductionStrategy = TreeReduction()
+    /// The sharded reduction's state (nil under `central`).
+    let sharding: ShardedReduction?
     private let meanGradient: FloatBuffer
     private let local: LocalWorkers
     private let observers: [RunObserver]
@@ -143,7 +145,9 @@ public final class Coordinator {
         state = try ModelState(config: config)
         directory = try RunDirectory(path: options.runDirectory, keep: config.checkpoint.keep)
         runID = UInt64.random(in: 1...UInt64.max)
-        meanGradient = FloatBuffer(count: state.leafLength)
+        meanGradient = FloatBuffer(count: config.distributed.reduction == .sharded ? 1 : state.leafLength)
+        sharding = config.distributed.reduction == .sharded
+            ? ShardedReduction(parameterCount: state.parameterCount, stateCount: state.network.stateCount) : nil
         // The coordinator reads the data only to know the set sizes; workers load it themselves.
         let data = try DataSource.load(config)
         if !data.skippedFiles.isEmpty {
@@ -177,7 +181,7 @@ public final class Coordinator {
         return endpoint
     }
 
-    private var expectedWorkers: Int { options.expectedWorkers ?? max(options.spawnWorkers, 1) }
+    var expectedWorkers: Int { options.expectedWorkers ?? max(options.spawnWorkers, 1) }
 
     /// Runs to the end of the configured epochs or steps, or until SIGINT/SIGTERM.
     public func run() throws -> RunSummary {
@@ -258,6 +262,7 @@ public final class Coordinator {
     /// One optimiser step: assign the micro-batches, collect their gradients, reduce, update.
     /// Nil when interrupted; the weights then stay those of the last whole step.
     private func trainStep(_ work: [MicroBatch], epoch: Int, stepsPerEpoch: Int) throws -> StepReport? {
+        if let sharding { return try trainShardedStep(work, epoch: epoch, stepsPerEpoch: stepsPerEpoch, sharding: sharding) }
         let stepStart = monotonicSeconds()
         let bytesBefore = (transport.bytesSent, transport.bytesReceived)
         let learningRate = Double(state.learningRate(stepsPerEpoch: stepsPerEpoch))
@@ -302,11 +307,12 @@ public final class Coordinator {
 
     /// Runs one task to completion over whatever workers are alive, as the scheduler decides.
     /// Returns nil when interrupted.
-    private func runTask(_ kind: TaskKind, epoch: Int, work: [MicroBatch]) throws -> [BatchScore]? {
+    /// With `until`, the task also waits for that to hold (the sharded reduction's owners).
+    func runTask(_ kind: TaskKind, epoch: Int, work: [MicroBatch], until: (() throws -> Bool)? = nil) throws -> [BatchScore]? {
         task = Task(kind: kind, epoch: epoch, step: state.step, work: work)
         defer { task = nil }
         apply(scheduler.begin(step: state.step, microBatches: work.count, at: monotonicSeconds()))
-        while !scheduler.isTaskComplete {
+        while try !scheduler.isTaskComplete || !(until?() ?? true) {
             if let error = stopError { stopError = nil; throw error }
             if Interruption.requested != nil { _ = scheduler.end(); return nil }
             try local.checkAlive()
@@ -343,6 +349,7 @@ public final class Coordinator {
         for (node, values) in results.partialSums {
             _ = try values.withUnsafeBufferPointer { try reduction.offer(node, values: $0.baseAddress!, owner: values) }
         }
+        if let sharding, !accepted.isEmpty { sharding.cover.offer(results.nodes, from: worker.id) }
         for index in accepted { task.scores[index] = results.scores[index] }
         task.timings[worker.id] = (task.timings[worker.id] ?? .zero) + timings
         worker.microBatchesDone += results.microBatches.count
@@ -410,7 +417,7 @@ public final class Coordinator {
     private func waitForWorkers(_ count: Int) throws {
         let deadline = monotonicSeconds() + config.distributed.joinTimeout
         if pool.count < count { logger.info("waiting for \(count) worker\(count == 1 ? "" : "s")") }
-        while pool.count < count {
+        while (sharding?.readyCount ?? pool.count) < count {
             if Interruption.requested != nil { return }
             if monotonicSeconds() > deadline {
                 throw CoordinatorError(
@@ -426,6 +433,7 @@ public final class Coordinator {
 
     @discardableResult
     private func saveCheckpoint() throws -> String {
+        try gatherShards()
         let checkpointState = CheckpointState(
             formatVersion: CheckpointState.currentFormatVersion, step: state.step, epoch: state.epoch,
             positionInEpoch: state.stepInEpoch * config.train.batch, configHash: config.hash,
@@ -444,7 +452,7 @@ public final class Coordinator {
         observers.forEach(body)
     }
 
-    private func timed<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
+    func timed<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
         let start = monotonicSeconds()
         defer { phases.append(PhaseTiming(name: name, workerID: nil, start: start, duration: monotonicSeconds() - start)) }
         return try body()

@@ -11,6 +11,8 @@ final class CoordinatorLink {
     let endpoint: String
     /// Arguments spawned workers need to pass this link's security (their keys).
     let localWorkerArguments: [String]
+    /// The public key of the spawned workers' keys, if any (they are on the allow-list).
+    var localWorkerPublicKey: String? { localCredentials?.publicKey }
     private let context: ZMQContext?
     private let socket: ZMQSocket?
     private let gate: CurveGate?

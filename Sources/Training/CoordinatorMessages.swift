@@ -64,6 +64,20 @@ extension Coordinator {
             receive(.evaluate, epoch: evaluation.epoch, timings: evaluation.timings, step: envelope.step, from: worker) { task throws(ResultRefusal) in
                 try ResultCheck.check(evaluation, work: task.work)
             }
+        case .computed(let computed):
+            receive(.train, epoch: computed.epoch, timings: computed.timings, step: envelope.step, from: worker) { task throws(ResultRefusal) in
+                try ResultCheck.check(computed, work: task.work)
+            }
+        case .listening(let listening):
+            receiveListening(listening, from: worker)
+        case .stepDone(let done):
+            receiveStepDone(done, step: envelope.step, from: worker)
+        case .blockSums(let sums):
+            receiveBlockSums(sums, step: envelope.step, from: worker)
+        case .sliceState(let slice):
+            receiveGathered(slice, from: worker)
+        case .error(let failure) where failure.code == 470 && sharding != nil:
+            stopError = RunStopped(reason: "worker \(worker.label): \(PeerText.printable(failure.text))")
         case .bye(let bye):
             logger.info("worker \(worker.label) left: \(PeerText.printable(bye.reason))")
             lose(worker, reason: "it said goodbye")
@@ -160,12 +174,13 @@ extension Coordinator {
                 (and OPENBLAS_CORETYPE) for bit-identical runs
                 """)
         }
-        apply(scheduler.handle(.joined(worker: worker.id, name: worker.name, threads: hello.threads), at: monotonicSeconds()))
+        // A sharded run's worker becomes a member at a step boundary, once it says where it listens.
+        if sharding == nil { apply(scheduler.handle(.joined(worker: worker.id, name: worker.name, threads: hello.threads), at: monotonicSeconds())) }
     }
 
     /// A bad message from `peer`: logged and answered only the first few times, so a flood
     /// cannot fill the log or the peer's queue; too many evict it.
-    private func offence(_ peer: PeerID, _ what: String, code: UInt16) {
+    func offence(_ peer: PeerID, _ what: String, code: UInt16) {
         let outcome = peerGuard.strike(peer, reason: what, now: monotonicSeconds())
         if case .evict(let reason) = outcome.verdict { return evict(peer, reason: reason) }
         if outcome.shouldLog {
@@ -221,6 +236,7 @@ extension Coordinator {
             logger.warning("\(report)")
         case .dead(let id, let reason, let reassigned):
             guard let worker = pool.remove(id) else { return [] }
+            shardMemberLost(id)
             pool.rememberGivenUp(worker.peer, at: monotonicSeconds())
             notify { $0.workerLeft(worker.status(alive: false), reason: reason) }
             if reassigned.isEmpty {
@@ -246,7 +262,7 @@ extension Coordinator {
     /// Sends the weights the worker lacks and an assignment of `microBatches` of the task.
     private func give(_ microBatches: [Int], to id: UInt32) -> [StepScheduler.Decision] {
         guard let task, let worker = pool[id] else { return [] }
-        if worker.weightsVersion != state.step {
+        if worker.weightsVersion != state.step && sharding == nil {
             let start = monotonicSeconds()
             guard send(.weights(Weights(values: currentWeights())), to: worker) else { return gone(worker) }
             worker.weightsVersion = state.step
@@ -276,7 +292,7 @@ extension Coordinator {
         }
     }
 
-    private func gone(_ worker: WorkerRecord) -> [StepScheduler.Decision] {
+    func gone(_ worker: WorkerRecord) -> [StepScheduler.Decision] {
         scheduler.handle(.left(worker: worker.id, reason: "its connection is gone"), at: monotonicSeconds())
     }
 

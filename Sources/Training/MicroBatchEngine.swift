@@ -128,6 +128,10 @@ public final class MicroBatchEngine: @unchecked Sendable {
         state = loadedWeights.pointer + parameterCount
     }
 
+    /// A network of the engine's model, for what needs its layout rather than its weights (the
+    /// state slice's running statistics, naming a non-finite value); not to compute with.
+    public var layoutNetwork: Network { replicas[0].network }
+
     /// Loads weights: `parameterCount` parameters followed by `stateCount` state values, copied
     /// once for all replicas. Ends any sharing of weights held elsewhere.
     public func load(weights: UnsafePointer<Float>) {

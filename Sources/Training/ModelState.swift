@@ -21,16 +21,20 @@ public final class ModelState {
         self.config = config
         network = try Network(config.model)
         network.initialise(seed: config.train.seed)
-        let frozen = try network.frozenParameterRanges(config.train.freeze)
+        trainableRanges = try ModelState.trainableRanges(of: network, freezing: config.train.freeze)
+        optimizer = ModelState.makeOptimizer(config.train.optimizer, parameterCount: network.parameterCount)
+    }
+
+    /// The parameter ranges of `network` outside the layers named in `frozen`.
+    static func trainableRanges(of network: Network, freezing frozen: [String]) throws -> [Range<Int>] {
         var trainable: [Range<Int>] = []
         var start = 0
-        for range in frozen {
+        for range in try network.frozenParameterRanges(frozen) {
             if range.lowerBound > start { trainable.append(start..<range.lowerBound) }
             start = range.upperBound
         }
         if start < network.parameterCount { trainable.append(start..<network.parameterCount) }
-        trainableRanges = trainable
-        optimizer = ModelState.makeOptimizer(config.train.optimizer, parameterCount: network.parameterCount)
+        return trainable
     }
 
     /// The configured rule over `parameterCount` parameters (all of them, or one slice's).
@@ -88,6 +92,11 @@ public final class ModelState {
             parameters: network.parameters.pointer, gradients: meanGradient, count: network.parameterCount,
             learningRate: learningRate(stepsPerEpoch: stepsPerEpoch), ranges: trainableRanges)
         network.applyObservations(meanGradient + network.parameterCount)
+        advance(stepsPerEpoch: stepsPerEpoch)
+    }
+
+    /// Counts a step applied elsewhere (by the slice owners of the sharded reduction).
+    public func advance(stepsPerEpoch: Int) {
         step += 1
         stepInEpoch += 1
         if stepInEpoch == stepsPerEpoch {

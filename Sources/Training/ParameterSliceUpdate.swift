@@ -66,6 +66,11 @@ public final class ParameterSliceUpdate {
         try optimizer.restore(part)
     }
 
+    /// Takes the slice's own part of the state (as `stateTensors` gave it).
+    public func restore(part: [(name: String, values: [Float])]) throws {
+        try optimizer.restore(Dictionary(part.map { ($0.name, $0.values) }, uniquingKeysWith: { first, _ in first }))
+    }
+
     /// The whole-vector optimiser state from every slice's part, slices in order: what a
     /// checkpoint writes, the same tensors the `central` strategy's optimiser holds.
     public static func wholeState(of slices: [ParameterSliceUpdate]) -> [(name: String, values: [Float])] {

@@ -9,6 +9,8 @@ struct CheckedResults {
     var microBatches: Set<Int> = []
     var scores: [Int: BatchScore] = [:]
     var partialSums: [(node: TreeNode, values: FloatPayload)] = []
+    /// The tree nodes whose partial sums the worker holds (sharded: they went to the owners).
+    var nodes: [TreeNode] = []
     /// Where the first NaN or infinity is (a gradient element or a loss); nil when all is finite.
     var nonFinite: String?
 }
@@ -46,6 +48,25 @@ enum ResultCheck {
         guard nodeLeaves == checked.microBatches else {
             throw ResultRefusal(reason: "scores for micro-batches \(checked.microBatches.sorted()) but gradients for \(nodeLeaves.sorted())")
         }
+        return checked
+    }
+
+    /// Checks `message` as a training task's results under the sharded reduction: a score per
+    /// micro-batch and tree nodes covering exactly the scored micro-batches (the gradients went
+    /// to the slice owners; the worker reports where it found them not finite).
+    static func check(_ message: Computed, work: [MicroBatch]) throws(ResultRefusal) -> CheckedResults {
+        var checked = try scores(message.results, work: work)
+        let tree = ReductionTree(leafCount: work.count)
+        var nodeLeaves = Set<Int>()
+        for node in message.nodes {
+            guard tree.contains(node) else { throw ResultRefusal(reason: "tree node \(node) is outside the tree of \(work.count) micro-batches") }
+            nodeLeaves.formUnion(tree.leaves(of: node))
+        }
+        guard nodeLeaves == checked.microBatches else {
+            throw ResultRefusal(reason: "scores for micro-batches \(checked.microBatches.sorted()) but partial sums of \(nodeLeaves.sorted())")
+        }
+        checked.nodes = message.nodes
+        if checked.nonFinite == nil && !message.nonFinite.isEmpty { checked.nonFinite = message.nonFinite }
         return checked
     }
 

@@ -50,6 +50,9 @@ public struct StepScheduler {
         case nonFinite(worker: UInt32, microBatches: Set<Int>, finding: String)
         /// Time passed: check for silent workers, stragglers and an empty pool.
         case tick
+        /// Results already taken for these micro-batches are lost (the sharded reduction: a dead
+        /// worker's partial sums may not have reached their owners): compute them again.
+        case redo(microBatches: Set<Int>)
     }
 
     public enum Decision: Equatable, Sendable {
@@ -173,6 +176,13 @@ public struct StepScheduler {
         case .nonFinite(let id, let microBatches, let finding):
             if let refusal = refuseUnless(id, wasGiven: microBatches, at: now) { return refusal }
             return refuseNonFinite(microBatches, from: id, finding: finding, at: now)
+        case .redo(let microBatches):
+            guard var task else { return [] }
+            let again = microBatches.intersection(task.delivered)
+            task.delivered.subtract(again)
+            task.unassigned.formUnion(again)
+            self.task = task
+            return schedule(at: now)
         case .tick:
             var decisions: [Decision] = []
             for worker in workers where now - worker.lastHeard > settings.workerTimeout {

@@ -19,6 +19,8 @@ public struct WorkerOptions: Sendable {
     public var computeDelay: Double = 0
     /// CURVE keys (`--curve-key`, `--server-public-key`); nil for a plain connection.
     public var security: WorkerSecurity?
+    /// Opens this worker's connections to its peers for the sharded reduction, given its id.
+    public var peerTransport: (@Sendable (UInt32) throws -> PeerTransport)?
 
     public init(connect: String, threads: Int = 1, name: String? = nil) {
         self.connect = connect
@@ -52,6 +54,10 @@ public final class Worker {
     private var queue: [Job] = []
     private let computation = ComputationSlot()
     private var weights: FloatPayload?
+    /// This worker's part in the sharded reduction (nil under `central`).
+    private var shard: ShardRole?
+    /// Set when the sharded reduction finds this worker out of step: it joins again.
+    private var shardFailure: Error?
     /// Failed handshakes on the ZeroMQ connection (nil for other transports).
     private var handshakeMonitor: SocketMonitor?
     /// Opens a fresh connection to the coordinator: libzmq never tries again on a connection whose
@@ -125,20 +131,34 @@ public final class Worker {
             }
             if let finished = computation.take() {
                 // Results of a run this worker has since left are of no use to anyone.
-                if finished.runID == runID { send(Self.stampingTotal(finished.message, receivedAt: finished.receivedAt), step: finished.step) }
+                if finished.runID == runID { try deliver(finished) }
+                startNextComputation()
+            }
+            if let shard {
+                do {
+                    try shard.poll(timeoutMilliseconds: 0)
+                } catch let outOfStep as ShardOutOfStep {
+                    shardFailure = outOfStep
+                }
                 startNextComputation()
             }
             // Finished results wait for this loop to come round: while computing, look every
             // millisecond (a 5 ms wait here doubled the step time of a small model; the trace
             // showed it as the workers' "other" time); idle, wake only for messages and heartbeats.
-            if let incoming = try transport.receive(timeoutMilliseconds: computation.isBusy ? 1 : 5) {
-                switch try handle(incoming) {
-                case .carryOn: break
-                case .stop: return
-                case .rejoin(let why):
-                    logger.warning("\(why); joining again")
-                    try join()
+            do {
+                if let incoming = try transport.receive(timeoutMilliseconds: computation.isBusy ? 1 : 5) {
+                    switch try handle(incoming) {
+                    case .carryOn: break
+                    case .stop: return
+                    case .rejoin(let why):
+                        logger.warning("\(why); joining again")
+                        try join()
+                    }
                 }
+                if let failure = shardFailure { throw failure }
+            } catch let outOfStep as ShardOutOfStep {
+                logger.warning("\(outOfStep); joining again")
+                try join()
             }
             let now = monotonicSeconds()
             if now - lastSent > heartbeatInterval {
@@ -160,6 +180,9 @@ public final class Worker {
     /// outlive a coordinator that restarts.
     private func join() throws {
         queue.removeAll()
+        shard?.mesh.close()
+        shard = nil
+        shardFailure = nil
         weights = nil
         weightsVersion = nil
         let start = monotonicSeconds()
@@ -259,10 +282,33 @@ public final class Worker {
         }
         self.engine = engine
         self.runID = runID
+        shard?.mesh.close()
+        shard = nil
+        if config.distributed.reduction == .sharded {
+            guard let makePeers = options.peerTransport else {
+                throw WorkerError(description: "the run uses the sharded reduction, and this worker has no way to reach its peers")
+            }
+            let mesh = try makePeers(welcome.workerID)
+            shard = try ShardRole(config: config, engine: engine, selfID: welcome.workerID, mesh: mesh, logger: logger,
+                                  isComputing: { [computation] in computation.isBusy }) { [weak self] message, step in
+                self?.send(message, step: step)
+            }
+            send(.listening(Listening(endpoint: mesh.endpoint, publicKey: options.security?.keyPair.publicKey ?? "")), step: 0)
+        }
         heartbeatInterval = Double(welcome.heartbeatIntervalMilliseconds) / 1000
         coordinatorTimeout = Double(welcome.workerTimeoutMilliseconds) / 1000
         lastHeard = monotonicSeconds()
         logger.info("joined as w\(welcome.workerID): \(engine.parameterCount) parameters, \(options.threads) thread\(options.threads == 1 ? "" : "s"), GEMM \(BLAS.kernelName)")
+    }
+
+    /// Sends a finished computation's results: to the coordinator, and under the sharded
+    /// reduction each slice of the gradients to its owner.
+    private func deliver(_ finished: ComputationSlot.Outcome) throws {
+        var message = finished.message
+        if let shard, case .gradients(let gradients) = message {
+            message = .computed(try shard.computed(gradients, step: finished.step))
+        }
+        send(Self.stampingTotal(message, receivedAt: finished.receivedAt), step: finished.step)
     }
 
     private enum Next {
@@ -295,8 +341,24 @@ public final class Worker {
                 send(.error(WireFailure(code: 422, text: "weights of \(message.values.count) values do not fit this model")), step: step)
                 return .carryOn
             }
+            if let shard { try shard.receiveWholeWeights(message.values, step: step) }
             weights = message.values
             weightsVersion = step
+        case .assign(let assignment) where shard != nil:
+            // The weights come from the slice owners; the work waits for them.
+            queue.removeAll { $0.step < step || ($0.step == step && $0.assignment.kind != assignment.kind) }
+            queue.append((step, assignment, nil, monotonicSeconds()))
+            startNextComputation()
+        case .plan(let plan):
+            try shard?.adopt(plan, step: step)
+        case .reduce(let cover):
+            try shard?.receiveCover(cover, step: step)
+        case .norm(let norm):
+            try shard?.receiveNorm(norm.value, step: step)
+        case .sliceState(let state):
+            try shard?.receiveState(state, step: step, from: nil)
+        case .gather(let gather):
+            try shard?.gather(planVersion: gather.planVersion, step: step)
         case .assign(let assignment):
             guard weightsVersion == step, let weights else {
                 send(.error(WireFailure(code: 428, text: "assignment for step \(step) but this worker holds weights of step \(weightsVersion.map(String.init) ?? "none")")), step: step)
@@ -311,7 +373,7 @@ public final class Worker {
             return .stop
         case .error(let failure):
             logger.warning("coordinator reported error \(failure.code): \(PeerText.printable(failure.text))")
-        case .heartbeat, .welcome, .hello, .gradients, .evaluation:
+        case .heartbeat, .welcome, .hello, .gradients, .evaluation, .listening, .computed, .slicePartials, .blockSums, .weightSlice, .stepDone:
             break
         }
         return .carryOn
@@ -324,7 +386,15 @@ public final class Worker {
     /// Starts the first queued assignment when the computation thread is free.
     private func startNextComputation() {
         guard !computation.isBusy, !queue.isEmpty, let engine else { return }
-        let job = queue.removeFirst()
+        var waiting = queue[0]
+        if let shard, waiting.weights == nil {
+            let held: FloatPayload?
+            do { held = try shard.weights(forStep: waiting.step) } catch { shardFailure = error; return }
+            guard let held else { return }
+            waiting.weights = held
+        }
+        queue.removeFirst()
+        let job = waiting
         let delay = options.computeDelay
         computation.start(runID: runID, receivedAt: job.receivedAt) {
             if delay > 0 { Thread.sleep(forTimeInterval: delay) }
@@ -424,6 +494,9 @@ public final class Worker {
         case .evaluation(var evaluation):
             evaluation.timings = stamped(evaluation.timings)
             return .evaluation(evaluation)
+        case .computed(var computed):
+            computed.timings = stamped(computed.timings)
+            return .computed(computed)
         default:
             return message
         }
@@ -446,6 +519,7 @@ private final class ComputationSlot: @unchecked Sendable {
     private var busy = false
     /// A finished computation: its run, step and message, and when its assignment arrived.
     typealias Outcome = (runID: UInt64, step: Int, message: Message, receivedAt: Double)
+
 
     private var result: Outcome?
     private var runID: UInt64 = 0

@@ -83,6 +83,8 @@ struct WorkerPool {
     }
 
     @discardableResult
+    func worker(id: UInt32) -> WorkerRecord? { byID[id] }
+
     mutating func remove(_ id: UInt32) -> WorkerRecord? {
         guard let record = byID.removeValue(forKey: id) else { return nil }
         byPeer[record.peer] = nil

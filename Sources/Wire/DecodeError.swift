@@ -43,7 +43,7 @@ public enum DecodeError: Error, Equatable, Sendable, CustomStringConvertible {
     case badMagic(expected: UInt32, got: UInt32)
     /// A protocol version this build does not read.
     case unsupportedVersion(got: UInt16, understood: [UInt16])
-    /// A message type byte outside 1...9.
+    /// A message type byte outside 1...20.
     case unknownMessageType(UInt8)
     /// The header's reserved byte is not 0.
     case reservedNotZero(UInt8)
@@ -101,7 +101,7 @@ public enum DecodeError: Error, Equatable, Sendable, CustomStringConvertible {
         case .unsupportedVersion(let got, let understood):
             return "protocol version \(got) is not understood (this build speaks \(understood.map(String.init).joined(separator: ", "))): run coordinator and workers from the same release"
         case .unknownMessageType(let type):
-            return "unknown message type \(type) (known: 1-9): the peer runs a newer or different protocol"
+            return "unknown message type \(type) (known: 1-20): the peer runs a newer or different protocol"
         case .reservedNotZero(let value):
             return "header reserved byte is \(value), must be 0"
         case .metaLengthMismatch(let header, let frame):

@@ -20,6 +20,18 @@ public enum Message: Equatable, Sendable, CustomStringConvertible {
     case bye(Bye)
     /// Both ways: something went wrong with the peer's message or state.
     case error(WireFailure)
+    /// The sharded reduction's messages (`ShardMessages.swift`).
+    case listening(Listening)
+    case plan(ShardPlan)
+    case computed(Computed)
+    case slicePartials(SlicePartials)
+    case reduce(ReduceCover)
+    case blockSums(BlockSums)
+    case norm(GlobalNorm)
+    case weightSlice(WeightSlice)
+    case sliceState(SliceState)
+    case stepDone(StepDone)
+    case gather(Gather)
 
     /// A readable one-liner for logs (counts and first indices, never tensor contents).
     public var description: String {
@@ -33,6 +45,17 @@ public enum Message: Equatable, Sendable, CustomStringConvertible {
         case .heartbeat(let heartbeat): return heartbeat.description
         case .bye(let bye): return bye.description
         case .error(let failure): return failure.description
+        case .listening(let listening): return listening.description
+        case .plan(let plan): return plan.description
+        case .computed(let computed): return computed.description
+        case .slicePartials(let partials): return partials.description
+        case .reduce(let cover): return cover.description
+        case .blockSums(let sums): return sums.description
+        case .norm(let norm): return norm.description
+        case .weightSlice(let slice): return slice.description
+        case .sliceState(let state): return state.description
+        case .stepDone(let done): return done.description
+        case .gather(let gather): return gather.description
         }
     }
 
@@ -376,6 +399,7 @@ public struct Envelope: Equatable, Sendable, CustomStringConvertible {
 /// The message type byte of the header.
 enum MessageType: UInt8 {
     case hello = 1, welcome, weights, assign, gradients, heartbeat, bye, error, evaluation
+    case listening, plan, computed, slicePartials, reduce, blockSums, norm, weightSlice, sliceState, stepDone, gather
 
     init(_ message: Message) {
         switch message {
@@ -388,6 +412,17 @@ enum MessageType: UInt8 {
         case .bye: self = .bye
         case .error: self = .error
         case .evaluation: self = .evaluation
+        case .listening: self = .listening
+        case .plan: self = .plan
+        case .computed: self = .computed
+        case .slicePartials: self = .slicePartials
+        case .reduce: self = .reduce
+        case .blockSums: self = .blockSums
+        case .norm: self = .norm
+        case .weightSlice: self = .weightSlice
+        case .sliceState: self = .sliceState
+        case .stepDone: self = .stepDone
+        case .gather: self = .gather
         }
     }
 
@@ -402,6 +437,17 @@ enum MessageType: UInt8 {
         case .bye: return "bye"
         case .error: return "error"
         case .evaluation: return "evaluation"
+        case .listening: return "listening"
+        case .plan: return "plan"
+        case .computed: return "computed"
+        case .slicePartials: return "slice-partials"
+        case .reduce: return "reduce"
+        case .blockSums: return "block-sums"
+        case .norm: return "norm"
+        case .weightSlice: return "weight-slice"
+        case .sliceState: return "slice-state"
+        case .stepDone: return "step-done"
+        case .gather: return "gather"
         }
     }
 }

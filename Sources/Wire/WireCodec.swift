@@ -5,9 +5,9 @@ import Hashing
 /// Header, 40 bytes, little-endian:
 /// ```
 ///  0 magic        UInt32  0x574E4E43 ("CNNW" in memory)
-///  4 version      UInt16  4 (3 lacked top-5 counts; 2 sent evaluation results as gradients; 1 also lacked their timings)
+///  4 version      UInt16  5 (4 lacked the sharded reduction's messages; 3 lacked top-5 counts; 2 sent evaluation results as gradients; 1 also lacked their timings)
 ///  6 type         UInt8   1 hello, 2 welcome, 3 weights, 4 assign, 5 gradients, 6 heartbeat, 7 bye, 8 error,
-///                         9 evaluation
+///                         9 evaluation, 10-20 the sharded reduction's (see `ShardCodec.swift`)
 ///  7 reserved     UInt8   0
 ///  8 run id       UInt64
 /// 16 step         UInt64
@@ -37,12 +37,12 @@ public enum WireCodec {
     /// "CNNW" read as a little-endian UInt32.
     public static let magic: UInt32 = 0x574E_4E43
     /// The protocol version this build writes.
-    public static let version: UInt16 = 4
-    /// The protocol versions this build reads. Version 3 lacks the top-5 counts, version 2 sends
+    public static let version: UInt16 = 5
+    /// The protocol versions this build reads. Version 4 lacks the sharded reduction, version 3 the top-5 counts, version 2 sends
     /// evaluation results as gradients and version 1 also lacks their timings; rather than
     /// translate, an older peer is refused and told to run the same release (a coordinator and
     /// its workers come from one build).
-    public static let understoodVersions: [UInt16] = [4]
+    public static let understoodVersions: [UInt16] = [5]
     /// Slack allowed when checking that a worker's timed parts fit in its total: they come from
     /// one monotonic clock, so only rounding separates them.
     public static let timingTolerance: Double = 1e-3
@@ -93,6 +93,9 @@ public enum WireCodec {
         switch message {
         case .weights(let weights): return [weights.values]
         case .gradients(let gradients): return gradients.tensors
+        case .slicePartials(let partials): return partials.tensors
+        case .weightSlice(let slice): return [slice.values]
+        case .sliceState(let state): return (state.weights.map { [$0] } ?? []) + state.tensors
         default: return []
         }
     }
@@ -144,6 +147,8 @@ public enum WireCodec {
         case .error(let failure):
             meta.u16(failure.code)
             meta.string(failure.text)
+        case .listening, .plan, .computed, .slicePartials, .reduce, .blockSums, .norm, .weightSlice, .sliceState, .stepDone, .gather:
+            writeShardFields(of: message, into: &meta)
         }
     }
 
@@ -247,16 +252,19 @@ public enum WireCodec {
     }
 
     /// A decoded meta frame, waiting for its tensors.
-    private enum Body {
+    enum Body {
         case complete(Message)
         case weights
         case gradients(epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], timings: WorkerTimings)
+        /// A message of `count` tensors (`rule` says which, for errors), built once they are read.
+        case withTensors(count: Int, rule: String, build: ([FloatPayload]) -> Message)
 
         var expectedTensorCount: Int {
             switch self {
             case .complete: return 0
             case .weights: return 1
             case .gradients(_, _, let nodes, _): return nodes.count
+            case .withTensors(let count, _, _): return count
             }
         }
 
@@ -267,6 +275,7 @@ public enum WireCodec {
                 return ("aeiou".contains(name.first!) ? "an " : "a ") + name + " message"
             case .weights: return "a weights message"
             case .gradients: return "a gradients message (one tensor per tree node)"
+            case .withTensors(_, let rule, _): return rule
             }
         }
 
@@ -278,6 +287,8 @@ public enum WireCodec {
                 return .weights(Weights(values: tensors[0]))
             case .gradients(let epoch, let results, let nodes, let timings):
                 return .gradients(Gradients(epoch: epoch, results: results, nodes: nodes, tensors: tensors, timings: timings))
+            case .withTensors(_, _, let build):
+                return build(tensors)
             }
         }
     }
@@ -334,25 +345,7 @@ public enum WireCodec {
         case .gradients:
             let epoch = try reader.u32("gradients.epoch")
             let results = try readResults("gradients", from: &reader, limits: limits)
-            let nodeCount = try reader.count("gradients.nodes", elementBytes: 5, limit: limits.maxTensorFrames)
-            var nodes: [TreeNode] = []
-            nodes.reserveCapacity(nodeCount)
-            for position in 0..<nodeCount {
-                let level = try reader.u8("gradients.nodes[\(position)].level")
-                guard level <= maximumTreeLevel else {
-                    throw .treeLevelTooHigh(field: "gradients.nodes[\(position)].level", level: level, maximum: maximumTreeLevel)
-                }
-                let index = try reader.u32("gradients.nodes[\(position)].index")
-                // In 64 bits the end of a level-31 node fits: (2^32 - 1 + 1) * 2^31 = 2^63.
-                guard (UInt64(index) + 1) << UInt64(level) <= UInt64(UInt32.max) + 1 else {
-                    throw .treeNodeOutOfRange(field: "gradients.nodes[\(position)]", level: level, index: index)
-                }
-                nodes.append(TreeNode(level: Int(level), index: Int(index)))
-            }
-            let ordered = nodes.sorted { $0.microBatches.lowerBound < $1.microBatches.lowerBound }
-            for (left, right) in zip(ordered, ordered.dropFirst()) where left.microBatches.upperBound > right.microBatches.lowerBound {
-                throw .overlappingTreeNodes(field: "gradients.nodes", first: left, second: right)
-            }
+            let nodes = try readNodes("gradients.nodes", from: &reader, limit: limits.maxTensorFrames)
             let timings = try readTimings("gradients", from: &reader)
             return .gradients(epoch: epoch, results: results, nodes: nodes, timings: timings)
 
@@ -374,14 +367,51 @@ public enum WireCodec {
             let code = try reader.u16("error.code")
             let text = try reader.string("error.text", limit: limits.maxStringBytes)
             return .complete(.error(WireFailure(code: code, text: text)))
+
+        case .listening, .plan, .computed, .slicePartials, .reduce, .blockSums, .norm, .weightSlice, .sliceState, .stepDone, .gather:
+            return try readShardFields(type, from: &reader, limits: limits)
         }
     }
 }
 
 extension WireCodec {
+    /// A count-prefixed list of tree nodes (level UInt8, index UInt32), each inside the index
+    /// space, none overlapping another.
+    static func readNodes(_ field: String, from reader: inout ByteReader, limit: Int) throws(DecodeError) -> [TreeNode] {
+        let nodeCount = try reader.count(field, elementBytes: 5, limit: limit)
+        var nodes: [TreeNode] = []
+        nodes.reserveCapacity(nodeCount)
+        for position in 0..<nodeCount {
+            nodes.append(try readNode("\(field)[\(position)]", from: &reader))
+        }
+        try checkDisjoint(nodes, field: field)
+        return nodes
+    }
+
+    /// One tree node inside the index space.
+    static func readNode(_ field: String, from reader: inout ByteReader) throws(DecodeError) -> TreeNode {
+        let level = try reader.u8("\(field).level")
+        guard level <= maximumTreeLevel else {
+            throw .treeLevelTooHigh(field: "\(field).level", level: level, maximum: maximumTreeLevel)
+        }
+        let index = try reader.u32("\(field).index")
+        // In 64 bits the end of a level-31 node fits: (2^32 - 1 + 1) * 2^31 = 2^63.
+        guard (UInt64(index) + 1) << UInt64(level) <= UInt64(UInt32.max) + 1 else {
+            throw .treeNodeOutOfRange(field: field, level: level, index: index)
+        }
+        return TreeNode(level: Int(level), index: Int(index))
+    }
+
+    static func checkDisjoint(_ nodes: [TreeNode], field: String) throws(DecodeError) {
+        let ordered = nodes.sorted { $0.microBatches.lowerBound < $1.microBatches.lowerBound }
+        for (left, right) in zip(ordered, ordered.dropFirst()) where left.microBatches.upperBound > right.microBatches.lowerBound {
+            throw .overlappingTreeNodes(field: field, first: left, second: right)
+        }
+    }
+
     /// The per-micro-batch results of a gradients or evaluation message (`message` names it in
     /// errors): distinct indices, and correct answers within the top five within the samples.
-    fileprivate static func readResults(_ message: String, from reader: inout ByteReader, limits: DecodeLimits) throws(DecodeError) -> [MicroBatchResult] {
+    static func readResults(_ message: String, from reader: inout ByteReader, limits: DecodeLimits) throws(DecodeError) -> [MicroBatchResult] {
         let count = try reader.count("\(message).results", elementBytes: 24, limit: limits.maxMicroBatches)
         var results: [MicroBatchResult] = []
         results.reserveCapacity(count)
@@ -414,7 +444,7 @@ extension WireCodec {
     /// The worker timings at the end of a gradients or evaluation meta frame: each a finite,
     /// non-negative number of seconds, and forward + backward + pack no more than the total they
     /// are part of.
-    fileprivate static func readTimings(_ message: String, from reader: inout ByteReader) throws(DecodeError) -> WorkerTimings {
+    static func readTimings(_ message: String, from reader: inout ByteReader) throws(DecodeError) -> WorkerTimings {
         func seconds(_ field: String) throws(DecodeError) -> Double {
             let value = Double(bitPattern: try reader.u64(field))
             guard value.isFinite, value >= 0 else {

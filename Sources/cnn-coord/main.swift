@@ -21,6 +21,7 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(help: "Stop after this many steps in all (overrides train.steps).") var steps: Int?
     @Option(help: "Override train.seed.") var seed: Int?
     @Option(help: "Write a checkpoint every this many steps (overrides checkpoint.every).") var checkpointEvery: Int?
+    @Option(help: "Where gradients are reduced: central (at this coordinator) or sharded (among the workers; see docs/scaling.md). Overrides distributed.reduction.") var reduction: String?
     @Option(help: "Threads of each spawned worker.") var threads: Int = 1
     @Option(help: "The cnn-worker program to spawn (default: next to this one).") var workerExecutable: String?
     @Option(help: "This coordinator's CURVE secret key file (NAME.key_secret from `cnn keygen`); with --authorized-keys, all traffic is encrypted and only listed workers may join.")
@@ -44,6 +45,9 @@ struct CoordinatorCommand: ParsableCommand {
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1, got \(steps)") }
         if let seed, seed < 0 { throw ValidationError("--seed must not be negative, got \(seed)") }
         if let checkpointEvery, checkpointEvery < 0 { throw ValidationError("--checkpoint-every must be 0 or more") }
+        if let reduction, ReductionKind(rawValue: reduction) == nil {
+            throw ValidationError("--reduction must be one of \(ReductionKind.allCases.map(\.rawValue).joined(separator: ", ")), got '\(reduction)'")
+        }
         if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be 0-65535, got \(metricsPort)") }
         if resume && `init` != nil { throw ValidationError("--resume and --init exclude each other: resume continues a run, init starts a new one") }
     }
@@ -60,6 +64,7 @@ struct CoordinatorCommand: ParsableCommand {
         if let steps { config.train.maxSteps = steps }
         if let seed { config.train.seed = UInt64(seed) }
         if let checkpointEvery { config.checkpoint.every = checkpointEvery }
+        if let reduction { config.distributed.reduction = ReductionKind(rawValue: reduction)! }
         var options = CoordinatorOptions()
         options.security = try CoordinatorSecurity.load(secretKeyFile: curveSecretKey, authorizedKeysDirectory: authorizedKeys)
         options.insecureBind = insecureBind

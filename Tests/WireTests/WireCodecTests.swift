@@ -4,7 +4,7 @@ import XCTest
 final class WireCodecTests: XCTestCase {
     func testEveryMessageTypeRoundTripsThroughBytes() throws {
         let envelopes = sampleEnvelopes()
-        XCTAssertEqual(Set(envelopes.map { $0.message.typeName }).count, 9, "the samples must cover all nine types")
+        XCTAssertEqual(Set(envelopes.map { $0.message.typeName }).count, 20, "the samples must cover all twenty types")
         for envelope in envelopes {
             let frames = WireCodec.encodeToBytes(envelope)
             let decoded = try WireCodec.decode(bytes: frames)
@@ -19,7 +19,7 @@ final class WireCodecTests: XCTestCase {
         XCTAssertEqual(frames.count, 2)
         XCTAssertEqual(frames[0].count, 40)
         XCTAssertEqual(Array(frames[0][0..<4]), Array("CNNW".utf8))
-        XCTAssertEqual(Array(frames[0][4..<8]), [4, 0, 7, 0], "version 4, type 7 (bye), reserved 0")
+        XCTAssertEqual(Array(frames[0][4..<8]), [5, 0, 7, 0], "version 5, type 7 (bye), reserved 0")
         XCTAssertEqual(Array(frames[0][8..<16]), [8, 7, 6, 5, 4, 3, 2, 1])
         XCTAssertEqual(Array(frames[0][16..<24]), [42, 0, 0, 0, 0, 0, 0, 0])
         XCTAssertEqual(Array(frames[0][24..<32]), [8, 0, 0, 0, 0, 0, 0, 0], "meta of 8 bytes, no tensors")

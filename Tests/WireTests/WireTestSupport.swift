@@ -37,7 +37,7 @@ func sampleEnvelopes() -> [Envelope] {
         .bye(Bye(reason: "")),
         .bye(Bye(reason: "shutting down: SIGTERM ✋")),
         .error(WireFailure(code: 65535, text: "step 42: gradient of 10 floats, expected 61706")),
-    ]
+    ] + shardSampleMessages()
     return messages.enumerated().map { position, message in
         Envelope(runID: 0xDEAD_BEEF_0000_0000 | UInt64(position), step: UInt64(position) * 1000, message: message)
     }

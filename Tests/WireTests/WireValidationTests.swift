@@ -42,17 +42,18 @@ final class WireValidationTests: XCTestCase {
                        as: .badMagic(expected: 0x574E_4E43, got: 0x5A4D_5451))
     }
 
-    func testVersionsOtherThanFourAreRejectedNamingTheUnderstoodVersion() {
-        // Version 3 results carry no top-5 count; versions 1 and 2 are older releases that send
-        // evaluation results as gradients (and version 1 gradients carry no timings).
-        for version: UInt16 in [1, 2, 3, 5] {
-            assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: version), as: .unsupportedVersion(got: version, understood: [4]))
+    func testVersionsOtherThanFiveAreRejectedNamingTheUnderstoodVersion() {
+        // Version 4 lacks the sharded reduction's messages, version 3 results carry no top-5
+        // count; versions 1 and 2 are older releases that send evaluation results as gradients
+        // (and version 1 gradients carry no timings).
+        for version: UInt16 in [1, 2, 3, 4, 6] {
+            assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: version), as: .unsupportedVersion(got: version, understood: [5]))
         }
     }
 
     func testUnknownMessageTypesAreRejected() {
         assertRejected(rawMessage(type: 0, meta: heartbeatMeta), as: .unknownMessageType(0))
-        assertRejected(rawMessage(type: 10, meta: heartbeatMeta), as: .unknownMessageType(10))
+        assertRejected(rawMessage(type: 21, meta: heartbeatMeta), as: .unknownMessageType(21))
     }
 
     func testNonZeroReservedByteIsRejected() {

@@ -129,6 +129,22 @@ public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>?, _ argv: UnsafeMu
         .heartbeat(Heartbeat(sentAtMilliseconds: 99, busy: true)),
         .bye(Bye(reason: "done")),
         .error(WireFailure(code: 422, text: "refused")),
+        .listening(Listening(endpoint: "tcp://10.0.0.2:4000", publicKey: String(repeating: "k", count: 40))),
+        .plan(ShardPlan(version: 2, members: [ShardMember(workerID: 0, endpoint: "tcp://a:1", publicKey: ""),
+                                              ShardMember(workerID: 1, endpoint: "tcp://b:1", publicKey: "")],
+                        slices: [SliceAssignment(owner: 0, replica: 1, source: 1, ownerNeedsState: true),
+                                 SliceAssignment(owner: 1, replica: 0)], newMembers: [0])),
+        .computed(Computed(epoch: 1, results: [MicroBatchResult(index: 0, lossSum: 1, correct: 1, samples: 2)],
+                           nodes: [TreeNode(level: 0, index: 0)], nonFinite: "")),
+        .slicePartials(SlicePartials(slice: 1, nodes: [TreeNode(level: 1, index: 0)], tensors: [FloatPayload(copying: [1, 2])])),
+        .reduce(ReduceCover(version: 1, totalMicroBatches: 3, learningRate: 0.1, nodes: [
+            CoverNode(node: TreeNode(level: 1, index: 0), worker: 0), CoverNode(node: TreeNode(level: 0, index: 2), worker: 1)])),
+        .blockSums(BlockSums(slice: 0, sums: [1.5, 2])),
+        .norm(GlobalNorm(value: 2.5)),
+        .weightSlice(WeightSlice(slice: 3, values: FloatPayload(copying: [1, 2, 3]))),
+        .sliceState(SliceState(slice: 0, names: ["momentum_buffer"], weights: FloatPayload(copying: [1]), tensors: [FloatPayload(copying: [2])])),
+        .stepDone(StepDone(planVersion: 4)),
+        .gather(Gather(planVersion: 4)),
     ]
     for (index, message) in messages.enumerated() {
         let frames = WireCodec.encodeToBytes(Envelope(runID: 0xC0FFEE, step: 3, message: message))

@@ -1,0 +1,459 @@
+import AllReduce
+import CNN
+import Foundation
+import Logging
+import Wire
+
+/// A worker's part in the `sharded` reduction (docs/scaling.md): it sends each slice of its
+/// partial sums to the slice's owner, completes the tree of the slices it owns once the
+/// coordinator names the step's cover, runs their optimiser (ZeRO stage 1), sends the updated
+/// weights to every member and its optimiser state to the replica, keeps the state of the slices
+/// it mirrors, and assembles the next step's weights from every owner's slices.
+///
+/// Nothing is thrown away before the coordinator starts the next step (the commit): the weights
+/// the step started from, the committed optimiser state and the partial sums, so that when a
+/// member dies mid-step the new owners can redo its slices from them, to the same bits.
+final class ShardRole {
+    let layout: ShardLayout
+    let selfID: UInt32
+    let mesh: PeerTransport
+    private let config: TrainingConfig
+    private let engine: MicroBatchEngine
+    private let logger: Logger
+    private let trainableRanges: [Range<Int>]
+    /// Sends to the coordinator (message, step).
+    private let tellCoordinator: (Message, Int) -> Void
+
+    private(set) var plan: ShardPlan?
+    /// The step `current` starts; `next` is being assembled for the step after it.
+    private(set) var step: Int?
+    private var current: SliceBuffer
+    private var next: SliceBuffer
+    /// This worker's partial sums of the step (whole leaves), until the commit.
+    private var partials: [(node: TreeNode, values: FloatPayload)] = []
+    /// Partial sums received for owned slices: slice -> (node, sender) -> values.
+    private var received: [Int: [CoverNode: FloatPayload]] = [:]
+    private var cover: ReduceCover?
+    private var norm: Double?
+    private var blockSumsSent: Set<Int> = []
+    /// Optimiser state of the slices this worker owns or mirrors.
+    private var holdings: [Int: SliceHolding] = [:]
+    /// Optimisers of the owned slices; their state is the committed one until `applied`.
+    private var updaters: [Int: ParameterSliceUpdate] = [:]
+    private var doneSent: UInt64?
+    /// A checkpoint's request for the owned slices, and which were sent.
+    private var gatherWanted: UInt64?
+    private var gatherSent: Set<Int> = []
+    /// Weight slices and state from peers that the current plan does not let them send: kept
+    /// until the next plan (the coordinator's plan can reach this worker after a peer acted on it).
+    private var deferred: [(envelope: Envelope, sender: UInt32)] = []
+    /// Whether a computation may still read `current` (then a commit does not reuse it).
+    private let isComputing: () -> Bool
+
+    struct SliceHolding {
+        var committed: [(name: String, values: [Float])]?
+        var pending: [(name: String, values: [Float])]?
+        var applied = false
+    }
+
+    init(config: TrainingConfig, engine: MicroBatchEngine, selfID: UInt32, mesh: PeerTransport, logger: Logger,
+         isComputing: @escaping () -> Bool, tellCoordinator: @escaping (Message, Int) -> Void) throws {
+        self.isComputing = isComputing
+        self.config = config
+        self.engine = engine
+        self.selfID = selfID
+        self.mesh = mesh
+        self.logger = logger
+        self.tellCoordinator = tellCoordinator
+        layout = ShardLayout(parameterCount: engine.parameterCount, stateCount: engine.stateCount, block: GradientClipping.normBlock)
+        trainableRanges = try ModelState.trainableRanges(of: engine.layoutNetwork, freezing: config.train.freeze)
+        current = SliceBuffer(count: engine.leafLength, slices: layout.slices.count)
+        next = SliceBuffer(count: engine.leafLength, slices: layout.slices.count)
+    }
+
+    // MARK: Weights
+
+    /// The weights step `step` starts from, when this worker holds all of them.
+    func weights(forStep wanted: Int) throws -> FloatPayload? {
+        try commitIfDue(wanted)
+        guard step == wanted, current.isComplete else { return nil }
+        return current.payload
+    }
+
+    /// The coordinator's whole weights for `step` (the start of a run, or after a gather).
+    func receiveWholeWeights(_ values: FloatPayload, step: Int) throws {
+        try commitIfDue(step)
+        if self.step != step { startStep(step) }
+        values.withUnsafeBufferPointer { current.pointer.update(from: $0.baseAddress!, count: min($0.count, current.count)) }
+        current.markAll()
+    }
+
+    private func startStep(_ step: Int) {
+        self.step = step
+        current.clear()
+        resetStep()
+    }
+
+    private func resetStep() {
+        next.clear()
+        partials.removeAll()
+        received.removeAll()
+        deferred.removeAll()
+        cover = nil
+        norm = nil
+        blockSumsSent.removeAll()
+        doneSent = nil
+        for index in holdings.keys { holdings[index]!.pending = nil; holdings[index]!.applied = false }
+    }
+
+    /// Moves to `step` when it is the one after the current and the current one is done: the
+    /// assembled weights become current, pending optimiser state becomes committed.
+    private func commitIfDue(_ newStep: Int) throws {
+        guard let step, newStep == step + 1 else { return }
+        guard next.isComplete else {
+            let missing = layout.slices.indices.filter { !next.has($0) }
+            throw ShardOutOfStep(description: "step \(newStep) began before this worker held every weight of it (slices \(missing) missing)")
+        }
+        for index in holdings.keys where holdings[index]!.pending != nil {
+            holdings[index]!.committed = holdings[index]!.pending
+        }
+        // A computation of the old step may still read the old weights: give them up rather than overwrite them.
+        let old = current
+        current = next
+        next = isComputing() ? SliceBuffer(count: old.count, slices: layout.slices.count) : old
+        self.step = newStep
+        resetStep()
+    }
+
+    // MARK: Messages from the coordinator
+
+    func adopt(_ newPlan: ShardPlan, step: Int) throws {
+        guard newPlan.slices.count == layout.slices.count else {
+            throw WorkerError(description: "the coordinator's plan has \(newPlan.slices.count) slices; this model has \(layout.slices.count)")
+        }
+        try commitIfDue(step)
+        if self.step == nil { startStep(step) }
+        let old = plan
+        plan = newPlan
+        try mesh.setPeers(newPlan.members.filter { $0.workerID != selfID }.map {
+            PeerAddress(workerID: $0.workerID, endpoint: $0.endpoint, publicKey: $0.publicKey.isEmpty ? nil : $0.publicKey)
+        })
+        doneSent = nil
+        for (index, slice) in newPlan.slices.enumerated() {
+            let wasOwner = old?.slices[index].owner == selfID
+            let isOwner = slice.owner == selfID
+            let isReplica = slice.replica == selfID
+            if slice.source == selfID { handOver(index, slice, newMembers: newPlan.newMembers) }
+            if isOwner && !wasOwner {
+                // Redone from the committed state, whatever a previous owner may have sent.
+                updaters[index] = nil
+                holdings[index, default: SliceHolding()].pending = nil
+                holdings[index]!.applied = false
+            }
+            if !isOwner { updaters[index] = nil; received[index] = nil }
+            if !isOwner && !isReplica { holdings[index] = nil }
+            if isOwner || isReplica, holdings[index] == nil { holdings[index] = SliceHolding() }
+            if layout.isStateSlice(index) && (isOwner || isReplica) && holdings[index]!.committed == nil { holdings[index]!.committed = [] }
+            if let old, old.slices[index].owner != slice.owner { sendPartials(of: index, to: slice.owner) }
+            if isOwner, wasOwner, let replica = slice.replica, replica != old?.slices[index].replica,
+               let pending = holdings[index]?.pending {
+                sendState(index, pending, weights: false, to: replica, step: self.step! + 1)
+            }
+        }
+        let replay = deferred
+        deferred.removeAll()
+        for held in replay { try handlePeer(held.envelope, from: held.sender) }
+        try progress()
+    }
+
+    /// As the source of a slice after a plan change: its committed state to the owner and
+    /// replica that lack it, its committed weights to new members.
+    private func handOver(_ index: Int, _ slice: SliceAssignment, newMembers: [UInt32]) {
+        guard let step, let state = holdings[index]?.committed else {
+            logger.warning("plan names this worker the source of slice \(index) but it holds no committed state of it")
+            return
+        }
+        if slice.ownerNeedsState && slice.owner != selfID { sendState(index, state, weights: false, to: slice.owner, step: step) }
+        if slice.replicaNeedsState, let replica = slice.replica, replica != selfID { sendState(index, state, weights: false, to: replica, step: step) }
+        for member in newMembers where member != selfID {
+            let range = layout.slices[index]
+            let values = FloatPayload(wrapping: current.pointer + range.lowerBound, count: range.count, owner: current)
+            send(.weightSlice(WeightSlice(slice: UInt32(index), values: values)), to: member, step: step)
+        }
+    }
+
+    func receiveCover(_ newCover: ReduceCover, step: Int) throws {
+        guard step == self.step else { return }
+        if let cover, cover.version >= newCover.version { return }
+        cover = newCover
+        try progress()
+    }
+
+    func receiveNorm(_ value: Double, step: Int) throws {
+        guard step == self.step else { return }
+        norm = value
+        try progress()
+    }
+
+    /// A slice's optimiser state: committed state of the envelope's step (from the coordinator
+    /// at the start of a run, or from the slice's source after a plan change), or the owner's
+    /// state after this step's update (to its replica).
+    func receiveState(_ message: SliceState, step messageStep: Int, from sender: UInt32?) throws {
+        let index = Int(message.slice)
+        guard index < layout.slices.count, let plan, let step else { return }
+        let slice = plan.slices[index]
+        let state = zip(message.names, message.tensors).map { (name: $0, values: $1.toArray()) }
+        if messageStep == step + 1 {
+            guard let sender, sender == slice.owner, slice.replica == selfID else {
+                if let sender { deferred.append((Envelope(runID: 0, step: UInt64(messageStep), message: .sliceState(message)), sender)) }
+                return
+            }
+            holdings[index, default: SliceHolding()].pending = state
+        } else if messageStep == step {
+            guard sender == nil || sender == slice.source, slice.owner == selfID || slice.replica == selfID else { return }
+            holdings[index, default: SliceHolding()].committed = state
+            if slice.owner == selfID { updaters[index] = nil }
+        }
+        try progress()
+    }
+
+    /// Sends the weights and optimiser state of every owned slice to the coordinator, as soon as
+    /// this worker holds them (a new owner may still wait for its source).
+    func gather(planVersion: UInt64, step: Int) throws {
+        try commitIfDue(step)
+        guard plan?.version == planVersion else { return }
+        gatherWanted = planVersion
+        gatherSent = []
+        sendGathered()
+    }
+
+    private func sendGathered() {
+        guard let plan, let step = self.step, gatherWanted == plan.version else { return }
+        for (index, slice) in plan.slices.enumerated() where slice.owner == selfID && !gatherSent.contains(index) {
+            guard let state = holdings[index]?.committed, current.has(index) else { continue }
+            sendState(index, state, weights: true, to: nil, step: step)
+            gatherSent.insert(index)
+        }
+    }
+
+    // MARK: Results of the worker's own computation
+
+    /// Keeps the partial sums of a training computation for `step`, sends each slice to its
+    /// owner, and returns what to tell the coordinator.
+    func computed(_ gradients: Gradients, step: Int) throws -> Computed {
+        var finding = ""
+        for (node, values) in zip(gradients.nodes, gradients.tensors) {
+            if finding.isEmpty, let found = values.withUnsafeBufferPointer({ NonFiniteFinding.locate(in: $0, network: engine.layoutNetwork) }) {
+                finding = found.description
+            }
+            if step == self.step, !partials.contains(where: { $0.node == node }) { partials.append((node, values)) }
+        }
+        if step == self.step, let plan {
+            for index in layout.slices.indices { sendPartials(of: index, to: plan.slices[index].owner, only: Set(gradients.nodes)) }
+        }
+        try progress()
+        return Computed(epoch: gradients.epoch, results: gradients.results, nodes: gradients.nodes, timings: gradients.timings, nonFinite: finding)
+    }
+
+    private func sendPartials(of index: Int, to owner: UInt32, only: Set<TreeNode>? = nil) {
+        guard let step else { return }
+        let range = layout.slices[index]
+        let chosen = partials.filter { only?.contains($0.node) ?? true }
+        guard !chosen.isEmpty else { return }
+        let tensors = chosen.map { held in
+            held.values.withUnsafeBufferPointer { FloatPayload(wrapping: $0.baseAddress! + range.lowerBound, count: range.count, owner: held.values) }
+        }
+        if owner == selfID {
+            for (held, tensor) in zip(chosen, tensors) { received[index, default: [:]][CoverNode(node: held.node, worker: selfID)] = tensor }
+            return
+        }
+        send(.slicePartials(SlicePartials(slice: UInt32(index), nodes: chosen.map(\.node), tensors: tensors)), to: owner, step: step)
+    }
+
+    // MARK: Messages from peers
+
+    /// Reads what peers sent, for up to `timeoutMilliseconds` for the first message.
+    func poll(timeoutMilliseconds: Int) throws {
+        var timeout = timeoutMilliseconds
+        while let incoming = try mesh.receive(timeoutMilliseconds: timeout) {
+            timeout = 0
+            switch incoming.result {
+            case .failure(let error):
+                logger.warning("dropped a malformed message from worker w\(incoming.sender): \(error)")
+            case .success(let envelope):
+                try handlePeer(envelope, from: incoming.sender)
+            }
+        }
+    }
+
+    private func handlePeer(_ envelope: Envelope, from sender: UInt32) throws {
+        guard let plan, let step, let messageStep = Int(exactly: envelope.step) else { return }
+        switch envelope.message {
+        case .slicePartials(let message):
+            // Kept whoever owns the slice now: a sender may act on a plan that has not reached
+            // this worker yet. Only the nodes the cover names from their senders are used.
+            let index = Int(message.slice)
+            guard messageStep == step, index < layout.slices.count else { return }
+            let length = layout.slices[index].count
+            for (node, tensor) in zip(message.nodes, message.tensors) where tensor.count == length {
+                received[index, default: [:]][CoverNode(node: node, worker: sender)] = tensor
+            }
+        case .weightSlice(let message):
+            let index = Int(message.slice)
+            guard index < layout.slices.count, message.values.count == layout.slices[index].count else { return }
+            let slice = plan.slices[index]
+            // Only the owner writes a slice's next weights; only the source a new member's current ones.
+            if messageStep == step + 1 && sender == slice.owner {
+                if !next.has(index) { next.write(message.values, at: layout.slices[index], slice: index) }
+            } else if messageStep == step && sender == slice.source {
+                if !current.has(index) { current.write(message.values, at: layout.slices[index], slice: index) }
+            } else if messageStep >= step {
+                deferred.append((envelope, sender))
+            }
+        case .sliceState(let message):
+            guard Int(message.slice) < layout.slices.count else { return }
+            try receiveState(message, step: messageStep, from: sender)
+        default:
+            logger.warning("unexpected \(envelope.message.typeName) from worker w\(sender); ignored")
+        }
+        try progress()
+    }
+
+    // MARK: Completing slices
+
+    /// Completes whatever can be completed now, and says so to the coordinator when all is done.
+    func progress() throws {
+        sendGathered()
+        guard let plan, let step, let cover else { return }
+        for (index, slice) in plan.slices.enumerated() where slice.owner == selfID && holdings[index]?.applied != true {
+            try complete(index, cover: cover, step: step)
+        }
+        let ownedDone = plan.slices.indices.allSatisfy { plan.slices[$0].owner != selfID || holdings[$0]?.applied == true }
+        let mirroredDone = plan.slices.indices.allSatisfy {
+            plan.slices[$0].replica != selfID || layout.isStateSlice($0) || holdings[$0]?.pending != nil
+        }
+        if ownedDone && mirroredDone && next.isComplete && doneSent != plan.version {
+            doneSent = plan.version
+            tellCoordinator(.stepDone(StepDone(planVersion: plan.version)), step)
+        }
+    }
+
+    private func complete(_ index: Int, cover: ReduceCover, step: Int) throws {
+        guard let committed = holdings[index]?.committed, current.isComplete else { return }
+        let range = layout.slices[index]
+        var parts: [(TreeNode, FloatPayload)] = []
+        for entry in cover.nodes {
+            guard let values = received[index]?[entry] else { return }
+            parts.append((entry.node, values))
+        }
+        let reduction = TreeReduction()
+        reduction.begin(microBatches: Int(cover.totalMicroBatches), length: range.count)
+        defer { reduction.end() }
+        for (node, values) in parts {
+            _ = try values.withUnsafeBufferPointer { try reduction.offer(node, values: $0.baseAddress!, owner: values) }
+        }
+        let mean = FloatBuffer(count: range.count)
+        try reduction.mean(into: mean.pointer)
+        if let finding = NonFiniteFinding.locate(in: UnsafeBufferPointer(start: mean.pointer, count: range.count), network: engine.layoutNetwork) {
+            tellCoordinator(.error(WireFailure(code: 470, text: "slice \(index) of step \(step): the mean gradient is not finite (\(finding))")), step)
+            holdings[index]!.applied = true
+            return
+        }
+        let output = next.pointer + range.lowerBound
+        output.update(from: current.pointer + range.lowerBound, count: range.count)
+        if layout.isStateSlice(index) {
+            let state = output
+            var cursor = 0
+            for layer in engine.layoutNetwork.layers {
+                layer.applyObservations(mean.pointer + cursor, to: state + cursor)
+                cursor += layer.stateCount
+            }
+            holdings[index]!.pending = []
+        } else {
+            let updater = try updater(for: index, committed: committed)
+            var globalNorm: Double?
+            if updater.clips {
+                if !blockSumsSent.contains(index) {
+                    let sums = updater.blockSums(ofMeanGradient: mean.pointer)
+                    tellCoordinator(.blockSums(BlockSums(slice: UInt32(index), sums: sums)), step)
+                    blockSumsSent.insert(index)
+                }
+                guard let norm else { return }
+                globalNorm = norm
+            }
+            updater.apply(gradient: mean.pointer, norm: globalNorm, learningRate: cover.learningRate, parameters: output)
+            holdings[index]!.pending = updater.stateTensors
+        }
+        next.mark(index)
+        holdings[index]!.applied = true
+        let values = FloatPayload(wrapping: output, count: range.count, owner: next)
+        for member in plan!.members where member.workerID != selfID {
+            send(.weightSlice(WeightSlice(slice: UInt32(index), values: values)), to: member.workerID, step: step + 1)
+        }
+        if let replica = plan!.slices[index].replica, !layout.isStateSlice(index) {
+            sendState(index, holdings[index]!.pending!, weights: false, to: replica, step: step + 1)
+        }
+    }
+
+    private func updater(for index: Int, committed: [(name: String, values: [Float])]) throws -> ParameterSliceUpdate {
+        if let existing = updaters[index] { return existing }
+        let updater = ParameterSliceUpdate(config: config, range: layout.slices[index], trainableRanges: trainableRanges)
+        if !committed.isEmpty { try updater.restore(part: committed) }
+        updaters[index] = updater
+        return updater
+    }
+
+    // MARK: Sending
+
+    private func sendState(_ index: Int, _ state: [(name: String, values: [Float])], weights: Bool, to member: UInt32?, step: Int) {
+        let range = layout.slices[index]
+        let message = SliceState(
+            slice: UInt32(index), names: state.map(\.name),
+            weights: weights ? FloatPayload(copying: current.pointer + range.lowerBound, count: range.count) : nil,
+            tensors: state.map { FloatPayload(copying: $0.values) })
+        if let member { send(.sliceState(message), to: member, step: step) } else { tellCoordinator(.sliceState(message), step) }
+    }
+
+    private func send(_ message: Message, to member: UInt32, step: Int) {
+        do {
+            try mesh.send(Envelope(runID: 0, step: UInt64(step), message: message), to: member)
+        } catch {
+            logger.warning("step \(step): could not send \(message.typeName) to worker w\(member): \(error)")
+        }
+    }
+}
+
+/// The coordinator started a step this worker is not ready for: it must join again.
+struct ShardOutOfStep: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// Weights laid out as the flat vector, filled slice by slice.
+final class SliceBuffer: @unchecked Sendable {
+    let count: Int
+    let pointer: UnsafeMutablePointer<Float>
+    private var present: [Bool]
+
+    init(count: Int, slices: Int) {
+        self.count = count
+        pointer = .allocate(capacity: max(count, 1))
+        pointer.initialize(repeating: 0, count: max(count, 1))
+        present = [Bool](repeating: false, count: slices)
+    }
+
+    deinit { pointer.deallocate() }
+
+    var isComplete: Bool { !present.contains(false) }
+    func has(_ slice: Int) -> Bool { present[slice] }
+    func mark(_ slice: Int) { present[slice] = true }
+    func markAll() { present = present.map { _ in true } }
+    func clear() { present = present.map { _ in false } }
+
+    func write(_ values: FloatPayload, at range: Range<Int>, slice: Int) {
+        values.withUnsafeBufferPointer { (pointer + range.lowerBound).update(from: $0.baseAddress!, count: range.count) }
+        present[slice] = true
+    }
+
+    /// The whole buffer as a payload that keeps it alive (for the engine to read in place).
+    var payload: FloatPayload { FloatPayload(wrapping: pointer, count: count, owner: self) }
+}

@@ -1,0 +1,301 @@
+import AllReduce
+import CNN
+import Foundation
+import Logging
+import Wire
+
+/// The coordinator's state under the `sharded` reduction: who is a member of the plan, who waits
+/// to join at the next step boundary, and how far the step in progress got. The coordinator
+/// carries control messages only (plans, assignments, the cover, the norm); weights and
+/// gradients go between workers, and come to the coordinator only for a checkpoint (`gather`).
+final class ShardedReduction {
+    let layout: ShardLayout
+    var planner: ShardPlanner
+    private(set) var plan: ShardPlan?
+    /// Members of the current plan, and workers that said where they listen but are not members yet.
+    var members: [UInt32: ShardMember] = [:]
+    var waiting: [UInt32: ShardMember] = [:]
+    /// Whether the coordinator's weights and optimiser state are the run's current ones (at the
+    /// start, after a resume or a gather); otherwise they live in the slice owners.
+    var holdsWeights = true
+
+    // The step in progress.
+    var cover = CoverSelection(microBatches: 1)
+    var coverVersion: UInt32 = 0
+    var coverSent = false
+    var done: Set<UInt32> = []
+    var blockSums: [Int: [Double]] = [:]
+    var norm: Double?
+    var needsReplan = false
+    /// Slices gathered for a checkpoint.
+    var gathered: [Int: SliceState] = [:]
+
+    init(parameterCount: Int, stateCount: Int) {
+        layout = ShardLayout(parameterCount: parameterCount, stateCount: stateCount, block: GradientClipping.normBlock)
+        planner = ShardPlanner(layout: layout)
+    }
+
+    var readyCount: Int { members.count + waiting.count }
+
+    func beginStep(microBatches: Int) {
+        cover = CoverSelection(microBatches: microBatches)
+        coverSent = false
+        done = []
+        blockSums = [:]
+        norm = nil
+    }
+
+    /// A new plan over the members and whoever waits; throws `SliceLost`.
+    func replan(step: Int) throws -> ShardPlan {
+        let joining = Set(waiting.keys)
+        let isFirst = planner.slices == nil
+        for (id, member) in waiting { members[id] = member }
+        waiting = [:]
+        let ids = members.keys.sorted()
+        let slices = try planner.replan(members: ids, newMembers: isFirst ? [] : joining)
+        let version = (plan?.version ?? 0) + 1
+        let next = ShardPlan(version: version, members: ids.map { members[$0]! }, slices: slices,
+                             newMembers: isFirst ? [] : joining.sorted())
+        plan = next
+        needsReplan = false
+        done = []
+        return next
+    }
+}
+
+extension Coordinator {
+    /// One optimiser step under the sharded reduction: members computed, owners reduce and
+    /// update their slices, every member reports the next weights complete.
+    func trainShardedStep(_ work: [MicroBatch], epoch: Int, stepsPerEpoch: Int, sharding: ShardedReduction) throws -> StepReport? {
+        let stepStart = monotonicSeconds()
+        let bytesBefore = (transport.bytesSent, transport.bytesReceived)
+        let learningRate = state.learningRate(stepsPerEpoch: stepsPerEpoch)
+        sharding.beginStep(microBatches: work.count)
+        try planAtStepBoundary(sharding)
+        guard let scores = try runTask(.train, epoch: epoch, work: work, until: { try self.shardedStepDone(sharding, learningRate: learningRate) }) else {
+            return nil
+        }
+        state.advance(stepsPerEpoch: stepsPerEpoch)
+        sharding.holdsWeights = false
+        defer { phases.removeAll(keepingCapacity: true) }
+        return StepReport(
+            step: state.step, epoch: epoch, stepInEpoch: state.stepInEpoch == 0 ? stepsPerEpoch : state.stepInEpoch,
+            stepsPerEpoch: stepsPerEpoch, score: scores.reduce(BatchScore(), +), learningRate: Double(learningRate), start: stepStart,
+            seconds: monotonicSeconds() - stepStart, workers: pool.all.map { $0.status(alive: true) }, phases: phases,
+            bytesSent: transport.bytesSent - bytesBefore.0, bytesReceived: transport.bytesReceived - bytesBefore.1)
+    }
+
+    /// Workers that joined since the last step become members. The first plan of a run comes
+    /// with the coordinator's weights and each slice's optimiser state.
+    private func planAtStepBoundary(_ sharding: ShardedReduction) throws {
+        let deadline = monotonicSeconds() + config.distributed.joinTimeout
+        while sharding.readyCount == 0 {
+            if let error = stopError { stopError = nil; throw error }
+            guard monotonicSeconds() < deadline else {
+                throw CoordinatorError(description: "step \(state.step): no worker has been ready for \(Int(config.distributed.joinTimeout)) s; start workers with `cnn-worker --connect \(connectAddress)`")
+            }
+            try pump(timeout: 0.05)
+            sendHeartbeats()
+        }
+        guard sharding.plan == nil || !sharding.waiting.isEmpty else { return }
+        let joining = sharding.waiting.keys.sorted()
+        let isFirst = sharding.planner.slices == nil
+        let plan = try sharding.replan(step: state.step)
+        broadcast(.plan(plan), to: sharding)
+        if isFirst { sendWeightsAndState(plan, sharding) }
+        for id in joining {
+            guard let worker = pool.worker(id: id) else { continue }
+            apply(scheduler.handle(.joined(worker: id, name: worker.name, threads: worker.threads), at: monotonicSeconds()))
+        }
+        logger.info("step \(state.step): sharded plan \(plan.version): \(plan.members.count) member(s), \(plan.slices.count) slices")
+    }
+
+    /// The coordinator's weights to every member, and each slice's optimiser state to its owner
+    /// and replica (the start of a run, or a resume).
+    private func sendWeightsAndState(_ plan: ShardPlan, _ sharding: ShardedReduction) {
+        let weights = currentWeights()
+        let whole = state.optimizer.stateTensors
+        for member in plan.members {
+            guard let worker = pool.worker(id: member.workerID) else { continue }
+            send(.weights(Weights(values: weights)), to: worker)
+            worker.weightsVersion = state.step
+        }
+        for (index, slice) in plan.slices.enumerated() where !sharding.layout.isStateSlice(index) {
+            let range = sharding.layout.slices[index]
+            let part = whole.map { (name: $0.name, values: $0.values.count == state.parameterCount ? Array($0.values[range]) : $0.values) }
+            let message = SliceState(slice: UInt32(index), names: part.map(\.name), weights: nil,
+                                     tensors: part.map { FloatPayload(copying: $0.values) })
+            for id in [slice.owner] + (slice.replica.map { [$0] } ?? []) {
+                if let worker = pool.worker(id: id) { send(.sliceState(message), to: worker) }
+            }
+        }
+    }
+
+    /// Whether the step is complete; meanwhile sends the cover once every micro-batch has a
+    /// result, the norm once every slice's block sums are in, and a new plan after a death.
+    private func shardedStepDone(_ sharding: ShardedReduction, learningRate: Float) throws -> Bool {
+        if sharding.needsReplan { try replanAfterLoss(sharding) }
+        guard scheduler.isTaskComplete, let plan = sharding.plan else { return false }
+        if !sharding.coverSent {
+            sharding.coverVersion += 1
+            let cover = ReduceCover(version: sharding.coverVersion, totalMicroBatches: UInt32(sharding.cover.microBatches),
+                                    learningRate: learningRate, nodes: sharding.cover.cover)
+            broadcast(.reduce(cover), to: sharding)
+            sharding.coverSent = true
+        }
+        let parameterSlices = sharding.layout.slices.indices.filter { !sharding.layout.isStateSlice($0) }
+        if config.train.clipGradientNorm > 0, sharding.norm == nil, parameterSlices.allSatisfy({ sharding.blockSums[$0] != nil }) {
+            let sums = parameterSlices.flatMap { sharding.blockSums[$0]! }
+            let norm = GradientClipping.norm(blockSums: sums)
+            sharding.norm = norm
+            broadcast(.norm(GlobalNorm(value: norm)), to: sharding)
+        }
+        return sharding.done == Set(plan.members.map(\.workerID))
+    }
+
+    /// After a member died: a plan over the survivors (replicas take over its slices), and its
+    /// micro-batches whose partial sums may not have reached the new owners computed again.
+    private func replanAfterLoss(_ sharding: ShardedReduction) throws {
+        let plan: ShardPlan
+        do {
+            plan = try sharding.replan(step: state.step)
+        } catch let lost as SliceLost {
+            throw CoordinatorError(description: "step \(state.step): \(lost); the run cannot go on. Resume from the last checkpoint in \(options.runDirectory)/checkpoints with --resume")
+        }
+        broadcast(.plan(plan), to: sharding)
+        if let norm = sharding.norm { broadcast(.norm(GlobalNorm(value: norm)), to: sharding) }
+        let again = sharding.cover.uncovered
+        if task != nil, !again.isEmpty {
+            sharding.coverSent = false
+            apply(scheduler.handle(.redo(microBatches: Set(again)), at: monotonicSeconds()))
+        } else if task != nil {
+            // Every micro-batch is still covered, but owners changed: the same cover under the new plan.
+            sharding.coverSent = false
+        }
+        let recomputed = again.isEmpty ? "" : "; micro-batches \(again) are computed again"
+        logger.warning("step \(state.step): sharded plan \(plan.version) over \(plan.members.count) survivor(s)\(recomputed)")
+    }
+
+    /// A member or waiting worker is gone.
+    func shardMemberLost(_ id: UInt32) {
+        guard let sharding else { return }
+        sharding.waiting[id] = nil
+        guard sharding.members.removeValue(forKey: id) != nil else { return }
+        sharding.cover.forget(id)
+        sharding.needsReplan = true
+        if sharding.members.isEmpty { sharding.planner.reset() }
+    }
+
+    func broadcast(_ message: Message, to sharding: ShardedReduction) {
+        for id in sharding.members.keys.sorted() {
+            guard let worker = pool.worker(id: id) else { continue }
+            if !send(message, to: worker) { apply(gone(worker)) }
+        }
+    }
+
+    // MARK: Messages
+
+    /// A worker says where it listens: it becomes a member at the next step boundary.
+    func receiveListening(_ listening: Listening, from worker: WorkerRecord) {
+        guard let sharding else { return offence(worker.peer, "a listening message, but this run does not use the sharded reduction", code: 400) }
+        if let keys = options.security?.authorizedKeys, !listening.publicKey.isEmpty,
+           !keys.contains(where: { $0.publicKey == listening.publicKey }) && listening.publicKey != link.localWorkerPublicKey {
+            return offence(worker.peer, "a public key for its peers that is not on the allow-list", code: 403)
+        }
+        if options.security != nil && listening.publicKey.isEmpty {
+            return offence(worker.peer, "no public key for its peers, but this run requires CURVE", code: 403)
+        }
+        sharding.waiting[worker.id] = ShardMember(workerID: worker.id, endpoint: listening.endpoint, publicKey: listening.publicKey)
+    }
+
+    func receiveStepDone(_ done: StepDone, step: UInt64, from worker: WorkerRecord) {
+        guard let sharding, let plan = sharding.plan, step == UInt64(state.step), done.planVersion == plan.version else { return }
+        sharding.done.insert(worker.id)
+    }
+
+    func receiveBlockSums(_ sums: BlockSums, step: UInt64, from worker: WorkerRecord) {
+        guard let sharding, let plan = sharding.plan, step == UInt64(state.step) else { return }
+        let index = Int(sums.slice)
+        guard index < plan.slices.count, plan.slices[index].owner == worker.id, !sharding.layout.isStateSlice(index) else {
+            return offence(worker.peer, "block sums of slice \(sums.slice), which it does not own", code: 403)
+        }
+        let range = sharding.layout.slices[index]
+        let blocks = (range.count + GradientClipping.normBlock - 1) / GradientClipping.normBlock
+        guard sums.sums.count == blocks else {
+            return offence(worker.peer, "\(sums.sums.count) block sums for slice \(index), which has \(blocks) blocks", code: 422)
+        }
+        if sharding.blockSums[index] == nil { sharding.blockSums[index] = sums.sums }
+    }
+
+    func receiveGathered(_ slice: SliceState, from worker: WorkerRecord) {
+        guard let sharding, let plan = sharding.plan else { return }
+        let index = Int(slice.slice)
+        guard index < plan.slices.count, plan.slices[index].owner == worker.id,
+              slice.weights?.count == sharding.layout.slices[index].count else {
+            return offence(worker.peer, "the state of slice \(slice.slice), which it does not own or does not fit", code: 403)
+        }
+        sharding.gathered[index] = slice
+    }
+
+    // MARK: Checkpoints
+
+    /// Brings the weights and optimiser state from the slice owners, so that the coordinator's
+    /// state is the run's current one (before a checkpoint).
+    func gatherShards() throws {
+        guard let sharding, !sharding.holdsWeights, sharding.plan != nil else { return }
+        sharding.gathered = [:]
+        var askedVersion: UInt64 = 0
+        let deadline = monotonicSeconds() + max(60, config.distributed.workerTimeout * 4)
+        while sharding.gathered.count < sharding.layout.slices.count {
+            if sharding.needsReplan {
+                do {
+                    let plan = try sharding.replan(step: state.step)
+                    broadcast(.plan(plan), to: sharding)
+                } catch let lost as SliceLost {
+                    throw CoordinatorError(description: "step \(state.step): \(lost); cannot write a checkpoint of this step. The last checkpoint is in \(options.runDirectory)/checkpoints")
+                }
+            }
+            if let plan = sharding.plan, plan.version != askedVersion {
+                askedVersion = plan.version
+                sharding.gathered = sharding.gathered.filter { plan.slices[$0.key].owner == plan.slices[$0.key].owner }
+                broadcast(.gather(Gather(planVersion: plan.version)), to: sharding)
+            }
+            guard monotonicSeconds() < deadline else {
+                throw CoordinatorError(description: "step \(state.step): the slice owners did not send their weights and state for a checkpoint within \(Int(deadline)) s")
+            }
+            try pump(timeout: 0.05)
+            apply(scheduler.handle(.tick, at: monotonicSeconds()))
+            sendHeartbeats()
+        }
+        try takeGathered(sharding)
+        sharding.holdsWeights = true
+    }
+
+    private func takeGathered(_ sharding: ShardedReduction) throws {
+        let parameters = state.network.parameters.pointer, stateValues = state.network.state.pointer
+        var parts: [[(name: String, values: [Float])]] = []
+        for index in sharding.layout.slices.indices {
+            let slice = sharding.gathered[index]!
+            let range = sharding.layout.slices[index]
+            slice.weights!.withUnsafeBufferPointer { values in
+                for (offset, value) in zip(range, values) {
+                    if offset < state.parameterCount { parameters[offset] = value } else { stateValues[offset - state.parameterCount] = value }
+                }
+            }
+            if !sharding.layout.isStateSlice(index) { parts.append(zip(slice.names, slice.tensors).map { ($0, $1.toArray()) }) }
+        }
+        var whole: [String: [Float]] = [:]
+        for (t, tensor) in state.optimizer.stateTensors.enumerated() {
+            if tensor.values.count == state.parameterCount {
+                whole[tensor.name] = parts.flatMap { $0.count > t ? $0[t].values : [] }
+            } else {
+                whole[tensor.name] = parts.first.flatMap { $0.count > t ? $0[t].values : nil } ?? tensor.values
+            }
+        }
+        do {
+            try state.optimizer.restore(whole)
+        } catch {
+            throw CoordinatorError(description: "step \(state.step): the slice owners' optimiser state does not fit this model: \(error)")
+        }
+    }
+}

@@ -1,0 +1,116 @@
+import Wire
+import XCTest
+
+/// One of each message of the sharded reduction, with values that exercise every field.
+func shardSampleMessages() -> [Message] {
+    let key = String(repeating: "a", count: 40)
+    return [
+        .listening(Listening(endpoint: "tcp://10.77.0.3:41234", publicKey: key)),
+        .listening(Listening(endpoint: "tcp://127.0.0.1:1", publicKey: "")),
+        .plan(ShardPlan(version: 7, members: [
+            ShardMember(workerID: 1, endpoint: "tcp://10.0.0.1:5000", publicKey: key),
+            ShardMember(workerID: 4, endpoint: "tcp://10.0.0.4:5000", publicKey: ""),
+        ], slices: [
+            SliceAssignment(owner: 1, replica: 4, source: 4, ownerNeedsState: true, replicaNeedsState: false),
+            SliceAssignment(owner: 4, replica: nil),
+        ], newMembers: [1])),
+        .computed(Computed(epoch: 2, results: [MicroBatchResult(index: 3, lossSum: 1.5, correct: 1, topFiveCorrect: 2, samples: 4)],
+                           nodes: [TreeNode(level: 0, index: 3)],
+                           timings: WorkerTimings(forwardSeconds: 0.5, backwardSeconds: 0.25, packSeconds: 0, totalSeconds: 1),
+                           nonFinite: "3.weight[0] is NaN")),
+        .slicePartials(SlicePartials(slice: 3, nodes: [TreeNode(level: 1, index: 0), TreeNode(level: 0, index: 5)],
+                                     tensors: [FloatPayload(copying: [1, 2, 3]), FloatPayload(copying: [-0.0, .infinity, 4])])),
+        .reduce(ReduceCover(version: 2, totalMicroBatches: 6, learningRate: 0.05, nodes: [
+            CoverNode(node: TreeNode(level: 2, index: 0), worker: 1), CoverNode(node: TreeNode(level: 1, index: 2), worker: 4),
+        ])),
+        .blockSums(BlockSums(slice: 0, sums: [0, 1.5, 1e300])),
+        .norm(GlobalNorm(value: 3.25)),
+        .weightSlice(WeightSlice(slice: 64, values: FloatPayload(copying: [0.5, -1]))),
+        .sliceState(SliceState(slice: 2, names: ["momentum_buffer"], weights: FloatPayload(copying: [1, 2]),
+                               tensors: [FloatPayload(copying: [0.25, 0.5])])),
+        .sliceState(SliceState(slice: 5, names: ["exp_avg", "exp_avg_sq", "step"], weights: nil,
+                               tensors: [FloatPayload(copying: [1]), FloatPayload(copying: [2]), FloatPayload(copying: [7])])),
+        .stepDone(StepDone(planVersion: 3)),
+        .gather(Gather(planVersion: UInt64.max)),
+    ]
+}
+
+final class ShardMessageTests: XCTestCase {
+    private func decodeAfterEditing(_ message: Message, _ edit: (inout [[UInt8]]) -> Void) -> DecodeError? {
+        var frames = WireCodec.encodeToBytes(Envelope(runID: 1, step: 2, message: message))
+        edit(&frames)
+        do {
+            _ = try WireCodec.decode(bytes: resealed(frames))
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    private func plan(owner: UInt32 = 1, replica: UInt32? = 2, source: UInt32? = nil, ownerNeeds: Bool = false,
+                      newMembers: [UInt32] = [], key: String = "") -> Message {
+        .plan(ShardPlan(version: 1, members: [ShardMember(workerID: 1, endpoint: "tcp://a:1", publicKey: key),
+                                              ShardMember(workerID: 2, endpoint: "tcp://b:1", publicKey: "")],
+                        slices: [SliceAssignment(owner: owner, replica: replica, source: source, ownerNeedsState: ownerNeeds)],
+                        newMembers: newMembers))
+    }
+
+    private func assertRefused(_ message: Message, mentioning field: String, file: StaticString = #filePath, line: UInt = #line) {
+        let frames = WireCodec.encodeToBytes(Envelope(runID: 1, step: 2, message: message))
+        XCTAssertThrowsError(try WireCodec.decode(bytes: frames), file: file, line: line) { error in
+            XCTAssertTrue("\(error)".contains(field), "\(error) should name \(field)", file: file, line: line)
+        }
+    }
+
+    func testAPlanNamesOnlyItsMembersAndNeverMakesAnOwnerItsOwnReplica() {
+        assertRefused(plan(owner: 9), mentioning: "plan.slices[0].owner")
+        assertRefused(plan(replica: 1), mentioning: "plan.slices[0].replica")
+        assertRefused(plan(replica: 7), mentioning: "plan.slices[0].replica")
+        assertRefused(plan(source: 5, ownerNeeds: true), mentioning: "plan.slices[0].source")
+        assertRefused(plan(ownerNeeds: true), mentioning: "plan.slices[0].source")
+        assertRefused(plan(newMembers: [3]), mentioning: "plan.newMembers[0]")
+        assertRefused(plan(key: "short"), mentioning: "plan.members[0].publicKey")
+        XCTAssertNoThrow(try WireCodec.decode(bytes: WireCodec.encodeToBytes(Envelope(runID: 1, step: 2, message: plan(source: 2, ownerNeeds: true)))))
+    }
+
+    func testACoverMustCoverEveryMicroBatchExactlyOnce() {
+        func cover(_ nodes: [(Int, Int)], total: UInt32 = 4) -> Message {
+            .reduce(ReduceCover(version: 1, totalMicroBatches: total, learningRate: 0.1,
+                                nodes: nodes.map { CoverNode(node: TreeNode(level: $0.0, index: $0.1), worker: 0) }))
+        }
+        XCTAssertNoThrow(try WireCodec.decode(bytes: WireCodec.encodeToBytes(Envelope(runID: 1, step: 2, message: cover([(1, 0), (0, 2), (0, 3)])))))
+        // A tree of 3 micro-batches: the node [2,4) ends inside it and covers micro-batch 2 only.
+        XCTAssertNoThrow(try WireCodec.decode(bytes: WireCodec.encodeToBytes(Envelope(runID: 1, step: 2, message: cover([(1, 0), (1, 1)], total: 3)))))
+        assertRefused(cover([(1, 0), (0, 2)]), mentioning: "cover every micro-batch")
+        assertRefused(cover([(1, 0), (0, 1), (1, 1)]), mentioning: "reduce.nodes")
+        assertRefused(cover([(2, 0), (0, 4)]), mentioning: "reduce.nodes[1]")
+        assertRefused(cover([]), mentioning: "cover every micro-batch")
+    }
+
+    func testSumsNormsAndLearningRatesMustBeFinite() {
+        assertRefused(.norm(GlobalNorm(value: .nan)), mentioning: "norm.value")
+        assertRefused(.norm(GlobalNorm(value: -1)), mentioning: "norm.value")
+        assertRefused(.blockSums(BlockSums(slice: 0, sums: [1, .infinity])), mentioning: "blockSums.sums[1]")
+        assertRefused(.reduce(ReduceCover(version: 1, totalMicroBatches: 1, learningRate: .nan,
+                                          nodes: [CoverNode(node: TreeNode(level: 0, index: 0), worker: 0)])), mentioning: "reduce.learningRate")
+    }
+
+    func testSliceIndicesAndStateNamesAreChecked() {
+        assertRefused(.weightSlice(WeightSlice(slice: UInt32(WireCodec.maximumSlices), values: FloatPayload(copying: [1]))),
+                      mentioning: "weightSlice.slice")
+        assertRefused(.sliceState(SliceState(slice: 0, names: ["m", "m"], weights: nil, tensors: [FloatPayload(copying: [1]), FloatPayload(copying: [2])])),
+                      mentioning: "sliceState.names[1]")
+        assertRefused(.slicePartials(SlicePartials(slice: 0, nodes: [], tensors: [])), mentioning: "slicePartials.nodes")
+    }
+
+    func testATensorCountThatDoesNotMatchTheMessageIsRefused() {
+        let message = Message.sliceState(SliceState(slice: 1, names: ["m"], weights: FloatPayload(copying: [1]), tensors: [FloatPayload(copying: [2])]))
+        let error = decodeAfterEditing(message) { frames in
+            frames.removeLast()
+            // The header's tensor count and the meta's checksum list must agree with the frames.
+            frames[0][28] = 1
+            frames[1].removeLast(8)
+        }
+        guard case .wrongTensorCount = error else { return XCTFail("expected a wrong tensor count, got \(String(describing: error))") }
+    }
+}
