@@ -35,6 +35,8 @@ public final class PeerMesh: PeerTransport {
     public static let sendTimeoutMilliseconds = 250
     /// One wait of a DEALER's send, between checks for refused connections.
     static let sendAttemptMilliseconds = 25
+    /// How many waiting messages `receive` still looks at once its timeout has passed.
+    static let droppedMessagesPastDeadline = 64
 
     private let context: ZMQContext
     private let router: ZMQSocket
@@ -168,17 +170,19 @@ public final class PeerMesh: PeerTransport {
         let deadline = timeoutMilliseconds < 0 ? nil : clock.now.advanced(by: .milliseconds(timeoutMilliseconds))
         // Routing id, header, meta, tensors, and one frame more so "too many" stays visible.
         let keep = 1 + 2 + limits.maxTensorFrames + 1
-        var first = true
+        var overtime = 0
         while true {
             var wait = -1
             if let deadline {
                 let remaining = deadline - clock.now
-                // Past the deadline only one check without waiting, so a flood of dropped messages
-                // cannot hold the caller.
-                if remaining <= .zero && !first { return nil }
+                if remaining <= .zero {
+                    // Past the deadline only a few messages that are already here, so a flood of
+                    // dropped messages cannot hold the caller.
+                    overtime += 1
+                    if overtime > Self.droppedMessagesPastDeadline { return nil }
+                }
                 wait = remaining <= .zero ? 0 : Int((remaining / .milliseconds(1)).rounded(.up))
             }
-            first = false
             guard let (frames, total, userID) = try router.receive(
                 timeoutMilliseconds: wait, keepingAtMost: keep, readingProperty: security == nil ? nil : "User-Id") else {
                 return nil
@@ -346,7 +350,10 @@ public struct PeerHandshakeFailure: Sendable, Equatable, CustomStringConvertible
                 + "the public key announced for that worker is probably not the one it uses"
         default:
             let reason = String(cString: strerror(Int32(bitPattern: event.value)))
-            return "\(prefix): handshake failed (\(reason)); with CURVE the usual cause is a public key for that worker that is not its own"
+            // The peer closed the connection without saying why; what is usual depends on our side.
+            return "\(prefix) closed the connection during the handshake (\(reason)); the usual cause is "
+                + (selfUsesCurve ? "a public key announced for that worker that is not its own"
+                                 : "that it uses CURVE and this worker does not: every worker of a run must have keys, or none")
         }
     }
 }

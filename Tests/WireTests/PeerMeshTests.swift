@@ -153,6 +153,23 @@ final class PeerMeshTests: XCTestCase {
         XCTAssertEqual(a.droppedMessages, 2)
     }
 
+    func testAPlainWorkerMeetingACurvePeerIsToldWhy() throws {
+        let keys = try CurveKeys.generatePair()
+        let plain = try mesh(1), curved = try mesh(2, keys: keys)
+        try plain.setPeers([address(curved)])
+        // The CURVE side first just closes the connection; a retry says exactly why.
+        var failures: [PeerHandshakeFailure] = []
+        let deadline = Date(timeIntervalSinceNow: 3)
+        while !failures.contains(where: { $0.event.kind == .handshakeFailedProtocol }), Date() < deadline {
+            XCTAssertThrowsError(try plain.send(envelope(from: 1, to: 2), to: 2))
+            failures += try plain.handshakeFailures()
+        }
+        XCTAssertTrue(failures.allSatisfy { $0.description.contains("uses CURVE") && $0.description.contains("this worker does not") },
+                      "\(failures)")
+        let failure = try XCTUnwrap(failures.first { $0.event.kind == .handshakeFailedProtocol }, "\(failures)")
+        XCTAssertTrue(failure.description.contains("security mechanism mismatch"), failure.description)
+    }
+
     func testPeerListsAreCheckedAgainstTheMeshsSecurity() throws {
         let plain = try mesh(1)
         let keys = try CurveKeys.generatePair()

@@ -302,6 +302,33 @@ final class WireSocketTests: XCTestCase {
         XCTAssertTrue(refusal.address.contains("127.0.0.1"), refusal.address)
     }
 
+    func testCurveAuthenticatorTakesANewKeyListAndNamesTheAdmittedKeyAsUserID() throws {
+        let server = try CurveKeys.generatePair()
+        let client = try CurveKeys.generatePair()
+        let authenticator = try CurveAuthenticator(context: context, allowedClientKeys: [])
+        defer { authenticator.stop() }
+        let router = try socket(.router)
+        try router.enableCurveServer(secretKey: server.secretKey)
+        let endpoint = try router.bind("tcp://127.0.0.1:*")
+        let envelope = Envelope(runID: 1, step: 1, message: .bye(Bye(reason: "hi")))
+        func connectClient() throws -> ZMQSocket {
+            let dealer = try socket(.dealer)
+            try dealer.enableCurveClient(serverPublicKey: server.publicKey, publicKey: client.publicKey, secretKey: client.secretKey)
+            try dealer.connect(endpoint)
+            try MessageSocket(socket: dealer).send(envelope)
+            return dealer
+        }
+        _ = try connectClient()
+        XCTAssertNil(try router.receive(timeoutMilliseconds: 300), "not on the (empty) list yet")
+        XCTAssertEqual(authenticator.refusals.map(\.publicKey).first, client.publicKey)
+        try authenticator.setAllowedClientKeys([client.publicKey])
+        XCTAssertThrowsError(try authenticator.setAllowedClientKeys(["not a key"]))
+        _ = try connectClient()
+        let received = try XCTUnwrap(router.receive(timeoutMilliseconds: 5000, keepingAtMost: 10, readingProperty: "User-Id"))
+        XCTAssertEqual(received.property, client.publicKey)
+        XCTAssertEqual(try WireCodec.decode(Array(received.frames.dropFirst())), envelope)
+    }
+
     func testMalformedCurveKeysAreRejectedWithTheFix() throws {
         let router = try socket(.router)
         XCTAssertThrowsError(try router.enableCurveServer(secretKey: "too short")) { error in
