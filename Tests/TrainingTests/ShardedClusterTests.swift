@@ -1,0 +1,136 @@
+import CNN
+import Checkpoint
+import Foundation
+import Hashing
+import TestSupport
+import Training
+import XCTest
+
+/// The sharded reduction with real processes on loopback: workers send each other slices over
+/// their own sockets (`PeerMesh`), and every run must end with the bits of the central strategy,
+/// whatever the worker count, a dead slice owner, a join, or a resume that switches strategy.
+final class ShardedClusterTests: XCTestCase {
+    private static let steps = 12
+
+    /// 176,190 parameters (three norm blocks, so three parameter slices) and batch norm's state
+    /// slice; momentum with Nesterov and decay; a checkpoint every 4 steps (each a gather).
+    private static let config = """
+        model:
+          input: [1, 12, 12]
+          layers:
+            - conv: {filters: 4, kernel: 3, padding: 1}
+            - batchnorm
+            - relu
+            - flatten
+            - dense: 300
+            - relu
+            - dense: 10
+        data:
+          dataset: synthetic
+          synthetic_train: 2400
+          synthetic_test: 64
+        train:
+          epochs: 1
+          batch: 24
+          micro_batch: 4
+          seed: 11
+          optimizer: {name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.0005}
+          eval_batch: 64
+          log_every: 1
+        distributed:
+          worker_timeout: 5
+          heartbeat_interval: 0.2
+          join_timeout: 30
+        checkpoint:
+          every: 4
+          keep: 10
+        """
+
+    /// Model and optimiser files of the central strategy's run with two workers, computed once.
+    private static let central: String = {
+        let run = try! train(label: "central", reduction: "central", workers: 2)
+        return try! finalFiles(run)
+    }()
+
+    private static func train(label: String, reduction: String, workers: Int, threads: Int = 1, steps: Int = steps,
+                              extra: [String] = [], run existing: String? = nil) throws -> String {
+        let folder = try LocalCluster.temporaryDirectory(label)
+        let path = try LocalCluster.write(config, to: "config.yaml", in: folder)
+        let run = existing ?? folder + "/run"
+        let outcome = try LocalCluster.run(
+            "cnn-coord", ["--config", path, "--spawn-workers", "\(workers)", "--threads", "\(threads)", "--steps", "\(steps)",
+                          "--reduction", reduction, "--run-dir", run, "--quiet"] + extra, seconds: 120)
+        guard outcome.status == 0, !outcome.timedOut else { throw RunFailed(output: outcome.combined) }
+        return run
+    }
+
+    private struct RunFailed: Error, CustomStringConvertible {
+        var output: String
+        var description: String { "the run failed:\n\(output)" }
+    }
+
+    /// The newest checkpoint's name and the xxh64 of its model and optimiser files.
+    private static func finalFiles(_ run: String) throws -> String {
+        let newest = try XCTUnwrap(CheckpointStore(runDirectory: run, keep: 10).list().last)
+        let hashes = try ["model.safetensors", "optimizer.safetensors"].map { name in
+            String(XXHash64.hash(array: Array(try Data(contentsOf: URL(fileURLWithPath: newest + "/" + name)))), radix: 16)
+        }
+        return newest.split(separator: "/").last! + " " + hashes.joined(separator: " ")
+    }
+
+    func testOneAndThreeWorkersOwningSlicesEqualTheCentralRunBitForBit() throws {
+        let one = try Self.train(label: "sharded1", reduction: "sharded", workers: 1)
+        XCTAssertEqual(try Self.finalFiles(one), Self.central)
+        let three = try Self.train(label: "sharded3", reduction: "sharded", workers: 3, threads: 2)
+        XCTAssertEqual(try Self.finalFiles(three), Self.central)
+        // The run was sharded: the coordinator's sockets carried no gradients.
+        let metrics = try String(contentsOfFile: three + "/metrics.jsonl", encoding: .utf8)
+        XCTAssertTrue(metrics.contains("\"workers\": 3"), metrics)
+    }
+
+    func testResumingWithTheOtherStrategyContinuesBitExactly() throws {
+        let folder = try LocalCluster.temporaryDirectory("switch")
+        let run = folder + "/run"
+        _ = try Self.train(label: "switch-a", reduction: "central", workers: 2, steps: 6, run: run)
+        _ = try Self.train(label: "switch-b", reduction: "sharded", workers: 3, steps: 9, extra: ["--resume"], run: run)
+        _ = try Self.train(label: "switch-c", reduction: "central", workers: 1, extra: ["--resume"], run: run)
+        XCTAssertEqual(try Self.finalFiles(run), Self.central)
+    }
+
+    func testKillingASliceOwnerMidRunChangesNoBits() throws {
+        let folder = try LocalCluster.temporaryDirectory("killowner")
+        let path = try LocalCluster.write(Self.config, to: "config.yaml", in: folder)
+        let run = folder + "/run"
+        let coordinator = try LocalCluster.Child(
+            "cnn-coord", ["--config", path, "--spawn-workers", "3", "--steps", "\(Self.steps)", "--reduction", "sharded", "--run-dir", run])
+        waitForStep(5, in: run)
+        let workers = children(of: coordinator.process.processIdentifier)
+        XCTAssertEqual(workers.count, 3)
+        kill(try XCTUnwrap(workers.first), SIGKILL)
+        let outcome = coordinator.wait(seconds: 120)
+        XCTAssertFalse(outcome.timedOut, outcome.combined)
+        XCTAssertEqual(outcome.status, 0, outcome.combined)
+        XCTAssertTrue(outcome.error.contains("survivor"), "a new plan over the survivors:\n\(outcome.error)")
+        XCTAssertEqual(try Self.finalFiles(run), Self.central)
+    }
+
+    /// Waits until metrics.jsonl has a training line at or past `step`.
+    private func waitForStep(_ step: Int, in run: String, seconds: Double = 60) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let text = (try? String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8)) ?? ""
+            let reached = text.split(separator: "\n").contains { line in
+                guard line.contains("\"loss\""), let range = line.range(of: "\"step\": ") else { return false }
+                return Int(line[range.upperBound...].prefix { $0.isNumber }) ?? 0 >= step
+            }
+            if reached { return }
+            usleep(5_000)
+        }
+        XCTFail("step \(step) not reached in \(seconds) s")
+    }
+
+    private func children(of pid: Int32) -> [Int32] {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        return text.split(separator: " ").compactMap { Int32($0) }
+    }
+}
