@@ -299,6 +299,10 @@ final class ShardRole {
 
     /// Reads what peers sent, for up to `timeoutMilliseconds` for the first message.
     func poll(timeoutMilliseconds: Int) throws {
+        if let sockets = mesh as? PeerMesh {
+            for refusal in sockets.newRefusals() { logger.warning("peer listener: \(refusal)") }
+            for failure in (try? sockets.handshakeFailures()) ?? [] { logger.warning("\(failure)") }
+        }
         var timeout = timeoutMilliseconds
         while let incoming = try mesh.receive(timeoutMilliseconds: timeout) {
             timeout = 0

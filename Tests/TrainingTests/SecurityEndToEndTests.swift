@@ -129,6 +129,43 @@ final class SecurityEndToEndTests: XCTestCase {
         XCTAssertEqual(CheckpointStore(runDirectory: run, keep: 3).list().count, 1)
     }
 
+    /// Under the sharded reduction workers talk to each other too: with keys, each listens as a
+    /// CURVE server that admits only the plan's members, each connects with its own key pair.
+    func testShardedWorkersWithTheirOwnKeysTrainToTheSameBitsAsPlainOnes() throws {
+        let keys = folder + "/keys"
+        let coordinatorKeys = try keygen("coordinator", in: keys)
+        let authorised = folder + "/authorised"
+        try FileManager.default.createDirectory(atPath: authorised, withIntermediateDirectories: false)
+        let workerKeys = try ["w1", "w2"].map { name in
+            let pair = try keygen(name, in: keys)
+            try FileManager.default.copyItem(atPath: pair.public, toPath: authorised + "/\(name).key")
+            return pair
+        }
+        let config = try configPath()
+        let run = folder + "/secured"
+        let coordinator = try LocalCluster.Child("cnn-coord", [
+            "--config", config, "--curve-secret-key", coordinatorKeys.secret, "--authorized-keys", authorised, "--reduction", "sharded",
+            "--bind", "tcp://127.0.0.1:0", "--workers", "2", "--steps", "4", "--run-dir", run])
+        let endpoint = try FuzzCoordinatorTests.endpoint(fromRunDirectory: run, coordinator: coordinator)
+        let workers = try workerKeys.enumerated().map { index, pair in
+            try LocalCluster.Child("cnn-worker", ["--connect", endpoint, "--curve-key", pair.secret, "--server-public-key",
+                                                  coordinatorKeys.public, "--name", "w\(index + 1)"])
+        }
+        defer { workers.forEach { $0.signal(SIGKILL) } }
+        let outcome = coordinator.wait(seconds: 60)
+        XCTAssertEqual(outcome.status, 0, outcome.combined)
+        XCTAssertTrue(outcome.error.contains("sharded plan 1: 2 member(s)"), outcome.error)
+        let plain = try LocalCluster.run("cnn-coord", ["--config", config, "--spawn-workers", "2", "--steps", "4", "--reduction", "sharded",
+                                                       "--run-dir", folder + "/plain"], seconds: 60)
+        XCTAssertEqual(plain.status, 0, plain.combined)
+        let spawned = try LocalCluster.run("cnn-coord", [
+            "--config", config, "--curve-secret-key", coordinatorKeys.secret, "--authorized-keys", authorised, "--reduction", "sharded",
+            "--spawn-workers", "3", "--steps", "4", "--run-dir", folder + "/spawned"], seconds: 60)
+        XCTAssertEqual(spawned.status, 0, spawned.combined)
+        XCTAssertEqual(try finalModel(run), try finalModel(folder + "/plain"))
+        XCTAssertEqual(try finalModel(folder + "/spawned"), try finalModel(folder + "/plain"))
+    }
+
     func testSpawnedWorkersTrainUnderCurveToTheSameBitsAsWithoutIt() throws {
         let keys = folder + "/keys"
         let coordinatorKeys = try keygen("coordinator", in: keys)
