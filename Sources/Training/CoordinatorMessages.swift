@@ -54,6 +54,7 @@ extension Coordinator {
             }
             return offence(peer, "a \(envelope.message.typeName) message from an unknown worker; send hello first", code: 401)
         }
+        worker.heardSinceWelcome = true
         apply(scheduler.handle(.heard(worker: worker.id), at: monotonicSeconds()))
         switch envelope.message {
         case .gradients(let gradients):
@@ -143,6 +144,12 @@ extension Coordinator {
             reply(peer, code: 503, text: "the coordinator has its maximum of \(config.distributed.maxWorkers) workers")
             return
         }
+        if let existing = pool[peer], !existing.heardSinceWelcome, let welcome = existing.welcome {
+            // Hellos a worker sent before this coordinator listened arrive together: the same
+            // connection, nothing else said yet. One worker, one id: the same welcome again.
+            send(.welcome(welcome), to: existing)
+            return
+        }
         if let existing = pool[peer] {
             // The same connection saying hello again has restarted and its old work is lost; or
             // it makes the coordinator send it the weights again and again for a few bytes each
@@ -160,6 +167,7 @@ extension Coordinator {
             workerID: worker.id, configText: config.yaml, parameterCount: state.parameterCount,
             heartbeatIntervalMilliseconds: UInt32(config.distributed.heartbeatInterval * 1000),
             workerTimeoutMilliseconds: UInt32(config.distributed.workerTimeout * 1000))
+        worker.welcome = welcome
         guard send(.welcome(welcome), to: worker) else {
             pool.remove(worker.id)
             logger.warning("could not welcome \(worker.label)")

@@ -230,7 +230,7 @@ final class ShardRole {
         let state = zip(message.names, message.tensors).map { (name: $0, values: $1.toArray()) }
         if messageStep == step + 1 {
             guard let sender, sender == slice.owner, slice.replica == selfID else {
-                if let sender { deferred.append((Envelope(runID: 0, step: UInt64(messageStep), message: .sliceState(message)), sender)) }
+                if let sender { deferOrDrop(Envelope(runID: 0, step: UInt64(messageStep), message: .sliceState(message)), from: sender) }
                 return
             }
             holdings[index, default: SliceHolding()].pending = state
@@ -337,7 +337,7 @@ final class ShardRole {
             } else if messageStep == step && sender == slice.source {
                 if !current.has(index) { current.write(message.values, at: layout.slices[index], slice: index) }
             } else if messageStep >= step {
-                deferred.append((envelope, sender))
+                deferOrDrop(envelope, from: sender)
             }
         case .sliceState(let message):
             guard Int(message.slice) < layout.slices.count else { return }
@@ -346,6 +346,16 @@ final class ShardRole {
             logger.warning("unexpected \(envelope.message.typeName) from worker w\(sender); ignored")
         }
         try progress()
+    }
+
+    /// Keeps a message for the next plan, up to a bound that every honest plan change stays
+    /// far below (a slice's weights and state from each member), so a peer cannot fill memory.
+    private func deferOrDrop(_ envelope: Envelope, from sender: UInt32) {
+        guard deferred.count < 4 * layout.slices.count + 64 else {
+            logger.warning("dropped a \(envelope.message.typeName) from worker w\(sender) that no plan of this worker allows")
+            return
+        }
+        deferred.append((envelope, sender))
     }
 
     // MARK: Completing slices

@@ -244,7 +244,13 @@ extension Coordinator {
         if options.security != nil && listening.publicKey.isEmpty {
             return offence(worker.peer, "no public key for its peers, but this run requires CURVE", code: 403)
         }
-        sharding.waiting[worker.id] = ShardMember(workerID: worker.id, endpoint: listening.endpoint, publicKey: listening.publicKey)
+        let member = ShardMember(workerID: worker.id, endpoint: listening.endpoint, publicKey: listening.publicKey)
+        if let known = sharding.members[worker.id] {
+            guard known != member else { return }
+            // It listens anew: it started over and holds nothing of what it had.
+            shardMemberLost(worker.id)
+        }
+        sharding.waiting[worker.id] = member
     }
 
     func receivePlanAdopted(_ adopted: PlanAdopted, from worker: WorkerRecord) {

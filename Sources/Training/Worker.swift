@@ -44,6 +44,8 @@ public final class Worker {
     private let closeTransport: () -> Void
 
     private var runID: UInt64 = 0
+    /// The id the coordinator gave this worker in its welcome.
+    private var workerID: UInt32?
     private var engine: MicroBatchEngine?
     private var weightsVersion: Int?
     private var heartbeatInterval = 1.0
@@ -293,6 +295,7 @@ public final class Worker {
         }
         self.engine = engine
         self.runID = runID
+        workerID = welcome.workerID
         shard?.mesh.close()
         shard = nil
         if config.distributed.reduction == .sharded {
@@ -386,7 +389,17 @@ public final class Worker {
             return .stop
         case .error(let failure):
             logger.warning("coordinator reported error \(failure.code): \(PeerText.printable(failure.text))")
-        case .heartbeat, .welcome, .hello, .gradients, .evaluation, .listening, .computed, .slicePartials, .blockSums, .weightSlice, .stepDone, .planAdopted:
+        case .welcome(let welcome) where welcome.workerID == workerID:
+            // The answer to a hello queued behind the first (sent before the coordinator listened).
+            break
+        case .welcome(let welcome):
+            // The coordinator took this worker afresh under a new id: that is who it is now.
+            logger.info("welcomed again, as w\(welcome.workerID)")
+            queue.removeAll()
+            weights = nil
+            weightsVersion = nil
+            try accept(welcome, runID: envelope.runID)
+        case .heartbeat, .hello, .gradients, .evaluation, .listening, .computed, .slicePartials, .blockSums, .weightSlice, .stepDone, .planAdopted:
             break
         }
         return .carryOn

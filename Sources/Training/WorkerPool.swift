@@ -18,6 +18,10 @@ final class WorkerRecord {
     var lastStepSeconds: Double?
     /// When its hello was taken.
     var joinedAt: Double = 0
+    /// Whether anything but hellos came from it since its welcome.
+    var heardSinceWelcome = false
+    /// The welcome it was sent, for hellos that were already queued behind the first.
+    var welcome: Welcome?
 
     init(id: UInt32, peer: PeerID, name: String, host: String, threads: Int) {
         self.id = id

@@ -114,6 +114,55 @@ final class ShardedClusterTests: XCTestCase {
         XCTAssertEqual(try Self.finalFiles(run), Self.central)
     }
 
+    func testAWorkerJoiningMidRunGetsItsWeightsFromTheOwnersAndChangesNoBits() throws {
+        let folder = try LocalCluster.temporaryDirectory("joinsharded")
+        let path = try LocalCluster.write(Self.config, to: "config.yaml", in: folder)
+        let run = folder + "/run"
+        let coordinator = try LocalCluster.Child(
+            "cnn-coord", ["--config", path, "--spawn-workers", "2", "--steps", "\(Self.steps)", "--reduction", "sharded", "--run-dir", run])
+        waitForStep(3, in: run)
+        let address = try XCTUnwrap(try? String(contentsOfFile: run + "/worker-command.txt", encoding: .utf8))
+            .split(separator: " ").last!.trimmingCharacters(in: .whitespacesAndNewlines)
+        let late = try LocalCluster.Child("cnn-worker", ["--connect", address, "--name", "late"])
+        defer { late.signal(SIGKILL) }
+        let outcome = coordinator.wait(seconds: 120)
+        XCTAssertEqual(outcome.status, 0, outcome.combined)
+        XCTAssertTrue(outcome.error.contains("(late) joined"), outcome.error)
+        XCTAssertTrue(outcome.error.contains("sharded plan 2: 3 member(s)"), "the late worker became a member:\n\(outcome.error)")
+        XCTAssertEqual(try Self.finalFiles(run), Self.central)
+    }
+
+    /// A worker started before its coordinator has several hellos queued; each is welcomed with
+    /// a new id. It must take the last one, or it would not recognise itself in the plan.
+    func testAWorkerStartedBeforeItsCoordinatorKnowsItselfInThePlan() throws {
+        let folder = try LocalCluster.temporaryDirectory("early")
+        let path = try LocalCluster.write(Self.config, to: "config.yaml", in: folder)
+        let port = try Self.freePort()
+        let worker = try LocalCluster.Child("cnn-worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "early"])
+        defer { worker.signal(SIGKILL) }
+        usleep(1_500_000)
+        let outcome = try LocalCluster.run(
+            "cnn-coord", ["--config", path, "--bind", "tcp://127.0.0.1:\(port)", "--workers", "1", "--steps", "4",
+                          "--reduction", "sharded", "--run-dir", folder + "/run"], seconds: 60)
+        XCTAssertFalse(outcome.timedOut, outcome.combined)
+        XCTAssertEqual(outcome.status, 0, outcome.combined)
+    }
+
+    /// A TCP port nothing listens on now.
+    private static func freePort() throws -> Int {
+        let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0 }
+        }
+        guard bound else { throw XCTSkip("cannot find a free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
     /// Waits until metrics.jsonl has a training line at or past `step`.
     private func waitForStep(_ step: Int, in run: String, seconds: Double = 60) {
         let deadline = Date().addingTimeInterval(seconds)
