@@ -145,8 +145,11 @@ extension Coordinator {
             return
         }
         if let existing = pool[peer], !existing.heardSinceWelcome, let welcome = existing.welcome {
-            // Hellos a worker sent before this coordinator listened arrive together: the same
-            // connection, nothing else said yet. One worker, one id: the same welcome again.
+            // A hello queued behind the first (sent before this coordinator listened): the same
+            // connection, nothing else said yet. One worker, one id: the same welcome again. Still
+            // a strike, so that a peer doing nothing but say hello is evicted all the same.
+            let outcome = peerGuard.strike(peer, reason: "hello again while already a worker", now: monotonicSeconds())
+            if case .evict(let reason) = outcome.verdict { return evict(peer, reason: reason) }
             send(.welcome(welcome), to: existing)
             return
         }
@@ -161,7 +164,13 @@ extension Coordinator {
             }
             lose(existing, reason: "it said hello again")
         }
+        if pool[peer] == nil, let twin = pool.all.first(where: { $0.host == host && $0.name == name && $0.processID == hello.processID }) {
+            // The same process on a new connection (it reconnected, and hellos queued on the old
+            // one arrived as well): the old record speaks for nobody.
+            lose(twin, reason: "it connected again")
+        }
         let worker = pool.add(peer: peer, name: name, host: host, threads: hello.threads)
+        worker.processID = hello.processID
         worker.joinedAt = monotonicSeconds()
         let welcome = Welcome(
             workerID: worker.id, configText: config.yaml, parameterCount: state.parameterCount,
@@ -303,12 +312,16 @@ extension Coordinator {
     }
 
     func gone(_ worker: WorkerRecord) -> [StepScheduler.Decision] {
-        scheduler.handle(.left(worker: worker.id, reason: "its connection is gone"), at: monotonicSeconds())
+        let reason = "its connection is gone"
+        let decisions = scheduler.handle(.left(worker: worker.id, reason: reason), at: monotonicSeconds())
+        return decisions.isEmpty && pool.worker(id: worker.id) != nil ? [.dead(worker: worker.id, reason: reason, reassigned: [])] : decisions
     }
 
-    /// Declares `worker` gone now and carries out what follows.
+    /// Declares `worker` gone now and carries out what follows (also for a worker the
+    /// scheduler never had: a sharded run's worker that was not yet a member).
     private func lose(_ worker: WorkerRecord, reason: String) {
-        apply(scheduler.handle(.left(worker: worker.id, reason: reason), at: monotonicSeconds()))
+        let decisions = scheduler.handle(.left(worker: worker.id, reason: reason), at: monotonicSeconds())
+        apply(decisions.isEmpty && pool.worker(id: worker.id) != nil ? [.dead(worker: worker.id, reason: reason, reassigned: [])] : decisions)
     }
 
     private func reply(_ peer: PeerID, code: UInt16, text: String) {
