@@ -14,6 +14,12 @@ public final class Dense: Layer {
 
     private let output = FloatBuffer()          // [N, out]
     private var inputGradient = FloatBuffer()   // [N, in]
+    /// Where bf16 products keep their rounded operands: the network's workspace once bound.
+    private var workspace = LayerWorkspace()
+
+    /// The arithmetic of this layer's three products (`BLAS.gemm(precision:)`); the bias and its
+    /// gradient stay Float32.
+    public var precision: Precision = .fp32
 
     public init(input: FeatureShape, units: Int, bias: Bool = true, name: String = "Dense") throws {
         guard units > 0 else { throw ModelError(layer: name, message: "units must be positive, got \(units)") }
@@ -45,6 +51,8 @@ public final class Dense: Layer {
 
     public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
+    public func bind(workspace: LayerWorkspace) { self.workspace = workspace }
+
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         savedInput = input
         let inputs = inputShape.count
@@ -54,7 +62,7 @@ public final class Dense: Layer {
         }
         // out [N, out] (+)= x [N, in] x W^T [in, out]
         BLAS.gemm(
-            transposeA: false, transposeB: true, m: batch, n: units, k: inputs,
+            precision: precision, operands: workspace.bfloat16Operands, transposeA: false, transposeB: true, m: batch, n: units, k: inputs,
             a: input, lda: inputs, b: weights, ldb: inputs, beta: hasBias ? 1 : 0, c: out, ldc: units)
         return out
     }
@@ -63,7 +71,7 @@ public final class Dense: Layer {
         let inputs = inputShape.count
         // dW [out, in] += dY^T [out, N] x x [N, in]
         BLAS.gemm(
-            transposeA: true, transposeB: false, m: units, n: inputs, k: batch,
+            precision: precision, operands: workspace.bfloat16Operands, transposeA: true, transposeB: false, m: units, n: inputs, k: batch,
             a: outputGradient, lda: units, b: savedInput, ldb: inputs, beta: 1, c: weightGradients, ldc: inputs)
         if let biasGradients {
             for n in 0..<batch {
@@ -74,7 +82,7 @@ public final class Dense: Layer {
         // dX [N, in] = dY [N, out] x W [out, in]
         let dInput = inputGradient.reserve(batch * inputs)
         BLAS.gemm(
-            transposeA: false, transposeB: false, m: batch, n: inputs, k: units,
+            precision: precision, operands: workspace.bfloat16Operands, transposeA: false, transposeB: false, m: batch, n: inputs, k: units,
             a: outputGradient, lda: units, b: weights, ldb: inputs, beta: 0, c: dInput, ldc: inputs)
         return dInput
     }

@@ -29,9 +29,13 @@ final class Im2colConvolution: UnfoldingConvolution {
     private let paddedInput = FloatBuffer()     // [H + 2P, W + 2P]: one input channel inside a zero border
     private let paddedGradient = FloatBuffer()  // [H + 2P, W + 2P]: one channel's input gradient, border included
 
-    init(geometry: ConvolutionGeometry, workspace: LayerWorkspace) {
+    /// The arithmetic of the GEMMs: bf16 rounds their operands (`BLAS.gemm(precision:)`).
+    let precision: Precision
+
+    init(geometry: ConvolutionGeometry, workspace: LayerWorkspace, precision: Precision = .fp32) {
         self.geometry = geometry
         self.workspace = workspace
+        self.precision = precision
     }
 
     var keptFloatsPerSample: Int { keepsColumns ? groups * patchSize * outputPlane : 0 }
@@ -80,6 +84,7 @@ final class Im2colConvolution: UnfoldingConvolution {
             for g in 0..<groups {
                 // target[g] [K/g, S*P] = W[g] [K/g, patch] x cols[g] [patch, S*P]
                 BLAS.gemm(
+                    precision: precision, operands: workspace.bfloat16Operands,
                     transposeA: false, transposeB: false, m: filtersPerGroup, n: wide, k: patch,
                     a: weights + g * filtersPerGroup * patch, lda: patch,
                     b: cols + g * patch * wide, ldb: wide,
@@ -151,6 +156,7 @@ final class Im2colConvolution: UnfoldingConvolution {
                 if let weightTotals {
                     // dW[g]^T [patch, K/g] (+)= cols[g] [patch, S*P] x dOut[g]^T [S*P, K/g]
                     BLAS.gemm(
+                        precision: precision, operands: workspace.bfloat16Operands,
                         transposeA: false, transposeB: true, m: patch, n: filtersPerGroup, k: wide,
                         a: cols + g * patch * wide, lda: wide,
                         b: gradient + g * filtersPerGroup * wide, ldb: wide,
@@ -158,6 +164,7 @@ final class Im2colConvolution: UnfoldingConvolution {
                 } else {
                     // dW[g] [K/g, patch] += dOut[g] [K/g, S*P] x cols[g]^T [S*P, patch]
                     BLAS.gemm(
+                        precision: precision, operands: workspace.bfloat16Operands,
                         transposeA: false, transposeB: true, m: filtersPerGroup, n: patch, k: wide,
                         a: gradient + g * filtersPerGroup * wide, lda: wide,
                         b: cols + g * patch * wide, ldb: wide,
@@ -169,6 +176,7 @@ final class Im2colConvolution: UnfoldingConvolution {
                 for g in 0..<groups {
                     // dCols[g] [patch, S*P] = W[g]^T [patch, K/g] x dOut[g] [K/g, S*P]
                     BLAS.gemm(
+                        precision: precision, operands: workspace.bfloat16Operands,
                         transposeA: true, transposeB: false, m: patch, n: wide, k: filtersPerGroup,
                         a: weights + g * filtersPerGroup * patch, lda: patch,
                         b: gradient + g * filtersPerGroup * wide, ldb: wide,

@@ -164,6 +164,24 @@ public final class Network {
         layers.forEach(visit)
     }
 
+    /// Makes the convolutions (`Conv2D`, through im2col, and residual blocks' 1x1 projections)
+    /// and dense layers, nested ones included, compute their matrix products in `precision` from
+    /// the next pass on. Other layers, the transposed, N-d and locally connected convolutions
+    /// among them, stay Float32.
+    public func use(precision: Precision) {
+        func visit(_ layer: Layer) {
+            if let convolution = layer as? Conv2D { convolution.precision = precision }
+            if let dense = layer as? Dense { dense.precision = precision }
+            if let projection = layer as? PointwiseConv2D { projection.precision = precision }
+            layer.sublayers.forEach(visit)
+        }
+        layers.forEach(visit)
+        self.precision = precision
+    }
+
+    /// The precision `use(precision:)` set last (fp32 until then).
+    public private(set) var precision = Precision.fp32
+
     /// Points the layers back at the network's own buffers.
     public func bindOwnBuffers() {
         bind(parameters: parameters.pointer, gradients: gradients.pointer)

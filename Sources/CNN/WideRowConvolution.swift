@@ -21,9 +21,13 @@ final class WideRowConvolution: UnfoldingConvolution {
     private let paddedInput = FloatBuffer()     // [H + 2P, W + 2P] and slack: one input channel inside a zero border
     private let paddedGradient = FloatBuffer()  // the same shape: one channel's input gradient, border included
 
-    init(geometry: ConvolutionGeometry, workspace: LayerWorkspace) {
+    /// The arithmetic of the GEMMs: bf16 rounds their operands (`BLAS.gemm(precision:)`).
+    let precision: Precision
+
+    init(geometry: ConvolutionGeometry, workspace: LayerWorkspace, precision: Precision = .fp32) {
         self.geometry = geometry
         self.workspace = workspace
+        self.precision = precision
     }
 
     /// Nothing beyond the layer's input and output: each sample is unfolded again in backward.
@@ -45,6 +49,7 @@ final class WideRowConvolution: UnfoldingConvolution {
             unfoldWide(input + n * inputShape.count, into: cols)
             // result [K, OH * Wp] = W [K, patch] x cols [patch, OH * Wp]
             BLAS.gemm(
+                precision: precision, operands: workspace.bfloat16Operands,
                 transposeA: false, transposeB: false, m: filters, n: wide, k: patch,
                 a: weights, lda: patch, b: cols, ldb: wide, beta: 0, c: result, ldc: wide)
             // Drop the extra columns of each row, adding the bias on the way.
@@ -88,17 +93,20 @@ final class WideRowConvolution: UnfoldingConvolution {
             if let weightTotals {
                 // dW^T [patch, K] (+)= cols [patch, OH * Wp] x dOut^T [OH * Wp, K]
                 BLAS.gemm(
+                    precision: precision, operands: workspace.bfloat16Operands,
                     transposeA: false, transposeB: true, m: patch, n: filters, k: wide,
                     a: cols, lda: wide, b: gradient, ldb: wide, beta: n == 0 ? 0 : 1, c: weightTotals, ldc: filters)
             } else {
                 // dW [K, patch] += dOut [K, OH * Wp] x cols^T [OH * Wp, patch]
                 BLAS.gemm(
+                    precision: precision, operands: workspace.bfloat16Operands,
                     transposeA: false, transposeB: true, m: filters, n: patch, k: wide,
                     a: gradient, lda: wide, b: cols, ldb: wide, beta: 1, c: weightGradients, ldc: patch)
             }
             if let dInput {
                 // dCols [patch, OH * Wp] = W^T [patch, K] x dOut [K, OH * Wp]
                 BLAS.gemm(
+                    precision: precision, operands: workspace.bfloat16Operands,
                     transposeA: true, transposeB: false, m: patch, n: wide, k: filters,
                     a: weights, lda: patch, b: gradient, ldb: wide, beta: 0, c: cols, ldc: wide)
                 foldWide(cols, into: dInput + n * inputCount)

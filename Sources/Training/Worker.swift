@@ -259,6 +259,7 @@ public final class Worker {
         let config: TrainingConfig
         do {
             config = try TrainingConfig.parse(yaml: welcome.configText, source: "config from \(options.connect)")
+            _ = try config.precision()
         } catch {
             send(.error(WireFailure(code: 500, text: "worker \(options.name) cannot use the config: \(error)")), step: 0)
             throw WorkerError(description: "the coordinator's config does not work here: \(error)")
@@ -298,7 +299,7 @@ public final class Worker {
         heartbeatInterval = Double(welcome.heartbeatIntervalMilliseconds) / 1000
         coordinatorTimeout = Double(welcome.workerTimeoutMilliseconds) / 1000
         lastHeard = monotonicSeconds()
-        logger.info("joined as w\(welcome.workerID): \(engine.parameterCount) parameters, \(options.threads) thread\(options.threads == 1 ? "" : "s"), GEMM \(BLAS.kernelName)")
+        logger.info("joined as w\(welcome.workerID): \(engine.parameterCount) parameters, \(options.threads) thread\(options.threads == 1 ? "" : "s"), GEMM \(BLAS.kernelName)\(engine.precision == .bf16 ? ", products in bf16 (\(BFloat16Support.kernelName))" : "")")
     }
 
     /// Sends a finished computation's results: to the coordinator, and under the sharded
