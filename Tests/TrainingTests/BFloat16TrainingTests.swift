@@ -229,4 +229,40 @@ final class BFloat16TrainingTests: XCTestCase {
         XCTAssertEqual(resumedBFloat16.bytes, try finalModel(folder + "/uninterrupted").bytes)
         XCTAssertNotEqual(resumedFloat32.bytes, resumedBFloat16.bytes, "the fp32 continuation computes differently")
     }
+
+    // MARK: cnn bench
+
+    func testBenchMeasuresBothPrecisionsSideBySideEachBitIdenticalAcrossThreads() throws {
+        try skipUnlessAvailable()
+        let outcome = try LocalCluster.run("cnn", [
+            "bench", "--model", "lenet5", "--threads", "1", "--threads", "2", "--precision", "fp32,bf16", "--json",
+            "--repetitions", "1", "--seconds", "0.05", "--no-memory",
+        ], seconds: 120)
+        XCTAssertEqual(outcome.status, 0, outcome.combined)
+        let objects = try outcome.output.split(separator: "\n").map { line in
+            try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], String(line))
+        }
+        XCTAssertEqual(objects.map { $0["threads"] as? Int }, [1, 1, 2, 2])
+        XCTAssertEqual(objects.map { $0["precision"] as? String }, ["fp32", "bf16", "fp32", "bf16"])
+        for object in objects {
+            XCTAssertEqual(object["bit_identical_across_threads"] as? Bool, true, "\(object)")
+            XCTAssertEqual(object["bf16_kernel"] as? String, object["precision"] as? String == "bf16" ? BFloat16Support.kernelName : nil)
+            let convolutions = try XCTUnwrap(object["convolutions"] as? [[String: Any]])
+            XCTAssertEqual(convolutions.map { $0["layer"] as? String }, ["0", "3"])
+            for convolution in convolutions { XCTAssertGreaterThan(convolution["ratio"] as? Double ?? 0, 0, "\(convolution)") }
+        }
+        XCTAssertNotEqual(objects[0]["weights_digest"] as? String, objects[1]["weights_digest"] as? String, "bf16 computes differently")
+    }
+
+    func testBenchRefusesAnUnknownPrecisionAndBFloat16WhereItIsMissing() throws {
+        let unknown = try LocalCluster.run("cnn", ["bench", "--model", "lenet5", "--precision", "fp32,fp16"], seconds: 30)
+        XCTAssertEqual(unknown.status, 2, unknown.combined)
+        XCTAssertTrue(unknown.error.contains("'fp16' is not a precision; use fp32, bf16 or fp32,bf16"), unknown.error)
+        let missing = try LocalCluster.Child("cnn", ["bench", "--model", "lenet5", "--precision", "bf16"], environment: withoutBFloat16)
+            .wait(seconds: 30)
+        XCTAssertEqual(missing.status, 2, missing.combined)
+        XCTAssertTrue(missing.error.contains("--precision bf16 needs bf16 matrix products") && missing.error.contains("CNN_PRETEND_NO_BF16=1"),
+                      missing.error)
+        XCTAssertEqual(missing.output, "", "nothing measured")
+    }
 }
