@@ -59,18 +59,36 @@ public final class BFloat16Operands: @unchecked Sendable {
     // Sendable for LayerWorkspace's reason: it moves between threads whole with its replica.
     let a = BFloat16Buffer()
     let b = BFloat16Buffer()
+    /// A layer's weights, rounded once for all the products of one call (blocks, groups, passes).
+    let weights = BFloat16Buffer()
+    /// A block's output gradient, rounded once for the weight-gradient and input-gradient products.
+    let gradient = BFloat16Buffer()
 
     public init() {}
+
+    /// In bf16, `count` values rounded into `buffer`, for products that read them several times
+    /// (`BLAS.gemm(precision:)`'s `roundedA` and `roundedB`); nil in fp32.
+    func rounded(
+        _ values: UnsafePointer<Float>, count: Int, into buffer: KeyPath<BFloat16Operands, BFloat16Buffer>, precision: Precision
+    ) -> UnsafePointer<UInt16>? {
+        guard precision == .bf16 else { return nil }
+        let destination = self[keyPath: buffer].reserve(count)
+        BFloat16.round(values, into: destination, count: count)
+        return UnsafePointer(destination)
+    }
 }
 
 extension BLAS {
     /// Row-major C = alpha op(A) op(B) + beta C in `precision`: fp32 through `gemm`, exactly as
     /// before; bf16 by rounding op(A)'s and op(B)'s stored matrices into `operands` and
-    /// multiplying those with `gemmBFloat16`, accumulating into the Float32 C.
+    /// multiplying those with `gemmBFloat16`, accumulating into the Float32 C. `roundedA` or
+    /// `roundedB`, when given in bf16, is that stored matrix already rounded and packed (rows
+    /// as long as the stored matrix's), so an operand read by several products is rounded once.
     @inline(__always)
     static func gemm(
         precision: Precision, operands: BFloat16Operands, transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
-        alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, roundedA: UnsafePointer<UInt16>? = nil,
+        b: UnsafePointer<Float>, ldb: Int, roundedB: UnsafePointer<UInt16>? = nil,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         switch precision {
@@ -81,9 +99,16 @@ extension BLAS {
             // The stored matrices: A is m x k, or k x m when transposed; B is k x n, or n x k.
             let aRows = transposeA ? k : m, aColumns = transposeA ? m : k
             let bRows = transposeB ? n : k, bColumns = transposeB ? k : n
-            let roundedA = operands.a.reserve(aRows * aColumns), roundedB = operands.b.reserve(bRows * bColumns)
-            BFloat16.round(a, rows: aRows, columns: aColumns, stride: lda, into: roundedA)
-            BFloat16.round(b, rows: bRows, columns: bColumns, stride: ldb, into: roundedB)
+            let roundedA = roundedA ?? {
+                let destination = operands.a.reserve(aRows * aColumns)
+                BFloat16.round(a, rows: aRows, columns: aColumns, stride: lda, into: destination)
+                return UnsafePointer(destination)
+            }()
+            let roundedB = roundedB ?? {
+                let destination = operands.b.reserve(bRows * bColumns)
+                BFloat16.round(b, rows: bRows, columns: bColumns, stride: ldb, into: destination)
+                return UnsafePointer(destination)
+            }()
             gemmBFloat16(
                 transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: roundedA, lda: aColumns,
                 b: roundedB, ldb: bColumns, beta: beta, c: c, ldc: ldc)
