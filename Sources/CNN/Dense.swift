@@ -21,6 +21,20 @@ public final class Dense: Layer {
     /// gradient stay Float32.
     public var precision: Precision = .fp32
 
+    /// Where the replicas of a network keep this layer's weights rounded to bf16, once for all
+    /// of them and both passes (`Network.share(filterTransforms:)`); nil while each call rounds
+    /// its own. A dense layer reads every weight once per pass, so at small batches rounding them
+    /// costs as much as the product.
+    var sharedRoundedWeights: SharedFilterTransforms.Slot?
+
+    /// The weights rounded to bf16 in bf16, nil in fp32.
+    private func roundedWeights() -> UnsafePointer<UInt16>? {
+        guard precision == .bf16 else { return nil }
+        let count = units * inputShape.count
+        if let sharedRoundedWeights { return sharedRoundedWeights.roundedWeights(weights, count: count) }
+        return workspace.bfloat16Operands.rounded(weights, count: count, into: \.weights, precision: precision)
+    }
+
     public init(input: FeatureShape, units: Int, bias: Bool = true, name: String = "Dense") throws {
         guard units > 0 else { throw ModelError(layer: name, message: "units must be positive, got \(units)") }
         self.inputShape = input
@@ -63,7 +77,7 @@ public final class Dense: Layer {
         // out [N, out] (+)= x [N, in] x W^T [in, out]
         BLAS.gemm(
             precision: precision, operands: workspace.bfloat16Operands, transposeA: false, transposeB: true, m: batch, n: units, k: inputs,
-            a: input, lda: inputs, b: weights, ldb: inputs, beta: hasBias ? 1 : 0, c: out, ldc: units)
+            a: input, lda: inputs, b: weights, ldb: inputs, roundedB: roundedWeights(), beta: hasBias ? 1 : 0, c: out, ldc: units)
         return out
     }
 
@@ -83,7 +97,7 @@ public final class Dense: Layer {
         let dInput = inputGradient.reserve(batch * inputs)
         BLAS.gemm(
             precision: precision, operands: workspace.bfloat16Operands, transposeA: false, transposeB: false, m: batch, n: inputs, k: units,
-            a: outputGradient, lda: units, b: weights, ldb: inputs, beta: 0, c: dInput, ldc: inputs)
+            a: outputGradient, lda: units, b: weights, ldb: inputs, roundedB: roundedWeights(), beta: 0, c: dInput, ldc: inputs)
         return dInput
     }
 }

@@ -153,11 +153,15 @@ public final class Network {
     /// for the promise the holder of the weights makes). Bind networks of one spec only.
     public func share(filterTransforms transforms: SharedFilterTransforms) {
         // Depth first through the blocks: the same order in every network of one spec.
-        var ordinal = 0
+        var ordinal = 0, denseOrdinal = 0
         func visit(_ layer: Layer) {
             if let convolution = layer as? Conv2D {
                 convolution.sharedFilterTransform = transforms.slot(ordinal)
                 ordinal += 1
+            }
+            if let dense = layer as? Dense {
+                dense.sharedRoundedWeights = transforms.roundingSlot(denseOrdinal)
+                denseOrdinal += 1
             }
             layer.sublayers.forEach(visit)
         }
