@@ -1,11 +1,5 @@
 import COneDNN
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// bfloat16: the top 16 bits of a Float32 (sign, the same 8 exponent bits, 7 fraction bits),
 /// kept here as those bits in a `UInt16`. Products in bf16 mode round their operands to it.
 ///
