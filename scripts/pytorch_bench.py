@@ -7,6 +7,10 @@ on CPU with synthetic data, printing the same JSON lines (model, batch, threads,
     python3 scripts/pytorch_bench.py --cnn .build/release/cnn --rounds 3
         # side by side: each model is run by `cnn bench` and by PyTorch in turn (never at once),
         # round after round, and the ratio of the medians is printed at the end.
+    python3 scripts/pytorch_bench.py --precision fp32,bf16 --cnn .build/release/cnn
+        # bf16 too: PyTorch's CPU autocast (torch.autocast('cpu', dtype=torch.bfloat16): convolutions
+        # and linear layers in bf16, batch norm and the loss in fp32, fp32 master weights) against
+        # `cnn bench --precision bf16` (train.precision: bf16).
 
 Timing: a monotonic clock over several repetitions after a warm-up; the median is reported, as
 `cnn bench` does. Needs `pip install torch`.
@@ -88,7 +92,9 @@ def build(name, nn):
     raise SystemExit(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
 
 
-def measure(name, threads, repetitions, seconds, warmup):
+def measure(name, threads, repetitions, seconds, warmup, precision="fp32"):
+    import contextlib
+
     import torch
     from torch import nn
 
@@ -102,9 +108,15 @@ def measure(name, threads, repetitions, seconds, warmup):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_function = nn.CrossEntropyLoss()
 
+    def arithmetic():
+        if precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def step():
         optimizer.zero_grad(set_to_none=False)
-        loss = loss_function(model(images), labels)
+        with arithmetic():
+            loss = loss_function(model(images), labels)
         loss.backward()
         optimizer.step()
         return loss.item()
@@ -123,16 +135,16 @@ def measure(name, threads, repetitions, seconds, warmup):
         per_step.append((time.monotonic() - begin) / steps)
     median = statistics.median(per_step)
     return {
-        "model": name, "batch": batch, "threads": threads, "images_per_second": batch / median,
+        "model": name, "batch": batch, "threads": threads, "precision": precision, "images_per_second": batch / median,
         "seconds_per_step": median, "repetitions": repetitions, "steps_per_repetition": steps,
         "framework": f"torch {torch.__version__}",
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 
 
-def run_cnn(binary, name, threads, repetitions, seconds):
+def run_cnn(binary, name, threads, repetitions, seconds, precisions):
     command = [binary, "bench", "--json", "--no-convolutions", "--no-memory", "--model", name,
-               "--repetitions", str(repetitions), "--seconds", str(seconds)]
+               "--repetitions", str(repetitions), "--seconds", str(seconds), "--precision", ",".join(precisions)]
     for t in threads:
         command += ["--threads", str(t)]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -149,43 +161,54 @@ def main():
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--cnn", help="path of the `cnn` executable: run it side by side and print ratios")
     parser.add_argument("--rounds", type=int, default=1, help="with --cnn: alternate both sides this many times")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32, bf16 (PyTorch's bf16 autocast), or both side by side: fp32,bf16")
     arguments = parser.parse_args()
     models = arguments.model or MODELS
     threads = arguments.threads or [1, 2]
+    precisions = [p.strip() for p in arguments.precision.split(",") if p.strip()]
+    for p in precisions:
+        if p not in ("fp32", "bf16"):
+            raise SystemExit(f"--precision {arguments.precision}: '{p}' is not a precision; use fp32, bf16 or fp32,bf16")
 
     if not arguments.cnn:
         for name in models:
             for t in threads:
-                print(json.dumps(measure(name, t, arguments.repetitions, arguments.seconds, arguments.warmup)), flush=True)
+                for p in precisions:
+                    print(json.dumps(measure(name, t, arguments.repetitions, arguments.seconds, arguments.warmup, p)), flush=True)
         return
 
     ours, theirs = {}, {}
     for round_number in range(arguments.rounds):
         for name in models:
             try:
-                for line in run_cnn(arguments.cnn, name, threads, arguments.repetitions, arguments.seconds):
+                for line in run_cnn(arguments.cnn, name, threads, arguments.repetitions, arguments.seconds, precisions):
                     line["side"] = "cnn"
                     line["round"] = round_number
                     print(json.dumps(line), flush=True)
-                    ours.setdefault((name, line["threads"]), []).append(line["images_per_second"])
+                    key = (name, line["threads"], line.get("precision", "fp32"))
+                    ours.setdefault(key, []).append(line["images_per_second"])
             except subprocess.CalledProcessError as error:
                 print(f"cnn bench --model {name} failed: {error.stderr.strip()}", file=sys.stderr)
             for t in threads:
-                line = measure(name, t, arguments.repetitions, arguments.seconds, arguments.warmup)
-                line["side"] = "pytorch"
-                line["round"] = round_number
-                print(json.dumps(line), flush=True)
-                theirs.setdefault((name, t), []).append(line["images_per_second"])
+                for p in precisions:
+                    line = measure(name, t, arguments.repetitions, arguments.seconds, arguments.warmup, p)
+                    line["side"] = "pytorch"
+                    line["round"] = round_number
+                    print(json.dumps(line), flush=True)
+                    theirs.setdefault((name, t, p), []).append(line["images_per_second"])
 
     print()
-    print(f"{'model':<15}{'threads':>8}{'cnn img/s':>12}{'torch img/s':>13}{'ratio':>8}")
+    print(f"{'model':<15}{'threads':>8}{'precision':>10}{'cnn img/s':>12}{'torch img/s':>13}{'ratio':>8}")
     for name in models:
         for t in threads:
-            if (name, t) not in ours or (name, t) not in theirs:
-                print(f"{name:<15}{t:>8}{'n/a':>12}")
-                continue
-            a, b = statistics.median(ours[(name, t)]), statistics.median(theirs[(name, t)])
-            print(f"{name:<15}{t:>8}{a:>12.1f}{b:>13.1f}{a / b:>8.2f}")
+            for p in precisions:
+                key = (name, t, p)
+                if key not in ours or key not in theirs:
+                    print(f"{name:<15}{t:>8}{p:>10}{'n/a':>12}")
+                    continue
+                a, b = statistics.median(ours[key]), statistics.median(theirs[key])
+                print(f"{name:<15}{t:>8}{p:>10}{a:>12.1f}{b:>13.1f}{a / b:>8.2f}")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,8 @@ public struct BenchmarkSettings: Sendable {
     public var models: [String] = BenchmarkModel.names
     /// Thread counts; each gets its own engine with that many replicas.
     public var threads: [Int] = [1, 2]
+    /// The precisions of the products, each measured beside the others at every thread count.
+    public var precisions: [Precision] = [.fp32]
     /// Samples per micro-batch; nil cuts the batch into one micro-batch per thread, as a trainer
     /// with that many threads would (the whole batch at 1 thread, halves at 2).
     public var microBatch: Int?
@@ -71,7 +73,7 @@ public struct BenchmarkSettings: Sendable {
     public var secondsPerRepetition: Double = 0.4
     /// Untimed steps before timing; the weights digest is taken after them.
     public var warmupSteps: Int = 2
-    /// Whether to time each convolution layer against a plain sgemm of its shape.
+    /// Whether to time each convolution layer against a plain GEMM of its shape and precision.
     public var measureConvolutions = true
     /// Whether to measure the peak resident memory of training (in a child process, see
     /// `memoryProbeCommand`).
@@ -89,6 +91,7 @@ public struct ThroughputMeasurement: Sendable {
     public var batch: Int
     public var microBatch: Int
     public var threads: Int
+    public var precision: Precision
     /// Median over the repetitions.
     public var imagesPerSecond: Double
     public var secondsPerStep: Double
@@ -101,10 +104,12 @@ public struct ThroughputMeasurement: Sendable {
     public var loss: Double
 }
 
-/// One convolution layer's forward and backward pass against plain sgemm calls (same library) of the
-/// same GEMM shapes, both on one thread.
+/// One convolution layer's forward and backward pass against plain GEMM calls of the same shapes
+/// and precision, both on one thread: sgemm (same library) in fp32, oneDNN's bf16 GEMM on operands
+/// rounded beforehand in bf16 (so the layer's own rounding counts against it).
 public struct ConvolutionMeasurement: Sendable {
     public var model: String
+    public var precision: Precision
     /// Where the layer sits ("3", "5.layers.0").
     public var layer: String
     public var summary: String
@@ -122,11 +127,12 @@ public struct ConvolutionMeasurement: Sendable {
     /// FLOPs each.
     public var flops: Double
     public var seconds: Double
+    /// Seconds of the plain GEMMs: sgemm in fp32, the bf16 GEMM in bf16.
     public var sgemmSeconds: Double
 
     public var gigaflopsPerSecond: Double { flops / seconds / 1e9 }
     public var sgemmGigaflopsPerSecond: Double { flops / sgemmSeconds / 1e9 }
-    /// The layer's rate as a fraction of sgemm's.
+    /// The layer's rate as a fraction of the plain GEMMs'.
     public var ratio: Double { sgemmSeconds / seconds }
 }
 
@@ -157,13 +163,15 @@ public struct ModelBenchmark: Sendable {
     public var memory: [MemoryMeasurement] = []
     /// Why a part could not be measured (a memory probe that failed, say).
     public var notes: [String] = []
-    /// The weights after the warm-up at each thread count, all with the same micro-batches.
-    public var determinism: DeterminismCheck?
+    /// The weights after the warm-up at each thread count, all with the same micro-batches: one
+    /// check per precision.
+    public var determinism: [DeterminismCheck] = []
 }
 
 /// The weights after the same warm-up steps, with the same micro-batches, computed at several
 /// thread counts: the step contract says they are bit-identical.
 public struct DeterminismCheck: Sendable {
+    public var precision: Precision
     public var microBatch: Int
     /// XXHash64 of the parameters, by thread count.
     public var digests: [Int: UInt64]
@@ -200,25 +208,35 @@ public enum Benchmark {
         var result = ModelBenchmark(
             model: model.name, batch: model.batch, parameters: network.parameterCount,
             forwardFLOPsPerSample: network.layers.reduce(0) { $0 + $1.forwardFLOPs })
+        // The precisions side by side at each thread count, so that each ratio sees one state of the machine.
         for threads in settings.threads {
             let microBatch = settings.microBatch ?? defaultMicroBatch(batch: model.batch, threads: threads)
-            result.throughput.append(try measureThroughput(model, threads: threads, microBatch: microBatch, settings: settings))
+            for precision in settings.precisions {
+                result.throughput.append(
+                    try measureThroughput(model, threads: threads, microBatch: microBatch, precision: precision, settings: settings))
+            }
         }
         // The micro-batch of the most threads: what each thread computes there.
         let mostThreads = settings.threads.max() ?? 1
         let sharedMicroBatch = settings.microBatch ?? defaultMicroBatch(batch: model.batch, threads: mostThreads)
         if settings.threads.count > 1 {
-            var digests: [Int: UInt64] = [:]
-            for run in result.throughput where run.microBatch == sharedMicroBatch { digests[run.threads] = run.weightsDigest }
-            for threads in settings.threads where digests[threads] == nil {
-                let trainer = try BenchmarkTrainer(model: model, microBatch: sharedMicroBatch, threads: threads)
-                for _ in 0..<max(1, settings.warmupSteps) { _ = try trainer.step() }
-                digests[threads] = trainer.parameterDigest()
+            for precision in settings.precisions {
+                var digests: [Int: UInt64] = [:]
+                for run in result.throughput where run.microBatch == sharedMicroBatch && run.precision == precision {
+                    digests[run.threads] = run.weightsDigest
+                }
+                for threads in settings.threads where digests[threads] == nil {
+                    let trainer = try BenchmarkTrainer(model: model, microBatch: sharedMicroBatch, threads: threads, precision: precision)
+                    for _ in 0..<max(1, settings.warmupSteps) { _ = try trainer.step() }
+                    digests[threads] = trainer.parameterDigest()
+                }
+                result.determinism.append(DeterminismCheck(precision: precision, microBatch: sharedMicroBatch, digests: digests))
             }
-            result.determinism = DeterminismCheck(microBatch: sharedMicroBatch, digests: digests)
         }
         if settings.measureConvolutions {
-            result.convolutions = try measureConvolutions(model, microBatch: sharedMicroBatch, settings: settings)
+            for precision in settings.precisions {
+                result.convolutions += try measureConvolutions(model, microBatch: sharedMicroBatch, precision: precision, settings: settings)
+            }
         }
         if settings.measureMemory, let command = settings.memoryProbeCommand {
             for threads in settings.threads {
@@ -241,7 +259,7 @@ public enum Benchmark {
 
     /// The training configuration the benchmark uses for a model: SGD with momentum (what the
     /// PyTorch side runs too), no augmentation, the batch cut into micro-batches.
-    public static func config(for model: BenchmarkModel, microBatch: Int) throws -> TrainingConfig {
+    public static func config(for model: BenchmarkModel, microBatch: Int, precision: Precision = .fp32) throws -> TrainingConfig {
         guard microBatch >= 1, model.batch % microBatch == 0 else {
             throw BenchmarkUnavailable(
                 model: model.name,
@@ -254,6 +272,7 @@ public enum Benchmark {
         train.optimizer.name = "sgd"
         train.optimizer.learningRate = 0.01
         train.optimizer.momentum = 0.9
+        train.precision = precision == .bf16 ? .bf16 : .fp32
         var data = DataConfig()
         data.dataset = "synthetic"
         data.shuffle = false
@@ -271,9 +290,9 @@ public enum Benchmark {
     }
 
     static func measureThroughput(
-        _ model: BenchmarkModel, threads: Int, microBatch: Int, settings: BenchmarkSettings
+        _ model: BenchmarkModel, threads: Int, microBatch: Int, precision: Precision, settings: BenchmarkSettings
     ) throws -> ThroughputMeasurement {
-        let trainer = try BenchmarkTrainer(model: model, microBatch: microBatch, threads: threads)
+        let trainer = try BenchmarkTrainer(model: model, microBatch: microBatch, threads: threads, precision: precision)
         var loss = 0.0
         for _ in 0..<max(1, settings.warmupSteps) { loss = try trainer.step() }
         let digest = trainer.parameterDigest()
@@ -290,7 +309,7 @@ public enum Benchmark {
         }
         let median = medianOf(perStep)
         return ThroughputMeasurement(
-            model: model.name, batch: model.batch, microBatch: microBatch, threads: threads,
+            model: model.name, batch: model.batch, microBatch: microBatch, threads: threads, precision: precision,
             imagesPerSecond: Double(model.batch) / median, secondsPerStep: median, repetitions: perStep.count,
             stepsPerRepetition: steps, weightsDigest: digest, loss: loss)
     }
@@ -359,144 +378,6 @@ public enum Benchmark {
         return measurement
     }
 
-    // MARK: Convolution layers against sgemm
-
-    static func measureConvolutions(
-        _ model: BenchmarkModel, microBatch: Int, settings: BenchmarkSettings
-    ) throws -> [ConvolutionMeasurement] {
-        let network = try Network(model.spec)
-        var found: [(String, ConvolutionGeometry)] = []
-        for (index, layer) in network.layers.enumerated() { collectConvolutions(layer, path: "\(index)", into: &found) }
-        // Layers of the same geometry (most of ResNet-20's) are timed once and reported for each.
-        var measured: [String: ConvolutionMeasurement] = [:]
-        return try found.map { path, geometry in
-            let key = "\(geometry.inputShape) \(geometry.summary) \(geometry.hasBias) \(geometry.computesInputGradient)"
-            var measurement = try measured[key]
-                ?? measureConvolution(geometry, path: path, model: model.name, batch: microBatch, settings: settings)
-            measured[key] = measurement
-            measurement.layer = path
-            return measurement
-        }
-    }
-
-    /// What the benchmark needs to rebuild a convolution layer and to state its GEMM shape.
-    struct ConvolutionGeometry {
-        var summary: String
-        var inputShape: FeatureShape
-        var outputShape: FeatureShape
-        var filters: Int
-        var groups: Int
-        /// Rows of the im2col matrix per group: (C / groups) * kh * kw.
-        var patch: Int
-        var hasBias: Bool
-        /// As in the network: a first layer skips its input gradient.
-        var computesInputGradient = true
-        var make: () throws -> Layer
-    }
-
-    static func geometry(of layer: Layer) -> ConvolutionGeometry? {
-        switch layer {
-        case let c as Conv2D:
-            return ConvolutionGeometry(
-                summary: c.summary, inputShape: c.inputShape, outputShape: c.outputShape, filters: c.filters, groups: c.groups,
-                patch: c.inputShape.channels / c.groups * c.kernelHeight * c.kernelWidth, hasBias: c.hasBias,
-                computesInputGradient: c.computesInputGradient,
-                make: {
-                    let copy = try Conv2D(
-                        input: c.inputShape, filters: c.filters, kernelHeight: c.kernelHeight, kernelWidth: c.kernelWidth,
-                        stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups, bias: c.hasBias)
-                    copy.computesInputGradient = c.computesInputGradient
-                    return copy
-                })
-        case let p as PointwiseConv2D:
-            return ConvolutionGeometry(
-                summary: p.summary, inputShape: p.inputShape, outputShape: p.outputShape, filters: p.outputShape.channels,
-                groups: 1, patch: p.inputShape.channels, hasBias: false,
-                make: { try PointwiseConv2D(input: p.inputShape, filters: p.outputShape.channels, stride: p.stride) })
-        default:
-            return nil
-        }
-    }
-
-    /// Every convolution inside `layer`, with its path in PyTorch's naming ("4.conv1", "4.downsample.0").
-    static func collectConvolutions(_ layer: Layer, path: String, into found: inout [(String, ConvolutionGeometry)]) {
-        if let geometry = geometry(of: layer) {
-            found.append((path, geometry))
-            return
-        }
-        switch layer {
-        case let sequential as Sequential:
-            for child in sequential.children {
-                collectConvolutions(child.layer, path: path + "." + child.name, into: &found)
-            }
-        case let residual as Residual:
-            collectConvolutions(residual.path, path: path, into: &found)
-            // The projection names its children "downsample.0" and "downsample.1" itself.
-            if let projection = residual.projection { collectConvolutions(projection, path: path, into: &found) }
-        case let concatenation as Concatenation:
-            for (index, branch) in concatenation.branches.enumerated() {
-                collectConvolutions(branch, path: path + ".branch\(index + 1)", into: &found)
-            }
-        default:
-            break
-        }
-    }
-
-    /// Times one layer's forward and backward on a fresh copy with random weights and input, then
-    /// the same GEMMs through plain sgemm calls on buffers of the same sizes: the whole
-    /// micro-batch as one GEMM per group, forward (NN), weight gradient (NT) and, where the layer
-    /// computes it, input gradient (TN).
-    static func measureConvolution(
-        _ geometry: ConvolutionGeometry, path: String, model: String, batch: Int, settings: BenchmarkSettings
-    ) throws -> ConvolutionMeasurement {
-        let layer = try geometry.make()
-        let parameters = FloatBuffer(count: layer.parameterCount)
-        let gradients = FloatBuffer(count: layer.parameterCount)
-        fillRandom(parameters.pointer, count: layer.parameterCount, scale: 0.1)
-        layer.bind(parameters: parameters.pointer, gradients: gradients.pointer)
-        let input = FloatBuffer(count: batch * layer.inputShape.count)
-        fillRandom(input.pointer, count: batch * layer.inputShape.count, scale: 1)
-        let outputGradient = FloatBuffer(count: batch * layer.outputShape.count)
-        fillRandom(outputGradient.pointer, count: batch * layer.outputShape.count, scale: 0.01)
-        let context = PassContext(mode: .training)
-        let trainLayer = {
-            _ = layer.forward(input.pointer, batch: batch, context: context)
-            _ = layer.backward(outputGradient.pointer, batch: batch)
-        }
-
-        let groups = geometry.groups
-        let m = geometry.filters / groups
-        let k = geometry.patch
-        let n = batch * geometry.outputShape.height * geometry.outputShape.width
-        let a = FloatBuffer(count: groups * m * k)       // weights        [g, m, k]
-        let b = FloatBuffer(count: groups * k * n)       // columns        [g, k, n]
-        let c = FloatBuffer(count: groups * m * n)       // output         [g, m, n]
-        let dA = FloatBuffer(count: groups * m * k)      // weight grads   [g, m, k]
-        let dB = FloatBuffer(count: groups * k * n)      // column grads   [g, k, n]
-        for (buffer, count) in [(a, groups * m * k), (b, groups * k * n), (c, groups * m * n)] {
-            fillRandom(buffer.pointer, count: count, scale: 0.1)
-        }
-        let runGEMMs = {
-            for g in 0..<groups {
-                let weights = a.pointer + g * m * k, columns = b.pointer + g * k * n, output = c.pointer + g * m * n
-                BLAS.gemm(transposeA: false, transposeB: false, m: m, n: n, k: k, a: weights, lda: k,
-                          b: columns, ldb: n, beta: 0, c: output, ldc: n)
-                BLAS.gemm(transposeA: false, transposeB: true, m: m, n: k, k: n, a: output, lda: n,
-                          b: columns, ldb: n, beta: 1, c: dA.pointer + g * m * k, ldc: k)
-                if geometry.computesInputGradient {
-                    BLAS.gemm(transposeA: true, transposeB: false, m: k, n: n, k: m, a: weights, lda: k,
-                              b: output, ldb: n, beta: 0, c: dB.pointer + g * k * n, ldc: n)
-                }
-            }
-        }
-        let (convolutionSeconds, sgemmSeconds) = timeMedians(settings: settings, trainLayer, runGEMMs)
-        return ConvolutionMeasurement(
-            model: model, layer: path, summary: geometry.summary, microBatch: batch, m: m, n: n, k: k, groups: groups,
-            computesInputGradient: geometry.computesInputGradient,
-            flops: Double((geometry.computesInputGradient ? 3 : 2) * 2 * groups * m * n * k),
-            seconds: convolutionSeconds, sgemmSeconds: sgemmSeconds)
-    }
-
     /// Median seconds of one call of `first` and of `second`, over the settings' repetitions,
     /// after a warm-up call of each. Their repetitions alternate, so that both figures of a
     /// ratio see the machine in the same state (on a shared machine it drifts within seconds).
@@ -523,7 +404,7 @@ public enum Benchmark {
         return (medianOf(firstSamples), medianOf(secondSamples))
     }
 
-    private static func fillRandom(_ values: UnsafeMutablePointer<Float>, count: Int, scale: Float) {
+    static func fillRandom(_ values: UnsafeMutablePointer<Float>, count: Int, scale: Float) {
         // A fixed linear congruential sequence: reproducible and cheap; any values will do.
         var state: UInt32 = 12345
         for i in 0..<count {
@@ -542,8 +423,8 @@ final class BenchmarkTrainer {
     let work: [MicroBatch]
     private let reduction = TreeReduction()
 
-    init(model: BenchmarkModel, microBatch: Int, threads: Int) throws {
-        let config = try Benchmark.config(for: model, microBatch: microBatch)
+    init(model: BenchmarkModel, microBatch: Int, threads: Int, precision: Precision = .fp32) throws {
+        let config = try Benchmark.config(for: model, microBatch: microBatch, precision: precision)
         state = try ModelState(config: config)
         engine = try MicroBatchEngine(config: config, data: try Benchmark.syntheticData(for: model), threads: threads)
         engine.shareWeights(of: state.network)

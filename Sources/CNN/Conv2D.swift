@@ -47,8 +47,18 @@ public final class Conv2D: Layer {
 
     private func remakeComputation() {
         computation = Conv2D.makeComputation(
-            algorithm, geometry: geometry, workspace: workspace, sharedTransform: sharedFilterTransform)
+            algorithm, geometry: geometry, workspace: workspace, sharedTransform: sharedFilterTransform, precision: precision)
     }
+
+    /// The arithmetic of this layer's GEMMs from its next forward pass on. In bf16 a layer set to
+    /// Winograd computes with im2col instead (Winograd's transforms would have to be rounded
+    /// too, and its error budget is spent on them): `computedAlgorithm` says which runs.
+    public var precision: Precision = .fp32 {
+        didSet { if precision != oldValue { remakeComputation() } }
+    }
+
+    /// The algorithm the layer computes with now: `algorithm`, or im2col in bf16.
+    public var computedAlgorithm: Algorithm { precision == .bf16 ? .im2col : algorithm }
 
     /// The shape the computations read.
     private let geometry: ConvolutionGeometry
@@ -117,7 +127,7 @@ public final class Conv2D: Layer {
         self.algorithm = algorithm
         self.geometry = geometry
         self.workspace = workspace
-        computation = Conv2D.makeComputation(algorithm, geometry: geometry, workspace: workspace, sharedTransform: nil)
+        computation = Conv2D.makeComputation(algorithm, geometry: geometry, workspace: workspace, sharedTransform: nil, precision: .fp32)
     }
 
     public var summary: String {

@@ -74,11 +74,17 @@ extension Conv2D {
     }
 
     /// The computation for `algorithm`: Winograd of its tile size, or im2col, on wide rows where
-    /// those pay (`usesWideRows`). Called when a layer is built and when its algorithm changes.
+    /// those pay (`usesWideRows`); in bf16 always im2col. Called when a layer is built and when
+    /// its algorithm or precision changes.
     static func makeComputation(
         _ algorithm: Algorithm, geometry: ConvolutionGeometry, workspace: LayerWorkspace,
-        sharedTransform: SharedFilterTransforms.Slot?
+        sharedTransform: SharedFilterTransforms.Slot?, precision: Precision
     ) -> any ConvolutionComputation {
+        if precision == .bf16 {
+            return usesWideRows(geometry)
+                ? WideRowConvolution(geometry: geometry, workspace: workspace, precision: precision)
+                : Im2colConvolution(geometry: geometry, workspace: workspace, precision: precision)
+        }
         func winograd<Kernels: WinogradKernels>(_: Kernels.Type) -> any ConvolutionComputation {
             let input = geometry.inputShape
             return WinogradConvolution<Kernels>(

@@ -14,6 +14,26 @@ public final class Dense: Layer {
 
     private let output = FloatBuffer()          // [N, out]
     private var inputGradient = FloatBuffer()   // [N, in]
+    /// Where bf16 products keep their rounded operands: the network's workspace once bound.
+    private var workspace = LayerWorkspace()
+
+    /// The arithmetic of this layer's three products (`BLAS.gemm(precision:)`); the bias and its
+    /// gradient stay Float32.
+    public var precision: Precision = .fp32
+
+    /// Where the replicas of a network keep this layer's weights rounded to bf16, once for all
+    /// of them and both passes (`Network.share(filterTransforms:)`); nil while each call rounds
+    /// its own. A dense layer reads every weight once per pass, so at small batches rounding them
+    /// costs as much as the product.
+    var sharedRoundedWeights: SharedFilterTransforms.Slot?
+
+    /// The weights rounded to bf16 in bf16, nil in fp32.
+    private func roundedWeights() -> UnsafePointer<UInt16>? {
+        guard precision == .bf16 else { return nil }
+        let count = units * inputShape.count
+        if let sharedRoundedWeights { return sharedRoundedWeights.roundedWeights(weights, count: count) }
+        return workspace.bfloat16Operands.rounded(weights, count: count, into: \.weights, precision: precision)
+    }
 
     public init(input: FeatureShape, units: Int, bias: Bool = true, name: String = "Dense") throws {
         guard units > 0 else { throw ModelError(layer: name, message: "units must be positive, got \(units)") }
@@ -45,6 +65,8 @@ public final class Dense: Layer {
 
     public func bind(inputGradient buffer: FloatBuffer) { inputGradient = buffer }
 
+    public func bind(workspace: LayerWorkspace) { self.workspace = workspace }
+
     public func forward(_ input: UnsafePointer<Float>, batch: Int, context: PassContext) -> UnsafeMutablePointer<Float> {
         savedInput = input
         let inputs = inputShape.count
@@ -54,8 +76,8 @@ public final class Dense: Layer {
         }
         // out [N, out] (+)= x [N, in] x W^T [in, out]
         BLAS.gemm(
-            transposeA: false, transposeB: true, m: batch, n: units, k: inputs,
-            a: input, lda: inputs, b: weights, ldb: inputs, beta: hasBias ? 1 : 0, c: out, ldc: units)
+            precision: precision, operands: workspace.bfloat16Operands, transposeA: false, transposeB: true, m: batch, n: units, k: inputs,
+            a: input, lda: inputs, b: weights, ldb: inputs, roundedB: roundedWeights(), beta: hasBias ? 1 : 0, c: out, ldc: units)
         return out
     }
 
@@ -63,7 +85,7 @@ public final class Dense: Layer {
         let inputs = inputShape.count
         // dW [out, in] += dY^T [out, N] x x [N, in]
         BLAS.gemm(
-            transposeA: true, transposeB: false, m: units, n: inputs, k: batch,
+            precision: precision, operands: workspace.bfloat16Operands, transposeA: true, transposeB: false, m: units, n: inputs, k: batch,
             a: outputGradient, lda: units, b: savedInput, ldb: inputs, beta: 1, c: weightGradients, ldc: inputs)
         if let biasGradients {
             for n in 0..<batch {
@@ -74,8 +96,8 @@ public final class Dense: Layer {
         // dX [N, in] = dY [N, out] x W [out, in]
         let dInput = inputGradient.reserve(batch * inputs)
         BLAS.gemm(
-            transposeA: false, transposeB: false, m: batch, n: inputs, k: units,
-            a: outputGradient, lda: units, b: weights, ldb: inputs, beta: 0, c: dInput, ldc: inputs)
+            precision: precision, operands: workspace.bfloat16Operands, transposeA: false, transposeB: false, m: batch, n: inputs, k: units,
+            a: outputGradient, lda: units, b: weights, ldb: inputs, roundedB: roundedWeights(), beta: 0, c: dInput, ldc: inputs)
         return dInput
     }
 }

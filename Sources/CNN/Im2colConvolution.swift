@@ -29,9 +29,13 @@ final class Im2colConvolution: UnfoldingConvolution {
     private let paddedInput = FloatBuffer()     // [H + 2P, W + 2P]: one input channel inside a zero border
     private let paddedGradient = FloatBuffer()  // [H + 2P, W + 2P]: one channel's input gradient, border included
 
-    init(geometry: ConvolutionGeometry, workspace: LayerWorkspace) {
+    /// The arithmetic of the GEMMs: bf16 rounds their operands (`BLAS.gemm(precision:)`).
+    let precision: Precision
+
+    init(geometry: ConvolutionGeometry, workspace: LayerWorkspace, precision: Precision = .fp32) {
         self.geometry = geometry
         self.workspace = workspace
+        self.precision = precision
     }
 
     var keptFloatsPerSample: Int { keepsColumns ? groups * patchSize * outputPlane : 0 }
@@ -68,6 +72,8 @@ final class Im2colConvolution: UnfoldingConvolution {
         let keep = keepsColumns
         let allColumns = columns.reserve(groups * patch * (keep ? batch : block) * plane)
         let result = block > 1 ? product.reserve(filters * block * plane) : out
+        // In bf16 the weights are rounded once for every block and group.
+        let roundedWeights = workspace.bfloat16Operands.rounded(weights, count: filters * patch, into: \.weights, precision: precision)
         var first = 0
         while first < batch {
             let samples = min(block, batch - first), wide = samples * plane
@@ -80,8 +86,9 @@ final class Im2colConvolution: UnfoldingConvolution {
             for g in 0..<groups {
                 // target[g] [K/g, S*P] = W[g] [K/g, patch] x cols[g] [patch, S*P]
                 BLAS.gemm(
+                    precision: precision, operands: workspace.bfloat16Operands,
                     transposeA: false, transposeB: false, m: filtersPerGroup, n: wide, k: patch,
-                    a: weights + g * filtersPerGroup * patch, lda: patch,
+                    a: weights + g * filtersPerGroup * patch, lda: patch, roundedA: roundedWeights.map { $0 + g * filtersPerGroup * patch },
                     b: cols + g * patch * wide, ldb: wide,
                     beta: 0, c: target + g * filtersPerGroup * wide, ldc: wide)
             }
@@ -120,6 +127,8 @@ final class Im2colConvolution: UnfoldingConvolution {
         let keep = keepsColumns
         let allColumns = columns.reserve(groups * patch * (keep ? batch : block) * plane)
         let gathered = block > 1 ? product.reserve(filters * block * plane) : nil
+        let operands = workspace.bfloat16Operands
+        let roundedWeights = dInput == nil ? nil : operands.rounded(weights, count: filters * patch, into: \.weights, precision: precision)
         var first = 0
         while first < batch {
             let samples = min(block, batch - first), wide = samples * plane
@@ -147,19 +156,23 @@ final class Im2colConvolution: UnfoldingConvolution {
                     im2col(input + (first + n) * inputCount, into: cols + n * plane, rowStride: wide)
                 }
             }
+            // In bf16 the block's output gradient is rounded once for both products.
+            let roundedGradient = operands.rounded(gradient, count: filters * wide, into: \.gradient, precision: precision)
             for g in 0..<groups {
                 if let weightTotals {
                     // dW[g]^T [patch, K/g] (+)= cols[g] [patch, S*P] x dOut[g]^T [S*P, K/g]
                     BLAS.gemm(
+                        precision: precision, operands: workspace.bfloat16Operands,
                         transposeA: false, transposeB: true, m: patch, n: filtersPerGroup, k: wide,
                         a: cols + g * patch * wide, lda: wide,
-                        b: gradient + g * filtersPerGroup * wide, ldb: wide,
+                        b: gradient + g * filtersPerGroup * wide, ldb: wide, roundedB: roundedGradient.map { $0 + g * filtersPerGroup * wide },
                         beta: first == 0 ? 0 : 1, c: weightTotals + g * patch * filtersPerGroup, ldc: filtersPerGroup)
                 } else {
                     // dW[g] [K/g, patch] += dOut[g] [K/g, S*P] x cols[g]^T [S*P, patch]
                     BLAS.gemm(
+                        precision: precision, operands: workspace.bfloat16Operands,
                         transposeA: false, transposeB: true, m: filtersPerGroup, n: patch, k: wide,
-                        a: gradient + g * filtersPerGroup * wide, lda: wide,
+                        a: gradient + g * filtersPerGroup * wide, lda: wide, roundedA: roundedGradient.map { $0 + g * filtersPerGroup * wide },
                         b: cols + g * patch * wide, ldb: wide,
                         beta: 1, c: weightGradients + g * filtersPerGroup * patch, ldc: patch)
                 }
@@ -169,9 +182,10 @@ final class Im2colConvolution: UnfoldingConvolution {
                 for g in 0..<groups {
                     // dCols[g] [patch, S*P] = W[g]^T [patch, K/g] x dOut[g] [K/g, S*P]
                     BLAS.gemm(
+                        precision: precision, operands: workspace.bfloat16Operands,
                         transposeA: true, transposeB: false, m: patch, n: wide, k: filtersPerGroup,
-                        a: weights + g * filtersPerGroup * patch, lda: patch,
-                        b: gradient + g * filtersPerGroup * wide, ldb: wide,
+                        a: weights + g * filtersPerGroup * patch, lda: patch, roundedA: roundedWeights.map { $0 + g * filtersPerGroup * patch },
+                        b: gradient + g * filtersPerGroup * wide, ldb: wide, roundedB: roundedGradient.map { $0 + g * filtersPerGroup * wide },
                         beta: 0, c: cols + g * patch * wide, ldc: wide)
                 }
                 for n in 0..<samples {

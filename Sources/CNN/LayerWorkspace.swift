@@ -31,6 +31,8 @@ public final class LayerWorkspace: @unchecked Sendable {
     /// One sample's elementwise scratch [C, H, W]: LocalResponseNorm's squares in forward, its
     /// dy y / s in backward.
     let sampleScratch = FloatBuffer()
+    /// The operands of one bf16 product, rounded (`BLAS.gemm(precision:)`).
+    let bfloat16Operands = BFloat16Operands()
 
     /// An empty workspace; its buffers grow to the largest size asked of them.
     public init() {}

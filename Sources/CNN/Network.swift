@@ -153,16 +153,38 @@ public final class Network {
     /// for the promise the holder of the weights makes). Bind networks of one spec only.
     public func share(filterTransforms transforms: SharedFilterTransforms) {
         // Depth first through the blocks: the same order in every network of one spec.
-        var ordinal = 0
+        var ordinal = 0, denseOrdinal = 0
         func visit(_ layer: Layer) {
             if let convolution = layer as? Conv2D {
                 convolution.sharedFilterTransform = transforms.slot(ordinal)
                 ordinal += 1
             }
+            if let dense = layer as? Dense {
+                dense.sharedRoundedWeights = transforms.roundingSlot(denseOrdinal)
+                denseOrdinal += 1
+            }
             layer.sublayers.forEach(visit)
         }
         layers.forEach(visit)
     }
+
+    /// Makes the convolutions (`Conv2D`, through im2col, and residual blocks' 1x1 projections)
+    /// and dense layers, nested ones included, compute their matrix products in `precision` from
+    /// the next pass on. Other layers, the transposed, N-d and locally connected convolutions
+    /// among them, stay Float32.
+    public func use(precision: Precision) {
+        func visit(_ layer: Layer) {
+            if let convolution = layer as? Conv2D { convolution.precision = precision }
+            if let dense = layer as? Dense { dense.precision = precision }
+            if let projection = layer as? PointwiseConv2D { projection.precision = precision }
+            layer.sublayers.forEach(visit)
+        }
+        layers.forEach(visit)
+        self.precision = precision
+    }
+
+    /// The precision `use(precision:)` set last (fp32 until then).
+    public private(set) var precision = Precision.fp32
 
     /// Points the layers back at the network's own buffers.
     public func bindOwnBuffers() {

@@ -32,6 +32,13 @@ public final class PointwiseConv2D: Layer {
     private let output = FloatBuffer()                         // [N, K, OH, OW]
     private let gatheredGradient = FloatBuffer()               // [C, S*P]: one block's gathered gradient
     private let inputGradient = FloatBuffer()                  // [N, C, H, W]
+    /// Where bf16 products keep their rounded operands: the network's workspace once bound.
+    private var workspace = LayerWorkspace()
+
+    /// The arithmetic of this layer's three products (`BLAS.gemm(precision:)`).
+    public var precision: Precision = .fp32
+
+    public func bind(workspace: LayerWorkspace) { self.workspace = workspace }
 
     /// `filters` 1x1 filters over samples of shape `input`, reading every `stride`-th row and column.
     public init(input: FeatureShape, filters: Int, stride: Int, name: String = "PointwiseConv2D") throws {
@@ -104,6 +111,7 @@ public final class PointwiseConv2D: Layer {
             let target = samples == 1 ? out + first * outputCount : result!
             // target [K, S*P] = W [K, C] x gathered [C, S*P]
             BLAS.gemm(
+                precision: precision, operands: workspace.bfloat16Operands,
                 transposeA: false, transposeB: false, m: filters, n: wide, k: channels,
                 a: weights, lda: channels, b: columns, ldb: wide,
                 beta: 0, c: target, ldc: wide)
@@ -153,11 +161,13 @@ public final class PointwiseConv2D: Layer {
             }
             // dW [K, C] += dy [K, S*P] x gathered^T [S*P, C]
             BLAS.gemm(
+                precision: precision, operands: workspace.bfloat16Operands,
                 transposeA: false, transposeB: true, m: filters, n: channels, k: wide,
                 a: dy, lda: wide, b: columns, ldb: wide,
                 beta: 1, c: weightGradients, ldc: channels)
             // dGathered [C, S*P] = W^T [C, K] x dy [K, S*P]
             BLAS.gemm(
+                precision: precision, operands: workspace.bfloat16Operands,
                 transposeA: true, transposeB: false, m: channels, n: wide, k: filters,
                 a: weights, lda: channels, b: dy, ldb: wide,
                 beta: 0, c: dGathered, ldc: wide)

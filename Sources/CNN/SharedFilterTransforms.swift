@@ -4,8 +4,9 @@ import Glibc
 import Darwin
 #endif
 
-/// Winograd's transformed filters (U, a function of the weights alone), kept once for every
-/// model replica that reads the same weights, instead of once per replica.
+/// Winograd's transformed filters (U, a function of the weights alone), and dense layers'
+/// weights rounded to bf16 (`Precision.bf16`), kept once for every model replica that reads the
+/// same weights, instead of once per replica and pass.
 ///
 /// Replicas of one model computing on different threads read one copy of the weights, so their
 /// convolutions would each compute and keep the same U: AlexNet's three 13x13 layers hold 47 MiB
@@ -41,9 +42,24 @@ public final class SharedFilterTransforms: @unchecked Sendable {
             return UnsafePointer(transformed.pointer)
         }
 
+        private let rounded = BFloat16Buffer()
+        private var hasRounded = false
+
+        /// `count` weights rounded to bf16: the ones already rounded, or `weights` rounded now.
+        func roundedWeights(_ weights: UnsafePointer<Float>, count: Int) -> UnsafePointer<UInt16> {
+            lock.lock()
+            defer { lock.unlock() }
+            if !hasRounded {
+                BFloat16.round(weights, into: rounded.reserve(count), count: count)
+                hasRounded = true
+            }
+            return UnsafePointer(rounded.pointer)
+        }
+
         func invalidate() {
             lock.lock()
             currentTile = nil
+            hasRounded = false
             lock.unlock()
         }
 
@@ -51,6 +67,7 @@ public final class SharedFilterTransforms: @unchecked Sendable {
     }
 
     private var slots: [Slot] = []
+    private var roundingSlots: [Slot] = []
 
     /// Empty: slots appear as networks are bound.
     public init() {}
@@ -62,10 +79,17 @@ public final class SharedFilterTransforms: @unchecked Sendable {
         return slots[ordinal]
     }
 
-    /// Forgets every transform, so that each is computed again from the weights on its next use.
-    /// Call it whenever the weights may have changed, and never while a bound network computes.
+    /// The slot of the `ordinal`-th dense layer of a network, for its weights rounded to bf16.
+    func roundingSlot(_ ordinal: Int) -> Slot {
+        while roundingSlots.count <= ordinal { roundingSlots.append(Slot()) }
+        return roundingSlots[ordinal]
+    }
+
+    /// Forgets every transform and rounding, so that each is computed again from the weights on
+    /// its next use. Call it whenever the weights may have changed, and never while a bound
+    /// network computes.
     public func invalidate() {
-        for slot in slots { slot.invalidate() }
+        for slot in slots + roundingSlots { slot.invalidate() }
     }
 
     /// Floats of room the transforms hold, for memory accounting and tests.

@@ -21,9 +21,13 @@ final class WideRowConvolution: UnfoldingConvolution {
     private let paddedInput = FloatBuffer()     // [H + 2P, W + 2P] and slack: one input channel inside a zero border
     private let paddedGradient = FloatBuffer()  // the same shape: one channel's input gradient, border included
 
-    init(geometry: ConvolutionGeometry, workspace: LayerWorkspace) {
+    /// The arithmetic of the GEMMs: bf16 rounds their operands (`BLAS.gemm(precision:)`).
+    let precision: Precision
+
+    init(geometry: ConvolutionGeometry, workspace: LayerWorkspace, precision: Precision = .fp32) {
         self.geometry = geometry
         self.workspace = workspace
+        self.precision = precision
     }
 
     /// Nothing beyond the layer's input and output: each sample is unfolded again in backward.
@@ -41,12 +45,15 @@ final class WideRowConvolution: UnfoldingConvolution {
         let paddedWidth = inputShape.width + 2 * padding
         let cols = workspace.unfoldedInput.reserve(patch * wide)
         let result = workspace.blockProducts.reserve(filters * wide)
+        // In bf16 the weights are rounded once for every sample.
+        let roundedWeights = workspace.bfloat16Operands.rounded(weights, count: filters * patch, into: \.weights, precision: precision)
         for n in 0..<batch {
             unfoldWide(input + n * inputShape.count, into: cols)
             // result [K, OH * Wp] = W [K, patch] x cols [patch, OH * Wp]
             BLAS.gemm(
+                precision: precision, operands: workspace.bfloat16Operands,
                 transposeA: false, transposeB: false, m: filters, n: wide, k: patch,
-                a: weights, lda: patch, b: cols, ldb: wide, beta: 0, c: result, ldc: wide)
+                a: weights, lda: patch, roundedA: roundedWeights, b: cols, ldb: wide, beta: 0, c: result, ldc: wide)
             // Drop the extra columns of each row, adding the bias on the way.
             let sample = out + n * outputShape.count
             for k in 0..<filters {
@@ -73,6 +80,8 @@ final class WideRowConvolution: UnfoldingConvolution {
             ? workspace.weightGradientTotals.reserve(filters * patch) : nil
         let biasTotals = biasGradients == nil ? nil : biasScratch.reserve(filters)
         biasTotals?.update(repeating: 0, count: filters)
+        let operands = workspace.bfloat16Operands
+        let roundedWeights = dInput == nil ? nil : operands.rounded(weights, count: filters * patch, into: \.weights, precision: precision)
         for n in 0..<batch {
             let dy = outputGradient + n * outputShape.count
             // The gradient on wide rows: zero in the extra columns, which then contribute nothing.
@@ -85,22 +94,27 @@ final class WideRowConvolution: UnfoldingConvolution {
                 }
             }
             unfoldWide(input + n * inputCount, into: cols)
+            // In bf16 the sample's output gradient is rounded once for both products.
+            let roundedGradient = operands.rounded(gradient, count: filters * wide, into: \.gradient, precision: precision)
             if let weightTotals {
                 // dW^T [patch, K] (+)= cols [patch, OH * Wp] x dOut^T [OH * Wp, K]
                 BLAS.gemm(
+                    precision: precision, operands: workspace.bfloat16Operands,
                     transposeA: false, transposeB: true, m: patch, n: filters, k: wide,
-                    a: cols, lda: wide, b: gradient, ldb: wide, beta: n == 0 ? 0 : 1, c: weightTotals, ldc: filters)
+                    a: cols, lda: wide, b: gradient, ldb: wide, roundedB: roundedGradient, beta: n == 0 ? 0 : 1, c: weightTotals, ldc: filters)
             } else {
                 // dW [K, patch] += dOut [K, OH * Wp] x cols^T [OH * Wp, patch]
                 BLAS.gemm(
+                    precision: precision, operands: workspace.bfloat16Operands,
                     transposeA: false, transposeB: true, m: filters, n: patch, k: wide,
-                    a: gradient, lda: wide, b: cols, ldb: wide, beta: 1, c: weightGradients, ldc: patch)
+                    a: gradient, lda: wide, roundedA: roundedGradient, b: cols, ldb: wide, beta: 1, c: weightGradients, ldc: patch)
             }
             if let dInput {
                 // dCols [patch, OH * Wp] = W^T [patch, K] x dOut [K, OH * Wp]
                 BLAS.gemm(
+                    precision: precision, operands: workspace.bfloat16Operands,
                     transposeA: true, transposeB: false, m: patch, n: wide, k: filters,
-                    a: weights, lda: patch, b: gradient, ldb: wide, beta: 0, c: cols, ldc: wide)
+                    a: weights, lda: patch, roundedA: roundedWeights, b: gradient, ldb: wide, roundedB: roundedGradient, beta: 0, c: cols, ldc: wide)
                 foldWide(cols, into: dInput + n * inputCount)
             }
         }

@@ -94,6 +94,8 @@ public struct TrainConfig: Sendable, Equatable {
     /// With `--init`, keep the initial values of tensors whose shape differs in the file (a new
     /// classifier head) instead of refusing the file.
     public var initSkipMismatched: Bool = false
+    /// The arithmetic of the convolutions' and dense layers' matrix products (`train.precision`).
+    public var precision: PrecisionSetting = .fp32
 
     public init() {}
 
@@ -206,7 +208,8 @@ extension TrainingConfig {
 
     /// A stable hash of everything that changes the numbers a run computes. How long the run goes
     /// (`train.steps`), how often it logs, checkpoints or evaluates, and its timeouts are left out,
-    /// so a resumed run may be given more steps or other timeouts.
+    /// so a resumed run may be given more steps or other timeouts; so is `train.precision`, so that
+    /// a run may resume in the other precision.
     public var hash: String {
         var numerics = self
         numerics.train.maxSteps = 0
@@ -214,6 +217,9 @@ extension TrainingConfig {
         numerics.train.evalBatch = TrainConfig().evalBatch
         numerics.distributed = DistributedConfig()
         numerics.checkpoint = CheckpointConfig()
+        // The precision only rounds the products; weights, gradients and optimiser state are
+        // Float32 in both, so a checkpoint of either resumes in the other.
+        numerics.train.precision = .fp32
         let value = XXHash64.hash(array: Array(numerics.yaml.utf8))
         return String(value, radix: 16)
     }
@@ -252,7 +258,7 @@ extension TrainingConfig {
 
     private static func parseTrain(_ node: ConfigNode) throws -> TrainConfig {
         try node.expectKeys(["epochs", "batch", "micro_batch", "seed", "optimizer", "schedule", "log_every", "eval_batch", "steps",
-                             "clip_grad_norm", "freeze", "init_skip_mismatched"])
+                             "clip_grad_norm", "freeze", "init_skip_mismatched", "precision"])
         var train = TrainConfig()
         if let n = try node.child("epochs") { train.epochs = try n.int(minimum: 1, maximum: 1_000_000) }
         if let n = try node.child("batch") { train.batch = try n.int(minimum: 1) }
@@ -268,6 +274,9 @@ extension TrainingConfig {
         if let n = try node.child("clip_grad_norm") { train.clipGradientNorm = try n.double(minimum: 0) }
         if let n = try node.child("freeze") { train.freeze = try n.items().map { try $0.string() } }
         if let n = try node.child("init_skip_mismatched") { train.initSkipMismatched = try n.bool() }
+        if let n = try node.child("precision") {
+            train.precision = PrecisionSetting(rawValue: try n.oneOf(PrecisionSetting.allCases.map(\.rawValue)))!
+        }
         if let n = try node.child("optimizer") {
             try n.expectKeys(["name", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "epsilon"])
             var o = OptimizerConfig()

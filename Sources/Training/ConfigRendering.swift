@@ -46,6 +46,8 @@ extension TrainingConfig {
         lines.append("  clip_grad_norm: \(train.clipGradientNorm)")
         lines.append("  init_skip_mismatched: \(train.initSkipMismatched)")
         lines.append("  freeze: [\(train.freeze.map { "\"\($0)\"" }.joined(separator: ", "))]")
+        // Only when set, so the rendering (and hash) of every earlier config stays as it was.
+        if train.precision != .fp32 { lines.append("  precision: \(train.precision.rawValue)") }
         lines.append("distributed:")
         lines.append("  worker_timeout: \(distributed.workerTimeout)")
         lines.append("  heartbeat_interval: \(distributed.heartbeatInterval)")

@@ -136,9 +136,15 @@ public final class Coordinator {
     /// its messages are decoded with.
     private init(config: TrainingConfig, options: CoordinatorOptions, logger: Logger,
                  makeLink: (Int, DecodeLimits) throws -> CoordinatorLink) throws {
+        // Decided once, here: workers get the resolved config, so all compute the same way.
+        let requested = config.train.precision, config = try config.resolvingPrecision()
         self.config = config
         self.options = options
         self.logger = logger
+        if config.train.precision == .bf16 { logger.info("products in bf16: \(BFloat16Support.kernelName)") }
+        if requested == .bf16IfAvailable && config.train.precision == .fp32 {
+            logger.warning("train.precision: bf16-if-available computes in fp32 here: \(BFloat16Support.missingReason)")
+        }
         peerGuard = PeerGuard(config: PeerLimits(maxMessagesPerSecond: Double(config.distributed.maxMessagesPerSecond)))
         scheduler = StepScheduler(settings: .init(workerTimeout: config.distributed.workerTimeout, joinTimeout: config.distributed.joinTimeout,
                                                   nonFinite: config.distributed.nonFinite))

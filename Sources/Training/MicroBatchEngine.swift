@@ -79,6 +79,8 @@ public final class MicroBatchEngine: @unchecked Sendable {
     /// Floats per leaf and partial sum: parameter gradients, then state observations.
     public var leafLength: Int { parameterCount + stateCount }
     public var threads: Int { replicas.count }
+    /// The arithmetic of the replicas' products, from `train.precision` on this machine.
+    public let precision: Precision
 
     /// The engine's own copy of the weights (parameters, then state), filled by `load(weights:)`.
     private let loadedWeights: FloatBuffer
@@ -119,8 +121,12 @@ public final class MicroBatchEngine: @unchecked Sendable {
         precondition(threads >= 1, "an engine needs at least one thread")
         self.config = config
         self.data = data
+        precision = try config.precision()
         replicas = try (0..<threads).map { _ in try Replica(config.model) }
-        for replica in replicas { replica.network.share(filterTransforms: filterTransforms) }
+        for replica in replicas {
+            replica.network.share(filterTransforms: filterTransforms)
+            replica.network.use(precision: precision)
+        }
         parameterCount = replicas[0].network.parameterCount
         stateCount = replicas[0].network.stateCount
         loadedWeights = FloatBuffer(count: parameterCount + stateCount)

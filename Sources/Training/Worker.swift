@@ -272,11 +272,27 @@ public final class Worker {
     }
 
     private func accept(_ welcome: Welcome, runID: UInt64) throws {
+        // A refusal carries the welcome's run id (this worker has none yet): the coordinator
+        // drops messages of other runs unread.
+        func refuse(_ text: String) {
+            do {
+                try transport.send(Envelope(runID: runID, step: 0, message: .error(WireFailure(code: 500, text: text))), to: nil)
+            } catch {
+                logger.warning("could not send error: \(error)")
+            }
+        }
         let config: TrainingConfig
         do {
             config = try TrainingConfig.parse(yaml: welcome.configText, source: "config from \(options.connect)")
         } catch {
-            send(.error(WireFailure(code: 500, text: "worker \(options.name) cannot use the config: \(error)")), step: 0)
+            refuse("worker \(options.name) cannot use the config: \(error)")
+            throw WorkerError(description: "the coordinator's config does not work here: \(error)")
+        }
+        do {
+            _ = try config.precision()
+        } catch {
+            // Short, so that the coordinator's log (which cuts peers' texts) keeps all of it.
+            refuse("worker \(options.name) has no bf16 products for train.precision: bf16")
             throw WorkerError(description: "the coordinator's config does not work here: \(error)")
         }
         let engine: MicroBatchEngine
@@ -288,7 +304,7 @@ public final class Worker {
             do {
                 data = try DataSource.load(config)
             } catch {
-                send(.error(WireFailure(code: 500, text: "worker \(options.name) cannot load the data: \(error)")), step: 0)
+                refuse("worker \(options.name) cannot load the data: \(error)")
                 throw WorkerError(description: "\(error)")
             }
             engine = try MicroBatchEngine(config: config, data: data, threads: options.threads)
@@ -315,7 +331,7 @@ public final class Worker {
         heartbeatInterval = Double(welcome.heartbeatIntervalMilliseconds) / 1000
         coordinatorTimeout = Double(welcome.workerTimeoutMilliseconds) / 1000
         lastHeard = monotonicSeconds()
-        logger.info("joined as w\(welcome.workerID): \(engine.parameterCount) parameters, \(options.threads) thread\(options.threads == 1 ? "" : "s"), GEMM \(BLAS.kernelName)")
+        logger.info("joined as w\(welcome.workerID): \(engine.parameterCount) parameters, \(options.threads) thread\(options.threads == 1 ? "" : "s"), GEMM \(BLAS.kernelName)\(engine.precision == .bf16 ? ", products in bf16 (\(BFloat16Support.kernelName))" : "")")
     }
 
     /// Sends a finished computation's results: to the coordinator, and under the sharded

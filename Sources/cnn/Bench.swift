@@ -22,6 +22,9 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "A thread count to measure (repeatable; default: 1 and 2).")
     var threads: [Int] = []
 
+    @Option(name: .long, help: "The precision of the products: fp32, bf16, or several side by side (fp32,bf16; default fp32).")
+    var precision: String = "fp32"
+
     @Flag(name: .long, help: "One JSON object per line (model, batch, threads, images_per_second, ...).")
     var json = false
 
@@ -53,6 +56,7 @@ struct Bench: ParsableCommand {
         if let microBatch, microBatch < 1 { throw ValidationError("--micro-batch \(microBatch): must be at least 1") }
         guard repetitions >= 1 else { throw ValidationError("--repetitions \(repetitions): must be at least 1") }
         guard seconds > 0 else { throw ValidationError("--seconds \(seconds): must be positive") }
+        _ = try precisions()
         if memoryProbe, model.count != 1 || threads.count != 1 {
             throw ValidationError("--memory-probe needs exactly one --model and one --threads")
         }
@@ -68,6 +72,10 @@ struct Bench: ParsableCommand {
         if !model.isEmpty { settings.models = model }
         if !threads.isEmpty { settings.threads = threads }
         settings.microBatch = microBatch
+        settings.precisions = try precisions()
+        if settings.precisions.contains(.bf16) && !BFloat16Support.isAvailable {
+            throw ValidationError("--precision bf16 needs bf16 matrix products, and this machine has none (\(BFloat16Support.missingReason))")
+        }
         settings.repetitions = repetitions
         settings.secondsPerRepetition = seconds
         settings.measureConvolutions = !skipConvolutions
@@ -81,6 +89,9 @@ struct Bench: ParsableCommand {
             emit("\(ProcessSetup.kernelDescription); \(ProcessInfo.processInfo.activeProcessorCount) CPUs; "
                 + "median of \(repetitions) repetitions of ~\(seconds) s after a warm-up")
             if let advice = ProcessSetup.kernelAdvice { emit("note: \(advice)") }
+            if settings.precisions.contains(.bf16) {
+                emit("bf16 products: \(BFloat16Support.kernelName); Winograd layers compute with im2col in bf16")
+            }
         }
         try Benchmark.run(settings, report: { result in
             if json { emitJSON(result) } else { emitText(result) }
@@ -91,6 +102,20 @@ struct Bench: ParsableCommand {
                 emit("\(why.model): \(why.reason)\n")
             }
         })
+    }
+
+    /// The precisions `--precision` names, in its order.
+    private func precisions() throws -> [Precision] {
+        let names = precision.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        var chosen: [Precision] = []
+        for name in names {
+            guard let value = Precision(rawValue: name) else {
+                throw ValidationError("--precision \(precision): '\(name)' is not a precision; use fp32, bf16 or fp32,bf16")
+            }
+            if !chosen.contains(value) { chosen.append(value) }
+        }
+        guard !chosen.isEmpty else { throw ValidationError("--precision is empty; use fp32, bf16 or fp32,bf16") }
+        return chosen
     }
 
     private func runMemoryProbe() throws {
@@ -108,27 +133,32 @@ struct Bench: ParsableCommand {
         var lines: [String] = []
         lines.append("\(result.model): batch \(result.batch), \(grouped(result.parameters)) parameters, "
             + "\(fixed(Double(result.forwardFLOPsPerSample) / 1e6, 1)) MFLOP forward per sample")
+        let severalPrecisions = Set(result.throughput.map(\.precision)).count > 1
         for t in result.throughput {
-            lines.append("  \(t.threads) thread\(t.threads == 1 ? " " : "s"): \(pad(fixed(t.imagesPerSecond, 1), 10)) images/s  "
+            let precision = severalPrecisions || t.precision != .fp32 ? " " + pad(t.precision.rawValue, -4) : ""
+            lines.append("  \(t.threads) thread\(t.threads == 1 ? " " : "s")\(precision): \(pad(fixed(t.imagesPerSecond, 1), 10)) images/s  "
                 + "(\(fixed(t.secondsPerStep * 1000, 2)) ms/step, \(t.batch / t.microBatch) micro-batch\(t.batch == t.microBatch ? "" : "es") of \(t.microBatch), "
                 + "\(t.repetitions)x\(t.stepsPerRepetition) steps; weights digest \(hex(t.weightsDigest)))")
         }
-        if let check = result.determinism {
+        for check in result.determinism {
             let counts = check.digests.keys.sorted().map(String.init).joined(separator: ", ")
-            lines.append("  micro-batches of \(check.microBatch) at \(counts) threads: weights after the warm-up are "
+            lines.append("  \(check.precision.rawValue): micro-batches of \(check.microBatch) at \(counts) threads: weights after the warm-up are "
                 + (check.identical ? "bit-identical" : "DIFFERENT: \(check.digests.sorted { $0.key < $1.key }.map { hex($0.value) })"))
         }
-        if !result.convolutions.isEmpty {
-            lines.append("  convolution layers (one thread, micro-batch \(result.convolutions[0].microBatch); forward + both gradients):")
+        for precision in Precision.allCases {
+            let convolutions = result.convolutions.filter { $0.precision == precision }
+            guard !convolutions.isEmpty else { continue }
+            let reference = precision == .bf16 ? "bf16 GEMM" : "sgemm"
+            lines.append("  convolution layers in \(precision.rawValue) (one thread, micro-batch \(convolutions[0].microBatch); forward + both gradients):")
             lines.append("    layer  " + pad("kind", -26) + pad("GEMM m x n x k", 22) + pad("layer GFLOP/s", 15)
-                + pad("sgemm GFLOP/s", 15) + pad("ratio", 8))
-            for c in result.convolutions {
+                + pad("\(reference) GFLOP/s", 19) + pad("ratio", 8))
+            for c in convolutions {
                 let shape = "\(c.m) x \(c.n) x \(c.k)" + (c.groups > 1 ? " x\(c.groups)" : "")
                 lines.append("    " + pad(c.layer, -7) + pad(c.summary + (c.computesInputGradient ? "" : " *"), -26) + pad(shape, 22)
-                    + pad(fixed(c.gigaflopsPerSecond, 1), 15) + pad(fixed(c.sgemmGigaflopsPerSecond, 1), 15)
+                    + pad(fixed(c.gigaflopsPerSecond, 1), 15) + pad(fixed(c.sgemmGigaflopsPerSecond, 1), 19)
                     + pad(fixed(c.ratio * 100, 0) + "%", 8))
             }
-            if result.convolutions.contains(where: { !$0.computesInputGradient }) {
+            if convolutions.contains(where: { !$0.computesInputGradient }) {
                 lines.append("    * the first layer: no input gradient, as in training; forward and weight gradient against those two GEMMs")
             }
         }
@@ -143,15 +173,16 @@ struct Bench: ParsableCommand {
     }
 
     private func emitJSON(_ result: ModelBenchmark) {
-        let convolutions = result.convolutions.map { c in
-            JSONObject().string("layer", c.layer).string("kind", c.summary).int("micro_batch", c.microBatch)
+        let convolutions: [(precision: Precision, text: String)] = result.convolutions.map { c in
+            let object = JSONObject().string("layer", c.layer).string("kind", c.summary).int("micro_batch", c.microBatch)
                 .int("m", c.m).int("n", c.n).int("k", c.k).int("groups", c.groups)
                 .double("gflops", c.gigaflopsPerSecond).double("sgemm_gflops", c.sgemmGigaflopsPerSecond)
-                .double("ratio", c.ratio).bool("input_gradient", c.computesInputGradient).text
+                .double("ratio", c.ratio).bool("input_gradient", c.computesInputGradient)
+            return (c.precision, object.text)
         }
         for t in result.throughput {
             var line = JSONObject()
-                .string("model", t.model).int("batch", t.batch).int("threads", t.threads)
+                .string("model", t.model).int("batch", t.batch).int("threads", t.threads).string("precision", t.precision.rawValue)
                 .double("images_per_second", t.imagesPerSecond).int("micro_batch", t.microBatch)
                 .double("seconds_per_step", t.secondsPerStep).int("repetitions", t.repetitions)
                 .int("steps_per_repetition", t.stepsPerRepetition).string("weights_digest", hex(t.weightsDigest))
@@ -163,10 +194,12 @@ struct Bench: ParsableCommand {
                     .int("activation_bytes", m.activationBytes).int("required_bytes", m.requiredBytes)
                     .double("memory_ratio", m.ratio)
             }
-            if let check = result.determinism {
+            if t.precision == .bf16 { line = line.string("bf16_kernel", BFloat16Support.kernelName) }
+            if let check = result.determinism.first(where: { $0.precision == t.precision }) {
                 line = line.int("determinism_micro_batch", check.microBatch).bool("bit_identical_across_threads", check.identical)
             }
-            if !convolutions.isEmpty { line = line.raw("convolutions", "[" + convolutions.joined(separator: ",") + "]") }
+            let mine = convolutions.filter { $0.precision == t.precision }.map { $0.text }
+            if !mine.isEmpty { line = line.raw("convolutions", "[" + mine.joined(separator: ",") + "]") }
             emit(line.text)
         }
     }
