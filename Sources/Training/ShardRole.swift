@@ -131,7 +131,10 @@ final class ShardRole {
         current = next
         next = isComputing() ? SliceBuffer(count: old.count, slices: layout.slices.count) : old
         self.step = newStep
+        let early = deferred
         resetStep()
+        // Peers that began this step before this worker heard of it sent their part already.
+        for held in early where Int(held.envelope.step) >= newStep { try handlePeer(held.envelope, from: held.sender) }
     }
 
     // MARK: Messages from the coordinator
@@ -208,6 +211,8 @@ final class ShardRole {
     }
 
     func receiveCover(_ newCover: ReduceCover, step: Int) throws {
+        // A member given no micro-batches of this step hears of it first here.
+        try commitIfDue(step)
         guard step == self.step else { return }
         if let cover, cover.version >= newCover.version { return }
         cover = newCover
@@ -215,6 +220,7 @@ final class ShardRole {
     }
 
     func receiveNorm(_ value: Double, step: Int) throws {
+        try commitIfDue(step)
         guard step == self.step else { return }
         norm = value
         try progress()
@@ -322,7 +328,12 @@ final class ShardRole {
             // Kept whoever owns the slice now: a sender may act on a plan that has not reached
             // this worker yet. Only the nodes the cover names from their senders are used.
             let index = Int(message.slice)
-            guard messageStep == step, index < layout.slices.count else { return }
+            guard index < layout.slices.count else { return }
+            guard messageStep == step else {
+                // A peer already in the next step: its part waits for this worker to get there.
+                if messageStep == step + 1 { deferOrDrop(envelope, from: sender) }
+                return
+            }
             let length = layout.slices[index].count
             for (node, tensor) in zip(message.nodes, message.tensors) where tensor.count == length {
                 received[index, default: [:]][CoverNode(node: node, worker: sender)] = tensor
@@ -351,7 +362,7 @@ final class ShardRole {
     /// Keeps a message for the next plan, up to a bound that every honest plan change stays
     /// far below (a slice's weights and state from each member), so a peer cannot fill memory.
     private func deferOrDrop(_ envelope: Envelope, from sender: UInt32) {
-        guard deferred.count < 4 * layout.slices.count + 64 else {
+        guard deferred.count < 4 * layout.slices.count + 4 * (plan?.members.count ?? 0) + 64 else {
             logger.warning("dropped a \(envelope.message.typeName) from worker w\(sender) that no plan of this worker allows")
             return
         }

@@ -78,14 +78,52 @@ final class ShardedClusterTests: XCTestCase {
         return newest.split(separator: "/").last! + " " + hashes.joined(separator: " ")
     }
 
-    func testOneAndThreeWorkersOwningSlicesEqualTheCentralRunBitForBit() throws {
-        let one = try Self.train(label: "sharded1", reduction: "sharded", workers: 1)
-        XCTAssertEqual(try Self.finalFiles(one), Self.central)
-        let three = try Self.train(label: "sharded3", reduction: "sharded", workers: 3, threads: 2)
-        XCTAssertEqual(try Self.finalFiles(three), Self.central)
-        // The run was sharded: the coordinator's sockets carried no gradients.
-        let metrics = try String(contentsOfFile: three + "/metrics.jsonl", encoding: .utf8)
-        XCTAssertTrue(metrics.contains("\"workers\": 3"), metrics)
+    func testOneToEightWorkersOwningSlicesEqualTheCentralRunBitForBit() throws {
+        for (workers, threads) in [(1, 1), (2, 1), (3, 2), (4, 1), (8, 1)] {
+            let run = try Self.train(label: "sharded\(workers)", reduction: "sharded", workers: workers, threads: threads)
+            XCTAssertEqual(try Self.finalFiles(run), Self.central, "\(workers) workers of \(threads) thread(s)")
+            let metrics = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8)
+            XCTAssertTrue(metrics.contains("\"workers\": \(workers)"), metrics)
+        }
+    }
+
+    func testTheCentralStrategyGivesTheSameBitsForOneThreeAndEightWorkers() throws {
+        for workers in [1, 3, 8] {
+            let run = try Self.train(label: "central\(workers)", reduction: "central", workers: workers)
+            XCTAssertEqual(try Self.finalFiles(run), Self.central, "\(workers) workers")
+        }
+    }
+
+    func testAStragglersSlicesAndMicroBatchesDoNotHoldTheRunOrChangeItsBits() throws {
+        // One of three workers takes 0.4 s more for each assignment: its micro-batches get backup
+        // copies elsewhere, while it still owns slices and must reduce them.
+        let folder = try LocalCluster.temporaryDirectory("straggler")
+        let path = try LocalCluster.write(Self.config, to: "config.yaml", in: folder)
+        let run = folder + "/run"
+        let coordinator = try LocalCluster.Child(
+            "cnn-coord", ["--config", path, "--bind", "tcp://127.0.0.1:0", "--workers", "3", "--steps", "6", "--reduction", "sharded",
+                          "--run-dir", run])
+        let address = try endpoint(of: run)
+        let workers = try (0..<3).map { index in
+            try LocalCluster.Child("cnn-worker", ["--connect", address, "--name", "w\(index)"] + (index == 0 ? ["--compute-delay", "0.4"] : []))
+        }
+        defer { workers.forEach { $0.signal(SIGKILL) } }
+        let outcome = coordinator.wait(seconds: 120)
+        XCTAssertEqual(outcome.status, 0, outcome.combined)
+        XCTAssertTrue(outcome.error.contains("is slow"), "backup copies for the straggler:\n\(outcome.error)")
+        let straight = try Self.train(label: "straggler-ref", reduction: "central", workers: 2, steps: 6)
+        XCTAssertEqual(try Self.finalFiles(run), try Self.finalFiles(straight))
+    }
+
+    private func endpoint(of run: String) throws -> String {
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if let text = try? String(contentsOfFile: run + "/worker-command.txt", encoding: .utf8), let address = text.split(separator: " ").last {
+                return address.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            usleep(20_000)
+        }
+        throw XCTSkip("the coordinator never wrote worker-command.txt")
     }
 
     func testResumingWithTheOtherStrategyContinuesBitExactly() throws {
@@ -121,8 +159,7 @@ final class ShardedClusterTests: XCTestCase {
         let coordinator = try LocalCluster.Child(
             "cnn-coord", ["--config", path, "--spawn-workers", "2", "--steps", "\(Self.steps)", "--reduction", "sharded", "--run-dir", run])
         waitForStep(3, in: run)
-        let address = try XCTUnwrap(try? String(contentsOfFile: run + "/worker-command.txt", encoding: .utf8))
-            .split(separator: " ").last!.trimmingCharacters(in: .whitespacesAndNewlines)
+        let address = try endpoint(of: run)
         let late = try LocalCluster.Child("cnn-worker", ["--connect", address, "--name", "late"])
         defer { late.signal(SIGKILL) }
         let outcome = coordinator.wait(seconds: 120)
