@@ -31,7 +31,7 @@ public enum ImageTransforms {
     static func resize(_ image: DecodedImage, horizontal: Resampler.Axis, vertical: Resampler.Axis) -> DecodedImage {
         let channels = image.channels
         let span = vertical.span
-        var middle = [UInt8](repeating: 0, count: max((span.end - span.first) * horizontal.outputSize * channels, 1))
+        var middle = [UInt8](repeating: 0, count: (span.end - span.first) * horizontal.outputSize * channels + 1)
         var output = [UInt8](repeating: 0, count: horizontal.outputSize * vertical.outputSize * channels)
         image.pixels.withUnsafeBufferPointer { source in
             middle.withUnsafeMutableBufferPointer { middle in

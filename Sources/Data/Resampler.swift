@@ -17,7 +17,16 @@ enum Resampler {
         private(set) var starts: [Int] = []
         private(set) var counts: [Int] = []
         private(set) var weights: [Int32] = []
+        /// Each weight as high * 2^11 + low, both below 2^15: products of a byte with either fit
+        /// the 16-bit multiply-add SSE2 has (pmaddwd), where a 32-bit product needs four
+        /// instructions. The sums come out the same.
+        private(set) var weightsHigh: [Int16] = []
+        private(set) var weightsLow: [Int16] = []
         private(set) var stride = 0
+        /// Whether an output can exceed 255 (Pillow clips it). A sum of non-negative weights
+        /// that round to at most 2^22 + count / 2 times 255, plus the half for rounding, stays
+        /// below 256 << 22 while count < 16,448; beyond that the clipping paths run.
+        private(set) var mayExceed255 = false
 
         init(inputSize: Int, from in0: Double, to in1: Double, outputSize: Int) {
             self.inputSize = inputSize
@@ -51,6 +60,26 @@ enum Resampler {
                 }
                 starts.append(xmin)
                 counts.append(count)
+                if count >= 16_000 { mayExceed255 = true }
+            }
+            weightsHigh = weights.map { Int16(truncatingIfNeeded: $0 >> 11) }
+            weightsLow = weights.map { Int16(truncatingIfNeeded: $0 & 0x7FF) }
+        }
+
+        /// Runs `body` with the tables as pointers.
+        func withTables<T>(_ body: (Tables) -> T) -> T {
+            starts.withUnsafeBufferPointer { starts in
+                counts.withUnsafeBufferPointer { counts in
+                    weights.withUnsafeBufferPointer { weights in
+                        weightsHigh.withUnsafeBufferPointer { high in
+                            weightsLow.withUnsafeBufferPointer { low in
+                                body(Tables(
+                                    starts: starts.baseAddress!, counts: counts.baseAddress!, weights: weights.baseAddress!,
+                                    high: high.baseAddress!, low: low.baseAddress!, stride: stride, outputs: outputSize))
+                            }
+                        }
+                    }
+                }
             }
         }
 
@@ -68,75 +97,72 @@ enum Resampler {
 
     /// Resamples the width x height x channels image at `source` (rows `sourceRowBytes` apart) to
     /// horizontal.outputSize x vertical.outputSize into `output` (packed rows). `middle` holds the
-    /// horizontal pass: at least (vertical.span rows) * horizontal.outputSize * channels bytes.
+    /// horizontal pass: at least (vertical.span rows) * horizontal.outputSize * channels + 1 bytes.
     static func resample(
         _ source: UnsafePointer<UInt8>, height: Int, channels: Int, sourceRowBytes: Int,
         horizontal: Axis, vertical: Axis, middle: UnsafeMutablePointer<UInt8>, into output: UnsafeMutablePointer<UInt8>
     ) {
         let (firstRow, endRow) = vertical.span
-        let outWidth = horizontal.outputSize
-        let rowBytes = outWidth * channels
-        horizontal.weights.withUnsafeBufferPointer { weights in
-            horizontal.starts.withUnsafeBufferPointer { starts in
-                horizontal.counts.withUnsafeBufferPointer { counts in
-                    for y in firstRow..<endRow {
-                        let row = source + y * sourceRowBytes
-                        let destination = middle + (y - firstRow) * rowBytes
-                        // Reading four bytes for a three-byte pixel: the last row's last pixel
-                        // would read past the buffer, so that row goes byte by byte.
-                        if channels == 3 && y < height - 1 {
-                            horizontalRGB(row, starts: starts, counts: counts, weights: weights, stride: horizontal.stride,
-                                          outputs: outWidth, into: destination)
-                        } else {
-                            horizontalAny(row, channels: channels, starts: starts, counts: counts, weights: weights,
-                                          stride: horizontal.stride, outputs: outWidth, into: destination)
-                        }
-                    }
+        let rowBytes = horizontal.outputSize * channels
+        horizontal.withTables { h in
+            // Reading four bytes for a three-byte pixel reads one past the pixel: never past the
+            // last source row, which goes byte by byte.
+            let vectors = channels == 3 && !horizontal.mayExceed255
+            for y in firstRow..<endRow {
+                let row = source + y * sourceRowBytes, destination = middle + (y - firstRow) * rowBytes
+                if vectors && y < height - 1 {
+                    horizontalRGB(row, h, into: destination)
+                } else {
+                    horizontalAny(row, channels: channels, h, into: destination)
                 }
             }
         }
-        vertical.weights.withUnsafeBufferPointer { weights in
+        vertical.withTables { v in
             for y in 0..<vertical.outputSize {
-                let start = vertical.starts[y] - firstRow, count = vertical.counts[y]
-                verticalRow(middle + start * rowBytes, rowBytes: rowBytes, count: count,
-                            weights: weights.baseAddress! + y * vertical.stride, into: output + y * rowBytes)
+                let at = y * v.stride
+                verticalRow(middle + (v.starts[y] - firstRow) * rowBytes, rowBytes: rowBytes, count: v.counts[y],
+                            weights: v.weights + at, high: v.high + at, low: v.low + at,
+                            vectors: !vertical.mayExceed255, into: output + y * rowBytes)
             }
         }
     }
 
+    /// An axis's tables as pointers, for the loops.
+    struct Tables {
+        let starts: UnsafePointer<Int>, counts: UnsafePointer<Int>, weights: UnsafePointer<Int32>
+        let high: UnsafePointer<Int16>, low: UnsafePointer<Int16>, stride: Int, outputs: Int
+    }
+
+    /// The horizontal pass over one RGB row.
     @inline(__always)
-    private static func horizontalRGB(
-        _ row: UnsafePointer<UInt8>, starts: UnsafeBufferPointer<Int>, counts: UnsafeBufferPointer<Int>,
-        weights: UnsafeBufferPointer<Int32>, stride: Int, outputs: Int, into destination: UnsafeMutablePointer<UInt8>
-    ) {
+    private static func horizontalRGB(_ row: UnsafePointer<UInt8>, _ h: Tables, into destination: UnsafeMutablePointer<UInt8>) {
         let raw = UnsafeRawPointer(row)
-        for x in 0..<outputs {
-            var sum = SIMD4<Int32>(repeating: Axis.half)
-            let first = starts[x] * 3
-            let w = weights.baseAddress! + x * stride
-            for k in 0..<counts[x] {
+        for x in 0..<h.outputs {
+            var sumHigh = SIMD4<Int32>.zero, sumLow = SIMD4<Int32>(repeating: Axis.half)
+            let first = h.starts[x] * 3, at = x * h.stride
+            for k in 0..<h.counts[x] {
                 let pixel = SIMD4<Int32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: first + k * 3, as: SIMD4<UInt8>.self))
-                sum &+= pixel &* SIMD4(repeating: w[k])
+                sumHigh &+= pixel &* SIMD4(repeating: Int32(h.high[at + k]))
+                sumLow &+= pixel &* SIMD4(repeating: Int32(h.low[at + k]))
             }
-            let shifted = sum &>> Int32(Axis.precisionBits)
-            let clipped = shifted.clamped(lowerBound: .zero, upperBound: SIMD4(repeating: 255))
-            destination[x * 3] = UInt8(truncatingIfNeeded: clipped[0])
-            destination[x * 3 + 1] = UInt8(truncatingIfNeeded: clipped[1])
-            destination[x * 3 + 2] = UInt8(truncatingIfNeeded: clipped[2])
+            // In 0...255 without clipping (`mayExceed255`). Four bytes stored: the fourth is the
+            // next pixel's first, written over next (`middle` has room after the last).
+            let bytes = SIMD4<UInt8>(truncatingIfNeeded: (sumHigh &<< 11 &+ sumLow) &>> Int32(Axis.precisionBits))
+            UnsafeMutableRawPointer(destination).storeBytes(of: bytes, toByteOffset: x * 3, as: SIMD4<UInt8>.self)
         }
     }
 
+    /// The horizontal pass over one row of any number of channels, clipping as Pillow does.
     @inline(__always)
     private static func horizontalAny(
-        _ row: UnsafePointer<UInt8>, channels: Int, starts: UnsafeBufferPointer<Int>, counts: UnsafeBufferPointer<Int>,
-        weights: UnsafeBufferPointer<Int32>, stride: Int, outputs: Int, into destination: UnsafeMutablePointer<UInt8>
+        _ row: UnsafePointer<UInt8>, channels: Int, _ h: Tables, into destination: UnsafeMutablePointer<UInt8>
     ) {
-        for x in 0..<outputs {
-            let w = weights.baseAddress! + x * stride
-            let first = starts[x] * channels
+        for x in 0..<h.outputs {
+            let w = h.weights + x * h.stride
+            let first = h.starts[x] * channels
             for c in 0..<channels {
                 var sum = Axis.half
-                for k in 0..<counts[x] { sum &+= Int32(row[first + k * channels + c]) &* w[k] }
+                for k in 0..<h.counts[x] { sum &+= Int32(row[first + k * channels + c]) &* w[k] }
                 destination[x * channels + c] = clip(sum)
             }
         }
@@ -146,19 +172,21 @@ enum Resampler {
     @inline(__always)
     private static func verticalRow(
         _ rows: UnsafePointer<UInt8>, rowBytes: Int, count: Int, weights: UnsafePointer<Int32>,
-        into destination: UnsafeMutablePointer<UInt8>
+        high: UnsafePointer<Int16>, low: UnsafePointer<Int16>, vectors: Bool, into destination: UnsafeMutablePointer<UInt8>
     ) {
         let raw = UnsafeRawPointer(rows)
         var i = 0
-        while i + 16 <= rowBytes {
-            var sum = SIMD16<Int32>(repeating: Axis.half)
+        while vectors && i + 16 <= rowBytes {
+            var sumHigh = SIMD16<Int32>.zero, sumLow = SIMD16<Int32>(repeating: Axis.half)
             for k in 0..<count {
-                let bytes = raw.loadUnaligned(fromByteOffset: k * rowBytes + i, as: SIMD16<UInt8>.self)
-                sum &+= SIMD16<Int32>(truncatingIfNeeded: bytes) &* SIMD16(repeating: weights[k])
+                let bytes = SIMD16<Int32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: k * rowBytes + i, as: SIMD16<UInt8>.self))
+                sumHigh &+= bytes &* SIMD16(repeating: Int32(high[k]))
+                sumLow &+= bytes &* SIMD16(repeating: Int32(low[k]))
             }
-            let clipped = (sum &>> Int32(Axis.precisionBits)).clamped(lowerBound: .zero, upperBound: SIMD16(repeating: 255))
+            let sum = sumHigh &<< 11 &+ sumLow
+            // In 0...255 without clipping (`mayExceed255`).
             UnsafeMutableRawPointer(destination).storeBytes(
-                of: SIMD16<UInt8>(truncatingIfNeeded: clipped), toByteOffset: i, as: SIMD16<UInt8>.self)
+                of: SIMD16<UInt8>(truncatingIfNeeded: sum &>> Int32(Axis.precisionBits)), toByteOffset: i, as: SIMD16<UInt8>.self)
             i += 16
         }
         while i < rowBytes {
