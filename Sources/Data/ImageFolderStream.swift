@@ -81,8 +81,8 @@ public struct ImageFolderStream: SampleSet {
     }
 
     /// One sample as the pipeline makes it (before the float-domain `Augmentation`): decoded
-    /// (in training only the part the random crop reads), transformed, normalised. A file that
-    /// does not decode stops the process (`DecodeFailureLog`).
+    /// (only the part the random crop, or evaluation's centre crop of the resized image, reads),
+    /// transformed, normalised. A file that does not decode stops the process (`DecodeFailureLog`).
     private static func makeSample(
         _ index: Int, listing: ImageFolderListing, pipeline: ImagePipeline, training: Bool, channels: Int, size: Int,
         seed: UInt64, epoch: Int, failures: DecodeFailureLog, into output: UnsafeMutablePointer<Float>
@@ -94,7 +94,16 @@ public struct ImageFolderStream: SampleSet {
                 }
                 pipeline.training(region: part, seed: seed, epoch: epoch, sample: index, into: output)
             } else {
-                pipeline.evaluation(try ImageFile.decode(path: listing.paths[index], channels: channels), into: output)
+                var window: ImagePipeline.EvaluationWindow?
+                let part = try ImageFile.decode(path: listing.paths[index], channels: channels) { width, height in
+                    window = pipeline.evaluationWindow(width: width, height: height)
+                    return window?.region ?? .whole(width: width, height: height)
+                }
+                if let window {
+                    pipeline.evaluation(region: part, window: window, into: output)
+                } else {
+                    pipeline.evaluation(part, into: output)
+                }
             }
         } catch {
             failures.report(listing.paths[index], error)

@@ -83,6 +83,40 @@ public struct ImagePipeline: Sendable, Equatable {
         ImageTransforms.normalise(resizedAndCropped(image), mean: mean, standardDeviation: standardDeviation, into: output)
     }
 
+    /// What evaluation reads of a width x height image when it is resized and then cropped inside
+    /// the resized size: only the crop's outputs of the resize are computed, and they read only
+    /// `region`; the axes are relative to it.
+    struct EvaluationWindow {
+        let region: ImageRegion
+        let horizontal: Resampler.Axis
+        let vertical: Resampler.Axis
+    }
+
+    /// The window of `resize` + `centerCrop`, or nil when evaluation needs the whole image (no
+    /// resize or crop, or a crop larger than the resized image, which pads).
+    func evaluationWindow(width: Int, height: Int) -> EvaluationWindow? {
+        guard let size = resize, let crop = centerCrop else { return nil }
+        let target = ImageTransforms.resizedSize(width: width, height: height, shorterSide: size)
+        guard crop <= target.width, crop <= target.height else { return nil }
+        // `centerCrop`'s offsets.
+        let top = Int((Double(target.height - crop) / 2).rounded(.toNearestOrEven))
+        let left = Int((Double(target.width - crop) / 2).rounded(.toNearestOrEven))
+        let horizontal = Resampler.Axis(inputSize: width, from: 0, to: Double(width), outputSize: target.width)
+        let vertical = Resampler.Axis(inputSize: height, from: 0, to: Double(height), outputSize: target.height)
+        let columns = horizontal.inputs(of: left..<left + crop), rows = vertical.inputs(of: top..<top + crop)
+        return EvaluationWindow(
+            region: ImageRegion(left: columns.lowerBound, top: rows.lowerBound, width: columns.count, height: rows.count),
+            horizontal: horizontal.window(left..<left + crop, inputOffset: columns.lowerBound),
+            vertical: vertical.window(top..<top + crop, inputOffset: rows.lowerBound))
+    }
+
+    /// The evaluation sample from the pixels of `window.region` alone: the same as `evaluation`
+    /// on the whole image.
+    func evaluation(region image: DecodedImage, window: EvaluationWindow, into output: UnsafeMutablePointer<Float>) {
+        let cropped = ImageTransforms.resize(image, horizontal: window.horizontal, vertical: window.vertical)
+        ImageTransforms.normalise(cropped, mean: mean, standardDeviation: standardDeviation, into: output)
+    }
+
     /// The training sample of `sample` in `epoch`, written to `output` ([C, H, W]).
     public func training(
         _ image: DecodedImage, seed: UInt64, epoch: Int, sample: Int, into output: UnsafeMutablePointer<Float>

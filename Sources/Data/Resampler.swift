@@ -11,7 +11,7 @@ enum Resampler {
         static let precisionBits = 32 - 8 - 2
         static let half = Int32(1 << (precisionBits - 1))
         let inputSize: Int
-        let outputSize: Int
+        private(set) var outputSize: Int
         let from: Double
         let to: Double
         private(set) var starts: [Int] = []
@@ -64,6 +64,25 @@ enum Resampler {
             }
             weightsHigh = weights.map { Int16(truncatingIfNeeded: $0 >> 11) }
             weightsLow = weights.map { Int16(truncatingIfNeeded: $0 & 0x7FF) }
+        }
+
+        /// The inputs outputs `outputs` read (they only move right as outputs do).
+        func inputs(of outputs: Range<Int>) -> Range<Int> {
+            starts[outputs.lowerBound]..<(starts[outputs.upperBound - 1] + counts[outputs.upperBound - 1])
+        }
+
+        /// The axis of outputs `outputs` alone, reading an input that starts at `inputOffset`:
+        /// each of those outputs computed as before, from the same inputs and weights.
+        func window(_ outputs: Range<Int>, inputOffset: Int) -> Axis {
+            var window = self
+            window.outputSize = outputs.count
+            window.starts = outputs.map { starts[$0] - inputOffset }
+            window.counts = Array(counts[outputs])
+            let taps = outputs.lowerBound * stride..<outputs.upperBound * stride
+            window.weights = Array(weights[taps])
+            window.weightsHigh = Array(weightsHigh[taps])
+            window.weightsLow = Array(weightsLow[taps])
+            return window
         }
 
         /// Runs `body` with the tables as pointers.

@@ -125,4 +125,40 @@ final class FolderDecodeRegionTests: XCTestCase {
             }
         }
     }
+
+    /// Evaluation samples (resize, then a centre crop inside the resized image, decoded only where
+    /// the crop's outputs read) equal evaluation of the fully decoded images; also where the
+    /// resize keeps the size, where the crop pads (the whole image then), and for grey files.
+    func testEvaluationSamplesFromTheCropWindowEqualThoseFromTheWholeImage() throws {
+        let directory = try TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: directory.path + "/val/c0", withIntermediateDirectories: true)
+        let sizes = [(40, 30), (30, 40), (23, 23), (97, 61), (16, 50), (61, 17)]
+        for (i, (width, height)) in sizes.enumerated() {
+            let channels = i % 3 == 2 ? 1 : 3
+            try directory.write("val/c0/\(i).jpg", ImageEncoding.jpeg(
+                width: width, height: height, channels: channels,
+                pixels: Self.picture(width: width, height: height, channels: channels, seed: i), quality: 90))
+        }
+        let listing = try ImageFolderListing.list(directory.path + "/val")
+        for (resize, crop) in [(20, 16), (23, 23), (16, 16), (12, 14)] {
+            var pipeline = ImagePipeline(mean: ImageFolder.imageNetMean, standardDeviation: ImageFolder.imageNetStandardDeviation)
+            pipeline.resize = resize
+            pipeline.centerCrop = crop
+            let stream = try ImageFolderStream(
+                listing, name: "evaluation", pipeline: pipeline, training: false, channels: 3, height: crop, width: crop,
+                skipBadFiles: false, threads: 2)
+            let size = stream.sampleSize
+            var streamed = [Float](repeating: 0, count: listing.paths.count * size)
+            var labels = [Int32](repeating: 0, count: listing.paths.count)
+            streamed.withUnsafeMutableBufferPointer { images in
+                stream.copyBatch(Array(listing.paths.indices), images: images.baseAddress!, labels: &labels)
+            }
+            for index in listing.paths.indices {
+                var expected = [Float](repeating: 0, count: size)
+                pipeline.evaluation(try ImageFile.decode(path: listing.paths[index], channels: 3), into: &expected)
+                XCTAssertEqual(Array(streamed[index * size..<(index + 1) * size]), expected,
+                               "resize \(resize), crop \(crop), file \(sizes[index])")
+            }
+        }
+    }
 }
