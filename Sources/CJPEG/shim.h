@@ -87,6 +87,8 @@ static inline void cnn_jpeg_free(unsigned char *bytes) { tjFree(bytes); }
 // every side keeps the fancy upsampling of the wanted pixels the same as in a full decode (the
 // region's own edge pixels are upsampled as image edges); the margin is decoded and dropped.
 
+#define CNN_JPEG_ROWS 16
+
 /// One reusable decompressor; not for two threads at once.
 typedef struct cnn_jpeg_reader {
     struct jpeg_decompress_struct info;
@@ -176,6 +178,9 @@ static inline int cnn_jpeg_reader_decode(cnn_jpeg_reader *reader, int left, int 
         return -1;
     }
     int x0 = left > 0 ? left - 1 : 0, x1 = left + columns < width ? left + columns + 1 : width;
+    // A 4:2:0 region two pixels wide (one chroma column) comes out wrong from libjpeg-turbo 2.1's
+    // upsampling: regions are at least 16 pixels wide.
+    if (x1 - x0 < 16) x1 = x0 + 16 < width ? x0 + 16 : width;
     JDIMENSION offset = (JDIMENSION)x0, span = (JDIMENSION)(x1 - x0);
     // Cut at the image's right edge, libjpeg-turbo 2.1 upsamples a 4:2:0 file's last chroma
     // column from the encoder's padding instead of repeating it (a full decode repeats it): such
@@ -186,7 +191,9 @@ static inline int cnn_jpeg_reader_decode(cnn_jpeg_reader *reader, int left, int 
         offset = 0;
         span = (JDIMENSION)width;
     }
-    size_t needed = (size_t)span * (size_t)channels;
+    // Rows are read CNN_JPEG_ROWS at a time (one call per row costs libjpeg a copy of each
+    // upsampled row pair and the call itself) into reader->row, and the wanted columns copied out.
+    size_t row_bytes = (size_t)span * (size_t)channels, needed = row_bytes * CNN_JPEG_ROWS;
     if (needed > reader->row_capacity) {
         unsigned char *row = realloc(reader->row, needed);
         if (row == NULL) {
@@ -200,14 +207,19 @@ static inline int cnn_jpeg_reader_decode(cnn_jpeg_reader *reader, int left, int 
     int y0 = top > 0 ? top - 1 : 0, y1 = top + rows < height ? top + rows + 1 : height;
     if (y0 > 0) jpeg_skip_scanlines(info, (JDIMENSION)y0);
     size_t shift = (size_t)(left - (int)offset) * (size_t)channels, length = (size_t)columns * (size_t)channels;
-    JSAMPROW row[1] = {reader->row};
-    for (int y = y0; y < y1; y++) {
-        if (jpeg_read_scanlines(info, row, 1) != 1) {
+    JSAMPROW batch[CNN_JPEG_ROWS];
+    for (int k = 0; k < CNN_JPEG_ROWS; k++) batch[k] = reader->row + (size_t)k * row_bytes;
+    for (int y = y0; y < y1;) {
+        int wanted = y1 - y < CNN_JPEG_ROWS ? y1 - y : CNN_JPEG_ROWS;
+        int got = (int)jpeg_read_scanlines(info, batch, (JDIMENSION)wanted);
+        if (got < 1) {
             snprintf(reader->message, sizeof reader->message, "libjpeg returned no row %d", y);
             jpeg_abort_decompress(info);
             return -1;
         }
-        if (y >= top && y < top + rows) memcpy(output + (size_t)(y - top) * length, reader->row + shift, length);
+        for (int k = 0; k < got; k++, y++) {
+            if (y >= top && y < top + rows) memcpy(output + (size_t)(y - top) * length, batch[k] + shift, length);
+        }
     }
     // The rows below are never read: abort rather than finish.
     jpeg_abort_decompress(info);
