@@ -4,10 +4,12 @@ torchvision's ImageFolder + DataLoader (Pillow) on the same files, one after the
 each, with the training transforms of torchvision's classification recipe (RandomResizedCrop(224),
 RandomHorizontalFlip, ToTensor, Normalize).
 
-    python3 scripts/folder_bench.py --cnn .build/release/cnn [--folder data/bench-photos] [--images 1024]
+    python3 scripts/folder_bench.py --cnn .build/release/cnn [--folder data/bench-photos] [--images 1024] [--repeat 3]
 
 The folder is made on first use (scripts/image_folder.py photos: 500x375 JPEGs, quality 90).
-Prints one JSON line per side and the ratio. Needs torch, torchvision and Pillow (scripts/python-env).
+Prints one JSON line per side and run, the two sides alternating, and the ratio of each run; with
+--repeat N > 1 also the range of each side and of the ratio. Needs torch, torchvision and Pillow
+(scripts/python-env).
 """
 
 import argparse
@@ -72,16 +74,25 @@ def main():
     parser.add_argument("--count", type=int, default=1000, help="images to generate when the folder is absent")
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=1, help="side-by-side runs (each side alternating)")
     args = parser.parse_args()
     if not os.path.isdir(os.path.join(args.folder, "train")):
         here = os.path.dirname(os.path.abspath(__file__))
         subprocess.run([sys.executable, os.path.join(here, "image_folder.py"), "photos", args.folder,
                         "--count", str(args.count)], check=True)
-    ours = cnn_rate(args.cnn, os.path.abspath(args.folder), args.images, args.batch)
-    print(json.dumps(ours))
-    theirs = torchvision_rate(args.folder, args.images, args.batch)
-    print(json.dumps(theirs))
-    print(f"cnn / torchvision images per second per core: {ours['images_per_second'] / theirs['images_per_second']:.2f}x")
+    rows = []
+    for _ in range(args.repeat):
+        ours = cnn_rate(args.cnn, os.path.abspath(args.folder), args.images, args.batch)
+        print(json.dumps(ours), flush=True)
+        theirs = torchvision_rate(args.folder, args.images, args.batch)
+        print(json.dumps(theirs), flush=True)
+        ratio = ours["images_per_second"] / theirs["images_per_second"]
+        print(f"cnn / torchvision images per second per core: {ratio:.2f}x", flush=True)
+        rows.append((ours["images_per_second"], theirs["images_per_second"], ratio))
+    if len(rows) > 1:
+        ours, theirs, ratios = zip(*rows)
+        print(f"{len(rows)} runs: cnn {min(ours):.0f}-{max(ours):.0f} images/s, torchvision "
+              f"{min(theirs):.0f}-{max(theirs):.0f} images/s, ratio {min(ratios):.2f}-{max(ratios):.2f}x")
 
 
 if __name__ == "__main__":

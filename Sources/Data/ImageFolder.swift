@@ -174,13 +174,35 @@ public enum ImageFolder {
         _ listing: ImageFolderListing, channels: Int, skipBadFiles: Bool, threads: Int,
         _ body: @Sendable (Int, DecodedImage) throws -> Void
     ) throws -> (listing: ImageFolderListing, skipped: [String], kept: [Int]) {
+        try visit(listing, skipBadFiles: skipBadFiles, threads: threads) { index in
+            try body(index, try ImageFile.decode(path: listing.paths[index], channels: channels))
+        }
+    }
+
+    /// `scan` with `ImageFile.check` in place of decoding: every file's structure checked and its
+    /// width and height handed to `body`, at a fraction of the cost (opening a streamed folder).
+    public static func check(
+        _ listing: ImageFolderListing, skipBadFiles: Bool, threads: Int,
+        _ body: @Sendable (_ index: Int, _ width: Int, _ height: Int) throws -> Void
+    ) throws -> (listing: ImageFolderListing, skipped: [String], kept: [Int]) {
+        try visit(listing, skipBadFiles: skipBadFiles, threads: threads) { index in
+            let size = try ImageFile.check(path: listing.paths[index])
+            try body(index, size.width, size.height)
+        }
+    }
+
+    /// Runs `body` for every file index on `threads` threads, each index once, and sorts out the
+    /// failures as `scan` describes.
+    private static func visit(
+        _ listing: ImageFolderListing, skipBadFiles: Bool, threads: Int, _ body: @Sendable (Int) throws -> Void
+    ) throws -> (listing: ImageFolderListing, skipped: [String], kept: [Int]) {
         let count = listing.paths.count
         let failures = Failures(count: count)
         let workers = max(1, min(threads, count))
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             for index in stride(from: worker, to: count, by: workers) {
                 do {
-                    try body(index, try ImageFile.decode(path: listing.paths[index], channels: channels))
+                    try body(index)
                 } catch {
                     failures.set(index, error)
                 }

@@ -3,7 +3,9 @@ import Foundation
 /// One split of an image folder read as batches are asked for: only the listing stays in
 /// memory; each batch's files are decoded and transformed (`ImagePipeline`) when it is copied, so
 /// memory does not grow with the number of images. The files are checked once when the stream
-/// is opened (every one decoded, its output size checked), so errors name the file at start.
+/// is opened (each one's structure and header, not its pixels: `ImageFile.check`; its output size
+/// too), so most bad files are named at start; one that passes and still fails to decode stops
+/// the run when its sample is made, naming it (or with `skipBadFiles` gives zeros and a warning).
 public struct ImageFolderStream: SampleSet {
     public let name: String
     public let listing: ImageFolderListing
@@ -26,8 +28,8 @@ public struct ImageFolderStream: SampleSet {
     public var depth: Int { 1 }
     public var count: Int { listing.paths.count }
 
-    /// Opens `listing` for samples of channels x height x width: every file is decoded once (on
-    /// `threads` threads) to check that it decodes and that `pipeline` makes it that size.
+    /// Opens `listing` for samples of channels x height x width: every file is checked once (on
+    /// `threads` threads, `ImageFile.check`) and its size with it: `pipeline` must make it that size.
     public init(
         _ listing: ImageFolderListing, name: String, pipeline: ImagePipeline, training: Bool,
         channels: Int, height: Int, width: Int, skipBadFiles: Bool, threads: Int, prefetchDepth: Int = 0
@@ -40,12 +42,12 @@ public struct ImageFolderStream: SampleSet {
                 name: "data.mean / data.std", value: "\(pipeline.mean.count) / \(pipeline.standardDeviation.count) numbers",
                 allowed: "one number per channel (\(channels))")
         }
-        let (kept, skipped, _) = try ImageFolder.scan(listing, channels: channels, skipBadFiles: skipBadFiles, threads: threads) { index, image in
-            let size = pipeline.outputSize(width: image.width, height: image.height, training: training)
+        let (kept, skipped, _) = try ImageFolder.check(listing, skipBadFiles: skipBadFiles, threads: threads) { index, fileWidth, fileHeight in
+            let size = pipeline.outputSize(width: fileWidth, height: fileHeight, training: training)
             guard size == (width, height) else {
                 throw ImageFolderError(
                     path: listing.paths[index],
-                    problem: "is \(image.width)x\(image.height), which the transforms make \(size.width)x\(size.height), "
+                    problem: "is \(fileWidth)x\(fileHeight), which the transforms make \(size.width)x\(size.height), "
                         + "but model.input is \(width)x\(height); set data.transforms (resize and center_crop, or "
                         + "random_resized_crop for training) to the model's size")
             }
@@ -58,7 +60,7 @@ public struct ImageFolderStream: SampleSet {
         self.height = height
         self.width = width
         self.skipped = skipped
-        let failures = DecodeFailureLog()
+        let failures = DecodeFailureLog(skipBadFiles: skipBadFiles)
         self.failures = failures
         let size = channels * height * width
         prefetcher = prefetchDepth < 1 ? nil : SamplePrefetcher(depth: prefetchDepth, sampleSize: size) { index, seed, epoch, output in
@@ -78,24 +80,34 @@ public struct ImageFolderStream: SampleSet {
         prefetcher?.prefetch(batches, seed: key.0, epoch: key.1)
     }
 
-    /// One sample as the pipeline makes it (before the float-domain `Augmentation`): decoded,
-    /// transformed, normalised; zeros with a warning when the file no longer decodes.
+    /// One sample as the pipeline makes it (before the float-domain `Augmentation`): decoded
+    /// (only the part the random crop, or evaluation's centre crop of the resized image, reads),
+    /// transformed, normalised. A file that does not decode stops the process (`DecodeFailureLog`).
     private static func makeSample(
         _ index: Int, listing: ImageFolderListing, pipeline: ImagePipeline, training: Bool, channels: Int, size: Int,
         seed: UInt64, epoch: Int, failures: DecodeFailureLog, into output: UnsafeMutablePointer<Float>
     ) {
-        let image: DecodedImage
         do {
-            image = try ImageFile.decode(path: listing.paths[index], channels: channels)
+            if training {
+                let part = try ImageFile.decode(path: listing.paths[index], channels: channels) { width, height in
+                    pipeline.trainingRegion(width: width, height: height, seed: seed, epoch: epoch, sample: index)
+                }
+                pipeline.training(region: part, seed: seed, epoch: epoch, sample: index, into: output)
+            } else {
+                var window: ImagePipeline.EvaluationWindow?
+                let part = try ImageFile.decode(path: listing.paths[index], channels: channels) { width, height in
+                    window = pipeline.evaluationWindow(width: width, height: height)
+                    return window?.region ?? .whole(width: width, height: height)
+                }
+                if let window {
+                    pipeline.evaluation(region: part, window: window, into: output)
+                } else {
+                    pipeline.evaluation(part, into: output)
+                }
+            }
         } catch {
             failures.report(listing.paths[index], error)
             output.update(repeating: 0, count: size)
-            return
-        }
-        if training {
-            pipeline.training(image, seed: seed, epoch: epoch, sample: index, into: output)
-        } else {
-            pipeline.evaluation(image, into: output)
         }
     }
 
@@ -129,13 +141,24 @@ public struct ImageFolderStream: SampleSet {
     }
 }
 
-/// Files that stopped decoding during a run, each reported once on standard error.
+/// Files that fail to decode when their samples are made, though they passed the check at
+/// opening (damage inside the compressed data): the process stops with an error naming the file
+/// (exit code 2, bad input), since a sample cannot be left out of a step once the order is fixed
+/// without changing the run. With `skip_bad_files` the sample is zeros (the mean colour) instead,
+/// with one warning per file.
 private final class DecodeFailureLog: @unchecked Sendable {
     // Sendable: every access holds the lock.
     private let lock = NSLock()
     private var reported: Set<String> = []
+    private let skipBadFiles: Bool
+
+    init(skipBadFiles: Bool) { self.skipBadFiles = skipBadFiles }
 
     func report(_ path: String, _ error: Error) {
+        guard skipBadFiles else {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            exit(2)
+        }
         let first = lock.withLock { reported.insert(path).inserted }
         guard first else { return }
         FileHandle.standardError.write(Data("warning: \(error); its samples are zeros (the mean colour) for the rest of the run\n".utf8))

@@ -83,24 +83,78 @@ public struct ImagePipeline: Sendable, Equatable {
         ImageTransforms.normalise(resizedAndCropped(image), mean: mean, standardDeviation: standardDeviation, into: output)
     }
 
+    /// What evaluation reads of a width x height image when it is resized and then cropped inside
+    /// the resized size: only the crop's outputs of the resize are computed, and they read only
+    /// `region`; the axes are relative to it.
+    struct EvaluationWindow {
+        let region: ImageRegion
+        let horizontal: Resampler.Axis
+        let vertical: Resampler.Axis
+    }
+
+    /// The window of `resize` + `centerCrop`, or nil when evaluation needs the whole image (no
+    /// resize or crop, or a crop larger than the resized image, which pads).
+    func evaluationWindow(width: Int, height: Int) -> EvaluationWindow? {
+        guard let size = resize, let crop = centerCrop else { return nil }
+        let target = ImageTransforms.resizedSize(width: width, height: height, shorterSide: size)
+        guard crop <= target.width, crop <= target.height else { return nil }
+        // `centerCrop`'s offsets.
+        let top = Int((Double(target.height - crop) / 2).rounded(.toNearestOrEven))
+        let left = Int((Double(target.width - crop) / 2).rounded(.toNearestOrEven))
+        let horizontal = Resampler.Axis(inputSize: width, from: 0, to: Double(width), outputSize: target.width)
+        let vertical = Resampler.Axis(inputSize: height, from: 0, to: Double(height), outputSize: target.height)
+        let columns = horizontal.inputs(of: left..<left + crop), rows = vertical.inputs(of: top..<top + crop)
+        return EvaluationWindow(
+            region: ImageRegion(left: columns.lowerBound, top: rows.lowerBound, width: columns.count, height: rows.count),
+            horizontal: horizontal.window(left..<left + crop, inputOffset: columns.lowerBound),
+            vertical: vertical.window(top..<top + crop, inputOffset: rows.lowerBound))
+    }
+
+    /// The evaluation sample from the pixels of `window.region` alone: the same as `evaluation`
+    /// on the whole image.
+    func evaluation(region image: DecodedImage, window: EvaluationWindow, into output: UnsafeMutablePointer<Float>) {
+        let cropped = ImageTransforms.resize(image, horizontal: window.horizontal, vertical: window.vertical)
+        ImageTransforms.normalise(cropped, mean: mean, standardDeviation: standardDeviation, into: output)
+    }
+
     /// The training sample of `sample` in `epoch`, written to `output` ([C, H, W]).
     public func training(
         _ image: DecodedImage, seed: UInt64, epoch: Int, sample: Int, into output: UnsafeMutablePointer<Float>
     ) {
+        let region = trainingRegion(width: image.width, height: image.height, seed: seed, epoch: epoch, sample: sample)
+        let part = region == .whole(width: image.width, height: image.height)
+            ? image
+            : ImageTransforms.crop(image, top: region.top, left: region.left, height: region.height, width: region.width)
+        training(region: part, seed: seed, epoch: epoch, sample: sample, into: output)
+    }
+
+    /// The part of a width x height image the training transforms of `sample` in `epoch` read:
+    /// `RandomResizedCrop`'s box, or the whole image. A file decoder can decode only that.
+    public func trainingRegion(width: Int, height: Int, seed: UInt64, epoch: Int, sample: Int) -> ImageRegion {
+        guard let crop = randomResizedCrop else { return .whole(width: width, height: height) }
+        let box = Self.cropBox(width: width, height: height, crop: crop, draws: Draws(seed: seed, epoch: epoch, sample: sample))
+        return ImageRegion(left: box.left, top: box.top, width: box.width, height: box.height)
+    }
+
+    /// The training sample of `sample` in `epoch` from the pixels of its `trainingRegion` alone:
+    /// the same as `training` on the whole image.
+    public func training(
+        region image: DecodedImage, seed: UInt64, epoch: Int, sample: Int, into output: UnsafeMutablePointer<Float>
+    ) {
         let draws = Draws(seed: seed, epoch: epoch, sample: sample)
         var image = image
         if let crop = randomResizedCrop {
-            let box = Self.cropBox(width: image.width, height: image.height, crop: crop, draws: draws)
-            image = ImageTransforms.resizedCrop(
-                image, top: box.top, left: box.left, cropHeight: box.height, cropWidth: box.width,
-                height: crop.size, width: crop.size)
+            image = ImageTransforms.resize(image, width: crop.size, height: crop.size)
         } else {
             image = resizedAndCropped(image)
         }
-        if horizontalFlip > 0, draws.uniform(.horizontalFlip) < horizontalFlip { image = ImageTransforms.horizontalFlip(image) }
-        if verticalFlip > 0, draws.uniform(.verticalFlip) < verticalFlip { image = ImageTransforms.verticalFlip(image) }
+        let mirrorX = horizontalFlip > 0 && draws.uniform(.horizontalFlip) < horizontalFlip
+        let mirrorY = verticalFlip > 0 && draws.uniform(.verticalFlip) < verticalFlip
+        // The colour adjustments are per pixel (contrast's mean is an exact integer sum), so they
+        // give the same pixels before the flips as after; the flips happen while normalising.
         if let jitter = colorJitter { image = Self.jitter(image, jitter, draws: draws) }
-        ImageTransforms.normalise(image, mean: mean, standardDeviation: standardDeviation, into: output)
+        ImageTransforms.normalise(
+            image, mean: mean, standardDeviation: standardDeviation, mirrorX: mirrorX, mirrorY: mirrorY, into: output)
         if randomErasing > 0, draws.uniform(.erase) < randomErasing {
             Self.erase(output, channels: image.channels, height: image.height, width: image.width, draws: draws)
         }

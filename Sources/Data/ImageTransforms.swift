@@ -22,80 +22,27 @@ public enum ImageTransforms {
         if width == image.width && height == image.height && box == (0, 0, Double(image.width), Double(image.height)) {
             return image
         }
-        let channels = image.channels
-        let horizontal = Coefficients(inputSize: image.width, from: box.x0, to: box.x1, outputSize: width)
-        let vertical = Coefficients(inputSize: image.height, from: box.y0, to: box.y1, outputSize: height)
-        // Pillow runs the horizontal pass only over the rows the vertical pass reads.
-        let firstRow = vertical.bounds.first?.start ?? 0
-        let lastRow = vertical.bounds.last.map { $0.start + $0.count } ?? 0
-        let rows = lastRow - firstRow
-        var middle = [UInt8](repeating: 0, count: rows * width * channels)
-        for y in 0..<rows {
-            for x in 0..<width {
-                let (start, count) = horizontal.bounds[x]
-                for c in 0..<channels {
-                    var sum = Coefficients.half
-                    for k in 0..<count {
-                        sum += Int(image.pixels[((y + firstRow) * image.width + start + k) * channels + c]) * horizontal.weights[x][k]
-                    }
-                    middle[(y * width + x) * channels + c] = Coefficients.clip(sum)
-                }
-            }
-        }
-        var output = [UInt8](repeating: 0, count: height * width * channels)
-        for y in 0..<height {
-            let (start, count) = vertical.bounds[y]
-            for x in 0..<width {
-                for c in 0..<channels {
-                    var sum = Coefficients.half
-                    for k in 0..<count {
-                        sum += Int(middle[((start - firstRow + k) * width + x) * channels + c]) * vertical.weights[y][k]
-                    }
-                    output[(y * width + x) * channels + c] = Coefficients.clip(sum)
-                }
-            }
-        }
-        return DecodedImage(width: width, height: height, channels: channels, pixels: output)
+        let horizontal = Resampler.Axis(inputSize: image.width, from: box.x0, to: box.x1, outputSize: width)
+        let vertical = Resampler.Axis(inputSize: image.height, from: box.y0, to: box.y1, outputSize: height)
+        return resize(image, horizontal: horizontal, vertical: vertical)
     }
 
-    /// Pillow's resampling weights for one axis (Resample.c's precompute_coeffs and
-    /// normalize_coeffs_8bpc, with the bilinear filter).
-    struct Coefficients {
-        static let precisionBits = 32 - 8 - 2
-        static let half = 1 << (precisionBits - 1)
-        var bounds: [(start: Int, count: Int)] = []
-        var weights: [[Int]] = []
-
-        init(inputSize: Int, from in0: Double, to in1: Double, outputSize: Int) {
-            let scale = (in1 - in0) / Double(outputSize)
-            let filterScale = max(scale, 1)
-            let support = 1.0 * filterScale
-            for xx in 0..<outputSize {
-                let center = in0 + (Double(xx) + 0.5) * scale
-                let inverse = 1 / filterScale
-                // C's (int) cast truncates toward zero.
-                let xmin = max(Int((center - support + 0.5).rounded(.towardZero)), 0)
-                let xmax = min(Int((center + support + 0.5).rounded(.towardZero)), inputSize) - xmin
-                var raw: [Double] = []
-                var total = 0.0
-                for x in 0..<max(xmax, 0) {
-                    let t = abs((Double(x + xmin) - center + 0.5) * inverse)
-                    let w = t < 1 ? 1 - t : 0
-                    raw.append(w)
-                    total += w
+    /// `resize` with the weights of both axes given.
+    static func resize(_ image: DecodedImage, horizontal: Resampler.Axis, vertical: Resampler.Axis) -> DecodedImage {
+        let channels = image.channels
+        let span = vertical.span
+        var middle = [UInt8](repeating: 0, count: (span.end - span.first) * horizontal.outputSize * channels + 1)
+        var output = [UInt8](repeating: 0, count: horizontal.outputSize * vertical.outputSize * channels)
+        image.pixels.withUnsafeBufferPointer { source in
+            middle.withUnsafeMutableBufferPointer { middle in
+                output.withUnsafeMutableBufferPointer { output in
+                    Resampler.resample(
+                        source.baseAddress!, height: image.height, channels: channels, sourceRowBytes: image.width * channels,
+                        horizontal: horizontal, vertical: vertical, middle: middle.baseAddress!, into: output.baseAddress!)
                 }
-                if total != 0 { raw = raw.map { $0 / total } }
-                bounds.append((xmin, max(xmax, 0)))
-                weights.append(raw.map { w in
-                    Int((w * Double(1 << Self.precisionBits) + (w < 0 ? -0.5 : 0.5)).rounded(.towardZero))
-                })
             }
         }
-
-        static func clip(_ sum: Int) -> UInt8 {
-            let value = sum >> precisionBits
-            return UInt8(min(max(value, 0), 255))
-        }
+        return DecodedImage(width: horizontal.outputSize, height: vertical.outputSize, channels: channels, pixels: output)
     }
 
     /// torchvision's `crop(img, top, left, height, width)` on a PIL image: areas outside the
@@ -250,16 +197,33 @@ public enum ImageTransforms {
     }
 
     /// torchvision's `to_tensor` then `normalize`: channel c becomes (v / 255 - mean[c]) / std[c],
-    /// written CHW into `output`.
+    /// written CHW into `output`; mirrored left-right and/or top-bottom on the way when asked
+    /// (the same floats as flipping first).
     public static func normalise(
-        _ image: DecodedImage, mean: [Float], standardDeviation: [Float], into output: UnsafeMutablePointer<Float>
+        _ image: DecodedImage, mean: [Float], standardDeviation: [Float], mirrorX: Bool = false, mirrorY: Bool = false,
+        into output: UnsafeMutablePointer<Float>
     ) {
-        let plane = image.width * image.height, channels = image.channels
+        let (width, height, channels) = (image.width, image.height, image.channels)
+        let plane = width * height
+        // The same table as the IDX loaders, so a folder loads to the same bits.
+        var tables = [Float](repeating: 0, count: 256 * channels)
         for c in 0..<channels {
-            // The same table as the IDX loaders, so a folder loads to the same bits.
-            let table = (0..<256).map { (Float($0) / 255 - mean[c]) / standardDeviation[c] }
-            image.pixels.withUnsafeBufferPointer { source in
-                for p in 0..<plane { output[c * plane + p] = table[Int(source[p * channels + c])] }
+            for v in 0..<256 { tables[c * 256 + v] = (Float(v) / 255 - mean[c]) / standardDeviation[c] }
+        }
+        image.pixels.withUnsafeBufferPointer { source in
+            tables.withUnsafeBufferPointer { tables in
+                for y in 0..<height {
+                    let sourceRow = source.baseAddress! + (mirrorY ? height - 1 - y : y) * width * channels
+                    for c in 0..<channels {
+                        let table = tables.baseAddress! + c * 256
+                        let destination = output + c * plane + y * width
+                        if mirrorX {
+                            for x in 0..<width { destination[width - 1 - x] = table[Int(sourceRow[x * channels + c])] }
+                        } else {
+                            for x in 0..<width { destination[x] = table[Int(sourceRow[x * channels + c])] }
+                        }
+                    }
+                }
             }
         }
     }

@@ -38,12 +38,17 @@ final class PillowDecodingTests: XCTestCase {
         }
         try directory.write("colour.jpg", ImageEncoding.jpeg(width: width, height: height, channels: 3, pixels: rgb, quality: 85))
         try directory.write("grey.jpg", ImageEncoding.jpeg(width: width, height: height, channels: 1, pixels: grey, quality: 85))
+        try directory.write("colour-444-progressive.jpg", ImageEncoding.jpeg(
+            width: width, height: height, channels: 3, pixels: rgb, quality: 85, chroma: .full, progressive: true))
+        try directory.write("colour-422.jpg", ImageEncoding.jpeg(
+            width: width, height: height, channels: 3, pixels: rgb, quality: 85, chroma: .halfAcross))
         try directory.write("colour.png", ImageEncoding.png(width: width, height: height, channels: 3, pixels: rgb))
         try directory.write("alpha.png", ImageEncoding.png(width: width, height: height, channels: 4, pixels: rgba))
         try directory.write("grey.png", ImageEncoding.png(width: width, height: height, channels: 1, pixels: grey))
         let outcome = try PythonEnvironment.run(Self.script, arguments: [directory.path])
         XCTAssertEqual(outcome.status, 0, outcome.combined)
-        for name in ["colour.jpg", "grey.jpg", "colour.png", "alpha.png", "grey.png"] {
+        let files = ["colour.jpg", "grey.jpg", "colour-444-progressive.jpg", "colour-422.jpg", "colour.png", "alpha.png", "grey.png"]
+        for name in files {
             for (mode, channels) in [("L", 1), ("RGB", 3)] {
                 let ours = try ImageFile.decode(path: directory.path + "/" + name, channels: channels)
                 let pillow = [UInt8](try Foundation.Data(contentsOf: URL(fileURLWithPath: "\(directory.path)/\(name).\(mode).raw")))
@@ -51,6 +56,15 @@ final class PillowDecodingTests: XCTestCase {
                 let differing = zip(ours.pixels, pillow).filter { $0 != $1 }.count
                 XCTAssertEqual(pillow.count, ours.pixels.count, "\(name) as \(mode)")
                 XCTAssertEqual(differing, 0, "\(name) as \(mode): \(differing) of \(pillow.count) values differ from Pillow's")
+                // Only a region decoded (what training's random crop does): Pillow's pixels there.
+                let region = ImageRegion(left: 9, top: 5, width: 17, height: 11)
+                let part = try ImageFile.decode(path: directory.path + "/" + name, channels: channels) { _, _ in region }
+                var pillowPart: [UInt8] = []
+                for y in region.top..<region.top + region.height {
+                    let start: Int = (y * width + region.left) * channels
+                    pillowPart += pillow[start..<start + region.width * channels]
+                }
+                XCTAssertEqual(part.pixels, pillowPart, "\(name) as \(mode), region \(region)")
             }
         }
     }
