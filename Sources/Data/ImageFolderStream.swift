@@ -70,6 +70,8 @@ public struct ImageFolderStream: SampleSet {
     }
 
     /// Samples the background prefetcher has made and not yet handed over.
+    public var failure: Error? { failures.failure }
+
     public var prefetchedSamplesReady: Int { prefetcher?.samplesReady ?? 0 }
 
     /// Samples copied from the background prefetcher rather than made on the spot.
@@ -82,7 +84,7 @@ public struct ImageFolderStream: SampleSet {
 
     /// One sample as the pipeline makes it (before the float-domain `Augmentation`): decoded
     /// (only the part the random crop, or evaluation's centre crop of the resized image, reads),
-    /// transformed, normalised. A file that does not decode stops the process (`DecodeFailureLog`).
+    /// transformed, normalised. A file that does not decode is kept as `failure` (`DecodeFailureLog`).
     private static func makeSample(
         _ index: Int, listing: ImageFolderListing, pipeline: ImagePipeline, training: Bool, channels: Int, size: Int,
         seed: UInt64, epoch: Int, failures: DecodeFailureLog, into output: UnsafeMutablePointer<Float>
@@ -142,9 +144,10 @@ public struct ImageFolderStream: SampleSet {
 }
 
 /// Files that fail to decode when their samples are made, though they passed the check at
-/// opening (damage inside the compressed data): the process stops with an error naming the file
-/// (exit code 2, bad input), since a sample cannot be left out of a step once the order is fixed
-/// without changing the run. With `skip_bad_files` the sample is zeros (the mean colour) instead,
+/// opening (damage inside the compressed data). A sample cannot be left out of a step once the
+/// order is fixed without changing the run, so the first such failure is kept for whoever made
+/// the batch to stop on (`SampleSet.failure`: a worker tells its coordinator, which stops the
+/// run naming the file). With `skip_bad_files` the sample is zeros (the mean colour) instead,
 /// with one warning per file.
 private final class DecodeFailureLog: @unchecked Sendable {
     // Sendable: every access holds the lock.
@@ -154,13 +157,18 @@ private final class DecodeFailureLog: @unchecked Sendable {
 
     init(skipBadFiles: Bool) { self.skipBadFiles = skipBadFiles }
 
+    private var firstFailure: Error?
+
+    /// The first failure kept (without `skip_bad_files`).
+    var failure: Error? { lock.withLock { firstFailure } }
+
     func report(_ path: String, _ error: Error) {
         guard skipBadFiles else {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-            exit(2)
+            lock.withLock { if firstFailure == nil { firstFailure = error } }
+            return
         }
-        let first = lock.withLock { reported.insert(path).inserted }
-        guard first else { return }
+        let isNew = lock.withLock { reported.insert(path).inserted }
+        guard isNew else { return }
         FileHandle.standardError.write(Data("warning: \(error); its samples are zeros (the mean colour) for the rest of the run\n".utf8))
     }
 }

@@ -26,6 +26,10 @@ public protocol SampleSet: Sendable {
     /// Says which micro-batches will be copied next (training ones with `seed` and `epoch`), in
     /// order, so a set that reads files can prepare them in the background. Changes no sample.
     func prefetch(_ batches: [[Int]], training: Bool, seed: UInt64, epoch: Int)
+
+    /// The first sample that could not be made (a file that stopped decoding after it was
+    /// opened), which leaves its batch wrong: whoever copied the batch must stop on it.
+    var failure: Error? { get }
 }
 
 extension SampleSet {
@@ -34,6 +38,9 @@ extension SampleSet {
 
     /// Nothing to prepare for a set in memory.
     public func prefetch(_ batches: [[Int]], training: Bool, seed: UInt64, epoch: Int) {}
+
+    /// A set in memory makes every sample.
+    public var failure: Error? { nil }
 }
 
 extension ImageSet: SampleSet {

@@ -79,6 +79,9 @@ extension Coordinator {
             receiveBlockSums(sums, step: envelope.step, from: worker)
         case .sliceState(let slice):
             receiveGathered(slice, from: worker)
+        case .error(let failure) where failure.code == SampleFailure.code:
+            // Every worker would meet the same file: stop now, naming it, rather than lose them one by one.
+            stopError = RunStopped(reason: "worker \(worker.label) could not make a sample: \(PeerText.printable(failure.text, limit: 600))")
         case .error(let failure) where failure.code == 470 && sharding != nil:
             stopError = RunStopped(reason: "worker \(worker.label): \(PeerText.printable(failure.text))")
         case .bye(let bye):

@@ -33,6 +33,13 @@ public struct WorkerError: Error, CustomStringConvertible {
     public var description: String
 }
 
+/// A sample the worker could not make (a file that stopped decoding): the run must stop, since
+/// leaving a sample out would change it. Said to the coordinator with its own error code.
+struct SampleFailure: Error, CustomStringConvertible {
+    static let code: UInt16 = 460
+    var description: String
+}
+
 /// A worker: stateless compute. It connects, says hello, receives the config and weights, and
 /// computes the micro-batches it is given on a background thread while its main thread keeps
 /// the connection alive with heartbeats.
@@ -443,10 +450,14 @@ public final class Worker {
         let delay = options.computeDelay
         computation.start(runID: runID, receivedAt: job.receivedAt) {
             if delay > 0 { Thread.sleep(forTimeInterval: delay) }
+            let message: Message
             switch job.assignment.kind {
-            case .train: return (job.step, try Self.train(job, on: engine))
-            case .evaluate: return (job.step, Self.evaluate(job, on: engine))
+            case .train: message = try Self.train(job, on: engine)
+            case .evaluate: message = Self.evaluate(job, on: engine)
             }
+            // A sample that could not be made leaves the results wrong: they are not sent.
+            if let failure = engine.data.train.failure ?? engine.data.test.failure { throw SampleFailure(description: "\(failure)") }
+            return (job.step, message)
         }
     }
 
@@ -579,7 +590,9 @@ private final class ComputationSlot: @unchecked Sendable {
                 let (step, message) = try body()
                 finish(with: (runID, step, message, receivedAt))
             } catch {
-                let failure = Message.error(WireFailure(code: 500, text: "computation failed: \(error)"))
+                let failure = error is SampleFailure
+                    ? Message.error(WireFailure(code: SampleFailure.code, text: "\(error)"))
+                    : Message.error(WireFailure(code: 500, text: "computation failed: \(error)"))
                 finish(with: (runID, 0, failure, receivedAt))
             }
         }

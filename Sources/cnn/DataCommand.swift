@@ -4,6 +4,7 @@ import Data
 import Foundation
 import Monitoring
 import Training
+import UsageErrors
 
 /// `cnn data`: looking at a data set before training on it.
 struct DataCommand: ParsableCommand {
@@ -65,6 +66,7 @@ struct DataShow: ParsableCommand {
         var labels = [Int32](repeating: 0, count: n)
         set.copyBatch(indices, images: &pixels, labels: &labels, augmentation: config.data.augmentation,
                       seed: config.train.seed, epoch: epoch)
+        if let failure = set.failure { throw UsageError("\(failure)") }
         let normalisation: (mean: [Float], std: [Float])
         if config.data.dataset == "folder" {
             let pipeline = config.data.imagePipeline(channels: set.channels)
@@ -106,13 +108,18 @@ struct DataBench: ParsableCommand {
             set.copyBatch(indices, images: &pixels, labels: &labels, augmentation: config.data.augmentation,
                           seed: config.train.seed, epoch: 0)
         }
+        func check() throws {
+            if let failure = set.failure { throw UsageError("\(failure)") }
+        }
         run(0)
+        try check()
         let started = DispatchTime.now().uptimeNanoseconds
         var done = 0
         while done < images {
             run(batch + done)
             done += batch
         }
+        try check()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         print("{\"images\": \(done), \"seconds\": \(String(format: "%.3f", seconds)), \"images_per_second\": \(String(format: "%.1f", Double(done) / seconds))}")
     }

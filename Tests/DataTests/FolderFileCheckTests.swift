@@ -154,6 +154,38 @@ final class FolderFileCheckTests: XCTestCase {
     }
 }
 
+extension FolderFileCheckTests {
+    /// The same file met by workers mid-run: the coordinator stops the run at once, naming the
+    /// file, instead of losing its workers one by one and waiting for others to join.
+    func testAWorkerThatCannotMakeASampleStopsTheRunNamingTheFile() throws {
+        let directory = try TemporaryDirectory()
+        for split in ["train", "val"] {
+            for label in 0..<2 {
+                try FileManager.default.createDirectory(atPath: "\(directory.path)/\(split)/c\(label)", withIntermediateDirectories: true)
+                for i in 0..<3 { try directory.write("\(split)/c\(label)/\(i).jpg", try jpeg(64, 48)) }
+            }
+        }
+        let inside = try directory.write("train/c1/inside.jpg", try jpegDamagedInside())
+        let config = try directory.write("config.yaml", Array("""
+            model: {input: [3, 32, 32], layers: [globalavgpool, flatten, {dense: 2}]}
+            data:
+              dataset: folder
+              path: \(directory.path)
+              transforms: {random_resized_crop: {size: 32}, resize: 32, center_crop: 32}
+            train: {batch: 6, micro_batch: 2, epochs: 1}
+
+            """.utf8))
+        let start = Date()
+        let outcome = try LocalCluster.run(
+            LocalCluster.executable("cnn-coord"), ["--config", config, "--spawn-workers", "2", "--run-dir", directory.path + "/run", "--quiet"],
+            seconds: 60)
+        XCTAssertFalse(outcome.timedOut, outcome.combined)
+        XCTAssertEqual(outcome.status, 1, outcome.combined)
+        XCTAssertTrue(outcome.error.contains("could not make a sample") && outcome.error.contains("\(inside): cannot decode"), outcome.combined)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 30, "the run must stop at once, not after the join timeout")
+    }
+}
+
 extension Array where Element == UInt8 {
     /// Pixels of `from` channels as `to` channels, the last channel repeated into the new ones.
     func withChannels(from: Int, to: Int) -> [UInt8] {
