@@ -81,9 +81,6 @@ public final class Worker {
         // A refused CURVE handshake leaves the DEALER with no connection, where a send would
         // block for ever; with a timeout the join loop keeps its deadline and can say why.
         try dealer.setSendTimeout(milliseconds: 1000)
-        // Hellos wait for a connection rather than queue on one still being made: queued, they
-        // all arrive when the coordinator starts listening, and each would be answered.
-        try dealer.setImmediate(true)
         try options.security?.apply(to: dealer)
         // libzmq tells a refused client only through a monitor, once per connection: watch from
         // before the connect so the first refusal is not missed.
