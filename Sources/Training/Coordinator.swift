@@ -235,11 +235,21 @@ public final class Coordinator {
     /// The loop: the next step, its report, an evaluation at the end of each epoch, a checkpoint
     /// when one is due. Returns when the run is done or interrupted.
     private func train(stepsPerEpoch: Int, progress: inout RunProgress) throws {
+        // Under the sharded reduction a checkpoint is what the run falls back to when a slice's
+        // owner and replica die together: there is always one.
+        if sharding != nil && directory.checkpoints.list().isEmpty { try saveCheckpoint() }
         var plan = EpochPlan(config: config, trainCount: trainCount, epoch: state.epoch)
         while !state.isFinished(stepsPerEpoch: stepsPerEpoch) {
             if Interruption.requested != nil { progress.interrupted = true; return }
             if plan.epoch != state.epoch { plan = EpochPlan(config: config, trainCount: trainCount, epoch: state.epoch) }
-            guard let report = try trainStep(plan.work(step: state.stepInEpoch), epoch: plan.epoch, stepsPerEpoch: stepsPerEpoch) else {
+            let outcome: StepReport?
+            do {
+                outcome = try trainStep(plan.work(step: state.stepInEpoch), epoch: plan.epoch, stepsPerEpoch: stepsPerEpoch)
+            } catch let rewind as ShardRewind {
+                try rewindToCheckpoint(after: rewind)
+                continue
+            }
+            guard let report = outcome else {
                 progress.interrupted = true
                 return
             }
@@ -255,6 +265,19 @@ public final class Coordinator {
                 try saveCheckpoint()
             }
         }
+    }
+
+    /// Goes back to the newest checkpoint after a lost slice: the steps since are computed again
+    /// and give the same bits, since every step is a function of the weights and the data order.
+    private func rewindToCheckpoint(after rewind: ShardRewind) throws {
+        let (checkpoint, warnings) = try directory.checkpoints.newestValid()
+        for warning in warnings { logger.warning("\(warning)") }
+        try state.restore(from: checkpoint)
+        directory.truncateMetrics(after: state.step)
+        notify { $0.runRewound(toStep: state.step) }
+        sharding?.restart()
+        phases.removeAll(keepingCapacity: true)
+        logger.warning("\(rewind); going back to \(checkpoint.path) (step \(state.step)) and computing the steps since again")
     }
 
     /// Stops the run when metrics.jsonl could not be written (a full disk): training on would

@@ -57,6 +57,9 @@ public final class RunDirectory {
     /// Removes metrics lines past `step` (after a resume from an earlier checkpoint), so the file
     /// reads as one uninterrupted run.
     public func truncateMetrics(after step: Int) {
+        // The file is rewritten whole: a handle still open would append to the old one.
+        try? metrics?.close()
+        metrics = nil
         guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else { return }
         let kept = text.split(separator: "\n").filter { line in
             // A line cut short (a crash or a full disk in the middle of a write) goes too.

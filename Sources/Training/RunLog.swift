@@ -52,6 +52,8 @@ final class MetricsLog: RunObserver {
         ])
     }
 
+    func runRewound(toStep step: Int) { window = StepWindow() }
+
     func evaluationFinished(step: Int, epoch: Int, score: BatchScore) {
         let topFive: [(String, MetricValue)] = start?.reportsTopFive == true ? [("test_top5_accuracy", .double(score.topFiveAccuracy))] : []
         directory.appendMetrics([

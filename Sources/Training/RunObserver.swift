@@ -15,6 +15,9 @@ public protocol RunObserver: AnyObject {
     /// evaluation and checkpoint after the last step are seen too. `step` is the last step done.
     func phasesFinished(_ phases: [PhaseTiming], step: Int)
     func runFinished(_ summary: RunSummary)
+    /// The run went back to the checkpoint of `step` (a sharded run lost a slice): the steps
+    /// after it are computed again, and anything kept of them is void.
+    func runRewound(toStep step: Int)
 }
 
 extension RunObserver {
@@ -25,6 +28,7 @@ extension RunObserver {
     public func evaluationFinished(step: Int, epoch: Int, score: BatchScore) {}
     public func phasesFinished(_ phases: [PhaseTiming], step: Int) {}
     public func runFinished(_ summary: RunSummary) {}
+    public func runRewound(toStep step: Int) {}
 }
 
 public struct RunStart: Sendable {

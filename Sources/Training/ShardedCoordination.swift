@@ -40,6 +40,19 @@ final class ShardedReduction {
 
     var readyCount: Int { members.count + waiting.count }
 
+    /// Starts again from the coordinator's state (after a rewind to a checkpoint): the next plan
+    /// is a first plan, handed out by the coordinator; members stay members.
+    func restart() {
+        planner.reset()
+        holdsWeights = true
+        needsReplan = false
+        restartPending = true
+        adopted = []
+    }
+
+    /// Set by `restart` until the next plan is issued.
+    var restartPending = false
+
     func beginStep(microBatches: Int) {
         cover = CoverSelection(microBatches: microBatches)
         coverSent = false
@@ -66,6 +79,7 @@ final class ShardedReduction {
                              newMembers: isFirst ? [] : joining.sorted())
         plan = next
         needsReplan = false
+        restartPending = false
         done = []
         adopted = []
         return next
@@ -76,6 +90,15 @@ final class ShardedReduction {
         guard let plan else { return false }
         return inForceSent != plan.version && Set(plan.members.map(\.workerID)).isSubset(of: adopted)
     }
+}
+
+/// A slice's state is gone with its owner and replica: the run goes back to its newest
+/// checkpoint and computes the steps since again, to the same bits.
+struct ShardRewind: Error, CustomStringConvertible {
+    var step: Int
+    var lost: SliceLost
+
+    var description: String { "step \(step): \(lost)" }
 }
 
 extension Coordinator {
@@ -113,23 +136,23 @@ extension Coordinator {
             try pump(timeout: 0.05)
             sendHeartbeats()
         }
-        guard sharding.plan == nil || !sharding.waiting.isEmpty else { return }
-        let joining = sharding.waiting.keys.sorted()
-        let plan = try issuePlan(sharding)
+        guard sharding.plan == nil || !sharding.waiting.isEmpty || sharding.restartPending else { return }
+        _ = try issuePlan(sharding)
         // Nothing moves between workers before every member knows every other.
         while !sharding.isReadyToEnforce {
             if let error = stopError { stopError = nil; throw error }
-            if sharding.needsReplan { _ = try issuePlan(sharding) }
+            if sharding.needsReplan && sharding.readyCount > 0 { _ = try issuePlan(sharding) }
+            guard monotonicSeconds() < deadline else {
+                throw CoordinatorError(description: "step \(state.step): the workers did not all take the new plan within \(Int(config.distributed.joinTimeout)) s")
+            }
             try pump(timeout: 0.05)
             apply(scheduler.handle(.tick, at: monotonicSeconds()))
             sendHeartbeats()
         }
         enforce(sharding)
-        for id in joining where sharding.members[id] != nil {
-            guard let worker = pool.worker(id: id) else { continue }
-            apply(scheduler.handle(.joined(worker: id, name: worker.name, threads: worker.threads), at: monotonicSeconds()))
+        if let plan = sharding.plan {
+            logger.info("step \(state.step): sharded plan \(plan.version): \(plan.members.count) member(s), \(plan.slices.count) slices")
         }
-        logger.info("step \(state.step): sharded plan \(plan.version): \(plan.members.count) member(s), \(plan.slices.count) slices")
     }
 
     /// A plan over the members and whoever waits, sent to every member, with the coordinator's
@@ -140,17 +163,23 @@ extension Coordinator {
         do {
             plan = try sharding.replan(step: state.step)
         } catch let lost as SliceLost {
-            throw CoordinatorError(description: "step \(state.step): \(lost); the run cannot go on. Resume from the last checkpoint in \(options.runDirectory)/checkpoints with --resume")
+            throw ShardRewind(step: state.step, lost: lost)
         }
         broadcast(.plan(plan), to: sharding)
         if handsOut { sendWeightsAndState(plan, sharding) }
         return plan
     }
 
+    /// Declares the plan in force, and gives work to its members the scheduler does not know yet
+    /// (they joined with it): only now do the others take their messages.
     private func enforce(_ sharding: ShardedReduction) {
         guard let plan = sharding.plan else { return }
         sharding.inForceSent = plan.version
         broadcast(.planInForce(PlanInForce(planVersion: plan.version)), to: sharding)
+        for member in plan.members where scheduler[member.workerID] == nil {
+            guard let worker = pool.worker(id: member.workerID) else { continue }
+            apply(scheduler.handle(.joined(worker: worker.id, name: worker.name, threads: worker.threads), at: monotonicSeconds()))
+        }
     }
 
     /// The coordinator's weights to every member, and each slice's optimiser state to its owner
@@ -222,7 +251,6 @@ extension Coordinator {
         guard sharding.members.removeValue(forKey: id) != nil else { return }
         sharding.cover.forget(id)
         sharding.needsReplan = true
-        if sharding.members.isEmpty { sharding.planner.reset() }
     }
 
     func broadcast(_ message: Message, to sharding: ShardedReduction) {
@@ -297,7 +325,13 @@ extension Coordinator {
         var askedVersion: UInt64 = 0
         let deadline = monotonicSeconds() + max(60, config.distributed.workerTimeout * 4)
         while sharding.gathered.count < sharding.layout.slices.count {
-            if sharding.needsReplan { _ = try issuePlan(sharding) }
+            if sharding.needsReplan && sharding.readyCount > 0 {
+                do {
+                    _ = try issuePlan(sharding)
+                } catch let rewind as ShardRewind {
+                    throw CoordinatorError(description: "\(rewind); cannot write a checkpoint of this step. The last checkpoint is in \(options.runDirectory)/checkpoints")
+                }
+            }
             if sharding.isReadyToEnforce { enforce(sharding) }
             if let plan = sharding.plan, plan.version != askedVersion, sharding.inForceSent == plan.version {
                 askedVersion = plan.version

@@ -152,6 +152,32 @@ final class ShardedClusterTests: XCTestCase {
         XCTAssertEqual(try Self.finalFiles(run), Self.central)
     }
 
+    func testKillingTwoOfThreeWorkersAtOnceRewindsToTheLastCheckpointAndChangesNoBits() throws {
+        // With three workers every pair holds some slice as owner and replica: killed together,
+        // that slice's state is gone, and the run goes back to its last checkpoint.
+        let folder = try LocalCluster.temporaryDirectory("killpair")
+        let path = try LocalCluster.write(Self.config, to: "config.yaml", in: folder)
+        let run = folder + "/run"
+        let coordinator = try LocalCluster.Child(
+            "cnn-coord", ["--config", path, "--spawn-workers", "3", "--steps", "\(Self.steps)", "--reduction", "sharded", "--run-dir", run])
+        waitForStep(6, in: run)
+        let workers = children(of: coordinator.process.processIdentifier)
+        XCTAssertEqual(workers.count, 3)
+        for pid in workers.prefix(2) { kill(pid, SIGKILL) }
+        let outcome = coordinator.wait(seconds: 120)
+        XCTAssertFalse(outcome.timedOut, outcome.combined)
+        XCTAssertEqual(outcome.status, 0, outcome.combined)
+        XCTAssertTrue(outcome.error.contains("going back to"), "a rewind to the checkpoint:\n\(outcome.error)")
+        XCTAssertEqual(try Self.finalFiles(run), Self.central)
+        // Every step's line once, as in an undisturbed run.
+        let steps = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .filter { $0.contains("\"loss\"") }.compactMap { line -> Int? in
+                guard let range = line.range(of: "\"step\": ") else { return nil }
+                return Int(line[range.upperBound...].prefix { $0.isNumber })
+            }
+        XCTAssertEqual(steps, Array(1...Self.steps))
+    }
+
     func testAWorkerJoiningMidRunGetsItsWeightsFromTheOwnersAndChangesNoBits() throws {
         let folder = try LocalCluster.temporaryDirectory("joinsharded")
         let path = try LocalCluster.write(Self.config, to: "config.yaml", in: folder)
