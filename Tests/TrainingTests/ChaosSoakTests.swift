@@ -38,4 +38,28 @@ final class ChaosSoakTests: XCTestCase {
         }
         XCTAssertEqual(json?["differences"] as? [String], [])
     }
+
+    /// The same under the sharded reduction: every worker owns slices and mirrors others', so the
+    /// kills, stalls and pauses hit slice owners; the undisturbed run is central.
+    func testFiftyFaultsAmongSliceOwnersLeaveTheBitsOfACentralRun() throws {
+        guard FileManager.default.fileExists(atPath: Fixtures.fashionDirectory + "/train-images-idx3-ubyte.gz") else {
+            throw XCTSkip("no Fashion-MNIST in \(Fixtures.fashionDirectory): run scripts/setup")
+        }
+        let folder = try LocalCluster.temporaryDirectory("chaos-sharded")
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let report = folder + "/report.json"
+        let result = try LocalCluster.run(
+            "/usr/bin/env", ["python3", Self.script, "--faults", "50", "--seed", "20261208", "--reduction", "sharded",
+                             "--kinds", "kill,join,pause,stall,coordinator", "--bin", LocalCluster.binaries.path,
+                             "--keep", folder + "/runs", "--json", report],
+            seconds: 170)
+        if result.status == 127 { throw XCTSkip("no python3 to run scripts/chaos: \(result.error)") }
+        XCTAssertFalse(result.timedOut, "the soak took more than 170 s")
+        XCTAssertEqual(result.status, 0, result.combined)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any]
+        let injected = try XCTUnwrap(json?["injected"] as? [String: Int], result.combined)
+        XCTAssertEqual(injected.values.reduce(0, +), 50)
+        XCTAssertGreaterThan(injected["kill"] ?? 0, 0, "no kill in \(injected)")
+        XCTAssertEqual(json?["differences"] as? [String], [])
+    }
 }
