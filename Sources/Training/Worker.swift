@@ -259,7 +259,13 @@ public final class Worker {
             guard case .success(let envelope) = incoming.result else { continue }
             switch envelope.message {
             case .welcome(let welcome):
-                try accept(welcome, runID: envelope.runID)
+                do {
+                    try accept(welcome, runID: envelope.runID)
+                } catch let outOfStep as ShardOutOfStep {
+                    // Its peers cannot be reached yet (a link down): say hello again later.
+                    logger.warning("\(outOfStep); saying hello again")
+                    continue
+                }
                 // Failures from before the welcome are settled; a later join must not report them.
                 _ = try handshakeMonitor?.poll()
                 return
@@ -325,7 +331,12 @@ public final class Worker {
             guard let makePeers = options.peerTransport else {
                 throw WorkerError(description: "the run uses the sharded reduction, and this worker has no way to reach its peers")
             }
-            let mesh = try makePeers(welcome.workerID)
+            let mesh: PeerTransport
+            do {
+                mesh = try makePeers(welcome.workerID)
+            } catch {
+                throw ShardOutOfStep(description: "cannot listen for peers: \(error)")
+            }
             shard = try ShardRole(config: config, engine: engine, selfID: welcome.workerID, mesh: mesh, logger: logger,
                                   isComputing: { [computation] in computation.isBusy }) { [weak self] message, step in
                 self?.send(message, step: step)

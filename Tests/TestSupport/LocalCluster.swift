@@ -98,4 +98,26 @@ public enum LocalCluster {
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
+
+    /// Whether the run directory's metrics.jsonl has a training line at or past `step`, waiting
+    /// up to `seconds` for it.
+    public static func waitForTrainingStep(_ step: Int, in run: String, seconds: Double = 60) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let text = (try? String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8)) ?? ""
+            let reached = text.split(separator: "\n").contains { line in
+                guard line.contains("\"loss\""), let range = line.range(of: "\"step\": ") else { return false }
+                return Int(line[range.upperBound...].prefix { $0.isNumber }) ?? 0 >= step
+            }
+            if reached { return true }
+            usleep(5_000)
+        }
+        return false
+    }
+
+    /// The child processes of `pid` (a coordinator's spawned workers).
+    public static func childProcesses(of pid: Int32) -> [Int32] {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        return text.split(separator: " ").compactMap { Int32($0) }
+    }
 }

@@ -46,17 +46,7 @@ final class FaultToleranceTests: XCTestCase {
 
     /// Waits until metrics.jsonl has a training line at or past `step`.
     private func waitForStep(_ step: Int, in run: String, seconds: Double = 60) {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            let text = (try? String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8)) ?? ""
-            let reached = text.split(separator: "\n").contains { line in
-                guard line.contains("\"loss\""), let range = line.range(of: "\"step\": ") else { return false }
-                return Int(line[range.upperBound...].prefix { $0.isNumber }) ?? 0 >= step
-            }
-            if reached { return }
-            usleep(20_000)
-        }
-        XCTFail("step \(step) not reached in \(seconds) s")
+        if !LocalCluster.waitForTrainingStep(step, in: run, seconds: seconds) { XCTFail("step \(step) not reached in \(seconds) s") }
     }
 
     private func endpoint(of run: String) throws -> String {
@@ -72,8 +62,7 @@ final class FaultToleranceTests: XCTestCase {
     }
 
     private func children(of pid: Int32) -> [Int32] {
-        let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
-        return text.split(separator: " ").compactMap { Int32($0) }
+        LocalCluster.childProcesses(of: pid)
     }
 
     func testKillingAWorkerMidRunChangesNoBits() throws {
