@@ -55,6 +55,7 @@ extension Coordinator {
             return offence(peer, "a \(envelope.message.typeName) message from an unknown worker; send hello first", code: 401)
         }
         worker.heardSinceWelcome = true
+        worker.lastHeard = monotonicSeconds()
         apply(scheduler.handle(.heard(worker: worker.id), at: monotonicSeconds()))
         switch envelope.message {
         case .gradients(let gradients):
@@ -174,6 +175,7 @@ extension Coordinator {
         }
         let worker = pool.add(peer: peer, name: name, host: host, threads: hello.threads)
         worker.processID = hello.processID
+        worker.lastHeard = monotonicSeconds()
         worker.joinedAt = monotonicSeconds()
         let welcome = Welcome(
             workerID: worker.id, configText: config.yaml, parameterCount: state.parameterCount,
@@ -329,6 +331,16 @@ extension Coordinator {
 
     private func reply(_ peer: PeerID, code: UInt16, text: String) {
         try? transport.send(Envelope(runID: runID, step: UInt64(state.step), message: .error(WireFailure(code: code, text: text))), to: peer)
+    }
+
+    /// Gives up on workers the scheduler does not watch (a sharded run's workers between their
+    /// welcome and the plan in force that gives them work) once they are silent for the worker
+    /// timeout: a plan waiting for such a worker to adopt it would wait for ever.
+    func expireSilentWorkersOutsideTheScheduler() {
+        let now = monotonicSeconds()
+        for worker in pool.all where scheduler[worker.id] == nil && now - worker.lastHeard > config.distributed.workerTimeout {
+            lose(worker, reason: "silent for more than distributed.worker_timeout before it had work")
+        }
     }
 
     func sendHeartbeats() {

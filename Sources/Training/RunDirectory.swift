@@ -22,7 +22,14 @@ public final class RunDirectory {
     public var metricsPath: String { path + "/metrics.jsonl" }
 
     public func writeConfig(_ config: TrainingConfig) throws {
-        try config.yaml.write(toFile: path + "/config.yaml", atomically: true, encoding: .utf8)
+        let file = path + "/config.yaml"
+        do {
+            try config.yaml.write(toFile: file, atomically: true, encoding: .utf8)
+        } catch {
+            let underlying = (error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError
+            let reason = underlying?.localizedDescription ?? error.localizedDescription
+            throw RunDirectoryError(description: "cannot write \(file): \(reason); free space in \(path) (or give another --run-dir) and start again")
+        }
     }
 
     /// Why metrics.jsonl could not be appended to (a full disk, say): the run should stop. After
@@ -90,4 +97,9 @@ public enum MetricValue {
         case .wallTime(let v): return object.raw(key, String(format: "%.3f", v))
         }
     }
+}
+
+/// A run directory that cannot be written.
+public struct RunDirectoryError: Error, CustomStringConvertible {
+    public var description: String
 }

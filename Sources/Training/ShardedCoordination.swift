@@ -134,6 +134,7 @@ extension Coordinator {
                 throw CoordinatorError(description: "step \(state.step): no worker has been ready for \(Int(config.distributed.joinTimeout)) s; start workers with `cnn-worker --connect \(connectAddress)`")
             }
             try pump(timeout: 0.05)
+            expireSilentWorkersOutsideTheScheduler()
             sendHeartbeats()
         }
         guard sharding.plan == nil || !sharding.waiting.isEmpty || sharding.restartPending else { return }
@@ -147,6 +148,7 @@ extension Coordinator {
             }
             try pump(timeout: 0.05)
             apply(scheduler.handle(.tick, at: monotonicSeconds()))
+            expireSilentWorkersOutsideTheScheduler()
             sendHeartbeats()
         }
         enforce(sharding)
@@ -206,6 +208,7 @@ extension Coordinator {
     /// Whether the step is complete; meanwhile sends the cover once every micro-batch has a
     /// result, the norm once every slice's block sums are in, and a new plan after a death.
     private func shardedStepDone(_ sharding: ShardedReduction, learningRate: Float) throws -> Bool {
+        expireSilentWorkersOutsideTheScheduler()
         if sharding.needsReplan { try replanAfterLoss(sharding) }
         if sharding.isReadyToEnforce { enforce(sharding) }
         guard scheduler.isTaskComplete, let plan = sharding.plan, sharding.inForceSent == plan.version else { return false }
@@ -343,6 +346,7 @@ extension Coordinator {
             }
             try pump(timeout: 0.05)
             apply(scheduler.handle(.tick, at: monotonicSeconds()))
+            expireSilentWorkersOutsideTheScheduler()
             sendHeartbeats()
         }
         try takeGathered(sharding)

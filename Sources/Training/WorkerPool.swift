@@ -20,6 +20,8 @@ final class WorkerRecord {
     var joinedAt: Double = 0
     /// Its process id on its host, as its hello said (with the host and name, one process).
     var processID: Int32 = 0
+    /// When anything last came from it.
+    var lastHeard: Double = 0
     /// Whether anything but hellos came from it since its welcome.
     var heardSinceWelcome = false
     /// The welcome it was sent, for hellos that were already queued behind the first.

@@ -75,6 +75,30 @@ final class ShardedTrainingTests: XCTestCase {
         try assertOptimizerMatchesReference(run, summary)
     }
 
+    /// A worker that says where it listens and then falls silent never adopts the plan it is
+    /// put in: it must be given up after the worker timeout, not waited for for ever.
+    func testAWorkerSilentBeforeItsFirstPlanIsGivenUpAndTheRunGoesOn() throws {
+        let run = try InMemoryRun(yaml: Self.yaml().replacingOccurrences(of: "worker_timeout: 5", with: "worker_timeout: 1"), steps: 3)
+        let lines = LogLines()
+        let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
+        Thread {
+            let silent = run.endpoint("silent")
+            let hello = Hello(name: "silent", threads: 1, processID: 7, hostName: "h", coreType: BLAS.kernelName)
+            try? silent.send(Envelope(runID: 0, step: 0, message: .hello(hello)), to: nil)
+            let deadline = Date().addingTimeInterval(10)
+            while Date() < deadline, let incoming = try? silent.receive(timeoutMilliseconds: 100) {
+                guard case .success(let envelope) = incoming.result, case .welcome = envelope.message else { continue }
+                try? silent.send(Envelope(runID: envelope.runID, step: 0, message: .listening(Listening(endpoint: "inmemory://silent", publicKey: ""))), to: nil)
+                return
+            }
+        }.start()
+        run.startWorker(name: "real")
+        let summary = try coordinator.run()
+        XCTAssertEqual(summary.steps, 3)
+        XCTAssertTrue(lines.all.contains { $0.contains("(silent) is gone") && $0.contains("before it had work") }, lines.all.joined(separator: "\n"))
+        try run.assertMatchesReference(summary)
+    }
+
     private func assertOptimizerMatchesReference(_ run: InMemoryRun, _ summary: RunSummary, file: StaticString = #filePath, line: UInt = #line) throws {
         let reference = try ReferenceTrainer(config: run.config, data: DataSource.load(run.config))
         try reference.train()
