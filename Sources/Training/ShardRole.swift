@@ -41,8 +41,17 @@ final class ShardRole {
     /// Optimisers of the owned slices; their state is the committed one until `applied`.
     private var updaters: [Int: ParameterSliceUpdate] = [:]
     private var doneSent: UInt64?
-    /// The plan before the last one adopted, until that one is in force.
-    private var handover: (old: ShardPlan?, new: ShardPlan)?
+    /// The last plan adopted, until it is in force.
+    private var handover: ShardPlan?
+    /// The last plan in force: whom this worker's messages of the step go to (every member of it
+    /// knows this worker). The adopted plan may be newer.
+    private var inForce: ShardPlan?
+    /// Who has this step's messages of each slice from this worker: its partial sums (an owner),
+    /// its new state (a replica), its new weights (members). A plan in force that names someone
+    /// else gets them sent again.
+    private var partialsSentTo: [Int: UInt32] = [:]
+    private var stateSentTo: [Int: UInt32] = [:]
+    private var weightsSentTo: [Int: Set<UInt32>] = [:]
     /// A checkpoint's request for the owned slices, and which were sent.
     private var gatherWanted: UInt64?
     private var gatherSent: Set<Int> = []
@@ -101,6 +110,9 @@ final class ShardRole {
         partials.removeAll()
         received.removeAll()
         deferred.removeAll()
+        partialsSentTo.removeAll()
+        stateSentTo.removeAll()
+        weightsSentTo.removeAll()
         cover = nil
         norm = nil
         blockSumsSent.removeAll()
@@ -168,7 +180,7 @@ final class ShardRole {
             if isOwner || isReplica, holdings[index] == nil { holdings[index] = SliceHolding() }
             if layout.isStateSlice(index) && (isOwner || isReplica) && holdings[index]!.committed == nil { holdings[index]!.committed = [] }
         }
-        handover = (old, newPlan)
+        handover = newPlan
         tellCoordinator(.planAdopted(PlanAdopted(planVersion: newPlan.version)), self.step!)
         let replay = deferred
         deferred.removeAll()
@@ -180,18 +192,38 @@ final class ShardRole {
     /// they lack; send this worker's partial sums to slices' new owners, and an owned slice's
     /// state to its new replica.
     func planInForce(_ version: UInt64) throws {
-        guard let (old, newPlan) = handover, newPlan.version == version, plan?.version == version, let step else { return }
+        guard let newPlan = handover, newPlan.version == version, plan?.version == version else { return }
         handover = nil
-        for (index, slice) in newPlan.slices.enumerated() {
-            if slice.source == selfID { handOver(index, slice, newMembers: newPlan.newMembers) }
-            guard let old else { continue }
-            if old.slices[index].owner != slice.owner { sendPartials(of: index, to: slice.owner) }
-            if slice.owner == selfID, old.slices[index].owner == selfID, let replica = slice.replica,
-               replica != old.slices[index].replica, let pending = holdings[index]?.pending {
+        inForce = newPlan
+        for (index, slice) in newPlan.slices.enumerated() where slice.source == selfID {
+            handOver(index, slice, newMembers: newPlan.newMembers)
+        }
+        deliverToPlanInForce()
+        try progress()
+    }
+
+    /// Sends what the plan in force's owners, replicas and members lack of this worker's part
+    /// of the step: each slice's partial sums, and for slices it has updated, their weights and
+    /// new state.
+    private func deliverToPlanInForce() {
+        guard let inForce, let step else { return }
+        for (index, slice) in inForce.slices.enumerated() {
+            if !partials.isEmpty && partialsSentTo[index] != slice.owner {
+                sendPartials(of: index, to: slice.owner)
+                partialsSentTo[index] = slice.owner
+            }
+            guard slice.owner == selfID, holdings[index]?.applied == true, next.has(index) else { continue }
+            let range = layout.slices[index]
+            let values = FloatPayload(wrapping: next.pointer + range.lowerBound, count: range.count, owner: next)
+            for member in inForce.members where member.workerID != selfID && !weightsSentTo[index, default: []].contains(member.workerID) {
+                send(.weightSlice(WeightSlice(slice: UInt32(index), values: values)), to: member.workerID, step: step + 1)
+                weightsSentTo[index, default: []].insert(member.workerID)
+            }
+            if let replica = slice.replica, !layout.isStateSlice(index), stateSentTo[index] != replica, let pending = holdings[index]?.pending {
                 sendState(index, pending, weights: false, to: replica, step: step + 1)
+                stateSentTo[index] = replica
             }
         }
-        try progress()
     }
 
     /// As the source of a slice after a plan change: its committed state to the owner and
@@ -279,8 +311,12 @@ final class ShardRole {
             }
             if step == self.step, !partials.contains(where: { $0.node == node }) { partials.append((node, values)) }
         }
-        if step == self.step, let plan {
-            for index in layout.slices.indices { sendPartials(of: index, to: plan.slices[index].owner, only: Set(gradients.nodes)) }
+        if step == self.step, let inForce {
+            for (index, slice) in inForce.slices.enumerated() {
+                // An owner that has some of this worker's nodes gets the new ones; one that has none, all.
+                sendPartials(of: index, to: slice.owner, only: partialsSentTo[index] == slice.owner ? Set(gradients.nodes) : nil)
+                partialsSentTo[index] = slice.owner
+            }
         }
         try progress()
         return Computed(epoch: gradients.epoch, results: gradients.results, nodes: gradients.nodes, timings: gradients.timings, nonFinite: finding)
@@ -436,13 +472,7 @@ final class ShardRole {
         }
         next.mark(index)
         holdings[index]!.applied = true
-        let values = FloatPayload(wrapping: output, count: range.count, owner: next)
-        for member in plan!.members where member.workerID != selfID {
-            send(.weightSlice(WeightSlice(slice: UInt32(index), values: values)), to: member.workerID, step: step + 1)
-        }
-        if let replica = plan!.slices[index].replica, !layout.isStateSlice(index) {
-            sendState(index, holdings[index]!.pending!, weights: false, to: replica, step: step + 1)
-        }
+        deliverToPlanInForce()
     }
 
     private func updater(for index: Int, committed: [(name: String, values: [Float])]) throws -> ParameterSliceUpdate {
