@@ -341,7 +341,11 @@ public final class Coordinator {
         task = Task(kind: kind, epoch: epoch, step: state.step, work: work)
         defer { task = nil }
         apply(scheduler.begin(step: state.step, microBatches: work.count, at: monotonicSeconds()))
-        while try !scheduler.isTaskComplete || !(until?() ?? true) {
+        // `until` runs on every round, not only once every micro-batch is in: it is also what
+        // turns a sharded run's new workers into members, which the scheduler may be waiting for.
+        while true {
+            let othersDone = try until?() ?? true
+            if othersDone && scheduler.isTaskComplete { break }
             if let error = stopError { stopError = nil; throw error }
             if Interruption.requested != nil { _ = scheduler.end(); return nil }
             try local.checkAlive()

@@ -178,6 +178,26 @@ final class ShardedClusterTests: XCTestCase {
         XCTAssertEqual(steps, Array(1...Self.steps))
     }
 
+    func testWhenEveryWorkerIsGoneANewOneCarriesOnFromTheCheckpointWithTheSameBits() throws {
+        let folder = try LocalCluster.temporaryDirectory("allgone")
+        let path = try LocalCluster.write(Self.config, to: "config.yaml", in: folder)
+        let run = folder + "/run"
+        let coordinator = try LocalCluster.Child(
+            "cnn-coord", ["--config", path, "--bind", "tcp://127.0.0.1:0", "--workers", "1", "--steps", "\(Self.steps)",
+                          "--reduction", "sharded", "--run-dir", run])
+        let address = try endpoint(of: run)
+        let first = try LocalCluster.Child("cnn-worker", ["--connect", address, "--name", "first"])
+        waitForStep(6, in: run)
+        first.signal(SIGKILL)
+        let second = try LocalCluster.Child("cnn-worker", ["--connect", address, "--name", "second"])
+        defer { second.signal(SIGKILL) }
+        let outcome = coordinator.wait(seconds: 120)
+        XCTAssertFalse(outcome.timedOut, outcome.combined)
+        XCTAssertEqual(outcome.status, 0, outcome.combined)
+        XCTAssertTrue(outcome.error.contains("(second) joined"), outcome.error)
+        XCTAssertEqual(try Self.finalFiles(run), Self.central)
+    }
+
     func testAWorkerJoiningMidRunGetsItsWeightsFromTheOwnersAndChangesNoBits() throws {
         let folder = try LocalCluster.temporaryDirectory("joinsharded")
         let path = try LocalCluster.write(Self.config, to: "config.yaml", in: folder)
