@@ -32,6 +32,10 @@ final class ShardedReduction {
     var inForceSent: UInt64?
     /// Slices gathered for a checkpoint.
     var gathered: [Int: SliceState] = [:]
+    /// Members that have finished a step (so they hold a whole set of weights). A member that has
+    /// not stays a "new member" of every plan, whose sources send it their slices' weights: its
+    /// first source may have died before it did.
+    var proven: Set<UInt32> = []
 
     init(parameterCount: Int, stateCount: Int) {
         layout = ShardLayout(parameterCount: parameterCount, stateCount: stateCount, block: GradientClipping.normBlock)
@@ -66,17 +70,17 @@ final class ShardedReduction {
     var handsOutItself: Bool { holdsWeights || planner.settled == nil }
 
     /// A new plan over the members and whoever waits; throws `SliceLost`.
-    func replan(step: Int) throws -> ShardPlan {
-        let joining = Set(waiting.keys)
+    func replan() throws -> ShardPlan {
         if holdsWeights { planner.reset() }
         let isFirst = planner.settled == nil
         for (id, member) in waiting { members[id] = member }
         waiting = [:]
         let ids = members.keys.sorted()
-        let slices = try planner.replan(members: ids, newMembers: isFirst ? [] : joining)
+        let unproven = Set(ids).subtracting(proven)
+        let slices = try planner.replan(members: ids, newMembers: isFirst ? [] : unproven)
         let version = (plan?.version ?? 0) + 1
         let next = ShardPlan(version: version, members: ids.map { members[$0]! }, slices: slices,
-                             newMembers: isFirst ? [] : joining.sorted())
+                             newMembers: isFirst ? [] : unproven.sorted())
         plan = next
         needsReplan = false
         restartPending = false
@@ -163,7 +167,7 @@ extension Coordinator {
         let handsOut = sharding.handsOutItself
         let plan: ShardPlan
         do {
-            plan = try sharding.replan(step: state.step)
+            plan = try sharding.replan()
         } catch let lost as SliceLost {
             throw ShardRewind(step: state.step, lost: lost)
         }
@@ -251,6 +255,7 @@ extension Coordinator {
     func shardMemberLost(_ id: UInt32) {
         guard let sharding else { return }
         sharding.waiting[id] = nil
+        sharding.proven.remove(id)
         guard sharding.members.removeValue(forKey: id) != nil else { return }
         sharding.cover.forget(id)
         sharding.needsReplan = true
@@ -292,6 +297,7 @@ extension Coordinator {
     func receiveStepDone(_ done: StepDone, step: UInt64, from worker: WorkerRecord) {
         guard let sharding, let plan = sharding.plan, step == UInt64(state.step), done.planVersion == plan.version else { return }
         sharding.done.insert(worker.id)
+        sharding.proven.insert(worker.id)
     }
 
     func receiveBlockSums(_ sums: BlockSums, step: UInt64, from worker: WorkerRecord) {
