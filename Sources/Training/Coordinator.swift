@@ -203,18 +203,27 @@ public final class Coordinator {
                                         stepsPerEpoch: stepsPerEpoch, totalSteps: totalSteps, classes: state.network.outputShape.count)) }
         let runStart = monotonicSeconds()
         var progress = RunProgress()
-        do {
-            try train(stepsPerEpoch: stepsPerEpoch, progress: &progress)
-        } catch let stopped as RunStopped {
-            // The weights of the last whole step are good: keep them, then report.
-            let path = try saveCheckpoint()
-            sayGoodbye(reason: "run stopped")
-            throw CoordinatorError(description: stopped.reason + " (last good weights: \(path))")
+        var final = ""
+        while true {
+            do {
+                try train(stepsPerEpoch: stepsPerEpoch, progress: &progress)
+            } catch let stopped as RunStopped {
+                // The weights of the last whole step are good: keep them, then report.
+                let path = try saveCheckpoint()
+                sayGoodbye(reason: "run stopped")
+                throw CoordinatorError(description: stopped.reason + " (last good weights: \(path))")
+            }
+            if progress.interrupted {
+                logger.notice("\(Interruption.signalName) received: stopping after step \(state.step) and writing a checkpoint")
+            }
+            do {
+                final = try saveCheckpoint()
+                break
+            } catch let rewind as ShardRewind where !progress.interrupted {
+                // The final weights were lost with their slices: train the steps since the last checkpoint again.
+                try rewindToCheckpoint(after: rewind)
+            }
         }
-        if progress.interrupted {
-            logger.notice("\(Interruption.signalName) received: stopping after step \(state.step) and writing a checkpoint")
-        }
-        let final = try saveCheckpoint()
         sayGoodbye(reason: progress.interrupted ? "coordinator interrupted" : "training finished")
         let elapsed = monotonicSeconds() - runStart
         let summary = RunSummary(
@@ -262,7 +271,11 @@ public final class Coordinator {
                 progress.lastTestAccuracy = test.accuracy
             }
             if config.checkpoint.every > 0 && state.step % config.checkpoint.every == 0 && !state.isFinished(stepsPerEpoch: stepsPerEpoch) {
-                try saveCheckpoint()
+                do {
+                    try saveCheckpoint()
+                } catch let rewind as ShardRewind {
+                    try rewindToCheckpoint(after: rewind)
+                }
             }
         }
     }

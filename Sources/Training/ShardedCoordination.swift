@@ -334,13 +334,8 @@ extension Coordinator {
         var askedVersion: UInt64 = 0
         let deadline = monotonicSeconds() + max(60, config.distributed.workerTimeout * 4)
         while sharding.gathered.count < sharding.layout.slices.count {
-            if sharding.needsReplan && sharding.readyCount > 0 {
-                do {
-                    _ = try issuePlan(sharding)
-                } catch let rewind as ShardRewind {
-                    throw CoordinatorError(description: "\(rewind); cannot write a checkpoint of this step. The last checkpoint is in \(options.runDirectory)/checkpoints")
-                }
-            }
+            // A lost slice throws `ShardRewind`: the run goes back to its last checkpoint.
+            if sharding.needsReplan && sharding.readyCount > 0 { _ = try issuePlan(sharding) }
             if sharding.isReadyToEnforce { enforce(sharding) }
             if let plan = sharding.plan, plan.version != askedVersion, sharding.inForceSent == plan.version {
                 askedVersion = plan.version
