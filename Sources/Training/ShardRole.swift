@@ -55,8 +55,9 @@ final class ShardRole {
     /// A checkpoint's request for the owned slices, and which were sent.
     private var gatherWanted: UInt64?
     private var gatherSent: Set<Int> = []
-    /// Weight slices and state from peers that the current plan does not let them send: kept
-    /// until the next plan (the coordinator's plan can reach this worker after a peer acted on it).
+    /// Peers' messages this worker cannot take yet: weight slices and state the current plan does
+    /// not let them send (the coordinator's plan can reach this worker after a peer acted on it),
+    /// and partial sums of the next step. Replayed at the next plan or commit.
     private var deferred: [(envelope: Envelope, sender: UInt32)] = []
     /// Whether a computation may still read `current` (then a commit does not reuse it).
     private let isComputing: () -> Bool

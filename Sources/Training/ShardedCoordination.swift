@@ -42,6 +42,9 @@ final class ShardedReduction {
         planner = ShardPlanner(layout: layout)
     }
 
+    /// Set by `restart` until the next plan is issued.
+    var restartPending = false
+
     var readyCount: Int { members.count + waiting.count }
 
     /// Starts again from the coordinator's state (after a rewind to a checkpoint): the next plan
@@ -53,9 +56,6 @@ final class ShardedReduction {
         restartPending = true
         adopted = []
     }
-
-    /// Set by `restart` until the next plan is issued.
-    var restartPending = false
 
     func beginStep(microBatches: Int) {
         cover = CoverSelection(microBatches: microBatches)
@@ -148,7 +148,9 @@ extension Coordinator {
             if let error = stopError { stopError = nil; throw error }
             if sharding.needsReplan && sharding.readyCount > 0 { _ = try issuePlan(sharding) }
             guard monotonicSeconds() < deadline else {
-                throw CoordinatorError(description: "step \(state.step): the workers did not all take the new plan within \(Int(config.distributed.joinTimeout)) s")
+                let missing = (sharding.plan?.members.map(\.workerID) ?? []).filter { !sharding.adopted.contains($0) }
+                throw CoordinatorError(description: "step \(state.step): workers \(missing.map { "w\($0)" }) did not take the new plan within "
+                    + "\(Int(config.distributed.joinTimeout)) s; check that they are alive and can reach each other at the addresses they announced, then --resume")
             }
             try pump(timeout: 0.05)
             apply(scheduler.handle(.tick, at: monotonicSeconds()))
@@ -332,18 +334,21 @@ extension Coordinator {
         guard let sharding, !sharding.holdsWeights, sharding.plan != nil else { return }
         sharding.gathered = [:]
         var askedVersion: UInt64 = 0
-        let deadline = monotonicSeconds() + max(60, config.distributed.workerTimeout * 4)
+        let patience = max(60, config.distributed.workerTimeout * 4)
+        let deadline = monotonicSeconds() + patience
         while sharding.gathered.count < sharding.layout.slices.count {
             // A lost slice throws `ShardRewind`: the run goes back to its last checkpoint.
             if sharding.needsReplan && sharding.readyCount > 0 { _ = try issuePlan(sharding) }
             if sharding.isReadyToEnforce { enforce(sharding) }
             if let plan = sharding.plan, plan.version != askedVersion, sharding.inForceSent == plan.version {
+                // Slices already gathered stay: every owner sends the same committed state.
                 askedVersion = plan.version
-                sharding.gathered = sharding.gathered.filter { plan.slices[$0.key].owner == plan.slices[$0.key].owner }
                 broadcast(.gather(Gather(planVersion: plan.version)), to: sharding)
             }
             guard monotonicSeconds() < deadline else {
-                throw CoordinatorError(description: "step \(state.step): the slice owners did not send their weights and state for a checkpoint within \(Int(deadline)) s")
+                let missing = sharding.layout.slices.indices.filter { sharding.gathered[$0] == nil }
+                throw CoordinatorError(description: "step \(state.step): the owners of slices \(missing) did not send their weights and state for a checkpoint within "
+                    + "\(Int(patience)) s; the last checkpoint is in \(options.runDirectory)/checkpoints: continue from it with --resume")
             }
             try pump(timeout: 0.05)
             apply(scheduler.handle(.tick, at: monotonicSeconds()))
