@@ -12,6 +12,26 @@ extension TreeNode: Comparable {
     public static func < (a: TreeNode, b: TreeNode) -> Bool {
         a.firstLeaf != b.firstLeaf ? a.firstLeaf < b.firstLeaf : a.level > b.level
     }
+
+    /// Whether the two nodes share a micro-batch (one lies inside the other).
+    public func overlaps(_ other: TreeNode) -> Bool {
+        (firstLeaf..<(firstLeaf + (1 << level))).overlaps(other.firstLeaf..<(other.firstLeaf + (1 << other.level)))
+    }
+
+    /// `items` in groups none of which holds two overlapping nodes, in their order: one message
+    /// may not carry both (its receiver would count micro-batches twice), and a worker that
+    /// computed a micro-batch twice, in a node and again alone, holds both.
+    public static func disjointGroups<Item>(_ items: [Item], node: (Item) -> TreeNode) -> [[Item]] {
+        var groups: [[Item]] = []
+        for item in items {
+            if let g = groups.firstIndex(where: { group in !group.contains { node($0).overlaps(node(item)) } }) {
+                groups[g].append(item)
+            } else {
+                groups.append([item])
+            }
+        }
+        return groups
+    }
 }
 
 public struct ReductionError: Error, CustomStringConvertible, Equatable {

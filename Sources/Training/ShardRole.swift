@@ -46,12 +46,20 @@ final class ShardRole {
     /// The last plan in force: whom this worker's messages of the step go to (every member of it
     /// knows this worker). The adopted plan may be newer.
     private var inForce: ShardPlan?
-    /// Who has this step's messages of each slice from this worker: its partial sums (an owner),
-    /// its new state (a replica), its new weights (members). A plan in force that names someone
-    /// else gets them sent again.
-    private var partialsSentTo: [Int: UInt32] = [:]
+    /// Who has this step's messages of each slice from this worker: its partial sums (an owner,
+    /// and which nodes), its new state (a replica), its new weights (members). A plan in force
+    /// that names someone else gets them sent again; a send that failed is tried again.
+    private var partialsSentTo: [Int: (owner: UInt32, nodes: Set<TreeNode>)] = [:]
     private var stateSentTo: [Int: UInt32] = [:]
     private var weightsSentTo: [Int: Set<UInt32>] = [:]
+    /// What this worker, as a slice's source under the plan in force, still owes: committed
+    /// state to a new owner or replica, current weights to a new member.
+    private var handoversDue: [Handover] = []
+    /// Peers a send failed to (not listening yet, paused, or gone), and when to try them again:
+    /// what they lack is sent again then, never dropped, and the worker's loop (its heartbeats)
+    /// is not held up by one peer's send timeout after another.
+    private var unreadyUntil: [UInt32: Double] = [:]
+    private var deliveryFailed = false
     /// A checkpoint's request for the owned slices, and which were sent.
     private var gatherWanted: UInt64?
     private var gatherSent: Set<Int> = []
@@ -61,6 +69,11 @@ final class ShardRole {
     private var deferred: [(envelope: Envelope, sender: UInt32)] = []
     /// Whether a computation may still read `current` (then a commit does not reuse it).
     private let isComputing: () -> Bool
+
+    enum Handover: Equatable {
+        case state(slice: Int, to: UInt32)
+        case weights(slice: Int, to: UInt32)
+    }
 
     struct SliceHolding {
         var committed: [(name: String, values: [Float])]?
@@ -114,6 +127,7 @@ final class ShardRole {
         partialsSentTo.removeAll()
         stateSentTo.removeAll()
         weightsSentTo.removeAll()
+        handoversDue.removeAll()
         cover = nil
         norm = nil
         blockSumsSent.removeAll()
@@ -196,9 +210,10 @@ final class ShardRole {
         guard let newPlan = handover, newPlan.version == version, plan?.version == version else { return }
         handover = nil
         inForce = newPlan
-        for (index, slice) in newPlan.slices.enumerated() where slice.source == selfID {
-            handOver(index, slice, newMembers: newPlan.newMembers)
+        handoversDue = newPlan.slices.indices.filter { newPlan.slices[$0].source == selfID }.flatMap {
+            handovers(of: $0, newPlan.slices[$0], newMembers: newPlan.newMembers)
         }
+        deliverHandovers()
         deliverToPlanInForce()
         try progress()
     }
@@ -209,37 +224,60 @@ final class ShardRole {
     private func deliverToPlanInForce() {
         guard let inForce, let step else { return }
         for (index, slice) in inForce.slices.enumerated() {
-            if !partials.isEmpty && partialsSentTo[index] != slice.owner {
-                sendPartials(of: index, to: slice.owner)
-                partialsSentTo[index] = slice.owner
-            }
+            deliverPartials(of: index, to: slice.owner)
             guard slice.owner == selfID, holdings[index]?.applied == true, next.has(index) else { continue }
             let range = layout.slices[index]
             let values = FloatPayload(wrapping: next.pointer + range.lowerBound, count: range.count, owner: next)
             for member in inForce.members where member.workerID != selfID && !weightsSentTo[index, default: []].contains(member.workerID) {
-                send(.weightSlice(WeightSlice(slice: UInt32(index), values: values)), to: member.workerID, step: step + 1)
-                weightsSentTo[index, default: []].insert(member.workerID)
+                if send(.weightSlice(WeightSlice(slice: UInt32(index), values: values)), to: member.workerID, step: step + 1) {
+                    weightsSentTo[index, default: []].insert(member.workerID)
+                }
             }
-            if let replica = slice.replica, !layout.isStateSlice(index), stateSentTo[index] != replica, let pending = holdings[index]?.pending {
-                sendState(index, pending, weights: false, to: replica, step: step + 1)
+            if let replica = slice.replica, !layout.isStateSlice(index), stateSentTo[index] != replica, let pending = holdings[index]?.pending,
+               sendState(index, pending, weights: false, to: replica, step: step + 1) {
                 stateSentTo[index] = replica
             }
         }
     }
 
+    /// The partial sums of slice `index` that its owner lacks, in messages of disjoint nodes
+    /// (a worker that computed a micro-batch twice, in a node and again alone, holds both).
+    private func deliverPartials(of index: Int, to owner: UInt32) {
+        guard !partials.isEmpty else { return }
+        if partialsSentTo[index]?.owner != owner { partialsSentTo[index] = (owner, []) }
+        let missing = partials.filter { !partialsSentTo[index]!.nodes.contains($0.node) }
+        for group in TreeNode.disjointGroups(missing, node: \.node) where sendPartials(group, of: index, to: owner) {
+            partialsSentTo[index]!.nodes.formUnion(group.map(\.node))
+        }
+    }
+
     /// As the source of a slice after a plan change: its committed state to the owner and
     /// replica that lack it, its committed weights to new members.
-    private func handOver(_ index: Int, _ slice: SliceAssignment, newMembers: [UInt32]) {
-        guard let step, let state = holdings[index]?.committed else {
+    private func handovers(of index: Int, _ slice: SliceAssignment, newMembers: [UInt32]) -> [Handover] {
+        guard holdings[index]?.committed != nil else {
             logger.warning("plan names this worker the source of slice \(index) but it holds no committed state of it")
-            return
+            return []
         }
-        if slice.ownerNeedsState && slice.owner != selfID { sendState(index, state, weights: false, to: slice.owner, step: step) }
-        if slice.replicaNeedsState, let replica = slice.replica, replica != selfID { sendState(index, state, weights: false, to: replica, step: step) }
-        for member in newMembers where member != selfID {
-            let range = layout.slices[index]
-            let values = FloatPayload(wrapping: current.pointer + range.lowerBound, count: range.count, owner: current)
-            send(.weightSlice(WeightSlice(slice: UInt32(index), values: values)), to: member, step: step)
+        var due: [Handover] = []
+        if slice.ownerNeedsState && slice.owner != selfID { due.append(.state(slice: index, to: slice.owner)) }
+        if slice.replicaNeedsState, let replica = slice.replica, replica != selfID { due.append(.state(slice: index, to: replica)) }
+        for member in newMembers where member != selfID { due.append(.weights(slice: index, to: member)) }
+        return due
+    }
+
+    /// Sends what this worker owes as a source; keeps what could not be sent for the next try.
+    private func deliverHandovers() {
+        guard let step else { return }
+        handoversDue = handoversDue.filter { due in
+            switch due {
+            case .state(let index, let member):
+                guard let state = holdings[index]?.committed else { return false }
+                return !sendState(index, state, weights: false, to: member, step: step)
+            case .weights(let index, let member):
+                let range = layout.slices[index]
+                let values = FloatPayload(wrapping: current.pointer + range.lowerBound, count: range.count, owner: current)
+                return !send(.weightSlice(WeightSlice(slice: UInt32(index), values: values)), to: member, step: step)
+            }
         }
     }
 
@@ -312,30 +350,23 @@ final class ShardRole {
             }
             if step == self.step, !partials.contains(where: { $0.node == node }) { partials.append((node, values)) }
         }
-        if step == self.step, let inForce {
-            for (index, slice) in inForce.slices.enumerated() {
-                // An owner that has some of this worker's nodes gets the new ones; one that has none, all.
-                sendPartials(of: index, to: slice.owner, only: partialsSentTo[index] == slice.owner ? Set(gradients.nodes) : nil)
-                partialsSentTo[index] = slice.owner
-            }
-        }
+        if step == self.step { deliverToPlanInForce() }
         try progress()
         return Computed(epoch: gradients.epoch, results: gradients.results, nodes: gradients.nodes, timings: gradients.timings, nonFinite: finding)
     }
 
-    private func sendPartials(of index: Int, to owner: UInt32, only: Set<TreeNode>? = nil) {
-        guard let step else { return }
+    /// Sends slice `index` of disjoint partial sums to its owner; whether it was sent.
+    private func sendPartials(_ chosen: [(node: TreeNode, values: FloatPayload)], of index: Int, to owner: UInt32) -> Bool {
+        guard let step, !chosen.isEmpty else { return false }
         let range = layout.slices[index]
-        let chosen = partials.filter { only?.contains($0.node) ?? true }
-        guard !chosen.isEmpty else { return }
         let tensors = chosen.map { held in
             held.values.withUnsafeBufferPointer { FloatPayload(wrapping: $0.baseAddress! + range.lowerBound, count: range.count, owner: held.values) }
         }
         if owner == selfID {
             for (held, tensor) in zip(chosen, tensors) { received[index, default: [:]][CoverNode(node: held.node, worker: selfID)] = tensor }
-            return
+            return true
         }
-        send(.slicePartials(SlicePartials(slice: UInt32(index), nodes: chosen.map(\.node), tensors: tensors)), to: owner, step: step)
+        return send(.slicePartials(SlicePartials(slice: UInt32(index), nodes: chosen.map(\.node), tensors: tensors)), to: owner, step: step)
     }
 
     // MARK: Messages from peers
@@ -355,6 +386,11 @@ final class ShardRole {
             case .success(let envelope):
                 try handlePeer(envelope, from: incoming.sender)
             }
+        }
+        if deliveryFailed {
+            deliveryFailed = false
+            deliverHandovers()
+            deliverToPlanInForce()
         }
     }
 
@@ -486,22 +522,43 @@ final class ShardRole {
 
     // MARK: Sending
 
-    private func sendState(_ index: Int, _ state: [(name: String, values: [Float])], weights: Bool, to member: UInt32?, step: Int) {
+    @discardableResult
+    private func sendState(_ index: Int, _ state: [(name: String, values: [Float])], weights: Bool, to member: UInt32?, step: Int) -> Bool {
         let range = layout.slices[index]
         let message = SliceState(
             slice: UInt32(index), names: state.map(\.name),
             weights: weights ? FloatPayload(copying: current.pointer + range.lowerBound, count: range.count) : nil,
             tensors: state.map { FloatPayload(copying: $0.values) })
-        if let member { send(.sliceState(message), to: member, step: step) } else { tellCoordinator(.sliceState(message), step) }
+        if let member { return send(.sliceState(message), to: member, step: step) }
+        tellCoordinator(.sliceState(message), step)
+        return true
     }
 
-    private func send(_ message: Message, to member: UInt32, step: Int) {
+    /// Sends to a peer; whether it took the message. After a failure the peer is left alone for
+    /// a moment, and the worker's loop tries again.
+    @discardableResult
+    private func send(_ message: Message, to member: UInt32, step: Int) -> Bool {
+        let now = monotonicSeconds()
+        if let until = unreadyUntil[member], now < until {
+            deliveryFailed = true
+            return false
+        }
         do {
             try mesh.send(Envelope(runID: 0, step: UInt64(step), message: message), to: member)
+            if unreadyUntil.removeValue(forKey: member) != nil { logger.info("step \(step): worker w\(member) takes messages again") }
+            return true
         } catch {
-            logger.warning("step \(step): could not send \(message.typeName) to worker w\(member): \(error)")
+            if unreadyUntil[member] == nil {
+                logger.warning("step \(step): could not send \(message.typeName) to worker w\(member): \(error); trying again while it is a member")
+            }
+            unreadyUntil[member] = monotonicSeconds() + Self.retryInterval
+            deliveryFailed = true
+            return false
         }
     }
+
+    /// Seconds between tries to a peer that did not take a message.
+    static let retryInterval = 0.3
 }
 
 /// The coordinator started a step this worker is not ready for: it must join again.

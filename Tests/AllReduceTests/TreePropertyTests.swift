@@ -1,4 +1,5 @@
 import AllReduce
+import Wire
 import Testing
 
 /// Properties of the reduction tree over every micro-batch count a config is likely to use.
@@ -29,5 +30,24 @@ struct TreePropertyTests {
         #expect(tree.leaves(of: tree.root) == 0..<leafCount)
         #expect((1 << tree.height) >= leafCount)
         #expect(tree.height == 0 || (1 << (tree.height - 1)) < leafCount)
+    }
+
+    /// What a worker holds after computing some micro-batches twice (a node, then a leaf of it
+    /// again as a backup copy): the groups must hold every node once, keep their order, and never
+    /// put two overlapping nodes in one message.
+    @Test("disjoint groups hold every node once and no two overlapping ones together")
+    func disjointGroupsSeparateOverlappingNodes() {
+        let held = [TreeNode(level: 1, index: 1), TreeNode(level: 0, index: 3), TreeNode(level: 0, index: 0),
+                    TreeNode(level: 2, index: 0), TreeNode(level: 0, index: 2), TreeNode(level: 1, index: 2)]
+        let groups = TreeNode.disjointGroups(held, node: { $0 })
+        #expect(groups.flatMap { $0 }.sorted() == held.sorted())
+        for group in groups {
+            for (i, a) in group.enumerated() {
+                for b in group[(i + 1)...] { #expect(!a.overlaps(b), "\(a) and \(b) in one group") }
+            }
+        }
+        #expect(groups.count == 3)
+        #expect(groups[0] == [TreeNode(level: 1, index: 1), TreeNode(level: 0, index: 0), TreeNode(level: 1, index: 2)])
+        #expect(TreeNode.disjointGroups([TreeNode(level: 0, index: 0), TreeNode(level: 0, index: 1)], node: { $0 }).count == 1)
     }
 }

@@ -81,12 +81,13 @@ final class InMemoryRun: Sendable {
     }
 
     /// Starts a real worker on a thread of its own; it serves until the coordinator says goodbye.
-    func startWorker(name: String, threads: Int = 1) {
+    /// `wrapPeers` may put the worker's peer transport behind a fault-injecting one.
+    func startWorker(name: String, threads: Int = 1, wrapPeers: @escaping @Sendable (InMemoryPeerTransport) -> PeerTransport = { $0 }) {
         let network = network
         let peers = peers
         Thread {
             var options = WorkerOptions(connect: InMemoryRun.coordinatorAddress, threads: threads, name: name)
-            options.peerTransport = { id in try peers.transport(workerID: id) }
+            options.peerTransport = { id in wrapPeers(try peers.transport(workerID: id)) }
             let worker = Worker(
                 options: options,
                 logger: Logger(label: name) { _ in SwiftLogNoOpLogHandler() },

@@ -99,6 +99,32 @@ final class ShardedTrainingTests: XCTestCase {
         try run.assertMatchesReference(summary)
     }
 
+    /// A peer that does not take a message at first (not listening yet, or paused by SIGSTOP
+    /// before its connection was made) must get it on a later try: the first send of every kind
+    /// of message to every peer fails here, and the run must still finish with the reference's bits.
+    func testMessagesAPeerDidNotTakeAtFirstAreSentAgain() throws {
+        let run = try InMemoryRun(yaml: Self.yaml(), steps: 4)
+        let coordinator = try run.coordinator(logger: makeLogger(label: "coord", level: .info), expectedWorkers: 3)
+        let refusals = RefusalCount()
+        for index in 0..<3 {
+            run.startWorker(name: "r\(index)") { RefusingFirstSends(wrapping: $0, count: refusals) }
+        }
+        let finished = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var outcome: Result<RunSummary, Error>?
+        nonisolated(unsafe) let running = coordinator
+        Thread {
+            outcome = Result { try running.run() }
+            finished.signal()
+        }.start()
+        guard finished.wait(timeout: .now() + 60) == .success, let outcome else {
+            return XCTFail("the run did not finish in 60 s: a message a peer did not take at first was never sent again")
+        }
+        let summary = try outcome.get()
+        XCTAssertEqual(summary.steps, 4)
+        XCTAssertGreaterThan(refusals.value, 6, "the test refused too few sends to mean anything")
+        try run.assertMatchesReference(summary)
+    }
+
     private func assertOptimizerMatchesReference(_ run: InMemoryRun, _ summary: RunSummary, file: StaticString = #filePath, line: UInt = #line) throws {
         let reference = try ReferenceTrainer(config: run.config, data: DataSource.load(run.config))
         try reference.train()
@@ -107,5 +133,40 @@ final class ShardedTrainingTests: XCTestCase {
             let values = try XCTUnwrap(saved.optimizer[tensor.name], "the checkpoint lacks \(tensor.name)", file: file, line: line).values
             XCTAssertEqual(values.map(\.bitPattern), tensor.values.map(\.bitPattern), "\(tensor.name) differs", file: file, line: line)
         }
+    }
+}
+
+/// Sends refused, counted across the workers of a test.
+final class RefusalCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    var value: Int { lock.withLock { count } }
+    func add() { lock.withLock { count += 1 } }
+}
+
+/// A peer transport whose first send of each kind of message to each peer fails as a send to a
+/// peer that is not ready does (EAGAIN); every later one goes through.
+final class RefusingFirstSends: PeerTransport {
+    private let inner: InMemoryPeerTransport
+    private let count: RefusalCount
+    private var tried: Set<String> = []
+
+    init(wrapping inner: InMemoryPeerTransport, count: RefusalCount) {
+        self.inner = inner
+        self.count = count
+    }
+
+    var endpoint: String { inner.endpoint }
+    var bytesSent: Int { inner.bytesSent }
+    var bytesReceived: Int { inner.bytesReceived }
+    func setPeers(_ peers: [PeerAddress]) throws { try inner.setPeers(peers) }
+    func receive(timeoutMilliseconds: Int) throws -> PeerIncoming? { try inner.receive(timeoutMilliseconds: timeoutMilliseconds) }
+    func close() { inner.close() }
+
+    func send(_ envelope: Envelope, to worker: UInt32) throws {
+        guard tried.insert("\(envelope.message.typeName) to \(worker)").inserted else { return try inner.send(envelope, to: worker) }
+        count.add()
+        throw ZMQError(operation: "send \(envelope.message.typeName) to worker \(worker)", code: EAGAIN,
+                       message: "no connection to it was ready to take the message (refused by the test)")
     }
 }
