@@ -350,10 +350,11 @@ public struct PeerHandshakeFailure: Sendable, Equatable, CustomStringConvertible
                 + "the public key announced for that worker is probably not the one it uses"
         default:
             let reason = String(cString: strerror(Int32(bitPattern: event.value)))
-            // The peer closed the connection without saying why; what is usual depends on our side.
-            return "\(prefix) closed the connection during the handshake (\(reason)); the usual cause is "
-                + (selfUsesCurve ? "a public key announced for that worker that is not its own"
-                                 : "that it uses CURVE and this worker does not: every worker of a run must have keys, or none")
+            // The peer closed the connection without saying why: it died or restarted (the
+            // coordinator then gives it up), or it refuses this worker's mechanism or key.
+            return "\(prefix) closed the connection during the handshake (\(reason)): it stopped or restarted, or "
+                + (selfUsesCurve ? "the public key announced for that worker is not its own"
+                                 : "it uses CURVE and this worker does not (every worker of a run must have keys, or none)")
         }
     }
 }
