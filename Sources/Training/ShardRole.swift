@@ -371,6 +371,10 @@ final class ShardRole {
 
     // MARK: Messages from peers
 
+    /// The socket peers' messages arrive on, when it is a ZeroMQ one: the worker waits on it
+    /// and on its coordinator's socket at once.
+    var peerSocket: ZMQSocket? { (mesh as? PeerMesh)?.listener }
+
     /// Reads what peers sent, for up to `timeoutMilliseconds` for the first message.
     func poll(timeoutMilliseconds: Int) throws {
         if let sockets = mesh as? PeerMesh {

@@ -166,7 +166,7 @@ public final class Worker {
             // millisecond (a 5 ms wait here doubled the step time of a small model; the trace
             // showed it as the workers' "other" time); idle, wake only for messages and heartbeats.
             do {
-                if let incoming = try transport.receive(timeoutMilliseconds: computation.isBusy ? 1 : 5) {
+                if let incoming = try receiveFromCoordinator(waitingUpTo: computation.isBusy ? 1 : 5) {
                     switch try handle(incoming) {
                     case .carryOn: break
                     case .stop: return
@@ -189,6 +189,17 @@ public final class Worker {
                 try join()
             }
         }
+    }
+
+    /// The coordinator's next message. Under the sharded reduction the wait also ends when a
+    /// peer's message arrives, so that the loop takes it at once: a step has several rounds of
+    /// peer messages, and each waited up to the whole idle wait here before.
+    private func receiveFromCoordinator(waitingUpTo milliseconds: Int) throws -> Incoming? {
+        guard let peers = shard?.peerSocket, let own = (transport as? MessageSocket)?.socket else {
+            return try transport.receive(timeoutMilliseconds: milliseconds)
+        }
+        _ = try zmqPoll([own, peers], timeoutMilliseconds: milliseconds)
+        return try transport.receive(timeoutMilliseconds: 0)
     }
 
     /// Seconds between fresh connections while the coordinator's handshake refuses this worker.

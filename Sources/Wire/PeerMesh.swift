@@ -238,6 +238,10 @@ public final class PeerMesh: PeerTransport {
         return unreportedFailures
     }
 
+    /// The listener's socket, for waiting on it together with other sockets (`zmqPoll`); read
+    /// its messages through `receive(timeoutMilliseconds:)`, which checks who sent them.
+    public var listener: ZMQSocket { router }
+
     /// Closes the connections, the listener, the ZAP handler and the context. Messages already
     /// queued to peers still go out for up to a second. Safe to call twice.
     public func close() {
