@@ -14,18 +14,37 @@ import Glibc
 import Darwin
 #endif
 
-/// A model `cnn bench` measures, at the batch the benchmark fixes for it.
+/// A model `cnn bench` measures, at the batch the benchmark fixes for it, or a config's model at
+/// the config's batch.
 public struct BenchmarkModel: Sendable {
-    /// The name given to `--model`.
+    /// The name given to `--model`, or the path given to `--config`.
     public var name: String
     /// The global batch of one training step.
     public var batch: Int
     public var spec: ModelSpec
+    /// The config the model comes from (`cnn bench --config`): its optimiser, schedule, frozen
+    /// layers and micro-batch are what the benchmark trains with, on synthetic data. Nil for the
+    /// built-in models, which train with SGD and momentum.
+    public var config: TrainingConfig?
 
-    public init(name: String, batch: Int, spec: ModelSpec) {
+    public init(name: String, batch: Int, spec: ModelSpec, config: TrainingConfig? = nil) {
         self.name = name
         self.batch = batch
         self.spec = spec
+        self.config = config
+    }
+
+    /// The model of the config at `path`, at its batch: what a distributed run of that config
+    /// computes, to compare with in one process.
+    public static func fromConfig(path: String) throws -> BenchmarkModel {
+        let config = try TrainingConfig.load(path: path)
+        return BenchmarkModel(name: path, batch: config.train.batch, spec: config.model, config: config)
+    }
+
+    /// The micro-batch the benchmark cuts the batch into at `threads` threads: `chosen` (the
+    /// `--micro-batch` option) if given, else the config's, else one micro-batch per thread.
+    public func microBatch(threads: Int, chosen: Int?) -> Int {
+        chosen ?? config?.train.microBatch ?? Benchmark.defaultMicroBatch(batch: batch, threads: threads)
     }
 
     /// Every model `cnn bench` knows, in the order it runs them.
@@ -60,6 +79,8 @@ public struct BenchmarkUnavailable: Error, Sendable, CustomStringConvertible {
 public struct BenchmarkSettings: Sendable {
     /// Model names, from `BenchmarkModel.names`.
     public var models: [String] = BenchmarkModel.names
+    /// Config files whose models are measured after the named ones (`cnn bench --config`).
+    public var configPaths: [String] = []
     /// Thread counts; each gets its own engine with that many replicas.
     public var threads: [Int] = [1, 2]
     /// The precisions of the products, each measured beside the others at every thread count.
@@ -79,8 +100,8 @@ public struct BenchmarkSettings: Sendable {
     /// `memoryProbeCommand`).
     public var measureMemory = true
     /// The command that runs `Benchmark.runMemoryProbe` in a fresh process and prints its JSON
-    /// line; given the model name and thread count. Nil skips the memory figure.
-    public var memoryProbeCommand: (@Sendable (String, Int) -> [String])?
+    /// line; given the model and thread count. Nil skips the memory figure.
+    public var memoryProbeCommand: (@Sendable (BenchmarkModel, Int) -> [String])?
 
     public init() {}
 }
@@ -200,6 +221,9 @@ public enum Benchmark {
                 report(try measure(model, settings: settings))
             }
         }
+        for path in settings.configPaths {
+            report(try measure(try BenchmarkModel.fromConfig(path: path), settings: settings))
+        }
     }
 
     /// All figures for one model.
@@ -210,7 +234,7 @@ public enum Benchmark {
             forwardFLOPsPerSample: network.layers.reduce(0) { $0 + $1.forwardFLOPs })
         // The precisions side by side at each thread count, so that each ratio sees one state of the machine.
         for threads in settings.threads {
-            let microBatch = settings.microBatch ?? defaultMicroBatch(batch: model.batch, threads: threads)
+            let microBatch = model.microBatch(threads: threads, chosen: settings.microBatch)
             for precision in settings.precisions {
                 result.throughput.append(
                     try measureThroughput(model, threads: threads, microBatch: microBatch, precision: precision, settings: settings))
@@ -218,7 +242,7 @@ public enum Benchmark {
         }
         // The micro-batch of the most threads: what each thread computes there.
         let mostThreads = settings.threads.max() ?? 1
-        let sharedMicroBatch = settings.microBatch ?? defaultMicroBatch(batch: model.batch, threads: mostThreads)
+        let sharedMicroBatch = model.microBatch(threads: mostThreads, chosen: settings.microBatch)
         if settings.threads.count > 1 {
             for precision in settings.precisions {
                 var digests: [Int: UInt64] = [:]
@@ -241,7 +265,7 @@ public enum Benchmark {
         if settings.measureMemory, let command = settings.memoryProbeCommand {
             for threads in settings.threads {
                 do {
-                    result.memory.append(try runMemoryProbeProcess(command(model.name, threads), model: model, threads: threads))
+                    result.memory.append(try runMemoryProbeProcess(command(model, threads), model: model, threads: threads))
                 } catch {
                     result.notes.append("memory at \(threads) thread(s) not measured: \(error)")
                 }
@@ -258,12 +282,22 @@ public enum Benchmark {
     }
 
     /// The training configuration the benchmark uses for a model: SGD with momentum (what the
-    /// PyTorch side runs too), no augmentation, the batch cut into micro-batches.
+    /// PyTorch side runs too), or a config's own training settings, no augmentation, the batch
+    /// cut into micro-batches.
     public static func config(for model: BenchmarkModel, microBatch: Int, precision: Precision = .fp32) throws -> TrainingConfig {
         guard microBatch >= 1, model.batch % microBatch == 0 else {
             throw BenchmarkUnavailable(
                 model: model.name,
                 reason: "micro-batch \(microBatch) does not divide the batch \(model.batch); choose a divisor of \(model.batch)")
+        }
+        if var config = model.config {
+            config.train.microBatch = microBatch
+            config.train.precision = precision == .bf16 ? .bf16 : .fp32
+            var data = DataConfig()
+            data.dataset = "synthetic"
+            data.shuffle = false
+            config.data = data
+            return config
         }
         var train = TrainConfig()
         train.batch = model.batch
@@ -320,7 +354,7 @@ public enum Benchmark {
     /// resident memory beside what training must hold. Meant to run alone in a fresh process
     /// (`cnn bench --memory-probe`), so that nothing else counts towards the peak.
     public static func runMemoryProbe(model: BenchmarkModel, threads: Int, microBatch: Int?, steps: Int = 3) throws -> MemoryMeasurement {
-        let micro = microBatch ?? defaultMicroBatch(batch: model.batch, threads: threads)
+        let micro = model.microBatch(threads: threads, chosen: microBatch)
         let trainer = try BenchmarkTrainer(model: model, microBatch: micro, threads: threads)
         for _ in 0..<max(1, steps) { _ = try trainer.step() }
         var measurement = try requiredMemory(model: model, threads: threads, microBatch: micro)
@@ -372,7 +406,7 @@ public enum Benchmark {
                 model: model.name,
                 reason: "the memory probe (\(arguments.joined(separator: " "))) exited with \(process.terminationStatus) and printed no figure")
         }
-        let micro = (object["micro_batch"] as? Int) ?? defaultMicroBatch(batch: model.batch, threads: threads)
+        let micro = model.microBatch(threads: threads, chosen: object["micro_batch"] as? Int)
         var measurement = try requiredMemory(model: model, threads: threads, microBatch: micro)
         measurement.peakResidentBytes = peak
         return measurement

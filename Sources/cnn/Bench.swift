@@ -12,12 +12,17 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Training images per second at 1 and 2 threads, each convolution layer against sgemm, and training memory.",
         discussion: """
-            Models: \(BenchmarkModel.names.joined(separator: ", ")). Data are synthetic and seeded. Each figure is the \
-            median of several timed repetitions after a warm-up; compare only figures from one quiet run.
+            Models: \(BenchmarkModel.names.joined(separator: ", ")), or a config's model at its batch, micro-batch and \
+            optimiser (--config), to compare a distributed run of that config with one process. Data are synthetic \
+            and seeded. Each figure is the median of several timed repetitions after a warm-up; compare only figures \
+            from one quiet run.
             """)
 
     @Option(name: .long, help: "A model to measure (repeatable; default: all of \(BenchmarkModel.names.joined(separator: ", "))).")
     var model: [String] = []
+
+    @Option(name: .long, help: "A training config whose model to measure at its batch, micro-batch and optimiser, on synthetic data (repeatable; with no --model, only these).")
+    var config: [String] = []
 
     @Option(name: .long, help: "A thread count to measure (repeatable; default: 1 and 2).")
     var threads: [Int] = []
@@ -28,7 +33,7 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, help: "One JSON object per line (model, batch, threads, images_per_second, ...).")
     var json = false
 
-    @Option(name: .customLong("micro-batch"), help: "Samples per micro-batch (default: the batch cut into one micro-batch per thread).")
+    @Option(name: .customLong("micro-batch"), help: "Samples per micro-batch (default: a config's micro_batch, else the batch cut into one micro-batch per thread).")
     var microBatch: Int?
 
     @Option(name: .long, help: "Timed repetitions per figure; the median is reported.")
@@ -57,8 +62,8 @@ struct Bench: ParsableCommand {
         guard repetitions >= 1 else { throw ValidationError("--repetitions \(repetitions): must be at least 1") }
         guard seconds > 0 else { throw ValidationError("--seconds \(seconds): must be positive") }
         _ = try precisions()
-        if memoryProbe, model.count != 1 || threads.count != 1 {
-            throw ValidationError("--memory-probe needs exactly one --model and one --threads")
+        if memoryProbe, model.count + config.count != 1 || threads.count != 1 {
+            throw ValidationError("--memory-probe needs exactly one --model or --config and one --threads")
         }
     }
 
@@ -68,8 +73,11 @@ struct Bench: ParsableCommand {
             try runMemoryProbe()
             return
         }
+        // A config that cannot be read is refused before anything is measured.
+        for path in config { _ = try BenchmarkModel.fromConfig(path: path) }
         var settings = BenchmarkSettings()
-        if !model.isEmpty { settings.models = model }
+        if !model.isEmpty || !config.isEmpty { settings.models = model }
+        settings.configPaths = config
         if !threads.isEmpty { settings.threads = threads }
         settings.microBatch = microBatch
         settings.precisions = try precisions()
@@ -81,8 +89,8 @@ struct Bench: ParsableCommand {
         settings.measureConvolutions = !skipConvolutions
         settings.measureMemory = !skipMemory
         let microBatch = self.microBatch
-        settings.memoryProbeCommand = { name, threads in
-            ["/proc/self/exe", "bench", "--memory-probe", "--model", name, "--threads", "\(threads)"]
+        settings.memoryProbeCommand = { model, threads in
+            ["/proc/self/exe", "bench", "--memory-probe", model.config == nil ? "--model" : "--config", model.name, "--threads", "\(threads)"]
                 + (microBatch.map { ["--micro-batch", "\($0)"] } ?? [])
         }
         if !json {
@@ -119,13 +127,18 @@ struct Bench: ParsableCommand {
     }
 
     private func runMemoryProbe() throws {
-        guard case .success(let chosen) = BenchmarkModel.named(model[0]) else {
+        let chosen: BenchmarkModel
+        if let path = config.first {
+            chosen = try BenchmarkModel.fromConfig(path: path)
+        } else if case .success(let named) = BenchmarkModel.named(model[0]) {
+            chosen = named
+        } else {
             throw ValidationError("--model \(model[0]) cannot be built in this build")
         }
         let measurement = try Benchmark.runMemoryProbe(model: chosen, threads: threads[0], microBatch: microBatch)
         emit(JSONObject()
             .string("model", measurement.model).int("batch", measurement.batch).int("threads", measurement.threads)
-            .int("micro_batch", microBatch ?? Benchmark.defaultMicroBatch(batch: chosen.batch, threads: threads[0]))
+            .int("micro_batch", chosen.microBatch(threads: threads[0], chosen: microBatch))
             .int("peak_resident_bytes", measurement.peakResidentBytes).text)
     }
 
