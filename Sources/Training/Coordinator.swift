@@ -94,7 +94,7 @@ public final class Coordinator {
     var scheduler: StepScheduler
     /// Message rate, strikes and bans per peer.
     let peerGuard: PeerGuard
-    private let reduction: ReductionStrategy = TreeReduction()
+    private let reduction: ReductionStrategy
     /// The sharded reduction's state (nil under `central`).
     let sharding: ShardedReduction?
     private let meanGradient: FloatBuffer
@@ -149,6 +149,7 @@ public final class Coordinator {
         scheduler = StepScheduler(settings: .init(workerTimeout: config.distributed.workerTimeout, joinTimeout: config.distributed.joinTimeout,
                                                   nonFinite: config.distributed.nonFinite))
         state = try ModelState(config: config)
+        reduction = TreeReduction(rounding: config.nodeRounding(gradientCount: state.parameterCount))
         directory = try RunDirectory(path: options.runDirectory, keep: config.checkpoint.keep)
         runID = UInt64.random(in: 1...UInt64.max)
         meanGradient = FloatBuffer(count: config.distributed.reduction == .sharded ? 1 : state.leafLength)

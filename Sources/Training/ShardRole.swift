@@ -366,7 +366,8 @@ final class ShardRole {
             for (held, tensor) in zip(chosen, tensors) { received[index, default: [:]][CoverNode(node: held.node, worker: selfID)] = tensor }
             return true
         }
-        return send(.slicePartials(SlicePartials(slice: UInt32(index), nodes: chosen.map(\.node), tensors: tensors)), to: owner, step: step)
+        return send(.slicePartials(SlicePartials(slice: UInt32(index), nodes: chosen.map(\.node), tensors: tensors,
+                                                 encoding: partialsEncoding(index))), to: owner, step: step)
     }
 
     // MARK: Messages from peers
@@ -408,6 +409,10 @@ final class ShardRole {
                 return
             }
             let length = layout.slices[index].count
+            guard message.encoding == partialsEncoding(index) else {
+                logger.warning("dropped slice \(index)'s partial sums from worker w\(sender): sent as \(message.encoding), this run sends them as \(partialsEncoding(index))")
+                return
+            }
             for (node, tensor) in zip(message.nodes, message.tensors) where tensor.count == length {
                 received[index, default: [:]][CoverNode(node: node, worker: sender)] = tensor
             }
@@ -469,7 +474,7 @@ final class ShardRole {
             guard let values = received[index]?[entry] else { return }
             parts.append((entry.node, values))
         }
-        let reduction = TreeReduction()
+        let reduction = TreeReduction(rounding: sliceRounding(index))
         reduction.begin(microBatches: Int(cover.totalMicroBatches), length: range.count)
         defer { reduction.end() }
         for (node, values) in parts {
@@ -521,6 +526,18 @@ final class ShardRole {
     }
 
     // MARK: Sending
+
+    /// How slice `index`'s nodes are rounded (`distributed.wire_precision`): the engine's rounding
+    /// of the whole leaf, restricted to the slice (all of a parameter slice, none of the state slice).
+    private func sliceRounding(_ index: Int) -> NodeRounding {
+        engine.rounding.restricted(to: layout.slices[index])
+    }
+
+    /// How slice `index`'s partial sums travel: bf16 where the tree rounded them.
+    private func partialsEncoding(_ index: Int) -> TensorEncoding {
+        let rounded = sliceRounding(index).roundedCount
+        return rounded > 0 ? .bfloat16(first: rounded) : .float32
+    }
 
     @discardableResult
     private func sendState(_ index: Int, _ state: [(name: String, values: [Float])], weights: Bool, to member: UInt32?, step: Int) -> Bool {
