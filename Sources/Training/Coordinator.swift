@@ -145,6 +145,9 @@ public final class Coordinator {
         if requested == .bf16IfAvailable && config.train.precision == .fp32 {
             logger.warning("train.precision: bf16-if-available computes in fp32 here: \(BFloat16Support.missingReason)")
         }
+        if config.distributed.wirePrecision == .bf16 {
+            logger.info("gradients travel in bf16 (distributed.wire_precision): every node of the summation tree is rounded to bf16")
+        }
         peerGuard = PeerGuard(config: PeerLimits(maxMessagesPerSecond: Double(config.distributed.maxMessagesPerSecond)))
         scheduler = StepScheduler(settings: .init(workerTimeout: config.distributed.workerTimeout, joinTimeout: config.distributed.joinTimeout,
                                                   nonFinite: config.distributed.nonFinite))
