@@ -367,7 +367,7 @@ final class ShardRole {
             return true
         }
         return send(.slicePartials(SlicePartials(slice: UInt32(index), nodes: chosen.map(\.node), tensors: tensors,
-                                                 encoding: partialsEncoding(index))), to: owner, step: step)
+                                                 encoding: sliceRounding(index).tensorEncoding)), to: owner, step: step)
     }
 
     // MARK: Messages from peers
@@ -409,8 +409,8 @@ final class ShardRole {
                 return
             }
             let length = layout.slices[index].count
-            guard message.encoding == partialsEncoding(index) else {
-                logger.warning("dropped slice \(index)'s partial sums from worker w\(sender): sent as \(message.encoding), this run sends them as \(partialsEncoding(index))")
+            guard message.encoding == sliceRounding(index).tensorEncoding else {
+                logger.warning("dropped slice \(index)'s partial sums from worker w\(sender): sent as \(message.encoding), this run sends them as \(sliceRounding(index).tensorEncoding)")
                 return
             }
             for (node, tensor) in zip(message.nodes, message.tensors) where tensor.count == length {
@@ -527,17 +527,9 @@ final class ShardRole {
 
     // MARK: Sending
 
-    /// How slice `index`'s nodes are rounded (`distributed.wire_precision`): the engine's rounding
-    /// of the whole leaf, restricted to the slice (all of a parameter slice, none of the state slice).
-    private func sliceRounding(_ index: Int) -> NodeRounding {
-        engine.rounding.restricted(to: layout.slices[index])
-    }
-
-    /// How slice `index`'s partial sums travel: bf16 where the tree rounded them.
-    private func partialsEncoding(_ index: Int) -> TensorEncoding {
-        let rounded = sliceRounding(index).roundedCount
-        return rounded > 0 ? .bfloat16(first: rounded) : .float32
-    }
+    /// How slice `index`'s nodes are rounded (`distributed.wire_precision`): all of a parameter
+    /// slice's, none of the state slice's. Its partial sums travel as `.tensorEncoding` says.
+    private func sliceRounding(_ index: Int) -> NodeRounding { engine.rounding.restricted(to: layout.slices[index]) }
 
     @discardableResult
     private func sendState(_ index: Int, _ state: [(name: String, values: [Float])], weights: Bool, to member: UInt32?, step: Int) -> Bool {

@@ -24,11 +24,14 @@ extension TrainingConfig {
 
     /// How a message carrying nodes of `gradientCount` leading gradients travels (the rest as Float32).
     func tensorEncoding(gradientCount: Int) -> TensorEncoding {
-        distributed.wirePrecision == .bf16 && gradientCount > 0 ? .bfloat16(first: gradientCount) : .float32
+        nodeRounding(gradientCount: gradientCount).tensorEncoding
     }
 }
 
 extension NodeRounding {
+    /// How nodes rounded so travel: their rounded (bf16-exact) elements in bf16, the rest in Float32.
+    var tensorEncoding: TensorEncoding { rounds ? .bfloat16(first: roundedCount) : .float32 }
+
     /// The first `count` elements of every node rounded to bf16 with the engine's rounding
     /// (`BFloat16.round`: to nearest, ties to even, NaN kept, AVX-512 where there is one).
     public static func bfloat16(first count: Int) -> NodeRounding {
