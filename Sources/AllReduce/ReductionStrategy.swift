@@ -94,8 +94,13 @@ public final class TreeReduction: ReductionStrategy {
     private var received: [TreeNode: (values: UnsafePointer<Float>, owner: AnyObject)] = [:]
     private var covered: [Bool] = []
     private let scratch = ReductionScratch()
+    /// How the tree's nodes are rounded (`distributed.wire_precision`); the offered nodes
+    /// already are, where they were made.
+    public var rounding: NodeRounding
 
-    public init() {}
+    public init(rounding: NodeRounding = .none) {
+        self.rounding = rounding
+    }
 
     public var name: String { "central" }
 
@@ -140,7 +145,7 @@ public final class TreeReduction: ReductionStrategy {
         // One micro-batch's gradient already is the mean; otherwise the division rides along
         // with the root's addition.
         let divisor = tree.leafCount > 1 ? Float(tree.leafCount) : nil
-        try tree.evaluate(tree.root, length: length, into: output, scratch: scratch, dividingBy: divisor) { received[$0]?.values }
+        try tree.evaluate(tree.root, length: length, into: output, scratch: scratch, rounding: rounding, dividingBy: divisor) { received[$0]?.values }
     }
 
     public func end() {

@@ -44,7 +44,8 @@ public struct ReductionError: Error, CustomStringConvertible, Equatable {
 
 /// The fixed summation tree of DESIGN.md's step contract. The value of a node is
 /// `value(left) + value(right)` (just `value(left)` when the right child lies past the last
-/// micro-batch), evaluated element by element. Because the tree depends only on the number of
+/// micro-batch), evaluated element by element, and rounded as a `NodeRounding` says (by default
+/// not at all). Because the tree depends only on the number of
 /// micro-batches, any way of cutting the work among workers that sends exact tree nodes gives the
 /// same bits: floating-point addition is only ever done in this one order.
 public struct ReductionTree: Sendable, Equatable {
@@ -97,27 +98,30 @@ public struct ReductionTree: Sendable, Equatable {
     /// `output` may be the very memory `known` gives for the node that starts `node` (the one
     /// holding its first micro-batch): the sum is then built there in place, sparing a copy. That
     /// memory is read before anything is written to it, and only once.
+    /// With a `rounding`, every sum computed here is rounded right after its addition; values
+    /// `known` gives are taken as they are (a leaf or a received node, rounded where it was made).
     public func evaluate(
-        _ node: TreeNode, length: Int, into output: UnsafeMutablePointer<Float>,
+        _ node: TreeNode, length: Int, into output: UnsafeMutablePointer<Float>, rounding: NodeRounding = .none,
         known: (TreeNode) -> UnsafePointer<Float>?
     ) throws {
-        try evaluate(node, length: length, into: output, scratch: ReductionScratch(), known: known)
+        try evaluate(node, length: length, into: output, scratch: ReductionScratch(), rounding: rounding, known: known)
     }
 
     /// `evaluate(_:length:into:known:)` with scratch memory that outlives the call, so that a
     /// reduction run every step allocates (and faults in) its scratch only once, and optionally
     /// the value divided by `divisor`: each element is rounded as the sum is, then divided, so the
     /// bits equal a division pass after the sum, done here in the same pass as the last addition.
+    /// With a `rounding` the node is rounded first and then divided, in a pass of its own.
     func evaluate(
         _ node: TreeNode, length: Int, into output: UnsafeMutablePointer<Float>, scratch: ReductionScratch,
-        dividingBy divisor: Float? = nil, known: (TreeNode) -> UnsafePointer<Float>?
+        rounding: NodeRounding = .none, dividingBy divisor: Float? = nil, known: (TreeNode) -> UnsafePointer<Float>?
     ) throws {
-        try evaluate(node, depth: 0, length: length, into: output, scratch: scratch, divisor: divisor, known: known)
+        try evaluate(node, depth: 0, length: length, into: output, scratch: scratch, rounding: rounding, divisor: divisor, known: known)
     }
 
     private func evaluate(
         _ node: TreeNode, depth: Int, length: Int, into output: UnsafeMutablePointer<Float>,
-        scratch: ReductionScratch, divisor: Float? = nil, known: (TreeNode) -> UnsafePointer<Float>?
+        scratch: ReductionScratch, rounding: NodeRounding, divisor: Float? = nil, known: (TreeNode) -> UnsafePointer<Float>?
     ) throws {
         if let values = known(node) {
             if let divisor {
@@ -130,7 +134,7 @@ public struct ReductionTree: Sendable, Equatable {
         guard node.level > 0 else {
             throw ReductionError(description: "no gradient for micro-batch \(node.index)")
         }
-        try evaluate(node.leftChild, depth: depth + 1, length: length, into: output, scratch: scratch, known: known)
+        try evaluate(node.leftChild, depth: depth + 1, length: length, into: output, scratch: scratch, rounding: rounding, known: known)
         guard contains(node.rightChild) else {
             if let divisor { TreeAddition.divide(output, count: length, by: divisor) }
             return
@@ -141,10 +145,14 @@ public struct ReductionTree: Sendable, Equatable {
             right = values
         } else {
             let buffer = scratch.buffer(depth: depth, length: length)
-            try evaluate(node.rightChild, depth: depth + 1, length: length, into: buffer, scratch: scratch, known: known)
+            try evaluate(node.rightChild, depth: depth + 1, length: length, into: buffer, scratch: scratch, rounding: rounding, known: known)
             right = UnsafePointer(buffer)
         }
-        if let divisor {
+        if rounding.rounds {
+            TreeAddition.add(right, into: output, count: length)
+            rounding.round(output, count: length)
+            if let divisor { TreeAddition.divide(output, count: length, by: divisor) }
+        } else if let divisor {
             TreeAddition.add(right, into: output, count: length, dividingBy: divisor)
         } else {
             TreeAddition.add(right, into: output, count: length)

@@ -119,6 +119,9 @@ public struct DistributedConfig: Sendable, Equatable {
     /// Where gradients are reduced and the optimiser runs: `central` at the coordinator, or
     /// `sharded` among the workers (docs/scaling.md). Both give the same bits.
     public var reduction: ReductionKind = .central
+    /// How gradients travel and how the fixed tree rounds them (`fp32`, or `bf16`: every tree
+    /// node rounded to bf16, half the bytes). Both strategies, any worker count: the same bits.
+    public var wirePrecision: WirePrecision = .fp32
 
     public init() {}
 }
@@ -209,7 +212,8 @@ extension TrainingConfig {
     /// A stable hash of everything that changes the numbers a run computes. How long the run goes
     /// (`train.steps`), how often it logs, checkpoints or evaluates, and its timeouts are left out,
     /// so a resumed run may be given more steps or other timeouts; so is `train.precision`, so that
-    /// a run may resume in the other precision.
+    /// a run may resume in the other precision, and the whole `distributed` section, whose
+    /// `reduction` and `wire_precision` a resumed run may change too.
     public var hash: String {
         var numerics = self
         numerics.train.maxSteps = 0
@@ -300,7 +304,7 @@ extension TrainingConfig {
 
     private static func parseDistributed(_ node: ConfigNode) throws -> DistributedConfig {
         try node.expectKeys(["worker_timeout", "heartbeat_interval", "join_timeout", "nonfinite_gradients", "max_workers",
-                             "max_messages_per_second", "reduction"])
+                             "max_messages_per_second", "reduction", "wire_precision"])
         var d = DistributedConfig()
         if let n = try node.child("worker_timeout") { d.workerTimeout = try n.double(minimum: 0.1) }
         if let n = try node.child("heartbeat_interval") { d.heartbeatInterval = try n.double(minimum: 0.01) }
@@ -309,6 +313,9 @@ extension TrainingConfig {
         if let n = try node.child("max_workers") { d.maxWorkers = try n.int(minimum: 1) }
         if let n = try node.child("max_messages_per_second") { d.maxMessagesPerSecond = try n.int(minimum: 10) }
         if let n = try node.child("reduction") { d.reduction = ReductionKind(rawValue: try n.oneOf(ReductionKind.allCases.map(\.rawValue)))! }
+        if let n = try node.child("wire_precision") {
+            d.wirePrecision = WirePrecision(rawValue: try n.oneOf(WirePrecision.allCases.map(\.rawValue)))!
+        }
         if d.heartbeatInterval >= d.workerTimeout {
             throw node.error("distributed.heartbeat_interval (\(d.heartbeatInterval) s) must be shorter than worker_timeout (\(d.workerTimeout) s)")
         }

@@ -57,6 +57,7 @@ extension TrainingConfig {
         lines.append("  max_messages_per_second: \(distributed.maxMessagesPerSecond)")
         // Only when set, so that every earlier run's config.yaml reads as it did.
         if distributed.reduction != .central { lines.append("  reduction: \(distributed.reduction.rawValue)") }
+        if distributed.wirePrecision != .fp32 { lines.append("  wire_precision: \(distributed.wirePrecision.rawValue)") }
         lines.append("checkpoint:")
         lines.append("  every: \(checkpoint.every)")
         lines.append("  keep: \(checkpoint.keep)")

@@ -94,7 +94,7 @@ public final class Coordinator {
     var scheduler: StepScheduler
     /// Message rate, strikes and bans per peer.
     let peerGuard: PeerGuard
-    private let reduction: ReductionStrategy = TreeReduction()
+    private let reduction: ReductionStrategy
     /// The sharded reduction's state (nil under `central`).
     let sharding: ShardedReduction?
     private let meanGradient: FloatBuffer
@@ -145,10 +145,14 @@ public final class Coordinator {
         if requested == .bf16IfAvailable && config.train.precision == .fp32 {
             logger.warning("train.precision: bf16-if-available computes in fp32 here: \(BFloat16Support.missingReason)")
         }
+        if config.distributed.wirePrecision == .bf16 {
+            logger.info("gradients travel in bf16 (distributed.wire_precision): every node of the summation tree is rounded to bf16")
+        }
         peerGuard = PeerGuard(config: PeerLimits(maxMessagesPerSecond: Double(config.distributed.maxMessagesPerSecond)))
         scheduler = StepScheduler(settings: .init(workerTimeout: config.distributed.workerTimeout, joinTimeout: config.distributed.joinTimeout,
                                                   nonFinite: config.distributed.nonFinite))
         state = try ModelState(config: config)
+        reduction = TreeReduction(rounding: config.nodeRounding(gradientCount: state.parameterCount))
         directory = try RunDirectory(path: options.runDirectory, keep: config.checkpoint.keep)
         runID = UInt64.random(in: 1...UInt64.max)
         meanGradient = FloatBuffer(count: config.distributed.reduction == .sharded ? 1 : state.leafLength)

@@ -60,7 +60,8 @@ extension Coordinator {
         switch envelope.message {
         case .gradients(let gradients):
             receive(.train, epoch: gradients.epoch, timings: gradients.timings, step: envelope.step, from: worker) { task throws(ResultRefusal) in
-                try ResultCheck.check(gradients, work: task.work, network: state.network)
+                try ResultCheck.check(gradients, work: task.work, network: state.network,
+                                      encoding: config.tensorEncoding(gradientCount: state.parameterCount))
             }
         case .evaluation(let evaluation):
             receive(.evaluate, epoch: evaluation.epoch, timings: evaluation.timings, step: envelope.step, from: worker) { task throws(ResultRefusal) in

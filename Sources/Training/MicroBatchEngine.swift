@@ -81,6 +81,10 @@ public final class MicroBatchEngine: @unchecked Sendable {
     public var threads: Int { replicas.count }
     /// The arithmetic of the replicas' products, from `train.precision` on this machine.
     public let precision: Precision
+    /// How every node of the fixed tree is rounded once computed (`distributed.wire_precision`):
+    /// leaves after their backward, sums after their addition. What the engine hands out is
+    /// rounded already.
+    public let rounding: NodeRounding
 
     /// The engine's own copy of the weights (parameters, then state), filled by `load(weights:)`.
     private let loadedWeights: FloatBuffer
@@ -129,6 +133,7 @@ public final class MicroBatchEngine: @unchecked Sendable {
         }
         parameterCount = replicas[0].network.parameterCount
         stateCount = replicas[0].network.stateCount
+        rounding = config.nodeRounding(gradientCount: parameterCount)
         loadedWeights = FloatBuffer(count: parameterCount + stateCount)
         parameters = loadedWeights.pointer
         state = loadedWeights.pointer + parameterCount
@@ -192,12 +197,14 @@ public final class MicroBatchEngine: @unchecked Sendable {
                 mine.scores[micro.index] = run(micro, on: replica, into: buffer, epoch: epoch, step: step)
                 mine.timings[micro.index] = replica.network.lastPassTiming
                 guard let buffer else { continue }
+                rounding.round(buffer.pointer, count: leafLength)
                 held.append((TreeNode(level: 0, index: micro.index), buffer))
                 while held.count >= 2 {
                     let left = held[held.count - 2], right = held[held.count - 1]
                     guard left.node.level == right.node.level, left.node.index % 2 == 0,
                           right.node.index == left.node.index + 1 else { break }
                     TreeAddition.add(right.value.pointer, into: left.value.pointer, count: leafLength)
+                    rounding.round(left.value.pointer, count: leafLength)
                     held.removeLast(2)
                     held.append((left.node.parent, left.value))
                 }
@@ -260,24 +267,26 @@ public final class MicroBatchEngine: @unchecked Sendable {
         ReductionTree(leafCount: microBatchesInStep).maximalNodes(covering: leafGradients.microBatches)
     }
 
-    /// Writes the value of `node` (a sum of leaf gradients along the fixed tree) into `output`.
+    /// Writes the value of `node` (a sum of leaf gradients along the fixed tree, each sum
+    /// rounded as `rounding` says) into `output`.
     public static func sum(
         _ node: TreeNode, of leafGradients: GradientSums, microBatchesInStep: Int, length: Int,
-        into output: UnsafeMutablePointer<Float>
+        rounding: NodeRounding = .none, into output: UnsafeMutablePointer<Float>
     ) throws {
-        try sum(node, of: leafGradients, microBatchesInStep: microBatchesInStep, elements: 0..<length, into: output)
+        try sum(node, of: leafGradients, microBatchesInStep: microBatchesInStep, elements: 0..<length, rounding: rounding, into: output)
     }
 
     /// Writes elements `elements` of the value of `node` into `output` (`elements.count` floats).
     /// The tree adds element by element, so a sum built block by block has the same bits as one
     /// built whole; a sender uses this to hash each block of its payload while it is in cache.
+    /// `rounding` is the whole node's: the block's part of it is rounded.
     public static func sum(
         _ node: TreeNode, of leafGradients: GradientSums, microBatchesInStep: Int, elements: Range<Int>,
-        into output: UnsafeMutablePointer<Float>
+        rounding: NodeRounding = .none, into output: UnsafeMutablePointer<Float>
     ) throws {
         let tree = ReductionTree(leafCount: microBatchesInStep)
         try withExtendedLifetime(leafGradients) {
-            try tree.evaluate(node, length: elements.count, into: output) { id in
+            try tree.evaluate(node, length: elements.count, into: output, rounding: rounding.restricted(to: elements)) { id in
                 leafGradients.nodes[id].map { UnsafePointer($0.pointer + elements.lowerBound) }
             }
         }

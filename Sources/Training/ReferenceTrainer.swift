@@ -22,7 +22,7 @@ public final class ReferenceTrainer {
     public func train() throws -> [Double] {
         let stepsPerEpoch = EpochPlan(config: state.config, trainCount: trainCount, epoch: 0).steps
         var losses: [Double] = []
-        let reduction = TreeReduction()
+        let reduction = TreeReduction(rounding: engine.rounding)
         var plan = EpochPlan(config: state.config, trainCount: trainCount, epoch: state.epoch)
         while !state.isFinished(stepsPerEpoch: stepsPerEpoch) {
             // The epoch's order is drawn once per epoch, not once per step.

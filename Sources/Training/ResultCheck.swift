@@ -24,9 +24,14 @@ enum ResultCheck {
     /// Checks `message` as a training task's results for `work`: a score per micro-batch and one
     /// partial sum per tree node, each `leafLength` floats of the model laid out as `network`'s
     /// leaves, the nodes covering exactly the scored micro-batches. What was assigned to whom is
-    /// the scheduler's to check.
-    static func check(_ message: Gradients, work: [MicroBatch], network: Network) throws(ResultRefusal) -> CheckedResults {
+    /// the scheduler's to check. The tensors must have travelled in the run's `encoding`: a node
+    /// sent in Float32 on a bf16 wire was not rounded as the tree says.
+    static func check(_ message: Gradients, work: [MicroBatch], network: Network,
+                      encoding: TensorEncoding = .float32) throws(ResultRefusal) -> CheckedResults {
         var checked = try scores(message.results, work: work)
+        guard message.encoding == encoding else {
+            throw ResultRefusal(reason: "gradients sent as \(message.encoding), but this run's distributed.wire_precision sends them as \(encoding)")
+        }
         guard message.tensors.count == message.nodes.count else {
             throw ResultRefusal(reason: "\(message.nodes.count) tree nodes but \(message.tensors.count) tensors")
         }

@@ -366,7 +366,8 @@ final class ShardRole {
             for (held, tensor) in zip(chosen, tensors) { received[index, default: [:]][CoverNode(node: held.node, worker: selfID)] = tensor }
             return true
         }
-        return send(.slicePartials(SlicePartials(slice: UInt32(index), nodes: chosen.map(\.node), tensors: tensors)), to: owner, step: step)
+        return send(.slicePartials(SlicePartials(slice: UInt32(index), nodes: chosen.map(\.node), tensors: tensors,
+                                                 encoding: sliceRounding(index).tensorEncoding)), to: owner, step: step)
     }
 
     // MARK: Messages from peers
@@ -412,6 +413,10 @@ final class ShardRole {
                 return
             }
             let length = layout.slices[index].count
+            guard message.encoding == sliceRounding(index).tensorEncoding else {
+                logger.warning("dropped slice \(index)'s partial sums from worker w\(sender): sent as \(message.encoding), this run sends them as \(sliceRounding(index).tensorEncoding)")
+                return
+            }
             for (node, tensor) in zip(message.nodes, message.tensors) where tensor.count == length {
                 received[index, default: [:]][CoverNode(node: node, worker: sender)] = tensor
             }
@@ -473,7 +478,7 @@ final class ShardRole {
             guard let values = received[index]?[entry] else { return }
             parts.append((entry.node, values))
         }
-        let reduction = TreeReduction()
+        let reduction = TreeReduction(rounding: sliceRounding(index))
         reduction.begin(microBatches: Int(cover.totalMicroBatches), length: range.count)
         defer { reduction.end() }
         for (node, values) in parts {
@@ -525,6 +530,10 @@ final class ShardRole {
     }
 
     // MARK: Sending
+
+    /// How slice `index`'s nodes are rounded (`distributed.wire_precision`): all of a parameter
+    /// slice's, none of the state slice's. Its partial sums travel as `.tensorEncoding` says.
+    private func sliceRounding(_ index: Int) -> NodeRounding { engine.rounding.restricted(to: layout.slices[index]) }
 
     @discardableResult
     private func sendState(_ index: Int, _ state: [(name: String, values: [Float])], weights: Bool, to member: UInt32?, step: Int) -> Bool {

@@ -499,14 +499,18 @@ public final class Worker {
                 // a time, each block hashed while it is still in cache.
                 payload = try FloatPayload(count: engine.leafLength, fillingBlocks: { range, block in
                     try MicroBatchEngine.sum(node, of: output.leafGradients, microBatchesInStep: total,
-                                             elements: range, into: block.baseAddress!)
+                                             elements: range, rounding: engine.rounding, into: block.baseAddress!)
                 })
             }
             nodes.append(node)
             tensors.append(payload)
         }
         let timings = timings(of: output, on: engine, job: job, packStart: packStart)
-        return .gradients(Gradients(epoch: job.assignment.epoch, results: results, nodes: nodes, tensors: tensors, timings: timings))
+        // The nodes' gradients are bf16-exact under wire bf16 (the engine rounded every node):
+        // they travel in 2 bytes a value, the state observations after them in 4.
+        let encoding = engine.config.tensorEncoding(gradientCount: engine.parameterCount)
+        return .gradients(Gradients(epoch: job.assignment.epoch, results: results, nodes: nodes, tensors: tensors, encoding: encoding,
+                                    timings: timings))
     }
 
     /// An evaluation assignment: the scores of its micro-batches, nothing else.

@@ -75,6 +75,8 @@ public enum DecodeError: Error, Equatable, Sendable, CustomStringConvertible {
     case wrongTensorCount(message: String, expected: Int, got: Int)
     /// A tensor frame whose length is not a whole number of floats.
     case tensorByteLength(tensor: Int, bytes: Int)
+    /// A tensor frame whose length fits no tensor of its message's encoding (`TensorEncoding`).
+    case tensorEncodingLength(tensor: Int, bytes: Int, bfloat16Values: Int)
     /// A tensor with more floats than `DecodeLimits.maxTensorValues`.
     case tensorTooLarge(tensor: Int, values: Int, limit: Int)
     /// A tensor frame's xxh64 differs from the one in the meta frame.
@@ -132,6 +134,8 @@ public enum DecodeError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(message) needs \(expected) tensor frame(s), got \(got)"
         case .tensorByteLength(let tensor, let bytes):
             return "tensor \(tensor): \(bytes) bytes is not a whole number of Float32 values (multiple of 4)"
+        case .tensorEncodingLength(let tensor, let bytes, let head):
+            return "tensor \(tensor): \(bytes) bytes do not hold \(head) bf16 values (2 bytes each) followed by whole Float32 values (4 bytes each), as the message's encoding says"
         case .tensorTooLarge(let tensor, let values, let limit):
             return "tensor \(tensor): \(values) floats exceed the limit of \(limit) (DecodeLimits.maxTensorValues)"
         case .tensorChecksumMismatch(let tensor, let expected, let computed):

@@ -7,12 +7,15 @@ public enum OutgoingFrame: Sendable {
     case bytes([UInt8])
     /// A tensor libzmq sends from the payload's own buffer, holding a reference until it is out.
     case payload(FloatPayload)
+    /// A tensor packed in another `TensorEncoding` (bf16), sent the same way.
+    case packed(PackedTensor)
 
     /// The frame's length on the wire.
     public var byteCount: Int {
         switch self {
         case .bytes(let bytes): return bytes.count
         case .payload(let payload): return payload.byteCount
+        case .packed(let packed): return packed.byteCount
         }
     }
 
@@ -23,6 +26,8 @@ public enum OutgoingFrame: Sendable {
             return bytes
         case .payload(let payload):
             return payload.withUnsafeBufferPointer { Array(UnsafeRawBufferPointer($0)) }
+        case .packed(let packed):
+            return packed.copyBytes()
         }
     }
 }

@@ -291,23 +291,26 @@ public struct Gradients: Equatable, Sendable, CustomStringConvertible {
     public var nodes: [TreeNode]
     /// One per node, same order.
     public var tensors: [FloatPayload]
+    /// How the tensors travel (`distributed.wire_precision`); decoded, they are Float32 again.
+    public var encoding: TensorEncoding
     /// How long the worker took, and on what (for `--trace`).
     public var timings: WorkerTimings
 
     /// A value with every field given (`timings` zero when the sender did not measure them).
     public init(epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], tensors: [FloatPayload],
-                timings: WorkerTimings = .zero) {
+                encoding: TensorEncoding = .float32, timings: WorkerTimings = .zero) {
         self.epoch = epoch
         self.results = results
         self.nodes = nodes
         self.tensors = tensors
+        self.encoding = encoding
         self.timings = timings
     }
 
     /// A one-line summary for logs.
     public var description: String {
         let floats = tensors.reduce(0) { $0 + $1.count }
-        return "gradients epoch=\(epoch) results=\(results.count) \(listPrefix(results.map { $0.index })) nodes=\(nodes.count) \(listPrefix(nodes)) tensors=\(tensors.count) (\(floats) floats) \(timings)"
+        return "gradients epoch=\(epoch) results=\(results.count) \(listPrefix(results.map { $0.index })) nodes=\(nodes.count) \(listPrefix(nodes)) tensors=\(tensors.count) (\(floats) floats\(encoding.isFloat32 ? "" : " sent as \(encoding)")) \(timings)"
     }
 }
 

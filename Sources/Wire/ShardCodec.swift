@@ -5,7 +5,7 @@
 /// plan            version UInt64, [workerID UInt32, endpoint, publicKey],
 ///                 [owner UInt32, replica?, source?, ownerNeedsState Bool, replicaNeedsState Bool], [newMember UInt32]
 /// computed        epoch UInt32, results, [node], timings, nonFinite
-/// slice-partials  slice UInt32, [node]                    (one tensor per node)
+/// slice-partials  slice UInt32, [node], encoding          (one tensor per node, in that `TensorEncoding`)
 /// reduce          version UInt32, totalMicroBatches UInt32, learningRate Float32, [node, worker UInt32]
 /// block-sums      slice UInt32, [sum Double]
 /// norm            value Double
@@ -60,6 +60,7 @@ extension WireCodec {
         case .slicePartials(let partials):
             meta.u32(partials.slice)
             meta.nodes(partials.nodes, "slicePartials.nodes")
+            meta.encoding(partials.encoding)
         case .reduce(let cover):
             meta.u32(cover.version)
             meta.u32(cover.totalMicroBatches)
@@ -119,8 +120,9 @@ extension WireCodec {
             guard !nodes.isEmpty else {
                 throw .invalidValue(field: "slicePartials.nodes", value: "0 nodes", requirement: "at least one tree node")
             }
-            return .withTensors(count: nodes.count, rule: "a slice-partials message (one tensor per tree node)") {
-                .slicePartials(SlicePartials(slice: slice, nodes: nodes, tensors: $0))
+            let encoding = try reader.encoding("slicePartials.encoding")
+            return .withTensors(count: nodes.count, rule: "a slice-partials message (one tensor per tree node)", encoding: encoding) {
+                .slicePartials(SlicePartials(slice: slice, nodes: nodes, tensors: $0, encoding: encoding))
             }
 
         case .reduce:

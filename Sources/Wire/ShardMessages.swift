@@ -106,14 +106,19 @@ public struct SlicePartials: Equatable, Sendable, CustomStringConvertible {
     public var slice: UInt32
     public var nodes: [TreeNode]
     public var tensors: [FloatPayload]
+    /// How the tensors travel (`distributed.wire_precision`); decoded, they are Float32 again.
+    public var encoding: TensorEncoding
 
-    public init(slice: UInt32, nodes: [TreeNode], tensors: [FloatPayload]) {
+    public init(slice: UInt32, nodes: [TreeNode], tensors: [FloatPayload], encoding: TensorEncoding = .float32) {
         self.slice = slice
         self.nodes = nodes
         self.tensors = tensors
+        self.encoding = encoding
     }
 
-    public var description: String { "slice-partials slice=\(slice) nodes=\(listPrefix(nodes)) floats=\(tensors.first?.count ?? 0)" }
+    public var description: String {
+        "slice-partials slice=\(slice) nodes=\(listPrefix(nodes)) floats=\(tensors.first?.count ?? 0)\(encoding.isFloat32 ? "" : " sent as \(encoding)")"
+    }
 }
 
 /// A tree node and the worker whose copy of it counts.

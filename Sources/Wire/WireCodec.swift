@@ -5,7 +5,7 @@ import Hashing
 /// Header, 40 bytes, little-endian:
 /// ```
 ///  0 magic        UInt32  0x574E4E43 ("CNNW" in memory)
-///  4 version      UInt16  5 (4 lacked the sharded reduction's messages; 3 lacked top-5 counts; 2 sent evaluation results as gradients; 1 also lacked their timings)
+///  4 version      UInt16  6 (5 lacked the tensor encoding of gradients and slice-partials; 4 lacked the sharded reduction's messages; 3 lacked top-5 counts; 2 sent evaluation results as gradients; 1 also lacked their timings)
 ///  6 type         UInt8   1 hello, 2 welcome, 3 weights, 4 assign, 5 gradients, 6 heartbeat, 7 bye, 8 error,
 ///                         9 evaluation, 10-22 the sharded reduction's (see `ShardCodec.swift`)
 ///  7 reserved     UInt8   0
@@ -24,25 +24,28 @@ import Hashing
 /// weights    (nothing; one tensor)
 /// assign     kind UInt8, epoch UInt32, totalMicroBatches UInt32,
 ///            [index UInt32, [sample UInt32]]
-/// gradients  epoch UInt32, results, [level UInt8, index UInt32]  (one tensor per node), timings
+/// gradients  epoch UInt32, results, [level UInt8, index UInt32]  (one tensor per node), encoding, timings
 /// evaluation epoch UInt32, results, timings
 ///            where results  = [index UInt32, lossSum Double, correct UInt32, topFiveCorrect UInt32, samples UInt32]
 ///            and   timings  = forward s Double, backward s Double, pack s Double, total s Double
+///            and   encoding = kind UInt8, bfloat16Values UInt32 (`TensorEncoding`)
 /// heartbeat  sentAt ms UInt64, busy Bool
 /// bye        reason
 /// error      code UInt16, text
 /// ```
-/// Tensor frames are raw little-endian Float32 values.
+/// Tensor frames are raw little-endian Float32 values, but for the tensors of a message whose
+/// encoding puts their first values in bf16 (`TensorEncoding`). Every tensor checksum is of the
+/// frame's bytes as sent.
 public enum WireCodec {
     /// "CNNW" read as a little-endian UInt32.
     public static let magic: UInt32 = 0x574E_4E43
     /// The protocol version this build writes.
-    public static let version: UInt16 = 5
-    /// The protocol versions this build reads. Version 4 lacks the sharded reduction, version 3 the top-5 counts, version 2 sends
+    public static let version: UInt16 = 6
+    /// The protocol versions this build reads. Version 5 lacks the tensor encoding, version 4 lacks the sharded reduction, version 3 the top-5 counts, version 2 sends
     /// evaluation results as gradients and version 1 also lacks their timings; rather than
     /// translate, an older peer is refused and told to run the same release (a coordinator and
     /// its workers come from one build).
-    public static let understoodVersions: [UInt16] = [5]
+    public static let understoodVersions: [UInt16] = [6]
     /// Slack allowed when checking that a worker's timed parts fit in its total: they come from
     /// one monotonic clock, so only rounding separates them.
     public static let timingTolerance: Double = 1e-3
@@ -65,7 +68,13 @@ public enum WireCodec {
 
     /// The frames of `envelope`: header and meta as bytes, tensors as zero-copy payload frames.
     public static func encode(_ envelope: Envelope) -> [OutgoingFrame] {
-        let tensors = tensorsOf(envelope.message)
+        let encoding = encodingOf(envelope.message)
+        // Float32 tensors go as they lie; others are packed once, into the buffer that is sent.
+        let tensors: [(frame: OutgoingFrame, checksum: UInt64)] = tensorsOf(envelope.message).map { tensor in
+            if encoding.isFloat32 { return (.payload(tensor), tensor.checksum) }
+            let packed = PackedTensor(packing: tensor, in: encoding)
+            return (.packed(packed), packed.checksum)
+        }
         var meta = ByteWriter()
         writeFields(of: envelope.message, into: &meta)
         for tensor in tensors { meta.u64(tensor.checksum) }
@@ -81,7 +90,7 @@ public enum WireCodec {
         header.u32(UInt32(clamping: tensors.count))
         header.u64(XXHash64.hash(array: meta.bytes))
 
-        return [.bytes(header.bytes), .bytes(meta.bytes)] + tensors.map { .payload($0) }
+        return [.bytes(header.bytes), .bytes(meta.bytes)] + tensors.map(\.frame)
     }
 
     /// The frames of `envelope` as plain byte arrays (a copy; for tests, fuzzers and captures).
@@ -97,6 +106,14 @@ public enum WireCodec {
         case .weightSlice(let slice): return [slice.values]
         case .sliceState(let state): return (state.weights.map { [$0] } ?? []) + state.tensors
         default: return []
+        }
+    }
+
+    private static func encodingOf(_ message: Message) -> TensorEncoding {
+        switch message {
+        case .gradients(let gradients): return gradients.encoding
+        case .slicePartials(let partials): return partials.encoding
+        default: return .float32
         }
     }
 
@@ -134,6 +151,7 @@ public enum WireCodec {
                 meta.u8(narrowed(node.level, "gradients.nodes.level"))
                 meta.u32(narrowed(node.index, "gradients.nodes.index"))
             }
+            meta.encoding(gradients.encoding)
             meta.timings(gradients.timings)
         case .evaluation(let evaluation):
             meta.u32(evaluation.epoch)
@@ -193,14 +211,16 @@ public enum WireCodec {
             throw .wrongTensorCount(message: body.tensorRule, expected: expectedTensors, got: tensorFrames)
         }
 
+        let encoding = body.tensorEncoding
         var tensors: [FloatPayload] = []
         tensors.reserveCapacity(tensorFrames)
         for index in 0..<tensorFrames {
             let frame = frames[2 + index]
-            guard frame.count % MemoryLayout<Float>.size == 0 else {
-                throw .tensorByteLength(tensor: index, bytes: frame.count)
+            guard let values = encoding.values(inBytes: frame.count) else {
+                throw encoding.isFloat32
+                    ? .tensorByteLength(tensor: index, bytes: frame.count)
+                    : .tensorEncodingLength(tensor: index, bytes: frame.count, bfloat16Values: encoding.bfloat16Values)
             }
-            let values = frame.count / MemoryLayout<Float>.size
             guard values <= limits.maxTensorValues else {
                 throw .tensorTooLarge(tensor: index, values: values, limit: limits.maxTensorValues)
             }
@@ -208,7 +228,9 @@ public enum WireCodec {
             guard computed == checksums[index] else {
                 throw .tensorChecksumMismatch(tensor: index, expected: checksums[index], computed: computed)
             }
-            tensors.append(FloatPayload(frame: frame, checksum: computed))
+            tensors.append(encoding.isFloat32
+                ? FloatPayload(frame: frame, checksum: computed)
+                : FloatPayload(widening: frame, count: values, encoding: encoding))
         }
 
         return Envelope(runID: header.runID, step: header.step, message: body.message(tensors: tensors))
@@ -256,16 +278,26 @@ public enum WireCodec {
     enum Body {
         case complete(Message)
         case weights
-        case gradients(epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], timings: WorkerTimings)
-        /// A message of `count` tensors (`rule` says which, for errors), built once they are read.
-        case withTensors(count: Int, rule: String, build: ([FloatPayload]) -> Message)
+        case gradients(epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], encoding: TensorEncoding, timings: WorkerTimings)
+        /// A message of `count` tensors (`rule` says which, for errors) in `encoding`, built once
+        /// they are read.
+        case withTensors(count: Int, rule: String, encoding: TensorEncoding = .float32, build: ([FloatPayload]) -> Message)
 
         var expectedTensorCount: Int {
             switch self {
             case .complete: return 0
             case .weights: return 1
-            case .gradients(_, _, let nodes, _): return nodes.count
-            case .withTensors(let count, _, _): return count
+            case .gradients(_, _, let nodes, _, _): return nodes.count
+            case .withTensors(let count, _, _, _): return count
+            }
+        }
+
+        /// How the tensor frames are laid out.
+        var tensorEncoding: TensorEncoding {
+            switch self {
+            case .complete, .weights: return .float32
+            case .gradients(_, _, _, let encoding, _): return encoding
+            case .withTensors(_, _, let encoding, _): return encoding
             }
         }
 
@@ -276,7 +308,7 @@ public enum WireCodec {
                 return ("aeiou".contains(name.first!) ? "an " : "a ") + name + " message"
             case .weights: return "a weights message"
             case .gradients: return "a gradients message (one tensor per tree node)"
-            case .withTensors(_, let rule, _): return rule
+            case .withTensors(_, let rule, _, _): return rule
             }
         }
 
@@ -286,9 +318,9 @@ public enum WireCodec {
                 return message
             case .weights:
                 return .weights(Weights(values: tensors[0]))
-            case .gradients(let epoch, let results, let nodes, let timings):
-                return .gradients(Gradients(epoch: epoch, results: results, nodes: nodes, tensors: tensors, timings: timings))
-            case .withTensors(_, _, let build):
+            case .gradients(let epoch, let results, let nodes, let encoding, let timings):
+                return .gradients(Gradients(epoch: epoch, results: results, nodes: nodes, tensors: tensors, encoding: encoding, timings: timings))
+            case .withTensors(_, _, _, let build):
                 return build(tensors)
             }
         }
@@ -347,8 +379,9 @@ public enum WireCodec {
             let epoch = try reader.u32("gradients.epoch")
             let results = try readResults("gradients", from: &reader, limits: limits)
             let nodes = try readNodes("gradients.nodes", from: &reader, limit: limits.maxTensorFrames)
+            let encoding = try reader.encoding("gradients.encoding")
             let timings = try readTimings("gradients", from: &reader)
-            return .gradients(epoch: epoch, results: results, nodes: nodes, timings: timings)
+            return .gradients(epoch: epoch, results: results, nodes: nodes, encoding: encoding, timings: timings)
 
         case .evaluation:
             let epoch = try reader.u32("evaluation.epoch")

@@ -358,6 +358,17 @@ public final class ZMQSocket {
                 Unmanaged<FloatPayload>.fromOpaque(hint).release()
                 throw ZMQError.last("zmq_msg_init_data \(payload.count) floats")
             }
+        case .packed(let packed):
+            // As a payload: libzmq sends the packed bytes in place and releases them when out.
+            let hint = Unmanaged.passRetained(packed).toOpaque()
+            let result = zmq_msg_init_data(message, packed.bytes, packed.byteCount, { _, hint in
+                guard let hint else { return }
+                Unmanaged<PackedTensor>.fromOpaque(hint).release()
+            }, hint)
+            guard result == 0 else {
+                Unmanaged<PackedTensor>.fromOpaque(hint).release()
+                throw ZMQError.last("zmq_msg_init_data \(packed.byteCount) packed bytes")
+            }
         }
     }
 

@@ -22,6 +22,7 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(help: "Override train.seed.") var seed: Int?
     @Option(help: "Write a checkpoint every this many steps (overrides checkpoint.every).") var checkpointEvery: Int?
     @Option(help: "Where gradients are reduced: central (at this coordinator) or sharded (among the workers; see docs/scaling.md). Overrides distributed.reduction.") var reduction: String?
+    @Option(help: "How gradients travel: fp32, or bf16 (every node of the summation tree rounded to bf16, half the bytes; docs/scaling.md). Overrides distributed.wire_precision.") var wirePrecision: String?
     @Option(help: "Threads of each spawned worker.") var threads: Int = 1
     @Option(help: "The cnn-worker program to spawn (default: next to this one).") var workerExecutable: String?
     @Option(help: "This coordinator's CURVE secret key file (NAME.key_secret from `cnn keygen`); with --authorized-keys, all traffic is encrypted and only listed workers may join.")
@@ -48,6 +49,9 @@ struct CoordinatorCommand: ParsableCommand {
         if let reduction, ReductionKind(rawValue: reduction) == nil {
             throw ValidationError("--reduction must be one of \(ReductionKind.allCases.map(\.rawValue).joined(separator: ", ")), got '\(reduction)'")
         }
+        if let wirePrecision, WirePrecision(rawValue: wirePrecision) == nil {
+            throw ValidationError("--wire-precision must be one of \(WirePrecision.allCases.map(\.rawValue).joined(separator: ", ")), got '\(wirePrecision)'")
+        }
         if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be 0-65535, got \(metricsPort)") }
         if resume && `init` != nil { throw ValidationError("--resume and --init exclude each other: resume continues a run, init starts a new one") }
     }
@@ -65,6 +69,7 @@ struct CoordinatorCommand: ParsableCommand {
         if let seed { config.train.seed = UInt64(seed) }
         if let checkpointEvery { config.checkpoint.every = checkpointEvery }
         if let reduction { config.distributed.reduction = ReductionKind(rawValue: reduction)! }
+        if let wirePrecision { config.distributed.wirePrecision = WirePrecision(rawValue: wirePrecision)! }
         var options = CoordinatorOptions()
         options.security = try CoordinatorSecurity.load(secretKeyFile: curveSecretKey, authorizedKeysDirectory: authorizedKeys)
         options.insecureBind = insecureBind

@@ -19,7 +19,7 @@ final class WireCodecTests: XCTestCase {
         XCTAssertEqual(frames.count, 2)
         XCTAssertEqual(frames[0].count, 40)
         XCTAssertEqual(Array(frames[0][0..<4]), Array("CNNW".utf8))
-        XCTAssertEqual(Array(frames[0][4..<8]), [5, 0, 7, 0], "version 5, type 7 (bye), reserved 0")
+        XCTAssertEqual(Array(frames[0][4..<8]), [6, 0, 7, 0], "version 6, type 7 (bye), reserved 0")
         XCTAssertEqual(Array(frames[0][8..<16]), [8, 7, 6, 5, 4, 3, 2, 1])
         XCTAssertEqual(Array(frames[0][16..<24]), [42, 0, 0, 0, 0, 0, 0, 0])
         XCTAssertEqual(Array(frames[0][24..<32]), [8, 0, 0, 0, 0, 0, 0, 0], "meta of 8 bytes, no tensors")
@@ -34,6 +34,7 @@ final class WireCodecTests: XCTestCase {
         meta.u32(5)                                                     // epoch 5
         meta.u32(1).u32(6).u64((2.5 as Double).bitPattern).u32(7).u32(8).u32(8)   // one result
         meta.u32(2).u8(1).u32(3).u8(0).u32(8)                           // nodes [6,8) and [8,9)
+        meta.u8(0).u32(0)                                               // encoding: all Float32
         meta.timings(0.5, 1.25, 0.125, total: 2)                        // forward, backward, pack, total
         let tensors = [floatBytes([1, 2]), floatBytes([3])]
         let envelope = try WireCodec.decode(bytes: rawMessage(type: 5, meta: meta.bytes, tensors: tensors, runID: 9, step: 10))

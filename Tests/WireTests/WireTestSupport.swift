@@ -37,10 +37,26 @@ func sampleEnvelopes() -> [Envelope] {
         .bye(Bye(reason: "")),
         .bye(Bye(reason: "shutting down: SIGTERM ✋")),
         .error(WireFailure(code: 65535, text: "step 42: gradient of 10 floats, expected 61706")),
-    ] + shardSampleMessages()
+    ] + shardSampleMessages() + bfloat16SampleMessages()
     return messages.enumerated().map { position, message in
         Envelope(runID: 0xDEAD_BEEF_0000_0000 | UInt64(position), step: UInt64(position) * 1000, message: message)
     }
+}
+
+/// Messages whose gradient nodes travel in bf16 (`distributed.wire_precision: bf16`): bf16-exact
+/// values (a NaN with payload bits, infinities, -0, a subnormal), one tensor with a Float32 tail
+/// (a central leaf's state) of odd offset, slice partials all in bf16.
+func bfloat16SampleMessages() -> [Message] {
+    let exact: [Float] = [1, -2.5, .infinity, -.infinity, Float(bitPattern: 0x7FA1_0000), -0.0, Float(bitPattern: 0x0001_0000), 0.333984375, 65280]
+    return [
+        .gradients(Gradients(epoch: 2, results: [MicroBatchResult(index: 0, lossSum: 1.5, correct: 1, samples: 2)],
+                             nodes: [TreeNode(level: 0, index: 0)], tensors: [FloatPayload(copying: exact + [0.1, -7e-3])],
+                             encoding: .bfloat16(first: exact.count),
+                             timings: WorkerTimings(forwardSeconds: 0.5, backwardSeconds: 0.25, packSeconds: 0, totalSeconds: 1))),
+        .slicePartials(SlicePartials(slice: 2, nodes: [TreeNode(level: 1, index: 0), TreeNode(level: 0, index: 2)],
+                                     tensors: [FloatPayload(copying: exact), FloatPayload(copying: exact.reversed())],
+                                     encoding: .bfloat16(first: exact.count))),
+    ]
 }
 
 /// Little-endian bytes written by hand, to build wire messages independently of the encoder.

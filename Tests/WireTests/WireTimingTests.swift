@@ -23,7 +23,7 @@ final class WireTimingTests: XCTestCase {
     private func handBuilt(_ message: String, _ forward: Double, _ backward: Double, _ pack: Double, total: Double) -> [[UInt8]] {
         let meta = Bytes()
         meta.u32(0).u32(1).u32(0).u64((0.5 as Double).bitPattern).u32(1).u32(1).u32(1)
-        if message == "gradients" { meta.u32(0) }
+        if message == "gradients" { meta.u32(0).u8(0).u32(0) }  // no nodes, all-Float32 encoding
         meta.timings(forward, backward, pack, total: total)
         return rawMessage(type: message == "gradients" ? 5 : 9, meta: meta.bytes)
     }

@@ -42,12 +42,12 @@ final class WireValidationTests: XCTestCase {
                        as: .badMagic(expected: 0x574E_4E43, got: 0x5A4D_5451))
     }
 
-    func testVersionsOtherThanFiveAreRejectedNamingTheUnderstoodVersion() {
-        // Version 4 lacks the sharded reduction's messages, version 3 results carry no top-5
-        // count; versions 1 and 2 are older releases that send evaluation results as gradients
-        // (and version 1 gradients carry no timings).
-        for version: UInt16 in [1, 2, 3, 4, 6] {
-            assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: version), as: .unsupportedVersion(got: version, understood: [5]))
+    func testVersionsOtherThanSixAreRejectedNamingTheUnderstoodVersion() {
+        // Version 5 gradients carry no tensor encoding, version 4 lacks the sharded reduction's
+        // messages, version 3 results carry no top-5 count; versions 1 and 2 are older releases
+        // that send evaluation results as gradients (and version 1 gradients carry no timings).
+        for version: UInt16 in [1, 2, 3, 4, 5, 7] {
+            assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: version), as: .unsupportedVersion(got: version, understood: [6]))
         }
     }
 
@@ -170,7 +170,7 @@ final class WireValidationTests: XCTestCase {
         assertRejected(rawMessage(type: 8, meta: Bytes().u16(3).string("no").bytes, tensors: [floatBytes([1])]),
                        as: .wrongTensorCount(message: "an error message", expected: 0, got: 1))
         let gradients = Bytes()
-        gradients.u32(0).u32(0).u32(2).u8(0).u32(0).u8(0).u32(1).timings()
+        gradients.u32(0).u32(0).u32(2).u8(0).u32(0).u8(0).u32(1).u8(0).u32(0).timings()
         assertRejected(rawMessage(type: 5, meta: gradients.bytes, tensors: [floatBytes([1])]),
                        as: .wrongTensorCount(message: "a gradients message (one tensor per tree node)", expected: 2, got: 1))
         let evaluation = Bytes()
@@ -184,7 +184,7 @@ final class WireValidationTests: XCTestCase {
         // A gradients meta frame (with its node list) sent as an evaluation: the node count and
         // node are left over after the timings are read from the wrong place, or fail them.
         let withNode = Bytes()
-        withNode.u32(0).u32(0).u32(1).u8(0).u32(0).timings()
+        withNode.u32(0).u32(0).u32(1).u8(0).u32(0).u8(0).u32(0).timings()
         XCTAssertThrowsError(try WireCodec.decode(bytes: rawMessage(type: 9, meta: withNode.bytes)))
         let withoutNode = Bytes()
         withoutNode.u32(0).u32(0).u32(0).timings()
@@ -236,7 +236,7 @@ final class WireValidationTests: XCTestCase {
     func testTreeLevelAboveThirtyOneAndNodesPastTwoToTheThirtyTwoAreRejected() {
         func gradients(level: UInt8, index: UInt32) -> [[UInt8]] {
             let meta = Bytes()
-            meta.u32(0).u32(0).u32(1).u8(level).u32(index).timings()
+            meta.u32(0).u32(0).u32(1).u8(level).u32(index).u8(0).u32(0).timings()
             return rawMessage(type: 5, meta: meta.bytes, tensors: [floatBytes([1])])
         }
         XCTAssertNoThrow(try WireCodec.decode(bytes: gradients(level: 31, index: 1)))

@@ -137,6 +137,13 @@ public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>?, _ argv: UnsafeMu
         .computed(Computed(epoch: 1, results: [MicroBatchResult(index: 0, lossSum: 1, correct: 1, samples: 2)],
                            nodes: [TreeNode(level: 0, index: 0)], nonFinite: "")),
         .slicePartials(SlicePartials(slice: 1, nodes: [TreeNode(level: 1, index: 0)], tensors: [FloatPayload(copying: [1, 2])])),
+        // Gradient nodes in bf16 (distributed.wire_precision: bf16): a central leaf with a Float32
+        // tail, and slice partials all in bf16, with a NaN payload, an infinity and -0.
+        .gradients(Gradients(epoch: 1, results: [MicroBatchResult(index: 0, lossSum: 1, correct: 1, samples: 2)],
+                             nodes: [TreeNode(level: 0, index: 0)], tensors: [FloatPayload(copying: [1, -.infinity, 0.5, 0.1])],
+                             encoding: .bfloat16(first: 3))),
+        .slicePartials(SlicePartials(slice: 0, nodes: [TreeNode(level: 0, index: 1)],
+                                     tensors: [FloatPayload(copying: [Float(bitPattern: 0x7FA1_0000), -0.0, 2])], encoding: .bfloat16(first: 3))),
         .reduce(ReduceCover(version: 1, totalMicroBatches: 3, learningRate: 0.1, nodes: [
             CoverNode(node: TreeNode(level: 1, index: 0), worker: 0), CoverNode(node: TreeNode(level: 0, index: 2), worker: 1)])),
         .blockSums(BlockSums(slice: 0, sums: [1.5, 2])),
