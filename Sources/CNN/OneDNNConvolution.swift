@@ -40,7 +40,11 @@ final class OneDNNConvolution: ConvolutionComputation {
               !probe.usesReferenceCode
         else { return nil }
         plans[1] = probe
+        implementation = probe.forward.implementation
     }
+
+    /// The implementation oneDNN runs the forward pass with, such as "jit_bf16:avx512_core_bf16".
+    private(set) var implementation = ""
 
     /// Half the input's floats, in bf16 and its layout's padding of channels to 16.
     var keptFloatsPerSample: Int {
