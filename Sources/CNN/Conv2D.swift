@@ -62,7 +62,8 @@ public final class Conv2D: Layer {
     /// How a convolution computes in bf16.
     public enum BFloat16Kernel: Sendable, Equatable {
         /// oneDNN's bf16 convolution primitives (`OneDNNConvolution`), where oneDNN has a compiled
-        /// kernel for the layer's shapes; im2col and bf16 GEMMs where it has only reference code.
+        /// kernel for the layer's shapes and the layer has more than one input channel per group
+        /// (`OneDNNConvolution.suits`); im2col and bf16 GEMMs elsewhere.
         case oneDNNConvolution
         /// im2col (on wide rows where those pay) and oneDNN's bf16 GEMM, always.
         case im2colGEMM

@@ -43,6 +43,16 @@ final class OneDNNConvolution: ConvolutionComputation {
         implementation = probe.forward.implementation
     }
 
+    /// Whether oneDNN's bf16 convolution suits a layer of `geometry` better than im2col with bf16
+    /// GEMMs: unless it has one input channel per group. oneDNN's kernels work on blocks of 16
+    /// channels, and a single input channel leaves them little to work on, where im2col's
+    /// matrix is then only kh x kw rows (`cnn bench --precision bf16`, one thread: LeNet-5's first
+    /// layer 21 against 49 GFLOP/s with im2col, Fashion-MNIST's 38 against 55; with three input
+    /// channels, ResNet-20's first layer 92 against 68, AlexNet's 243 against 229).
+    static func suits(_ geometry: ConvolutionGeometry) -> Bool {
+        geometry.inputShape.channels / geometry.groups > 1
+    }
+
     /// The implementation oneDNN runs the forward pass with, such as "jit_bf16:avx512_core_bf16".
     private(set) var implementation = ""
 

@@ -129,6 +129,11 @@ final class BFloat16Tests: XCTestCase {
                 try assertBFloat16MatchesFloat32({ let layer = try make(); layer.bfloat16Kernel = kernel; return layer }, batch: 3, "\(name), \(kernel)")
             }
         }
+        // One input channel (LeNet-5's and Fashion-MNIST's first layers) computes with im2col,
+        // where it runs faster.
+        let single = try Conv2D(input: FeatureShape(channels: 1, height: 12, width: 12), filters: 6, kernelHeight: 5, kernelWidth: 5)
+        single.precision = .bf16
+        XCTAssertEqual(single.kernelDescription, "im2col, bf16 GEMM")
         let others: [(String, () throws -> Layer)] = [
             ("projection 1x1, stride 2", { try PointwiseConv2D(input: FeatureShape(channels: 6, height: 8, width: 8), filters: 5, stride: 2) }),
             ("dense", { try Dense(input: FeatureShape(channels: 3, height: 4, width: 5), units: 7) }),
