@@ -47,18 +47,46 @@ public final class Conv2D: Layer {
 
     private func remakeComputation() {
         computation = Conv2D.makeComputation(
-            algorithm, geometry: geometry, workspace: workspace, sharedTransform: sharedFilterTransform, precision: precision)
+            algorithm, geometry: geometry, workspace: workspace, sharedTransform: sharedFilterTransform, precision: precision,
+            bfloat16Kernel: bfloat16Kernel)
     }
 
-    /// The arithmetic of this layer's GEMMs from its next forward pass on. In bf16 a layer set to
-    /// Winograd computes with im2col instead (Winograd's transforms would have to be rounded
-    /// too, and its error budget is spent on them): `computedAlgorithm` says which runs.
+    /// The arithmetic of this layer's products from its next forward pass on. In bf16 the
+    /// layer computes with oneDNN's bf16 convolutions whatever its `algorithm` (Winograd's
+    /// transforms would have to be rounded too, and its error budget is spent on them), or with
+    /// im2col and bf16 GEMMs: `computedAlgorithm` and `kernelDescription` say which runs.
     public var precision: Precision = .fp32 {
         didSet { if precision != oldValue { remakeComputation() } }
     }
 
-    /// The algorithm the layer computes with now: `algorithm`, or im2col in bf16.
+    /// How a convolution computes in bf16.
+    public enum BFloat16Kernel: Sendable, Equatable {
+        /// oneDNN's bf16 convolution primitives (`OneDNNConvolution`), where oneDNN has a compiled
+        /// kernel for the layer's shapes and the layer has more than one input channel per group
+        /// (`OneDNNConvolution.suits`); im2col and bf16 GEMMs elsewhere.
+        case oneDNNConvolution
+        /// im2col (on wide rows where those pay) and oneDNN's bf16 GEMM, always.
+        case im2colGEMM
+    }
+
+    /// The bf16 kernel this layer prefers (`oneDNNConvolution` unless told otherwise; tests set
+    /// `im2colGEMM` to check that path, which layers oneDNN cannot compute fall back to).
+    public var bfloat16Kernel: BFloat16Kernel = .oneDNNConvolution {
+        didSet { if bfloat16Kernel != oldValue && precision == .bf16 { remakeComputation() } }
+    }
+
+    /// The algorithm the layer computes with now: `algorithm` in fp32; in bf16 im2col (which
+    /// stands for both bf16 kernels: `kernelDescription` tells them apart).
     public var computedAlgorithm: Algorithm { precision == .bf16 ? .im2col : algorithm }
+
+    /// What computes this layer's passes now, for logs and tests: "oneDNN bf16 convolution
+    /// (jit_bf16:avx512_core_bf16)", "im2col, bf16 GEMM", "im2col", "winograd", "winograd4x4".
+    public var kernelDescription: String {
+        switch computation {
+        case let direct as OneDNNConvolution: "oneDNN bf16 convolution (\(direct.implementation))"
+        default: precision == .bf16 ? "im2col, bf16 GEMM" : "\(algorithm)"
+        }
+    }
 
     /// The shape the computations read.
     private let geometry: ConvolutionGeometry
@@ -127,7 +155,8 @@ public final class Conv2D: Layer {
         self.algorithm = algorithm
         self.geometry = geometry
         self.workspace = workspace
-        computation = Conv2D.makeComputation(algorithm, geometry: geometry, workspace: workspace, sharedTransform: nil, precision: .fp32)
+        computation = Conv2D.makeComputation(
+            algorithm, geometry: geometry, workspace: workspace, sharedTransform: nil, precision: .fp32, bfloat16Kernel: .oneDNNConvolution)
     }
 
     public var summary: String {

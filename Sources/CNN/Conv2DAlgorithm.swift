@@ -74,13 +74,20 @@ extension Conv2D {
     }
 
     /// The computation for `algorithm`: Winograd of its tile size, or im2col, on wide rows where
-    /// those pay (`usesWideRows`); in bf16 always im2col. Called when a layer is built and when
-    /// its algorithm or precision changes.
+    /// those pay (`usesWideRows`); in bf16 oneDNN's bf16 convolution primitives
+    /// (`OneDNNConvolution`), or im2col with bf16 GEMMs where those suit the layer better
+    /// (`OneDNNConvolution.suits`), oneDNN has only reference code for its shapes, or
+    /// `bfloat16Kernel` asks for them. Called when a layer is built and when its
+    /// algorithm, precision or bf16 kernel changes.
     static func makeComputation(
         _ algorithm: Algorithm, geometry: ConvolutionGeometry, workspace: LayerWorkspace,
-        sharedTransform: SharedFilterTransforms.Slot?, precision: Precision
+        sharedTransform: SharedFilterTransforms.Slot?, precision: Precision, bfloat16Kernel: Conv2D.BFloat16Kernel
     ) -> any ConvolutionComputation {
         if precision == .bf16 {
+            if bfloat16Kernel == .oneDNNConvolution, OneDNNConvolution.suits(geometry),
+               let direct = OneDNNConvolution(geometry: geometry, workspace: workspace) {
+                return direct
+            }
             return usesWideRows(geometry)
                 ? WideRowConvolution(geometry: geometry, workspace: workspace, precision: precision)
                 : Im2colConvolution(geometry: geometry, workspace: workspace, precision: precision)

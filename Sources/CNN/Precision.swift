@@ -6,12 +6,12 @@ import Glibc
 import Darwin
 #endif
 
-/// The arithmetic of the matrix products of convolutions (im2col) and dense layers.
+/// The arithmetic of the matrix products of convolutions and dense layers.
 public enum Precision: String, Sendable, CaseIterable {
     /// Float32 operands and sums: the engine's own arithmetic.
     case fp32
-    /// Operands rounded to bf16 (round to nearest even, `BFloat16.round`), products summed in
-    /// Float32 by oneDNN's bf16 GEMM. Everything else (weights, gradients' sums across
+    /// Operands rounded to bf16 (round to nearest even), products summed in Float32 by oneDNN's
+    /// bf16 convolutions (`OneDNNConvolution`) or its bf16 GEMM. Everything else (weights, gradients' sums across
     /// micro-batches, batch norm, softmax, the loss, the optimiser) stays Float32.
     case bf16
 }
@@ -47,10 +47,21 @@ public enum BFloat16Support {
         return "oneDNN finds \(BLAS.oneDNNInstructionSet) on this CPU, which has neither AVX-512-BF16 nor AMX"
     }
 
-    /// The kernel bf16 products run on here, for logs: "oneDNN bf16 GEMM on AVX-512-BF16".
+    /// The kernels bf16 products run on here, for logs: "oneDNN bf16 convolutions
+    /// (jit_bf16:avx512_core_bf16) and bf16 GEMM on AVX-512-BF16".
     public static var kernelName: String {
-        isAvailable ? "oneDNN bf16 GEMM on \(BLAS.oneDNNInstructionSet)" : "none (\(missingReason))"
+        guard isAvailable else { return "none (\(missingReason))" }
+        return "oneDNN bf16 convolutions (\(convolutionImplementation)) and bf16 GEMM on \(BLAS.oneDNNInstructionSet)"
     }
+
+    /// The implementation oneDNN picks for a typical bf16 convolution here (3x3, 16 channels;
+    /// each layer reports its own in `Conv2D.kernelDescription`).
+    static let convolutionImplementation: String = {
+        let shape = FeatureShape(channels: 16, height: 8, width: 8)
+        let geometry = ConvolutionGeometry(
+            inputShape: shape, outputShape: shape, kernelHeight: 3, kernelWidth: 3, stride: 1, padding: 1, dilation: 1, groups: 1)
+        return (try? OneDNNConvolution.Plan(geometry: geometry, batch: 1, bias: false))?.forward.implementation ?? "none"
+    }()
 }
 
 /// Where bf16 products keep their rounded operands: a network's workspace holds one, as its

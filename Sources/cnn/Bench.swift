@@ -98,7 +98,7 @@ struct Bench: ParsableCommand {
                 + "median of \(repetitions) repetitions of ~\(seconds) s after a warm-up")
             if let advice = ProcessSetup.kernelAdvice { emit("note: \(advice)") }
             if settings.precisions.contains(.bf16) {
-                emit("bf16 products: \(BFloat16Support.kernelName); Winograd layers compute with im2col in bf16")
+                emit("bf16 products: \(BFloat16Support.kernelName); Winograd layers compute with oneDNN's bf16 convolutions in bf16")
             }
         }
         try Benchmark.run(settings, report: { result in

@@ -1,3 +1,4 @@
+import Foundation
 import CNN
 import TestSupport
 import XCTest
@@ -106,21 +107,76 @@ final class BFloat16Tests: XCTestCase {
 
     func testConvolutionsInBFloat16MatchFloat32WithinTheBFloat16Bound() throws {
         try skipUnlessAvailable()
-        let cases: [(String, () throws -> Layer)] = [
-            ("stride 2, padding 1", { try Conv2D(input: FeatureShape(channels: 3, height: 9, width: 9), filters: 4, kernelHeight: 3, kernelWidth: 3, stride: 2, padding: 1) }),
-            ("groups 2", { try Conv2D(input: FeatureShape(channels: 4, height: 8, width: 8), filters: 6, kernelHeight: 3, kernelWidth: 3, padding: 1, groups: 2) }),
-            ("dilation 2, no bias", { try Conv2D(input: FeatureShape(channels: 2, height: 10, width: 10), filters: 3, kernelHeight: 3, kernelWidth: 3, padding: 2, dilation: 2, bias: false) }),
-            ("5x3 kernel, stride 3", { try Conv2D(input: FeatureShape(channels: 3, height: 11, width: 12), filters: 5, kernelHeight: 5, kernelWidth: 3, stride: 3) }),
-            ("wide rows (large plane)", { try Conv2D(input: FeatureShape(channels: 16, height: 40, width: 40), filters: 16, kernelHeight: 3, kernelWidth: 3, padding: 1) }),
+        // Convolutions of every configuration, in both bf16 kernels.
+        let convolutionCases: [(String, () throws -> Conv2D)] = [
+        ("stride 2, padding 1", { try Conv2D(input: FeatureShape(channels: 3, height: 9, width: 9), filters: 4, kernelHeight: 3, kernelWidth: 3, stride: 2, padding: 1) }),
+        ("groups 2", { try Conv2D(input: FeatureShape(channels: 4, height: 8, width: 8), filters: 6, kernelHeight: 3, kernelWidth: 3, padding: 1, groups: 2) }),
+        ("dilation 2, no bias", { try Conv2D(input: FeatureShape(channels: 2, height: 10, width: 10), filters: 3, kernelHeight: 3, kernelWidth: 3, padding: 2, dilation: 2, bias: false) }),
+        ("5x3 kernel, stride 3", { try Conv2D(input: FeatureShape(channels: 3, height: 11, width: 12), filters: 5, kernelHeight: 5, kernelWidth: 3, stride: 3) }),
+        ("wide rows (large plane)", { try Conv2D(input: FeatureShape(channels: 16, height: 40, width: 40), filters: 16, kernelHeight: 3, kernelWidth: 3, padding: 1) }),
+        ("16-channel blocks, stride 2", { try Conv2D(input: FeatureShape(channels: 32, height: 8, width: 8), filters: 16, kernelHeight: 3, kernelWidth: 3, stride: 2, padding: 1) }),
+    ]
+        for kernel in [Conv2D.BFloat16Kernel.oneDNNConvolution, .im2colGEMM] {
+            for (name, make) in convolutionCases {
+                let probe = try make()
+                probe.bfloat16Kernel = kernel
+                probe.precision = .bf16
+                // oneDNN compiles a kernel for every configuration here: none falls back.
+                XCTAssertTrue(
+                    probe.kernelDescription.hasPrefix(kernel == .oneDNNConvolution ? "oneDNN bf16 convolution (" : "im2col, bf16 GEMM"),
+                    "\(name): \(probe.kernelDescription)")
+                XCTAssertFalse(probe.kernelDescription.contains("ref"), "\(name): \(probe.kernelDescription)")
+                try assertBFloat16MatchesFloat32({ let layer = try make(); layer.bfloat16Kernel = kernel; return layer }, batch: 3, "\(name), \(kernel)")
+            }
+        }
+        // One input channel (LeNet-5's and Fashion-MNIST's first layers) computes with im2col,
+        // where it runs faster.
+        let single = try Conv2D(input: FeatureShape(channels: 1, height: 12, width: 12), filters: 6, kernelHeight: 5, kernelWidth: 5)
+        single.precision = .bf16
+        XCTAssertEqual(single.kernelDescription, "im2col, bf16 GEMM")
+        let others: [(String, () throws -> Layer)] = [
             ("projection 1x1, stride 2", { try PointwiseConv2D(input: FeatureShape(channels: 6, height: 8, width: 8), filters: 5, stride: 2) }),
             ("dense", { try Dense(input: FeatureShape(channels: 3, height: 4, width: 5), units: 7) }),
         ]
-        for (name, make) in cases {
+        for (name, make) in others {
             try assertBFloat16MatchesFloat32(make, batch: 3, name)
         }
     }
 
-    func testWinogradLayerComputesWithIm2colInBFloat16() throws {
+    func testOneDNNConvolutionGivesTheSameBitsAcrossBatchSizesRepeatsAndConcurrentReplicas() throws {
+        try skipUnlessAvailable()
+        // ResNet-style shapes, with 16-channel blocks (nChw16c) and a bias.
+        let input = FeatureShape(channels: 16, height: 12, width: 12)
+        func make() throws -> Conv2D {
+            let layer = try Conv2D(input: input, filters: 32, kernelHeight: 3, kernelWidth: 3, padding: 1)
+            layer.precision = .bf16
+            return layer
+        }
+        let parameters = TestArrays.normal(count: try make().parameterCount, seed: 11, stream: 1, scale: 0.3)
+        let x = TestArrays.normal(count: 3 * input.count, seed: 11, stream: 2)
+        let dy = TestArrays.normal(count: 3 * 32 * 144, seed: 11, stream: 3)
+        let fresh = runPass(try make(), parameters: parameters, input: Array(x[..<(2 * input.count)]), outputGradient: Array(dy[..<(2 * 32 * 144)]), batch: 2)
+        // A layer that computed a batch of 3 first (other primitives, larger buffers), then 2.
+        let used = try make()
+        _ = runPass(used, parameters: parameters, input: x, outputGradient: dy, batch: 3)
+        let again = runPass(used, parameters: parameters, input: Array(x[..<(2 * input.count)]), outputGradient: Array(dy[..<(2 * 32 * 144)]), batch: 2)
+        XCTAssertEqual(again.bits, fresh.bits, "a batch's results must not depend on what the layer computed before")
+        // Replicas on two threads at once: oneDNN's primitive cache gives both the same primitives,
+        // whose scratchpads must not be shared.
+        let replicas = [try make(), try make()]
+        let results = ResultBox(count: 2)
+        let work = ReplicaWork { index in
+            for _ in 0..<3 {
+                results.set(index, self.runPass(replicas[index], parameters: parameters, input: x, outputGradient: dy, batch: 3).bits)
+            }
+        }
+        DispatchQueue.concurrentPerform(iterations: 2) { work.run($0) }
+        let serial = runPass(try make(), parameters: parameters, input: x, outputGradient: dy, batch: 3).bits
+        XCTAssertEqual(results.get(0), serial, "replica 0 on its own thread")
+        XCTAssertEqual(results.get(1), serial, "replica 1 on its own thread")
+    }
+
+    func testWinogradLayerComputesWithTheBFloat16ConvolutionInBFloat16() throws {
         try skipUnlessAvailable()
         let input = FeatureShape(channels: 8, height: 8, width: 8)
         let winograd = try Conv2D(input: input, filters: 8, kernelHeight: 3, kernelWidth: 3, padding: 1)
@@ -128,6 +184,7 @@ final class BFloat16Tests: XCTestCase {
         winograd.precision = .bf16
         XCTAssertEqual(winograd.algorithm, .winograd4x4)
         XCTAssertEqual(winograd.computedAlgorithm, .im2col)
+        XCTAssertTrue(winograd.kernelDescription.hasPrefix("oneDNN bf16 convolution"), winograd.kernelDescription)
         let im2col = try Conv2D(input: input, filters: 8, kernelHeight: 3, kernelWidth: 3, padding: 1)
         try im2col.use(.im2col)
         im2col.precision = .bf16
@@ -136,10 +193,11 @@ final class BFloat16Tests: XCTestCase {
         let dy = TestArrays.normal(count: 2 * winograd.outputShape.count, seed: 5, stream: 3)
         let a = runPass(winograd, parameters: parameters, input: x, outputGradient: dy, batch: 2)
         let b = runPass(im2col, parameters: parameters, input: x, outputGradient: dy, batch: 2)
-        XCTAssertEqual(a.bits, b.bits, "a Winograd layer in bf16 must compute exactly as im2col in bf16")
+        XCTAssertEqual(a.bits, b.bits, "a Winograd layer in bf16 must compute exactly as an im2col layer in bf16")
         // Back in fp32 it is Winograd again.
         winograd.precision = .fp32
         XCTAssertEqual(winograd.computedAlgorithm, .winograd4x4)
+        XCTAssertEqual(winograd.kernelDescription, "winograd4x4")
     }
 
     func testSmallNetworkInBFloat16StaysCloseToFloat32() throws {
@@ -183,6 +241,22 @@ final class BFloat16Tests: XCTestCase {
         var inputGradient: [Float]
         var parameterGradients: [Float]
         var bits: [UInt32] { (output + inputGradient + parameterGradients).map(\.bitPattern) }
+    }
+
+    /// Results written from several threads, each to its own slot.
+    private final class ResultBox: @unchecked Sendable {
+        // Sendable: each thread writes only its own index, under the lock.
+        private var values: [[UInt32]]
+        private let lock = NSLock()
+        init(count: Int) { values = Array(repeating: [], count: count) }
+        func set(_ index: Int, _ value: [UInt32]) { lock.lock(); values[index] = value; lock.unlock() }
+        func get(_ index: Int) -> [UInt32] { lock.lock(); defer { lock.unlock() }; return values[index] }
+    }
+
+    /// One replica's work, handed to a thread (each replica and its buffers are used by that thread only).
+    private final class ReplicaWork: @unchecked Sendable {
+        let run: (Int) -> Void
+        init(_ run: @escaping (Int) -> Void) { self.run = run }
     }
 
     private func runPass(_ layer: Layer, parameters: [Float], input: [Float], outputGradient: [Float], batch: Int) -> PassResult {
