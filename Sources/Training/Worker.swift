@@ -404,8 +404,10 @@ public final class Worker {
             weights = message.values
             weightsVersion = step
         case .assign(let assignment) where shard != nil:
-            // The weights come from the slice owners; the work waits for them.
-            queue.removeAll { $0.step < step || ($0.step == step && $0.assignment.kind != assignment.kind) }
+            // The weights come from the slice owners; the work waits for them. Work of another
+            // step is over: an earlier step completed, or a later one was left when the run went
+            // back to a checkpoint (its work, waiting at the head, would block this for ever).
+            queue.removeAll { $0.step != step || $0.assignment.kind != assignment.kind }
             queue.append((step, assignment, nil, monotonicSeconds()))
             startNextComputation()
         case .plan(let plan):
@@ -425,8 +427,8 @@ public final class Worker {
                 send(.error(WireFailure(code: 428, text: "assignment for step \(step) but this worker holds weights of step \(weightsVersion.map(String.init) ?? "none")")), step: step)
                 return .carryOn
             }
-            // Work of an older step still waiting here is no longer wanted: its step is over.
-            queue.removeAll { $0.step < step || ($0.step == step && $0.assignment.kind != assignment.kind) }
+            // Work of another step still waiting here is no longer wanted: its step is over.
+            queue.removeAll { $0.step != step || $0.assignment.kind != assignment.kind }
             queue.append((step, assignment, weights, monotonicSeconds()))
             startNextComputation()
         case .bye(let bye):

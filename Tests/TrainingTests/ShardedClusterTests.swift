@@ -178,6 +178,30 @@ final class ShardedClusterTests: XCTestCase {
         XCTAssertEqual(steps, Array(1...Self.steps))
     }
 
+    /// The survivor of a rewind still has work of the step the run left queued (the dead
+    /// workers' micro-batches, handed to it while its own computation ran): the first assignment
+    /// after the rewind, of an earlier step, must replace that work, not wait behind it for ever.
+    func testARewindDropsWorkQueuedForTheStepTheRunLeft() throws {
+        let folder = try LocalCluster.temporaryDirectory("rewindqueue")
+        let path = try LocalCluster.write(Self.config, to: "config.yaml", in: folder)
+        let run = folder + "/run"
+        let coordinator = try LocalCluster.Child(
+            "cnn-coord", ["--config", path, "--bind", "tcp://127.0.0.1:0", "--workers", "3", "--steps", "\(Self.steps)",
+                          "--reduction", "sharded", "--run-dir", run])
+        let address = try endpoint(of: run)
+        // The survivor is slow, so the dead workers' micro-batches queue up behind its computation.
+        let survivor = try LocalCluster.Child("cnn-worker", ["--connect", address, "--name", "survivor", "--compute-delay", "0.3"])
+        let doomed = try (0..<2).map { try LocalCluster.Child("cnn-worker", ["--connect", address, "--name", "doomed\($0)"]) }
+        defer { survivor.signal(SIGKILL) }
+        waitForStep(6, in: run)
+        doomed.forEach { $0.signal(SIGKILL) }
+        let outcome = coordinator.wait(seconds: 60)
+        XCTAssertFalse(outcome.timedOut, "the run hung after the rewind:\n\(outcome.combined)")
+        XCTAssertEqual(outcome.status, 0, outcome.combined)
+        XCTAssertTrue(outcome.error.contains("going back to"), "a rewind to the checkpoint:\n\(outcome.error)")
+        XCTAssertEqual(try Self.finalFiles(run), Self.central)
+    }
+
     func testWhenEveryWorkerIsGoneANewOneCarriesOnFromTheCheckpointWithTheSameBits() throws {
         let folder = try LocalCluster.temporaryDirectory("allgone")
         let path = try LocalCluster.write(Self.config, to: "config.yaml", in: folder)
