@@ -227,9 +227,14 @@ final class ShardedClusterTests: XCTestCase {
         let path = try LocalCluster.write(Self.config, to: "config.yaml", in: folder)
         let run = folder + "/run"
         let coordinator = try LocalCluster.Child(
-            "cnn-coord", ["--config", path, "--spawn-workers", "2", "--steps", "\(Self.steps)", "--reduction", "sharded", "--run-dir", run])
-        waitForStep(3, in: run)
+            "cnn-coord", ["--config", path, "--bind", "tcp://127.0.0.1:0", "--workers", "2", "--steps", "\(Self.steps)",
+                          "--reduction", "sharded", "--run-dir", run])
         let address = try endpoint(of: run)
+        // Steps of at least 0.2 s, so that the run is still going when the late worker has
+        // started and joined (undelayed, all twelve steps can be over in a quarter of a second).
+        let first = try (0..<2).map { try LocalCluster.Child("cnn-worker", ["--connect", address, "--name", "w\($0)", "--compute-delay", "0.2"]) }
+        defer { first.forEach { $0.signal(SIGKILL) } }
+        waitForStep(3, in: run)
         let late = try LocalCluster.Child("cnn-worker", ["--connect", address, "--name", "late"])
         defer { late.signal(SIGKILL) }
         let outcome = coordinator.wait(seconds: 120)
