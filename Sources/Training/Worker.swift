@@ -381,6 +381,13 @@ public final class Worker {
             if case .failure(let error) = incoming.result { logger.warning("dropped a malformed message: \(error)") }
             return .carryOn
         }
+        if case .error(let failure) = envelope.message, failure.code == 409, envelope.runID == runID {
+            // About a message of an earlier run, sent before this worker joined the coordinator's
+            // present one (it restarted): this worker belongs to that run already. Joining again
+            // would retire its fresh record, and with it, under the sharded reduction, a plan member.
+            logger.debug("ignored the coordinator's complaint about a message of an earlier run: \(PeerText.printable(failure.text))")
+            return .carryOn
+        }
         if case .error(let failure) = envelope.message, failure.code == 401 || failure.code == 409 {
             // The coordinator does not know us: it restarted, or declared us dead.
             return .rejoin("the coordinator no longer knows this worker (\(PeerText.printable(failure.text)))")

@@ -104,6 +104,39 @@ final class FalseDeathTests: XCTestCase {
             try? worker.run()
         }.start()
     }
+
+    /// After a coordinator restarts, a worker's messages sent before it joined the new run come
+    /// back as 409 ("not of this coordinator's run"), stamped with the run it has joined since.
+    /// It must not join again for those (that retired its fresh record, and under the sharded
+    /// reduction a plan member), but must for a 409 of a run it does not belong to.
+    func testAComplaintAboutAnEarlierRunsMessageDoesNotMakeAJoinedWorkerJoinAgain() throws {
+        let run = try InMemoryRun(steps: 1)
+        let coordinator = run.network.endpoint(InMemoryRun.coordinatorID)
+        run.startWorker(name: "joined")
+        func nextHello(within seconds: Double) throws -> PeerID? {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                guard let incoming = try coordinator.receive(timeoutMilliseconds: 50),
+                      case .success(let envelope) = incoming.result, case .hello = envelope.message else { continue }
+                return incoming.peer
+            }
+            return nil
+        }
+        let worker = try XCTUnwrap(try nextHello(within: 10), "the worker never said hello")
+        let state = try ModelState(config: run.config)
+        let runID: UInt64 = 0x5EED
+        let welcome = Welcome(workerID: 1, configText: run.config.yaml, parameterCount: state.parameterCount,
+                              heartbeatIntervalMilliseconds: 200, workerTimeoutMilliseconds: 5000)
+        try coordinator.send(Envelope(runID: runID, step: 0, message: .welcome(welcome)), to: worker)
+        func complaint(stampedWith stamp: UInt64) -> Envelope {
+            Envelope(runID: stamp, step: 0, message: .error(WireFailure(code: 409, text: "a heartbeat message of run 1, not of this coordinator's run \(String(stamp, radix: 16))")))
+        }
+        try coordinator.send(complaint(stampedWith: runID), to: worker)
+        XCTAssertNil(try nextHello(within: 1.5), "the worker joined again over a message of a run it had left")
+        try coordinator.send(complaint(stampedWith: runID + 1), to: worker)
+        XCTAssertNotNil(try nextHello(within: 10), "a 409 of a run the worker does not belong to must make it join again")
+        try coordinator.send(Envelope(runID: runID, step: 0, message: .bye(Bye(reason: "test over"))), to: worker)
+    }
 }
 
 /// A peer that speaks the protocol by hand: joins, and says what a test wants it to say.
