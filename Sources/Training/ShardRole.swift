@@ -105,6 +105,17 @@ final class ShardRole {
         return current.payload
     }
 
+    /// Why the weights of step `wanted` are not here yet, for a log line.
+    func whyNoWeights(forStep wanted: Int) -> String {
+        guard let step else { return "this worker has no plan or weights yet" }
+        let planText = "plan \(plan.map { String($0.version) } ?? "none"), in force \(inForce.map { String($0.version) } ?? "none")"
+        if wanted == step {
+            let missing = layout.slices.indices.filter { !current.has($0) }
+            return "its weights of step \(step) lack slices \(missing) (\(planText))"
+        }
+        return "it is in step \(step), not \(wanted) (\(planText))"
+    }
+
     /// The coordinator's whole weights for `step` (the start of a run, or after a gather).
     func receiveWholeWeights(_ values: FloatPayload, step: Int) throws {
         try commitIfDue(step)
@@ -577,34 +588,4 @@ final class ShardRole {
 /// The coordinator started a step this worker is not ready for: it must join again.
 struct ShardOutOfStep: Error, CustomStringConvertible {
     var description: String
-}
-
-/// Weights laid out as the flat vector, filled slice by slice.
-final class SliceBuffer: @unchecked Sendable {
-    let count: Int
-    let pointer: UnsafeMutablePointer<Float>
-    private var present: [Bool]
-
-    init(count: Int, slices: Int) {
-        self.count = count
-        pointer = .allocate(capacity: max(count, 1))
-        pointer.initialize(repeating: 0, count: max(count, 1))
-        present = [Bool](repeating: false, count: slices)
-    }
-
-    deinit { pointer.deallocate() }
-
-    var isComplete: Bool { !present.contains(false) }
-    func has(_ slice: Int) -> Bool { present[slice] }
-    func mark(_ slice: Int) { present[slice] = true }
-    func markAll() { present = present.map { _ in true } }
-    func clear() { present = present.map { _ in false } }
-
-    func write(_ values: FloatPayload, at range: Range<Int>, slice: Int) {
-        values.withUnsafeBufferPointer { (pointer + range.lowerBound).update(from: $0.baseAddress!, count: range.count) }
-        present[slice] = true
-    }
-
-    /// The whole buffer as a payload that keeps it alive (for the engine to read in place).
-    var payload: FloatPayload { FloatPayload(wrapping: pointer, count: count, owner: self) }
 }

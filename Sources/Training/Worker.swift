@@ -202,6 +202,11 @@ public final class Worker {
         return try transport.receive(timeoutMilliseconds: 0)
     }
 
+    /// Seconds an assignment may wait for its weights from the slice owners before the worker
+    /// says what it lacks.
+    static let weightsPatience = 2.0
+    private var lastWeightsWaitReported: Double?
+
     /// Seconds between fresh connections while the coordinator's handshake refuses this worker.
     static let reconnectInterval = 3.0
     /// Seconds before a fresh connection after a handshake that failed without saying why.
@@ -461,7 +466,7 @@ public final class Worker {
 
     /// An assignment waiting for the computation thread: its step, the weights it starts from,
     /// and when it arrived (for its timings).
-    private typealias Job = (step: Int, assignment: Assignment, weights: FloatPayload?, receivedAt: Double)
+    typealias Job = (step: Int, assignment: Assignment, weights: FloatPayload?, receivedAt: Double)
 
     /// Starts the first queued assignment when the computation thread is free.
     private func startNextComputation() {
@@ -470,7 +475,14 @@ public final class Worker {
         if let shard, waiting.weights == nil {
             let held: FloatPayload?
             do { held = try shard.weights(forStep: waiting.step) } catch { shardFailure = error; return }
-            guard let held else { return }
+            guard let held else {
+                // Said once per assignment, so that a stalled step shows what its work waits for.
+                if monotonicSeconds() - waiting.receivedAt > Self.weightsPatience, lastWeightsWaitReported != waiting.receivedAt {
+                    lastWeightsWaitReported = waiting.receivedAt
+                    logger.warning("step \(waiting.step): an assignment has waited \(Int(Self.weightsPatience)) s for its weights: \(shard.whyNoWeights(forStep: waiting.step))")
+                }
+                return
+            }
             waiting.weights = held
         }
         queue.removeFirst()
@@ -486,107 +498,6 @@ public final class Worker {
             // A sample that could not be made leaves the results wrong: they are not sent.
             if let failure = engine.data.train.failure ?? engine.data.test.failure { throw SampleFailure(description: "\(failure)") }
             return (job.step, message)
-        }
-    }
-
-    /// A training assignment: the scores of its micro-batches and their gradients, summed along
-    /// the fixed tree into one partial sum per largest tree node this worker holds.
-    private static func train(_ job: Job, on engine: MicroBatchEngine) throws -> Message {
-        let (output, results, packStart) = compute(job, on: engine, training: true)
-        let total = Int(job.assignment.totalMicroBatches)
-        var nodes: [TreeNode] = []
-        var tensors: [FloatPayload] = []
-        for node in MicroBatchEngine.partialSums(of: output.leafGradients, microBatchesInStep: total) {
-            let payload: FloatPayload
-            if let held = output.leafGradients.nodes[node] {
-                // The engine computed this node whole: its buffer is sent as it lies, and hashing it
-                // is the only pass over it. The engine reuses a buffer only once nobody else
-                // holds it, so it cannot change while libzmq sends it.
-                payload = FloatPayload(wrapping: held.pointer, count: engine.leafLength, owner: held)
-            } else {
-                // The partial sum is written straight into the buffer that will be sent, 64 KB at
-                // a time, each block hashed while it is still in cache.
-                payload = try FloatPayload(count: engine.leafLength, fillingBlocks: { range, block in
-                    try MicroBatchEngine.sum(node, of: output.leafGradients, microBatchesInStep: total,
-                                             elements: range, rounding: engine.rounding, into: block.baseAddress!)
-                })
-            }
-            nodes.append(node)
-            tensors.append(payload)
-        }
-        let timings = timings(of: output, on: engine, job: job, packStart: packStart)
-        // The nodes' gradients are bf16-exact under wire bf16 (the engine rounded every node):
-        // they travel in 2 bytes a value, the state observations after them in 4.
-        let encoding = engine.config.tensorEncoding(gradientCount: engine.parameterCount)
-        return .gradients(Gradients(epoch: job.assignment.epoch, results: results, nodes: nodes, tensors: tensors, encoding: encoding,
-                                    timings: timings))
-    }
-
-    /// An evaluation assignment: the scores of its micro-batches, nothing else.
-    private static func evaluate(_ job: Job, on engine: MicroBatchEngine) -> Message {
-        let (output, results, packStart) = compute(job, on: engine, training: false)
-        let timings = timings(of: output, on: engine, job: job, packStart: packStart)
-        return .evaluation(Evaluation(epoch: job.assignment.epoch, results: results, timings: timings))
-    }
-
-    /// What training and evaluation share: the job's micro-batches computed from its weights and
-    /// scored, and when the packing of the results began.
-    private static func compute(_ job: Job, on engine: MicroBatchEngine, training: Bool)
-        -> (output: MicroBatchOutput, results: [MicroBatchResult], packStart: Double) {
-        // The replicas read the received weights where they lie (no 4-bytes-per-parameter copy
-        // each step); the engine keeps the payload alive until the next weights replace it.
-        if let weights = job.weights { weights.withUnsafeBufferPointer { engine.shareWeights($0.baseAddress!, owner: weights) } }
-        let work = job.assignment.microBatches
-        let output = engine.compute(work, training: training, epoch: Int(job.assignment.epoch), step: job.step)
-        let packStart = monotonicSeconds()
-        let results = work.map { item -> MicroBatchResult in
-            let score = output.scores[item.index]!
-            return MicroBatchResult(index: UInt32(item.index), lossSum: score.lossSum, correct: UInt32(score.correct),
-                                    topFiveCorrect: UInt32(score.topFiveCorrect), samples: UInt32(score.samples))
-        }
-        return (output, results, packStart)
-    }
-
-    /// The worker's timings of `job` up to now; the total is stamped when the results are sent.
-    private static func timings(of output: MicroBatchOutput, on engine: MicroBatchEngine, job: Job, packStart: Double) -> WorkerTimings {
-        let pass = wallTime(of: output.timings, threads: min(engine.threads, job.assignment.microBatches.count))
-        return WorkerTimings(forwardSeconds: pass.forwardSeconds, backwardSeconds: pass.backwardSeconds,
-                             packSeconds: monotonicSeconds() - packStart, totalSeconds: 0)
-    }
-
-    /// Forward and backward wall time of one `compute` call on `threads` threads: the per-thread
-    /// mean of the micro-batches' sums. Micro-batches run whole on one thread each, so every
-    /// thread's sum is at most the call's wall time, and so is their mean; unlike the busiest
-    /// thread's sum it needs no knowledge of how the engine deals micro-batches to threads. With
-    /// one thread it is exactly that thread's time. Threads idle while the last ones finish show up
-    /// as the worker's unaccounted time (total minus forward, backward and pack).
-    static func wallTime(of timings: [Int: PassTiming], threads: Int) -> PassTiming {
-        let sum = timings.values.reduce(PassTiming(), +)
-        let share = 1 / Double(max(threads, 1))
-        return PassTiming(forwardSeconds: sum.forwardSeconds * share, backwardSeconds: sum.backwardSeconds * share)
-    }
-
-    /// Results (gradients or evaluation) with their total time filled in at the moment of sending
-    /// (the computation thread cannot know when the main thread will send them). Never less than
-    /// the parts, whatever the clock's rounding, so the message always passes the coordinator's check.
-    static func stampingTotal(_ message: Message, receivedAt: Double) -> Message {
-        func stamped(_ timings: WorkerTimings) -> WorkerTimings {
-            var timings = timings
-            timings.totalSeconds = max(monotonicSeconds() - receivedAt, timings.accountedSeconds)
-            return timings
-        }
-        switch message {
-        case .gradients(var gradients):
-            gradients.timings = stamped(gradients.timings)
-            return .gradients(gradients)
-        case .evaluation(var evaluation):
-            evaluation.timings = stamped(evaluation.timings)
-            return .evaluation(evaluation)
-        case .computed(var computed):
-            computed.timings = stamped(computed.timings)
-            return .computed(computed)
-        default:
-            return message
         }
     }
 
