@@ -44,6 +44,9 @@ final class ShardedReduction {
 
     /// Set by `restart` until the next plan is issued.
     var restartPending = false
+    /// When the step in progress began, and whether its stall was reported (once a step).
+    var stepStartedAt = 0.0
+    var stallReported = false
 
     var readyCount: Int { members.count + waiting.count }
 
@@ -57,7 +60,9 @@ final class ShardedReduction {
         adopted = []
     }
 
-    func beginStep(microBatches: Int) {
+    func beginStep(microBatches: Int, at now: Double) {
+        stepStartedAt = now
+        stallReported = false
         cover = CoverSelection(microBatches: microBatches)
         coverSent = false
         done = []
@@ -112,7 +117,7 @@ extension Coordinator {
         let stepStart = monotonicSeconds()
         let bytesBefore = (transport.bytesSent, transport.bytesReceived)
         let learningRate = state.learningRate(stepsPerEpoch: stepsPerEpoch)
-        sharding.beginStep(microBatches: work.count)
+        sharding.beginStep(microBatches: work.count, at: stepStart)
         try planAtStepBoundary(sharding)
         guard let scores = try runTask(.train, epoch: epoch, work: work, until: { try self.shardedStepDone(sharding, learningRate: learningRate) }) else {
             return nil
@@ -156,6 +161,7 @@ extension Coordinator {
             apply(scheduler.handle(.tick, at: monotonicSeconds()))
             expireSilentWorkersOutsideTheScheduler()
             sendHeartbeats()
+            reportStall(sharding)
         }
         enforce(sharding)
         if let plan = sharding.plan {
@@ -215,6 +221,7 @@ extension Coordinator {
     /// result, the norm once every slice's block sums are in, and a new plan after a death.
     private func shardedStepDone(_ sharding: ShardedReduction, learningRate: Float) throws -> Bool {
         expireSilentWorkersOutsideTheScheduler()
+        reportStall(sharding)
         if sharding.needsReplan { try replanAfterLoss(sharding) }
         if sharding.isReadyToEnforce { enforce(sharding) }
         guard scheduler.isTaskComplete, let plan = sharding.plan, sharding.inForceSent == plan.version else { return false }
@@ -234,6 +241,33 @@ extension Coordinator {
         }
         return sharding.done == Set(plan.members.map(\.workerID))
     }
+
+    /// Says once a step, when it has gone on for `stallReportAfter` seconds, what it waits for:
+    /// a step of a small model takes milliseconds, and one stuck with every member busy
+    /// otherwise leaves no line at all (the straggler rule speaks only when a worker is idle).
+    private func reportStall(_ sharding: ShardedReduction) {
+        let waited = monotonicSeconds() - sharding.stepStartedAt
+        guard !sharding.stallReported, waited > Self.stallReportAfter else { return }
+        sharding.stallReported = true
+        guard let plan = sharding.plan else {
+            return logger.warning("step \(state.step): no progress for \(Int(waited)) s: no sharded plan yet, \(sharding.waiting.count) worker(s) waiting to join")
+        }
+        let members = plan.members.map(\.workerID)
+        let notAdopted = members.filter { !sharding.adopted.contains($0) }
+        let busy = scheduler.workers.filter { !$0.outstanding.isEmpty }.map { "\($0.label) holds \($0.outstanding.sorted())" }
+        let notDone = members.filter { !sharding.done.contains($0) }
+        var parts = ["plan \(plan.version) of \(members.map { "w\($0)" }) is \(sharding.inForceSent == plan.version ? "in force" : "not in force yet")"]
+        if !notAdopted.isEmpty { parts.append("not adopted by \(notAdopted.map { "w\($0)" })") }
+        if !busy.isEmpty { parts.append("micro-batches out: " + busy.joined(separator: ", ")) }
+        if scheduler.isTaskComplete {
+            parts.append("cover \(sharding.coverSent ? "sent" : "not sent")")
+            parts.append("step not done by \(notDone.map { "w\($0)" })")
+        }
+        logger.warning("step \(state.step): no progress for \(Int(waited)) s: \(parts.joined(separator: "; "))")
+    }
+
+    /// Seconds a sharded step may take before the coordinator says what it waits for.
+    static let stallReportAfter = 5.0
 
     /// After a member died: a plan over the survivors (replicas take over its slices), and its
     /// micro-batches whose partial sums may not have reached the new owners computed again.

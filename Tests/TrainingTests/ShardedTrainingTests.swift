@@ -125,6 +125,25 @@ final class ShardedTrainingTests: XCTestCase {
         try run.assertMatchesReference(summary)
     }
 
+    /// A step that goes on for seconds with every member busy left no line at all: the
+    /// straggler rule speaks only when some worker is idle. The coordinator now says once what
+    /// the step waits for. Here one worker's weight slices are held back for 6 s, so the others
+    /// cannot finish the step, and the run must still end with the reference's bits.
+    func testAStepThatMakesNoProgressForSecondsSaysWhatItWaitsFor() throws {
+        let run = try InMemoryRun(yaml: Self.yaml(), steps: 3)
+        let lines = LogLines()
+        let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
+        let heldUntil = HoldBackDeadline(seconds: 6)
+        run.startWorker(name: "held") { HoldingBackWeightSlices(wrapping: $0, until: heldUntil) }
+        run.startWorker(name: "free")
+        let summary = try coordinator.run()
+        XCTAssertEqual(summary.steps, 3)
+        let report = lines.all.first { $0.contains("no progress for 5 s") }
+        XCTAssertNotNil(report, "no stall report in:\n" + lines.all.joined(separator: "\n"))
+        XCTAssertTrue(report?.contains("is in force") == true && report?.contains("step not done by") == true, report ?? "")
+        try run.assertMatchesReference(summary)
+    }
+
     private func assertOptimizerMatchesReference(_ run: InMemoryRun, _ summary: RunSummary, file: StaticString = #filePath, line: UInt = #line) throws {
         let reference = try ReferenceTrainer(config: run.config, data: DataSource.load(run.config))
         try reference.train()
@@ -168,5 +187,47 @@ final class RefusingFirstSends: PeerTransport {
         count.add()
         throw ZMQError(operation: "send \(envelope.message.typeName) to worker \(worker)", code: EAGAIN,
                        message: "no connection to it was ready to take the message (refused by the test)")
+    }
+}
+
+/// When a test's hold on messages ends: `seconds` after the first message it held.
+final class HoldBackDeadline: @unchecked Sendable {
+    private let lock = NSLock()
+    private let seconds: Double
+    private var end: Double?
+
+    init(seconds: Double) { self.seconds = seconds }
+
+    var isHolding: Bool {
+        lock.withLock {
+            let now = ProcessInfo.processInfo.systemUptime
+            if end == nil { end = now + seconds }
+            return now < end!
+        }
+    }
+}
+
+/// A peer transport whose weight slices fail, as sends to a peer that is not ready do (EAGAIN),
+/// until a deadline; then they go through.
+final class HoldingBackWeightSlices: PeerTransport {
+    private let inner: InMemoryPeerTransport
+    private let deadline: HoldBackDeadline
+
+    init(wrapping inner: InMemoryPeerTransport, until deadline: HoldBackDeadline) {
+        self.inner = inner
+        self.deadline = deadline
+    }
+
+    var endpoint: String { inner.endpoint }
+    var bytesSent: Int { inner.bytesSent }
+    var bytesReceived: Int { inner.bytesReceived }
+    func setPeers(_ peers: [PeerAddress]) throws { try inner.setPeers(peers) }
+    func receive(timeoutMilliseconds: Int) throws -> PeerIncoming? { try inner.receive(timeoutMilliseconds: timeoutMilliseconds) }
+    func close() { inner.close() }
+
+    func send(_ envelope: Envelope, to worker: UInt32) throws {
+        guard case .weightSlice = envelope.message, deadline.isHolding else { return try inner.send(envelope, to: worker) }
+        throw ZMQError(operation: "send weight-slice to worker \(worker)", code: EAGAIN,
+                       message: "no connection to it was ready to take the message (held back by the test)")
     }
 }
