@@ -325,7 +325,7 @@ extension Coordinator {
 
     /// Declares `worker` gone now and carries out what follows (also for a worker the
     /// scheduler never had: a sharded run's worker that was not yet a member).
-    private func lose(_ worker: WorkerRecord, reason: String) {
+    func lose(_ worker: WorkerRecord, reason: String) {
         let decisions = scheduler.handle(.left(worker: worker.id, reason: reason), at: monotonicSeconds())
         apply(decisions.isEmpty && pool.worker(id: worker.id) != nil ? [.dead(worker: worker.id, reason: reason, reassigned: [])] : decisions)
     }

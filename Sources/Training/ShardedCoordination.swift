@@ -29,6 +29,9 @@ final class ShardedReduction {
     var needsReplan = false
     /// Members that follow the current plan, and whether it was declared in force.
     var adopted: Set<UInt32> = []
+    /// When the current plan was issued: a member that has not adopted it a worker timeout later
+    /// is given up (adopting takes a live worker milliseconds, and nothing moves until all have).
+    var planIssuedAt = 0.0
     var inForceSent: UInt64?
     /// Slices gathered for a checkpoint.
     var gathered: [Int: SliceState] = [:]
@@ -91,7 +94,14 @@ final class ShardedReduction {
         restartPending = false
         done = []
         adopted = []
+        planIssuedAt = monotonicSeconds()
         return next
+    }
+
+    /// Members of the current plan that have not adopted it within `patience` seconds of its issue.
+    func membersNotAdopting(patience: Double, now: Double) -> [UInt32] {
+        guard let plan, inForceSent != plan.version, now - planIssuedAt > patience else { return [] }
+        return plan.members.map(\.workerID).filter { !adopted.contains($0) && members[$0] != nil }
     }
 
     /// Whether every member follows the current plan and it has not been declared in force yet.
@@ -160,6 +170,7 @@ extension Coordinator {
             try pump(timeout: 0.05)
             apply(scheduler.handle(.tick, at: monotonicSeconds()))
             expireSilentWorkersOutsideTheScheduler()
+            giveUpMembersNotAdopting(sharding)
             sendHeartbeats()
             reportStall(sharding)
         }
@@ -221,6 +232,7 @@ extension Coordinator {
     /// result, the norm once every slice's block sums are in, and a new plan after a death.
     private func shardedStepDone(_ sharding: ShardedReduction, learningRate: Float) throws -> Bool {
         expireSilentWorkersOutsideTheScheduler()
+        giveUpMembersNotAdopting(sharding)
         reportStall(sharding)
         if sharding.needsReplan { try replanAfterLoss(sharding) }
         if sharding.isReadyToEnforce { enforce(sharding) }
@@ -240,6 +252,23 @@ extension Coordinator {
             broadcast(.norm(GlobalNorm(value: norm)), to: sharding)
         }
         return sharding.done == Set(plan.members.map(\.workerID))
+    }
+
+    /// Gives up members that have not adopted the current plan a worker timeout after its issue:
+    /// alive or not, they hold up every other member, since nothing moves between workers before
+    /// all follow the plan. One still alive is told to join again (without a strike) and comes
+    /// back as a new member; one the pool no longer knows is dropped from the plan.
+    private func giveUpMembersNotAdopting(_ sharding: ShardedReduction) {
+        let patience = config.distributed.workerTimeout
+        guard let version = sharding.plan?.version else { return }
+        for id in sharding.membersNotAdopting(patience: patience, now: monotonicSeconds()) {
+            guard let worker = pool.worker(id: id) else {
+                logger.warning("step \(state.step): member w\(id) of sharded plan \(version) is no longer a worker of this run; planning without it")
+                shardMemberLost(id)
+                continue
+            }
+            lose(worker, reason: "it did not adopt sharded plan \(version) within \(String(format: "%.1f", patience)) s (distributed.worker_timeout)")
+        }
     }
 
     /// Says once a step, when it has gone on for `stallReportAfter` seconds, what it waits for:
@@ -387,6 +416,7 @@ extension Coordinator {
             try pump(timeout: 0.05)
             apply(scheduler.handle(.tick, at: monotonicSeconds()))
             expireSilentWorkersOutsideTheScheduler()
+            giveUpMembersNotAdopting(sharding)
             sendHeartbeats()
         }
         try takeGathered(sharding)

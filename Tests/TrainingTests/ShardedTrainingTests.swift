@@ -99,6 +99,39 @@ final class ShardedTrainingTests: XCTestCase {
         try run.assertMatchesReference(summary)
     }
 
+    /// A member that is alive (it heartbeats) but never adopts its plan held up every other
+    /// member for ever: nothing moves between workers before all follow the plan. It must be
+    /// given up a worker timeout after the plan's issue, and the run go on without it.
+    func testAMemberThatNeverAdoptsItsPlanIsGivenUpAndTheRunGoesOn() throws {
+        let run = try InMemoryRun(yaml: Self.yaml().replacingOccurrences(of: "worker_timeout: 5", with: "worker_timeout: 1"), steps: 3)
+        let lines = LogLines()
+        let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
+        let stop = HoldBackDeadline(seconds: 45)
+        Thread {
+            let deaf = run.endpoint("deaf")
+            let hello = Hello(name: "deaf", threads: 1, processID: 8, hostName: "h", coreType: BLAS.kernelName)
+            try? deaf.send(Envelope(runID: 0, step: 0, message: .hello(hello)), to: nil)
+            var runID: UInt64?
+            // It says where it listens, then only heartbeats: plans, weights and work go unheeded.
+            while stop.isHolding {
+                if let incoming = try? deaf.receive(timeoutMilliseconds: 200), case .success(let envelope) = incoming.result,
+                   runID == nil, case .welcome = envelope.message {
+                    runID = envelope.runID
+                    try? deaf.send(Envelope(runID: envelope.runID, step: 0, message: .listening(Listening(endpoint: "inmemory://deaf", publicKey: ""))), to: nil)
+                }
+                if let runID {
+                    try? deaf.send(Envelope(runID: runID, step: 0, message: .heartbeat(Heartbeat(sentAtMilliseconds: 0, busy: false))), to: nil)
+                }
+            }
+        }.start()
+        run.startWorker(name: "real")
+        let summary = try coordinator.run()
+        stop.release()
+        XCTAssertEqual(summary.steps, 3)
+        XCTAssertTrue(lines.all.contains { $0.contains("(deaf)") && $0.contains("did not adopt sharded plan") }, lines.all.joined(separator: "\n"))
+        try run.assertMatchesReference(summary)
+    }
+
     /// A peer that does not take a message at first (not listening yet, or paused by SIGSTOP
     /// before its connection was made) must get it on a later try: the first send of every kind
     /// of message to every peer fails here, and the run must still finish with the reference's bits.
@@ -197,6 +230,9 @@ final class HoldBackDeadline: @unchecked Sendable {
     private var end: Double?
 
     init(seconds: Double) { self.seconds = seconds }
+
+    /// Ends the hold now.
+    func release() { lock.withLock { end = 0 } }
 
     var isHolding: Bool {
         lock.withLock {
