@@ -34,6 +34,10 @@ final class ShardRole {
     /// Partial sums received for owned slices: slice -> (node, sender) -> values.
     private var received: [Int: [CoverNode: FloatPayload]] = [:]
     private var cover: ReduceCover?
+    /// When the step's cover arrived, and whether this worker said why the step has not finished
+    /// here (once a step, `stallReportAfter` seconds after the cover).
+    private var coverArrivedAt: Double?
+    private var stallReported = false
     private var norm: Double?
     private var blockSumsSent: Set<Int> = []
     /// Optimiser state of the slices this worker owns or mirrors.
@@ -140,6 +144,8 @@ final class ShardRole {
         weightsSentTo.removeAll()
         handoversDue.removeAll()
         cover = nil
+        coverArrivedAt = nil
+        stallReported = false
         norm = nil
         blockSumsSent.removeAll()
         doneSent = nil
@@ -298,6 +304,7 @@ final class ShardRole {
         guard step == self.step else { return }
         if let cover, cover.version >= newCover.version { return }
         cover = newCover
+        if coverArrivedAt == nil { coverArrivedAt = monotonicSeconds() }
         try progress()
     }
 
@@ -408,6 +415,43 @@ final class ShardRole {
             deliverHandovers()
             deliverToPlanInForce()
         }
+        reportStall()
+    }
+
+    /// Seconds after the cover before a step not finished here is explained in the log.
+    static let stallReportAfter = 2.0
+
+    /// Says once a step what this worker still lacks to finish it, when the cover came more
+    /// than `stallReportAfter` seconds ago: a stalled step then names the message that never came.
+    private func reportStall() {
+        guard !stallReported, let plan, let step, let arrived = coverArrivedAt, doneSent != plan.version,
+              monotonicSeconds() - arrived > Self.stallReportAfter else { return }
+        stallReported = true
+        logger.warning("step \(step): not finished here \(Int(Self.stallReportAfter)) s after the cover: \(whatTheStepLacks().joined(separator: "; "))")
+    }
+
+    /// What this worker lacks to finish the step: for each slice it owns, the committed state,
+    /// the step's weights or partial sums the cover names; for each it mirrors, the owner's new
+    /// state; the next step's weights of other owners' slices.
+    func whatTheStepLacks() -> [String] {
+        guard let plan, let cover else { return ["no cover yet"] }
+        var lacks: [String] = []
+        if !current.isComplete { lacks.append("this step's weights of slices \(layout.slices.indices.filter { !current.has($0) })") }
+        for (index, slice) in plan.slices.enumerated() where slice.owner == selfID && holdings[index]?.applied != true {
+            if holdings[index]?.committed == nil { lacks.append("slice \(index)'s optimiser state (from w\(slice.source.map(String.init) ?? "?"))") }
+            let missing = cover.nodes.filter { received[index]?[$0] == nil }.map { "\($0.node) from w\($0.worker)" }
+            if !missing.isEmpty { lacks.append("slice \(index)'s partial sums \(missing)") }
+            if missing.isEmpty && holdings[index]?.committed != nil && current.isComplete {
+                lacks.append(config.train.clipGradientNorm > 0 ? "slice \(index)'s global norm" : "slice \(index) is not updated though nothing it needs is missing")
+            }
+        }
+        for (index, slice) in plan.slices.enumerated() where slice.replica == selfID && !layout.isStateSlice(index) && holdings[index]?.pending == nil {
+            lacks.append("slice \(index)'s new state from its owner w\(slice.owner)")
+        }
+        let weights = layout.slices.indices.filter { !next.has($0) && plan.slices[$0].owner != selfID }
+        if !weights.isEmpty { lacks.append("next step's weights of slices \(weights.map { "\($0) from w\(plan.slices[$0].owner)" })") }
+        let planText = "plan \(plan.version), in force \(inForce.map { String($0.version) } ?? "none")"
+        return (lacks.isEmpty ? ["nothing (step-done not sent yet)"] : lacks) + [planText]
     }
 
     private func handlePeer(_ envelope: Envelope, from sender: UInt32) throws {

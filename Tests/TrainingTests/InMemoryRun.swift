@@ -81,8 +81,10 @@ final class InMemoryRun: Sendable {
     }
 
     /// Starts a real worker on a thread of its own; it serves until the coordinator says goodbye.
-    /// `wrapPeers` may put the worker's peer transport behind a fault-injecting one.
-    func startWorker(name: String, threads: Int = 1, wrapPeers: @escaping @Sendable (InMemoryPeerTransport) -> PeerTransport = { $0 }) {
+    /// `wrapPeers` may put the worker's peer transport behind a fault-injecting one; `logger`
+    /// keeps its lines (they are dropped otherwise).
+    func startWorker(name: String, threads: Int = 1, logger: Logger? = nil,
+                     wrapPeers: @escaping @Sendable (InMemoryPeerTransport) -> PeerTransport = { $0 }) {
         let network = network
         let peers = peers
         Thread {
@@ -90,7 +92,7 @@ final class InMemoryRun: Sendable {
             options.peerTransport = { id in wrapPeers(try peers.transport(workerID: id)) }
             let worker = Worker(
                 options: options,
-                logger: Logger(label: name) { _ in SwiftLogNoOpLogHandler() },
+                logger: logger ?? Logger(label: name) { _ in SwiftLogNoOpLogHandler() },
                 transport: network.endpoint(PeerID(bytes: Array(name.utf8)), connectedTo: InMemoryRun.coordinatorID))
             try? worker.run()
         }.start()

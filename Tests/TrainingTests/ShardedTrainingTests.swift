@@ -160,7 +160,7 @@ final class ShardedTrainingTests: XCTestCase {
 
     /// A step that goes on for seconds with every member busy left no line at all: the
     /// straggler rule speaks only when some worker is idle. The coordinator now says once what
-    /// the step waits for. Here one worker's weight slices are held back for 6 s, so the others
+    /// the step waits for, and a worker what it lacks. Here one worker's weight slices are held back for 6 s, so the others
     /// cannot finish the step, and the run must still end with the reference's bits.
     func testAStepThatMakesNoProgressForSecondsSaysWhatItWaitsFor() throws {
         let run = try InMemoryRun(yaml: Self.yaml(), steps: 3)
@@ -168,12 +168,17 @@ final class ShardedTrainingTests: XCTestCase {
         let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
         let heldUntil = HoldBackDeadline(seconds: 6)
         run.startWorker(name: "held") { HoldingBackWeightSlices(wrapping: $0, until: heldUntil) }
-        run.startWorker(name: "free")
+        let free = LogLines()
+        run.startWorker(name: "free", logger: free.logger(label: "free"))
         let summary = try coordinator.run()
         XCTAssertEqual(summary.steps, 3)
         let report = lines.all.first { $0.contains("no progress for 5 s") }
         XCTAssertNotNil(report, "no stall report in:\n" + lines.all.joined(separator: "\n"))
         XCTAssertTrue(report?.contains("is in force") == true && report?.contains("step not done by") == true, report ?? "")
+        // The worker that waits says what it lacks: the held worker's slices of the next weights.
+        let lacks = free.all.first { $0.contains("not finished here 2 s after the cover") }
+        XCTAssertNotNil(lacks, "no worker-side report in:\n" + free.all.joined(separator: "\n"))
+        XCTAssertTrue(lacks?.contains("next step's weights of slices") == true, lacks ?? "")
         try run.assertMatchesReference(summary)
     }
 
