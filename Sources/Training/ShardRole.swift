@@ -31,7 +31,8 @@ final class ShardRole {
     private var next: SliceBuffer
     /// This worker's partial sums of the step (whole leaves), until the commit.
     private var partials: [(node: TreeNode, values: FloatPayload)] = []
-    /// Partial sums received for owned slices: slice -> (node, sender) -> values.
+    /// Partial sums received for slices this worker owns or owned during the step:
+    /// slice -> (node, sender) -> values.
     private var received: [Int: [CoverNode: FloatPayload]] = [:]
     private var cover: ReduceCover?
     /// When the step's cover arrived, and whether this worker said why the step has not finished
@@ -208,7 +209,10 @@ final class ShardRole {
                 holdings[index, default: SliceHolding()].pending = nil
                 holdings[index]!.applied = false
             }
-            if !isOwner { updaters[index] = nil; received[index] = nil }
+            // Received partial sums stay until the step ends: senders deliver under the plan in
+            // force, so if a later plan gives the slice back before this one is in force, nobody
+            // sends them again. A node's sums are the same bits whoever holds them.
+            if !isOwner { updaters[index] = nil }
             if isOwner || isReplica, holdings[index] == nil { holdings[index] = SliceHolding() }
             if layout.isStateSlice(index) && (isOwner || isReplica) && holdings[index]!.committed == nil { holdings[index]!.committed = [] }
         }

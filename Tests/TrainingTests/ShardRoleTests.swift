@@ -1,0 +1,57 @@
+import Foundation
+import Logging
+import Wire
+import XCTest
+@testable import Training
+
+/// One worker's part in the sharded reduction, driven message by message: two `ShardRole`s on
+/// an in-memory peer hub, with plans, partial sums and covers given by the test.
+final class ShardRoleTests: XCTestCase {
+    /// A slice's owner dropped the partial sums it had received when a newer plan gave the slice
+    /// to another worker; senders, who deliver under the plan in force, did not send them again
+    /// when a still newer plan gave the slice back before the other one was in force. The owner
+    /// then waited for ever (the soak's seed 1236: "slice 1's partial sums [...] from w2" on w2
+    /// itself). Partial sums of a node are the same bits whoever holds them, so they are kept.
+    func testPartialSumsSurviveOwnershipLeavingAndComingBackBeforeAPlanIsInForce() throws {
+        let config = try InMemoryRun(yaml: ShardedTrainingTests.yaml(), steps: 1).config
+        let data = try DataSource.load(config)
+        let hub = InMemoryPeerHub()
+        func role(_ id: UInt32) throws -> ShardRole {
+            let engine = try MicroBatchEngine(config: config, data: data, threads: 1)
+            return try ShardRole(config: config, engine: engine, selfID: id, mesh: hub.transport(workerID: id),
+                                 logger: Logger(label: "w\(id)") { _ in SwiftLogNoOpLogHandler() },
+                                 isComputing: { false }, tellCoordinator: { _, _ in })
+        }
+        let workers = [try role(0), try role(1)]
+        let sliceCount = workers[0].layout.slices.count
+        let members = [0, 1].map { ShardMember(workerID: UInt32($0), endpoint: "inmemory://w\($0)", publicKey: "") }
+        func plan(_ version: UInt64, owner: UInt32) -> ShardPlan {
+            ShardPlan(version: version, members: members,
+                      slices: (0..<sliceCount).map { _ in SliceAssignment(owner: owner, replica: 1 - owner) }, newMembers: [])
+        }
+        func partialSums(_ node: TreeNode) -> Gradients {
+            let length = workers[0].layout.slices.last!.upperBound
+            return Gradients(epoch: 0, results: [], nodes: [node], tensors: [FloatPayload(copying: [Float](repeating: 0.5, count: length))])
+        }
+
+        // Plan 1, in force: worker 0 owns every slice and receives both workers' partial sums.
+        for worker in workers { try worker.adopt(plan(1, owner: 0), step: 0) }
+        for worker in workers { try worker.planInForce(1) }
+        _ = try workers[0].computed(partialSums(TreeNode(level: 0, index: 0)), step: 0)
+        _ = try workers[1].computed(partialSums(TreeNode(level: 0, index: 1)), step: 0)
+        try workers[0].poll(timeoutMilliseconds: 200)
+
+        // Plan 2 gives every slice to worker 1 and never comes in force; plan 3 gives them back.
+        for worker in workers { try worker.adopt(plan(2, owner: 1), step: 0) }
+        for worker in workers { try worker.adopt(plan(3, owner: 0), step: 0) }
+        for worker in workers { try worker.planInForce(3) }
+        try workers[1].poll(timeoutMilliseconds: 0)
+        try workers[0].poll(timeoutMilliseconds: 200)
+
+        let cover = ReduceCover(version: 1, totalMicroBatches: 2, learningRate: 0.05,
+                                nodes: [CoverNode(node: TreeNode(level: 0, index: 0), worker: 0), CoverNode(node: TreeNode(level: 0, index: 1), worker: 1)])
+        try workers[0].receiveCover(cover, step: 0)
+        let lacks = workers[0].whatTheStepLacks()
+        XCTAssertFalse(lacks.contains { $0.contains("partial sums") }, lacks.joined(separator: "; "))
+    }
+}
