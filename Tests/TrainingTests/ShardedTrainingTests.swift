@@ -140,7 +140,7 @@ final class ShardedTrainingTests: XCTestCase {
         let coordinator = try run.coordinator(logger: makeLogger(label: "coord", level: .info), expectedWorkers: 3)
         let refusals = RefusalCount()
         for index in 0..<3 {
-            run.startWorker(name: "r\(index)") { RefusingFirstSends(wrapping: $0, count: refusals) }
+            run.startWorker(name: "r\(index)") { RefusingPeerTransport.firstOfEachKind(wrapping: $0, count: refusals) }
         }
         let finished = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var outcome: Result<RunSummary, Error>?
@@ -167,7 +167,7 @@ final class ShardedTrainingTests: XCTestCase {
         let lines = LogLines()
         let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
         let heldUntil = HoldBackDeadline(seconds: 6)
-        run.startWorker(name: "held") { HoldingBackWeightSlices(wrapping: $0, until: heldUntil) }
+        run.startWorker(name: "held") { RefusingPeerTransport.weightSlices(wrapping: $0, until: heldUntil) }
         let free = LogLines()
         run.startWorker(name: "free", logger: free.logger(label: "free"))
         let summary = try coordinator.run()
@@ -201,33 +201,6 @@ final class RefusalCount: @unchecked Sendable {
     func add() { lock.withLock { count += 1 } }
 }
 
-/// A peer transport whose first send of each kind of message to each peer fails as a send to a
-/// peer that is not ready does (EAGAIN); every later one goes through.
-final class RefusingFirstSends: PeerTransport {
-    private let inner: InMemoryPeerTransport
-    private let count: RefusalCount
-    private var tried: Set<String> = []
-
-    init(wrapping inner: InMemoryPeerTransport, count: RefusalCount) {
-        self.inner = inner
-        self.count = count
-    }
-
-    var endpoint: String { inner.endpoint }
-    var bytesSent: Int { inner.bytesSent }
-    var bytesReceived: Int { inner.bytesReceived }
-    func setPeers(_ peers: [PeerAddress]) throws { try inner.setPeers(peers) }
-    func receive(timeoutMilliseconds: Int) throws -> PeerIncoming? { try inner.receive(timeoutMilliseconds: timeoutMilliseconds) }
-    func close() { inner.close() }
-
-    func send(_ envelope: Envelope, to worker: UInt32) throws {
-        guard tried.insert("\(envelope.message.typeName) to \(worker)").inserted else { return try inner.send(envelope, to: worker) }
-        count.add()
-        throw ZMQError(operation: "send \(envelope.message.typeName) to worker \(worker)", code: EAGAIN,
-                       message: "no connection to it was ready to take the message (refused by the test)")
-    }
-}
-
 /// When a test's hold on messages ends: `seconds` after the first message it held.
 final class HoldBackDeadline: @unchecked Sendable {
     private let lock = NSLock()
@@ -248,15 +221,33 @@ final class HoldBackDeadline: @unchecked Sendable {
     }
 }
 
-/// A peer transport whose weight slices fail, as sends to a peer that is not ready do (EAGAIN),
-/// until a deadline; then they go through.
-final class HoldingBackWeightSlices: PeerTransport {
+/// A peer transport that fails the sends `refuses` picks, as a send to a peer that is not ready
+/// does (EAGAIN); every other one goes through.
+final class RefusingPeerTransport: PeerTransport {
     private let inner: InMemoryPeerTransport
-    private let deadline: HoldBackDeadline
+    private let refuses: (Envelope, UInt32) -> Bool
 
-    init(wrapping inner: InMemoryPeerTransport, until deadline: HoldBackDeadline) {
+    init(wrapping inner: InMemoryPeerTransport, refusing refuses: @escaping (Envelope, UInt32) -> Bool) {
         self.inner = inner
-        self.deadline = deadline
+        self.refuses = refuses
+    }
+
+    /// Refuses the first send of each kind of message to each peer.
+    static func firstOfEachKind(wrapping inner: InMemoryPeerTransport, count: RefusalCount) -> RefusingPeerTransport {
+        var tried: Set<String> = []
+        return RefusingPeerTransport(wrapping: inner) { envelope, worker in
+            guard tried.insert("\(envelope.message.typeName) to \(worker)").inserted else { return false }
+            count.add()
+            return true
+        }
+    }
+
+    /// Refuses weight slices until `deadline`.
+    static func weightSlices(wrapping inner: InMemoryPeerTransport, until deadline: HoldBackDeadline) -> RefusingPeerTransport {
+        RefusingPeerTransport(wrapping: inner) { envelope, _ in
+            guard case .weightSlice = envelope.message else { return false }
+            return deadline.isHolding
+        }
     }
 
     var endpoint: String { inner.endpoint }
@@ -267,8 +258,8 @@ final class HoldingBackWeightSlices: PeerTransport {
     func close() { inner.close() }
 
     func send(_ envelope: Envelope, to worker: UInt32) throws {
-        guard case .weightSlice = envelope.message, deadline.isHolding else { return try inner.send(envelope, to: worker) }
-        throw ZMQError(operation: "send weight-slice to worker \(worker)", code: EAGAIN,
-                       message: "no connection to it was ready to take the message (held back by the test)")
+        guard refuses(envelope, worker) else { return try inner.send(envelope, to: worker) }
+        throw ZMQError(operation: "send \(envelope.message.typeName) to worker \(worker)", code: EAGAIN,
+                       message: "no connection to it was ready to take the message (refused by the test)")
     }
 }
