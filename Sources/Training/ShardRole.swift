@@ -17,9 +17,9 @@ final class ShardRole {
     let layout: ShardLayout
     let selfID: UInt32
     let mesh: PeerTransport
-    private let config: TrainingConfig
+    let config: TrainingConfig
     private let engine: MicroBatchEngine
-    private let logger: Logger
+    let logger: Logger
     private let trainableRanges: [Range<Int>]
     /// Sends to the coordinator (message, step).
     private let tellCoordinator: (Message, Int) -> Void
@@ -27,30 +27,30 @@ final class ShardRole {
     private(set) var plan: ShardPlan?
     /// The step `current` starts; `next` is being assembled for the step after it.
     private(set) var step: Int?
-    private var current: SliceBuffer
-    private var next: SliceBuffer
+    private(set) var current: SliceBuffer
+    private(set) var next: SliceBuffer
     /// This worker's partial sums of the step (whole leaves), until the commit.
     private var partials: [(node: TreeNode, values: FloatPayload)] = []
     /// Partial sums received for slices this worker owns or owned during the step:
     /// slice -> (node, sender) -> values.
-    private var received: [Int: [CoverNode: FloatPayload]] = [:]
-    private var cover: ReduceCover?
+    private(set) var received: [Int: [CoverNode: FloatPayload]] = [:]
+    private(set) var cover: ReduceCover?
     /// When the step's cover arrived, and whether this worker said why the step has not finished
     /// here (once a step, `stallReportAfter` seconds after the cover).
-    private var coverArrivedAt: Double?
-    private var stallReported = false
+    private(set) var coverArrivedAt: Double?
+    var stallReported = false
     private var norm: Double?
     private var blockSumsSent: Set<Int> = []
     /// Optimiser state of the slices this worker owns or mirrors.
-    private var holdings: [Int: SliceHolding] = [:]
+    private(set) var holdings: [Int: SliceHolding] = [:]
     /// Optimisers of the owned slices; their state is the committed one until `applied`.
     private var updaters: [Int: ParameterSliceUpdate] = [:]
-    private var doneSent: UInt64?
+    private(set) var doneSent: UInt64?
     /// The last plan adopted, until it is in force.
     private var handover: ShardPlan?
     /// The last plan in force: whom this worker's messages of the step go to (every member of it
     /// knows this worker). The adopted plan may be newer.
-    private var inForce: ShardPlan?
+    private(set) var inForce: ShardPlan?
     /// Who has this step's messages of each slice from this worker: its partial sums (an owner,
     /// and which nodes), its new state (a replica), its new weights (members). A plan in force
     /// that names someone else gets them sent again; a send that failed is tried again.
@@ -108,17 +108,6 @@ final class ShardRole {
         try commitIfDue(wanted)
         guard step == wanted, current.isComplete else { return nil }
         return current.payload
-    }
-
-    /// Why the weights of step `wanted` are not here yet, for a log line.
-    func whyNoWeights(forStep wanted: Int) -> String {
-        guard let step else { return "this worker has no plan or weights yet" }
-        let planText = "plan \(plan.map { String($0.version) } ?? "none"), in force \(inForce.map { String($0.version) } ?? "none")"
-        if wanted == step {
-            let missing = layout.slices.indices.filter { !current.has($0) }
-            return "its weights of step \(step) lack slices \(missing) (\(planText))"
-        }
-        return "it is in step \(step), not \(wanted) (\(planText))"
     }
 
     /// The coordinator's whole weights for `step` (the start of a run, or after a gather).
@@ -420,42 +409,6 @@ final class ShardRole {
             deliverToPlanInForce()
         }
         reportStall()
-    }
-
-    /// Seconds after the cover before a step not finished here is explained in the log.
-    static let stallReportAfter = 2.0
-
-    /// Says once a step what this worker still lacks to finish it, when the cover came more
-    /// than `stallReportAfter` seconds ago: a stalled step then names the message that never came.
-    private func reportStall() {
-        guard !stallReported, let plan, let step, let arrived = coverArrivedAt, doneSent != plan.version,
-              monotonicSeconds() - arrived > Self.stallReportAfter else { return }
-        stallReported = true
-        logger.warning("step \(step): not finished here \(Int(Self.stallReportAfter)) s after the cover: \(whatTheStepLacks().joined(separator: "; "))")
-    }
-
-    /// What this worker lacks to finish the step: for each slice it owns, the committed state,
-    /// the step's weights or partial sums the cover names; for each it mirrors, the owner's new
-    /// state; the next step's weights of other owners' slices.
-    func whatTheStepLacks() -> [String] {
-        guard let plan, let cover else { return ["no cover yet"] }
-        var lacks: [String] = []
-        if !current.isComplete { lacks.append("this step's weights of slices \(layout.slices.indices.filter { !current.has($0) })") }
-        for (index, slice) in plan.slices.enumerated() where slice.owner == selfID && holdings[index]?.applied != true {
-            if holdings[index]?.committed == nil { lacks.append("slice \(index)'s optimiser state (from w\(slice.source.map(String.init) ?? "?"))") }
-            let missing = cover.nodes.filter { received[index]?[$0] == nil }.map { "\($0.node) from w\($0.worker)" }
-            if !missing.isEmpty { lacks.append("slice \(index)'s partial sums \(missing)") }
-            if missing.isEmpty && holdings[index]?.committed != nil && current.isComplete {
-                lacks.append(config.train.clipGradientNorm > 0 ? "slice \(index)'s global norm" : "slice \(index) is not updated though nothing it needs is missing")
-            }
-        }
-        for (index, slice) in plan.slices.enumerated() where slice.replica == selfID && !layout.isStateSlice(index) && holdings[index]?.pending == nil {
-            lacks.append("slice \(index)'s new state from its owner w\(slice.owner)")
-        }
-        let weights = layout.slices.indices.filter { !next.has($0) && plan.slices[$0].owner != selfID }
-        if !weights.isEmpty { lacks.append("next step's weights of slices \(weights.map { "\($0) from w\(plan.slices[$0].owner)" })") }
-        let planText = "plan \(plan.version), in force \(inForce.map { String($0.version) } ?? "none")"
-        return (lacks.isEmpty ? ["nothing (step-done not sent yet)"] : lacks) + [planText]
     }
 
     private func handlePeer(_ envelope: Envelope, from sender: UInt32) throws {

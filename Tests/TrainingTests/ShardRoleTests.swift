@@ -54,4 +54,24 @@ final class ShardRoleTests: XCTestCase {
         let lacks = workers[0].whatTheStepLacks()
         XCTAssertFalse(lacks.contains { $0.contains("partial sums") }, lacks.joined(separator: "; "))
     }
+
+    /// A worker whose assignment waits for its weights says which slices it lacks, under which
+    /// plan; and that it is in another step when it is.
+    func testAWorkerWithoutItsWeightsNamesTheSlicesItLacks() throws {
+        let config = try InMemoryRun(yaml: ShardedTrainingTests.yaml(), steps: 1).config
+        let engine = try MicroBatchEngine(config: config, data: DataSource.load(config), threads: 1)
+        let role = try ShardRole(config: config, engine: engine, selfID: 0, mesh: InMemoryPeerHub().transport(workerID: 0),
+                                 logger: Logger(label: "w0") { _ in SwiftLogNoOpLogHandler() },
+                                 isComputing: { false }, tellCoordinator: { _, _ in })
+        XCTAssertEqual(role.whyNoWeights(forStep: 0), "this worker has no plan or weights yet")
+        let slices = role.layout.slices.count
+        let plan = ShardPlan(version: 1, members: [ShardMember(workerID: 0, endpoint: "inmemory://w0", publicKey: "")],
+                             slices: (0..<slices).map { _ in SliceAssignment(owner: 0, replica: nil) }, newMembers: [])
+        try role.adopt(plan, step: 0)
+        XCTAssertNil(try role.weights(forStep: 0))
+        XCTAssertEqual(role.whyNoWeights(forStep: 0), "its weights of step 0 lack slices \(Array(0..<slices)) (plan 1, in force none)")
+        XCTAssertEqual(role.whyNoWeights(forStep: 1), "it is in step 0, not 1 (plan 1, in force none)")
+        try role.receiveWholeWeights(FloatPayload(copying: [Float](repeating: 0, count: engine.parameterCount + engine.stateCount)), step: 0)
+        XCTAssertNotNil(try role.weights(forStep: 0))
+    }
 }
