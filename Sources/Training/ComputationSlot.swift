@@ -1,33 +1,81 @@
 import Foundation
 import Wire
 
-/// One background computation at a time; the main thread polls for its result.
+/// One background computation at a time, on one long-lived thread; the main thread takes its
+/// result. The thread is made once: creating one per assignment put the scheduler's start-up
+/// of a new thread into every step. A finished computation also makes `wakeDescriptor`
+/// readable, so the main thread can sleep in its socket poll and still take the result at once.
 final class ComputationSlot: @unchecked Sendable {
-    // Sendable: every field is guarded by `lock`, which is signalled when a computation ends.
+    // Sendable: every field is guarded by `lock`, which is signalled when a job is handed over,
+    // when a computation ends, and at close.
     private let lock = NSCondition()
     private var busy = false
     /// A finished computation: its run, step and message, and when its assignment arrived.
     typealias Outcome = (runID: UInt64, step: Int, message: Message, receivedAt: Double)
-
+    typealias Body = @Sendable () throws -> (Int, Message)
 
     private var result: Outcome?
-    private var runID: UInt64 = 0
+    private var job: (runID: UInt64, receivedAt: Double, body: Body)?
+    private var closed = false
+    private var threadStarted = false
+    /// A pipe whose read end becomes readable when a computation finishes (drained by `take`).
+    private let wakePipe: (read: Int32, write: Int32)
+
+    init() {
+        var ends: [Int32] = [-1, -1]
+        if pipe(&ends) == 0 {
+            for end in ends {
+                _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
+                _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+            }
+        }
+        wakePipe = (ends[0], ends[1])
+    }
+
+    deinit {
+        if wakePipe.read >= 0 { Glibc.close(wakePipe.read); Glibc.close(wakePipe.write) }
+    }
+
+    /// A descriptor that is readable while a finished result waits to be taken (-1 when the
+    /// pipe could not be made: then the caller must poll `take` itself).
+    var wakeDescriptor: Int32 { wakePipe.read }
 
     var isBusy: Bool { lock.withLock { busy } }
 
-    /// Runs `body` on a new thread for the assignment that arrived at `receivedAt`.
-    func start(runID: UInt64, receivedAt: Double, _ body: @escaping @Sendable () throws -> (Int, Message)) {
-        lock.withLock { busy = true; self.runID = runID }
-        Thread.detachNewThread { [self] in
+    /// Runs `body` on the computation thread for the assignment that arrived at `receivedAt`.
+    func start(runID: UInt64, receivedAt: Double, _ body: @escaping Body) {
+        lock.withLock {
+            precondition(!busy && !closed, "a computation was started while another ran, or after close")
+            busy = true
+            job = (runID, receivedAt, body)
+            if !threadStarted {
+                threadStarted = true
+                Thread.detachNewThread { [self] in serve() }
+            }
+            lock.broadcast()
+        }
+    }
+
+    /// The computation thread: runs each job handed over until `close`.
+    private func serve() {
+        while true {
+            let next: (runID: UInt64, receivedAt: Double, body: Body)? = lock.withLock {
+                while job == nil && !closed { lock.wait() }
+                defer { job = nil }
+                return job
+            }
+            guard let (runID, receivedAt, body) = next else { return }
+            let outcome: Outcome
             do {
                 let (step, message) = try body()
-                finish(with: (runID, step, message, receivedAt))
+                outcome = (runID, step, message, receivedAt)
             } catch {
                 let failure = error is SampleFailure
                     ? Message.error(WireFailure(code: SampleFailure.code, text: "\(error)"))
                     : Message.error(WireFailure(code: 500, text: "computation failed: \(error)"))
-                finish(with: (runID, 0, failure, receivedAt))
+                outcome = (runID, 0, failure, receivedAt)
             }
+            finish(with: outcome)
         }
     }
 
@@ -36,6 +84,11 @@ final class ComputationSlot: @unchecked Sendable {
             result = outcome
             busy = false
             lock.broadcast()
+        }
+        if wakePipe.write >= 0 {
+            var byte: UInt8 = 1
+            // A full pipe already wakes the reader; nothing is lost by a write that does not fit.
+            _ = write(wakePipe.write, &byte, 1)
         }
     }
 
@@ -46,9 +99,21 @@ final class ComputationSlot: @unchecked Sendable {
         }
     }
 
+    /// Lets the computation thread end once the computation in flight (if any) is done.
+    func close() {
+        lock.withLock {
+            closed = true
+            lock.broadcast()
+        }
+    }
+
     /// The finished result, if any (a failed computation comes back as an error message).
     func take() -> Outcome? {
-        lock.withLock {
+        if wakePipe.read >= 0 {
+            var bytes = [UInt8](repeating: 0, count: 64)
+            while read(wakePipe.read, &bytes, bytes.count) > 0 {}
+        }
+        return lock.withLock {
             defer { result = nil }
             return result
         }

@@ -62,6 +62,9 @@ public struct NonFiniteFinding: Sendable, Equatable, CustomStringConvertible {
     /// every slot is reported under the name "(beyond the model)".
     public static func locate(in values: UnsafeBufferPointer<Float>, parameterSlots: [TensorSlot], stateSlots: [TensorSlot],
                               parameterCount: Int) -> NonFiniteFinding? {
+        // Every result a worker sends or an owner reduces is scanned: the common case, all
+        // finite, is one branch-free pass, and only a hit pays for the search below.
+        guard containsNonFinite(values) else { return nil }
         var first: Int?
         var count = 0
         for (position, value) in values.enumerated() where !value.isFinite {
@@ -79,6 +82,19 @@ public struct NonFiniteFinding: Sendable, Equatable, CustomStringConvertible {
         }
         return NonFiniteFinding(tensorName: "(beyond the model)", isState: false, shape: [values.count], index: flat,
                                 flatIndex: flat, value: values[flat], count: count)
+    }
+
+    /// Whether any value is infinite or NaN. A float is non-finite exactly when its exponent
+    /// bits are all ones; adding one to that exponent field then carries into the sign bit, so
+    /// OR-ing those sums over the values is a reduction the compiler vectorises (a loop over
+    /// `isFinite` with a branch per value is not).
+    public static func containsNonFinite(_ values: UnsafeBufferPointer<Float>) -> Bool {
+        guard let base = values.baseAddress else { return false }
+        return base.withMemoryRebound(to: UInt32.self, capacity: values.count) { bits in
+            var flags: UInt32 = 0
+            for index in 0..<values.count { flags |= (bits[index] & 0x7F80_0000) &+ 0x0080_0000 }
+            return flags & 0x8000_0000 != 0
+        }
     }
 
     /// The first non-finite value of a gradient of `network` (its leaf layout).

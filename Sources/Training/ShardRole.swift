@@ -72,6 +72,9 @@ final class ShardRole {
     /// not let them send (the coordinator's plan can reach this worker after a peer acted on it),
     /// and partial sums of the next step. Replayed at the next plan or commit.
     private var deferred: [(envelope: Envelope, sender: UInt32)] = []
+    /// Where a slice's mean gradient is built, reused by every slice and step: a fresh buffer
+    /// each time cost the kernel a zeroed page per 4 KB.
+    private let meanScratch = FloatBuffer()
     /// Whether a computation may still read `current` (then a commit does not reuse it).
     private let isComputing: () -> Bool
 
@@ -496,7 +499,8 @@ final class ShardRole {
         for (node, values) in parts {
             _ = try values.withUnsafeBufferPointer { try reduction.offer(node, values: $0.baseAddress!, owner: values) }
         }
-        let mean = FloatBuffer(count: range.count)
+        let mean = meanScratch
+        mean.reserve(range.count)
         try reduction.mean(into: mean.pointer)
         if let finding = NonFiniteFinding.locate(in: UnsafeBufferPointer(start: mean.pointer, count: range.count), network: engine.layoutNetwork) {
             tellCoordinator(.error(WireFailure(code: 470, text: "slice \(index) of step \(step): the mean gradient is not finite (\(finding))")), step)

@@ -128,6 +128,7 @@ public final class Worker {
     }
 
     deinit {
+        computation.close()
         closeTransport()
     }
 
@@ -162,11 +163,8 @@ public final class Worker {
                 }
                 startNextComputation()
             }
-            // Finished results wait for this loop to come round: while computing, look every
-            // millisecond (a 5 ms wait here doubled the step time of a small model; the trace
-            // showed it as the workers' "other" time); idle, wake only for messages and heartbeats.
             do {
-                if let incoming = try receiveFromCoordinator(waitingUpTo: computation.isBusy ? 1 : 5) {
+                if let incoming = try receiveFromCoordinator(waitingUpTo: 5) {
                     switch try handle(incoming) {
                     case .carryOn: break
                     case .stop: return
@@ -191,14 +189,18 @@ public final class Worker {
         }
     }
 
-    /// The coordinator's next message. Under the sharded reduction the wait also ends when a
-    /// peer's message arrives, so that the loop takes it at once: a step has several rounds of
-    /// peer messages, and each waited up to the whole idle wait here before.
+    /// The coordinator's next message. The wait also ends when the computation finishes, and
+    /// under the sharded reduction when a peer's message arrives, so that the loop takes either
+    /// at once: a finished result waited up to a millisecond of polling before, and a step has
+    /// several rounds of peer messages.
     private func receiveFromCoordinator(waitingUpTo milliseconds: Int) throws -> Incoming? {
-        guard let peers = shard?.peerSocket, let own = (transport as? MessageSocket)?.socket else {
-            return try transport.receive(timeoutMilliseconds: milliseconds)
+        let wake = computation.wakeDescriptor
+        guard let own = (transport as? MessageSocket)?.socket, wake >= 0 else {
+            // Another transport (in-memory, in tests) cannot wait on the pipe: while computing,
+            // look every millisecond (a 5 ms wait here doubled the step time of a small model).
+            return try transport.receive(timeoutMilliseconds: computation.isBusy ? 1 : milliseconds)
         }
-        _ = try zmqPoll([own, peers], timeoutMilliseconds: milliseconds)
+        _ = try zmqPoll([own] + (shard?.peerSocket.map { [$0] } ?? []), descriptors: [wake], timeoutMilliseconds: milliseconds)
         return try transport.receive(timeoutMilliseconds: 0)
     }
 

@@ -458,17 +458,19 @@ public final class ZMQSocket {
     }
 }
 
-/// Waits until at least one of `sockets` has a message to receive, or the timeout passes
-/// (0 = check only, -1 = forever). Returns, per socket, whether it is readable.
-public func zmqPoll(_ sockets: [ZMQSocket], timeoutMilliseconds: Int) throws -> [Bool] {
+/// Waits until at least one of `sockets` has a message to receive, one of the plain file
+/// `descriptors` is readable, or the timeout passes (0 = check only, -1 = forever). Returns, per
+/// socket and then per descriptor, whether it is readable.
+public func zmqPoll(_ sockets: [ZMQSocket], descriptors: [Int32] = [], timeoutMilliseconds: Int) throws -> [Bool] {
     var items = try sockets.map {
         zmq_pollitem_t(socket: try $0.liveHandle("poll"), fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)
     }
+    items += descriptors.map { zmq_pollitem_t(socket: nil, fd: $0, events: Int16(ZMQ_POLLIN), revents: 0) }
     let result = zmq_poll(&items, Int32(items.count), timeoutMilliseconds)
     if result < 0 {
         let code = zmq_errno()
         // An interrupted wait is reported as "nothing ready": callers poll in a loop anyway.
-        if code == EINTR { return Array(repeating: false, count: sockets.count) }
+        if code == EINTR { return Array(repeating: false, count: items.count) }
         throw ZMQError(operation: "poll", code: code)
     }
     return items.map { $0.revents & Int16(ZMQ_POLLIN) != 0 }

@@ -157,6 +157,29 @@ final class SecurityPolicyTests: XCTestCase {
         XCTAssertEqual(first.description, "-Inf at 0.weight[0, 0, 0, 1] (4 non-finite values in all)")
     }
 
+    /// The branch-free scan must agree with `isFinite` on every class of value, wherever in the
+    /// buffer it lies (the vectorised loop has a body and a remainder).
+    func testTheNonFiniteScanFindsEveryInfinityAndNaNAndNothingElse() {
+        let finite: [Float] = [0, -0.0, 1, -1, .greatestFiniteMagnitude, -.greatestFiniteMagnitude,
+                               .leastNonzeroMagnitude, -.leastNormalMagnitude, Float(bitPattern: 0x7F7F_FFFF)]
+        let nonFinite: [Float] = [.infinity, -.infinity, .nan, -.nan, .signalingNaN, Float(bitPattern: 0x7FFF_FFFF),
+                                  Float(bitPattern: 0xFF80_0001)]
+        for count in [1, 7, 8, 16, 33, 1000] {
+            var values = (0..<count).map { finite[$0 % finite.count] }
+            XCTAssertFalse(values.withUnsafeBufferPointer(NonFiniteFinding.containsNonFinite), "\(count) finite values")
+            for position in Set([0, count / 2, count - 1]) {
+                for bad in nonFinite {
+                    let kept = values[position]
+                    values[position] = bad
+                    XCTAssertTrue(values.withUnsafeBufferPointer(NonFiniteFinding.containsNonFinite),
+                                  "\(bad) (bits \(String(bad.bitPattern, radix: 16))) at \(position) of \(count)")
+                    values[position] = kept
+                }
+            }
+        }
+        XCTAssertFalse([Float]().withUnsafeBufferPointer(NonFiniteFinding.containsNonFinite))
+    }
+
     private func finding() -> NonFiniteFinding {
         NonFiniteFinding(tensorName: "0.weight", isState: false, shape: [2, 1, 3, 3], index: 4, flatIndex: 4, value: .nan, count: 1)
     }
