@@ -116,9 +116,13 @@ final class ShardRole {
     /// The coordinator's whole weights for `step` (the start of a run, or after a gather).
     func receiveWholeWeights(_ values: FloatPayload, step: Int) throws {
         try commitIfDue(step)
+        let early = self.step == step ? [] : deferred
         if self.step != step { startStep(step) }
         values.withUnsafeBufferPointer { current.pointer.update(from: $0.baseAddress!, count: min($0.count, current.count)) }
         current.markAll()
+        // After a rewind, peers that heard of it first sent their part of this step while this
+        // worker was still in a later one (`handlePeer` kept it).
+        for held in early where Int(held.envelope.step) == step { try handlePeer(held.envelope, from: held.sender) }
     }
 
     private func startStep(_ step: Int) {
@@ -424,7 +428,10 @@ final class ShardRole {
             guard index < layout.slices.count else { return }
             guard messageStep == step else {
                 // A peer already in the next step: its part waits for this worker to get there.
-                if messageStep == step + 1 { deferOrDrop(envelope, from: sender) }
+                // So does a peer in an earlier step: the run may have gone back to a checkpoint
+                // that this worker has not heard of yet, and the sender will not send it again.
+                // (A late part of a finished step goes at the next commit.)
+                deferOrDrop(envelope, from: sender)
                 return
             }
             let length = layout.slices[index].count
