@@ -1,9 +1,9 @@
 import Foundation
 import Wire
 
-/// One background computation at a time, on one long-lived thread; the main thread takes its
-/// result. The thread is made once: creating one per assignment put the scheduler's start-up
-/// of a new thread into every step. A finished computation also makes `wakeDescriptor`
+/// One background computation at a time, on one long-lived thread (until `close`); the main
+/// thread takes its result. The thread is made once: creating one per assignment put the
+/// scheduler's start-up of a new thread into every step. A finished computation also makes `wakeDescriptor`
 /// readable, so the main thread can sleep in its socket poll and still take the result at once.
 final class ComputationSlot: @unchecked Sendable {
     // Sendable: every field is guarded by `lock`, which is signalled when a job is handed over,
@@ -17,7 +17,6 @@ final class ComputationSlot: @unchecked Sendable {
     private var result: Outcome?
     private var job: (runID: UInt64, receivedAt: Double, body: Body)?
     private var closed = false
-    private var threadStarted = false
     /// A pipe whose read end becomes readable when a computation finishes (drained by `take`).
     private let wakePipe: (read: Int32, write: Int32)
 
@@ -30,6 +29,7 @@ final class ComputationSlot: @unchecked Sendable {
             }
         }
         wakePipe = (ends[0], ends[1])
+        Thread.detachNewThread { [self] in serve() }
     }
 
     deinit {
@@ -48,10 +48,6 @@ final class ComputationSlot: @unchecked Sendable {
             precondition(!busy && !closed, "a computation was started while another ran, or after close")
             busy = true
             job = (runID, receivedAt, body)
-            if !threadStarted {
-                threadStarted = true
-                Thread.detachNewThread { [self] in serve() }
-            }
             lock.broadcast()
         }
     }
@@ -109,10 +105,8 @@ final class ComputationSlot: @unchecked Sendable {
 
     /// The finished result, if any (a failed computation comes back as an error message).
     func take() -> Outcome? {
-        if wakePipe.read >= 0 {
-            var bytes = [UInt8](repeating: 0, count: 64)
-            while read(wakePipe.read, &bytes, bytes.count) > 0 {}
-        }
+        var byte: UInt8 = 0
+        while wakePipe.read >= 0, read(wakePipe.read, &byte, 1) > 0 {}
         return lock.withLock {
             defer { result = nil }
             return result

@@ -70,7 +70,7 @@ final class ShardRole {
     private var gatherSent: Set<Int> = []
     /// Peers' messages this worker cannot take yet: weight slices and state the current plan does
     /// not let them send (the coordinator's plan can reach this worker after a peer acted on it),
-    /// and partial sums of the next step. Replayed at the next plan or commit.
+    /// and partial sums of another step. Replayed at the next plan or step.
     private var deferred: [(envelope: Envelope, sender: UInt32)] = []
     /// Where a slice's mean gradient is built, reused by every slice and step: a fresh buffer
     /// each time cost the kernel a zeroed page per 4 KB.
@@ -116,22 +116,24 @@ final class ShardRole {
     /// The coordinator's whole weights for `step` (the start of a run, or after a gather).
     func receiveWholeWeights(_ values: FloatPayload, step: Int) throws {
         try commitIfDue(step)
-        let early = self.step == step ? [] : deferred
-        if self.step != step { startStep(step) }
+        if self.step != step { try startStep(step) }
         values.withUnsafeBufferPointer { current.pointer.update(from: $0.baseAddress!, count: min($0.count, current.count)) }
         current.markAll()
-        // After a rewind, peers that heard of it first sent their part of this step while this
-        // worker was still in a later one (`handlePeer` kept it).
-        for held in early where Int(held.envelope.step) == step { try handlePeer(held.envelope, from: held.sender) }
     }
 
-    private func startStep(_ step: Int) {
-        self.step = step
+    private func startStep(_ step: Int) throws {
         current.clear()
-        resetStep()
+        try enter(step)
     }
 
-    private func resetStep() {
+    /// Makes `newStep` the step in progress, keeping nothing of the last one but its weights and
+    /// optimiser state. Peers' messages kept for another step are handled again when they are of
+    /// `newStep` or later, and dropped otherwise: a peer that began this step before this worker
+    /// heard of it sent its part already (after a rewind, while this worker was still in a later
+    /// step), and will not send it again.
+    private func enter(_ newStep: Int) throws {
+        step = newStep
+        let kept = deferred
         next.clear()
         partials.removeAll()
         received.removeAll()
@@ -147,6 +149,7 @@ final class ShardRole {
         blockSumsSent.removeAll()
         doneSent = nil
         for index in holdings.keys { holdings[index]!.pending = nil; holdings[index]!.applied = false }
+        for held in kept where Int(held.envelope.step) >= newStep { try handlePeer(held.envelope, from: held.sender) }
     }
 
     /// Moves to `step` when it is the one after the current and the current one is done: the
@@ -171,11 +174,7 @@ final class ShardRole {
         let old = current
         current = next
         next = isComputing() ? SliceBuffer(count: old.count, slices: layout.slices.count) : old
-        self.step = newStep
-        let early = deferred
-        resetStep()
-        // Peers that began this step before this worker heard of it sent their part already.
-        for held in early where Int(held.envelope.step) >= newStep { try handlePeer(held.envelope, from: held.sender) }
+        try enter(newStep)
     }
 
     // MARK: Messages from the coordinator
@@ -188,7 +187,7 @@ final class ShardRole {
             throw WorkerError(description: "the coordinator's plan has \(newPlan.slices.count) slices; this model has \(layout.slices.count)")
         }
         try commitIfDue(step)
-        if self.step == nil { startStep(step) }
+        if self.step == nil { try startStep(step) }
         let old = plan
         plan = newPlan
         try mesh.setPeers(newPlan.members.filter { $0.workerID != selfID }.map {
@@ -595,9 +594,4 @@ final class ShardRole {
 
     /// Seconds between tries to a peer that did not take a message.
     static let retryInterval = 0.3
-}
-
-/// The coordinator started a step this worker is not ready for: it must join again.
-struct ShardOutOfStep: Error, CustomStringConvertible {
-    var description: String
 }

@@ -512,3 +512,8 @@ public final class Worker {
         }
     }
 }
+
+/// The coordinator started a step this worker is not ready for: it must join again.
+struct ShardOutOfStep: Error, CustomStringConvertible {
+    var description: String
+}
