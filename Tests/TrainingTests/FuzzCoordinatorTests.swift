@@ -37,8 +37,11 @@ final class FuzzCoordinatorTests: XCTestCase {
           join_timeout: 30
         """
 
-    /// Long enough for the rogue's flood to pass 20,000 messages while the run lasts.
+    /// With `assignmentDelay`, long enough for the rogue's flood to pass 20,000 messages while
+    /// the run lasts.
     private let steps = 192
+    /// Seconds each of the attacked run's assignments takes at least.
+    private static let assignmentDelay = 0.004
 
     /// The bytes of the newest checkpoint's model file in `run`.
     static func finalModel(_ run: String) throws -> [UInt8] {
@@ -80,9 +83,17 @@ final class FuzzCoordinatorTests: XCTestCase {
 
         let run = folder + "/attacked"
         let coordinator = try LocalCluster.Child(
-            "cnn-coord", ["--config", configPath, "--spawn-workers", "2", "--steps", "\(steps)", "--run-dir", run,
+            "cnn-coord", ["--config", configPath, "--workers", "2", "--steps", "\(steps)", "--run-dir", run,
                           "--bind", "tcp://127.0.0.1:0", "--quiet"])
         let endpoint = try Self.endpoint(fromRunDirectory: run, coordinator: coordinator)
+        // Each assignment takes its workers at least `assignmentDelay`, so that the run lasts long
+        // enough for a flood whatever the speed of a step of this tiny model (a fraction of a
+        // millisecond once workers stopped polling for their results).
+        let workers = try (0..<2).map { index in
+            try LocalCluster.Child("cnn-worker", ["--connect", endpoint, "--name", "w\(index)",
+                                                  "--compute-delay", "\(Self.assignmentDelay)"])
+        }
+        defer { workers.forEach { $0.signal(SIGKILL) } }
         // The rogue comes in once the run's own workers train: joining first, its Byzantine
         // workers could be all the coordinator has (they count towards --spawn-workers' wait),
         // and NaN from every live worker rightly stops a run as diverged.
