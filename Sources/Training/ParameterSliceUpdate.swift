@@ -41,6 +41,7 @@ public final class ParameterSliceUpdate {
 
     /// Updates the slice's `parameters` from its mean `gradient`. `norm` is the global norm from
     /// every slice's block sums, needed only when clipping is on.
+    /// `gradient` is left as the optimiser took it (clipped), which is what a replica is sent.
     public func apply(gradient: UnsafeMutablePointer<Float>, norm: Double?, learningRate: Float,
                       parameters: UnsafeMutablePointer<Float>) {
         if let clipping {
@@ -49,6 +50,12 @@ public final class ParameterSliceUpdate {
                 GradientClipping.scale(gradient, count: range.count, by: coefficient)
             }
         }
+        step(clippedGradient: UnsafePointer(gradient), learningRate: learningRate, parameters: parameters)
+    }
+
+    /// The optimiser's step alone, on a gradient `apply` has already clipped: a replica's update
+    /// from what its owner's optimiser took, to the owner's bits.
+    public func step(clippedGradient gradient: UnsafePointer<Float>, learningRate: Float, parameters: UnsafeMutablePointer<Float>) {
         optimizer.step(parameters: parameters, gradients: gradient, count: range.count, learningRate: learningRate,
                        ranges: trainable)
     }

@@ -6,9 +6,11 @@ import Wire
 
 /// A worker's part in the `sharded` reduction (docs/scaling.md): it sends each slice of its
 /// partial sums to the slice's owner, completes the tree of the slices it owns once the
-/// coordinator names the step's cover, runs their optimiser (ZeRO stage 1), sends the updated
-/// weights to every member and its optimiser state to the replica, keeps the state of the slices
-/// it mirrors, and assembles the next step's weights from every owner's slices.
+/// coordinator names the step's cover, runs their optimiser (ZeRO stage 1) and sends the updated
+/// weights to every member but the slice's replica. The replica is sent the gradient the
+/// optimiser took instead, and runs the same update on its own copy of the state: the owner's
+/// bits, and no state on the wire each step. The worker assembles the next step's weights from
+/// every owner's slices and its own mirrored updates.
 ///
 /// Nothing is thrown away before the coordinator starts the next step (the commit): the weights
 /// the step started from, the committed optimiser state and the partial sums, so that when a
@@ -17,12 +19,13 @@ final class ShardRole {
     let layout: ShardLayout
     let selfID: UInt32
     let mesh: PeerTransport
+    let peers: PeerSender
     let config: TrainingConfig
     private let engine: MicroBatchEngine
     let logger: Logger
     private let trainableRanges: [Range<Int>]
     /// Sends to the coordinator (message, step).
-    private let tellCoordinator: (Message, Int) -> Void
+    let tellCoordinator: (Message, Int) -> Void
 
     private(set) var plan: ShardPlan?
     /// The step `current` starts; `next` is being assembled for the step after it.
@@ -43,7 +46,8 @@ final class ShardRole {
     private var blockSumsSent: Set<Int> = []
     /// Optimiser state of the slices this worker owns or mirrors.
     private(set) var holdings: [Int: SliceHolding] = [:]
-    /// Optimisers of the owned slices; their state is the committed one until `applied`.
+    /// Optimisers of the owned and mirrored slices; their state is the committed one until the
+    /// slice is applied (owned) or has pending state (mirrored).
     private var updaters: [Int: ParameterSliceUpdate] = [:]
     private(set) var doneSent: UInt64?
     /// The last plan adopted, until it is in force.
@@ -52,19 +56,15 @@ final class ShardRole {
     /// knows this worker). The adopted plan may be newer.
     private(set) var inForce: ShardPlan?
     /// Who has this step's messages of each slice from this worker: its partial sums (an owner,
-    /// and which nodes), its new state (a replica), its new weights (members). A plan in force
-    /// that names someone else gets them sent again; a send that failed is tried again.
+    /// and which nodes), the gradient its optimiser took (a replica), its new weights (members).
+    /// A plan in force that names someone else gets them sent again; a send that failed is tried
+    /// again.
     private var partialsSentTo: [Int: (owner: UInt32, nodes: Set<TreeNode>)] = [:]
-    private var stateSentTo: [Int: UInt32] = [:]
+    private var gradientSentTo: [Int: UInt32] = [:]
     private var weightsSentTo: [Int: Set<UInt32>] = [:]
     /// What this worker, as a slice's source under the plan in force, still owes: committed
     /// state to a new owner or replica, current weights to a new member.
-    private var handoversDue: [Handover] = []
-    /// Peers a send failed to (not listening yet, paused, or gone), and when to try them again:
-    /// what they lack is sent again then, never dropped, and the worker's loop (its heartbeats)
-    /// is not held up by one peer's send timeout after another.
-    private var unreadyUntil: [UInt32: Double] = [:]
-    private var deliveryFailed = false
+    var handoversDue: [Handover] = []
     /// A checkpoint's request for the owned slices, and which were sent.
     private var gatherWanted: UInt64?
     private var gatherSent: Set<Int> = []
@@ -72,16 +72,15 @@ final class ShardRole {
     /// not let them send (the coordinator's plan can reach this worker after a peer acted on it),
     /// and partial sums of another step. Replayed at the next plan or step.
     private var deferred: [(envelope: Envelope, sender: UInt32)] = []
-    /// Where a slice's mean gradient is built, reused by every slice and step: a fresh buffer
-    /// each time cost the kernel a zeroed page per 4 KB.
-    private let meanScratch = FloatBuffer()
+    /// The gradient each owned slice's optimiser took this step, for its replica.
+    private var taken: [Int: SliceGradient] = [:]
+    /// Where each owned slice's mean gradient is built, reused step after step once no send holds
+    /// it: a fresh buffer each time cost the kernel a zeroed page per 4 KB.
+    private var meanBuffers: [Int: FloatBuffer] = [:]
+    /// Owners' gradients of the slices this worker mirrors, until it has run their update.
+    private var toMirror: [Int: SliceGradient] = [:]
     /// Whether a computation may still read `current` (then a commit does not reuse it).
     private let isComputing: () -> Bool
-
-    enum Handover: Equatable {
-        case state(slice: Int, to: UInt32)
-        case weights(slice: Int, to: UInt32)
-    }
 
     struct SliceHolding {
         var committed: [(name: String, values: [Float])]?
@@ -96,6 +95,7 @@ final class ShardRole {
         self.engine = engine
         self.selfID = selfID
         self.mesh = mesh
+        peers = PeerSender(mesh: mesh, logger: logger)
         self.logger = logger
         self.tellCoordinator = tellCoordinator
         layout = ShardLayout(parameterCount: engine.parameterCount, stateCount: engine.stateCount, block: GradientClipping.normBlock)
@@ -139,7 +139,9 @@ final class ShardRole {
         received.removeAll()
         deferred.removeAll()
         partialsSentTo.removeAll()
-        stateSentTo.removeAll()
+        gradientSentTo.removeAll()
+        taken.removeAll()
+        toMirror.removeAll()
         weightsSentTo.removeAll()
         handoversDue.removeAll()
         cover = nil
@@ -168,6 +170,7 @@ final class ShardRole {
         if let plan {
             for index in plan.slices.indices where plan.slices[index].owner != selfID && plan.slices[index].replica != selfID {
                 holdings[index] = nil
+                updaters[index] = nil
             }
         }
         // A computation of the old step may still read the old weights: give them up rather than overwrite them.
@@ -207,7 +210,7 @@ final class ShardRole {
             // Received partial sums stay until the step ends: senders deliver under the plan in
             // force, so if a later plan gives the slice back before this one is in force, nobody
             // sends them again. A node's sums are the same bits whoever holds them.
-            if !isOwner { updaters[index] = nil }
+            if !isOwner && !isReplica { updaters[index] = nil }
             if isOwner || isReplica, holdings[index] == nil { holdings[index] = SliceHolding() }
             if layout.isStateSlice(index) && (isOwner || isReplica) && holdings[index]!.committed == nil { holdings[index]!.committed = [] }
         }
@@ -221,7 +224,7 @@ final class ShardRole {
 
     /// Every member follows the plan: as a slice's source, send its state and weights where
     /// they lack; send this worker's partial sums to slices' new owners, and an owned slice's
-    /// state to its new replica.
+    /// gradient to its new replica.
     func planInForce(_ version: UInt64) throws {
         guard let newPlan = handover, newPlan.version == version, plan?.version == version else { return }
         handover = nil
@@ -235,23 +238,25 @@ final class ShardRole {
     }
 
     /// Sends what the plan in force's owners, replicas and members lack of this worker's part
-    /// of the step: each slice's partial sums, and for slices it has updated, their weights and
-    /// new state.
+    /// of the step: each slice's partial sums, and for slices it has updated, their weights (to
+    /// the replica, the gradient its update took).
     private func deliverToPlanInForce() {
         guard let inForce, let step else { return }
         for (index, slice) in inForce.slices.enumerated() {
             deliverPartials(of: index, to: slice.owner)
             guard slice.owner == selfID, holdings[index]?.applied == true, next.has(index) else { continue }
+            let replica = layout.isStateSlice(index) ? nil : slice.replica
+            if let replica, gradientSentTo[index] != replica, let gradient = taken[index],
+               peers.send(.sliceGradient(gradient), to: replica, step: step + 1) {
+                gradientSentTo[index] = replica
+            }
             let range = layout.slices[index]
             let values = FloatPayload(wrapping: next.pointer + range.lowerBound, count: range.count, owner: next)
-            for member in inForce.members where member.workerID != selfID && !weightsSentTo[index, default: []].contains(member.workerID) {
-                if send(.weightSlice(WeightSlice(slice: UInt32(index), values: values)), to: member.workerID, step: step + 1) {
+            for member in inForce.members where member.workerID != selfID && member.workerID != replica
+                && !weightsSentTo[index, default: []].contains(member.workerID) {
+                if peers.send(.weightSlice(WeightSlice(slice: UInt32(index), values: values)), to: member.workerID, step: step + 1) {
                     weightsSentTo[index, default: []].insert(member.workerID)
                 }
-            }
-            if let replica = slice.replica, !layout.isStateSlice(index), stateSentTo[index] != replica, let pending = holdings[index]?.pending,
-               sendState(index, pending, weights: false, to: replica, step: step + 1) {
-                stateSentTo[index] = replica
             }
         }
     }
@@ -264,36 +269,6 @@ final class ShardRole {
         let missing = partials.filter { !partialsSentTo[index]!.nodes.contains($0.node) }
         for group in TreeNode.disjointGroups(missing, node: \.node) where sendPartials(group, of: index, to: owner) {
             partialsSentTo[index]!.nodes.formUnion(group.map(\.node))
-        }
-    }
-
-    /// As the source of a slice after a plan change: its committed state to the owner and
-    /// replica that lack it, its committed weights to new members.
-    private func handovers(of index: Int, _ slice: SliceAssignment, newMembers: [UInt32]) -> [Handover] {
-        guard holdings[index]?.committed != nil else {
-            logger.warning("plan names this worker the source of slice \(index) but it holds no committed state of it")
-            return []
-        }
-        var due: [Handover] = []
-        if slice.ownerNeedsState && slice.owner != selfID { due.append(.state(slice: index, to: slice.owner)) }
-        if slice.replicaNeedsState, let replica = slice.replica, replica != selfID { due.append(.state(slice: index, to: replica)) }
-        for member in newMembers where member != selfID { due.append(.weights(slice: index, to: member)) }
-        return due
-    }
-
-    /// Sends what this worker owes as a source; keeps what could not be sent for the next try.
-    private func deliverHandovers() {
-        guard let step else { return }
-        handoversDue = handoversDue.filter { due in
-            switch due {
-            case .state(let index, let member):
-                guard let state = holdings[index]?.committed else { return false }
-                return !sendState(index, state, weights: false, to: member, step: step)
-            case .weights(let index, let member):
-                let range = layout.slices[index]
-                let values = FloatPayload(wrapping: current.pointer + range.lowerBound, count: range.count, owner: current)
-                return !send(.weightSlice(WeightSlice(slice: UInt32(index), values: values)), to: member, step: step)
-            }
         }
     }
 
@@ -314,24 +289,19 @@ final class ShardRole {
         try progress()
     }
 
-    /// A slice's optimiser state: committed state of the envelope's step (from the coordinator
-    /// at the start of a run, or from the slice's source after a plan change), or the owner's
-    /// state after this step's update (to its replica).
+    /// A slice's committed optimiser state as of the envelope's step: from the coordinator at the
+    /// start of a run, or from the slice's source after a plan change. A source already in the
+    /// next step hands over that step's state: it waits for this worker to get there.
     func receiveState(_ message: SliceState, step messageStep: Int, from sender: UInt32?) throws {
         let index = Int(message.slice)
         guard index < layout.slices.count, let plan, let step else { return }
         let slice = plan.slices[index]
-        let state = zip(message.names, message.tensors).map { (name: $0, values: $1.toArray()) }
-        if messageStep == step + 1 {
-            guard let sender, sender == slice.owner, slice.replica == selfID else {
-                if let sender { deferOrDrop(Envelope(runID: 0, step: UInt64(messageStep), message: .sliceState(message)), from: sender) }
-                return
-            }
-            holdings[index, default: SliceHolding()].pending = state
+        if messageStep > step, let sender {
+            deferOrDrop(Envelope(runID: 0, step: UInt64(messageStep), message: .sliceState(message)), from: sender)
         } else if messageStep == step {
             guard sender == nil || sender == slice.source, slice.owner == selfID || slice.replica == selfID else { return }
-            holdings[index, default: SliceHolding()].committed = state
-            if slice.owner == selfID { updaters[index] = nil }
+            holdings[index, default: SliceHolding()].committed = zip(message.names, message.tensors).map { (name: $0, values: $1.toArray()) }
+            updaters[index] = nil
         }
         try progress()
     }
@@ -383,7 +353,7 @@ final class ShardRole {
             for (held, tensor) in zip(chosen, tensors) { received[index, default: [:]][CoverNode(node: held.node, worker: selfID)] = tensor }
             return true
         }
-        return send(.slicePartials(SlicePartials(slice: UInt32(index), nodes: chosen.map(\.node), tensors: tensors,
+        return peers.send(.slicePartials(SlicePartials(slice: UInt32(index), nodes: chosen.map(\.node), tensors: tensors,
                                                  encoding: sliceRounding(index).tensorEncoding)), to: owner, step: step)
     }
 
@@ -409,8 +379,7 @@ final class ShardRole {
                 try handlePeer(envelope, from: incoming.sender)
             }
         }
-        if deliveryFailed {
-            deliveryFailed = false
+        if peers.takeFailure() {
             deliverHandovers()
             deliverToPlanInForce()
         }
@@ -456,6 +425,16 @@ final class ShardRole {
         case .sliceState(let message):
             guard Int(message.slice) < layout.slices.count else { return }
             try receiveState(message, step: messageStep, from: sender)
+        case .sliceGradient(let message):
+            let index = Int(message.slice)
+            guard index < layout.slices.count, !layout.isStateSlice(index), message.values.count == layout.slices[index].count else { return }
+            let slice = plan.slices[index]
+            // Only the owner's optimiser writes a slice's next weights; its replica reruns it.
+            if messageStep == step + 1 && sender == slice.owner && slice.replica == selfID {
+                if holdings[index]?.pending == nil { toMirror[index] = message }
+            } else if messageStep >= step {
+                deferOrDrop(envelope, from: sender)
+            }
         default:
             logger.warning("unexpected \(envelope.message.typeName) from worker w\(sender); ignored")
         }
@@ -477,7 +456,9 @@ final class ShardRole {
     /// Completes whatever can be completed now, and says so to the coordinator when all is done.
     func progress() throws {
         sendGathered()
-        guard let plan, let step, let cover else { return }
+        guard let plan, let step else { return }
+        for index in toMirror.keys.sorted() { try mirror(index, plan: plan) }
+        guard let cover else { return }
         for (index, slice) in plan.slices.enumerated() where slice.owner == selfID && holdings[index]?.applied != true {
             try complete(index, cover: cover, step: step)
         }
@@ -505,7 +486,7 @@ final class ShardRole {
         for (node, values) in parts {
             _ = try values.withUnsafeBufferPointer { try reduction.offer(node, values: $0.baseAddress!, owner: values) }
         }
-        let mean = meanScratch
+        let mean = meanBuffer(for: index)
         mean.reserve(range.count)
         try reduction.mean(into: mean.pointer)
         if let finding = NonFiniteFinding.locate(in: UnsafeBufferPointer(start: mean.pointer, count: range.count), network: engine.layoutNetwork) {
@@ -537,10 +518,41 @@ final class ShardRole {
             }
             updater.apply(gradient: mean.pointer, norm: globalNorm, learningRate: cover.learningRate, parameters: output)
             holdings[index]!.pending = updater.stateTensors
+            taken[index] = SliceGradient(slice: UInt32(index), learningRate: cover.learningRate,
+                                         values: FloatPayload(wrapping: mean.pointer, count: range.count, owner: mean))
         }
         next.mark(index)
         holdings[index]!.applied = true
         deliverToPlanInForce()
+    }
+
+    /// Runs the update of slice `index`, which this worker mirrors, from the gradient its owner's
+    /// optimiser took: on its own copy of the committed state and this step's weights, to the
+    /// owner's bits (the same element-wise optimiser on the same values).
+    private func mirror(_ index: Int, plan: ShardPlan) throws {
+        guard let gradient = toMirror[index], plan.slices[index].replica == selfID, let committed = holdings[index]?.committed,
+              holdings[index]?.pending == nil, current.has(index) else { return }
+        toMirror[index] = nil
+        let range = layout.slices[index]
+        let output = next.pointer + range.lowerBound
+        output.update(from: current.pointer + range.lowerBound, count: range.count)
+        let updater = try updater(for: index, committed: committed)
+        gradient.values.withUnsafeBufferPointer {
+            updater.step(clippedGradient: $0.baseAddress!, learningRate: gradient.learningRate, parameters: output)
+        }
+        holdings[index]!.pending = updater.stateTensors
+        next.mark(index)
+    }
+
+    /// Slice `index`'s mean-gradient buffer: last step's, unless a send still holds it.
+    private func meanBuffer(for index: Int) -> FloatBuffer {
+        if var buffer = meanBuffers.removeValue(forKey: index), isKnownUniquelyReferenced(&buffer) {
+            meanBuffers[index] = buffer
+            return buffer
+        }
+        let buffer = FloatBuffer()
+        meanBuffers[index] = buffer
+        return buffer
     }
 
     private func updater(for index: Int, committed: [(name: String, values: [Float])]) throws -> ParameterSliceUpdate {
@@ -551,47 +563,7 @@ final class ShardRole {
         return updater
     }
 
-    // MARK: Sending
-
     /// How slice `index`'s nodes are rounded (`distributed.wire_precision`): all of a parameter
     /// slice's, none of the state slice's. Its partial sums travel as `.tensorEncoding` says.
     private func sliceRounding(_ index: Int) -> NodeRounding { engine.rounding.restricted(to: layout.slices[index]) }
-
-    @discardableResult
-    private func sendState(_ index: Int, _ state: [(name: String, values: [Float])], weights: Bool, to member: UInt32?, step: Int) -> Bool {
-        let range = layout.slices[index]
-        let message = SliceState(
-            slice: UInt32(index), names: state.map(\.name),
-            weights: weights ? FloatPayload(copying: current.pointer + range.lowerBound, count: range.count) : nil,
-            tensors: state.map { FloatPayload(copying: $0.values) })
-        if let member { return send(.sliceState(message), to: member, step: step) }
-        tellCoordinator(.sliceState(message), step)
-        return true
-    }
-
-    /// Sends to a peer; whether it took the message. After a failure the peer is left alone for
-    /// a moment, and the worker's loop tries again.
-    @discardableResult
-    private func send(_ message: Message, to member: UInt32, step: Int) -> Bool {
-        let now = monotonicSeconds()
-        if let until = unreadyUntil[member], now < until {
-            deliveryFailed = true
-            return false
-        }
-        do {
-            try mesh.send(Envelope(runID: 0, step: UInt64(step), message: message), to: member)
-            if unreadyUntil.removeValue(forKey: member) != nil { logger.info("step \(step): worker w\(member) takes messages again") }
-            return true
-        } catch {
-            if unreadyUntil[member] == nil {
-                logger.warning("step \(step): could not send \(message.typeName) to worker w\(member): \(error); trying again while it is a member")
-            }
-            unreadyUntil[member] = monotonicSeconds() + Self.retryInterval
-            deliveryFailed = true
-            return false
-        }
-    }
-
-    /// Seconds between tries to a peer that did not take a message.
-    static let retryInterval = 0.3
 }

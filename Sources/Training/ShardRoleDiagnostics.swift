@@ -25,8 +25,9 @@ extension ShardRole {
     }
 
     /// What this worker lacks to finish the step: for each slice it owns, the committed state,
-    /// the step's weights or partial sums the cover names; for each it mirrors, the owner's new
-    /// state; the next step's weights of other owners' slices.
+    /// the step's weights or partial sums the cover names; for each it mirrors, the gradient its
+    /// owner's optimiser took (or the committed state to run it on); the next step's weights of
+    /// other owners' slices.
     func whatTheStepLacks() -> [String] {
         guard let plan, let cover else { return ["no cover yet"] }
         var lacks: [String] = []
@@ -40,7 +41,9 @@ extension ShardRole {
             }
         }
         for (index, slice) in plan.slices.enumerated() where slice.replica == selfID && !layout.isStateSlice(index) && holdings[index]?.pending == nil {
-            lacks.append("slice \(index)'s new state from its owner w\(slice.owner)")
+            lacks.append(holdings[index]?.committed == nil
+                ? "slice \(index)'s optimiser state (from w\(slice.source.map(String.init) ?? "?")) to mirror its owner's update"
+                : "slice \(index)'s gradient from its owner w\(slice.owner)")
         }
         let weights = layout.slices.indices.filter { !next.has($0) && plan.slices[$0].owner != selfID }
         if !weights.isEmpty { lacks.append("next step's weights of slices \(weights.map { "\($0) from w\(plan.slices[$0].owner)" })") }

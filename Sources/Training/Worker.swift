@@ -460,7 +460,8 @@ public final class Worker {
             weights = nil
             weightsVersion = nil
             try accept(welcome, runID: envelope.runID)
-        case .heartbeat, .hello, .gradients, .evaluation, .listening, .computed, .slicePartials, .blockSums, .weightSlice, .stepDone, .planAdopted:
+        case .heartbeat, .hello, .gradients, .evaluation, .listening, .computed, .slicePartials, .blockSums, .weightSlice, .sliceGradient, .stepDone,
+             .planAdopted:
             break
         }
         return .carryOn

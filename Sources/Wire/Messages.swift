@@ -30,6 +30,7 @@ public enum Message: Equatable, Sendable, CustomStringConvertible {
     case norm(GlobalNorm)
     case weightSlice(WeightSlice)
     case sliceState(SliceState)
+    case sliceGradient(SliceGradient)
     case stepDone(StepDone)
     case gather(Gather)
     case planAdopted(PlanAdopted)
@@ -56,6 +57,7 @@ public enum Message: Equatable, Sendable, CustomStringConvertible {
         case .norm(let norm): return norm.description
         case .weightSlice(let slice): return slice.description
         case .sliceState(let state): return state.description
+        case .sliceGradient(let gradient): return gradient.description
         case .stepDone(let done): return done.description
         case .gather(let gather): return gather.description
         case .planAdopted(let adopted): return adopted.description
@@ -407,6 +409,7 @@ public struct Envelope: Equatable, Sendable, CustomStringConvertible {
 enum MessageType: UInt8 {
     case hello = 1, welcome, weights, assign, gradients, heartbeat, bye, error, evaluation
     case listening, plan, computed, slicePartials, reduce, blockSums, norm, weightSlice, sliceState, stepDone, gather, planAdopted, planInForce
+    case sliceGradient
 
     init(_ message: Message) {
         switch message {
@@ -428,6 +431,7 @@ enum MessageType: UInt8 {
         case .norm: self = .norm
         case .weightSlice: self = .weightSlice
         case .sliceState: self = .sliceState
+        case .sliceGradient: self = .sliceGradient
         case .stepDone: self = .stepDone
         case .gather: self = .gather
         case .planAdopted: self = .planAdopted
@@ -455,6 +459,7 @@ enum MessageType: UInt8 {
         case .norm: return "norm"
         case .weightSlice: return "weight-slice"
         case .sliceState: return "slice-state"
+        case .sliceGradient: return "slice-gradient"
         case .stepDone: return "step-done"
         case .gather: return "gather"
         case .planAdopted: return "plan-adopted"

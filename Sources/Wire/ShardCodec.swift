@@ -1,4 +1,4 @@
-/// The meta fields of the sharded reduction's messages (types 10-22), in the conventions of
+/// The meta fields of the sharded reduction's messages (types 10-23), in the conventions of
 /// `WireCodec` (optional ids are a presence byte then a UInt32):
 /// ```
 /// listening       endpoint, publicKey
@@ -15,6 +15,7 @@
 /// gather          planVersion UInt64
 /// plan-adopted    planVersion UInt64
 /// plan-in-force   planVersion UInt64
+/// slice-gradient  slice UInt32, learningRate Float32      (one tensor)
 /// ```
 /// where node = level UInt8, index UInt32. Everything is checked as it is read: ids of a plan
 /// belong to its members, covers cover every micro-batch exactly once, sums and norms are finite.
@@ -91,6 +92,9 @@ extension WireCodec {
             meta.u64(adopted.planVersion)
         case .planInForce(let inForce):
             meta.u64(inForce.planVersion)
+        case .sliceGradient(let gradient):
+            meta.u32(gradient.slice)
+            meta.u32(gradient.learningRate.bitPattern)
         default:
             preconditionFailure("\(message.typeName) is not a message of the sharded reduction")
         }
@@ -197,6 +201,16 @@ extension WireCodec {
 
         case .planInForce:
             return .complete(.planInForce(PlanInForce(planVersion: try reader.u64("planInForce.planVersion"))))
+
+        case .sliceGradient:
+            let slice = try readSlice("sliceGradient.slice", from: &reader)
+            let learningRate = Float(bitPattern: try reader.u32("sliceGradient.learningRate"))
+            guard learningRate.isFinite else {
+                throw .invalidValue(field: "sliceGradient.learningRate", value: String(learningRate), requirement: "a finite learning rate")
+            }
+            return .withTensors(count: 1, rule: "a slice-gradient message (one tensor)") {
+                .sliceGradient(SliceGradient(slice: slice, learningRate: learningRate, values: $0[0]))
+            }
 
         default:
             preconditionFailure("\(type.name) is not a message of the sharded reduction")

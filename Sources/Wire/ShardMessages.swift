@@ -190,9 +190,9 @@ public struct WeightSlice: Equatable, Sendable, CustomStringConvertible {
 }
 
 /// A slice's optimiser state as of the envelope's step (named as the optimiser names its
-/// tensors), and with `weights` the slice's weights too: owner -> replica every step, source ->
-/// new owner or replica at a plan change, owner -> coordinator for a checkpoint, coordinator ->
-/// owner and replica on resume.
+/// tensors), and with `weights` the slice's weights too: source -> new owner or replica at a
+/// plan change, owner -> coordinator for a checkpoint, coordinator -> owner and replica on
+/// resume.
 public struct SliceState: Equatable, Sendable, CustomStringConvertible {
     public var slice: UInt32
     /// One name per tensor of `tensors` after the weights.
@@ -211,6 +211,25 @@ public struct SliceState: Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         "slice-state slice=\(slice) weights=\(weights.map { "\($0.count)" } ?? "no") tensors=\(listPrefix(names))"
     }
+}
+
+/// Owner -> replica: what slice `slice`'s optimiser took this step, so that the replica runs the
+/// same update on its copy of the state and weights instead of being sent both: the mean
+/// gradient over the step's cover as the optimiser saw it (frozen parts zeroed and clipped when
+/// clipping is on) and the step's learning rate. The envelope's step is the one the update's
+/// weights start.
+public struct SliceGradient: Equatable, Sendable, CustomStringConvertible {
+    public var slice: UInt32
+    public var learningRate: Float
+    public var values: FloatPayload
+
+    public init(slice: UInt32, learningRate: Float, values: FloatPayload) {
+        self.slice = slice
+        self.learningRate = learningRate
+        self.values = values
+    }
+
+    public var description: String { "slice-gradient slice=\(slice) lr=\(learningRate) \(values)" }
 }
 
 /// Worker -> coordinator: under plan `planVersion`, this worker holds every weight of the step

@@ -5,9 +5,9 @@ import Hashing
 /// Header, 40 bytes, little-endian:
 /// ```
 ///  0 magic        UInt32  0x574E4E43 ("CNNW" in memory)
-///  4 version      UInt16  6 (5 lacked the tensor encoding of gradients and slice-partials; 4 lacked the sharded reduction's messages; 3 lacked top-5 counts; 2 sent evaluation results as gradients; 1 also lacked their timings)
+///  4 version      UInt16  7 (6 sent replicas their owner's new optimiser state, not the slice's gradient; 5 lacked the tensor encoding of gradients and slice-partials; 4 lacked the sharded reduction's messages; 3 lacked top-5 counts; 2 sent evaluation results as gradients; 1 also lacked their timings)
 ///  6 type         UInt8   1 hello, 2 welcome, 3 weights, 4 assign, 5 gradients, 6 heartbeat, 7 bye, 8 error,
-///                         9 evaluation, 10-22 the sharded reduction's (see `ShardCodec.swift`)
+///                         9 evaluation, 10-23 the sharded reduction's (see `ShardCodec.swift`)
 ///  7 reserved     UInt8   0
 ///  8 run id       UInt64
 /// 16 step         UInt64
@@ -40,12 +40,13 @@ public enum WireCodec {
     /// "CNNW" read as a little-endian UInt32.
     public static let magic: UInt32 = 0x574E_4E43
     /// The protocol version this build writes.
-    public static let version: UInt16 = 6
-    /// The protocol versions this build reads. Version 5 lacks the tensor encoding, version 4 lacks the sharded reduction, version 3 the top-5 counts, version 2 sends
-    /// evaluation results as gradients and version 1 also lacks their timings; rather than
-    /// translate, an older peer is refused and told to run the same release (a coordinator and
-    /// its workers come from one build).
-    public static let understoodVersions: [UInt16] = [6]
+    public static let version: UInt16 = 7
+    /// The protocol versions this build reads. Version 6 sends replicas their owner's new state,
+    /// version 5 lacks the tensor encoding, version 4 the sharded reduction, version 3 the top-5
+    /// counts, version 2 sends evaluation results as gradients and version 1 also lacks their
+    /// timings; rather than translate, an older peer is refused and told to run the same release
+    /// (a coordinator and its workers come from one build).
+    public static let understoodVersions: [UInt16] = [7]
     /// Slack allowed when checking that a worker's timed parts fit in its total: they come from
     /// one monotonic clock, so only rounding separates them.
     public static let timingTolerance: Double = 1e-3
@@ -105,6 +106,7 @@ public enum WireCodec {
         case .slicePartials(let partials): return partials.tensors
         case .weightSlice(let slice): return [slice.values]
         case .sliceState(let state): return (state.weights.map { [$0] } ?? []) + state.tensors
+        case .sliceGradient(let gradient): return [gradient.values]
         default: return []
         }
     }
@@ -165,7 +167,7 @@ public enum WireCodec {
         case .error(let failure):
             meta.u16(failure.code)
             meta.string(failure.text)
-        case .listening, .plan, .computed, .slicePartials, .reduce, .blockSums, .norm, .weightSlice, .sliceState, .stepDone, .gather,
+        case .listening, .plan, .computed, .slicePartials, .reduce, .blockSums, .norm, .weightSlice, .sliceState, .sliceGradient, .stepDone, .gather,
              .planAdopted, .planInForce:
             writeShardFields(of: message, into: &meta)
         }
@@ -402,7 +404,7 @@ public enum WireCodec {
             let text = try reader.string("error.text", limit: limits.maxStringBytes)
             return .complete(.error(WireFailure(code: code, text: text)))
 
-        case .listening, .plan, .computed, .slicePartials, .reduce, .blockSums, .norm, .weightSlice, .sliceState, .stepDone, .gather,
+        case .listening, .plan, .computed, .slicePartials, .reduce, .blockSums, .norm, .weightSlice, .sliceState, .sliceGradient, .stepDone, .gather,
              .planAdopted, .planInForce:
             return try readShardFields(type, from: &reader, limits: limits)
         }

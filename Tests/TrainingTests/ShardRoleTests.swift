@@ -11,16 +11,19 @@ final class ShardRoleTests: XCTestCase {
     /// tests hand them.
     private struct Roles {
         let workers: [ShardRole]
+        let transports: [PeerTransport]
         let engine: MicroBatchEngine
 
-        init(count: Int) throws {
-            let config = try InMemoryRun(yaml: ShardedTrainingTests.yaml(), steps: 1).config
+        init(count: Int, yaml: String = ShardedTrainingTests.yaml()) throws {
+            let config = try InMemoryRun(yaml: yaml, steps: 1).config
             let data = try DataSource.load(config)
             let hub = InMemoryPeerHub()
             engine = try MicroBatchEngine(config: config, data: data, threads: 1)
+            let transports = try (0..<UInt32(count)).map { try hub.transport(workerID: $0) }
+            self.transports = transports
             workers = try (0..<UInt32(count)).map { id in
                 try ShardRole(config: config, engine: MicroBatchEngine(config: config, data: data, threads: 1), selfID: id,
-                              mesh: hub.transport(workerID: id), logger: Logger(label: "w\(id)") { _ in SwiftLogNoOpLogHandler() },
+                              mesh: transports[Int(id)], logger: Logger(label: "w\(id)") { _ in SwiftLogNoOpLogHandler() },
                               isComputing: { false }, tellCoordinator: { _, _ in })
             }
         }
@@ -36,10 +39,10 @@ final class ShardRoleTests: XCTestCase {
         /// Whole weights, parameters then state.
         var weights: FloatPayload { FloatPayload(copying: [Float](repeating: 0.25, count: engine.parameterCount + engine.stateCount)) }
 
-        /// A computation's result: micro-batch `index`'s leaf.
+        /// A computation's result: micro-batch `index`'s leaf, of values that differ along it.
         func partialSums(_ index: Int) -> Gradients {
             Gradients(epoch: 0, results: [], nodes: [TreeNode(level: 0, index: index)],
-                      tensors: [FloatPayload(copying: [Float](repeating: 0.5, count: engine.leafLength))])
+                      tensors: [FloatPayload(copying: (0..<engine.leafLength).map { Float(($0 * 7 + index * 3) % 23 - 11) / 16 })])
         }
 
         /// The cover of a step of two micro-batches, worker 0 computing the first and worker 1 the second.
@@ -105,6 +108,60 @@ final class ShardRoleTests: XCTestCase {
         try workers[0].receiveCover(roles.coverOfTwoLeaves, step: 5)
         let lacks = workers[0].whatTheStepLacks()
         XCTAssertFalse(lacks.contains { $0.contains("partial sums") }, lacks.joined(separator: "; "))
+    }
+
+    /// A slice's replica is sent the gradient its owner's optimiser took, not the new weights and
+    /// state, and runs the same update on its own copy: the owner's bits, also when clipping
+    /// scales the gradient (the replica must not clip it again) and when the replica's committed
+    /// state arrives after the gradient. Its owner then sends no more than one slice's worth of
+    /// values per slice it owns.
+    func testAReplicaRunsItsOwnersUpdateFromTheGradientAloneToTheSameBits() throws {
+        let clippedAdamW = ShardedTrainingTests.yaml(optimizer: "{name: adamw, lr: 0.001, weight_decay: 0.01}", clip: 0.5)
+        for (yaml, norm) in [(ShardedTrainingTests.yaml(), nil as Double?), (clippedAdamW, 10.0)] {
+            let roles = try Roles(count: 2, yaml: yaml)
+            let (owner, replica) = (roles.workers[0], roles.workers[1])
+            let layout = owner.layout
+            let parameterSlices = layout.slices.indices.filter { !layout.isStateSlice($0) }
+            let stateLate = norm != nil
+            for worker in roles.workers {
+                try worker.receiveWholeWeights(roles.weights, step: 0)
+                try worker.adopt(roles.plan(1, owner: 0, replica: 1), step: 0)
+                for index in parameterSlices where worker === owner || !stateLate {
+                    try worker.receiveState(SliceState(slice: UInt32(index), names: [], weights: nil, tensors: []), step: 0, from: nil)
+                }
+                try worker.planInForce(1)
+            }
+            _ = try owner.computed(roles.partialSums(0), step: 0)
+            _ = try replica.computed(roles.partialSums(1), step: 0)
+            try owner.poll(timeoutMilliseconds: 200)
+            let sentBefore = roles.transports[0].bytesSent
+            for worker in roles.workers { try worker.receiveCover(roles.coverOfTwoLeaves, step: 0) }
+            if let norm { try owner.receiveNorm(norm, step: 0) }
+            XCTAssertTrue(owner.next.isComplete)
+            try replica.poll(timeoutMilliseconds: 200)
+            if stateLate {
+                XCTAssertTrue(replica.whatTheStepLacks().contains { $0.contains("optimiser state (from w?) to mirror") }, replica.whatTheStepLacks().joined(separator: "; "))
+                for index in parameterSlices {
+                    try replica.receiveState(SliceState(slice: UInt32(index), names: [], weights: nil, tensors: []), step: 0, from: nil)
+                }
+            }
+            XCTAssertTrue(replica.next.isComplete, replica.whatTheStepLacks().joined(separator: "; "))
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: replica.next.pointer, count: replica.next.count)),
+                           Array(UnsafeBufferPointer(start: owner.next.pointer, count: owner.next.count)))
+            XCTAssertNotEqual(Array(UnsafeBufferPointer(start: owner.next.pointer, count: owner.next.count)), roles.weights.toArray(),
+                              "the update changed the weights")
+            for index in parameterSlices {
+                let ownerState = try XCTUnwrap(owner.holdings[index]?.pending)
+                let replicaState = try XCTUnwrap(replica.holdings[index]?.pending)
+                XCTAssertEqual(ownerState.map(\.name), replicaState.map(\.name))
+                XCTAssertEqual(ownerState.map(\.values), replicaState.map(\.values), "slice \(index)")
+                XCTAssertFalse(ownerState.isEmpty)
+            }
+            let values = roles.engine.parameterCount + roles.engine.stateCount
+            let sent = roles.transports[0].bytesSent - sentBefore
+            XCTAssertGreaterThanOrEqual(sent, 4 * values)
+            XCTAssertLessThan(sent, 4 * values + 200 * layout.slices.count, "the replica was sent more than the gradient its owner took")
+        }
     }
 
     /// A worker whose assignment waits for its weights says which slices it lacks, under which

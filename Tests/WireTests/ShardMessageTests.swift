@@ -34,6 +34,7 @@ func shardSampleMessages() -> [Message] {
         .gather(Gather(planVersion: UInt64.max)),
         .planAdopted(PlanAdopted(planVersion: 9)),
         .planInForce(PlanInForce(planVersion: 0)),
+        .sliceGradient(SliceGradient(slice: 4, learningRate: 0.125, values: FloatPayload(copying: [0.5, -0.0, 3e-39]))),
     ]
 }
 
@@ -95,11 +96,15 @@ final class ShardMessageTests: XCTestCase {
         assertRefused(.blockSums(BlockSums(slice: 0, sums: [1, .infinity])), mentioning: "blockSums.sums[1]")
         assertRefused(.reduce(ReduceCover(version: 1, totalMicroBatches: 1, learningRate: .nan,
                                           nodes: [CoverNode(node: TreeNode(level: 0, index: 0), worker: 0)])), mentioning: "reduce.learningRate")
+        assertRefused(.sliceGradient(SliceGradient(slice: 0, learningRate: -.infinity, values: FloatPayload(copying: [1]))),
+                      mentioning: "sliceGradient.learningRate")
     }
 
     func testSliceIndicesAndStateNamesAreChecked() {
         assertRefused(.weightSlice(WeightSlice(slice: UInt32(WireCodec.maximumSlices), values: FloatPayload(copying: [1]))),
                       mentioning: "weightSlice.slice")
+        assertRefused(.sliceGradient(SliceGradient(slice: UInt32(WireCodec.maximumSlices), learningRate: 1, values: FloatPayload(copying: [1]))),
+                      mentioning: "sliceGradient.slice")
         assertRefused(.sliceState(SliceState(slice: 0, names: ["m", "m"], weights: nil, tensors: [FloatPayload(copying: [1]), FloatPayload(copying: [2])])),
                       mentioning: "sliceState.names[1]")
         assertRefused(.slicePartials(SlicePartials(slice: 0, nodes: [], tensors: [])), mentioning: "slicePartials.nodes")

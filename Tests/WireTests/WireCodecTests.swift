@@ -4,7 +4,7 @@ import XCTest
 final class WireCodecTests: XCTestCase {
     func testEveryMessageTypeRoundTripsThroughBytes() throws {
         let envelopes = sampleEnvelopes()
-        XCTAssertEqual(Set(envelopes.map { $0.message.typeName }).count, 22, "the samples must cover all twenty-two types")
+        XCTAssertEqual(Set(envelopes.map { $0.message.typeName }).count, 23, "the samples must cover all twenty-three types")
         for envelope in envelopes {
             let frames = WireCodec.encodeToBytes(envelope)
             let decoded = try WireCodec.decode(bytes: frames)
@@ -19,7 +19,7 @@ final class WireCodecTests: XCTestCase {
         XCTAssertEqual(frames.count, 2)
         XCTAssertEqual(frames[0].count, 40)
         XCTAssertEqual(Array(frames[0][0..<4]), Array("CNNW".utf8))
-        XCTAssertEqual(Array(frames[0][4..<8]), [6, 0, 7, 0], "version 6, type 7 (bye), reserved 0")
+        XCTAssertEqual(Array(frames[0][4..<8]), [7, 0, 7, 0], "version 7, type 7 (bye), reserved 0")
         XCTAssertEqual(Array(frames[0][8..<16]), [8, 7, 6, 5, 4, 3, 2, 1])
         XCTAssertEqual(Array(frames[0][16..<24]), [42, 0, 0, 0, 0, 0, 0, 0])
         XCTAssertEqual(Array(frames[0][24..<32]), [8, 0, 0, 0, 0, 0, 0, 0], "meta of 8 bytes, no tensors")

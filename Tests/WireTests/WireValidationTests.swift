@@ -42,18 +42,18 @@ final class WireValidationTests: XCTestCase {
                        as: .badMagic(expected: 0x574E_4E43, got: 0x5A4D_5451))
     }
 
-    func testVersionsOtherThanSixAreRejectedNamingTheUnderstoodVersion() {
-        // Version 5 gradients carry no tensor encoding, version 4 lacks the sharded reduction's
+    func testVersionsOtherThanSevenAreRejectedNamingTheUnderstoodVersion() {
+        // Version 6 replicas expect their owner's new state, not the gradient it took; version 5 gradients carry no tensor encoding, version 4 lacks the sharded reduction's
         // messages, version 3 results carry no top-5 count; versions 1 and 2 are older releases
         // that send evaluation results as gradients (and version 1 gradients carry no timings).
-        for version: UInt16 in [1, 2, 3, 4, 5, 7] {
-            assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: version), as: .unsupportedVersion(got: version, understood: [6]))
+        for version: UInt16 in [1, 2, 3, 4, 5, 6, 8] {
+            assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: version), as: .unsupportedVersion(got: version, understood: [7]))
         }
     }
 
     func testUnknownMessageTypesAreRejected() {
         assertRejected(rawMessage(type: 0, meta: heartbeatMeta), as: .unknownMessageType(0))
-        assertRejected(rawMessage(type: 23, meta: heartbeatMeta), as: .unknownMessageType(23))
+        assertRejected(rawMessage(type: 24, meta: heartbeatMeta), as: .unknownMessageType(24))
     }
 
     func testNonZeroReservedByteIsRejected() {
