@@ -251,7 +251,7 @@ final class ShardRole {
                 gradientSentTo[index] = replica
             }
             let range = layout.slices[index]
-            let values = FloatPayload(wrapping: next.pointer + range.lowerBound, count: range.count, owner: next)
+            let values = FloatPayload(viewing: next.pointer + range.lowerBound, count: range.count, owner: next)
             for member in inForce.members where member.workerID != selfID && member.workerID != replica
                 && !weightsSentTo[index, default: []].contains(member.workerID) {
                 if peers.send(.weightSlice(WeightSlice(slice: UInt32(index), values: values)), to: member.workerID, step: step + 1) {
@@ -347,7 +347,7 @@ final class ShardRole {
         guard let step, !chosen.isEmpty else { return false }
         let range = layout.slices[index]
         let tensors = chosen.map { held in
-            held.values.withUnsafeBufferPointer { FloatPayload(wrapping: $0.baseAddress! + range.lowerBound, count: range.count, owner: held.values) }
+            held.values.withUnsafeBufferPointer { FloatPayload(viewing: $0.baseAddress! + range.lowerBound, count: range.count, owner: held.values) }
         }
         if owner == selfID {
             for (held, tensor) in zip(chosen, tensors) { received[index, default: [:]][CoverNode(node: held.node, worker: selfID)] = tensor }
@@ -519,7 +519,7 @@ final class ShardRole {
             updater.apply(gradient: mean.pointer, norm: globalNorm, learningRate: cover.learningRate, parameters: output)
             holdings[index]!.pending = updater.stateTensors
             taken[index] = SliceGradient(slice: UInt32(index), learningRate: cover.learningRate,
-                                         values: FloatPayload(wrapping: mean.pointer, count: range.count, owner: mean))
+                                         values: FloatPayload(viewing: mean.pointer, count: range.count, owner: mean))
         }
         next.mark(index)
         holdings[index]!.applied = true

@@ -27,5 +27,5 @@ final class SliceBuffer: @unchecked Sendable {
     }
 
     /// The whole buffer as a payload that keeps it alive (for the engine to read in place).
-    var payload: FloatPayload { FloatPayload(wrapping: pointer, count: count, owner: self) }
+    var payload: FloatPayload { FloatPayload(viewing: pointer, count: count, owner: self) }
 }

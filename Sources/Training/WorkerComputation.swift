@@ -18,9 +18,10 @@ extension Worker {
             let payload: FloatPayload
             if let held = output.leafGradients.nodes[node] {
                 // The engine computed this node whole: its buffer is sent as it lies, and hashing it
-                // is the only pass over it. The engine reuses a buffer only once nobody else
-                // holds it, so it cannot change while libzmq sends it.
-                payload = FloatPayload(wrapping: held.pointer, count: engine.leafLength, owner: held)
+                // is the only pass over it, made when it is sent whole (a sharded worker sends it
+                // in slices, each hashed on its way). The engine reuses a buffer only once nobody
+                // else holds it, so it cannot change while libzmq sends it.
+                payload = FloatPayload(viewing: held.pointer, count: engine.leafLength, owner: held)
             } else {
                 // The partial sum is written straight into the buffer that will be sent, 64 KB at
                 // a time, each block hashed while it is still in cache.

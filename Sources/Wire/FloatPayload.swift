@@ -14,15 +14,29 @@ import Darwin
 /// changed once sent, which the API makes impossible after `init(count:fill:)` returns) or
 /// received (keeps the zmq message alive and reads the floats in place).
 ///
-/// Why it is `Sendable`: nothing in it changes while more than one reference to it exists. The
-/// one change, `refill(_:count:fillingBlocks:)`, rewrites a payload only when its caller's
-/// reference is the only one, so no other thread (a socket's I/O thread included) can be reading it.
+/// Why it is `Sendable`: nothing in it changes while more than one reference to it exists, but
+/// a view's checksum, which is computed once under a lock. The other change,
+/// `refill(_:count:fillingBlocks:)`, rewrites a payload only when its caller's reference is the
+/// only one, so no other thread (a socket's I/O thread included) can be reading it.
 public final class FloatPayload: @unchecked Sendable {
     /// Number of floats.
     public let count: Int
     /// xxh64 of the bytes (little-endian floats), computed when the payload is built or refilled
-    /// (or while a received frame is verified).
-    public private(set) var checksum: UInt64
+    /// (or while a received frame is verified); for a view (`init(viewing:count:owner:)`), the
+    /// first time it is asked for.
+    public var checksum: UInt64 {
+        guard let onDemand else { return storedChecksum }
+        return onDemand.withLock {
+            if let known = viewChecksum { return known }
+            let computed = XXHash64.hash(base, count: byteCount)
+            viewChecksum = computed
+            return computed
+        }
+    }
+    private var storedChecksum: UInt64
+    /// A view's checksum once computed, and the lock that makes that happen once.
+    private var viewChecksum: UInt64?
+    private let onDemand: Mutex?
     private let base: UnsafePointer<Float>
     private let allocation: UnsafeMutableRawPointer?
     private let frame: ReceivedFrame?
@@ -72,7 +86,8 @@ public final class FloatPayload: @unchecked Sendable {
         self.base = UnsafePointer(floats)
         self.frame = nil
         self.owner = nil
-        self.checksum = checksum
+        self.storedChecksum = checksum
+        self.onDemand = nil
     }
 
     /// Calls `fill` on consecutive blocks of `count` floats at `floats` and returns the xxh64 of
@@ -115,7 +130,7 @@ public final class FloatPayload: @unchecked Sendable {
         if isKnownUniquelyReferenced(&held), let payload = held, payload.count == count, let allocation = payload.allocation {
             let floats = allocation.assumingMemoryBound(to: Float.self)
             do {
-                payload.checksum = try fillBlocks(floats, count: count, fill)
+                payload.storedChecksum = try fillBlocks(floats, count: count, fill)
             } catch {
                 held = nil
                 throw error
@@ -139,7 +154,23 @@ public final class FloatPayload: @unchecked Sendable {
         self.allocation = nil
         self.frame = nil
         self.owner = owner
-        self.checksum = XXHash64.hash(pointer, count: count * MemoryLayout<Float>.size)
+        self.storedChecksum = XXHash64.hash(pointer, count: count * MemoryLayout<Float>.size)
+        self.onDemand = nil
+    }
+
+    /// A payload over `count` floats at `pointer`, kept as `init(wrapping:count:owner:)` keeps
+    /// them, whose checksum is computed only when something asks for it (sending it whole): for
+    /// memory that may only be read, or sent in parts with checksums of their own, where hashing
+    /// it all would be a pass over the bytes for nothing.
+    public init(viewing pointer: UnsafePointer<Float>, count: Int, owner: AnyObject) {
+        precondition(count >= 0, "a payload cannot have a negative count (\(count))")
+        self.count = count
+        self.base = pointer
+        self.allocation = nil
+        self.frame = nil
+        self.owner = owner
+        self.storedChecksum = 0
+        self.onDemand = Mutex()
     }
 
     /// A payload of `count` floats that `fill` writes straight into the buffer that will be sent,
@@ -161,7 +192,8 @@ public final class FloatPayload: @unchecked Sendable {
         self.base = UnsafePointer(floats)
         self.frame = nil
         self.owner = nil
-        self.checksum = XXHash64.hash(allocation, count: count * MemoryLayout<Float>.size)
+        self.storedChecksum = XXHash64.hash(allocation, count: count * MemoryLayout<Float>.size)
+        self.onDemand = nil
     }
 
     /// A payload over a received frame whose checksum the caller has verified; reads in place
@@ -169,7 +201,8 @@ public final class FloatPayload: @unchecked Sendable {
     init(frame: ReceivedFrame, checksum: UInt64) {
         let count = frame.count / MemoryLayout<Float>.size
         self.count = count
-        self.checksum = checksum
+        self.storedChecksum = checksum
+        self.onDemand = nil
         if let start = frame.baseAddress, Int(bitPattern: start) % MemoryLayout<Float>.alignment == 0 {
             self.base = start.assumingMemoryBound(to: Float.self)
             self.allocation = nil

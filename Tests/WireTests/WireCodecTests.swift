@@ -1,3 +1,5 @@
+import Foundation
+import Synchronization
 import Wire
 import XCTest
 
@@ -91,6 +93,30 @@ final class WireCodecTests: XCTestCase {
         let fromPointer = values.withUnsafeBufferPointer { FloatPayload(copying: $0.baseAddress!, count: 3) }
         XCTAssertEqual(fromPointer, FloatPayload(copying: values))
         XCTAssertEqual(fromPointer.checksum, WireCodec.checksum(floatBytes(values)))
+    }
+
+    /// A view is hashed only when asked, once, whichever threads ask: it goes on the wire as the
+    /// same bytes with the same checksum as a payload hashed when it was made.
+    func testAViewIsHashedWhenAskedAndEncodesAsAWrappedPayloadDoes() throws {
+        final class Memory {
+            var values = (0..<100_003).map { Float($0 % 97) - 48.5 }
+        }
+        let memory = Memory()
+        let (view, wrapped) = memory.values.withUnsafeBufferPointer {
+            (FloatPayload(viewing: $0.baseAddress! + 3, count: 100_000, owner: memory),
+             FloatPayload(wrapping: $0.baseAddress! + 3, count: 100_000, owner: memory))
+        }
+        let checksums = Mutex<[UInt64]>([])
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            let value = view.checksum
+            checksums.withLock { $0.append(value) }
+        }
+        XCTAssertEqual(checksums.withLock { $0 }, [UInt64](repeating: wrapped.checksum, count: 8))
+        XCTAssertEqual(wrapped.checksum, WireCodec.checksum(floatBytes(Array(memory.values[3..<100_003]))))
+        let viewFrames = WireCodec.encodeToBytes(Envelope(runID: 1, step: 2, message: .weightSlice(WeightSlice(slice: 0, values: view))))
+        let wrappedFrames = WireCodec.encodeToBytes(Envelope(runID: 1, step: 2, message: .weightSlice(WeightSlice(slice: 0, values: wrapped))))
+        XCTAssertEqual(viewFrames, wrappedFrames)
+        XCTAssertEqual(try WireCodec.decode(bytes: viewFrames).message, .weightSlice(WeightSlice(slice: 0, values: wrapped)))
     }
 
     func testDescriptionsAreOneLineSummariesWithoutTensorValues() {
