@@ -55,8 +55,9 @@ extension TrainingConfig {
         lines.append("  nonfinite_gradients: \(distributed.nonFinite.rawValue)")
         lines.append("  max_workers: \(distributed.maxWorkers)")
         lines.append("  max_messages_per_second: \(distributed.maxMessagesPerSecond)")
-        // Only when set, so that every earlier run's config.yaml reads as it did.
-        if distributed.reduction != .central { lines.append("  reduction: \(distributed.reduction.rawValue)") }
+        // Only when not the default, so that the rendering (and the config's hash) of a run
+        // that names neither strategy stays as it was.
+        if distributed.reduction != DistributedConfig().reduction { lines.append("  reduction: \(distributed.reduction.rawValue)") }
         if distributed.wirePrecision != .fp32 { lines.append("  wire_precision: \(distributed.wirePrecision.rawValue)") }
         lines.append("checkpoint:")
         lines.append("  every: \(checkpoint.every)")

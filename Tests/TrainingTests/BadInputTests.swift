@@ -73,15 +73,19 @@ final class BadInputTests: XCTestCase {
         let started = Date()
         let good = try config("good")
 
-        // A run with one valid checkpoint, and a copy of it whose model file is damaged.
+        // A run with valid checkpoints (a sharded run also writes one at its start), and a copy
+        // of it whose model files are all damaged.
         let trained = folder + "/trained"
         let training = try LocalCluster.run("cnn-coord", ["--config", good, "--spawn-workers", "1", "--steps", "1", "--run-dir", trained, "--quiet"],
                                             seconds: 60)
         XCTAssertEqual(training.status, 0, "the setup run failed: \(training.combined)")
-        let checkpoint = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: trained + "/checkpoints").first { $0.hasPrefix("step-") })
+        let checkpoints = try FileManager.default.contentsOfDirectory(atPath: trained + "/checkpoints").filter { $0.hasPrefix("step-") }.sorted()
+        let checkpoint = try XCTUnwrap(checkpoints.last)
         let damaged = folder + "/damaged"
         try FileManager.default.copyItem(atPath: trained, toPath: damaged)
-        try Data("garbage".utf8).write(to: URL(fileURLWithPath: damaged + "/checkpoints/" + checkpoint + "/model.safetensors"))
+        for name in checkpoints {
+            try Data("garbage".utf8).write(to: URL(fileURLWithPath: damaged + "/checkpoints/" + name + "/model.safetensors"))
+        }
         let weights = trained + "/checkpoints/" + checkpoint + "/model.safetensors"
         let junk = try LocalCluster.write("not a tensor file", to: "junk.safetensors", in: folder)
 

@@ -9,13 +9,16 @@ import XCTest
 /// it says next is answered with "join again", never held against it, however often it happens;
 /// a worker that is declared dead every few seconds must not end up banned (the chaos soak found
 /// honest workers ignored for 60 s after twenty messages sent while given up).
+///
+/// The scripted peers speak the central strategy's part (they take work and send gradients, and
+/// never listen for peers), so these runs are `central`; `ChaosSoakTests` kill sharded members.
 final class FalseDeathTests: XCTestCase {
     override class func setUp() {
         BLAS.useSingleThread()
     }
 
     func testAWorkerGivenUpOnIsToldToJoinAgainAndIsNeverBannedForWhatItSaysMeanwhile() throws {
-        let run = try InMemoryRun(steps: 8, seed: 4, workerTimeout: 0.5)
+        let run = try InMemoryRun(steps: 8, seed: 4, workerTimeout: 0.5, reduction: .central)
         let lines = LogLines()
         let events = RunEvents()
         let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), observers: [events], expectedWorkers: 2)
@@ -52,7 +55,7 @@ final class FalseDeathTests: XCTestCase {
         // (the coordinator was busy, say writing a large checkpoint): at most once per timeout.
         // Nineteen rapid ones are nineteen strikes; one more, after the timeout, must not be the
         // twentieth (which would ban the worker for a minute).
-        let run = try InMemoryRun(steps: 8, seed: 4, workerTimeout: 0.5)
+        let run = try InMemoryRun(steps: 8, seed: 4, workerTimeout: 0.5, reduction: .central)
         let lines = LogLines()
         let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
         let welcomes = Counter()
@@ -75,7 +78,7 @@ final class FalseDeathTests: XCTestCase {
     }
 
     func testTwentyRapidHellosAgainStillEvict() throws {
-        let run = try InMemoryRun(steps: 8, seed: 4, workerTimeout: 0.5)
+        let run = try InMemoryRun(steps: 8, seed: 4, workerTimeout: 0.5, reduction: .central)
         let lines = LogLines()
         let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
         Thread {

@@ -25,8 +25,11 @@ final class FullRunDirectoryTests: XCTestCase {
         let config = Fixtures.fashionConfig().replacingOccurrences(of: "log_every: 5", with: "log_every: 1")
         let configPath = try LocalCluster.write(config, to: "config.yaml", in: folder)
         let run = mountPoint + "/run"
+        // Central: a sharded run writes a checkpoint as it starts, which this disk has no room for
+        // (that stops it at once, with the checkpoint store's own error).
         let result = try LocalCluster.run(
-            "cnn-coord", ["--config", configPath, "--spawn-workers", "1", "--steps", "80", "--run-dir", run, "--quiet"], seconds: 120)
+            "cnn-coord", ["--config", configPath, "--spawn-workers", "1", "--steps", "80", "--reduction", "central", "--run-dir", run, "--quiet"],
+            seconds: 120)
         XCTAssertNotEqual(result.status, 0, result.combined)
         XCTAssertFalse(result.combined.contains("Fatal error"), result.combined)
         XCTAssertTrue(result.error.contains("cannot append to \(run)/metrics.jsonl"), result.error)

@@ -35,6 +35,8 @@ final class FuzzCoordinatorTests: XCTestCase {
           worker_timeout: 1
           heartbeat_interval: 0.2
           join_timeout: 30
+          # The rogue sends its gradients to the coordinator: the central strategy's part.
+          reduction: central
         """
 
     /// With `assignmentDelay`, long enough for the rogue's flood to pass 20,000 messages while

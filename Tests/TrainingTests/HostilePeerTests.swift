@@ -60,9 +60,10 @@ final class HostilePeerTests: XCTestCase {
     }
 
     /// A worker whose losses are finite but whose gradient holds a NaN: refused, its micro-batches
-    /// recomputed by the honest worker, the bits those of the reference.
+    /// recomputed by the honest worker, the bits those of the reference. The poisoner sends its
+    /// gradients to the coordinator, so the run is `central`.
     func testANaNInsideAGradientWithFiniteLossesIsRefusedAndRecomputedElsewhere() throws {
-        let run = try InMemoryRun(steps: 4, seed: 3, workerTimeout: 1)
+        let run = try InMemoryRun(steps: 4, seed: 3, workerTimeout: 1, reduction: .central)
         let lines = LogLines()
         let events = RunEvents()
         let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), observers: [events])

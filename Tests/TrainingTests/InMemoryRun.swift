@@ -19,8 +19,10 @@ final class InMemoryRun: Sendable {
     let config: TrainingConfig
     let directory = NSTemporaryDirectory() + "in-memory-\(UUID().uuidString)"
 
-    /// The model of the tests: a convolution (with batch norm when asked), pooling, a classifier.
-    init(steps: Int, seed: Int = 5, batchNorm: Bool = false, workerTimeout: Double = 5, schedule: String = "constant") throws {
+    /// The model of the tests: a convolution (with batch norm when asked), pooling, a classifier;
+    /// the reduction is the default one unless `reduction` names one.
+    init(steps: Int, seed: Int = 5, batchNorm: Bool = false, workerTimeout: Double = 5, schedule: String = "constant",
+         reduction: ReductionKind? = nil) throws {
         var config = try TrainingConfig.parse(yaml: """
             model:
               input: [1, 12, 12]
@@ -48,7 +50,7 @@ final class InMemoryRun: Sendable {
               worker_timeout: \(workerTimeout)
               heartbeat_interval: 0.2
               join_timeout: 30
-            """, source: "in-memory test")
+            """ + (reduction.map { "\n  reduction: \($0.rawValue)\n" } ?? ""), source: "in-memory test")
         config.train.maxSteps = steps
         self.config = config
     }

@@ -32,6 +32,8 @@ final class NonFiniteRetryTests: XCTestCase {
           worker_timeout: 2
           heartbeat_interval: 0.2
           join_timeout: 30
+          # The rogue sends its gradients to the coordinator: the central strategy's part.
+          reduction: central
         """
 
     private let steps = 4
