@@ -40,12 +40,15 @@ final class ComputationSlot: @unchecked Sendable {
     /// pipe could not be made: then the caller must poll `take` itself).
     var wakeDescriptor: Int32 { wakePipe.read }
 
-    var isBusy: Bool { lock.withLock { busy } }
+    /// Whether a computation runs or its result waits to be taken: either way the slot is taken.
+    /// (A job started while a result waited replaced that result: a worker given two assignments
+    /// of one step, its own and a recomputation, lost the first and its step waited for ever.)
+    var isBusy: Bool { lock.withLock { busy || result != nil } }
 
     /// Runs `body` on the computation thread for the assignment that arrived at `receivedAt`.
     func start(runID: UInt64, receivedAt: Double, _ body: @escaping Body) {
         lock.withLock {
-            precondition(!busy && !closed, "a computation was started while another ran, or after close")
+            precondition(!busy && result == nil && !closed, "a computation was started while another ran or its result waited, or after close")
             busy = true
             job = (runID, receivedAt, body)
             lock.broadcast()

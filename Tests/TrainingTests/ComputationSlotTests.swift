@@ -45,6 +45,21 @@ final class ComputationSlotTests: XCTestCase {
         XCTAssertEqual(threads.count, 1, "each computation ran on a thread of its own")
     }
 
+    /// A finished result holds the slot until it is taken: the worker starts its next assignment
+    /// only when the slot is free, and a job started while a result waited used to replace it
+    /// (HostilePeerTests' NaN test hung one run in ten: the honest worker's own part of a step
+    /// was lost behind the recomputation it was given next).
+    func testAResultNotYetTakenKeepsTheSlotBusy() throws {
+        let slot = ComputationSlot()
+        defer { slot.close() }
+        slot.start(runID: 3, receivedAt: 0) { (5, .heartbeat(Heartbeat(sentAtMilliseconds: 0, busy: false))) }
+        XCTAssertTrue(readable(slot.wakeDescriptor, waitingUpTo: 5000))
+        slot.waitUntilIdle()
+        XCTAssertTrue(slot.isBusy, "a finished result not yet taken must keep the slot busy")
+        XCTAssertEqual(try XCTUnwrap(slot.take()).step, 5)
+        XCTAssertFalse(slot.isBusy)
+    }
+
     func testAFailedComputationComesBackAsAnErrorAndTheThreadServesTheNext() throws {
         struct Broken: Error {}
         let slot = ComputationSlot()
