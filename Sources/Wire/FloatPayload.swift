@@ -147,30 +147,28 @@ public final class FloatPayload: @unchecked Sendable {
     /// the payload lives and must keep the memory valid and unchanged meanwhile (a buffer the
     /// producer will not reuse while anyone else holds it, say). Hashing them is the one pass over
     /// the bytes before they are sent.
-    public init(wrapping pointer: UnsafePointer<Float>, count: Int, owner: AnyObject) {
-        precondition(count >= 0, "a payload cannot have a negative count (\(count))")
-        self.count = count
-        self.base = pointer
-        self.allocation = nil
-        self.frame = nil
-        self.owner = owner
-        self.storedChecksum = XXHash64.hash(pointer, count: count * MemoryLayout<Float>.size)
-        self.onDemand = nil
+    public convenience init(wrapping pointer: UnsafePointer<Float>, count: Int, owner: AnyObject) {
+        self.init(over: pointer, count: count, owner: owner, checksum: XXHash64.hash(pointer, count: count * MemoryLayout<Float>.size))
     }
 
     /// A payload over `count` floats at `pointer`, kept as `init(wrapping:count:owner:)` keeps
     /// them, whose checksum is computed only when something asks for it (sending it whole): for
     /// memory that may only be read, or sent in parts with checksums of their own, where hashing
     /// it all would be a pass over the bytes for nothing.
-    public init(viewing pointer: UnsafePointer<Float>, count: Int, owner: AnyObject) {
+    public convenience init(viewing pointer: UnsafePointer<Float>, count: Int, owner: AnyObject) {
+        self.init(over: pointer, count: count, owner: owner, checksum: nil)
+    }
+
+    /// Memory of `owner`'s, with its checksum, or nil to compute it when asked.
+    private init(over pointer: UnsafePointer<Float>, count: Int, owner: AnyObject, checksum: UInt64?) {
         precondition(count >= 0, "a payload cannot have a negative count (\(count))")
         self.count = count
         self.base = pointer
         self.allocation = nil
         self.frame = nil
         self.owner = owner
-        self.storedChecksum = 0
-        self.onDemand = Mutex()
+        self.storedChecksum = checksum ?? 0
+        self.onDemand = checksum == nil ? Mutex() : nil
     }
 
     /// A payload of `count` floats that `fill` writes straight into the buffer that will be sent,
