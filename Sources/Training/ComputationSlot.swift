@@ -3,8 +3,9 @@ import Wire
 
 /// One background computation at a time, on one long-lived thread (until `close`); the main
 /// thread takes its result. The thread is made once: creating one per assignment put the
-/// scheduler's start-up of a new thread into every step. A finished computation also makes `wakeDescriptor`
-/// readable, so the main thread can sleep in its socket poll and still take the result at once.
+/// scheduler's start-up of a new thread into every step. A finished computation also makes
+/// `wakeDescriptor` readable, so the main thread can sleep in its socket poll and still take the
+/// result at once.
 final class ComputationSlot: @unchecked Sendable {
     // Sendable: every field is guarded by `lock`, which is signalled when a job is handed over,
     // when a computation ends, and at close.
