@@ -61,6 +61,14 @@ public final class Network {
     /// How long the last `computeGradients` spent in each half, for timelines (`--trace`).
     public private(set) var lastPassTiming = PassTiming()
 
+    /// Told during `backward`, after each layer, the offset from which the parameter gradients
+    /// are final (that layer's first parameter): backward runs from the last layer to the first,
+    /// and each layer writes only its own gradients. A sender can pass on what is final while
+    /// the earlier layers still compute.
+    public var backwardProgress: ((Int) -> Void)?
+    /// Where each layer's parameters begin in the flat vector; one more entry, `parameterCount`.
+    private let layerParameterOffsets: [Int]
+
     /// The prefix of each top-level layer's tensors: its position ("3") or the name the spec
     /// gives it ("features.3", "fc").
     public var layerNames: [String] { spec.layers.enumerated().map { $0.element.tensorName ?? "\($0.offset)" } }
@@ -102,6 +110,7 @@ public final class Network {
         self.parameterSlots = parameterSlots
         self.stateSlots = stateSlots
         self.parameterCount = parameterOffset
+        layerParameterOffsets = layers.reduce(into: [0]) { $0.append($0.last! + $1.parameterCount) }
         self.stateCount = stateOffset
         parameters = FloatBuffer(count: parameterOffset)
         gradients = FloatBuffer(count: parameterOffset)
@@ -276,6 +285,7 @@ public final class Network {
                 gradient = UnsafePointer(layers[index].backward(gradient, batch: batch))
                 index -= 1
             }
+            backwardProgress?(layerParameterOffsets[index + 1])
         }
     }
 

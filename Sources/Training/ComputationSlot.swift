@@ -16,6 +16,10 @@ final class ComputationSlot: @unchecked Sendable {
     typealias Body = @Sendable () throws -> (Int, Message)
 
     private var result: Outcome?
+    /// Parts of a computation's results it handed out before finishing (`post`), oldest first.
+    private var streamed: [Streamed] = []
+    /// Slices `slices` of a training computation's partial sums, final while it still runs.
+    typealias Streamed = (runID: UInt64, step: Int, slices: Range<Int>, values: [TreeNode: GradientBuffer])
     private var job: (runID: UInt64, receivedAt: Double, body: Body)?
     private var closed = false
     /// A pipe whose read end becomes readable when a computation finishes (drained by `take`).
@@ -85,6 +89,17 @@ final class ComputationSlot: @unchecked Sendable {
             busy = false
             lock.broadcast()
         }
+        wake()
+    }
+
+    /// Hands part of the running computation's results to the main thread (from the computation
+    /// thread), which takes it with `takeStreamed`.
+    func post(_ part: Streamed) {
+        lock.withLock { streamed.append(part) }
+        wake()
+    }
+
+    private func wake() {
         if wakePipe.write >= 0 {
             var byte: UInt8 = 1
             // A full pipe already wakes the reader; nothing is lost by a write that does not fit.
@@ -104,6 +119,16 @@ final class ComputationSlot: @unchecked Sendable {
         lock.withLock {
             closed = true
             lock.broadcast()
+        }
+    }
+
+    /// The parts posted since the last call, oldest first. Call it after `take`: every part a
+    /// computation posts comes before its result, and one posted after `take` drained the pipe
+    /// wakes it again.
+    func takeStreamed() -> [Streamed] {
+        lock.withLock {
+            defer { streamed.removeAll() }
+            return streamed
         }
     }
 

@@ -53,6 +53,9 @@ public struct MicroBatchOutput {
     public var leafGradients = GradientSums()
     /// Forward and backward wall-clock seconds of each micro-batch (for `--trace`).
     public var timings: [Int: PassTiming] = [:]
+    /// When the call streamed: the value of every partial sum (maximal tree node) the computed
+    /// micro-batches cover, the buffers the stream published.
+    public var partialSums: [TreeNode: GradientBuffer]?
 }
 
 /// Computes micro-batches with T model replicas on T threads, each micro-batch wholly on one
@@ -139,6 +142,17 @@ public final class MicroBatchEngine: @unchecked Sendable {
         state = loadedWeights.pointer + parameterCount
     }
 
+    /// Buffers of partial sums that several threads computed parts of, when streaming.
+    private var streamBuffers: [GradientBuffer] = []
+
+    /// A stream buffer nobody else holds, pooled or new (taken under the streamer's lock).
+    private func takeStreamBuffer(count: Int) -> GradientBuffer {
+        for index in streamBuffers.indices where isKnownUniquelyReferenced(&streamBuffers[index]) { return streamBuffers[index] }
+        let buffer = GradientBuffer(count: count)
+        streamBuffers.append(buffer)
+        return buffer
+    }
+
     /// A network of the engine's model, for what needs its layout rather than its weights (the
     /// state slice's running statistics, naming a non-finite value); not to compute with.
     public var layoutNetwork: Network { replicas[0].network }
@@ -175,8 +189,10 @@ public final class MicroBatchEngine: @unchecked Sendable {
         state = UnsafeMutablePointer(mutating: weights + parameterCount)
     }
 
-    /// Computes the given micro-batches: training ones with gradients, evaluation ones with scores only.
-    public func compute(_ work: [MicroBatch], training: Bool, epoch: Int, step: Int) -> MicroBatchOutput {
+    /// Computes the given micro-batches: training ones with gradients, evaluation ones with scores
+    /// only. A training call given `streaming` publishes its partial sums slice by slice during
+    /// the last backward of each thread, to the same bits.
+    public func compute(_ work: [MicroBatch], training: Bool, epoch: Int, step: Int, streaming: PartialSumStream? = nil) -> MicroBatchOutput {
         let threads = min(replicas.count, work.count)
         // Each thread takes a run of consecutive micro-batches, so that it can add up whole tree
         // nodes as it goes.
@@ -185,6 +201,10 @@ public final class MicroBatchEngine: @unchecked Sendable {
         // The weights may have changed since the last call (an optimiser step, new weights).
         filterTransforms.invalidate()
         announceLaterMicroBatches(ordered, threads: threads, training: training, epoch: epoch)
+        let streamer = training && threads > 0 ? streaming.map { request in
+            PartialSumStreamer(request, covering: Set(work.map(\.index)), threads: threads, leafLength: leafLength, rounding: rounding,
+                               isSound: { [data] in data.train.failure == nil }, takeBuffer: { [unowned self] in takeStreamBuffer(count: $0) })
+        } : nil
         let outputs = (0..<max(threads, 1)).map { _ in Box(MicroBatchOutput()) }
         DispatchQueue.concurrentPerform(iterations: threads) { t in
             let replica = replicas[t]
@@ -194,25 +214,28 @@ public final class MicroBatchEngine: @unchecked Sendable {
             var held: [(node: TreeNode, value: GradientBuffer)] = []
             for micro in ordered[first..<end] {
                 let buffer = training ? replica.takeBuffer(count: leafLength) : nil
+                let chain = buffer.map { MergeChain(held: held, leaf: TreeNode(level: 0, index: micro.index), value: $0) }
+                let streamed = micro.index == ordered[end - 1].index ? streamer : nil
+                if let streamed, let chain {
+                    streamed.begin(thread: t, chain: chain)
+                    replica.network.backwardProgress = { streamed.advance(thread: t, finalFromOffset: $0, chain: chain) }
+                }
                 mine.scores[micro.index] = run(micro, on: replica, into: buffer, epoch: epoch, step: step)
                 mine.timings[micro.index] = replica.network.lastPassTiming
-                guard let buffer else { continue }
-                rounding.round(buffer.pointer, count: leafLength)
-                held.append((TreeNode(level: 0, index: micro.index), buffer))
-                while held.count >= 2 {
-                    let left = held[held.count - 2], right = held[held.count - 1]
-                    guard left.node.level == right.node.level, left.node.index % 2 == 0,
-                          right.node.index == left.node.index + 1 else { break }
-                    TreeAddition.add(right.value.pointer, into: left.value.pointer, count: leafLength)
-                    rounding.round(left.value.pointer, count: leafLength)
-                    held.removeLast(2)
-                    held.append((left.node.parent, left.value))
+                replica.network.backwardProgress = nil
+                guard let chain else { continue }
+                if let streamed {
+                    streamed.advance(thread: t, finalFromOffset: 0, chain: chain)
+                } else {
+                    chain.apply(over: 0..<leafLength, rounding: rounding)
                 }
+                held = chain.result
             }
             for (node, value) in held { mine.leafGradients.nodes[node] = value }
             outputs[t].value = mine
         }
         var merged = MicroBatchOutput()
+        merged.partialSums = streamer?.values
         for output in outputs {
             merged.scores.merge(output.value.scores) { a, _ in a }
             merged.leafGradients.nodes.merge(output.value.leafGradients.nodes) { a, _ in a }

@@ -264,9 +264,14 @@ final class ShardRole {
     /// The partial sums of slice `index` that its owner lacks, in messages of disjoint nodes
     /// (a worker that computed a micro-batch twice, in a node and again alone, holds both).
     private func deliverPartials(of index: Int, to owner: UInt32) {
-        guard !partials.isEmpty else { return }
+        deliver(partials, of: index, to: owner)
+    }
+
+    /// Which of `held` the owner of slice `index` lacks, sent to it.
+    private func deliver(_ held: [(node: TreeNode, values: FloatPayload)], of index: Int, to owner: UInt32) {
+        guard !held.isEmpty else { return }
         if partialsSentTo[index]?.owner != owner { partialsSentTo[index] = (owner, []) }
-        let missing = partials.filter { !partialsSentTo[index]!.nodes.contains($0.node) }
+        let missing = held.filter { !partialsSentTo[index]!.nodes.contains($0.node) }
         for group in TreeNode.disjointGroups(missing, node: \.node) where sendPartials(group, of: index, to: owner) {
             partialsSentTo[index]!.nodes.formUnion(group.map(\.node))
         }
@@ -340,6 +345,18 @@ final class ShardRole {
         if step == self.step { deliverToPlanInForce() }
         try progress()
         return Computed(epoch: gradients.epoch, results: gradients.results, nodes: gradients.nodes, timings: gradients.timings, nonFinite: finding)
+    }
+
+    /// Sends slices `ready` of the partial sums a computation of `step` is still producing (they
+    /// are final; the rest is being written) to their owners under the plan in force, so they
+    /// travel while backward goes on through the earlier layers. What the plan in force does not
+    /// name yet goes with the computation's results (`computed`).
+    func streamed(_ values: [TreeNode: GradientBuffer], slices ready: Range<Int>, step: Int) {
+        guard step == self.step, let inForce else { return }
+        let held = values.sorted { $0.key < $1.key }.map { node, buffer in
+            (node: node, values: FloatPayload(viewing: buffer.pointer, count: buffer.count, owner: buffer))
+        }
+        for index in ready.reversed() { deliver(held, of: index, to: inForce.slices[index].owner) }
     }
 
     /// Sends slice `index` of disjoint partial sums to its owner; whether it was sent.

@@ -150,7 +150,11 @@ public final class Worker {
                 logger.info("the coordinator that started this worker is gone; exiting")
                 return
             }
-            if let finished = computation.take() {
+            let finished = computation.take()
+            for part in computation.takeStreamed() where part.runID == runID {
+                shard?.streamed(part.values, slices: part.slices, step: part.step)
+            }
+            if let finished {
                 // Results of a run this worker has since left are of no use to anyone.
                 if finished.runID == runID { try deliver(finished) }
                 startNextComputation()
@@ -491,11 +495,18 @@ public final class Worker {
         queue.removeFirst()
         let job = waiting
         let delay = options.computeDelay
+        // Under the sharded reduction each slice of the partial sums goes to its owner as soon as
+        // backward has made it final, while the earlier layers still compute.
+        let streaming = shard.map { [computation, runID] shard in
+            PartialSumStream(slices: shard.layout.slices, microBatchesInStep: Int(job.assignment.totalMicroBatches)) { ready, values in
+                computation.post((runID, job.step, ready, values))
+            }
+        }
         computation.start(runID: runID, receivedAt: job.receivedAt) {
             if delay > 0 { Thread.sleep(forTimeInterval: delay) }
             let message: Message
             switch job.assignment.kind {
-            case .train: message = try Self.train(job, on: engine)
+            case .train: message = try Self.train(job, on: engine, streaming: streaming)
             case .evaluate: message = Self.evaluate(job, on: engine)
             }
             // A sample that could not be made leaves the results wrong: they are not sent.

@@ -9,15 +9,16 @@ import Wire
 extension Worker {
     /// A training assignment: the scores of its micro-batches and their gradients, summed along
     /// the fixed tree into one partial sum per largest tree node this worker holds.
-    static func train(_ job: Job, on engine: MicroBatchEngine) throws -> Message {
-        let (output, results, packStart) = compute(job, on: engine, training: true)
+    static func train(_ job: Job, on engine: MicroBatchEngine, streaming: PartialSumStream? = nil) throws -> Message {
+        let (output, results, packStart) = compute(job, on: engine, training: true, streaming: streaming)
         let total = Int(job.assignment.totalMicroBatches)
         var nodes: [TreeNode] = []
         var tensors: [FloatPayload] = []
         for node in MicroBatchEngine.partialSums(of: output.leafGradients, microBatchesInStep: total) {
             let payload: FloatPayload
-            if let held = output.leafGradients.nodes[node] {
-                // The engine computed this node whole: its buffer is sent as it lies, and hashing it
+            if let held = output.partialSums?[node] ?? output.leafGradients.nodes[node] {
+                // The engine computed this node whole (or, streaming, summed it slice by slice as
+                // threads finished them): its buffer is sent as it lies, and hashing it
                 // is the only pass over it, made when it is sent whole (a sharded worker sends it
                 // in slices, each hashed on its way). The engine reuses a buffer only once nobody
                 // else holds it, so it cannot change while libzmq sends it.
@@ -50,13 +51,13 @@ extension Worker {
 
     /// What training and evaluation share: the job's micro-batches computed from its weights and
     /// scored, and when the packing of the results began.
-    static func compute(_ job: Job, on engine: MicroBatchEngine, training: Bool)
+    static func compute(_ job: Job, on engine: MicroBatchEngine, training: Bool, streaming: PartialSumStream? = nil)
         -> (output: MicroBatchOutput, results: [MicroBatchResult], packStart: Double) {
         // The replicas read the received weights where they lie (no 4-bytes-per-parameter copy
         // each step); the engine keeps the payload alive until the next weights replace it.
         if let weights = job.weights { weights.withUnsafeBufferPointer { engine.shareWeights($0.baseAddress!, owner: weights) } }
         let work = job.assignment.microBatches
-        let output = engine.compute(work, training: training, epoch: Int(job.assignment.epoch), step: job.step)
+        let output = engine.compute(work, training: training, epoch: Int(job.assignment.epoch), step: job.step, streaming: streaming)
         let packStart = monotonicSeconds()
         let results = work.map { item -> MicroBatchResult in
             let score = output.scores[item.index]!

@@ -164,6 +164,49 @@ final class ShardRoleTests: XCTestCase {
         }
     }
 
+    /// Slices of the partial sums that backward has made final go to their owner while the
+    /// computation still runs; its results then send only the slices not sent yet, and the owner
+    /// holds every slice once, with the bits of the computed values.
+    func testSlicesStreamedDuringBackwardGoAtOnceAndTheResultsSendOnlyTheRest() throws {
+        let roles = try Roles(count: 2)
+        let (computing, owner) = (roles.workers[0], roles.workers[1])
+        let slices = computing.layout.slices
+        XCTAssertGreaterThanOrEqual(slices.count, 3)
+        for worker in roles.workers {
+            try worker.adopt(roles.plan(1, owner: 1, replica: 0), step: 0)
+            try worker.planInForce(1)
+        }
+        let result = roles.partialSums(0)
+        let buffer = GradientBuffer(count: roles.engine.leafLength)
+        result.tensors[0].withUnsafeBufferPointer { buffer.pointer.update(from: $0.baseAddress!, count: $0.count) }
+        let node = TreeNode(level: 0, index: 0)
+        let late = 0..<(slices.count - 2)
+        let early = late.upperBound..<slices.count
+
+        let beforeStreaming = roles.transports[0].bytesSent
+        computing.streamed([node: buffer], slices: early, step: 0)
+        let streamedBytes = roles.transports[0].bytesSent - beforeStreaming
+        let earlyFloats = early.reduce(0) { $0 + slices[$1].count }
+        XCTAssertGreaterThanOrEqual(streamedBytes, 4 * earlyFloats)
+        try owner.poll(timeoutMilliseconds: 200)
+        XCTAssertEqual(Set(owner.received.keys), Set(early), "the streamed slices reached the owner before the results")
+
+        let beforeResults = roles.transports[0].bytesSent
+        let viewed = Gradients(epoch: 0, results: [], nodes: [node],
+                               tensors: [FloatPayload(viewing: buffer.pointer, count: buffer.count, owner: buffer)])
+        _ = try computing.computed(viewed, step: 0)
+        let resultBytes = roles.transports[0].bytesSent - beforeResults
+        let lateFloats = late.reduce(0) { $0 + slices[$1].count }
+        XCTAssertGreaterThanOrEqual(resultBytes, 4 * lateFloats)
+        XCTAssertLessThan(resultBytes, 4 * lateFloats + 200 * slices.count, "the results sent streamed slices again")
+        try owner.poll(timeoutMilliseconds: 200)
+        let expected = result.tensors[0].toArray()
+        for index in slices.indices {
+            let held = try XCTUnwrap(owner.received[index]?[CoverNode(node: node, worker: 0)], "slice \(index)")
+            XCTAssertEqual(held.toArray().map(\.bitPattern), expected[slices[index]].map(\.bitPattern), "slice \(index)")
+        }
+    }
+
     /// A worker whose assignment waits for its weights says which slices it lacks, under which
     /// plan; and that it is in another step when it is.
     func testAWorkerWithoutItsWeightsNamesTheSlicesItLacks() throws {
