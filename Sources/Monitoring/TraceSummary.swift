@@ -143,7 +143,7 @@ public struct TraceSummary: Sendable {
             guard let id = part.workerID, workers[id] != nil else { continue }
             switch part.name {
             case "forward": workers[id]!.forwardSeconds += part.duration
-            case "backward": workers[id]!.backwardSeconds += part.duration
+            case "backward", "backward, sending": workers[id]!.backwardSeconds += part.duration
             case "pack": workers[id]!.packSeconds += part.duration
             case "other": workers[id]!.otherSeconds += part.duration
             case "send": workers[id]!.sendSeconds += part.duration

@@ -349,6 +349,8 @@ public final class Coordinator {
         var scores: [Int: BatchScore] = [:]
         /// What each worker reported of its own time, summed over its results in this task.
         var timings: [UInt32: WorkerTimings] = [:]
+        /// How long before its last results each worker's partial sums began to go to their owners.
+        var streamedSeconds: [UInt32: Double] = [:]
     }
 
     /// Runs one task to completion over whatever workers are alive, as the scheduler decides.
@@ -382,7 +384,8 @@ public final class Coordinator {
             if kind == .train {
                 pool[id]?.lastStepSeconds = end - start
                 phases.append(PhaseTiming(name: "compute", workerID: id, start: start, duration: end - start))
-                phases += PhaseTiming.parts(ofComputeFrom: start, to: end, timings: task?.timings[id] ?? .zero, workerID: id)
+                phases += PhaseTiming.parts(ofComputeFrom: start, to: end, timings: task?.timings[id] ?? .zero,
+                                            streamedSeconds: task?.streamedSeconds[id] ?? 0, workerID: id)
             } else {
                 phases.append(PhaseTiming(name: "evaluate", workerID: id, start: start, duration: end - start))
             }
@@ -394,7 +397,7 @@ public final class Coordinator {
 
     /// Takes checked results the scheduler accepted: their scores, and in training their
     /// partial sums for the reduction.
-    func take(_ results: CheckedResults, of accepted: [Int], from worker: WorkerRecord, timings: WorkerTimings) throws {
+    func take(_ results: CheckedResults, of accepted: [Int], from worker: WorkerRecord, timings: WorkerTimings, streamedSeconds: Double = 0) throws {
         guard var task else { return }
         for (node, values) in results.partialSums {
             _ = try values.withUnsafeBufferPointer { try reduction.offer(node, values: $0.baseAddress!, owner: values) }
@@ -402,6 +405,7 @@ public final class Coordinator {
         if let sharding, !accepted.isEmpty { sharding.cover.offer(results.nodes, from: worker.id) }
         for index in accepted { task.scores[index] = results.scores[index] }
         task.timings[worker.id] = (task.timings[worker.id] ?? .zero) + timings
+        task.streamedSeconds[worker.id] = streamedSeconds
         worker.microBatchesDone += results.microBatches.count
         self.task = task
     }

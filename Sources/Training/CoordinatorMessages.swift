@@ -68,7 +68,7 @@ extension Coordinator {
                 try ResultCheck.check(evaluation, work: task.work)
             }
         case .computed(let computed):
-            receive(.train, epoch: computed.epoch, timings: computed.timings, step: envelope.step, from: worker) { task throws(ResultRefusal) in
+            receive(.train, epoch: computed.epoch, timings: computed.timings, streamedSeconds: computed.streamedSeconds, step: envelope.step, from: worker) { task throws(ResultRefusal) in
                 try ResultCheck.check(computed, work: task.work)
             }
         case .listening(let listening):
@@ -103,7 +103,7 @@ extension Coordinator {
     /// progress (training results a training task, evaluation results an evaluation), then checked
     /// (`check`) against the task and the model and handed to the scheduler, which says whether
     /// (and which of) them to take.
-    private func receive(_ kind: TaskKind, epoch: UInt32, timings: WorkerTimings, step: UInt64, from worker: WorkerRecord,
+    private func receive(_ kind: TaskKind, epoch: UInt32, timings: WorkerTimings, streamedSeconds: Double = 0, step: UInt64, from worker: WorkerRecord,
                          check: (Task) throws(ResultRefusal) -> CheckedResults) {
         guard let task, step == UInt64(task.step), kind == task.kind, UInt64(epoch) == UInt64(task.epoch) else {
             logger.debug("ignored late \(kind) results of step \(step) from \(worker.label)")
@@ -127,7 +127,7 @@ extension Coordinator {
             if !decisions.contains(where: { if case .refuse = $0 { return true } else { return false } }) {
                 let accepted = decisions.reduce(into: [Int]()) { if case .accept(_, let batches) = $1 { $0 += batches } }
                 do {
-                    try take(checked, of: accepted, from: worker, timings: timings)
+                    try take(checked, of: accepted, from: worker, timings: timings, streamedSeconds: streamedSeconds)
                 } catch {
                     stopError = CoordinatorError(description: "step \(task.step): the reduction refused checked results of \(worker.label): \(error)")
                 }

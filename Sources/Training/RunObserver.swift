@@ -83,8 +83,10 @@ public struct WorkerStatus: Sendable {
 public struct PhaseTiming: Sendable {
     /// Per worker: "compute" (its first assignment sent to its last result received), and inside
     /// it, from the durations the worker reports, "other" (its queueing, weight load and idle
-    /// threads), "forward", "backward", "pack" (partial sums) and "send" (the rest of the span:
-    /// the network both ways and socket queues); "broadcast" (weights sent to it) and "evaluate".
+    /// threads), "forward", "backward" ("backward, sending" for its part after the first slice of
+    /// partial sums went to its owner, under the sharded reduction), "pack" (partial sums) and
+    /// "send" (the rest of the span: the network both ways and socket queues); "broadcast"
+    /// (weights sent to it) and "evaluate".
     /// The coordinator's own: "wait" (every micro-batch handed out, until the last result),
     /// "reduce", "optimizer" and "checkpoint".
     public var name: String
@@ -110,17 +112,22 @@ extension PhaseTiming {
     /// is needed. When the worker reports more than the span holds (assignments that queued
     /// behind each other are each timed from their own arrival), its parts are scaled down to
     /// fit. Parts shorter than a nanosecond are left out; nothing when the worker reported no total.
-    public static func parts(ofComputeFrom start: Double, to end: Double, timings: WorkerTimings, workerID: UInt32) -> [PhaseTiming] {
+    public static func parts(ofComputeFrom start: Double, to end: Double, timings: WorkerTimings, streamedSeconds: Double = 0,
+                             workerID: UInt32) -> [PhaseTiming] {
         let span = max(end - start, 0)
         guard timings.totalSeconds > 0, span > 0 else { return [] }
         let workerSeconds = min(timings.totalSeconds, span)
         let accounted = timings.accountedSeconds
         let scale = accounted > workerSeconds ? workerSeconds / accounted : 1
+        let backward = timings.backwardSeconds * scale, pack = timings.packSeconds * scale
+        // Sending began that long before the results went, so within backward: its last part.
+        let overlapped = min(max(streamedSeconds * scale - pack, 0), backward)
         let parts: [(String, Double)] = [
             ("other", max(workerSeconds - accounted * scale, 0)),
             ("forward", timings.forwardSeconds * scale),
-            ("backward", timings.backwardSeconds * scale),
-            ("pack", timings.packSeconds * scale),
+            ("backward", backward - overlapped),
+            ("backward, sending", overlapped),
+            ("pack", pack),
             ("send", span - workerSeconds),
         ]
         var phases: [PhaseTiming] = []

@@ -283,7 +283,8 @@ final class ShardRole {
         guard step == self.step else { return }
         if let cover, cover.version >= newCover.version { return }
         cover = newCover
-        if coverArrivedAt == nil { coverArrivedAt = monotonicSeconds() }
+        // An expected cover comes with the work: the step is not late until the final one.
+        if coverArrivedAt == nil && newCover.isFinal { coverArrivedAt = monotonicSeconds() }
         try progress()
     }
 
@@ -507,6 +508,8 @@ final class ShardRole {
         mean.reserve(range.count)
         try reduction.mean(into: mean.pointer)
         if let finding = NonFiniteFinding.locate(in: UnsafeBufferPointer(start: mean.pointer, count: range.count), network: engine.layoutNetwork) {
+            // The coordinator may yet refuse the results an expected cover names: its final cover decides.
+            guard cover.isFinal else { return }
             tellCoordinator(.error(WireFailure(code: 470, text: "slice \(index) of step \(step): the mean gradient is not finite (\(finding))")), step)
             holdings[index]!.applied = true
             return

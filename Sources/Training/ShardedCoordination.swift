@@ -23,6 +23,7 @@ final class ShardedReduction {
     var cover = CoverSelection(microBatches: 1)
     var coverVersion: UInt32 = 0
     var coverSent = false
+    var expectedCoverSent = false
     var done: Set<UInt32> = []
     var blockSums: [Int: [Double]] = [:]
     var norm: Double?
@@ -68,6 +69,7 @@ final class ShardedReduction {
         stallReported = false
         cover = CoverSelection(microBatches: microBatches)
         coverSent = false
+        expectedCoverSent = false
         done = []
         blockSums = [:]
         norm = nil
@@ -228,22 +230,21 @@ extension Coordinator {
         }
     }
 
-    /// Whether the step is complete; meanwhile sends the cover once every micro-batch has a
-    /// result, the norm once every slice's block sums are in, and a new plan after a death.
+    /// Whether the step is complete; meanwhile sends the expected cover once every micro-batch
+    /// is handed out, the final cover once every micro-batch has a result, the norm once every
+    /// slice's block sums are in, and a new plan after a death.
     private func shardedStepDone(_ sharding: ShardedReduction, learningRate: Float) throws -> Bool {
         expireSilentWorkersOutsideTheScheduler()
         giveUpMembersNotAdopting(sharding)
         reportStall(sharding)
         if sharding.needsReplan { try replanAfterLoss(sharding) }
         if sharding.isReadyToEnforce { enforce(sharding) }
-        guard scheduler.isTaskComplete, let plan = sharding.plan, sharding.inForceSent == plan.version else { return false }
-        if !sharding.coverSent {
-            sharding.coverVersion += 1
-            let cover = ReduceCover(version: sharding.coverVersion, totalMicroBatches: UInt32(sharding.cover.microBatches),
-                                    learningRate: learningRate, nodes: sharding.cover.cover)
-            broadcast(.reduce(cover), to: sharding)
-            sharding.coverSent = true
+        guard let plan = sharding.plan, sharding.inForceSent == plan.version else { return false }
+        if !sharding.coverSent && !sharding.expectedCoverSent, let nodes = expectedCover(sharding) {
+            sharding.expectedCoverSent = true
+            sendCover(nodes, isFinal: false, sharding, learningRate: learningRate)
         }
+        // Block sums from either cover are the same bits.
         let parameterSlices = sharding.layout.slices.indices.filter { !sharding.layout.isStateSlice($0) }
         if config.train.clipGradientNorm > 0, sharding.norm == nil, parameterSlices.allSatisfy({ sharding.blockSums[$0] != nil }) {
             let sums = parameterSlices.flatMap { sharding.blockSums[$0]! }
@@ -251,7 +252,35 @@ extension Coordinator {
             sharding.norm = norm
             broadcast(.norm(GlobalNorm(value: norm)), to: sharding)
         }
+        guard scheduler.isTaskComplete else { return false }
+        if !sharding.coverSent {
+            sharding.coverSent = true
+            sendCover(sharding.cover.cover, isFinal: true, sharding, learningRate: learningRate)
+        }
         return sharding.done == Set(plan.members.map(\.workerID))
+    }
+
+    private func sendCover(_ nodes: [CoverNode], isFinal: Bool, _ sharding: ShardedReduction, learningRate: Float) {
+        sharding.coverVersion += 1
+        broadcast(.reduce(ReduceCover(version: sharding.coverVersion, totalMicroBatches: UInt32(sharding.cover.microBatches),
+                                      learningRate: learningRate, nodes: nodes, isFinal: isFinal)), to: sharding)
+    }
+
+    /// The nodes each worker was given, when every micro-batch of the step went to exactly one:
+    /// the cover the step has unless a worker dies, straggles or sends non-finite results.
+    private func expectedCover(_ sharding: ShardedReduction) -> [CoverNode]? {
+        let total = sharding.cover.microBatches
+        var givenTo = [UInt32?](repeating: nil, count: total)
+        for worker in scheduler.workers {
+            for index in worker.given {
+                guard index < total, givenTo[index] == nil else { return nil }
+                givenTo[index] = worker.id
+            }
+        }
+        guard !givenTo.contains(nil) else { return nil }
+        let tree = ReductionTree(leafCount: total)
+        return scheduler.workers.flatMap { worker in tree.maximalNodes(covering: worker.given).map { CoverNode(node: $0, worker: worker.id) } }
+            .sorted { $0.node.microBatches.lowerBound < $1.node.microBatches.lowerBound }
     }
 
     /// Gives up members that have not adopted the current plan a worker timeout after its issue:

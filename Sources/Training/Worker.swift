@@ -152,6 +152,7 @@ public final class Worker {
             }
             let finished = computation.take()
             for part in computation.takeStreamed() where part.runID == runID {
+                if firstSliceSentAt == nil { firstSliceSentAt = monotonicSeconds() }
                 shard?.streamed(part.values, slices: part.slices, step: part.step)
             }
             if let finished {
@@ -207,6 +208,9 @@ public final class Worker {
         _ = try zmqPoll([own] + (shard?.peerSocket.map { [$0] } ?? []), descriptors: [wake], timeoutMilliseconds: milliseconds)
         return try transport.receive(timeoutMilliseconds: 0)
     }
+
+    /// When the computation in progress had its first slice of partial sums sent, while it still ran.
+    private var firstSliceSentAt: Double?
 
     /// Seconds an assignment may wait for its weights from the slice owners before the worker
     /// says what it lacks.
@@ -376,8 +380,11 @@ public final class Worker {
     private func deliver(_ finished: ComputationSlot.Outcome) throws {
         var message = finished.message
         if let shard, case .gradients(let gradients) = message {
-            message = .computed(try shard.computed(gradients, step: finished.step))
+            var computed = try shard.computed(gradients, step: finished.step)
+            computed.streamedSeconds = firstSliceSentAt.map { max(monotonicSeconds() - $0, 0) } ?? 0
+            message = .computed(computed)
         }
+        firstSliceSentAt = nil
         send(Self.stampingTotal(message, receivedAt: finished.receivedAt), step: finished.step)
     }
 

@@ -4,9 +4,9 @@
 /// listening       endpoint, publicKey
 /// plan            version UInt64, [workerID UInt32, endpoint, publicKey],
 ///                 [owner UInt32, replica?, source?, ownerNeedsState Bool, replicaNeedsState Bool], [newMember UInt32]
-/// computed        epoch UInt32, results, [node], timings, nonFinite
+/// computed        epoch UInt32, results, [node], timings, nonFinite, streamedSeconds Float64
 /// slice-partials  slice UInt32, [node], encoding          (one tensor per node, in that `TensorEncoding`)
-/// reduce          version UInt32, totalMicroBatches UInt32, learningRate Float32, [node, worker UInt32]
+/// reduce          version UInt32, totalMicroBatches UInt32, learningRate Float32, isFinal Bool, [node, worker UInt32]
 /// block-sums      slice UInt32, [sum Double]
 /// norm            value Double
 /// weight-slice    slice UInt32                            (one tensor)
@@ -58,6 +58,7 @@ extension WireCodec {
             meta.nodes(computed.nodes, "computed.nodes")
             meta.timings(computed.timings)
             meta.string(computed.nonFinite)
+            meta.u64(computed.streamedSeconds.bitPattern)
         case .slicePartials(let partials):
             meta.u32(partials.slice)
             meta.nodes(partials.nodes, "slicePartials.nodes")
@@ -66,6 +67,7 @@ extension WireCodec {
             meta.u32(cover.version)
             meta.u32(cover.totalMicroBatches)
             meta.u32(cover.learningRate.bitPattern)
+            meta.u8(cover.isFinal ? 1 : 0)
             meta.count(cover.nodes.count)
             for entry in cover.nodes {
                 meta.node(entry.node, "reduce.nodes")
@@ -116,7 +118,13 @@ extension WireCodec {
             let nodes = try readNodes("computed.nodes", from: &reader, limit: limits.maxMicroBatches)
             let timings = try readTimings("computed", from: &reader)
             let finding = try reader.string("computed.nonFinite", limit: limits.maxStringBytes)
-            return .complete(.computed(Computed(epoch: epoch, results: results, nodes: nodes, timings: timings, nonFinite: finding)))
+            let streamed = Double(bitPattern: try reader.u64("computed.streamedSeconds"))
+            guard streamed.isFinite, streamed >= 0, streamed <= timings.totalSeconds + WireCodec.timingTolerance else {
+                throw .invalidValue(field: "computed.streamedSeconds", value: String(streamed),
+                                    requirement: "a finite number of seconds from 0 to the total from assignment to results (\(timings.totalSeconds) s)")
+            }
+            return .complete(.computed(Computed(epoch: epoch, results: results, nodes: nodes, timings: timings, nonFinite: finding,
+                                                streamedSeconds: streamed)))
 
         case .slicePartials:
             let slice = try readSlice("slicePartials.slice", from: &reader)
@@ -136,6 +144,7 @@ extension WireCodec {
             guard learningRate.isFinite else {
                 throw .invalidValue(field: "reduce.learningRate", value: String(learningRate), requirement: "a finite learning rate")
             }
+            let isFinal = try reader.bool("reduce.isFinal")
             let count = try reader.count("reduce.nodes", elementBytes: 9, limit: limits.maxMicroBatches)
             var entries: [CoverNode] = []
             entries.reserveCapacity(count)
@@ -155,7 +164,7 @@ extension WireCodec {
                 throw .invalidValue(field: "reduce.nodes", value: "\(covered) of \(total) micro-batches",
                                     requirement: "the nodes must cover every micro-batch of the step exactly once")
             }
-            return .complete(.reduce(ReduceCover(version: version, totalMicroBatches: total, learningRate: learningRate, nodes: entries)))
+            return .complete(.reduce(ReduceCover(version: version, totalMicroBatches: total, learningRate: learningRate, nodes: entries, isFinal: isFinal)))
 
         case .blockSums:
             let slice = try readSlice("blockSums.slice", from: &reader)

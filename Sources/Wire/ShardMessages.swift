@@ -86,18 +86,24 @@ public struct Computed: Equatable, Sendable, CustomStringConvertible {
     public var timings: WorkerTimings
     /// Where the worker found NaN or infinity in its partial sums; empty when finite.
     public var nonFinite: String
+    /// Seconds from its first slice of partial sums going to an owner, while backward still ran,
+    /// to these results (0 when nothing went before them): how far sending overlapped backward.
+    public var streamedSeconds: Double
 
-    public init(epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], timings: WorkerTimings = .zero, nonFinite: String = "") {
+    public init(epoch: UInt32, results: [MicroBatchResult], nodes: [TreeNode], timings: WorkerTimings = .zero, nonFinite: String = "",
+                streamedSeconds: Double = 0) {
         self.epoch = epoch
         self.results = results
         self.nodes = nodes
         self.timings = timings
         self.nonFinite = nonFinite
+        self.streamedSeconds = streamedSeconds
     }
 
     public var description: String {
         "computed epoch=\(epoch) results=\(results.count) \(listPrefix(results.map { $0.index })) nodes=\(listPrefix(nodes))"
             + (nonFinite.isEmpty ? "" : " non-finite=\(quoted(nonFinite))") + " \(timings)"
+            + (streamedSeconds > 0 ? " streamed=\(streamedSeconds)s" : "")
     }
 }
 
@@ -132,25 +138,33 @@ public struct CoverNode: Hashable, Sendable {
     }
 }
 
-/// Coordinator -> worker: the step's micro-batches all have accepted results; these nodes (from
-/// these workers) cover every micro-batch exactly once, and owners complete their slices from
-/// exactly them. A later cover of the same step (after a death) replaces an earlier one.
+/// Coordinator -> worker: these nodes (from these workers) cover every micro-batch of the step
+/// exactly once, and owners complete their slices from exactly them. A later cover of the same
+/// step replaces an earlier one. The final cover comes once every micro-batch has an accepted
+/// result; an expected one (`isFinal` false) as soon as the micro-batches are handed out, naming
+/// the nodes each worker was given, so that owners reduce each slice as its partial sums arrive.
+/// Any cover gives the same bits (a node's value does not depend on who computed it); only a
+/// final one may call a non-finite mean the step's (an expected one may name a worker whose
+/// results the coordinator will refuse).
 public struct ReduceCover: Equatable, Sendable, CustomStringConvertible {
     public var version: UInt32
     public var totalMicroBatches: UInt32
     /// The step's learning rate, as the coordinator's schedule gives it.
     public var learningRate: Float
     public var nodes: [CoverNode]
+    /// Whether every micro-batch had an accepted result when the cover was made.
+    public var isFinal: Bool
 
-    public init(version: UInt32, totalMicroBatches: UInt32, learningRate: Float, nodes: [CoverNode]) {
+    public init(version: UInt32, totalMicroBatches: UInt32, learningRate: Float, nodes: [CoverNode], isFinal: Bool = true) {
         self.version = version
         self.totalMicroBatches = totalMicroBatches
         self.learningRate = learningRate
         self.nodes = nodes
+        self.isFinal = isFinal
     }
 
     public var description: String {
-        "reduce version=\(version) micro-batches=\(totalMicroBatches) lr=\(learningRate) nodes=\(listPrefix(nodes.map { "\($0.node)@w\($0.worker)" }))"
+        "reduce version=\(version) micro-batches=\(totalMicroBatches) lr=\(learningRate)\(isFinal ? "" : " expected") nodes=\(listPrefix(nodes.map { "\($0.node)@w\($0.worker)" }))"
     }
 }
 

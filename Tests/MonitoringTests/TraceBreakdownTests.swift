@@ -117,7 +117,7 @@ final class TraceBreakdownTests: XCTestCase {
         XCTAssertEqual(stepEvents.count, steps)
         // Times are written with three decimals of a microsecond.
         let slack = 0.002
-        var sends: [Int: Int] = [:]
+        var sends: [Int: Int] = [:], streamed: [Int: Int] = [:]
         for stepEvent in stepEvents {
             let stepNumber = try XCTUnwrap(Int((stepEvent["name"] as? String ?? "").dropFirst("step ".count)))
             let window = (number(stepEvent, "ts"), number(stepEvent, "ts") + number(stepEvent, "dur"))
@@ -128,24 +128,29 @@ final class TraceBreakdownTests: XCTestCase {
                 let span = (number(compute, "ts"), number(compute, "ts") + number(compute, "dur"))
                 XCTAssertGreaterThanOrEqual(span.0, window.0 - slack, "compute inside step \(stepNumber)")
                 XCTAssertLessThanOrEqual(span.1, window.1 + slack, "compute inside step \(stepNumber)")
-                let parts = mine.filter { ["other", "forward", "backward", "pack", "send"].contains($0["name"] as? String ?? "") }
+                let parts = mine.filter { ["other", "forward", "backward", "backward, sending", "pack", "send"].contains($0["name"] as? String ?? "") }
                 let names = parts.compactMap { $0["name"] as? String }
-                XCTAssertTrue(names.contains("forward") && names.contains("backward") && names.contains("pack"),
+                XCTAssertTrue(names.contains("forward") && (names.contains("backward") || names.contains("backward, sending")) && names.contains("pack"),
                               "step \(stepNumber) track \(track): \(names)")
                 if names.contains("send") { sends[track, default: 0] += 1 }
+                if names.contains("backward, sending") { streamed[track, default: 0] += 1 }
                 for part in parts {
                     XCTAssertGreaterThanOrEqual(number(part, "ts"), span.0 - slack, "\(part)")
                     XCTAssertLessThanOrEqual(number(part, "ts") + number(part, "dur"), span.1 + slack, "\(part)")
                 }
                 XCTAssertEqual(parts.reduce(0) { $0 + number($1, "dur") }, span.1 - span.0, accuracy: 0.05,
                                "the parts tile the compute span (step \(stepNumber), track \(track))")
-                XCTAssertGreaterThan(parts.first { $0["name"] as? String == "backward" }.map { number($0, "dur") } ?? 0, 0)
+                XCTAssertGreaterThan(parts.filter { ($0["name"] as? String ?? "").hasPrefix("backward") }.reduce(0) { $0 + number($1, "dur") }, 0)
             }
             XCTAssertTrue(inStep.contains { $0["name"] as? String == "wait" && $0["tid"] as? Int == 0 }, "the coordinator waits in every step")
         }
         // The network and queues take some time in a step of every worker (micro-seconds at least).
         XCTAssertGreaterThan(sends[1, default: 0], 0, "no send span for w0")
         XCTAssertGreaterThan(sends[2, default: 0], 0, "no send span for w1")
+        // Under the sharded reduction (the default) partial sums go to their owners while
+        // backward still runs, and the trace shows when.
+        XCTAssertGreaterThan(streamed[1, default: 0], 0, "w0 never sent during backward")
+        XCTAssertGreaterThan(streamed[2, default: 0], 0, "w1 never sent during backward")
 
         let lastEnd = stepEvents.map { number($0, "ts") + number($0, "dur") }.max()!
         let evaluations = spans.filter { $0["name"] as? String == "evaluate" }

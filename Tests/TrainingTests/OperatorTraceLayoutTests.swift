@@ -4,8 +4,8 @@ import XCTest
 
 /// How a worker's compute span is cut into what it timed itself and what it did not see.
 final class OperatorTraceLayoutTests: XCTestCase {
-    private func layout(_ start: Double, _ end: Double, _ timings: WorkerTimings) -> [(String, Double, Double)] {
-        PhaseTiming.parts(ofComputeFrom: start, to: end, timings: timings, workerID: 3).map { phase in
+    private func layout(_ start: Double, _ end: Double, _ timings: WorkerTimings, streamed: Double = 0) -> [(String, Double, Double)] {
+        PhaseTiming.parts(ofComputeFrom: start, to: end, timings: timings, streamedSeconds: streamed, workerID: 3).map { phase in
             XCTAssertEqual(phase.workerID, 3)
             return (phase.name, phase.start, phase.duration)
         }
@@ -27,6 +27,19 @@ final class OperatorTraceLayoutTests: XCTestCase {
             ("other", 10, 0.005), ("forward", 10.005, 0.020), ("backward", 10.025, 0.050), ("pack", 10.075, 0.005),
             ("send", 10.080, 0.020),
         ])
+    }
+
+    func testBackwardAfterTheFirstSliceWentToItsOwnerIsShownAsSending() {
+        // As above, and the first slice of partial sums went 35 ms before the results: during the
+        // last 30 ms of backward (pack, 5 ms, came after it).
+        let timings = WorkerTimings(forwardSeconds: 0.020, backwardSeconds: 0.050, packSeconds: 0.005, totalSeconds: 0.080)
+        assertLayout(layout(10, 10.1, timings, streamed: 0.035), [
+            ("other", 10, 0.005), ("forward", 10.005, 0.020), ("backward", 10.025, 0.020), ("backward, sending", 10.045, 0.030),
+            ("pack", 10.075, 0.005), ("send", 10.080, 0.020),
+        ])
+        // Never more than backward, and nothing when the first slice went with the results.
+        XCTAssertEqual(layout(10, 10.1, timings, streamed: 0.079).map(\.0), ["other", "forward", "backward, sending", "pack", "send"])
+        XCTAssertEqual(layout(10, 10.1, timings, streamed: 0.004).map(\.0), ["other", "forward", "backward", "pack", "send"])
     }
 
     func testAWorkerReportingMoreThanTheSpanIsScaledToFitAndSendsNothing() {

@@ -13,6 +13,15 @@ final class ShardRoleTests: XCTestCase {
         let workers: [ShardRole]
         let transports: [PeerTransport]
         let engine: MicroBatchEngine
+        /// What each worker told the coordinator, in order.
+        let told = Told()
+
+        final class Told: @unchecked Sendable {
+            private let lock = NSLock()
+            private var messages: [(worker: UInt32, message: Message)] = []
+            func append(_ message: Message, from worker: UInt32) { lock.withLock { messages.append((worker, message)) } }
+            var all: [(worker: UInt32, message: Message)] { lock.withLock { messages } }
+        }
 
         init(count: Int, yaml: String = ShardedTrainingTests.yaml()) throws {
             let config = try InMemoryRun(yaml: yaml, steps: 1).config
@@ -21,10 +30,11 @@ final class ShardRoleTests: XCTestCase {
             engine = try MicroBatchEngine(config: config, data: data, threads: 1)
             let transports = try (0..<UInt32(count)).map { try hub.transport(workerID: $0) }
             self.transports = transports
+            let told = told
             workers = try (0..<UInt32(count)).map { id in
                 try ShardRole(config: config, engine: MicroBatchEngine(config: config, data: data, threads: 1), selfID: id,
                               mesh: transports[Int(id)], logger: Logger(label: "w\(id)") { _ in SwiftLogNoOpLogHandler() },
-                              isComputing: { false }, tellCoordinator: { _, _ in })
+                              isComputing: { false }, tellCoordinator: { message, _ in told.append(message, from: id) })
             }
         }
 
@@ -205,6 +215,46 @@ final class ShardRoleTests: XCTestCase {
             let held = try XCTUnwrap(owner.received[index]?[CoverNode(node: node, worker: 0)], "slice \(index)")
             XCTAssertEqual(held.toArray().map(\.bitPattern), expected[slices[index]].map(\.bitPattern), "slice \(index)")
         }
+    }
+
+    /// The coordinator names the step's expected cover as it hands the micro-batches out, and
+    /// owners complete each slice as soon as its partial sums are in. A non-finite mean under an
+    /// expected cover waits for the final one (the coordinator may refuse the results it names
+    /// and have them computed again); under the final cover it stops the step, as before.
+    func testAnExpectedCoverCompletesSlicesAtOnceButLeavesANonFiniteMeanToTheFinalCover() throws {
+        let roles = try Roles(count: 2)
+        let (owner, other) = (roles.workers[0], roles.workers[1])
+        let layout = owner.layout
+        for worker in roles.workers {
+            try worker.receiveWholeWeights(roles.weights, step: 0)
+            try worker.adopt(roles.plan(1, owner: 0, replica: nil), step: 0)
+            for index in layout.slices.indices where !layout.isStateSlice(index) {
+                try worker.receiveState(SliceState(slice: UInt32(index), names: [], weights: nil, tensors: []), step: 0, from: nil)
+            }
+            try worker.planInForce(1)
+        }
+        var poisoned = roles.partialSums(1)
+        var values = poisoned.tensors[0].toArray()
+        values[layout.slices[0].lowerBound] = .nan
+        poisoned.tensors = [FloatPayload(copying: values)]
+        _ = try owner.computed(roles.partialSums(0), step: 0)
+        _ = try other.computed(poisoned, step: 0)
+        try owner.poll(timeoutMilliseconds: 200)
+
+        var expected = roles.coverOfTwoLeaves
+        expected.isFinal = false
+        try owner.receiveCover(expected, step: 0)
+        for index in layout.slices.indices.dropFirst() { XCTAssertTrue(owner.next.has(index), "slice \(index) waited for the final cover") }
+        XCTAssertFalse(owner.next.has(0))
+        func stopped() -> Bool {
+            roles.told.all.contains { if case .error(let failure) = $0.message { return failure.code == 470 } else { return false } }
+        }
+        XCTAssertFalse(stopped(), "an expected cover stopped the step")
+
+        var final = roles.coverOfTwoLeaves
+        final.version = 2
+        try owner.receiveCover(final, step: 0)
+        XCTAssertTrue(stopped(), "the final cover's non-finite mean did not stop the step")
     }
 
     /// A worker whose assignment waits for its weights says which slices it lacks, under which

@@ -160,14 +160,14 @@ final class ShardedTrainingTests: XCTestCase {
 
     /// A step that goes on for seconds with every member busy left no line at all: the
     /// straggler rule speaks only when some worker is idle. The coordinator now says once what
-    /// the step waits for, and a worker what it lacks. Here one worker's weight slices are held back for 6 s, so the others
+    /// the step waits for, and a worker what it lacks. Here one worker's updates are held back for 6 s, so the others
     /// cannot finish the step, and the run must still end with the reference's bits.
     func testAStepThatMakesNoProgressForSecondsSaysWhatItWaitsFor() throws {
         let run = try InMemoryRun(yaml: Self.yaml(), steps: 3)
         let lines = LogLines()
         let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
         let heldUntil = HoldBackDeadline(seconds: 6)
-        run.startWorker(name: "held") { RefusingPeerTransport.weightSlices(wrapping: $0, until: heldUntil) }
+        run.startWorker(name: "held") { RefusingPeerTransport.updates(wrapping: $0, until: heldUntil) }
         let free = LogLines()
         run.startWorker(name: "free", logger: free.logger(label: "free"))
         let summary = try coordinator.run()
@@ -243,10 +243,15 @@ final class RefusingPeerTransport: PeerTransport {
     }
 
     /// Refuses weight slices until `deadline`.
-    static func weightSlices(wrapping inner: InMemoryPeerTransport, until deadline: HoldBackDeadline) -> RefusingPeerTransport {
+    /// Holds back what a slice's owner sends after its update: the new weights, and to the
+    /// replica the gradient it took. Either way the others lack the slice's next weights (which
+    /// of the two they are sent depends on who joined first).
+    static func updates(wrapping inner: InMemoryPeerTransport, until deadline: HoldBackDeadline) -> RefusingPeerTransport {
         RefusingPeerTransport(wrapping: inner) { envelope, _ in
-            guard case .weightSlice = envelope.message else { return false }
-            return deadline.isHolding
+            switch envelope.message {
+            case .weightSlice, .sliceGradient: return deadline.isHolding
+            default: return false
+            }
         }
     }
 

@@ -18,11 +18,17 @@ func shardSampleMessages() -> [Message] {
                            nodes: [TreeNode(level: 0, index: 3)],
                            timings: WorkerTimings(forwardSeconds: 0.5, backwardSeconds: 0.25, packSeconds: 0, totalSeconds: 1),
                            nonFinite: "3.weight[0] is NaN")),
+        .computed(Computed(epoch: 0, results: [], nodes: [TreeNode(level: 1, index: 0)],
+                           timings: WorkerTimings(forwardSeconds: 0.5, backwardSeconds: 0.25, packSeconds: 0, totalSeconds: 1),
+                           streamedSeconds: 0.125)),
         .slicePartials(SlicePartials(slice: 3, nodes: [TreeNode(level: 1, index: 0), TreeNode(level: 0, index: 5)],
                                      tensors: [FloatPayload(copying: [1, 2, 3]), FloatPayload(copying: [-0.0, .infinity, 4])])),
         .reduce(ReduceCover(version: 2, totalMicroBatches: 6, learningRate: 0.05, nodes: [
             CoverNode(node: TreeNode(level: 2, index: 0), worker: 1), CoverNode(node: TreeNode(level: 1, index: 2), worker: 4),
         ])),
+        .reduce(ReduceCover(version: 1, totalMicroBatches: 2, learningRate: 0.05, nodes: [
+            CoverNode(node: TreeNode(level: 0, index: 0), worker: 0), CoverNode(node: TreeNode(level: 0, index: 1), worker: 1),
+        ], isFinal: false)),
         .blockSums(BlockSums(slice: 0, sums: [0, 1.5, 1e300])),
         .norm(GlobalNorm(value: 3.25)),
         .weightSlice(WeightSlice(slice: 64, values: FloatPayload(copying: [0.5, -1]))),
@@ -98,6 +104,12 @@ final class ShardMessageTests: XCTestCase {
                                           nodes: [CoverNode(node: TreeNode(level: 0, index: 0), worker: 0)])), mentioning: "reduce.learningRate")
         assertRefused(.sliceGradient(SliceGradient(slice: 0, learningRate: -.infinity, values: FloatPayload(copying: [1]))),
                       mentioning: "sliceGradient.learningRate")
+        // Streaming began between the assignment and the results, or not at all.
+        let timings = WorkerTimings(forwardSeconds: 0.5, backwardSeconds: 0.25, packSeconds: 0, totalSeconds: 1)
+        for streamed in [-0.5, .nan, .infinity, 1.5] {
+            assertRefused(.computed(Computed(epoch: 0, results: [], nodes: [], timings: timings, streamedSeconds: streamed)),
+                          mentioning: "computed.streamedSeconds")
+        }
     }
 
     func testSliceIndicesAndStateNamesAreChecked() {
