@@ -9,20 +9,25 @@ import XCTest
 /// mean in place; none of that may change a bit of what training computes.
 final class EngineReuseTests: XCTestCase {
     /// A residual block first (its convolutions skip their input gradient), batch normalisation
-    /// (observations in the leaves), dropout (randomness keyed by step), a frozen layer and clipping.
+    /// (observations in the leaves) and dropout (randomness keyed by step).
+    static let model = """
+        model:
+          input: [1, 12, 12]
+          layers:
+            - basic_block: {filters: 4, stride: 1, projection: auto}
+            - conv: {filters: 6, kernel: 3, padding: 1}
+            - batchnorm
+            - relu
+            - maxpool: 2
+            - flatten
+            - dropout: 0.3
+            - dense: 5
+        """
+
+    /// The model above, a frozen layer and clipping.
     private func config(threads: Int = 1, extraTrain: String = "") throws -> TrainingConfig {
         try TrainingConfig.parse(yaml: """
-            model:
-              input: [1, 12, 12]
-              layers:
-                - basic_block: {filters: 4, stride: 1, projection: auto}
-                - conv: {filters: 6, kernel: 3, padding: 1}
-                - batchnorm
-                - relu
-                - maxpool: 2
-                - flatten
-                - dropout: 0.3
-                - dense: 5
+            \(Self.model)
             data: {dataset: synthetic, synthetic_train: 96, synthetic_test: 16, shuffle: true}
             train:
               epochs: 1

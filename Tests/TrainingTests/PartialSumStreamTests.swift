@@ -10,22 +10,12 @@ import XCTest
 /// last layers first; what it hands out, whenever it does, has the bits of the partial sums a
 /// computation without streaming sends at its end.
 final class PartialSumStreamTests: XCTestCase {
-    /// A residual block first, then a convolution with batch normalisation (observations in the
-    /// leaves) and a dense layer: parameters spread over layers whose backward comes at different
-    /// times, cut into slices much finer than the norm blocks a run uses.
+    /// `EngineReuseTests.model`: a residual block, a convolution with batch normalisation
+    /// (observations in the leaves) and a dense layer, parameters spread over layers whose backward
+    /// comes at different times, cut below into slices much finer than the norm blocks a run uses.
     private func config(wirePrecision: String = "fp32") throws -> TrainingConfig {
         try TrainingConfig.parse(yaml: """
-            model:
-              input: [1, 12, 12]
-              layers:
-                - basic_block: {filters: 4, stride: 1, projection: auto}
-                - conv: {filters: 6, kernel: 3, padding: 1}
-                - batchnorm
-                - relu
-                - maxpool: 2
-                - flatten
-                - dropout: 0.3
-                - dense: 5
+            \(EngineReuseTests.model)
             data: {dataset: synthetic, synthetic_train: 96, synthetic_test: 16}
             train: {epochs: 1, batch: 24, micro_batch: 4, seed: 5, optimizer: {name: sgd, lr: 0.05}}
             distributed: {wire_precision: \(wirePrecision)}
