@@ -92,6 +92,9 @@ final class PartialSumStreamer: @unchecked Sendable {
 
     init(_ request: PartialSumStream, covering microBatches: Set<Int>, threads: Int, leafLength: Int, rounding: NodeRounding,
          isSound: @escaping @Sendable () -> Bool, takeBuffer: @escaping (Int) -> GradientBuffer) {
+        precondition(request.slices.first.map { $0.lowerBound == 0 } ?? true && (request.slices.last?.upperBound ?? 0) == leafLength
+                     && zip(request.slices, request.slices.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound },
+                     "streamed slices must cover the \(leafLength) values of a leaf in order")
         self.request = request
         partialSums = ReductionTree(leafCount: request.microBatchesInStep).maximalNodes(covering: microBatches)
         self.leafLength = leafLength

@@ -267,14 +267,18 @@ final class ShardRole {
         deliver(partials, of: index, to: owner)
     }
 
-    /// Which of `held` the owner of slice `index` lacks, sent to it.
-    private func deliver(_ held: [(node: TreeNode, values: FloatPayload)], of index: Int, to owner: UInt32) {
-        guard !held.isEmpty else { return }
+    /// Which of `held` the owner of slice `index` lacks, sent to it; whether anything was.
+    @discardableResult
+    private func deliver(_ held: [(node: TreeNode, values: FloatPayload)], of index: Int, to owner: UInt32) -> Bool {
+        guard !held.isEmpty else { return false }
         if partialsSentTo[index]?.owner != owner { partialsSentTo[index] = (owner, []) }
         let missing = held.filter { !partialsSentTo[index]!.nodes.contains($0.node) }
+        var sent = false
         for group in TreeNode.disjointGroups(missing, node: \.node) where sendPartials(group, of: index, to: owner) {
             partialsSentTo[index]!.nodes.formUnion(group.map(\.node))
+            sent = true
         }
+        return sent
     }
 
     func receiveCover(_ newCover: ReduceCover, step: Int) throws {
@@ -351,13 +355,15 @@ final class ShardRole {
     /// Sends slices `ready` of the partial sums a computation of `step` is still producing (they
     /// are final; the rest is being written) to their owners under the plan in force, so they
     /// travel while backward goes on through the earlier layers. What the plan in force does not
-    /// name yet goes with the computation's results (`computed`).
-    func streamed(_ values: [TreeNode: GradientBuffer], slices ready: Range<Int>, step: Int) {
-        guard step == self.step, let inForce else { return }
+    /// name yet goes with the computation's results (`computed`). Whether anything was sent.
+    func streamed(_ values: [TreeNode: GradientBuffer], slices ready: Range<Int>, step: Int) -> Bool {
+        guard step == self.step, let inForce else { return false }
         let held = values.sorted { $0.key < $1.key }.map { node, buffer in
             (node: node, values: FloatPayload(viewing: buffer.pointer, count: buffer.count, owner: buffer))
         }
-        for index in ready.reversed() { deliver(held, of: index, to: inForce.slices[index].owner) }
+        var sent = false
+        for index in ready.reversed() where deliver(held, of: index, to: inForce.slices[index].owner) { sent = true }
+        return sent
     }
 
     /// Sends slice `index` of disjoint partial sums to its owner; whether it was sent.

@@ -152,8 +152,9 @@ public final class Worker {
             }
             let finished = computation.take()
             for part in computation.takeStreamed() where part.runID == runID {
-                if firstSliceSentAt == nil { firstSliceSentAt = monotonicSeconds() }
-                shard?.streamed(part.values, slices: part.slices, step: part.step)
+                if shard?.streamed(part.values, slices: part.slices, step: part.step) == true, firstSliceSentAt == nil {
+                    firstSliceSentAt = monotonicSeconds()
+                }
             }
             if let finished {
                 // Results of a run this worker has since left are of no use to anyone.

@@ -194,7 +194,7 @@ final class ShardRoleTests: XCTestCase {
         let early = late.upperBound..<slices.count
 
         let beforeStreaming = roles.transports[0].bytesSent
-        computing.streamed([node: buffer], slices: early, step: 0)
+        XCTAssertTrue(computing.streamed([node: buffer], slices: early, step: 0))
         let streamedBytes = roles.transports[0].bytesSent - beforeStreaming
         let earlyFloats = early.reduce(0) { $0 + slices[$1].count }
         XCTAssertGreaterThanOrEqual(streamedBytes, 4 * earlyFloats)
