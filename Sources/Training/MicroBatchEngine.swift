@@ -53,8 +53,8 @@ public struct MicroBatchOutput {
     public var leafGradients = GradientSums()
     /// Forward and backward wall-clock seconds of each micro-batch (for `--trace`).
     public var timings: [Int: PassTiming] = [:]
-    /// When the call streamed: the value of every partial sum (maximal tree node) the computed
-    /// micro-batches cover, the buffers the stream published.
+    /// When the call streamed every slice: the value of every partial sum (maximal tree node)
+    /// the computed micro-batches cover, the buffers the stream published.
     public var partialSums: [TreeNode: GradientBuffer]?
 }
 
@@ -235,7 +235,7 @@ public final class MicroBatchEngine: @unchecked Sendable {
             outputs[t].value = mine
         }
         var merged = MicroBatchOutput()
-        merged.partialSums = streamer?.values
+        merged.partialSums = streamer?.publishedValues
         for output in outputs {
             merged.scores.merge(output.value.scores) { a, _ in a }
             merged.leafGradients.nodes.merge(output.value.leafGradients.nodes) { a, _ in a }

@@ -88,7 +88,10 @@ final class PartialSumStreamer: @unchecked Sendable {
     private var finalFrom: [Int]
     /// The first slice published (`slices.count`: none yet).
     private var published: Int
-    private(set) var values: [TreeNode: GradientBuffer]?
+    private var values: [TreeNode: GradientBuffer]?
+
+    /// The partial sums' buffers once every slice is published (whole then), else nil.
+    var publishedValues: [TreeNode: GradientBuffer]? { lock.withLock { published == 0 ? values : nil } }
 
     init(_ request: PartialSumStream, covering microBatches: Set<Int>, threads: Int, leafLength: Int, rounding: NodeRounding,
          isSound: @escaping @Sendable () -> Bool, takeBuffer: @escaping (Int) -> GradientBuffer) {
