@@ -254,6 +254,15 @@ extension Coordinator {
         }
         guard scheduler.isTaskComplete else { return false }
         if !sharding.coverSent {
+            // Every result is in, but a worker whose partial sums the cover would name was lost
+            // without a replan computing them again (a soak once saw covers of 5 and 7 of 8
+            // micro-batches, which workers refuse): compute them again rather than send it.
+            let uncovered = sharding.cover.uncovered
+            guard uncovered.isEmpty else {
+                logger.warning("step \(state.step): micro-batches \(uncovered) have results but no live holder of their partial sums; they are computed again")
+                apply(scheduler.handle(.redo(microBatches: Set(uncovered)), at: monotonicSeconds()))
+                return false
+            }
             sharding.coverSent = true
             sendCover(sharding.cover.cover, isFinal: true, sharding, learningRate: learningRate)
         }

@@ -210,8 +210,16 @@ public final class Worker {
         return try transport.receive(timeoutMilliseconds: 0)
     }
 
-    /// When the computation in progress had its first slice of partial sums sent, while it still ran.
+    /// When the computation in progress had its first slice of partial sums sent, while it still
+    /// ran (nil until then; each computation starts without one).
     private var firstSliceSentAt: Double?
+
+    /// How long before its results a computation's first slice went: never more than the time
+    /// since its assignment arrived, which the coordinator checks it against (a slice sent before
+    /// that was another computation's), and 0 when none went.
+    static func streamedSeconds(firstSliceSentAt: Double?, receivedAt: Double, now: Double) -> Double {
+        firstSliceSentAt.map { max(now - max($0, receivedAt), 0) } ?? 0
+    }
 
     /// Seconds an assignment may wait for its weights from the slice owners before the worker
     /// says what it lacks.
@@ -382,10 +390,10 @@ public final class Worker {
         var message = finished.message
         if let shard, case .gradients(let gradients) = message {
             var computed = try shard.computed(gradients, step: finished.step)
-            computed.streamedSeconds = firstSliceSentAt.map { max(monotonicSeconds() - $0, 0) } ?? 0
+            computed.streamedSeconds = Self.streamedSeconds(firstSliceSentAt: firstSliceSentAt, receivedAt: finished.receivedAt,
+                                                            now: monotonicSeconds())
             message = .computed(computed)
         }
-        firstSliceSentAt = nil
         send(Self.stampingTotal(message, receivedAt: finished.receivedAt), step: finished.step)
     }
 
@@ -503,6 +511,9 @@ public final class Worker {
         queue.removeFirst()
         let job = waiting
         let delay = options.computeDelay
+        // A computation whose results were never delivered (of a run this worker has left) may
+        // have sent slices: their time is not this one's.
+        firstSliceSentAt = nil
         // Under the sharded reduction each slice of the partial sums goes to its owner as soon as
         // backward has made it final, while the earlier layers still compute.
         let streaming = shard.map { [computation, runID] shard in

@@ -217,6 +217,16 @@ final class ShardRoleTests: XCTestCase {
         }
     }
 
+    /// A worker says how long before its results its first slice went, and the coordinator
+    /// refuses a figure above the computation's own time as malformed. A slice sent for a
+    /// computation whose results were never delivered (the worker had rejoined) once counted for
+    /// the next one: its results were refused and the step stalled (the soak's seed 1263).
+    func testTheTimeSlicesWentNeverReachesBeforeTheAssignment() {
+        XCTAssertEqual(Worker.streamedSeconds(firstSliceSentAt: 10.5, receivedAt: 10, now: 11), 0.5)
+        XCTAssertEqual(Worker.streamedSeconds(firstSliceSentAt: 3, receivedAt: 10, now: 11), 1, "a slice of an earlier computation")
+        XCTAssertEqual(Worker.streamedSeconds(firstSliceSentAt: nil, receivedAt: 10, now: 11), 0)
+    }
+
     /// The coordinator names the step's expected cover as it hands the micro-batches out, and
     /// owners complete each slice as soon as its partial sums are in. A non-finite mean under an
     /// expected cover waits for the final one (the coordinator may refuse the results it names
