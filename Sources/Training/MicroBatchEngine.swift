@@ -26,6 +26,29 @@ public final class GradientBuffer: @unchecked Sendable {
     public var values: [Float] { Array(UnsafeBufferPointer(start: buffer.pointer, count: count)) }
 }
 
+/// Gradient buffers handed out again once nobody else holds them, so steps allocate nothing.
+final class GradientBufferPool {
+    private var buffers: [GradientBuffer] = []
+
+    /// Forgets buffers still held elsewhere (an earlier output kept alive): they are their
+    /// holder's now.
+    func releaseHeld() {
+        var free: [GradientBuffer] = []
+        for index in buffers.indices where isKnownUniquelyReferenced(&buffers[index]) { free.append(buffers[index]) }
+        buffers = free
+    }
+
+    /// A buffer of `count` floats nobody else holds, pooled or new.
+    func take(count: Int) -> GradientBuffer {
+        for index in buffers.indices where buffers[index].count == count && isKnownUniquelyReferenced(&buffers[index]) {
+            return buffers[index]
+        }
+        let buffer = GradientBuffer(count: count)
+        buffers.append(buffer)
+        return buffer
+    }
+}
+
 /// The gradients of the training micro-batches one `compute` call was given, as values of nodes
 /// of the fixed reduction tree. A thread that computes both halves of an aligned range adds them
 /// as soon as both exist (left + right, exactly the tree's addition), so it holds a few buffers
@@ -103,25 +126,9 @@ public final class MicroBatchEngine: @unchecked Sendable {
         let images = FloatBuffer()
         let labels = IndexBuffer()
         /// Gradient buffers this replica handed out; one is reused once nobody else holds it.
-        private var pool: [GradientBuffer] = []
+        let buffers = GradientBufferPool()
 
         init(_ spec: ModelSpec) throws { network = try Network(spec) }
-
-        /// Forgets buffers still held elsewhere (an earlier output kept alive): they are their
-        /// holder's now.
-        func releaseHeldBuffers() {
-            var free: [GradientBuffer] = []
-            for index in pool.indices where isKnownUniquelyReferenced(&pool[index]) { free.append(pool[index]) }
-            pool = free
-        }
-
-        /// A buffer nobody else holds, pooled or new.
-        func takeBuffer(count: Int) -> GradientBuffer {
-            for index in pool.indices where isKnownUniquelyReferenced(&pool[index]) { return pool[index] }
-            let buffer = GradientBuffer(count: count)
-            pool.append(buffer)
-            return buffer
-        }
     }
 
     public init(config: TrainingConfig, data: DataSource, threads: Int) throws {
@@ -142,16 +149,9 @@ public final class MicroBatchEngine: @unchecked Sendable {
         state = loadedWeights.pointer + parameterCount
     }
 
-    /// Buffers of partial sums that several threads computed parts of, when streaming.
-    private var streamBuffers: [GradientBuffer] = []
-
-    /// A stream buffer nobody else holds, pooled or new (taken under the streamer's lock).
-    private func takeStreamBuffer(count: Int) -> GradientBuffer {
-        for index in streamBuffers.indices where isKnownUniquelyReferenced(&streamBuffers[index]) { return streamBuffers[index] }
-        let buffer = GradientBuffer(count: count)
-        streamBuffers.append(buffer)
-        return buffer
-    }
+    /// Buffers of partial sums that several threads computed parts of, when streaming (taken
+    /// under the streamer's lock).
+    private let streamBuffers = GradientBufferPool()
 
     /// A network of the engine's model, for what needs its layout rather than its weights (the
     /// state slice's running statistics, naming a non-finite value); not to compute with.
@@ -197,13 +197,16 @@ public final class MicroBatchEngine: @unchecked Sendable {
         // Each thread takes a run of consecutive micro-batches, so that it can add up whole tree
         // nodes as it goes.
         let ordered = work.sorted { $0.index < $1.index }
-        if training { replicas.forEach { $0.releaseHeldBuffers() } }
+        if training {
+            replicas.forEach { $0.buffers.releaseHeld() }
+            streamBuffers.releaseHeld()
+        }
         // The weights may have changed since the last call (an optimiser step, new weights).
         filterTransforms.invalidate()
         announceLaterMicroBatches(ordered, threads: threads, training: training, epoch: epoch)
         let streamer = training && threads > 0 ? streaming.map { request in
             PartialSumStreamer(request, covering: Set(work.map(\.index)), threads: threads, leafLength: leafLength, rounding: rounding,
-                               isSound: { [data] in data.train.failure == nil }, takeBuffer: { [unowned self] in takeStreamBuffer(count: $0) })
+                               isSound: { [data] in data.train.failure == nil }, takeBuffer: { [streamBuffers] in streamBuffers.take(count: $0) })
         } : nil
         let outputs = (0..<max(threads, 1)).map { _ in Box(MicroBatchOutput()) }
         DispatchQueue.concurrentPerform(iterations: threads) { t in
@@ -213,7 +216,7 @@ public final class MicroBatchEngine: @unchecked Sendable {
             // Nodes computed so far, in micro-batch order; the last two merge when they are siblings.
             var held: [(node: TreeNode, value: GradientBuffer)] = []
             for micro in ordered[first..<end] {
-                let buffer = training ? replica.takeBuffer(count: leafLength) : nil
+                let buffer = training ? replica.buffers.take(count: leafLength) : nil
                 let chain = buffer.map { MergeChain(held: held, leaf: TreeNode(level: 0, index: micro.index), value: $0) }
                 let streamed = micro.index == ordered[end - 1].index ? streamer : nil
                 if let streamed, let chain {
