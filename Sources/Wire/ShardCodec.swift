@@ -118,10 +118,10 @@ extension WireCodec {
             let nodes = try readNodes("computed.nodes", from: &reader, limit: limits.maxMicroBatches)
             let timings = try readTimings("computed", from: &reader)
             let finding = try reader.string("computed.nonFinite", limit: limits.maxStringBytes)
-            let streamed = Double(bitPattern: try reader.u64("computed.streamedSeconds"))
-            guard streamed.isFinite, streamed >= 0, streamed <= timings.totalSeconds + WireCodec.timingTolerance else {
+            let streamed = try readSeconds("computed.streamedSeconds", from: &reader)
+            guard streamed <= timings.totalSeconds + WireCodec.timingTolerance else {
                 throw .invalidValue(field: "computed.streamedSeconds", value: String(streamed),
-                                    requirement: "a finite number of seconds from 0 to the total from assignment to results (\(timings.totalSeconds) s)")
+                                    requirement: "no more than the total from assignment to results (\(timings.totalSeconds) s)")
             }
             return .complete(.computed(Computed(epoch: epoch, results: results, nodes: nodes, timings: timings, nonFinite: finding,
                                                 streamedSeconds: streamed)))

@@ -67,18 +67,20 @@ extension WireCodec {
         return results
     }
 
+    /// A duration: a finite, non-negative number of seconds.
+    static func readSeconds(_ field: String, from reader: inout ByteReader) throws(DecodeError) -> Double {
+        let value = Double(bitPattern: try reader.u64(field))
+        guard value.isFinite, value >= 0 else {
+            throw .invalidValue(field: field, value: String(value), requirement: "a duration must be a finite number of seconds, 0 or more")
+        }
+        return value
+    }
+
     /// The worker timings at the end of a gradients or evaluation meta frame: each a finite,
     /// non-negative number of seconds, and forward + backward + pack no more than the total they
     /// are part of.
     static func readTimings(_ message: String, from reader: inout ByteReader) throws(DecodeError) -> WorkerTimings {
-        func seconds(_ field: String) throws(DecodeError) -> Double {
-            let value = Double(bitPattern: try reader.u64(field))
-            guard value.isFinite, value >= 0 else {
-                throw .invalidValue(field: field, value: String(value),
-                                    requirement: "a duration must be a finite number of seconds, 0 or more")
-            }
-            return value
-        }
+        func seconds(_ field: String) throws(DecodeError) -> Double { try readSeconds(field, from: &reader) }
         let timings = WorkerTimings(
             forwardSeconds: try seconds("\(message).timings.forwardSeconds"),
             backwardSeconds: try seconds("\(message).timings.backwardSeconds"),
