@@ -43,6 +43,7 @@ let package = Package(
         // libjpeg-turbo's TurboJPEG API (Debian: libturbojpeg0-dev), for folders of JPEG images.
         .systemLibrary(name: "CJPEG", path: "Sources/CJPEG"),
         .systemLibrary(name: "CNonTemporal", path: "Sources/CNonTemporal"),
+        .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
 
         .target(name: "Randomness", swiftSettings: optimised),
         .target(name: "CNN", dependencies: ["COpenBLAS", "COneDNN", "CNonTemporal", "Randomness"], swiftSettings: optimised),
@@ -105,7 +106,7 @@ let package = Package(
         .target(
             name: "CommandLineSupport",
             dependencies: [
-                "Training", "UsageErrors", "ConfigReading", "CNN", "Data", "Checkpoint",
+                "Training", "UsageErrors", "ConfigReading", "CNN", "Data", "Checkpoint", "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
