@@ -193,9 +193,7 @@ final class ShardRole {
         if self.step == nil { try startStep(step) }
         let old = plan
         plan = newPlan
-        try mesh.setPeers(newPlan.members.filter { $0.workerID != selfID }.map {
-            PeerAddress(workerID: $0.workerID, endpoint: $0.endpoint, publicKey: $0.publicKey.isEmpty ? nil : $0.publicKey)
-        })
+        try mesh.setPeers(newPlan.members.filter { $0.workerID != selfID }.map(\.peerAddress))
         doneSent = nil
         for (index, slice) in newPlan.slices.enumerated() {
             let wasOwner = old?.slices[index].owner == selfID

@@ -383,7 +383,8 @@ extension Coordinator {
         if options.security != nil && listening.publicKey.isEmpty {
             return offence(worker.peer, "no public key for its peers, but this run requires CURVE", code: 403)
         }
-        let member = ShardMember(workerID: worker.id, endpoint: listening.endpoint, publicKey: listening.publicKey)
+        let member = ShardMember(workerID: worker.id, endpoint: listening.endpoint, publicKey: listening.publicKey,
+                                 localEndpoint: listening.localEndpoint, host: listening.host)
         if let known = sharding.members[worker.id] {
             guard known != member else { return }
             // It listens anew: it started over and holds nothing of what it had.

@@ -376,7 +376,9 @@ public final class Worker {
                                   isComputing: { [computation] in computation.isBusy }) { [weak self] message, step in
                 self?.send(message, step: step)
             }
-            send(.listening(Listening(endpoint: mesh.endpoint, publicKey: options.security?.keyPair.publicKey ?? "")), step: 0)
+            if let local = mesh.localEndpoint { logger.debug("peers on this host connect to \(local)") }
+            send(.listening(Listening(endpoint: mesh.endpoint, publicKey: options.security?.keyPair.publicKey ?? "",
+                                      localEndpoint: mesh.localEndpoint ?? "", host: mesh.host ?? "")), step: 0)
         }
         heartbeatInterval = Double(welcome.heartbeatIntervalMilliseconds) / 1000
         coordinatorTimeout = Double(welcome.workerTimeoutMilliseconds) / 1000

@@ -21,6 +21,14 @@ public final class PeerMesh: PeerTransport {
     public let selfID: UInt32
     /// Where this worker's ROUTER listens (the port resolved).
     public let endpoint: String
+    /// Where the same ROUTER also listens for workers on this host: a Linux abstract socket
+    /// (`ipc://@NAME`), which exists only in this network namespace and is gone with the
+    /// process. Nil where there is none (not Linux, or the bind failed).
+    public let localEndpoint: String?
+    /// This host, as `HostIdentity` names it; peers with the same one connect to `localEndpoint`.
+    public let host: String?
+    /// What an endpoint of a local listener starts with.
+    public static let localEndpointPrefix = "ipc://@"
     /// What received messages may announce before the decoder rejects them.
     public let limits: DecodeLimits
     /// Bytes of the messages handed to the DEALERs, all frames included.
@@ -53,11 +61,15 @@ public final class PeerMesh: PeerTransport {
     /// address such as 0.0.0.0 would be reported as such and peers could not connect to it).
     /// With `security` the listener is a CURVE server that admits only the peers' keys (none until
     /// `setPeers`) and the DEALERs are CURVE clients; `maxMessageBytes` bounds one incoming frame
-    /// (-1: no bound), `limits` what the decoder accepts.
-    public init(selfID: UInt32, bind: String, security: PeerMeshSecurity?, limits: DecodeLimits = .default, maxMessageBytes: Int = -1) throws {
+    /// (-1: no bound), `limits` what the decoder accepts. With `sameHostLinks` the listener also
+    /// binds a local socket for the workers on this host (CURVE and the allow-list apply there
+    /// as on `bind`).
+    public init(selfID: UInt32, bind: String, security: PeerMeshSecurity?, limits: DecodeLimits = .default, maxMessageBytes: Int = -1,
+                sameHostLinks: Bool = true) throws {
         let context = try ZMQContext()
         var authenticator: CurveAuthenticator?
         var router: ZMQSocket?
+        var localEndpoint: String?
         do {
             // The handler must be in place before the CURVE server binds, or early clients pass unchecked.
             if security != nil { authenticator = try CurveAuthenticator(context: context, allowedClientKeys: []) }
@@ -69,6 +81,11 @@ public final class PeerMesh: PeerTransport {
             try Self.configureConnections(socket, endpoint: bind)
             if let security { try socket.enableCurveServer(secretKey: security.secretKey) }
             endpoint = try socket.bind(bind)
+            if sameHostLinks, HostIdentity.current != nil {
+                // Not being reachable locally only costs speed: peers then use `bind`.
+                let name = Self.localEndpointPrefix + "cnn-peer-" + String(UInt64.random(in: .min ... .max), radix: 16)
+                localEndpoint = try? socket.bind(name)
+            }
         } catch {
             router?.close()
             authenticator?.stop()
@@ -76,6 +93,8 @@ public final class PeerMesh: PeerTransport {
             throw error
         }
         self.selfID = selfID
+        self.localEndpoint = localEndpoint
+        host = localEndpoint == nil ? nil : HostIdentity.current
         self.limits = limits
         self.security = security
         self.maxMessageBytes = maxMessageBytes
@@ -89,6 +108,9 @@ public final class PeerMesh: PeerTransport {
     /// The current peers, by worker id.
     public var peers: [PeerAddress] { peerTable.keys.sorted().map { peerTable[$0]! } }
 
+    /// The endpoint this worker's link to peer `worker` connects to, nil for no such peer.
+    public func linkEndpoint(to worker: UInt32) -> String? { links[worker]?.endpoint }
+
     public func setPeers(_ peers: [PeerAddress]) throws {
         let operation = "peer mesh set peers"
         try checkOpen(operation)
@@ -97,7 +119,7 @@ public final class PeerMesh: PeerTransport {
         var opened: [UInt32: PeerLink] = [:]
         do {
             for (id, peer) in wanted where links[id]?.address != peer {
-                opened[id] = try PeerLink(context: context, selfID: selfID, peer: peer, security: security)
+                opened[id] = try PeerLink(context: context, selfID: selfID, peer: peer, endpoint: peer.endpoint(seenFrom: host), security: security)
             }
             try authenticator?.setAllowedClientKeys(wanted.values.compactMap(\.publicKey))
         } catch {
@@ -134,7 +156,7 @@ public final class PeerMesh: PeerTransport {
                 // afresh, since libzmq does not retry after a refused key by itself.
                 try renewRefusedLinks()
                 guard clock.now < deadline, let renewed = links[worker] else {
-                    throw ZMQError(operation: operation, endpoint: link.address.endpoint, code: EAGAIN,
+                    throw ZMQError(operation: operation, endpoint: link.endpoint, code: EAGAIN,
                                    message: "no connection to it was ready to take the message within \(Self.sendTimeoutMilliseconds) ms",
                                    hint: "the peer is not listening yet, refused this worker (see handshakeFailures()), is gone, or does not read")
                 }
@@ -159,7 +181,7 @@ public final class PeerMesh: PeerTransport {
             if events.contains(where: { $0.kind == .handshakeFailedAuth || $0.kind == .handshakeFailedProtocol }) {
                 link.close(dropQueued: true)
                 links[id] = nil
-                links[id] = try PeerLink(context: context, selfID: selfID, peer: link.address, security: security)
+                links[id] = try PeerLink(context: context, selfID: selfID, peer: link.address, endpoint: link.endpoint, security: security)
             }
         }
     }
@@ -289,10 +311,12 @@ public final class PeerMesh: PeerTransport {
 /// One peer's outgoing connection: a DEALER and a monitor of its failed handshakes.
 private final class PeerLink {
     let address: PeerAddress
+    /// The peer's endpoint this link connects to: its local one or its network one.
+    let endpoint: String
     let socket: ZMQSocket
     let monitor: SocketMonitor
 
-    init(context: ZMQContext, selfID: UInt32, peer: PeerAddress, security: PeerMeshSecurity?) throws {
+    init(context: ZMQContext, selfID: UInt32, peer: PeerAddress, endpoint: String, security: PeerMeshSecurity?) throws {
         let socket = try ZMQSocket(context: context, kind: .dealer)
         do {
             try socket.setRoutingID(PeerMesh.routingID(workerID: selfID))
@@ -301,18 +325,19 @@ private final class PeerLink {
             // what was queued for a connection that is then refused, and a send that cannot go
             // should say so rather than vanish.
             try socket.setImmediate(true)
-            try PeerMesh.configureConnections(socket, endpoint: peer.endpoint)
+            try PeerMesh.configureConnections(socket, endpoint: endpoint)
             if let security, let serverKey = peer.publicKey {
                 try socket.enableCurveClient(serverPublicKey: serverKey, publicKey: security.publicKey, secretKey: security.secretKey)
             }
             // Watching before connecting, so the first failed handshake is seen.
             monitor = try SocketMonitor(watching: socket, events: SocketMonitor.handshakeFailures)
-            try socket.connect(peer.endpoint)
+            try socket.connect(endpoint)
         } catch {
             socket.close()
             throw error
         }
         self.address = peer
+        self.endpoint = endpoint
         self.socket = socket
     }
 

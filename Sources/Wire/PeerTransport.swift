@@ -13,12 +13,25 @@ public struct PeerAddress: Equatable, Sendable, CustomStringConvertible {
     public var endpoint: String
     /// The worker's CURVE public key in Z85 (40 characters), or nil when the run has no keys.
     public var publicKey: String?
+    /// Where the worker also listens for peers on its own host (`PeerTransport.localEndpoint`),
+    /// and which host that is (`HostIdentity`); nil when it has no such listener.
+    public var localEndpoint: String?
+    public var host: String?
 
-    /// A peer from its three parts.
-    public init(workerID: UInt32, endpoint: String, publicKey: String? = nil) {
+    /// A peer from its parts.
+    public init(workerID: UInt32, endpoint: String, publicKey: String? = nil, localEndpoint: String? = nil, host: String? = nil) {
         self.workerID = workerID
         self.endpoint = endpoint
         self.publicKey = publicKey
+        self.localEndpoint = localEndpoint
+        self.host = host
+    }
+
+    /// Where a worker on `ownHost` connects to this peer: its local listener when both run on
+    /// the same host (no TCP stack, no loopback copies through it), else its network endpoint.
+    public func endpoint(seenFrom ownHost: String?) -> String {
+        if let ownHost, let host, host == ownHost, let localEndpoint { return localEndpoint }
+        return endpoint
     }
 
     public var description: String { "worker \(workerID) at \(endpoint)" }
@@ -45,6 +58,10 @@ public struct PeerIncoming: Sendable {
 public protocol PeerTransport: AnyObject {
     /// Where this worker listens (the bound address, port resolved), for the other workers.
     var endpoint: String { get }
+    /// Where this worker also listens for workers on its own host, and that host
+    /// (`HostIdentity`); nil when it has no such listener.
+    var localEndpoint: String? { get }
+    var host: String? { get }
     /// Bytes of the messages sent to peers (all frames of each message; routing ids not counted).
     var bytesSent: Int { get }
     /// Bytes of the messages received from peers (all frames, also of rejected and dropped ones).
@@ -62,6 +79,11 @@ public protocol PeerTransport: AnyObject {
     func receive(timeoutMilliseconds: Int) throws -> PeerIncoming?
     /// Closes the transport; later sends throw. Safe to call twice.
     func close()
+}
+
+extension PeerTransport {
+    public var localEndpoint: String? { nil }
+    public var host: String? { nil }
 }
 
 /// This worker's CURVE key pair (Z85), for a `PeerMesh` on a run with keys. (Wire cannot see

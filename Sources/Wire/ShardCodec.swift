@@ -34,6 +34,8 @@ extension WireCodec {
         case .listening(let listening):
             meta.string(listening.endpoint)
             meta.string(listening.publicKey)
+            meta.string(listening.localEndpoint)
+            meta.string(listening.host)
         case .plan(let plan):
             meta.u64(plan.version)
             meta.count(plan.members.count)
@@ -41,6 +43,8 @@ extension WireCodec {
                 meta.u32(member.workerID)
                 meta.string(member.endpoint)
                 meta.string(member.publicKey)
+                meta.string(member.localEndpoint)
+                meta.string(member.host)
             }
             meta.count(plan.slices.count)
             for slice in plan.slices {
@@ -107,7 +111,8 @@ extension WireCodec {
         case .listening:
             let endpoint = try reader.string("listening.endpoint", limit: maximumEndpointBytes)
             let key = try readPublicKey("listening.publicKey", from: &reader)
-            return .complete(.listening(Listening(endpoint: endpoint, publicKey: key)))
+            let (local, host) = try readLocalListener("listening", from: &reader)
+            return .complete(.listening(Listening(endpoint: endpoint, publicKey: key, localEndpoint: local, host: host)))
 
         case .plan:
             return .complete(.plan(try readPlan(from: &reader)))
@@ -228,7 +233,7 @@ extension WireCodec {
 
     private static func readPlan(from reader: inout ByteReader) throws(DecodeError) -> ShardPlan {
         let version = try reader.u64("plan.version")
-        let memberCount = try reader.count("plan.members", elementBytes: 12, limit: maximumMembers)
+        let memberCount = try reader.count("plan.members", elementBytes: 20, limit: maximumMembers)
         guard memberCount > 0 else { throw .invalidValue(field: "plan.members", value: "0", requirement: "a plan needs at least one member") }
         var members: [ShardMember] = []
         var ids = Set<UInt32>()
@@ -238,7 +243,8 @@ extension WireCodec {
             guard ids.insert(id).inserted else { throw .invalidValue(field: "\(field).workerID", value: String(id), requirement: "member ids must be distinct") }
             let endpoint = try reader.string("\(field).endpoint", limit: maximumEndpointBytes)
             let key = try readPublicKey("\(field).publicKey", from: &reader)
-            members.append(ShardMember(workerID: id, endpoint: endpoint, publicKey: key))
+            let (local, host) = try readLocalListener(field, from: &reader)
+            members.append(ShardMember(workerID: id, endpoint: endpoint, publicKey: key, localEndpoint: local, host: host))
         }
         func member(_ id: UInt32, _ field: String) throws(DecodeError) -> UInt32 {
             guard ids.contains(id) else { throw .invalidValue(field: field, value: String(id), requirement: "must be a member of the plan") }
@@ -285,6 +291,23 @@ extension WireCodec {
             throw .invalidValue(field: field, value: String(slice), requirement: "a model has fewer than \(maximumSlices) slices")
         }
         return slice
+    }
+
+    /// A worker's local listener and host: both empty, or an abstract socket (`ipc://@NAME`) and
+    /// the host it exists on. Anything else would have peers connect to what the worker never
+    /// bound.
+    private static func readLocalListener(_ field: String, from reader: inout ByteReader) throws(DecodeError) -> (String, String) {
+        let endpoint = try reader.string("\(field).localEndpoint", limit: maximumEndpointBytes)
+        let host = try reader.string("\(field).host", limit: HostIdentity.maximumBytes)
+        let prefix = PeerMesh.localEndpointPrefix
+        guard endpoint.isEmpty || (endpoint.hasPrefix(prefix) && endpoint.utf8.count > prefix.utf8.count) else {
+            throw .invalidValue(field: "\(field).localEndpoint", value: endpoint, requirement: "an abstract socket \(prefix)NAME, or empty")
+        }
+        guard endpoint.isEmpty == host.isEmpty else {
+            throw .invalidValue(field: "\(field).host", value: host.isEmpty ? "empty" : host,
+                                requirement: "given exactly when a local endpoint is")
+        }
+        return (endpoint, host)
     }
 
     private static func readPublicKey(_ field: String, from reader: inout ByteReader) throws(DecodeError) -> String {

@@ -10,25 +10,45 @@ public struct Listening: Equatable, Sendable, CustomStringConvertible {
     public var endpoint: String
     /// The worker's CURVE public key (Z85), empty on a plain run.
     public var publicKey: String
+    /// Where it also listens for workers on its own host (`ipc://@NAME`), and that host
+    /// (`HostIdentity`); both empty when it has no local listener.
+    public var localEndpoint: String
+    public var host: String
 
-    public init(endpoint: String, publicKey: String) {
+    public init(endpoint: String, publicKey: String, localEndpoint: String = "", host: String = "") {
         self.endpoint = endpoint
         self.publicKey = publicKey
+        self.localEndpoint = localEndpoint
+        self.host = host
     }
 
-    public var description: String { "listening endpoint=\(quoted(endpoint)) key=\(publicKey.isEmpty ? "none" : quoted(publicKey))" }
+    public var description: String {
+        "listening endpoint=\(quoted(endpoint)) key=\(publicKey.isEmpty ? "none" : quoted(publicKey))"
+            + (localEndpoint.isEmpty ? "" : " local=\(quoted(localEndpoint)) host=\(quoted(host))")
+    }
 }
 
-/// A worker of a plan: its id, where it listens, its CURVE public key (empty on a plain run).
+/// A worker of a plan: its id, where it listens, its CURVE public key (empty on a plain run), and
+/// its local listener and host (empty when it has none).
 public struct ShardMember: Equatable, Sendable {
     public var workerID: UInt32
     public var endpoint: String
     public var publicKey: String
+    public var localEndpoint: String
+    public var host: String
 
-    public init(workerID: UInt32, endpoint: String, publicKey: String) {
+    public init(workerID: UInt32, endpoint: String, publicKey: String, localEndpoint: String = "", host: String = "") {
         self.workerID = workerID
         self.endpoint = endpoint
         self.publicKey = publicKey
+        self.localEndpoint = localEndpoint
+        self.host = host
+    }
+
+    /// The member as its peers connect to it.
+    public var peerAddress: PeerAddress {
+        PeerAddress(workerID: workerID, endpoint: endpoint, publicKey: publicKey.isEmpty ? nil : publicKey,
+                    localEndpoint: localEndpoint.isEmpty ? nil : localEndpoint, host: host.isEmpty ? nil : host)
     }
 }
 

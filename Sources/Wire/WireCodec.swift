@@ -40,14 +40,15 @@ public enum WireCodec {
     /// "CNNW" read as a little-endian UInt32.
     public static let magic: UInt32 = 0x574E_4E43
     /// The protocol version this build writes.
-    public static let version: UInt16 = 8
-    /// The protocol versions this build reads. Version 7 lacks the expected cover (`reduce`
+    public static let version: UInt16 = 9
+    /// The protocol versions this build reads. Version 8 lacks workers' local listeners
+    /// (`listening` and plan members without `localEndpoint` and `host`), version 7 the expected cover (`reduce`
     /// without `isFinal`), version 6 sends replicas their owner's new state,
     /// version 5 lacks the tensor encoding, version 4 the sharded reduction, version 3 the top-5
     /// counts, version 2 sends evaluation results as gradients and version 1 also lacks their
     /// timings; rather than translate, an older peer is refused and told to run the same release
     /// (a coordinator and its workers come from one build).
-    public static let understoodVersions: [UInt16] = [8]
+    public static let understoodVersions: [UInt16] = [9]
     /// Slack allowed when checking that a worker's timed parts fit in its total: they come from
     /// one monotonic clock, so only rounding separates them.
     public static let timingTolerance: Double = 1e-3

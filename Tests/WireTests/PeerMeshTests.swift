@@ -128,6 +128,46 @@ final class PeerMeshTests: XCTestCase {
                       failure.description)
     }
 
+    func testPeersOnThisHostMeetAtTheLocalListenerUnderTheSameChecks() throws {
+        try XCTSkipIf(HostIdentity.current == nil, "no host identity here (not Linux, or no /proc): meshes bind no local listener")
+        let keysA = try CurveKeys.generatePair(), keysB = try CurveKeys.generatePair(), keysS = try CurveKeys.generatePair()
+        let a = try mesh(1, keys: keysA), b = try mesh(2, keys: keysB), stranger = try mesh(3, keys: keysS)
+        func local(_ mesh: PeerMesh, key: String, host: String? = HostIdentity.current) -> PeerAddress {
+            PeerAddress(workerID: mesh.selfID, endpoint: mesh.endpoint, publicKey: key, localEndpoint: mesh.localEndpoint, host: host)
+        }
+        XCTAssertTrue(a.localEndpoint?.hasPrefix(PeerMesh.localEndpointPrefix) == true, "\(String(describing: a.localEndpoint))")
+        XCTAssertNotEqual(a.localEndpoint, b.localEndpoint)
+        XCTAssertEqual(a.host, HostIdentity.current)
+        try a.setPeers([local(b, key: keysB.publicKey)])
+        try b.setPeers([local(a, key: keysA.publicKey)])
+        try stranger.setPeers([local(a, key: keysA.publicKey)])
+        XCTAssertEqual(a.linkEndpoint(to: 2), b.localEndpoint)
+        XCTAssertEqual(stranger.linkEndpoint(to: 1), a.localEndpoint)
+        try a.send(envelope(from: 1, to: 2), to: 2)
+        try b.send(envelope(from: 2, to: 1), to: 1)
+        XCTAssertThrowsError(try stranger.send(envelope(from: 3, to: 1), to: 1), "CURVE's allow-list holds on the local listener too")
+        XCTAssertEqual(try receive(b, count: 1).map { try $0.result.get() }, [envelope(from: 1, to: 2)])
+        XCTAssertEqual(try receive(a, count: 2, within: 1000).map(\.sender), [2], "only the listed peer gets through")
+        XCTAssertEqual(a.newRefusals().map(\.publicKey), [keysS.publicKey])
+
+        // From another host (or network namespace, which cannot see the socket) the same peer is
+        // reached over the network.
+        let keysC = try CurveKeys.generatePair()
+        let c = try mesh(4, keys: keysC)
+        try b.setPeers([local(a, key: keysA.publicKey), local(c, key: keysC.publicKey)])
+        try c.setPeers([local(b, key: keysB.publicKey, host: "another-host/net:1")])
+        XCTAssertEqual(c.linkEndpoint(to: 2), b.endpoint)
+        try c.send(envelope(from: 4, to: 2), to: 2)
+        XCTAssertEqual(try receive(b, count: 1).map { try $0.result.get() }, [envelope(from: 4, to: 2)])
+    }
+
+    func testAMeshWithoutSameHostLinksBindsOnlyItsNetworkEndpoint() throws {
+        let mesh = try PeerMesh(selfID: 1, bind: "tcp://127.0.0.1:0", security: nil, sameHostLinks: false)
+        meshes.append(mesh)
+        XCTAssertNil(mesh.localEndpoint)
+        XCTAssertNil(mesh.host)
+    }
+
     func testCurvePeerClaimingAnotherWorkersIDIsDroppedAndADepartedKeyIsNotHeard() throws {
         let keysA = try CurveKeys.generatePair(), keysB = try CurveKeys.generatePair(), keysC = try CurveKeys.generatePair()
         let a = try mesh(1, keys: keysA), c = try mesh(3, keys: keysC)

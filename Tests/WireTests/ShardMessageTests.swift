@@ -7,9 +7,11 @@ func shardSampleMessages() -> [Message] {
     return [
         .listening(Listening(endpoint: "tcp://10.77.0.3:41234", publicKey: key)),
         .listening(Listening(endpoint: "tcp://127.0.0.1:1", publicKey: "")),
+        .listening(Listening(endpoint: "tcp://10.77.0.3:41234", publicKey: "", localEndpoint: "ipc://@cnn-peer-1f",
+                             host: "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0/net:4026531840")),
         .plan(ShardPlan(version: 7, members: [
             ShardMember(workerID: 1, endpoint: "tcp://10.0.0.1:5000", publicKey: key),
-            ShardMember(workerID: 4, endpoint: "tcp://10.0.0.4:5000", publicKey: ""),
+            ShardMember(workerID: 4, endpoint: "tcp://10.0.0.4:5000", publicKey: "", localEndpoint: "ipc://@cnn-peer-2", host: "h/net:1"),
         ], slices: [
             SliceAssignment(owner: 1, replica: 4, source: 4, ownerNeedsState: true, replicaNeedsState: false),
             SliceAssignment(owner: 4, replica: nil),
@@ -69,6 +71,29 @@ final class ShardMessageTests: XCTestCase {
         XCTAssertThrowsError(try WireCodec.decode(bytes: frames), file: file, line: line) { error in
             XCTAssertTrue("\(error)".contains(field), "\(error) should name \(field)", file: file, line: line)
         }
+    }
+
+    func testALocalListenerIsAnAbstractSocketGivenWithItsHost() {
+        let host = "0b1c2d3e/net:7"
+        for (local, host, field) in [("tcp://10.0.0.9:5000", host, "listening.localEndpoint"), ("ipc:///tmp/peer", host, "listening.localEndpoint"),
+                                     ("ipc://@", host, "listening.localEndpoint"), ("ipc://@cnn-peer-1", "", "listening.host"),
+                                     ("", host, "listening.host"),
+                                     ("ipc://@cnn-peer-1", String(repeating: "h", count: HostIdentity.maximumBytes + 1), "listening.host")] {
+            assertRefused(.listening(Listening(endpoint: "tcp://a:1", publicKey: "", localEndpoint: local, host: host)), mentioning: field)
+        }
+        let member = ShardMember(workerID: 2, endpoint: "tcp://b:1", publicKey: "", localEndpoint: "tcp://b:2", host: host)
+        assertRefused(.plan(ShardPlan(version: 1, members: [member], slices: [SliceAssignment(owner: 2, replica: nil)], newMembers: [])),
+                      mentioning: "plan.members[0].localEndpoint")
+    }
+
+    func testAPeerOnTheSameHostIsReachedAtItsLocalListener() {
+        let peer = ShardMember(workerID: 3, endpoint: "tcp://10.0.0.3:5000", publicKey: "", localEndpoint: "ipc://@cnn-peer-3", host: "h/net:1").peerAddress
+        XCTAssertEqual(peer.endpoint(seenFrom: "h/net:1"), "ipc://@cnn-peer-3")
+        XCTAssertEqual(peer.endpoint(seenFrom: "h/net:2"), "tcp://10.0.0.3:5000", "another network namespace cannot see the abstract socket")
+        XCTAssertEqual(peer.endpoint(seenFrom: nil), "tcp://10.0.0.3:5000")
+        let remote = ShardMember(workerID: 3, endpoint: "tcp://10.0.0.3:5000", publicKey: "").peerAddress
+        XCTAssertNil(remote.localEndpoint)
+        XCTAssertEqual(remote.endpoint(seenFrom: "h/net:1"), "tcp://10.0.0.3:5000")
     }
 
     func testAPlanNamesOnlyItsMembersAndNeverMakesAnOwnerItsOwnReplica() {

@@ -42,14 +42,14 @@ final class WireValidationTests: XCTestCase {
                        as: .badMagic(expected: 0x574E_4E43, got: 0x5A4D_5451))
     }
 
-    func testVersionsOtherThanEightAreRejectedNamingTheUnderstoodVersion() {
-        // Version 7 covers carry no finality (an owner would call an expected cover's non-finite
+    func testVersionsOtherThanNineAreRejectedNamingTheUnderstoodVersion() {
+        // Version 8 workers announce no local listener; version 7 covers carry no finality (an owner would call an expected cover's non-finite
         // mean the step's); version 6 replicas expect their owner's new state, not the gradient it
         // took; version 5 gradients carry no tensor encoding, version 4 lacks the sharded reduction's
         // messages, version 3 results carry no top-5 count; versions 1 and 2 are older releases
         // that send evaluation results as gradients (and version 1 gradients carry no timings).
-        for version: UInt16 in [1, 2, 3, 4, 5, 6, 7, 9] {
-            assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: version), as: .unsupportedVersion(got: version, understood: [8]))
+        for version: UInt16 in [1, 2, 3, 4, 5, 6, 7, 8, 10] {
+            assertRejected(rawMessage(type: 6, meta: heartbeatMeta, version: version), as: .unsupportedVersion(got: version, understood: [9]))
         }
     }
 
