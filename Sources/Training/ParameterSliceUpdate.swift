@@ -39,24 +39,27 @@ public final class ParameterSliceUpdate {
         return GradientClipping.blockSumsOfSquares(gradient, offset: range.lowerBound, count: range.count)
     }
 
-    /// Updates the slice's `parameters` from its mean `gradient`. `norm` is the global norm from
-    /// every slice's block sums, needed only when clipping is on.
-    /// `gradient` is left as the optimiser took it (clipped), which is what a replica is sent.
+    /// Writes the slice's updated parameters to `parameters`, from the slice's current ones at
+    /// `current` and its mean `gradient`. `norm` is the global norm from every slice's block sums,
+    /// needed only when clipping is on. `gradient` is left as the optimiser took it (clipped),
+    /// which is what a replica is sent. The optimiser writes its new state beside the committed
+    /// state (`Optimizer.step(from:into:...)`), which the holder keeps for a redo without a copy.
     public func apply(gradient: UnsafeMutablePointer<Float>, norm: Double?, learningRate: Float,
-                      parameters: UnsafeMutablePointer<Float>) {
+                      from current: UnsafePointer<Float>, into parameters: UnsafeMutablePointer<Float>) {
         if let clipping {
             precondition(norm != nil, "a clipped step needs the global norm")
             if let coefficient = GradientClipping.coefficient(norm: norm!, maxNorm: clipping) {
                 GradientClipping.scale(gradient, count: range.count, by: coefficient)
             }
         }
-        step(clippedGradient: UnsafePointer(gradient), learningRate: learningRate, parameters: parameters)
+        step(clippedGradient: UnsafePointer(gradient), learningRate: learningRate, from: current, into: parameters)
     }
 
     /// The optimiser's step alone, on a gradient `apply` has already clipped: a replica's update
     /// from what its owner's optimiser took, to the owner's bits.
-    public func step(clippedGradient gradient: UnsafePointer<Float>, learningRate: Float, parameters: UnsafeMutablePointer<Float>) {
-        optimizer.step(parameters: parameters, gradients: gradient, count: range.count, learningRate: learningRate,
+    public func step(clippedGradient gradient: UnsafePointer<Float>, learningRate: Float,
+                     from current: UnsafePointer<Float>, into parameters: UnsafeMutablePointer<Float>) {
+        optimizer.step(from: current, into: parameters, gradients: gradient, count: range.count, learningRate: learningRate,
                        ranges: trainable)
     }
 

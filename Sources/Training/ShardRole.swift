@@ -519,9 +519,9 @@ final class ShardRole {
             return
         }
         let output = next.pointer + range.lowerBound
-        output.update(from: current.pointer + range.lowerBound, count: range.count)
         if layout.isStateSlice(index) {
             let state = output
+            state.update(from: current.pointer + range.lowerBound, count: range.count)
             var cursor = 0
             for layer in engine.layoutNetwork.layers {
                 layer.applyObservations(mean.pointer + cursor, to: state + cursor)
@@ -540,7 +540,8 @@ final class ShardRole {
                 guard let norm else { return }
                 globalNorm = norm
             }
-            updater.apply(gradient: mean.pointer, norm: globalNorm, learningRate: cover.learningRate, parameters: output)
+            updater.apply(gradient: mean.pointer, norm: globalNorm, learningRate: cover.learningRate,
+                          from: current.pointer + range.lowerBound, into: output)
             holdings[index]!.pending = updater.stateTensors
             taken[index] = SliceGradient(slice: UInt32(index), learningRate: cover.learningRate,
                                          values: FloatPayload(viewing: mean.pointer, count: range.count, owner: mean))
@@ -558,11 +559,10 @@ final class ShardRole {
               holdings[index]?.pending == nil, current.has(index) else { return }
         toMirror[index] = nil
         let range = layout.slices[index]
-        let output = next.pointer + range.lowerBound
-        output.update(from: current.pointer + range.lowerBound, count: range.count)
         let updater = try updater(for: index, committed: committed)
         gradient.values.withUnsafeBufferPointer {
-            updater.step(clippedGradient: $0.baseAddress!, learningRate: gradient.learningRate, parameters: output)
+            updater.step(clippedGradient: $0.baseAddress!, learningRate: gradient.learningRate,
+                         from: current.pointer + range.lowerBound, into: next.pointer + range.lowerBound)
         }
         holdings[index]!.pending = updater.stateTensors
         next.mark(index)

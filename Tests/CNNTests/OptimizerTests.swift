@@ -156,4 +156,59 @@ final class OptimizerTests: XCTestCase {
                 "step \(step) should be refused")
         }
     }
+
+    // MARK: Out of place
+
+    /// Every rule, with a frozen stretch in the middle: five out-of-place steps (new weights
+    /// written elsewhere, the state before each step held during it as a sharded owner holds its
+    /// committed state) against five in-place steps of a twin, bit for bit. The new state goes
+    /// into the memory of the state before last, so steps copy and allocate no state.
+    func testAnOutOfPlaceStepGivesTheInPlaceBitsAndReusesTheStateBeforeLast() {
+        let count = 67
+        let ranges = [0..<20, 31..<count]
+        let makers: [(String, () -> Optimizer)] = [
+            ("sgd", { SGD(parameterCount: count) }),
+            ("sgd decay", { SGD(parameterCount: count, weightDecay: 1e-2) }),
+            ("sgd momentum", { SGD(parameterCount: count, momentum: 0.9) }),
+            ("sgd momentum decay", { SGD(parameterCount: count, momentum: 0.9, weightDecay: 1e-2) }),
+            ("nesterov", { SGD(parameterCount: count, momentum: 0.9, nesterov: true) }),
+            ("nesterov decay", { SGD(parameterCount: count, momentum: 0.9, nesterov: true, weightDecay: 1e-2) }),
+            ("adam", { Adam(parameterCount: count) }),
+            ("adam decay", { Adam(parameterCount: count, weightDecay: 1e-2) }),
+            ("adamw", { Adam(parameterCount: count, weightDecay: 1e-2, decoupled: true) }),
+        ]
+        for (name, make) in makers {
+            let inPlace = make(), outOfPlace = make()
+            var weights = TestArrays.normal(count: count, seed: 70)
+            var current = weights
+            var stateMemory: [[UnsafeRawPointer?]] = []
+            for step in 0..<5 {
+                let gradient = TestArrays.normal(count: count, seed: 71, stream: UInt64(step))
+                weights.withUnsafeMutableBufferPointer { inPlace.step(parameters: $0.baseAddress!, gradients: gradient, count: count,
+                                                                      learningRate: 0.05, ranges: ranges) }
+                let held = outOfPlace.stateTensors
+                var next = [Float](repeating: .nan, count: count)
+                current.withUnsafeBufferPointer { source in
+                    next.withUnsafeMutableBufferPointer {
+                        outOfPlace.step(from: source.baseAddress!, into: $0.baseAddress!, gradients: gradient, count: count,
+                                        learningRate: 0.05, ranges: ranges)
+                    }
+                }
+                XCTAssertEqual(next.map(\.bitPattern), weights.map(\.bitPattern), "\(name), step \(step): weights")
+                XCTAssertEqual(outOfPlace.stateTensors.map { $0.values.map(\.bitPattern) }, inPlace.stateTensors.map { $0.values.map(\.bitPattern) },
+                               "\(name), step \(step): state")
+                withExtendedLifetime(held) {}
+                // The step counter of Adam is a new one-value array each time: only whole tensors count.
+                stateMemory.append(outOfPlace.stateTensors.filter { $0.values.count == count }.map {
+                    $0.values.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress) }
+                })
+                if step >= 2 {
+                    XCTAssertEqual(stateMemory[step], stateMemory[step - 2], "\(name), step \(step): the state is written where the state before last was")
+                }
+                XCTAssertEqual(Array(next[20..<31]), Array(current[20..<31]), "\(name): frozen weights copied as they are")
+                current = next
+            }
+            XCTAssertNotEqual(current, TestArrays.normal(count: count, seed: 70), "\(name): the steps moved the weights")
+        }
+    }
 }

@@ -112,8 +112,8 @@ final class ShardedUpdateTests: XCTestCase {
         for (i, slice) in layout.slices.enumerated() {
             if let owner = owners[i] {
                 means[i].withUnsafeMutableBufferPointer {
-                    owner.apply(gradient: $0.baseAddress!, norm: norm, learningRate: learningRate,
-                                parameters: state.network.parameters.pointer + slice.lowerBound)
+                    let weights = state.network.parameters.pointer + slice.lowerBound
+                    owner.apply(gradient: $0.baseAddress!, norm: norm, learningRate: learningRate, from: weights, into: weights)
                 }
             } else {
                 means[i].withUnsafeBufferPointer { state.network.applyObservations($0.baseAddress!) }
