@@ -241,7 +241,7 @@ final class ShardRole {
     private func deliverToPlanInForce() {
         guard let inForce, let step else { return }
         for (index, slice) in inForce.slices.enumerated() {
-            deliverPartials(of: index, to: slice.owner)
+            deliver(partials, of: index, to: slice.owner)
             guard slice.owner == selfID, holdings[index]?.applied == true, next.has(index) else { continue }
             let replica = layout.isStateSlice(index) ? nil : slice.replica
             if let replica, gradientSentTo[index] != replica, let gradient = taken[index],
@@ -259,13 +259,9 @@ final class ShardRole {
         }
     }
 
-    /// The partial sums of slice `index` that its owner lacks, in messages of disjoint nodes
-    /// (a worker that computed a micro-batch twice, in a node and again alone, holds both).
-    private func deliverPartials(of index: Int, to owner: UInt32) {
-        deliver(partials, of: index, to: owner)
-    }
-
-    /// Which of `held` the owner of slice `index` lacks, sent to it; whether anything was.
+    /// The partial sums of slice `index` among `held` that its owner lacks, sent to it in
+    /// messages of disjoint nodes (a worker that computed a micro-batch twice, in a node and
+    /// again alone, holds both); whether anything was sent.
     @discardableResult
     private func deliver(_ held: [(node: TreeNode, values: FloatPayload)], of index: Int, to owner: UInt32) -> Bool {
         guard !held.isEmpty else { return false }

@@ -1,8 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import Foundation
 
 /// Which machine and network namespace a process runs in, so that workers can tell which of
 /// their peers they could reach over a local socket. Two processes with the same identity share
@@ -16,30 +12,14 @@ public enum HostIdentity {
     /// This process's identity, or nil where it cannot be known (not Linux, no /proc).
     public static let current: String? = {
         #if os(Linux)
-        guard let boot = firstLine(of: "/proc/sys/kernel/random/boot_id"), !boot.isEmpty else { return nil }
-        var status = stat()
-        guard stat("/proc/self/ns/net", &status) == 0 else { return nil }
-        return "\(boot)/net:\(status.st_ino)"
+        guard let boot = try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines), !boot.isEmpty,
+            // "net:[INODE]": the namespace the link names (the link's own inode would not do).
+            let namespace = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")
+        else { return nil }
+        return "\(boot)/\(namespace)"
         #else
         return nil
         #endif
     }()
-
-    private static func firstLine(of path: String) -> String? {
-        guard let file = fopen(path, "r") else { return nil }
-        defer { fclose(file) }
-        var buffer = [CChar](repeating: 0, count: 128)
-        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return nil }
-        let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
-        return String(decoding: bytes, as: UTF8.self).trimmingWhitespace()
-    }
-}
-
-private extension String {
-    func trimmingWhitespace() -> String {
-        var scalars = Substring(self)
-        while let last = scalars.last, last.isWhitespace { scalars.removeLast() }
-        while let first = scalars.first, first.isWhitespace { scalars.removeFirst() }
-        return String(scalars)
-    }
 }

@@ -158,6 +158,31 @@ final class ShardedTrainingTests: XCTestCase {
         try run.assertMatchesReference(summary)
     }
 
+    /// Workers announce their local listener and host in `listening`; the coordinator's plan
+    /// carries them to every member, which hands them to its transport (a `PeerMesh` connects
+    /// there when the host is its own).
+    func testEveryMemberLearnsTheOthersLocalListeners() throws {
+        let run = try InMemoryRun(yaml: Self.yaml(), steps: 2)
+        let coordinator = try run.coordinator(logger: makeLogger(label: "coord", level: .info), expectedWorkers: 2)
+        let transports = TransportList()
+        for index in 0..<2 {
+            run.startWorker(name: "l\(index)") { inner in
+                transports.add(RefusingPeerTransport(wrapping: inner, localEndpoint: "ipc://@test-\(inner.workerID)", host: "test-host") { _, _ in false })
+            }
+        }
+        XCTAssertEqual(try coordinator.run().steps, 2)
+        let all = transports.all
+        XCTAssertEqual(all.count, 2)
+        for transport in all {
+            let peers = transport.inner.peers
+            XCTAssertEqual(peers.count, 1, "\(peers)")
+            for peer in peers {
+                XCTAssertEqual(peer.localEndpoint, "ipc://@test-\(peer.workerID)")
+                XCTAssertEqual(peer.host, "test-host")
+            }
+        }
+    }
+
     /// A step that goes on for seconds with every member busy left no line at all: the
     /// straggler rule speaks only when some worker is idle. The coordinator now says once what
     /// the step waits for, and a worker what it lacks. Here one worker's updates are held back for 6 s, so the others
@@ -201,6 +226,17 @@ final class RefusalCount: @unchecked Sendable {
     func add() { lock.withLock { count += 1 } }
 }
 
+/// The peer transports the workers of a test made, from their threads.
+final class TransportList: @unchecked Sendable {
+    private let lock = NSLock()
+    private var transports: [RefusingPeerTransport] = []
+    var all: [RefusingPeerTransport] { lock.withLock { transports } }
+    func add(_ transport: RefusingPeerTransport) -> RefusingPeerTransport {
+        lock.withLock { transports.append(transport) }
+        return transport
+    }
+}
+
 /// When a test's hold on messages ends: `seconds` after the first message it held.
 final class HoldBackDeadline: @unchecked Sendable {
     private let lock = NSLock()
@@ -222,14 +258,20 @@ final class HoldBackDeadline: @unchecked Sendable {
 }
 
 /// A peer transport that fails the sends `refuses` picks, as a send to a peer that is not ready
-/// does (EAGAIN); every other one goes through.
+/// does (EAGAIN); every other one goes through. It announces the local listener it is given, as
+/// a `PeerMesh` on Linux does (nothing listens there: in-memory peers need no address).
 final class RefusingPeerTransport: PeerTransport {
-    private let inner: InMemoryPeerTransport
+    let inner: InMemoryPeerTransport
     private let refuses: (Envelope, UInt32) -> Bool
+    let localEndpoint: String?
+    let host: String?
 
-    init(wrapping inner: InMemoryPeerTransport, refusing refuses: @escaping (Envelope, UInt32) -> Bool) {
+    init(wrapping inner: InMemoryPeerTransport, localEndpoint: String? = nil, host: String? = nil,
+         refusing refuses: @escaping (Envelope, UInt32) -> Bool) {
         self.inner = inner
         self.refuses = refuses
+        self.localEndpoint = localEndpoint
+        self.host = host
     }
 
     /// Refuses the first send of each kind of message to each peer.
