@@ -134,9 +134,21 @@ public struct ReductionTree: Sendable, Equatable {
         guard node.level > 0 else {
             throw ReductionError(description: "no gradient for micro-batch \(node.index)")
         }
-        try evaluate(node.leftChild, depth: depth + 1, length: length, into: output, scratch: scratch, rounding: rounding, known: known)
+        // A left child already known is read from where it lies too: the parent is written in
+        // the addition's one pass, not copied into `output` first.
+        let left: UnsafePointer<Float>
+        if let values = known(node.leftChild) {
+            left = values
+        } else {
+            try evaluate(node.leftChild, depth: depth + 1, length: length, into: output, scratch: scratch, rounding: rounding, known: known)
+            left = UnsafePointer(output)
+        }
         guard contains(node.rightChild) else {
-            if let divisor { TreeAddition.divide(output, count: length, by: divisor) }
+            if let divisor {
+                TreeAddition.divide(left, into: output, count: length, by: divisor)
+            } else if left != UnsafePointer(output) {
+                output.update(from: left, count: length)
+            }
             return
         }
         // A right child already known is added from where it lies: the same additions, no copy.
@@ -149,13 +161,13 @@ public struct ReductionTree: Sendable, Equatable {
             right = UnsafePointer(buffer)
         }
         if rounding.rounds {
-            TreeAddition.add(right, into: output, count: length)
+            TreeAddition.add(left, right, into: output, count: length)
             rounding.round(output, count: length)
             if let divisor { TreeAddition.divide(output, count: length, by: divisor) }
         } else if let divisor {
-            TreeAddition.add(right, into: output, count: length, dividingBy: divisor)
+            TreeAddition.add(left, right, into: output, count: length, dividingBy: divisor)
         } else {
-            TreeAddition.add(right, into: output, count: length)
+            TreeAddition.add(left, right, into: output, count: length)
         }
     }
 }

@@ -14,6 +14,23 @@ public enum TreeAddition {
         for i in 0..<count { left[i] = (left[i] + right[i]) / divisor }
     }
 
+    /// `output[i] = left[i] + right[i]`: the parent built from two children that lie elsewhere,
+    /// in one pass rather than a copy of the left child and an addition into it. `output` may be
+    /// `left` (then this is `add(_:into:count:)`, whose loop the compiler vectorises where a
+    /// three-pointer loop over overlapping memory would not be).
+    public static func add(_ left: UnsafePointer<Float>, _ right: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>, count: Int) {
+        guard left != UnsafePointer(output) else { return add(right, into: output, count: count) }
+        for i in 0..<count { output[i] = left[i] + right[i] }
+    }
+
+    /// `output[i] = (left[i] + right[i]) / divisor`: the root's addition and the mean's division
+    /// from two children, in one pass; `output` may be `left`.
+    public static func add(_ left: UnsafePointer<Float>, _ right: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>, count: Int,
+                           dividingBy divisor: Float) {
+        guard left != UnsafePointer(output) else { return add(right, into: output, count: count, dividingBy: divisor) }
+        for i in 0..<count { output[i] = (left[i] + right[i]) / divisor }
+    }
+
     /// `values[i] /= divisor`: a mean whose last node had no right child.
     public static func divide(_ values: UnsafeMutablePointer<Float>, count: Int, by divisor: Float) {
         for i in 0..<count { values[i] /= divisor }

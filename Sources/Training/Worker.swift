@@ -159,6 +159,7 @@ public final class Worker {
             if let finished {
                 // Results of a run this worker has since left are of no use to anyone.
                 if finished.runID == runID { try deliver(finished) }
+                shard?.computationEnded()
                 startNextComputation()
             }
             if let shard {

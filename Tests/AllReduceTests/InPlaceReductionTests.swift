@@ -89,6 +89,57 @@ final class InPlaceReductionTests: XCTestCase {
         XCTAssertEqual(Array(UnsafeBufferPointer(start: buffers[0], count: 29)).map(\.bitPattern), expectedMean(values))
     }
 
+    /// Children that both lie where they were received are added into fresh memory in one pass
+    /// (no copy of the left one first): every split of 1-11 micro-batches into two runs of whole
+    /// nodes, as two workers send them, gives the tree's bits, and the received nodes are only read.
+    func testMeanOfReceivedNodesIntoFreshMemoryForEverySplit() throws {
+        let reduction = TreeReduction()
+        for count in 1...11 {
+            let values = leaves(count, length: 67, seed: UInt32(count))
+            let tree = ReductionTree(leafCount: count)
+            for cut in 0...count {
+                let nodes = tree.maximalNodes(covering: Set(0..<cut)) + tree.maximalNodes(covering: Set(cut..<count))
+                let sums = nodes.map { treeSum(values, first: $0.firstLeaf, level: $0.level) }
+                let received = sums.map { sum -> UnsafeMutablePointer<Float> in
+                    let pointer = UnsafeMutablePointer<Float>.allocate(capacity: sum.count)
+                    pointer.initialize(from: sum, count: sum.count)
+                    return pointer
+                }
+                defer { received.forEach { $0.deallocate() } }
+                var mean = [Float](repeating: .nan, count: 67)
+                reduction.begin(microBatches: count, length: 67)
+                for (node, pointer) in zip(nodes, received) { _ = try reduction.offer(node, values: pointer, owner: self) }
+                try mean.withUnsafeMutableBufferPointer { try reduction.mean(into: $0.baseAddress!) }
+                reduction.end()
+                XCTAssertEqual(mean.map(\.bitPattern), expectedMean(values), "\(count) micro-batches cut at \(cut)")
+                for (pointer, sum) in zip(received, sums) {
+                    XCTAssertEqual(Array(UnsafeBufferPointer(start: pointer, count: 67)).map(\.bitPattern), sum.map(\.bitPattern))
+                }
+            }
+        }
+    }
+
+    func testThreeOperandAdditionsEqualTheInPlaceOnes() {
+        let values = leaves(2, length: 37, seed: 3)
+        for divisor in [nil, Float(3)] {
+            var inPlace = values[0], fused = [Float](repeating: .nan, count: 37), aliased = values[0]
+            inPlace.withUnsafeMutableBufferPointer { output in
+                if let divisor { TreeAddition.add(values[1], into: output.baseAddress!, count: 37, dividingBy: divisor) }
+                else { TreeAddition.add(values[1], into: output.baseAddress!, count: 37) }
+            }
+            fused.withUnsafeMutableBufferPointer { output in
+                if let divisor { TreeAddition.add(values[0], values[1], into: output.baseAddress!, count: 37, dividingBy: divisor) }
+                else { TreeAddition.add(values[0], values[1], into: output.baseAddress!, count: 37) }
+            }
+            aliased.withUnsafeMutableBufferPointer { output in
+                if let divisor { TreeAddition.add(output.baseAddress!, values[1], into: output.baseAddress!, count: 37, dividingBy: divisor) }
+                else { TreeAddition.add(output.baseAddress!, values[1], into: output.baseAddress!, count: 37) }
+            }
+            XCTAssertEqual(fused.map(\.bitPattern), inPlace.map(\.bitPattern))
+            XCTAssertEqual(aliased.map(\.bitPattern), inPlace.map(\.bitPattern))
+        }
+    }
+
     func testARootSentWholeIsOnlyDividedInPlaceOrNot() throws {
         let values = leaves(6, length: 31, seed: 9)
         let root = ReductionTree(leafCount: 6).root
