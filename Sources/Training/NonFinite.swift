@@ -62,16 +62,16 @@ public struct NonFiniteFinding: Sendable, Equatable, CustomStringConvertible {
     /// every slot is reported under the name "(beyond the model)".
     public static func locate(in values: UnsafeBufferPointer<Float>, parameterSlots: [TensorSlot], stateSlots: [TensorSlot],
                               parameterCount: Int) -> NonFiniteFinding? {
-        var scan = NonFiniteScan()
-        scan.scan(values, range: 0..<values.count)
-        return finding(scan, in: values, parameterSlots: parameterSlots, stateSlots: stateSlots, parameterCount: parameterCount)
-    }
-
-    /// What `scan` found in `values` (every part of them scanned), named as `locate` names it.
-    public static func finding(_ scan: NonFiniteScan, in values: UnsafeBufferPointer<Float>, parameterSlots: [TensorSlot],
-                               stateSlots: [TensorSlot], parameterCount: Int) -> NonFiniteFinding? {
-        guard let flat = scan.first else { return nil }
-        let count = scan.count
+        // Every result a worker sends or an owner reduces is scanned: the common case, all
+        // finite, is one branch-free pass, and only a hit pays for the search below.
+        guard containsNonFinite(values) else { return nil }
+        var first: Int?
+        var count = 0
+        for (position, value) in values.enumerated() where !value.isFinite {
+            if first == nil { first = position }
+            count += 1
+        }
+        guard let flat = first else { return nil }
         for slot in parameterSlots where (slot.offset..<slot.offset + slot.count).contains(flat) {
             return NonFiniteFinding(tensorName: slot.name, isState: false, shape: slot.shape, index: flat - slot.offset,
                                     flatIndex: flat, value: values[flat], count: count)
@@ -101,71 +101,6 @@ public struct NonFiniteFinding: Sendable, Equatable, CustomStringConvertible {
     public static func locate(in values: UnsafeBufferPointer<Float>, network: Network) -> NonFiniteFinding? {
         locate(in: values, parameterSlots: network.parameterSlots, stateSlots: network.stateSlots, parameterCount: network.parameterCount)
     }
-
-    /// What `scan` found in a gradient of `network`.
-    public static func finding(_ scan: NonFiniteScan, in values: UnsafeBufferPointer<Float>, network: Network) -> NonFiniteFinding? {
-        finding(scan, in: values, parameterSlots: network.parameterSlots, stateSlots: network.stateSlots, parameterCount: network.parameterCount)
-    }
-}
-
-/// The non-finite values of a flat gradient scanned part by part, in any order: where the first
-/// lies and how many there are. Every result is scanned, and the common case, all finite, costs
-/// one branch-free pass per part; only a part with a hit pays for finding where.
-public struct NonFiniteScan: Sendable, Equatable {
-    public private(set) var first: Int?
-    public private(set) var count = 0
-
-    public init() {}
-
-    /// Scans `range` of `values` (positions count from the start of `values`).
-    public mutating func scan(_ values: UnsafeBufferPointer<Float>, range: Range<Int>) {
-        guard let base = values.baseAddress, !range.isEmpty,
-              NonFiniteFinding.containsNonFinite(UnsafeBufferPointer(start: base + range.lowerBound, count: range.count)) else { return }
-        for position in range where !values[position].isFinite {
-            first = min(first ?? position, position)
-            count += 1
-        }
-    }
-}
-
-/// Partial sums scanned for non-finite values while they are streamed to their owners, slice by
-/// slice from the last: the slices were just written, so the pass reads them from the cache,
-/// where a pass over the whole result once the computation ends read them from memory. The
-/// result then needs a scan only of what was not streamed.
-struct StreamedPartialsScan {
-    /// Per partial sum: the memory scanned, the first element scanned (it was scanned from there
-    /// to its end), and what was found.
-    private var scanned: [TreeNode: (base: UnsafePointer<Float>, from: Int, scan: NonFiniteScan)] = [:]
-
-    /// Scans `elements` of every partial sum of `values`: a computation's first part ends at the
-    /// sums' end, each later one where the part before began (a part that does not is left to
-    /// `finding`).
-    mutating func scan(_ values: [TreeNode: GradientBuffer], elements: Range<Int>) {
-        for (node, buffer) in values {
-            let base = UnsafePointer(buffer.pointer)
-            var entry = scanned[node] ?? (base, buffer.count, NonFiniteScan())
-            if elements.upperBound == buffer.count { entry = (base, buffer.count, NonFiniteScan()) }
-            guard entry.base == base, elements.upperBound == entry.from, elements.lowerBound >= 0 else { continue }
-            entry.scan.scan(UnsafeBufferPointer(start: buffer.pointer, count: buffer.count), range: elements)
-            entry.from = elements.lowerBound
-            scanned[node] = entry
-        }
-    }
-
-    /// The first non-finite value of partial sum `node`, whose values are `values`: the parts
-    /// streamed were scanned then, the rest is scanned now.
-    func finding(for node: TreeNode, in values: UnsafeBufferPointer<Float>, network: Network) -> NonFiniteFinding? {
-        var scan = NonFiniteScan(), from = values.count
-        if let entry = scanned[node], entry.base == values.baseAddress.map(UnsafePointer.init), entry.from <= values.count {
-            scan = entry.scan
-            from = entry.from
-        }
-        scan.scan(values, range: 0..<from)
-        return NonFiniteFinding.finding(scan, in: values, network: network)
-    }
-
-    /// Forgets what was scanned: the computation has ended, and its buffers will be written again.
-    mutating func reset() { scanned.removeAll(keepingCapacity: true) }
 }
 
 /// A run stopped because of non-finite gradients: the report names the worker(s), the step and

@@ -34,7 +34,6 @@ final class ShardRole {
     private(set) var next: SliceBuffer
     /// This worker's partial sums of the step (whole leaves), until the commit.
     private var partials: [(node: TreeNode, values: FloatPayload)] = []
-    private var streamedScan = StreamedPartialsScan()
     /// Partial sums received for slices this worker owns or owned during the step:
     /// slice -> (node, sender) -> values.
     private(set) var received: [Int: [CoverNode: FloatPayload]] = [:]
@@ -337,8 +336,7 @@ final class ShardRole {
     func computed(_ gradients: Gradients, step: Int) throws -> Computed {
         var finding = ""
         for (node, values) in zip(gradients.nodes, gradients.tensors) {
-            if finding.isEmpty,
-               let found = values.withUnsafeBufferPointer({ streamedScan.finding(for: node, in: $0, network: engine.layoutNetwork) }) {
+            if finding.isEmpty, let found = values.withUnsafeBufferPointer({ NonFiniteFinding.locate(in: $0, network: engine.layoutNetwork) }) {
                 finding = found.description
             }
             if step == self.step, !partials.contains(where: { $0.node == node }) { partials.append((node, values)) }
@@ -348,15 +346,11 @@ final class ShardRole {
         return Computed(epoch: gradients.epoch, results: gradients.results, nodes: gradients.nodes, timings: gradients.timings, nonFinite: finding)
     }
 
-    /// Forgets the scans of what the computation that has just ended streamed.
-    func computationEnded() { streamedScan.reset() }
-
     /// Sends slices `ready` of the partial sums a computation of `step` is still producing (they
     /// are final; the rest is being written) to their owners under the plan in force, so they
     /// travel while backward goes on through the earlier layers. What the plan in force does not
     /// name yet goes with the computation's results (`computed`). Whether anything was sent.
     func streamed(_ values: [TreeNode: GradientBuffer], slices ready: Range<Int>, step: Int) -> Bool {
-        streamedScan.scan(values, elements: layout.slices[ready.lowerBound].lowerBound..<layout.slices[ready.upperBound - 1].upperBound)
         guard step == self.step, let inForce else { return false }
         let held = values.sorted { $0.key < $1.key }.map { node, buffer in
             (node: node, values: FloatPayload(viewing: buffer.pointer, count: buffer.count, owner: buffer))

@@ -159,7 +159,6 @@ public final class Worker {
             if let finished {
                 // Results of a run this worker has since left are of no use to anyone.
                 if finished.runID == runID { try deliver(finished) }
-                shard?.computationEnded()
                 startNextComputation()
             }
             if let shard {
