@@ -175,7 +175,7 @@ public final class PeerMesh: PeerTransport {
             let link = links[id]!
             let events = try link.monitor.poll()
             for event in events {
-                let failure = PeerHandshakeFailure(peer: link.address, event: event, selfUsesCurve: security != nil)
+                let failure = PeerHandshakeFailure(peer: link.address, endpoint: link.endpoint, event: event, selfUsesCurve: security != nil)
                 if !unreportedFailures.contains(failure) { unreportedFailures.append(failure) }
             }
             if events.contains(where: { $0.kind == .handshakeFailedAuth || $0.kind == .handshakeFailedProtocol }) {
@@ -353,20 +353,23 @@ private final class PeerLink {
 public struct PeerHandshakeFailure: Sendable, Equatable, CustomStringConvertible {
     /// The peer the connection goes to.
     public var peer: PeerAddress
+    /// The peer's endpoint the connection goes to: its local one or its network one.
+    public var endpoint: String
     /// libzmq's event.
     public var event: SocketEvent
     /// Whether this worker's mesh uses CURVE (it decides what a mechanism mismatch means).
     public var selfUsesCurve: Bool
 
-    /// A failure from its parts.
-    public init(peer: PeerAddress, event: SocketEvent, selfUsesCurve: Bool) {
+    /// A failure from its parts; `endpoint` defaults to the peer's network endpoint.
+    public init(peer: PeerAddress, endpoint: String? = nil, event: SocketEvent, selfUsesCurve: Bool) {
         self.peer = peer
+        self.endpoint = endpoint ?? peer.endpoint
         self.event = event
         self.selfUsesCurve = selfUsesCurve
     }
 
     public var description: String {
-        let prefix = "worker \(peer.workerID) at \(peer.endpoint)"
+        let prefix = "worker \(peer.workerID) at \(endpoint)"
         switch event.kind {
         case .handshakeFailedAuth:
             return "\(prefix) refused this worker's CURVE key (ZAP status \(event.value)): this worker is not on its peer list; "

@@ -149,6 +149,11 @@ final class PeerMeshTests: XCTestCase {
         XCTAssertEqual(try receive(b, count: 1).map { try $0.result.get() }, [envelope(from: 1, to: 2)])
         XCTAssertEqual(try receive(a, count: 2, within: 1000).map(\.sender), [2], "only the listed peer gets through")
         XCTAssertEqual(a.newRefusals().map(\.publicKey), [keysS.publicKey])
+        // The stranger is told which endpoint turned it away: the local one its link uses.
+        let failures = try stranger.handshakeFailures()
+        XCTAssertEqual(failures.map(\.event.kind), [.handshakeFailedAuth])
+        XCTAssertTrue(failures.allSatisfy { $0.description.hasPrefix("worker 1 at \(a.localEndpoint!) refused") },
+                      failures.map(\.description).joined(separator: "\n"))
 
         // From another host (or network namespace, which cannot see the socket) the same peer is
         // reached over the network.
