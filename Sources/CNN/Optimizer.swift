@@ -126,22 +126,25 @@ public final class SGD: Optimizer {
     public func step(from source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>,
                      count: Int, learningRate: Float, ranges: [Range<Int>]) {
         precondition(count == velocity.count, "SGD built for \(velocity.count) parameters, stepped with \(count)")
-        // Without momentum the rule never touches the velocity: it stays where it is.
-        var next = momentum == 0 ? velocity : OutOfPlaceState.take(&spareVelocity, like: velocity)
+        // Without momentum the rule never touches the velocity: it stays where it is, and no
+        // new array is made (writing to a second reference to it would copy all of it).
+        let keepsVelocity = momentum != 0
+        var next = keepsVelocity ? OutOfPlaceState.take(&spareVelocity, like: velocity) : []
         velocity.withUnsafeBufferPointer { old in
             next.withUnsafeMutableBufferPointer { new in
-                let old = old.baseAddress!, new = new.baseAddress!
+                let old = old.baseAddress!
+                let new = keepsVelocity ? new.baseAddress! : UnsafeMutablePointer(mutating: old)
                 for range in ranges where !range.isEmpty {
                     let start = range.lowerBound
                     update(OutOfPlaceLanes(pIn: source + start, pOut: destination + start, s1In: old + start, s1Out: new + start,
                                            s2In: old + start, s2Out: new + start),
                            gradients + start, count: range.count, learningRate: learningRate)
                 }
-                if momentum != 0 { OutOfPlaceState.copyOutside(ranges, count: count, from: old, into: new) }
+                if keepsVelocity { OutOfPlaceState.copyOutside(ranges, count: count, from: old, into: new) }
             }
         }
         OutOfPlaceState.copyOutside(ranges, count: count, from: source, into: destination)
-        if momentum != 0 {
+        if keepsVelocity {
             spareVelocity = velocity
             velocity = next
         }
