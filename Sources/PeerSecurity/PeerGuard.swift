@@ -130,6 +130,22 @@ public final class PeerGuard {
                              shouldReply: record.offences <= Self.loudOffences, offences: record.offences)
     }
 
+    /// Records a message an honest worker sends in the normal course of a fault: one of an
+    /// earlier run (its coordinator restarted), or from a connection the coordinator does not
+    /// know (the worker reconnected after being given up on). It is answered and logged like an
+    /// offence, only the first few times, but never counts towards eviction: a worker can send
+    /// dozens of them before it reads the answer, and banned it could not join again for
+    /// `banSeconds`. The message rate limit still bounds a peer that sends nothing else.
+    public func misdirected(_ peer: PeerID, now: Double) -> StrikeOutcome {
+        var record = lookup(peer, now: now)
+        defer { records[peer] = record }
+        record.lastSeen = now
+        record.offences += 1
+        let loud = record.offences <= Self.loudOffences || record.offences % 100 == 0
+        return StrikeOutcome(verdict: record.bannedUntil == nil ? .accept : .ignore, shouldLog: loud,
+                             shouldReply: record.offences <= Self.loudOffences, offences: record.offences)
+    }
+
     /// Bans `peer` at once (for `banSeconds`), for what needs no second chance: a peer whose
     /// queue is full because it does not read what it is sent.
     public func ban(_ peer: PeerID, now: Double) {

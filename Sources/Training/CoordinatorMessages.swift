@@ -44,7 +44,7 @@ extension Coordinator {
         guard envelope.runID == runID else {
             // Most often a worker of this coordinator's previous life (killed and resumed): told
             // so, it sends hello again.
-            return offence(peer, "a \(envelope.message.typeName) message of run \(String(envelope.runID, radix: 16)), not of this coordinator's run \(String(runID, radix: 16)) (a coordinator restarted, or a worker of another run): send hello to join", code: 409)
+            return misdirected(peer, "a \(envelope.message.typeName) message of run \(String(envelope.runID, radix: 16)), not of this coordinator's run \(String(runID, radix: 16)) (a coordinator restarted, or a worker of another run): send hello to join", code: 409)
         }
         guard let worker = pool[peer] else {
             if pool.wasGivenUp(peer, at: monotonicSeconds()) {
@@ -52,7 +52,9 @@ extension Coordinator {
                 // worker stopped or cut off past the timeout several times a minute is not banned.
                 return reply(peer, code: 401, text: "this coordinator gave up on this worker (silent too long, or unreachable); send hello to join again")
             }
-            return offence(peer, "a \(envelope.message.typeName) message from an unknown worker; send hello first", code: 401)
+            // Most often a worker given up on that has reconnected since: its new connection is
+            // a peer this coordinator never saw.
+            return misdirected(peer, "a \(envelope.message.typeName) message from an unknown worker; send hello first", code: 401)
         }
         worker.heardSinceWelcome = true
         worker.lastHeard = monotonicSeconds()
@@ -210,6 +212,17 @@ extension Coordinator {
         if case .evict(let reason) = outcome.verdict { return evict(peer, reason: reason) }
         if outcome.shouldLog {
             let repeats = outcome.offences > 1 ? " (offence \(outcome.offences); only some are logged)" : ""
+            logger.warning("\(pool[peer]?.label ?? "unknown peer \(peer)") sent \(PeerText.printable(what, limit: 400))\(repeats)")
+        }
+        if outcome.shouldReply { reply(peer, code: code, text: what) }
+    }
+
+    /// A message that honest workers send after a fault (`PeerGuard.misdirected`): told to join,
+    /// and logged, the first few times, but never held against the peer.
+    private func misdirected(_ peer: PeerID, _ what: String, code: UInt16) {
+        let outcome = peerGuard.misdirected(peer, now: monotonicSeconds())
+        if outcome.shouldLog {
+            let repeats = outcome.offences > 1 ? " (\(outcome.offences) such messages; only some are logged)" : ""
             logger.warning("\(pool[peer]?.label ?? "unknown peer \(peer)") sent \(PeerText.printable(what, limit: 400))\(repeats)")
         }
         if outcome.shouldReply { reply(peer, code: code, text: what) }

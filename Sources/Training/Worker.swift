@@ -248,13 +248,19 @@ public final class Worker {
         var refusals = HandshakeRefusalLog(coordinator: options.connect, security: options.security)
         var helloFailed = false
         var lastReconnect = start
+        // Only a connection that failed is replaced: a fresh one is a new peer to the coordinator,
+        // so replacing a working one (say, while a restarted coordinator is still loading its
+        // checkpoint) loses the hello queued on it, or the welcome sent back.
+        var failedSinceReconnect = false
         while true {
             if Interruption.requested != nil { throw WorkerError(description: "stopped by \(Interruption.signalName) before joining") }
             if let parent = options.parentProcess, getppid() != parent {
                 throw WorkerError(description: "the coordinator that started this worker is gone")
             }
             let now = monotonicSeconds()
-            for refusal in refusals.record((try handshakeMonitor?.poll()) ?? [], at: now) {
+            let failures = (try handshakeMonitor?.poll()) ?? []
+            if !failures.isEmpty { failedSinceReconnect = true }
+            for refusal in refusals.record(failures, at: now) {
                 logger.warning("\(refusal); still trying for up to \(Int((deadline - now).rounded(.up))) s")
             }
             // libzmq never tries again on a refused connection, and may be slow to after one that
@@ -262,9 +268,10 @@ public final class Worker {
             // before the vague one is told, and one every few seconds after a refusal lets a
             // coordinator put right meanwhile (the key authorised, keys given or dropped) take it.
             let interval = refusals.knowsThePreciseCause ? Self.reconnectInterval : Self.probeInterval
-            if refusals.cause != nil, now - lastReconnect >= interval, let reconnect {
+            if failedSinceReconnect, now - lastReconnect >= interval, let reconnect {
                 do { try reconnect() } catch { logger.debug("could not reconnect to \(options.connect): \(error)") }
                 lastReconnect = now
+                failedSinceReconnect = false
             }
             if now > deadline {
                 if let refusal = refusals.cause {
@@ -291,6 +298,8 @@ public final class Worker {
                 backoff = min(backoff * 2, 5)
             }
             guard let incoming = try transport.receive(timeoutMilliseconds: 100) else { continue }
+            // Whatever arrives came over the present connection, which therefore works.
+            failedSinceReconnect = false
             guard case .success(let envelope) = incoming.result else { continue }
             switch envelope.message {
             case .welcome(let welcome):

@@ -1,6 +1,7 @@
 import CNN
 import Foundation
 import Logging
+import PeerSecurity
 import Training
 import Wire
 import XCTest
@@ -75,6 +76,59 @@ final class FalseDeathTests: XCTestCase {
         try run.assertMatchesReference(summary)
         XCTAssertEqual(welcomes.value, 21, lines.all.joined(separator: "\n"))
         XCTAssertFalse(lines.all.contains { $0.contains("evicted") }, lines.all.joined(separator: "\n"))
+    }
+
+    func testMessagesOfAnEarlierRunAreNeverHeldAgainstTheWorkerThatSendsThem() throws {
+        // A worker stopped while its coordinator was killed and resumed sends what its step had
+        // left to send, stamped with the run it belonged to, before it reads the first "not of
+        // this coordinator's run". Twenty of those banned it for a minute, hellos included: a
+        // sharded soak saw the pool empty and the run wait.
+        try assertJoinsAfterThirtyMisdirectedMessages(answeredWith: 409) { run, welcomes in
+            let stopped = ScriptedPeer(run, name: "stopped", welcomes: welcomes)
+            return (stopped, 0xBAD)
+        }
+    }
+
+    func testAWorkerOnAConnectionTheCoordinatorNeverSawIsNeverHeldToAccountForIt() throws {
+        // A worker given up on that has reconnected since speaks from a connection (a routing
+        // id) the coordinator does not know, with the run's id, until it reads "send hello first".
+        try assertJoinsAfterThirtyMisdirectedMessages(answeredWith: 401) { run, welcomes in
+            let first = ScriptedPeer(run, name: "first-connection", welcomes: welcomes)
+            let runID = try XCTUnwrap(first.join(), "the first connection was not welcomed")
+            return (ScriptedPeer(run, name: "second-connection", welcomes: welcomes), runID)
+        }
+    }
+
+    /// A peer (made by `peer`, with the run id it stamps) sends thirty heartbeats that the
+    /// coordinator cannot take, counts the answers with `code`, then says hello: it must be
+    /// welcomed, with only the first few answered and nobody evicted.
+    private func assertJoinsAfterThirtyMisdirectedMessages(
+        answeredWith code: UInt16, file: StaticString = #filePath, line: UInt = #line,
+        _ peer: @escaping @Sendable (InMemoryRun, Counter) throws -> (ScriptedPeer, UInt64)) throws {
+        let run = try InMemoryRun(steps: 8, seed: 4, workerTimeout: 0.5, reduction: .central)
+        let lines = LogLines()
+        let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
+        let welcomes = Counter()
+        let answers = Counter()
+        let joinedAgain = Counter()
+        Thread {
+            guard let (scripted, runID) = try? peer(run, welcomes) else { return }
+            for _ in 0..<30 { scripted.heartbeat(runID) }
+            let deadline = Date().addingTimeInterval(1)
+            while Date() < deadline, let incoming = try? scripted.endpoint.receive(timeoutMilliseconds: 100) {
+                if case .success(let envelope) = incoming.result, case .error(let failure) = envelope.message, failure.code == code {
+                    answers.add()
+                }
+            }
+            if scripted.join() != nil { joinedAgain.add() }
+        }.start()
+        startSlowWorker(run, name: "honest")
+        let summary = try coordinator.run()
+        try run.assertMatchesReference(summary)
+        let log = lines.all.joined(separator: "\n")
+        XCTAssertEqual(joinedAgain.value, 1, "the peer was not welcomed after its misdirected messages:\n" + log, file: file, line: line)
+        XCTAssertEqual(answers.value, PeerGuard.loudOffences, "only the first few are answered", file: file, line: line)
+        XCTAssertFalse(lines.all.contains { $0.contains("ignoring") || $0.contains("evicted") }, log, file: file, line: line)
     }
 
     func testTwentyRapidHellosAgainStillEvict() throws {

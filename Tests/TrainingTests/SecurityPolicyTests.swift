@@ -116,6 +116,20 @@ final class SecurityPolicyTests: XCTestCase {
         for minute in 0..<20 { XCTAssertEqual(guardian.strike(slow, reason: "x", now: Double(minute) * 61).verdict, .accept) }
     }
 
+    func testMisdirectedMessagesAreAnsweredOnlyAtFirstAndNeverEvictButStrikesStillDo() {
+        let guardian = PeerGuard(config: limits(strikes: 5, ban: 30))
+        let peer = PeerID(bytes: [6])
+        let outcomes = (0..<250).map { guardian.misdirected(peer, now: Double($0) / 100) }
+        XCTAssertTrue(outcomes.allSatisfy { $0.verdict == .accept }, "a misdirected message never evicts")
+        XCTAssertEqual(outcomes.prefix(4).map(\.shouldReply), [true, true, true, false])
+        XCTAssertEqual(outcomes.indices.filter { outcomes[$0].shouldLog }, [0, 1, 2, 99, 199], "the first few, then every 100th")
+        XCTAssertEqual(guardian.admit(peer, now: 3), .accept)
+        // They do not hide real offences: five strikes still evict.
+        for index in 0..<4 { XCTAssertEqual(guardian.strike(peer, reason: "malformed", now: 3 + Double(index)).verdict, .accept) }
+        guard case .evict = guardian.strike(peer, reason: "malformed", now: 8).verdict else { return XCTFail("five strikes must evict") }
+        XCTAssertEqual(guardian.misdirected(peer, now: 9).verdict, .ignore, "a banned peer stays banned")
+    }
+
     func testTheGuardRemembersABoundedNumberOfPeersAndKeepsBans() {
         let guardian = PeerGuard(config: limits(strikes: 1, ban: 1000), maximumTrackedPeers: 100)
         let banned = PeerID(bytes: Array("banned".utf8))
