@@ -71,7 +71,7 @@ final class ShardRole {
     /// Peers' messages this worker cannot take yet: weight slices and state the current plan does
     /// not let them send (the coordinator's plan can reach this worker after a peer acted on it),
     /// and partial sums of another step. Replayed at the next plan or step.
-    private var deferred: [(envelope: Envelope, sender: UInt32)] = []
+    private(set) var deferred: DeferredPeerMessages
     /// The gradient each owned slice's optimiser took this step, for its replica.
     private var taken: [Int: SliceGradient] = [:]
     /// Where each owned slice's mean gradient is built, reused step after step once no send holds
@@ -102,6 +102,8 @@ final class ShardRole {
         trainableRanges = try ModelState.trainableRanges(of: engine.layoutNetwork, freezing: config.train.freeze)
         current = SliceBuffer(count: engine.leafLength, slices: layout.slices.count)
         next = SliceBuffer(count: engine.leafLength, slices: layout.slices.count)
+        deferred = DeferredPeerMessages(bytesPerPeer: DeferredPeerMessages.bytesPerPeer(
+            leafLength: engine.leafLength, microBatchesPerStep: config.train.microBatchesPerStep))
     }
 
     // MARK: Weights
@@ -133,11 +135,10 @@ final class ShardRole {
     /// step), and will not send it again.
     private func enter(_ newStep: Int) throws {
         step = newStep
-        let kept = deferred
+        let kept = deferred.take()
         next.clear()
         partials.removeAll()
         received.removeAll()
-        deferred.removeAll()
         partialsSentTo.removeAll()
         gradientSentTo.removeAll()
         taken.removeAll()
@@ -214,8 +215,7 @@ final class ShardRole {
         }
         handover = newPlan
         tellCoordinator(.planAdopted(PlanAdopted(planVersion: newPlan.version)), self.step!)
-        let replay = deferred
-        deferred.removeAll()
+        let replay = deferred.take()
         for held in replay { try handlePeer(held.envelope, from: held.sender) }
         try progress()
     }
@@ -459,14 +459,14 @@ final class ShardRole {
         try progress()
     }
 
-    /// Keeps a message for the next plan, up to a bound that every honest plan change stays
-    /// far below (a slice's weights and state from each member), so a peer cannot fill memory.
+    /// Keeps a message for the next plan or step (`DeferredPeerMessages` bounds what one peer
+    /// may leave waiting); the number of messages stays far below a slice's weights and state
+    /// from each member.
     private func deferOrDrop(_ envelope: Envelope, from sender: UInt32) {
-        guard deferred.count < 4 * layout.slices.count + 4 * (plan?.members.count ?? 0) + 64 else {
-            logger.warning("dropped a \(envelope.message.typeName) from worker w\(sender) that no plan of this worker allows")
-            return
-        }
-        deferred.append((envelope, sender))
+        let limit = 4 * layout.slices.count + 4 * (plan?.members.count ?? 0) + 64
+        guard !deferred.keep(envelope, from: sender, messageLimit: limit) else { return }
+        let waiting = deferred.bytes[sender, default: 0]
+        logger.warning("dropped a \(envelope.message.typeName) from worker w\(sender) that no plan of this worker allows (\(waiting) bytes of its tensors already wait)")
     }
 
     // MARK: Completing slices

@@ -73,7 +73,7 @@ public enum WireCodec {
     public static func encode(_ envelope: Envelope) -> [OutgoingFrame] {
         let encoding = encodingOf(envelope.message)
         // Float32 tensors go as they lie; others are packed once, into the buffer that is sent.
-        let tensors: [(frame: OutgoingFrame, checksum: UInt64)] = tensorsOf(envelope.message).map { tensor in
+        let tensors: [(frame: OutgoingFrame, checksum: UInt64)] = tensors(of: envelope.message).map { tensor in
             if encoding.isFloat32 { return (.payload(tensor), tensor.checksum) }
             let packed = PackedTensor(packing: tensor, in: encoding)
             return (.packed(packed), packed.checksum)
@@ -101,7 +101,8 @@ public enum WireCodec {
         encode(envelope).map { $0.copyBytes() }
     }
 
-    private static func tensorsOf(_ message: Message) -> [FloatPayload] {
+    /// The tensors `message` carries, in the order they travel.
+    public static func tensors(of message: Message) -> [FloatPayload] {
         switch message {
         case .weights(let weights): return [weights.values]
         case .gradients(let gradients): return gradients.tensors

@@ -120,6 +120,34 @@ final class ShardRoleTests: XCTestCase {
         XCTAssertFalse(lacks.contains { $0.contains("partial sums") }, lacks.joined(separator: "; "))
     }
 
+    /// A member cannot fill a worker's memory with messages of a step the worker has not reached
+    /// (kept until it gets there): what one peer leaves waiting is bounded by what an honest peer
+    /// can send ahead.
+    func testAPeerFloodingPartialSumsOfALaterStepIsHeldToItsBound() throws {
+        let roles = try Roles(count: 2)
+        let workers = roles.workers
+        for worker in workers {
+            try worker.receiveWholeWeights(roles.weights, step: 7)
+            try worker.adopt(roles.plan(1, owner: 0, replica: 1), step: 7)
+            try worker.planInForce(1)
+        }
+        let length = workers[0].layout.slices[0].count
+        let nodes = (0..<4).map { TreeNode(level: 0, index: $0) }
+        let flood = SlicePartials(slice: 0, nodes: nodes, tensors: nodes.map { _ in FloatPayload(copying: [Float](repeating: 1, count: length)) })
+        let messageBytes = 4 * length * MemoryLayout<Float>.size
+        let bound = DeferredPeerMessages.bytesPerPeer(leafLength: roles.engine.leafLength,
+                                                      microBatchesPerStep: workers[0].config.train.microBatchesPerStep)
+        XCTAssertEqual(workers[0].deferred.bytesPerPeer, bound)
+        for _ in 0..<(3 * bound / messageBytes) {
+            try roles.transports[1].send(Envelope(runID: 0, step: 9, message: .slicePartials(flood)), to: 0)
+        }
+        try workers[0].poll(timeoutMilliseconds: 200)
+        let kept = workers[0].deferred.bytes[1] ?? 0
+        XCTAssertLessThanOrEqual(kept, bound)
+        XCTAssertGreaterThan(kept, bound - messageBytes, "everything up to the bound is kept")
+        XCTAssertEqual(workers[0].deferred.messages.count, kept / messageBytes)
+    }
+
     /// A slice's replica is sent the gradient its owner's optimiser took, not the new weights and
     /// state, and runs the same update on its own copy: the owner's bits, also when clipping
     /// scales the gradient (the replica must not clip it again) and when the replica's committed
