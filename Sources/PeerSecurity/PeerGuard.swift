@@ -117,7 +117,6 @@ public final class PeerGuard {
         record.offences += 1
         record.strikeTimes.removeAll { now - $0 > Self.strikeWindow }
         record.strikeTimes.append(now)
-        let loud = record.offences <= Self.loudOffences || record.offences % 100 == 0
         if record.bannedUntil == nil, record.strikeTimes.count >= config.maxStrikes {
             record.bannedUntil = now + config.banSeconds
             record.strikeTimes.removeAll()
@@ -126,8 +125,7 @@ public final class PeerGuard {
                     + "the last: \(reason); its messages are ignored for \(Int(config.banSeconds)) s"),
                 shouldLog: true, shouldReply: false, offences: record.offences)
         }
-        return StrikeOutcome(verdict: record.bannedUntil == nil ? .accept : .ignore, shouldLog: loud,
-                             shouldReply: record.offences <= Self.loudOffences, offences: record.offences)
+        return Self.outcome(of: record)
     }
 
     /// Records a message an honest worker sends in the normal course of a fault: one of an
@@ -141,9 +139,14 @@ public final class PeerGuard {
         defer { records[peer] = record }
         record.lastSeen = now
         record.offences += 1
-        let loud = record.offences <= Self.loudOffences || record.offences % 100 == 0
-        return StrikeOutcome(verdict: record.bannedUntil == nil ? .accept : .ignore, shouldLog: loud,
-                             shouldReply: record.offences <= Self.loudOffences, offences: record.offences)
+        return Self.outcome(of: record)
+    }
+
+    /// Accept unless banned; log the first few offences and then every 100th, answer the first few.
+    private static func outcome(of record: Record) -> StrikeOutcome {
+        StrikeOutcome(verdict: record.bannedUntil == nil ? .accept : .ignore,
+                      shouldLog: record.offences <= loudOffences || record.offences % 100 == 0,
+                      shouldReply: record.offences <= loudOffences, offences: record.offences)
     }
 
     /// Bans `peer` at once (for `banSeconds`), for what needs no second chance: a peer whose

@@ -210,9 +210,14 @@ extension Coordinator {
     func offence(_ peer: PeerID, _ what: String, code: UInt16) {
         let outcome = peerGuard.strike(peer, reason: what, now: monotonicSeconds())
         if case .evict(let reason) = outcome.verdict { return evict(peer, reason: reason) }
+        tell(peer, what, code: code, outcome, repeats: "offence \(outcome.offences)")
+    }
+
+    /// Logs and answers `what` as `outcome` says (`repeats` counts them once there were several).
+    private func tell(_ peer: PeerID, _ what: String, code: UInt16, _ outcome: PeerGuard.StrikeOutcome, repeats: String) {
         if outcome.shouldLog {
-            let repeats = outcome.offences > 1 ? " (offence \(outcome.offences); only some are logged)" : ""
-            logger.warning("\(pool[peer]?.label ?? "unknown peer \(peer)") sent \(PeerText.printable(what, limit: 400))\(repeats)")
+            let suffix = outcome.offences > 1 ? " (\(repeats); only some are logged)" : ""
+            logger.warning("\(pool[peer]?.label ?? "unknown peer \(peer)") sent \(PeerText.printable(what, limit: 400))\(suffix)")
         }
         if outcome.shouldReply { reply(peer, code: code, text: what) }
     }
@@ -221,11 +226,7 @@ extension Coordinator {
     /// and logged, the first few times, but never held against the peer.
     private func misdirected(_ peer: PeerID, _ what: String, code: UInt16) {
         let outcome = peerGuard.misdirected(peer, now: monotonicSeconds())
-        if outcome.shouldLog {
-            let repeats = outcome.offences > 1 ? " (\(outcome.offences) such messages; only some are logged)" : ""
-            logger.warning("\(pool[peer]?.label ?? "unknown peer \(peer)") sent \(PeerText.printable(what, limit: 400))\(repeats)")
-        }
-        if outcome.shouldReply { reply(peer, code: code, text: what) }
+        tell(peer, what, code: code, outcome, repeats: "\(outcome.offences) such messages")
     }
 
     /// Drops a misbehaving peer: a worker is declared dead (its micro-batches go to others) and

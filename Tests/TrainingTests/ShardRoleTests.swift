@@ -46,6 +46,15 @@ final class ShardRoleTests: XCTestCase {
                       newMembers: [])
         }
 
+        /// Every worker in `step`, from the coordinator's weights, under `plan` in force.
+        func startEveryWorker(step: Int, plan: ShardPlan) throws {
+            for worker in workers {
+                try worker.receiveWholeWeights(weights, step: step)
+                try worker.adopt(plan, step: step)
+                try worker.planInForce(plan.version)
+            }
+        }
+
         /// Whole weights, parameters then state.
         var weights: FloatPayload { FloatPayload(copying: [Float](repeating: 0.25, count: engine.parameterCount + engine.stateCount)) }
 
@@ -100,11 +109,7 @@ final class ShardRoleTests: XCTestCase {
         let workers = roles.workers
 
         // Both in step 7 under plan 1.
-        for worker in workers {
-            try worker.receiveWholeWeights(roles.weights, step: 7)
-            try worker.adopt(roles.plan(1, owner: 0, replica: 1), step: 7)
-            try worker.planInForce(1)
-        }
+        try roles.startEveryWorker(step: 7, plan: roles.plan(1, owner: 0, replica: 1))
         // The run goes back to step 5. Worker 0 takes the new plan but is slow to take the
         // coordinator's weights; worker 1 takes both, computes and sends its part of step 5.
         try workers[1].receiveWholeWeights(roles.weights, step: 5)
@@ -126,11 +131,7 @@ final class ShardRoleTests: XCTestCase {
     func testAPeerFloodingPartialSumsOfALaterStepIsHeldToItsBound() throws {
         let roles = try Roles(count: 2)
         let workers = roles.workers
-        for worker in workers {
-            try worker.receiveWholeWeights(roles.weights, step: 7)
-            try worker.adopt(roles.plan(1, owner: 0, replica: 1), step: 7)
-            try worker.planInForce(1)
-        }
+        try roles.startEveryWorker(step: 7, plan: roles.plan(1, owner: 0, replica: 1))
         let length = workers[0].layout.slices[0].count
         let nodes = (0..<4).map { TreeNode(level: 0, index: $0) }
         let flood = SlicePartials(slice: 0, nodes: nodes, tensors: nodes.map { _ in FloatPayload(copying: [Float](repeating: 1, count: length)) })
