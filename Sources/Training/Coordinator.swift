@@ -94,6 +94,8 @@ public final class Coordinator {
     var scheduler: StepScheduler
     /// Message rate, strikes and bans per peer.
     let peerGuard: PeerGuard
+    /// Earlier runs whose workers' messages the log has named (a few: one line for all of them).
+    var earlierRunsNamed: Set<UInt64> = []
     private let reduction: ReductionStrategy
     /// The sharded reduction's state (nil under `central`).
     let sharding: ShardedReduction?

@@ -44,7 +44,8 @@ extension Coordinator {
         guard envelope.runID == runID else {
             // Most often a worker of this coordinator's previous life (killed and resumed): told
             // so, it sends hello again.
-            return misdirected(peer, "a \(envelope.message.typeName) message of run \(String(envelope.runID, radix: 16)), not of this coordinator's run \(String(runID, radix: 16)) (a coordinator restarted, or a worker of another run): send hello to join", code: 409)
+            return misdirected(peer, "a \(envelope.message.typeName) message of run \(String(envelope.runID, radix: 16)), not of this coordinator's run \(String(runID, radix: 16)) (a coordinator restarted, or a worker of another run): send hello to join", code: 409,
+                               fromRun: envelope.runID)
         }
         guard let worker = pool[peer] else {
             if pool.wasGivenUp(peer, at: monotonicSeconds()) {
@@ -223,11 +224,25 @@ extension Coordinator {
     }
 
     /// A message that honest workers send after a fault (`PeerGuard.misdirected`): told to join,
-    /// and logged, the first few times, but never held against the peer.
-    private func misdirected(_ peer: PeerID, _ what: String, code: UInt16) {
-        let outcome = peerGuard.misdirected(peer, now: monotonicSeconds())
+    /// and logged, the first few times, but never held against the peer. Messages of an earlier
+    /// run are logged once per run: after a restart every worker of the previous life sends
+    /// some, and one line says it for all of them.
+    private func misdirected(_ peer: PeerID, _ what: String, code: UInt16, fromRun earlier: UInt64? = nil) {
+        var outcome = peerGuard.misdirected(peer, now: monotonicSeconds())
+        if let earlier, outcome.shouldLog {
+            let sender = pool[peer]?.label ?? "unknown peer \(peer)"
+            if earlierRunsNamed.count < Self.earlierRunsNamedLimit && earlierRunsNamed.insert(earlier).inserted {
+                logger.warning("\(sender) sent \(PeerText.printable(what, limit: 400)) (more messages of that run are answered without a line)")
+            } else {
+                logger.debug("\(sender) sent \(PeerText.printable(what, limit: 400))")
+            }
+            outcome.shouldLog = false
+        }
         tell(peer, what, code: code, outcome, repeats: "\(outcome.offences) such messages")
     }
+
+    /// Earlier runs named in the log at most (a flood of made-up run ids stays quiet after these).
+    static let earlierRunsNamedLimit = 64
 
     /// Drops a misbehaving peer: a worker is declared dead (its micro-batches go to others) and
     /// named; either way its messages are ignored for a while.

@@ -41,7 +41,7 @@ final class FalseDeathTests: XCTestCase {
             }
             _ = sleeper.join()
         }.start()
-        startSlowWorker(run, name: "honest")
+        Self.startSlowWorker(run, name: "honest")
         let summary = try coordinator.run()
         XCTAssertEqual(summary.steps, 8)
         try run.assertMatchesReference(summary)
@@ -71,7 +71,7 @@ final class FalseDeathTests: XCTestCase {
             }
             _ = rejoiner.join()
         }.start()
-        startSlowWorker(run, name: "honest")
+        Self.startSlowWorker(run, name: "honest")
         let summary = try coordinator.run()
         try run.assertMatchesReference(summary)
         XCTAssertEqual(welcomes.value, 21, lines.all.joined(separator: "\n"))
@@ -87,6 +87,36 @@ final class FalseDeathTests: XCTestCase {
             let stopped = ScriptedPeer(run, name: "stopped", welcomes: welcomes)
             return (stopped, 0xBAD)
         }
+    }
+
+    func testMessagesOfAnEarlierRunAreNamedInOneWarningForAllItsWorkers() throws {
+        // After a restart every worker of the previous life sends some: a hundred workers made
+        // three hundred warnings. Each still gets its answers.
+        let run = try InMemoryRun(steps: 4, seed: 4, workerTimeout: 0.5, reduction: .central)
+        let lines = LogLines()
+        let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 1)
+        let answers = Counter()
+        Thread {
+            let welcomes = Counter()
+            let old = ["old-a", "old-b", "old-c"].map { ScriptedPeer(run, name: $0, welcomes: welcomes) }
+            let older = ScriptedPeer(run, name: "older", welcomes: welcomes)
+            for peer in old { for _ in 0..<5 { peer.heartbeat(0xBAD) } }
+            older.heartbeat(0xBAD0)
+            for peer in old + [older] {
+                while let incoming = try? peer.endpoint.receive(timeoutMilliseconds: 300) {
+                    if case .success(let envelope) = incoming.result, case .error(let failure) = envelope.message, failure.code == 409 {
+                        answers.add()
+                    }
+                }
+            }
+            FalseDeathTests.startSlowWorker(run, name: "honest")
+        }.start()
+        _ = try coordinator.run()
+        let warnings = lines.all.filter { $0.hasPrefix("warning:") }
+        let log = lines.all.joined(separator: "\n")
+        XCTAssertEqual(warnings.filter { $0.contains("of run bad,") }.count, 1, log)
+        XCTAssertEqual(warnings.filter { $0.contains("of run bad0,") }.count, 1, log)
+        XCTAssertEqual(answers.value, 3 * PeerGuard.loudOffences + 1, "every sender is still told to join, the first few times")
     }
 
     func testAWorkerOnAConnectionTheCoordinatorNeverSawIsNeverHeldToAccountForIt() throws {
@@ -122,7 +152,7 @@ final class FalseDeathTests: XCTestCase {
             }
             if scripted.join() != nil { joinedAgain.add() }
         }.start()
-        startSlowWorker(run, name: "honest")
+        Self.startSlowWorker(run, name: "honest")
         let summary = try coordinator.run()
         try run.assertMatchesReference(summary)
         let log = lines.all.joined(separator: "\n")
@@ -143,7 +173,7 @@ final class FalseDeathTests: XCTestCase {
                 Thread.sleep(forTimeInterval: 0.01)
             }
         }.start()
-        startSlowWorker(run, name: "honest")
+        Self.startSlowWorker(run, name: "honest")
         let summary = try coordinator.run()
         try run.assertMatchesReference(summary)
         XCTAssertTrue(lines.all.contains { $0.contains("evicted") && $0.contains("hello again while already a worker") },
@@ -151,7 +181,7 @@ final class FalseDeathTests: XCTestCase {
     }
 
     /// A real worker slowed down, so that the run lasts while the sleeper does its part.
-    private func startSlowWorker(_ run: InMemoryRun, name: String) {
+    private static func startSlowWorker(_ run: InMemoryRun, name: String) {
         let network = run.network
         Thread {
             var options = WorkerOptions(connect: InMemoryRun.coordinatorAddress, threads: 1, name: name)
