@@ -33,12 +33,7 @@ final class FalseDeathTests: XCTestCase {
             Thread.sleep(forTimeInterval: 1.0)
             while (try? sleeper.endpoint.receive(timeoutMilliseconds: 0)) != nil {}
             for _ in 0..<30 { sleeper.heartbeat(runID) }
-            let deadline = Date().addingTimeInterval(2)
-            while Date() < deadline, let incoming = try? sleeper.endpoint.receive(timeoutMilliseconds: 100) {
-                if case .success(let envelope) = incoming.result, case .error(let failure) = envelope.message, failure.code == 401 {
-                    rejoinAnswers.add()
-                }
-            }
+            rejoinAnswers.add(sleeper.answers(code: 401, within: 2))
             _ = sleeper.join()
         }.start()
         Self.startSlowWorker(run, name: "honest")
@@ -56,9 +51,7 @@ final class FalseDeathTests: XCTestCase {
         // (the coordinator was busy, say writing a large checkpoint): at most once per timeout.
         // Nineteen rapid ones are nineteen strikes; one more, after the timeout, must not be the
         // twentieth (which would ban the worker for a minute).
-        let run = try InMemoryRun(steps: 8, seed: 4, workerTimeout: 0.5, reduction: .central)
-        let lines = LogLines()
-        let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
+        let (run, lines, coordinator) = try Self.centralRun(expectedWorkers: 2)
         let welcomes = Counter()
         Thread {
             let rejoiner = ScriptedPeer(run, name: "rejoiner", welcomes: welcomes)
@@ -92,9 +85,7 @@ final class FalseDeathTests: XCTestCase {
     func testMessagesOfAnEarlierRunAreNamedInOneWarningForAllItsWorkers() throws {
         // After a restart every worker of the previous life sends some: a hundred workers made
         // three hundred warnings. Each still gets its answers.
-        let run = try InMemoryRun(steps: 4, seed: 4, workerTimeout: 0.5, reduction: .central)
-        let lines = LogLines()
-        let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 1)
+        let (run, lines, coordinator) = try Self.centralRun(steps: 4, expectedWorkers: 1)
         let answers = Counter()
         Thread {
             let welcomes = Counter()
@@ -102,13 +93,7 @@ final class FalseDeathTests: XCTestCase {
             let older = ScriptedPeer(run, name: "older", welcomes: welcomes)
             for peer in old { for _ in 0..<5 { peer.heartbeat(0xBAD) } }
             older.heartbeat(0xBAD0)
-            for peer in old + [older] {
-                while let incoming = try? peer.endpoint.receive(timeoutMilliseconds: 300) {
-                    if case .success(let envelope) = incoming.result, case .error(let failure) = envelope.message, failure.code == 409 {
-                        answers.add()
-                    }
-                }
-            }
+            for peer in old + [older] { answers.add(peer.answers(code: 409, within: 1)) }
             FalseDeathTests.startSlowWorker(run, name: "honest")
         }.start()
         _ = try coordinator.run()
@@ -135,21 +120,14 @@ final class FalseDeathTests: XCTestCase {
     private func assertJoinsAfterThirtyMisdirectedMessages(
         answeredWith code: UInt16, file: StaticString = #filePath, line: UInt = #line,
         _ peer: @escaping @Sendable (InMemoryRun, Counter) throws -> (ScriptedPeer, UInt64)) throws {
-        let run = try InMemoryRun(steps: 8, seed: 4, workerTimeout: 0.5, reduction: .central)
-        let lines = LogLines()
-        let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
+        let (run, lines, coordinator) = try Self.centralRun(expectedWorkers: 2)
         let welcomes = Counter()
         let answers = Counter()
         let joinedAgain = Counter()
         Thread {
             guard let (scripted, runID) = try? peer(run, welcomes) else { return }
             for _ in 0..<30 { scripted.heartbeat(runID) }
-            let deadline = Date().addingTimeInterval(1)
-            while Date() < deadline, let incoming = try? scripted.endpoint.receive(timeoutMilliseconds: 100) {
-                if case .success(let envelope) = incoming.result, case .error(let failure) = envelope.message, failure.code == code {
-                    answers.add()
-                }
-            }
+            answers.add(scripted.answers(code: code, within: 1))
             if scripted.join() != nil { joinedAgain.add() }
         }.start()
         Self.startSlowWorker(run, name: "honest")
@@ -162,9 +140,7 @@ final class FalseDeathTests: XCTestCase {
     }
 
     func testTwentyRapidHellosAgainStillEvict() throws {
-        let run = try InMemoryRun(steps: 8, seed: 4, workerTimeout: 0.5, reduction: .central)
-        let lines = LogLines()
-        let coordinator = try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: 2)
+        let (run, lines, coordinator) = try Self.centralRun(expectedWorkers: 2)
         Thread {
             let endpoint = run.endpoint("rejoiner")
             let hello = Hello(name: "rejoiner", threads: 1, processID: 1, hostName: "h", coreType: BLAS.kernelName)
@@ -178,6 +154,13 @@ final class FalseDeathTests: XCTestCase {
         try run.assertMatchesReference(summary)
         XCTAssertTrue(lines.all.contains { $0.contains("evicted") && $0.contains("hello again while already a worker") },
                       lines.all.joined(separator: "\n"))
+    }
+
+    /// A central in-memory run with a worker timeout of 0.5 s, and its coordinator logging into `lines`.
+    private static func centralRun(steps: Int = 8, expectedWorkers: Int) throws -> (InMemoryRun, LogLines, Coordinator) {
+        let run = try InMemoryRun(steps: steps, seed: 4, workerTimeout: 0.5, reduction: .central)
+        let lines = LogLines()
+        return (run, lines, try run.coordinator(logger: lines.logger(label: "coord"), expectedWorkers: expectedWorkers))
     }
 
     /// A real worker slowed down, so that the run lasts while the sleeper does its part.
@@ -251,6 +234,16 @@ private struct ScriptedPeer {
         return nil
     }
 
+    /// How many `error` answers with `code` arrive within `seconds` (or until none comes for 0.1 s).
+    func answers(code: UInt16, within seconds: Double) -> Int {
+        var count = 0
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline, let incoming = try? endpoint.receive(timeoutMilliseconds: 100) {
+            if case .success(let envelope) = incoming.result, case .error(let failure) = envelope.message, failure.code == code { count += 1 }
+        }
+        return count
+    }
+
     func heartbeat(_ runID: UInt64) {
         try? endpoint.send(Envelope(runID: runID, step: 0, message: .heartbeat(Heartbeat(sentAtMilliseconds: 1, busy: true))), to: nil)
     }
@@ -261,6 +254,6 @@ private final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var count = 0
 
-    func add() { lock.withLock { count += 1 } }
+    func add(_ amount: Int = 1) { lock.withLock { count += amount } }
     var value: Int { lock.withLock { count } }
 }
