@@ -27,6 +27,8 @@ public struct CoordinatorOptions {
     /// Start the workers of `spawnWorkers` with `--quiet`: they share this terminal, and while a
     /// live display redraws it their info lines would tear it. Their warnings and errors still show.
     public var quietLocalWorkers: Bool = false
+    /// Start the workers of `spawnWorkers` with `--log-timestamps`, as this coordinator's lines are.
+    public var timestampLocalWorkers: Bool = false
     /// Listeners for progress, metrics endpoints and traces.
     public var observers: [RunObserver] = []
     /// CURVE keys (`--curve-secret-key`, `--authorized-keys`); nil for a plain socket.
@@ -467,7 +469,8 @@ public final class Coordinator {
         guard options.spawnWorkers > 0 else { return }
         try local.spawn(
             count: options.spawnWorkers, endpoint: endpoint, threads: options.workerThreads, executable: options.workerExecutable,
-            extraArguments: link.localWorkerArguments + (options.quietLocalWorkers ? ["--quiet"] : []))
+            extraArguments: link.localWorkerArguments + (options.quietLocalWorkers ? ["--quiet"] : [])
+                + (options.timestampLocalWorkers ? ["--log-timestamps"] : []))
     }
 
     private func waitForWorkers(_ count: Int) throws {

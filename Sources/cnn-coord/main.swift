@@ -34,6 +34,8 @@ struct CoordinatorCommand: ParsableCommand {
     @Flag(help: "Only warnings and errors, then the closing lines: the trace summary (with --trace) and the final 'done: ...' line.") var quiet = false
     @Flag(help: "Also debug lines: results that arrive after their step is complete (a straggler's, or a backup copy's), which are ignored.") var verbose = false
     @Flag(help: "Plain progress lines even on a terminal (no live display).") var plain = false
+    @Flag(help: "Start every log line with the time in seconds since 1970, to the millisecond (spawned workers' lines too).")
+    var logTimestamps = false
     @Option(help: "Serve Prometheus metrics over HTTP on this port (0 picks a free one; off by default).") var metricsPort: Int?
     @Option(help: "The address the metrics endpoint listens on (0.0.0.0 for every interface).") var metricsAddress: String = "127.0.0.1"
     @Option(help: "Write a Chrome trace of every step to this file (open in https://ui.perfetto.dev or chrome://tracing).") var trace: String?
@@ -61,7 +63,8 @@ struct CoordinatorCommand: ParsableCommand {
         Interruption.install()
         let screen = !quiet && !plain && TerminalScreen.isTerminal(1) ? TerminalScreen.standard() : nil
         let level = logLevel(quiet: quiet, verbose: verbose)
-        let logger = screen.map { makeLogger(label: "coord", level: level, screen: $0) } ?? makeLogger(label: "coord", level: level)
+        let logger = screen.map { makeLogger(label: "coord", level: level, screen: $0, timestamps: logTimestamps) }
+            ?? makeLogger(label: "coord", level: level, timestamps: logTimestamps)
         logger.info("\(ProcessSetup.kernelDescription)")
         var config = try TrainingConfig.load(path: self.config)
         if let epochs { config.train.epochs = epochs }
@@ -85,6 +88,7 @@ struct CoordinatorCommand: ParsableCommand {
         // Spawned workers write to this terminal too: keep them to warnings and errors when the
         // user asked for quiet, or when the live display owns the screen.
         options.quietLocalWorkers = quiet || screen != nil
+        options.timestampLocalWorkers = logTimestamps
         var server: MetricsHTTPServer?
         defer { server?.stop() }
         if let screen { options.observers.append(TerminalProgressObserver(screen: screen)) }

@@ -23,6 +23,7 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "The coordinator's CURVE public key file (its NAME.key); needs --curve-key.") var serverPublicKey: String?
     @Flag(help: "Only warnings and errors.") var quiet = false
     @Flag(help: "Also debug lines: messages of another run, which are ignored.") var verbose = false
+    @Flag(help: "Start every log line with the time in seconds since 1970, to the millisecond.") var logTimestamps = false
 
     func validate() throws {
         if threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -39,7 +40,7 @@ struct WorkerCommand: ParsableCommand {
         options.joinTimeout = joinTimeout
         options.parentProcess = parentPid
         options.computeDelay = computeDelay
-        let logger = makeLogger(label: "worker \(options.name)", level: verbose ? .debug : quiet ? .warning : .info)
+        let logger = makeLogger(label: "worker \(options.name)", level: verbose ? .debug : quiet ? .warning : .info, timestamps: logTimestamps)
         if case .unreachable(let reason) = EndpointProbe.check(connect) {
             logger.warning("cannot reach the coordinator at \(connect) yet: \(reason) (still trying for \(Int(joinTimeout)) s)")
         }
