@@ -99,6 +99,29 @@ public enum LocalCluster {
         return path
     }
 
+    /// Writes `config.yaml` into `folder`: one dense layer over 64 synthetic 8x8 images, batch 32
+    /// in micro-batches of 8, so that a real run takes a fraction of a second; `more` is appended
+    /// (further sections). Returns its path.
+    public static func writeTinyConfig(in folder: String, more: String = "") throws -> String {
+        try write("""
+            model:
+              input: [1, 8, 8]
+              layers:
+                - flatten
+                - dense: 10
+            data:
+              dataset: synthetic
+              synthetic_train: 64
+              synthetic_test: 32
+            train:
+              epochs: 1
+              batch: 32
+              micro_batch: 8
+              seed: 3
+
+            """ + more, to: "config.yaml", in: folder)
+    }
+
     /// Whether the run directory's metrics.jsonl has a training line at or past `step`, waiting
     /// up to `seconds` for it.
     public static func waitForTrainingStep(_ step: Int, in run: String, seconds: Double = 60) -> Bool {

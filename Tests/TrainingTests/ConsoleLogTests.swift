@@ -21,22 +21,7 @@ final class ConsoleLogTests: XCTestCase {
     func testLogTimestampsReachTheCoordinatorsAndItsSpawnedWorkersLines() throws {
         let folder = try LocalCluster.temporaryDirectory("console-log")
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let config = try LocalCluster.write("""
-            model:
-              input: [1, 8, 8]
-              layers:
-                - flatten
-                - dense: 10
-            data:
-              dataset: synthetic
-              synthetic_train: 64
-              synthetic_test: 32
-            train:
-              epochs: 1
-              batch: 32
-              micro_batch: 8
-              seed: 3
-            """, to: "config.yaml", in: folder)
+        let config = try LocalCluster.writeTinyConfig(in: folder)
         let started = Date().timeIntervalSince1970
         let outcome = try LocalCluster.run("cnn-coord", ["--config", config, "--spawn-workers", "1", "--steps", "2", "--plain",
                                                          "--run-dir", folder + "/run", "--log-timestamps"], seconds: 60)

@@ -73,24 +73,10 @@ final class TurnedAwayWorkerTests: XCTestCase {
     // MARK: The real programs
 
     private func configPath() throws -> String {
-        try LocalCluster.write("""
-            model:
-              input: [1, 8, 8]
-              layers:
-                - flatten
-                - dense: 10
-            data:
-              dataset: synthetic
-              synthetic_train: 64
-              synthetic_test: 32
-            train:
-              epochs: 1
-              batch: 32
-              micro_batch: 8
-              seed: 3
+        try LocalCluster.writeTinyConfig(in: folder, more: """
             distributed:
               join_timeout: 120
-            """, to: "config.yaml", in: folder)
+            """)
     }
 
     private func keygen(_ name: String) throws -> (secret: String, public: String) {
