@@ -232,7 +232,7 @@ extension Coordinator {
         if let earlier, outcome.shouldLog {
             let sender = pool[peer]?.label ?? "unknown peer \(peer)"
             if earlierRunsNamed.count < Self.earlierRunsNamedLimit && earlierRunsNamed.insert(earlier).inserted {
-                logger.warning("\(sender) sent \(PeerText.printable(what, limit: 400)) (more messages of that run are answered without a line)")
+                logger.warning("\(sender) sent \(PeerText.printable(what, limit: 400)) (further messages of that run, from any worker, are logged only with --verbose)")
             } else {
                 logger.debug("\(sender) sent \(PeerText.printable(what, limit: 400))")
             }
