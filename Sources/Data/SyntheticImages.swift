@@ -24,16 +24,19 @@ public enum SyntheticImages {
             throw DataError.invalidSetting(name: "\(name).classes", value: "\(classes)", allowed: "1 or more")
         }
         let sampleSize = channels * height * width
-        let patterns = (0..<classes).map {
-            pattern(forClass: $0, channels: channels, height: height, width: width, seed: seed)
-        }
         let order = CounterRandom.permutation(count: count, seed: seed, purpose: .synthetic, 1)
         let labels = order.map { Int32($0 % classes) }
+        // Only the classes drawn: a few ImageNet-shaped images of 1,000 classes would otherwise
+        // make 600 MB of patterns, most of them never used.
+        var patterns: [Int32: [Float]] = [:]
+        for label in labels where patterns[label] == nil {
+            patterns[label] = pattern(forClass: Int(label), channels: channels, height: height, width: width, seed: seed)
+        }
         // sqrt(12) scales a uniform [-0.5, 0.5) draw to unit variance.
         let noiseScale = noiseWeight * Float(12.0.squareRoot())
         let pixels = [Float](unsafeUninitializedCapacity: count * sampleSize) { buffer, initialised in
             for sample in 0..<count {
-                let pattern = patterns[Int(labels[sample])]
+                let pattern = patterns[labels[sample]]!
                 let base = sample * sampleSize
                 for element in 0..<sampleSize {
                     let u = CounterRandom.uniform(

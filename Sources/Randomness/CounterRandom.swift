@@ -29,11 +29,7 @@ public enum CounterRandom {
         seed: UInt64, purpose: RandomPurpose,
         _ a: UInt64 = 0, _ b: UInt64 = 0, _ c: UInt64 = 0, _ d: UInt64 = 0
     ) -> UInt64 {
-        var h = mix(seed ^ (purpose.rawValue &* 0xD6E8_FEB8_6659_FD93))
-        h = mix(h ^ a)
-        h = mix(h ^ b)
-        h = mix(h ^ c)
-        return mix(h ^ d)
+        Stream(seed: seed, purpose: purpose, a, b, c).bits(d)
     }
 
     /// A uniform double in [0, 1) with 53 random bits.
@@ -42,7 +38,7 @@ public enum CounterRandom {
         seed: UInt64, purpose: RandomPurpose,
         _ a: UInt64 = 0, _ b: UInt64 = 0, _ c: UInt64 = 0, _ d: UInt64 = 0
     ) -> Double {
-        Double(bits(seed: seed, purpose: purpose, a, b, c, d) >> 11) * 0x1p-53
+        Stream(seed: seed, purpose: purpose, a, b, c).uniform(d)
     }
 
     /// A standard normal sample (Box-Muller on two uniforms drawn from neighbouring counters).
@@ -50,10 +46,39 @@ public enum CounterRandom {
         seed: UInt64, purpose: RandomPurpose,
         _ a: UInt64 = 0, _ b: UInt64 = 0, _ c: UInt64 = 0, _ index: UInt64 = 0
     ) -> Double {
-        // 1 - u keeps the logarithm's argument in (0, 1].
-        let u1 = 1 - uniform(seed: seed, purpose: purpose, a, b, c, index &* 2)
-        let u2 = uniform(seed: seed, purpose: purpose, a, b, c, index &* 2 &+ 1)
-        return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
+        Stream(seed: seed, purpose: purpose, a, b, c).normal(index)
+    }
+
+    /// The key (seed, purpose, a, b, c) mixed once, for drawing many values whose keys differ only
+    /// in the last counter: the very values of `bits`, `uniform` and `normal` with those keys, at
+    /// one mix a value instead of five (filling a large tensor is mostly this hashing otherwise).
+    public struct Stream: Sendable {
+        private let prefix: UInt64
+
+        @inline(__always)
+        public init(seed: UInt64, purpose: RandomPurpose, _ a: UInt64 = 0, _ b: UInt64 = 0, _ c: UInt64 = 0) {
+            var h = mix(seed ^ (purpose.rawValue &* 0xD6E8_FEB8_6659_FD93))
+            h = mix(h ^ a)
+            h = mix(h ^ b)
+            prefix = mix(h ^ c)
+        }
+
+        /// 64 random bits for the key (seed, purpose, a, b, c, d).
+        @inline(__always)
+        public func bits(_ d: UInt64) -> UInt64 { mix(prefix ^ d) }
+
+        /// A uniform double in [0, 1) with 53 random bits, for counter `d`.
+        @inline(__always)
+        public func uniform(_ d: UInt64) -> Double { Double(bits(d) >> 11) * 0x1p-53 }
+
+        /// A standard normal sample for `index` (its uniforms at counters 2 index and 2 index + 1).
+        @inline(__always)
+        public func normal(_ index: UInt64) -> Double {
+            // 1 - u keeps the logarithm's argument in (0, 1].
+            let u1 = 1 - uniform(index &* 2)
+            let u2 = uniform(index &* 2 &+ 1)
+            return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
+        }
     }
 
     /// A permutation of 0..<count drawn by Fisher-Yates, each swap keyed by its position, so the

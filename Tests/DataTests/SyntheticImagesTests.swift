@@ -72,4 +72,14 @@ final class SyntheticImagesTests: XCTestCase {
         XCTAssertEqual(Set(set.labels).count, 1000)
         XCTAssertEqual(set.classCounts(), [Int](repeating: 2, count: 1000))
     }
+
+    /// Only the classes drawn are made: six ImageNet-shaped samples of 1,000 classes (labels 0-5,
+    /// as with six classes) are the very images of a six-class set, whose patterns are all made.
+    func testAFewSamplesOfManyClassesAreTheImagesOfTheClassesDrawn() throws {
+        let many = try SyntheticImages.make(count: 6, channels: 3, height: 224, width: 224, classes: 1000, seed: 4)
+        let six = try SyntheticImages.make(count: 6, channels: 3, height: 224, width: 224, classes: 6, seed: 4)
+        XCTAssertEqual(many.labels, six.labels)
+        XCTAssertEqual(Set(many.labels), Set(0..<6))
+        XCTAssertEqual(many.pixels, six.pixels)
+    }
 }
