@@ -126,7 +126,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["CNN", "Randomness", "Data"], path: "Tests/TestSupport", swiftSettings: optimised),
         .testTarget(name: "CNNTests", dependencies: ["CNN", "TestSupport"]),
         .testTarget(name: "DataTests", dependencies: ["Data", "TestSupport"]),
-        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Hashing"]),
         .testTarget(
             name: "ModelExportTests",
             dependencies: ["ModelExport", "ModelDescription", "Training", "Checkpoint", "CNN", "TestSupport", "ONNXSchema", "Randomness"]),

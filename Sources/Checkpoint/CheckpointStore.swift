@@ -88,9 +88,9 @@ public final class CheckpointStore {
         guard keep >= 1 else { throw CheckpointError.invalidKeep(keep) }
         guard step >= 0 else { throw CheckpointError.invalidStep(step) }
         guard state.step == step else { throw CheckpointError.stepMismatch(step: step, stateStep: state.step) }
-        // Encoding first: a tensor the writer rejects must not leave a temporary directory behind.
-        let modelBytes = try SafeTensors.encode(model, metadata: Self.fileMetadata)
-        let optimizerBytes = try SafeTensors.encode(optimizer, metadata: Self.fileMetadata)
+        // Laid out first: a tensor the writer rejects must not leave a temporary directory behind.
+        let modelFile = try SafeTensorsLayout(model, metadata: Self.fileMetadata)
+        let optimizerFile = try SafeTensorsLayout(optimizer, metadata: Self.fileMetadata)
 
         try createCheckpointsDirectory()
         let name = Self.directoryName(step: step)
@@ -98,7 +98,7 @@ public final class CheckpointStore {
         let final = path(name)
         try removeIfPresent(temporary)
         // The state file and the directory entries are small; a page each is room enough.
-        let needed = modelBytes.count + optimizerBytes.count + 3 * 4096
+        let needed = modelFile.byteCount + optimizerFile.byteCount + 3 * 4096
         let available = POSIXFile.availableBytes(checkpointsDirectory)
         if let available, available < needed {
             throw CheckpointError.noSpace(directory: checkpointsDirectory, needed: needed, available: available)
@@ -107,8 +107,8 @@ public final class CheckpointStore {
             try fileSystem(needing: needed) { () throws(POSIXFailure) in try POSIXFile.makeDirectory(temporary) }
             var recorded = state
             recorded.files = [
-                Self.modelFileName: try writeSynced(modelBytes, to: temporary + "/" + Self.modelFileName, needing: needed),
-                Self.optimizerFileName: try writeSynced(optimizerBytes, to: temporary + "/" + Self.optimizerFileName, needing: needed),
+                Self.modelFileName: try writeSynced(modelFile, to: temporary + "/" + Self.modelFileName, needing: needed),
+                Self.optimizerFileName: try writeSynced(optimizerFile, to: temporary + "/" + Self.optimizerFileName, needing: needed),
             ]
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -185,11 +185,19 @@ public final class CheckpointStore {
         }
     }
 
+    private func writeSynced(_ layout: SafeTensorsLayout, to path: String, needing needed: Int) throws -> FileDigest {
+        try writeSynced(to: path, needing: needed) { (writer) throws(POSIXFailure) in try layout.emit(writer.append) }
+    }
+
     private func writeSynced(_ bytes: [UInt8], to path: String, needing needed: Int) throws -> FileDigest {
-        try bytes.withUnsafeBytes { buffer in
-            try fileSystem(needing: needed) { () throws(POSIXFailure) in try POSIXFile.writeFile(buffer, to: path, sync: true) }
-            return FileDigest(of: buffer)
-        }
+        try writeSynced(to: path, needing: needed) { (writer) throws(POSIXFailure) in try withBytes(of: bytes, writer.append) }
+    }
+
+    private func writeSynced(to path: String, needing needed: Int,
+                             _ produce: (StagedFileWriter) throws(POSIXFailure) -> Void) throws -> FileDigest {
+        var digest: FileDigest?
+        try fileSystem(needing: needed) { () throws(POSIXFailure) in digest = try POSIXFile.writeFile(to: path, sync: true, produce) }
+        return digest!
     }
 
     private func removeIfPresent(_ path: String) throws {

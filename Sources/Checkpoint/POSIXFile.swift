@@ -1,3 +1,5 @@
+import Hashing
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -59,28 +61,13 @@ enum POSIXFile {
         return bytes
     }
 
-    /// Creates (or truncates) `path` and writes `bytes` to it; with `sync`, fsyncs it before closing.
-    static func writeFile(_ bytes: UnsafeRawBufferPointer, to path: String, sync: Bool) throws(POSIXFailure) {
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { throw POSIXFailure(operation: "open", path: path, code: errno) }
-        var written = 0
-        while written < bytes.count {
-            let result = write(descriptor, bytes.baseAddress! + written, bytes.count - written)
-            if result < 0 {
-                if errno == EINTR { continue }
-                let code = errno
-                close(descriptor)
-                throw POSIXFailure(operation: "write", path: path, code: code)
-            }
-            written += result
-        }
-        if sync && fsync(descriptor) != 0 {
-            let code = errno
-            close(descriptor)
-            throw POSIXFailure(operation: "fsync", path: path, code: code)
-        }
-        // close can report a deferred write error (NFS, full disk); a checkpoint must not ignore it.
-        guard close(descriptor) == 0 else { throw POSIXFailure(operation: "close", path: path, code: errno) }
+    /// Creates (or truncates) `path` and lets `produce` write its content through a
+    /// `StagedFileWriter`; with `sync`, fsyncs it before closing. Returns the file's size and xxh64.
+    static func writeFile(to path: String, sync: Bool,
+                          _ produce: (StagedFileWriter) throws(POSIXFailure) -> Void) throws(POSIXFailure) -> FileDigest {
+        let writer = try StagedFileWriter(path: path)
+        try produce(writer)
+        return try writer.finish(sync: sync)
     }
 
     /// Makes the directory's entries (files created or renamed in it) durable.
@@ -125,5 +112,76 @@ enum POSIXFile {
     static func isDirectory(_ path: String) -> Bool {
         var status = stat()
         return stat(path, &status) == 0 && (status.st_mode & S_IFMT) == S_IFDIR
+    }
+}
+
+/// A new file written through one reused buffer, whose bytes are hashed (xxh64) there while they
+/// are in cache: a checkpoint of any size costs this buffer of memory, where building the whole
+/// file first cost a copy of it (a gigabyte for VGG-16's weights and momentum, every fresh page of
+/// it faulted in and zeroed by the kernel).
+final class StagedFileWriter {
+    /// Bytes staged before each write: a whole number of the hash's 32-byte stripes.
+    static let capacity = 4 << 20
+    let path: String
+    private var descriptor: Int32
+    private let buffer: UnsafeMutableRawPointer
+    private var staged = 0
+    private var written = 0
+    private var hash = XXHash64.Stream()
+
+    /// Creates (or truncates) `path`.
+    init(path: String) throws(POSIXFailure) {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw POSIXFailure(operation: "open", path: path, code: errno) }
+        self.path = path
+        self.descriptor = descriptor
+        buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.capacity, alignment: 64)
+    }
+
+    /// A writer given up on (an error) closes its file unsynced; its caller removes it.
+    deinit {
+        if descriptor >= 0 { close(descriptor) }
+        buffer.deallocate()
+    }
+
+    /// Appends `bytes` to the file.
+    func append(_ bytes: UnsafeRawBufferPointer) throws(POSIXFailure) {
+        var offset = 0
+        while offset < bytes.count {
+            let piece = min(Self.capacity - staged, bytes.count - offset)
+            (buffer + staged).copyMemory(from: bytes.baseAddress! + offset, byteCount: piece)
+            staged += piece
+            offset += piece
+            if staged == Self.capacity { try flush() }
+        }
+    }
+
+    /// Writes what is staged; only the last flush may leave a piece that is not whole stripes.
+    private func flush() throws(POSIXFailure) {
+        hash.update(buffer, count: staged)
+        var done = 0
+        while done < staged {
+            let result = write(descriptor, buffer + done, staged - done)
+            if result < 0 {
+                if errno == EINTR { continue }
+                throw POSIXFailure(operation: "write", path: path, code: errno)
+            }
+            done += result
+        }
+        written += staged
+        staged = 0
+    }
+
+    /// Writes the rest, fsyncs the file when `sync`, closes it and returns its size and xxh64.
+    func finish(sync: Bool) throws(POSIXFailure) -> FileDigest {
+        try flush()
+        if sync && fsync(descriptor) != 0 {
+            throw POSIXFailure(operation: "fsync", path: path, code: errno)
+        }
+        let closing = descriptor
+        descriptor = -1
+        // close can report a deferred write error (NFS, full disk); a checkpoint must not ignore it.
+        guard close(closing) == 0 else { throw POSIXFailure(operation: "close", path: path, code: errno) }
+        return FileDigest(bytes: written, xxh64: FileDigest.hexadecimal(hash.digest()))
     }
 }

@@ -44,6 +44,16 @@ public enum SafeTensors {
     /// dtype other than F32 or I64, a value count that does not match the shape, a non-integral or
     /// out-of-range I64 value, or a repeated or reserved name.
     public static func encode(_ tensors: [NamedTensor], metadata: [String: String]) throws -> [UInt8] {
+        let layout = try SafeTensorsLayout(tensors, metadata: metadata)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(layout.byteCount)
+        layout.emit { bytes.append(contentsOf: $0) }
+        return bytes
+    }
+
+    /// The header of a file holding `tensors` with `metadata`, the 8-byte length before it
+    /// included, and each tensor's size in bytes; throws as `encode` does.
+    static func header(_ tensors: [NamedTensor], metadata: [String: String]) throws -> (header: [UInt8], byteCounts: [Int]) {
         var byteCounts: [Int] = []
         byteCounts.reserveCapacity(tensors.count)
         var names = Set<String>()
@@ -66,35 +76,23 @@ public enum SafeTensors {
                 .raw("data_offsets", "[\(offset),\(offset + byteCount)]"))
             offset += byteCount
         }
-        var header = Array(object.text.utf8)
+        var json = Array(object.text.utf8)
         // Spaces after the JSON keep the data buffer 8-byte aligned, as the reference writer does;
         // readers skip them as JSON whitespace.
-        while header.count % 8 != 0 { header.append(UInt8(ascii: " ")) }
-
-        let dataStart = 8 + header.count
-        let total = dataStart + offset
-        return [UInt8](unsafeUninitializedCapacity: total) { output, initialized in
-            let raw = UnsafeMutableRawBufferPointer(output)
-            raw.storeBytes(of: UInt64(header.count).littleEndian, toByteOffset: 0, as: UInt64.self)
-            header.withUnsafeBytes { raw.baseAddress!.advanced(by: 8).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            var position = dataStart
-            for (tensor, byteCount) in zip(tensors, byteCounts) {
-                let destination = UnsafeMutableRawBufferPointer(rebasing: raw[position..<(position + byteCount)])
-                storeLittleEndian(tensor, into: destination)
-                position += byteCount
-            }
-            initialized = total
-        }
+        while json.count % 8 != 0 { json.append(UInt8(ascii: " ")) }
+        var header = [UInt8](repeating: 0, count: 8)
+        header.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(json.count).littleEndian, as: UInt64.self) }
+        return (header + json, byteCounts)
     }
 
     /// Writes `tensors` and `metadata` to `path` as `encode` lays them out, replacing any file there.
     /// This is a plain write: durability and atomic replacement are `CheckpointStore`'s job.
     public static func write(_ tensors: [NamedTensor], metadata: [String: String], to path: String) throws {
-        let bytes = try encode(tensors, metadata: metadata)
+        let layout = try SafeTensorsLayout(tensors, metadata: metadata)
         do {
-            try bytes.withUnsafeBytes { try POSIXFile.writeFile($0, to: path, sync: false) }
-        } catch let failure as POSIXFailure {
-            throw SafeTensorsError.fileUnwritable(path: path, reason: failure.reason)
+            _ = try POSIXFile.writeFile(to: path, sync: false) { (writer) throws(POSIXFailure) in try layout.emit(writer.append) }
+        } catch {
+            throw SafeTensorsError.fileUnwritable(path: path, reason: error.reason)
         }
     }
 
@@ -133,23 +131,6 @@ public enum SafeTensors {
             }
         }
         return elements * tensor.dtype.byteSize
-    }
-
-    private static func storeLittleEndian(_ tensor: NamedTensor, into destination: UnsafeMutableRawBufferPointer) {
-        switch tensor.dtype {
-        case .int64:
-            for (index, value) in tensor.values.enumerated() {
-                destination.storeBytes(of: Int64(value).littleEndian, toByteOffset: index * 8, as: Int64.self)
-            }
-        default:
-            #if _endian(little)
-            tensor.values.withUnsafeBytes { destination.copyMemory(from: $0) }
-            #else
-            for (index, value) in tensor.values.enumerated() {
-                destination.storeBytes(of: value.bitPattern.littleEndian, toByteOffset: index * 4, as: UInt32.self)
-            }
-            #endif
-        }
     }
 
     // MARK: Reading
@@ -414,4 +395,53 @@ public enum SafeTensors {
             return Float(bitPattern: sign | (exponent + 112) << 23 | mantissa << 13)
         }
     }
+}
+
+/// A safetensors file checked and laid out before any byte of it is written (so a tensor the
+/// format cannot hold is refused before a file is begun), then emitted piece by piece: the
+/// header, then each tensor's bytes straight from its values where they are already the file's
+/// (Float32 on a little-endian machine), so a large checkpoint needs no copy of itself in memory.
+public struct SafeTensorsLayout {
+    private let tensors: [NamedTensor]
+    private let header: [UInt8]
+    /// The file's size in bytes.
+    public let byteCount: Int
+
+    /// The layout of a file holding `tensors` (their data in the order given) and `metadata`;
+    /// throws as `SafeTensors.encode` does.
+    public init(_ tensors: [NamedTensor], metadata: [String: String]) throws {
+        let (header, byteCounts) = try SafeTensors.header(tensors, metadata: metadata)
+        self.tensors = tensors
+        self.header = header
+        byteCount = header.count + byteCounts.reduce(0, +)
+    }
+
+    /// Hands `sink` the file's bytes in order, in pieces.
+    public func emit<Failure: Error>(_ sink: (UnsafeRawBufferPointer) throws(Failure) -> Void) throws(Failure) {
+        try withBytes(of: header, sink)
+        for tensor in tensors {
+            switch tensor.dtype {
+            case .int64:
+                try withBytes(of: tensor.values.map { UInt64(bitPattern: Int64($0)).littleEndian }, sink)
+            default:
+                // F32, the only other type a layout admits.
+                #if _endian(little)
+                try withBytes(of: tensor.values, sink)
+                #else
+                try withBytes(of: tensor.values.map { $0.bitPattern.littleEndian }, sink)
+                #endif
+            }
+        }
+    }
+
+}
+
+/// Calls `body` with the bytes of `array` in place, and throws what it throws (`withUnsafeBytes`
+/// rethrows untyped errors, which typed callers could not pass on).
+func withBytes<Element, Failure: Error>(of array: [Element], _ body: (UnsafeRawBufferPointer) throws(Failure) -> Void) throws(Failure) {
+    var failure: Failure?
+    array.withUnsafeBytes { bytes in
+        do throws(Failure) { try body(bytes) } catch { failure = error }
+    }
+    if let failure { throw failure }
 }

@@ -1,5 +1,6 @@
 import Checkpoint
 import Foundation
+import Hashing
 import XCTest
 
 final class CheckpointStoreTests: XCTestCase {
@@ -67,6 +68,38 @@ final class CheckpointStoreTests: XCTestCase {
             XCTAssertEqual(digest.xxh64.count, 16)
             XCTAssertTrue(digest.xxh64.allSatisfy { $0.isHexDigit && !$0.isUppercase })
         }
+    }
+
+    /// Files are written through a 4 MiB staging buffer and hashed there: tensors larger than it,
+    /// tensors that end inside the hash's 32-byte stripes and I64 tensors give the very bytes
+    /// `SafeTensors.encode` lays out, and state.json records their size and xxh64.
+    func testLargeFilesAreWrittenAsEncodedAndRecordedWithTheirDigest() throws {
+        let large: [Float] = (0..<(3 * (1 << 20) + 7)).map { (index: Int) -> Float in Float(index % 1_000) * 0.5 - 17 }
+        let model = [
+            NamedTensor(name: "big.weight", shape: [large.count], values: large),
+            NamedTensor(name: "steps", shape: [3], dtype: .int64, values: [1, -2, 16_777_216]),
+            NamedTensor(name: "small.bias", shape: [5], values: [1, 2, 3, 4, 5]),
+        ]
+        let optimizer = [NamedTensor(name: "big.weight.momentum", shape: [large.count], values: Array(large.reversed()))]
+        let store = CheckpointStore(runDirectory: runDirectory, keep: 1)
+        let path = try store.save(step: 4, model: model, optimizer: optimizer, state: state(step: 4))
+        let text = try String(contentsOfFile: path + "/state.json", encoding: .utf8)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        let files = try XCTUnwrap(json["files"] as? [String: [String: Any]])
+        for (name, tensors) in [("model.safetensors", model), ("optimizer.safetensors", optimizer)] {
+            let written: [UInt8] = try Array(Data(contentsOf: URL(fileURLWithPath: path + "/" + name)))
+            let encoded = try SafeTensors.encode(tensors, metadata: ["format": "pt"])
+            XCTAssertGreaterThan(encoded.count, 4 << 20)
+            XCTAssertTrue(written == encoded, "\(name) is not the bytes encode lays out")
+            XCTAssertEqual(files[name]?["bytes"] as? Int, encoded.count)
+            let digest = encoded.withUnsafeBytes { XXHash64.hash($0) }
+            XCTAssertEqual(files[name]?["xxh64"] as? String, String(format: "%016llx", digest))
+        }
+        let exported = runDirectory + "/exported.safetensors"
+        try SafeTensors.write(model, metadata: ["format": "pt"], to: exported)
+        let exportedBytes: [UInt8] = try Array(Data(contentsOf: URL(fileURLWithPath: exported)))
+        XCTAssertTrue(try exportedBytes == SafeTensors.encode(model, metadata: ["format": "pt"]))
+        XCTAssertEqual(try store.newestValid().checkpoint.model.tensors, model)
     }
 
     func testStateFileIsSortedSnakeCaseJSON() throws {
