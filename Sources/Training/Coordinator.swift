@@ -155,7 +155,8 @@ public final class Coordinator {
         peerGuard = PeerGuard(config: PeerLimits(maxMessagesPerSecond: Double(config.distributed.maxMessagesPerSecond)))
         scheduler = StepScheduler(settings: .init(workerTimeout: config.distributed.workerTimeout, joinTimeout: config.distributed.joinTimeout,
                                                   nonFinite: config.distributed.nonFinite))
-        state = try ModelState(config: config)
+        // A resumed run's weights all come from its checkpoint (`prepare`), or it does not start.
+        state = try ModelState(config: config, initialise: !options.resume)
         reduction = TreeReduction(rounding: config.nodeRounding(gradientCount: state.parameterCount))
         directory = try RunDirectory(path: options.runDirectory, keep: config.checkpoint.keep)
         runID = UInt64.random(in: 1...UInt64.max)

@@ -17,10 +17,13 @@ public final class ModelState {
     /// The parameter ranges the optimiser updates: everything but frozen layers.
     public let trainableRanges: [Range<Int>]
 
-    public init(config: TrainingConfig) throws {
+    /// The state at the start of `config`'s run. Without `initialise`, the weights are left for
+    /// `restore` to write, which sets every one of them or throws: drawing VGG-16's initial
+    /// weights only to overwrite them cost a resume seconds.
+    public init(config: TrainingConfig, initialise: Bool = true) throws {
         self.config = config
         network = try Network(config.model)
-        network.initialise(seed: config.train.seed)
+        if initialise { network.initialise(seed: config.train.seed) }
         trainableRanges = try ModelState.trainableRanges(of: network, freezing: config.train.freeze)
         optimizer = ModelState.makeOptimizer(config.train.optimizer, parameterCount: network.parameterCount)
     }
