@@ -463,24 +463,32 @@ extension Coordinator {
     }
 
     private func takeGathered(_ sharding: ShardedReduction) throws {
+        let parameterCount = state.parameterCount
         let parameters = state.network.parameters.pointer, stateValues = state.network.state.pointer
-        var parts: [[(name: String, values: [Float])]] = []
-        for index in sharding.layout.slices.indices {
-            let slice = sharding.gathered[index]!
-            let range = sharding.layout.slices[index]
-            slice.weights!.withUnsafeBufferPointer { values in
-                for (offset, value) in zip(range, values) {
-                    if offset < state.parameterCount { parameters[offset] = value } else { stateValues[offset - state.parameterCount] = value }
+        for (index, range) in sharding.layout.slices.enumerated() {
+            sharding.gathered[index]!.weights!.withUnsafeBufferPointer { values in
+                // A slice holds parameters or state observations, never both (ShardLayout).
+                if range.lowerBound < parameterCount {
+                    (parameters + range.lowerBound).update(from: values.baseAddress!, count: range.count)
+                } else {
+                    (stateValues + range.lowerBound - parameterCount).update(from: values.baseAddress!, count: range.count)
                 }
             }
-            if !sharding.layout.isStateSlice(index) { parts.append(zip(slice.names, slice.tensors).map { ($0, $1.toArray()) }) }
         }
+        // The optimiser's state, each tensor the size of the parameters put together from the
+        // parameter slices in order, one copy of each; a smaller one (Adam's step count) is the
+        // same in every owner: the first slice's.
+        let pieces = sharding.layout.slices.indices.filter { !sharding.layout.isStateSlice($0) }.map { sharding.gathered[$0]!.tensors }
         var whole: [String: [Float]] = [:]
         for (t, tensor) in state.optimizer.stateTensors.enumerated() {
-            if tensor.values.count == state.parameterCount {
-                whole[tensor.name] = parts.flatMap { $0.count > t ? $0[t].values : [] }
+            let parts = pieces.compactMap { $0.count > t ? $0[t] : nil }
+            if tensor.values.count == parameterCount {
+                var values: [Float] = []
+                values.reserveCapacity(parts.reduce(0) { $0 + $1.count })
+                for part in parts { part.withUnsafeBufferPointer { values.append(contentsOf: $0) } }
+                whole[tensor.name] = values
             } else {
-                whole[tensor.name] = parts.first.flatMap { $0.count > t ? $0[t].values : nil } ?? tensor.values
+                whole[tensor.name] = pieces.first.flatMap { $0.count > t ? $0[t].toArray() : nil } ?? tensor.values
             }
         }
         do {
