@@ -401,15 +401,15 @@ public enum SafeTensors {
 /// format cannot hold is refused before a file is begun), then emitted piece by piece: the
 /// header, then each tensor's bytes straight from its values where they are already the file's
 /// (Float32 on a little-endian machine), so a large checkpoint needs no copy of itself in memory.
-public struct SafeTensorsLayout {
+struct SafeTensorsLayout {
     private let tensors: [NamedTensor]
     private let header: [UInt8]
     /// The file's size in bytes.
-    public let byteCount: Int
+    let byteCount: Int
 
     /// The layout of a file holding `tensors` (their data in the order given) and `metadata`;
     /// throws as `SafeTensors.encode` does.
-    public init(_ tensors: [NamedTensor], metadata: [String: String]) throws {
+    init(_ tensors: [NamedTensor], metadata: [String: String]) throws {
         let (header, byteCounts) = try SafeTensors.header(tensors, metadata: metadata)
         self.tensors = tensors
         self.header = header
@@ -417,7 +417,7 @@ public struct SafeTensorsLayout {
     }
 
     /// Hands `sink` the file's bytes in order, in pieces.
-    public func emit<Failure: Error>(_ sink: (UnsafeRawBufferPointer) throws(Failure) -> Void) throws(Failure) {
+    func emit<Failure: Error>(_ sink: (UnsafeRawBufferPointer) throws(Failure) -> Void) throws(Failure) {
         try withBytes(of: header, sink)
         for tensor in tensors {
             switch tensor.dtype {
