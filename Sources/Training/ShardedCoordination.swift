@@ -46,6 +46,16 @@ final class ShardedReduction {
         planner = ShardPlanner(layout: layout)
     }
 
+    /// How long the last step took, from its start to its weights complete in every member.
+    var lastStepSeconds = 0.0
+
+    /// Seconds the step in progress may go on before the coordinator says what it waits for:
+    /// `minimum`, or three times the last step where steps are long (a large model on few cores
+    /// takes seconds a step, and a healthy step is not a stall).
+    func stallReportAfter(minimum: Double) -> Double {
+        max(minimum, 3 * lastStepSeconds)
+    }
+
     /// Set by `restart` until the next plan is issued.
     var restartPending = false
     /// When the step in progress began, and whether its stall was reported (once a step).
@@ -137,6 +147,7 @@ extension Coordinator {
         sharding.planner.settle()
         state.advance(stepsPerEpoch: stepsPerEpoch)
         sharding.holdsWeights = false
+        sharding.lastStepSeconds = monotonicSeconds() - stepStart
         defer { phases.removeAll(keepingCapacity: true) }
         return StepReport(
             step: state.step, epoch: epoch, stepInEpoch: state.stepInEpoch == 0 ? stepsPerEpoch : state.stepInEpoch,
@@ -309,12 +320,12 @@ extension Coordinator {
         }
     }
 
-    /// Says once a step, when it has gone on for `stallReportAfter` seconds, what it waits for:
+    /// Says once a step, when it has gone on for `stallReportAfter(minimum:)` seconds, what it waits for:
     /// a step of a small model takes milliseconds, and one stuck with every member busy
     /// otherwise leaves no line at all (the straggler rule speaks only when a worker is idle).
     private func reportStall(_ sharding: ShardedReduction) {
         let waited = monotonicSeconds() - sharding.stepStartedAt
-        guard !sharding.stallReported, waited > Self.stallReportAfter else { return }
+        guard !sharding.stallReported, waited > sharding.stallReportAfter(minimum: Self.stallReportAfter) else { return }
         sharding.stallReported = true
         guard let plan = sharding.plan else {
             return logger.warning("step \(state.step): no progress for \(Int(waited)) s: no sharded plan yet, \(sharding.waiting.count) worker(s) waiting to join")
@@ -333,7 +344,7 @@ extension Coordinator {
         logger.warning("step \(state.step): no progress for \(Int(waited)) s: \(parts.joined(separator: "; "))")
     }
 
-    /// Seconds a sharded step may take before the coordinator says what it waits for.
+    /// Seconds any sharded step may take before the coordinator says what it waits for.
     static let stallReportAfter = 5.0
 
     /// After a member died: a plan over the survivors (replicas take over its slices), and its
