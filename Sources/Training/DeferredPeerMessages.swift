@@ -10,8 +10,10 @@ struct DeferredPeerMessages {
     /// The most tensor bytes kept from one peer.
     let bytesPerPeer: Int
 
-    init(bytesPerPeer: Int) {
-        self.bytesPerPeer = bytesPerPeer
+    /// Messages of peers training a model of `leafLength` values (parameters and state) in
+    /// `microBatchesPerStep` micro-batches a step, each peer held to `bound(...)`.
+    init(leafLength: Int, microBatchesPerStep: Int) {
+        bytesPerPeer = Self.bound(leafLength: leafLength, microBatchesPerStep: microBatchesPerStep)
     }
 
     /// The bound on one peer's bytes for a model of `leafLength` values (parameters and state)
@@ -20,7 +22,7 @@ struct DeferredPeerMessages {
     /// node per micro-batch, and each micro-batch again as a backup copy, each at most the whole
     /// vector), the weights and optimiser state of the slices it hands over, and its owned
     /// slices' gradients (the vector again). The bound is twice that.
-    static func bytesPerPeer(leafLength: Int, microBatchesPerStep: Int) -> Int {
+    static func bound(leafLength: Int, microBatchesPerStep: Int) -> Int {
         let vectors = 2 * microBatchesPerStep + 1 + mostOptimizerStateTensors + 1
         return 2 * vectors * leafLength * MemoryLayout<Float>.size
     }

@@ -102,8 +102,7 @@ final class ShardRole {
         trainableRanges = try ModelState.trainableRanges(of: engine.layoutNetwork, freezing: config.train.freeze)
         current = SliceBuffer(count: engine.leafLength, slices: layout.slices.count)
         next = SliceBuffer(count: engine.leafLength, slices: layout.slices.count)
-        deferred = DeferredPeerMessages(bytesPerPeer: DeferredPeerMessages.bytesPerPeer(
-            leafLength: engine.leafLength, microBatchesPerStep: config.train.microBatchesPerStep))
+        deferred = DeferredPeerMessages(leafLength: engine.leafLength, microBatchesPerStep: config.train.microBatchesPerStep)
     }
 
     // MARK: Weights

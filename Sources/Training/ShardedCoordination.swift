@@ -52,7 +52,7 @@ final class ShardedReduction {
     /// Seconds the step in progress may go on before the coordinator says what it waits for:
     /// `minimum`, or three times the last step where steps are long (a large model on few cores
     /// takes seconds a step, and a healthy step is not a stall).
-    func stallReportAfter(minimum: Double) -> Double {
+    func stallThreshold(minimum: Double) -> Double {
         max(minimum, 3 * lastStepSeconds)
     }
 
@@ -320,12 +320,12 @@ extension Coordinator {
         }
     }
 
-    /// Says once a step, when it has gone on for `stallReportAfter(minimum:)` seconds, what it waits for:
+    /// Says once a step, when it has gone on for `stallThreshold(minimum:)` seconds, what it waits for:
     /// a step of a small model takes milliseconds, and one stuck with every member busy
     /// otherwise leaves no line at all (the straggler rule speaks only when a worker is idle).
     private func reportStall(_ sharding: ShardedReduction) {
         let waited = monotonicSeconds() - sharding.stepStartedAt
-        guard !sharding.stallReported, waited > sharding.stallReportAfter(minimum: Self.stallReportAfter) else { return }
+        guard !sharding.stallReported, waited > sharding.stallThreshold(minimum: Self.stallReportAfter) else { return }
         sharding.stallReported = true
         guard let plan = sharding.plan else {
             return logger.warning("step \(state.step): no progress for \(Int(waited)) s: no sharded plan yet, \(sharding.waiting.count) worker(s) waiting to join")

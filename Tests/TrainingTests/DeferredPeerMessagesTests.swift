@@ -16,11 +16,11 @@ final class DeferredPeerMessagesTests: XCTestCase {
     func testTheBoundIsTwiceWhatAnHonestPeerCanSendAhead() {
         // Partial sums: a node and a backup copy per micro-batch (8 vectors); weights and three
         // state tensors handed over, and gradients (5 more); twice that, in bytes.
-        XCTAssertEqual(DeferredPeerMessages.bytesPerPeer(leafLength: leafLength, microBatchesPerStep: microBatches), 2 * 13 * 1_000 * 4)
+        XCTAssertEqual(DeferredPeerMessages.bound(leafLength: leafLength, microBatchesPerStep: microBatches), 2 * 13 * 1_000 * 4)
     }
 
     func testAllThatAnHonestPeerSendsAheadIsKeptInOrder() {
-        var deferred = DeferredPeerMessages(bytesPerPeer: DeferredPeerMessages.bytesPerPeer(leafLength: leafLength, microBatchesPerStep: microBatches))
+        var deferred = DeferredPeerMessages(leafLength: leafLength, microBatchesPerStep: microBatches)
         // Everything an honest peer may have sent one step ahead, as whole vectors.
         let honest = 2 * microBatches + 1 + DeferredPeerMessages.mostOptimizerStateTensors + 1
         for index in 0..<honest {
@@ -37,13 +37,13 @@ final class DeferredPeerMessagesTests: XCTestCase {
     }
 
     func testAFloodingPeerIsHeldToItsBytesAndEveryoneToTheMessageLimit() {
-        let bound = DeferredPeerMessages.bytesPerPeer(leafLength: leafLength, microBatchesPerStep: microBatches)
-        var deferred = DeferredPeerMessages(bytesPerPeer: bound)
+        let bound = DeferredPeerMessages.bound(leafLength: leafLength, microBatchesPerStep: microBatches)
+        var deferred = DeferredPeerMessages(leafLength: leafLength, microBatchesPerStep: microBatches)
         let kept = (0..<1_000).filter { _ in deferred.keep(partials(step: 5, floats: leafLength), from: 7, messageLimit: 10_000) }.count
         XCTAssertEqual(kept, bound / (leafLength * 4))
         XCTAssertLessThanOrEqual(deferred.bytes[7] ?? 0, bound)
         // Small messages still go for another peer, up to the number of messages.
-        var tiny = DeferredPeerMessages(bytesPerPeer: bound)
+        var tiny = DeferredPeerMessages(leafLength: leafLength, microBatchesPerStep: microBatches)
         XCTAssertEqual((0..<50).filter { _ in tiny.keep(partials(step: 5, floats: 1), from: 8, messageLimit: 20) }.count, 20)
     }
 }

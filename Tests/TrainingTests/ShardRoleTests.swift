@@ -136,8 +136,8 @@ final class ShardRoleTests: XCTestCase {
         let nodes = (0..<4).map { TreeNode(level: 0, index: $0) }
         let flood = SlicePartials(slice: 0, nodes: nodes, tensors: nodes.map { _ in FloatPayload(copying: [Float](repeating: 1, count: length)) })
         let messageBytes = 4 * length * MemoryLayout<Float>.size
-        let bound = DeferredPeerMessages.bytesPerPeer(leafLength: roles.engine.leafLength,
-                                                      microBatchesPerStep: workers[0].config.train.microBatchesPerStep)
+        let bound = DeferredPeerMessages.bound(leafLength: roles.engine.leafLength,
+                                               microBatchesPerStep: workers[0].config.train.microBatchesPerStep)
         XCTAssertEqual(workers[0].deferred.bytesPerPeer, bound)
         for _ in 0..<(3 * bound / messageBytes) {
             try roles.transports[1].send(Envelope(runID: 0, step: 9, message: .slicePartials(flood)), to: 0)

@@ -8,12 +8,12 @@ import XCTest
 final class ShardedStallReportTests: XCTestCase {
     func testAStepIsReportedAfterFiveSecondsOrThreeTimesTheLastStep() {
         let sharding = ShardedReduction(parameterCount: 1_000, stateCount: 0)
-        XCTAssertEqual(sharding.stallReportAfter(minimum: 5), 5, "before any step")
+        XCTAssertEqual(sharding.stallThreshold(minimum: 5), 5, "before any step")
         sharding.lastStepSeconds = 0.02
-        XCTAssertEqual(sharding.stallReportAfter(minimum: 5), 5, "after a step of a small model")
+        XCTAssertEqual(sharding.stallThreshold(minimum: 5), 5, "after a step of a small model")
         sharding.lastStepSeconds = 10
-        XCTAssertEqual(sharding.stallReportAfter(minimum: 5), 30, "after a step of a large model")
+        XCTAssertEqual(sharding.stallThreshold(minimum: 5), 30, "after a step of a large model")
         sharding.lastStepSeconds = 1
-        XCTAssertEqual(sharding.stallReportAfter(minimum: 5), 5, "the last step counts, not the longest")
+        XCTAssertEqual(sharding.stallThreshold(minimum: 5), 5, "the last step counts, not the longest")
     }
 }
